@@ -1,0 +1,302 @@
+//! Framing: `kind:u32 | length:u32 | payload`, with a hard size limit per link.
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+
+/// Frame kind of a postcard-encoded control message.
+pub const KIND_MSG: u32 = 1;
+/// Frame kind of a block of data: [`DataHeader`] followed by raw bytes.
+pub const KIND_DATA: u32 = 2;
+
+/// Largest control message accepted on any link (chunk lists are sent in batches below this).
+pub const MAX_CONTROL_FRAME: u32 = 32 * 1024 * 1024;
+/// Largest data payload of one data frame: one block.
+pub const MAX_DATA_PAYLOAD: u32 = crate::BLOCK_SIZE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len} bytes exceeds the limit of {limit} bytes for this link")]
+    TooLarge { len: u32, limit: u32 },
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u32),
+    #[error("data frame too short for its header ({0} bytes)")]
+    ShortData(u32),
+    #[error("malformed message: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("expected a control message, got a data frame")]
+    UnexpectedData,
+    #[error("peer closed the connection")]
+    Closed,
+}
+
+impl ProtoError {
+    /// True when the peer simply went away (not worth an error-level log line).
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            ProtoError::Closed => true,
+            ProtoError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Header of a data frame (28 bytes, big-endian). The payload length is the frame length minus
+/// the header; `crc` is the CRC32 (zlib polynomial) of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataHeader {
+    pub chunk_id: u64,
+    pub version: u32,
+    /// Read request id or write id this piece belongs to.
+    pub req_id: u32,
+    /// Offset of the payload inside the chunk.
+    pub offset: u32,
+    pub crc: u32,
+}
+
+impl DataHeader {
+    pub const LEN: usize = 24;
+
+    fn encode(&self, out: &mut [u8; Self::LEN]) {
+        out[0..8].copy_from_slice(&self.chunk_id.to_be_bytes());
+        out[8..12].copy_from_slice(&self.version.to_be_bytes());
+        out[12..16].copy_from_slice(&self.req_id.to_be_bytes());
+        out[16..20].copy_from_slice(&self.offset.to_be_bytes());
+        out[20..24].copy_from_slice(&self.crc.to_be_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        DataHeader {
+            chunk_id: u64::from_be_bytes(b[0..8].try_into().expect("8 bytes")),
+            version: u32_at(8),
+            req_id: u32_at(12),
+            offset: u32_at(16),
+            crc: u32_at(20),
+        }
+    }
+}
+
+/// One frame as read: borrowed from the reader's reusable buffer.
+#[derive(Debug)]
+pub enum Frame<'a> {
+    Msg(&'a [u8]),
+    Data(DataHeader, &'a [u8]),
+}
+
+impl Frame<'_> {
+    /// Decodes a control message; a data frame here is a protocol error.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ProtoError> {
+        match self {
+            Frame::Msg(b) => Ok(postcard::from_bytes(b)?),
+            Frame::Data(..) => Err(ProtoError::UnexpectedData),
+        }
+    }
+}
+
+/// Reads frames into one reusable buffer: no allocation per frame once warmed up.
+pub struct FrameReader<R> {
+    inner: BufReader<R>,
+    limit: u32,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self::with_limit(inner, MAX_CONTROL_FRAME)
+    }
+
+    pub fn with_limit(inner: R, limit: u32) -> Self {
+        FrameReader {
+            inner: BufReader::with_capacity(128 * 1024, inner),
+            limit,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads the next frame. A clean end of stream between frames is `ProtoError::Closed`.
+    pub async fn next(&mut self) -> Result<Frame<'_>, ProtoError> {
+        let mut head = [0u8; 8];
+        match self.inner.read_exact(&mut head[..1]).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(ProtoError::Closed)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.inner.read_exact(&mut head[1..]).await?;
+        let kind = u32::from_be_bytes(head[0..4].try_into().expect("4 bytes"));
+        let len = u32::from_be_bytes(head[4..8].try_into().expect("4 bytes"));
+        let limit = match kind {
+            KIND_MSG => self.limit,
+            KIND_DATA => MAX_DATA_PAYLOAD + DataHeader::LEN as u32,
+            other => return Err(ProtoError::UnknownKind(other)),
+        };
+        if len > limit {
+            return Err(ProtoError::TooLarge { len, limit });
+        }
+        self.buf.resize(len as usize, 0);
+        self.inner.read_exact(&mut self.buf).await?;
+        parse_frame(kind, &self.buf)
+    }
+
+    /// Reads the next frame and decodes it as a control message.
+    pub async fn next_msg<T: DeserializeOwned>(&mut self) -> Result<T, ProtoError> {
+        self.next().await?.decode()
+    }
+}
+
+/// Interprets a frame body; used by the reader and by the fuzz tests.
+pub fn parse_frame(kind: u32, body: &[u8]) -> Result<Frame<'_>, ProtoError> {
+    match kind {
+        KIND_MSG => Ok(Frame::Msg(body)),
+        KIND_DATA => {
+            if body.len() < DataHeader::LEN {
+                return Err(ProtoError::ShortData(body.len() as u32));
+            }
+            let (h, data) = body.split_at(DataHeader::LEN);
+            Ok(Frame::Data(DataHeader::decode(h), data))
+        }
+        other => Err(ProtoError::UnknownKind(other)),
+    }
+}
+
+/// Writes frames through a buffer; call [`FrameWriter::flush`] to push them out.
+pub struct FrameWriter<W: AsyncWrite> {
+    inner: BufWriter<W>,
+    scratch: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W) -> Self {
+        FrameWriter {
+            inner: BufWriter::with_capacity(128 * 1024, inner),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Queues a control message.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
+        self.scratch.clear();
+        let body = postcard::to_extend(msg, std::mem::take(&mut self.scratch))?;
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        if len > MAX_CONTROL_FRAME {
+            self.scratch = body;
+            return Err(ProtoError::TooLarge {
+                len,
+                limit: MAX_CONTROL_FRAME,
+            });
+        }
+        self.inner.write_all(&KIND_MSG.to_be_bytes()).await?;
+        self.inner.write_all(&len.to_be_bytes()).await?;
+        self.inner.write_all(&body).await?;
+        self.scratch = body;
+        Ok(())
+    }
+
+    /// Queues a data frame.
+    pub async fn send_data(&mut self, header: &DataHeader, data: &[u8]) -> Result<(), ProtoError> {
+        let len = data.len() as u32;
+        if len > MAX_DATA_PAYLOAD {
+            return Err(ProtoError::TooLarge {
+                len,
+                limit: MAX_DATA_PAYLOAD,
+            });
+        }
+        let mut h = [0u8; DataHeader::LEN];
+        header.encode(&mut h);
+        self.inner.write_all(&KIND_DATA.to_be_bytes()).await?;
+        self.inner
+            .write_all(&(len + DataHeader::LEN as u32).to_be_bytes())
+            .await?;
+        self.inner.write_all(&h).await?;
+        self.inner.write_all(data).await?;
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ProtoError> {
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// Sends one message and flushes.
+    pub async fn send_now<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
+        self.send(msg).await?;
+        self.flush().await
+    }
+}
+
+/// Encodes a message body (no frame header); used by the metadata and changelog formats.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
+    Ok(postcard::to_allocvec(msg)?)
+}
+
+/// Decodes a message body produced by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{ClEnvelope, ClRequest};
+
+    #[tokio::test]
+    async fn round_trip_msg_and_data() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        let env = ClEnvelope {
+            msgid: 7,
+            req: ClRequest::GetAttr { inode: 42 },
+        };
+        w.send(&env).await.unwrap();
+        let h = DataHeader {
+            chunk_id: 1,
+            version: 2,
+            req_id: 3,
+            offset: 4,
+            crc: 5,
+        };
+        w.send_data(&h, b"hello").await.unwrap();
+        w.flush().await.unwrap();
+        let got: ClEnvelope = r.next_msg().await.unwrap();
+        assert_eq!(got.msgid, 7);
+        match r.next().await.unwrap() {
+            Frame::Data(gh, data) => {
+                assert_eq!(gh, h);
+                assert_eq!(data, b"hello");
+            }
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_is_refused() {
+        let (mut a, b) = tokio::io::duplex(1024);
+        let mut r = FrameReader::with_limit(b, 100);
+        a.write_all(&KIND_MSG.to_be_bytes()).await.unwrap();
+        a.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        assert!(matches!(
+            r.next().await,
+            Err(ProtoError::TooLarge {
+                len: 1000,
+                limit: 100
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn clean_close_is_reported() {
+        let (a, b) = tokio::io::duplex(1024);
+        drop(a);
+        let mut r = FrameReader::new(b);
+        assert!(matches!(r.next().await, Err(ProtoError::Closed)));
+    }
+}

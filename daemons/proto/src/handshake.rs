@@ -1,0 +1,157 @@
+//! The first exchange on every connection: who is calling, with which protocol version and
+//! for which cluster. A mismatch is refused with a message a person can act on.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::frame::{FrameReader, FrameWriter, ProtoError};
+
+/// "MOOS".
+pub const MAGIC: u32 = 0x4D4F_4F53;
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The kind of peer that opens a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Chunkserver,
+    Client,
+    Metalogger,
+    /// A status query (console, `moosectl status`): served on the client port.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Chunkserver => "chunkserver",
+            Role::Client => "client",
+            Role::Metalogger => "metalogger",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: u32,
+    pub version: u16,
+    pub role: Role,
+    pub software: String,
+}
+
+impl Hello {
+    pub fn new(role: Role) -> Self {
+        Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            role,
+            software: crate::VERSION.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome { software: String },
+    Refused { reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("refused by {peer}: {reason}")]
+    Refused { peer: String, reason: String },
+    #[error("{peer} did not answer as a MooseFS-style daemon (wrong port or service?)")]
+    NotOurs { peer: String },
+}
+
+/// Client side: sends our hello and waits for the verdict.
+pub async fn say_hello<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    role: Role,
+    peer: &str,
+) -> Result<String, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    writer.send_now(&Hello::new(role)).await?;
+    match reader.next_msg::<HelloReply>().await {
+        Ok(HelloReply::Welcome { software }) => Ok(software),
+        Ok(HelloReply::Refused { reason }) => Err(HandshakeError::Refused {
+            peer: peer.to_string(),
+            reason,
+        }),
+        Err(ProtoError::Decode(_)) | Err(ProtoError::UnknownKind(_)) | Err(ProtoError::TooLarge { .. }) => {
+            Err(HandshakeError::NotOurs {
+                peer: peer.to_string(),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Server side: reads the peer's hello and accepts it if its role is one this port serves.
+/// `port_name` names the port in the refusal ("the chunkserver port 9420").
+pub async fn accept_hello<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    allowed: &[Role],
+    port_name: &str,
+) -> Result<Role, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let hello: Hello = match reader.next_msg().await {
+        Ok(h) => h,
+        Err(ProtoError::Decode(_)) => {
+            return Err(HandshakeError::NotOurs {
+                peer: "peer".into(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let refuse = |reason: String| HelloReply::Refused { reason };
+    let verdict = if hello.magic != MAGIC {
+        Err(refuse("not a MooseFS-style peer (bad magic)".into()))
+    } else if hello.version != PROTOCOL_VERSION {
+        Err(refuse(format!(
+            "protocol version {} is not supported here (this daemon speaks {}, software {}); \
+             run the same release on every host",
+            hello.version,
+            PROTOCOL_VERSION,
+            crate::VERSION
+        )))
+    } else if !allowed.contains(&hello.role) {
+        Err(refuse(format!(
+            "a {} cannot connect to {port_name}; check the port in its configuration",
+            hello.role.name()
+        )))
+    } else {
+        Ok(hello.role)
+    };
+    match verdict {
+        Ok(role) => {
+            writer
+                .send_now(&HelloReply::Welcome {
+                    software: crate::VERSION.to_string(),
+                })
+                .await?;
+            Ok(role)
+        }
+        Err(reply) => {
+            let reason = match &reply {
+                HelloReply::Refused { reason } => reason.clone(),
+                HelloReply::Welcome { .. } => String::new(),
+            };
+            writer.send_now(&reply).await?;
+            Err(HandshakeError::Refused {
+                peer: "peer".into(),
+                reason,
+            })
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Wire protocol shared by every MooseFS-style daemon and tool.
+//!
+//! A connection carries frames (`kind:u32 | length:u32 | payload`, big-endian). Control messages
+//! are typed Rust enums encoded with `postcard`; block data travels as a fixed binary header plus
+//! raw bytes so that it is never re-encoded. The message types live in [`msg`] and know nothing
+//! about the encoding, which lives in [`frame`].
+
+pub mod frame;
+pub mod handshake;
+pub mod msg;
+pub mod types;
+
+pub use frame::{DataHeader, Frame, FrameReader, FrameWriter, ProtoError};
+pub use handshake::{Hello, HelloReply, Role, PROTOCOL_VERSION};
+pub use types::*;
+
+/// Size of a data block: the unit of CRC checking and of data frames.
+pub const BLOCK_SIZE: u32 = 64 * 1024;
+/// Blocks per chunk.
+pub const BLOCKS_PER_CHUNK: u32 = 1024;
+/// Size of a chunk: a file is cut into chunks of this size.
+pub const CHUNK_SIZE: u64 = BLOCK_SIZE as u64 * BLOCKS_PER_CHUNK as u64;
+
+/// Default ports, as MooseFS uses them.
+pub mod ports {
+    pub const MASTER_METALOGGER: u16 = 9419;
+    pub const MASTER_CHUNKSERVER: u16 = 9420;
+    pub const MASTER_CLIENT: u16 = 9421;
+    pub const CHUNKSERVER_DATA: u16 = 9422;
+}
+
+/// Version string every daemon reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

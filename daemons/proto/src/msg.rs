@@ -1,0 +1,434 @@
+//! Messages of every link, independent of their encoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::*;
+
+// ------------------------------------------------------------------------------------------
+// Client (mount, moose-tool, console) <-> master, port 9421.
+// ------------------------------------------------------------------------------------------
+
+/// A request with its id; many may be in flight on one connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClEnvelope {
+    pub msgid: u32,
+    pub req: ClRequest,
+}
+
+/// The answer to the request with the same `msgid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClResponse {
+    pub msgid: u32,
+    pub result: Result<ClReply, FsError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Folder of the file system to mount as the root ("/" for all).
+    pub subdir: String,
+    /// Where the client mounts it (for the master's session list).
+    pub mount_point: String,
+    /// Response to the challenge from [`ClRequest::GetChallenge`], when the export needs one.
+    pub password_proof: Option<Vec<u8>>,
+    /// A tool session (moose-tool) rather than a mount.
+    pub tool: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterReply {
+    pub session_id: u64,
+    /// Master inode of the mounted folder.
+    pub root_inode: Inode,
+    pub read_only: bool,
+    pub cluster_id: u64,
+    /// Human-readable summary of the export options that applied.
+    pub params: String,
+}
+
+/// Why a session was refused: the master's reason, meant for the admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClRequest {
+    /// 32 random bytes for a password challenge.
+    GetChallenge,
+    /// Opens a session; must precede file system requests.
+    Register(RegisterRequest),
+    Statfs,
+    Lookup {
+        parent: Inode,
+        name: Vec<u8>,
+        cred: Cred,
+    },
+    GetAttr {
+        inode: Inode,
+    },
+    SetAttr {
+        inode: Inode,
+        set: SetAttrs,
+        cred: Cred,
+    },
+    Access {
+        inode: Inode,
+        /// R_OK=4, W_OK=2, X_OK=1 bits.
+        mask: u32,
+        cred: Cred,
+    },
+    MkNod {
+        parent: Inode,
+        name: Vec<u8>,
+        kind: FileKind,
+        mode: u16,
+        umask: u16,
+        rdev: u32,
+        cred: Cred,
+    },
+    MkDir {
+        parent: Inode,
+        name: Vec<u8>,
+        mode: u16,
+        umask: u16,
+        cred: Cred,
+    },
+    Symlink {
+        parent: Inode,
+        name: Vec<u8>,
+        target: Vec<u8>,
+        cred: Cred,
+    },
+    ReadLink {
+        inode: Inode,
+    },
+    Unlink {
+        parent: Inode,
+        name: Vec<u8>,
+        cred: Cred,
+    },
+    RmDir {
+        parent: Inode,
+        name: Vec<u8>,
+        cred: Cred,
+    },
+    Rename {
+        parent: Inode,
+        name: Vec<u8>,
+        new_parent: Inode,
+        new_name: Vec<u8>,
+        /// RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2.
+        flags: u32,
+        cred: Cred,
+    },
+    Link {
+        inode: Inode,
+        new_parent: Inode,
+        new_name: Vec<u8>,
+        cred: Cred,
+    },
+    /// Lists a directory from `cookie` on (0 = start), at most `max` entries.
+    ReadDir {
+        inode: Inode,
+        cookie: u64,
+        max: u32,
+        cred: Cred,
+    },
+    /// Checks access for the open flags and marks the file open in this session.
+    Open {
+        inode: Inode,
+        flags: i32,
+        cred: Cred,
+    },
+    /// The last handle of this session on the inode was closed.
+    Release {
+        inode: Inode,
+    },
+    /// Where the chunk at `index` of the file lives.
+    ReadChunk {
+        inode: Inode,
+        index: u32,
+    },
+    /// Gets (creating or versioning) a chunk for writing; the chunk stays locked for this
+    /// session until [`ClRequest::WriteChunkEnd`].
+    WriteChunk {
+        inode: Inode,
+        index: u32,
+    },
+    /// Ends a write lease. `length` is the file length the writes reached (the master keeps
+    /// the larger of it and the current length); `ok` is false when the writes failed.
+    WriteChunkEnd {
+        inode: Inode,
+        index: u32,
+        chunk_id: u64,
+        length: u64,
+        ok: bool,
+    },
+    GetXattr {
+        inode: Inode,
+        name: Vec<u8>,
+        cred: Cred,
+    },
+    SetXattr {
+        inode: Inode,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        /// XATTR_CREATE = 1, XATTR_REPLACE = 2.
+        flags: u32,
+        cred: Cred,
+    },
+    ListXattr {
+        inode: Inode,
+        cred: Cred,
+    },
+    RemoveXattr {
+        inode: Inode,
+        name: Vec<u8>,
+        cred: Cred,
+    },
+    SetGoal {
+        inode: Inode,
+        goal: u8,
+        recursive: bool,
+        cred: Cred,
+    },
+    GetGoal {
+        inode: Inode,
+    },
+    FileInfo {
+        inode: Inode,
+    },
+    /// A copy failed its CRC or could not be read; the master stops using it.
+    ReportBadCopy {
+        chunk_id: u64,
+        version: u32,
+        server: CsAddr,
+    },
+    /// Cluster status for tools and the console.
+    ClusterInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClReply {
+    Challenge(Vec<u8>),
+    Registered(RegisterReply),
+    /// The master refused the session.
+    Refused(Refusal),
+    Statfs(StatfsReply),
+    Attr(Attr),
+    /// Entries and whether the listing ended.
+    Dir {
+        entries: Vec<DirEntry>,
+        eof: bool,
+    },
+    Link(Vec<u8>),
+    Chunk(ChunkLocation),
+    WriteLease(WriteLease),
+    Xattr(Vec<u8>),
+    XattrNames(Vec<Vec<u8>>),
+    Goal(u8),
+    GoalSet(SetGoalReply),
+    FileInfo(Vec<ChunkInfo>),
+    Cluster(ClusterInfo),
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatfsReply {
+    pub total: u64,
+    pub avail: u64,
+    pub used: u64,
+    pub inodes: u64,
+}
+
+/// A chunk of a file for reading. `chunk_id == 0` means a hole (reads as zeros).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkLocation {
+    pub file_length: u64,
+    pub chunk_id: u64,
+    pub version: u32,
+    /// Servers holding a valid copy, best first.
+    pub servers: Vec<CsAddr>,
+}
+
+/// A chunk locked for writing: write along `chain` (first server first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteLease {
+    pub file_length: u64,
+    pub chunk_id: u64,
+    pub version: u32,
+    pub chain: Vec<CsAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetGoalReply {
+    pub changed: u64,
+    pub unchanged: u64,
+    pub not_permitted: u64,
+}
+
+/// State of one copy of a chunk, as `fileinfo` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyState {
+    Valid,
+    /// On a disk marked for removal.
+    MarkedForRemoval,
+    WrongVersion,
+    Damaged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyInfo {
+    pub server: CsAddr,
+    pub state: CopyState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkInfo {
+    pub index: u32,
+    /// 0 for a hole.
+    pub chunk_id: u64,
+    pub version: u32,
+    pub goal: u8,
+    pub copies: Vec<CopyInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkserverInfo {
+    pub id: u32,
+    pub addr: CsAddr,
+    pub version: String,
+    pub connected: bool,
+    pub chunks: u64,
+    pub used: u64,
+    pub total: u64,
+    pub disks: Vec<DiskReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub version: String,
+    pub cluster_id: u64,
+    pub metadata_version: u64,
+    pub total_space: u64,
+    pub avail_space: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub chunks: u64,
+    pub chunkservers: Vec<ChunkserverInfo>,
+}
+
+// ------------------------------------------------------------------------------------------
+// Chunkserver <-> master, port 9420.
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CsToMaster {
+    /// First message: who this chunkserver is. An empty `listen_host` means "the address you
+    /// see me connecting from". `cs_id` 0 asks for a new id; `cluster_id` 0 means "not yet
+    /// bound to a cluster".
+    Register {
+        cs_id: u32,
+        cluster_id: u64,
+        listen_host: String,
+        listen_port: u16,
+        version: String,
+        disks: Vec<DiskReport>,
+    },
+    /// Part of the chunk inventory (sent after Register, in batches).
+    Chunks(Vec<ChunkRef>),
+    /// The whole inventory has been sent.
+    RegisterEnd,
+    /// Periodic disk report.
+    Space(Vec<DiskReport>),
+    /// A copy failed a CRC check or could not be read.
+    ChunkDamaged(ChunkRef),
+    /// A copy disappeared from disk.
+    ChunkLost(ChunkRef),
+    /// Result of the master's order with this `req_id`.
+    OpDone {
+        req_id: u64,
+        status: Result<(), FsError>,
+    },
+    /// Graceful stop: the chunkserver is leaving.
+    Goodbye,
+    Nop,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MasterToCs {
+    RegisterAck {
+        cs_id: u32,
+        cluster_id: u64,
+    },
+    Refused {
+        reason: String,
+    },
+    Create {
+        req_id: u64,
+        chunk: ChunkRef,
+    },
+    Delete {
+        req_id: u64,
+        chunk: ChunkRef,
+    },
+    SetVersion {
+        req_id: u64,
+        chunk: ChunkRef,
+        new_version: u32,
+    },
+    /// Cuts the chunk to `length` bytes and gives it `new_version`.
+    Truncate {
+        req_id: u64,
+        chunk: ChunkRef,
+        new_version: u32,
+        length: u32,
+    },
+    /// Pulls a copy of `chunk` from `source`.
+    Replicate {
+        req_id: u64,
+        chunk: ChunkRef,
+        source: CsAddr,
+    },
+    Nop,
+}
+
+// ------------------------------------------------------------------------------------------
+// Client or chunkserver -> chunkserver data port, 9422.
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToCs {
+    /// Read `size` bytes at `offset` of the chunk; answered by data frames with this `req_id`
+    /// (each within one block) and then [`FromCs::ReadDone`].
+    Read {
+        req_id: u32,
+        chunk: ChunkRef,
+        offset: u32,
+        size: u32,
+    },
+    /// Opens a write chain for `chunk`: this server writes and forwards to `chain[0]`, which
+    /// gets `chain[1..]`. Answered by `WriteStatus { write_id: 0 }` once the chain is open.
+    /// Data frames follow, with `req_id` = write id (never 0).
+    WriteInit { chunk: ChunkRef, chain: Vec<CsAddr> },
+    /// Closes the chain (all data frames before it have been answered).
+    WriteFinish,
+    /// Makes the chunk's data durable (fdatasync); answered by `SyncDone`.
+    Sync { req_id: u32, chunk: ChunkRef },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromCs {
+    ReadDone {
+        req_id: u32,
+        status: Result<(), FsError>,
+    },
+    WriteStatus {
+        write_id: u32,
+        status: Result<(), FsError>,
+    },
+    SyncDone {
+        req_id: u32,
+        status: Result<(), FsError>,
+    },
+}

@@ -1,0 +1,304 @@
+//! Value types shared by several links.
+
+use serde::{Deserialize, Serialize};
+
+/// Inode number. The file system root is [`ROOT_INODE`].
+pub type Inode = u64;
+pub const ROOT_INODE: Inode = 1;
+
+/// Longest name of a directory entry, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest symlink target, in bytes.
+pub const MAX_SYMLINK_LEN: usize = 4096;
+/// Largest extended attribute value, in bytes.
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
+/// Highest goal (number of copies).
+pub const MAX_GOAL: u8 = 9;
+
+/// Status of a failed operation. Every variant maps to an errno for the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum FsError {
+    #[error("operation not permitted")]
+    Perm,
+    #[error("no such file or directory")]
+    NoEnt,
+    #[error("input/output error")]
+    Io,
+    #[error("permission denied")]
+    Access,
+    #[error("file exists")]
+    Exist,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("invalid argument")]
+    Inval,
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("result too large for the buffer")]
+    Range,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("file too large")]
+    TooBig,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("attribute already exists")]
+    AttrExists,
+    #[error("chunk is locked by another writer; retry")]
+    Locked,
+    #[error("no chunkservers available")]
+    NoChunkservers,
+    #[error("chunk version mismatch")]
+    WrongVersion,
+    #[error("chunk not found")]
+    NoChunk,
+    #[error("CRC mismatch")]
+    Crc,
+    #[error("not enough chunkservers for the requested copies")]
+    NotEnoughServers,
+    #[error("session is not registered")]
+    NoSession,
+    #[error("invalid cross-device operation")]
+    CrossDevice,
+    #[error("operation would loop")]
+    Loop,
+    #[error("timed out")]
+    TimedOut,
+}
+
+impl FsError {
+    /// The errno a FUSE reply carries for this status.
+    pub fn errno(self) -> i32 {
+        match self {
+            FsError::Perm => libc_errno::EPERM,
+            FsError::NoEnt => libc_errno::ENOENT,
+            FsError::Io | FsError::Crc | FsError::WrongVersion | FsError::NoChunk => {
+                libc_errno::EIO
+            }
+            FsError::Access => libc_errno::EACCES,
+            FsError::Exist => libc_errno::EEXIST,
+            FsError::NotDir => libc_errno::ENOTDIR,
+            FsError::IsDir => libc_errno::EISDIR,
+            FsError::Inval => libc_errno::EINVAL,
+            FsError::NoSpace | FsError::NoChunkservers | FsError::NotEnoughServers => {
+                libc_errno::ENOSPC
+            }
+            FsError::ReadOnly => libc_errno::EROFS,
+            FsError::NotEmpty => libc_errno::ENOTEMPTY,
+            FsError::NameTooLong => libc_errno::ENAMETOOLONG,
+            FsError::NoAttr => libc_errno::ENODATA,
+            FsError::Range => libc_errno::ERANGE,
+            FsError::TooManyLinks => libc_errno::EMLINK,
+            FsError::TooBig => libc_errno::EFBIG,
+            FsError::NotSupported => libc_errno::EOPNOTSUPP,
+            FsError::AttrExists => libc_errno::EEXIST,
+            FsError::Locked => libc_errno::EAGAIN,
+            FsError::NoSession => libc_errno::EIO,
+            FsError::CrossDevice => libc_errno::EXDEV,
+            FsError::Loop => libc_errno::ELOOP,
+            FsError::TimedOut => libc_errno::ETIMEDOUT,
+        }
+    }
+}
+
+/// Linux errno values (the protocol is Linux-only; kept here to avoid a libc dependency).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const EIO: i32 = 5;
+    pub const EAGAIN: i32 = 11;
+    pub const EACCES: i32 = 13;
+    pub const EEXIST: i32 = 17;
+    pub const EXDEV: i32 = 18;
+    pub const ENOTDIR: i32 = 20;
+    pub const EISDIR: i32 = 21;
+    pub const EINVAL: i32 = 22;
+    pub const EFBIG: i32 = 27;
+    pub const ENOSPC: i32 = 28;
+    pub const EROFS: i32 = 30;
+    pub const EMLINK: i32 = 31;
+    pub const ERANGE: i32 = 34;
+    pub const ENAMETOOLONG: i32 = 36;
+    pub const ENOTEMPTY: i32 = 39;
+    pub const ELOOP: i32 = 40;
+    pub const ENODATA: i32 = 61;
+    pub const EOPNOTSUPP: i32 = 95;
+    pub const ETIMEDOUT: i32 = 110;
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+/// Kind of a file system object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    BlockDev,
+    CharDev,
+    Socket,
+}
+
+/// A point in time with nanosecond resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timespec {
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timespec {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        }
+    }
+
+    pub fn to_system_time(self) -> std::time::SystemTime {
+        let base = std::time::UNIX_EPOCH;
+        if self.sec >= 0 {
+            base + std::time::Duration::new(self.sec as u64, self.nsec)
+        } else {
+            base - std::time::Duration::from_secs(self.sec.unsigned_abs())
+                + std::time::Duration::from_nanos(self.nsec as u64)
+        }
+    }
+
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut sec = -(d.as_secs() as i64);
+                let mut nsec = 0;
+                if d.subsec_nanos() > 0 {
+                    sec -= 1;
+                    nsec = 1_000_000_000 - d.subsec_nanos();
+                }
+                Timespec { sec, nsec }
+            }
+        }
+    }
+}
+
+/// Attributes of a file system object as the master reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub inode: Inode,
+    pub kind: FileKind,
+    /// Permission bits including setuid, setgid and sticky (07777).
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub nlink: u32,
+    pub size: u64,
+    pub rdev: u32,
+    pub goal: u8,
+}
+
+/// Who is asking: the caller's ids as the kernel gave them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (may be empty).
+    pub groups: Vec<u32>,
+}
+
+impl Cred {
+    pub fn root() -> Self {
+        Cred::default()
+    }
+
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// Address of a chunkserver's data port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CsAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for CsAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A chunk copy as a chunkserver holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub chunk_id: u64,
+    pub version: u32,
+}
+
+/// How a time attribute is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeSet {
+    Now,
+    At(Timespec),
+}
+
+/// Fields of a setattr call; `None` leaves the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttrs {
+    pub mode: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// One entry of a directory listing, with the object's attributes (readdirplus).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub attr: Attr,
+    /// Cookie to continue the listing after this entry.
+    pub cookie: u64,
+}
+
+/// Space and usage of one chunkserver disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskReport {
+    pub path: String,
+    /// Bytes this disk may use in total (after size limits).
+    pub total: u64,
+    /// Bytes still available for chunks.
+    pub avail: u64,
+    /// Bytes held by chunk files.
+    pub used: u64,
+    pub chunks: u64,
+    /// Read or CRC errors seen since start.
+    pub errors: u64,
+    pub marked_for_removal: bool,
+    pub damaged: bool,
+}
