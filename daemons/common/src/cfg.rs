@@ -1,0 +1,280 @@
+//! `KEY = VALUE` config files, as MooseFS writes them.
+//!
+//! A line whose first non-blank character is `#` is a comment; ` #` after a value starts an
+//! inline comment (stock MooseFS would silently keep it as part of the value). Unknown keys,
+//! repeated keys and malformed lines are reported as warnings with their line number.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::units;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CfgError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {key} = {value}: {reason}")]
+    BadValue {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: String,
+    line: usize,
+}
+
+/// A parsed config file.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    path: PathBuf,
+    entries: BTreeMap<String, Entry>,
+    warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and parses `path`. `known_keys` lists the keys this daemon understands; others
+    /// produce a warning naming the line.
+    pub fn load(path: &Path, known_keys: &[&str]) -> Result<Config, CfgError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CfgError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Config::parse(path, &text, known_keys))
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str, known_keys: &[&str]) -> Config {
+        let mut cfg = Config {
+            path: path.to_path_buf(),
+            ..Default::default()
+        };
+        let where_ = |line: usize| format!("{}:{}", path.display(), line);
+        for (idx, raw) in text.lines().enumerate() {
+            let line = idx + 1;
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = trimmed.split_once('=') else {
+                cfg.warnings.push(format!(
+                    "{}: bad definition '{trimmed}' (expected KEY = VALUE); line ignored",
+                    where_(line)
+                ));
+                continue;
+            };
+            let key = key.trim();
+            let value = strip_inline_comment(value).trim();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                cfg.warnings.push(format!(
+                    "{}: bad key name '{key}'; line ignored",
+                    where_(line)
+                ));
+                continue;
+            }
+            if !known_keys.contains(&key) {
+                let hint = suggest(key, known_keys)
+                    .map(|k| format!(" (did you mean {k}?)"))
+                    .unwrap_or_default();
+                cfg.warnings.push(format!(
+                    "{}: unknown key {key}{hint}; it is ignored",
+                    where_(line)
+                ));
+            }
+            if let Some(prev) = cfg.entries.get(key) {
+                cfg.warnings.push(format!(
+                    "{}: {key} is set again (first at line {}); the last value wins",
+                    where_(line),
+                    prev.line
+                ));
+            }
+            cfg.entries.insert(
+                key.to_string(),
+                Entry {
+                    value: value.to_string(),
+                    line,
+                },
+            );
+        }
+        cfg
+    }
+
+    /// A config with no file behind it (every key at its default).
+    pub fn empty(path: &Path) -> Config {
+        Config {
+            path: path.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Problems found while parsing, each naming file and line.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(|e| e.value.as_str())
+    }
+
+    pub fn get_str(&self, key: &str, default: &str) -> String {
+        self.get(key).unwrap_or(default).to_string()
+    }
+
+    fn bad(&self, key: &str, reason: String) -> CfgError {
+        let e = &self.entries[key];
+        CfgError::BadValue {
+            path: self.path.clone(),
+            line: e.line,
+            key: key.to_string(),
+            value: e.value.clone(),
+            reason,
+        }
+    }
+
+    pub fn get_u64(&self, key: &str, default: u64) -> Result<u64, CfgError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| self.bad(key, "expected a whole number".into())),
+        }
+    }
+
+    pub fn get_port(&self, key: &str, default: u16) -> Result<u16, CfgError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(self.bad(key, "expected a port number from 1 to 65535".into())),
+            },
+        }
+    }
+
+    pub fn get_bool(&self, key: &str, default: bool) -> Result<bool, CfgError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "1" | "yes" | "true" | "on" => Ok(true),
+                "0" | "no" | "false" | "off" => Ok(false),
+                _ => Err(self.bad(key, "expected 0 or 1".into())),
+            },
+        }
+    }
+
+    pub fn get_size(&self, key: &str, default: u64) -> Result<u64, CfgError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => units::parse_size(v).map_err(|r| self.bad(key, r)),
+        }
+    }
+
+    pub fn get_duration_secs(&self, key: &str, default: u64) -> Result<u64, CfgError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => units::parse_duration_secs(v).map_err(|r| self.bad(key, r)),
+        }
+    }
+
+    /// A path value; relative paths are taken relative to the config file's folder.
+    pub fn get_path(&self, key: &str, default: &str) -> PathBuf {
+        let p = PathBuf::from(self.get_str(key, default));
+        if p.is_absolute() {
+            p
+        } else {
+            self.path
+                .parent()
+                .map(|d| d.join(&p))
+                .unwrap_or(p)
+        }
+    }
+}
+
+fn strip_inline_comment(value: &str) -> &str {
+    let bytes = value.as_bytes();
+    for i in 1..bytes.len() {
+        if bytes[i] == b'#' && (bytes[i - 1] == b' ' || bytes[i - 1] == b'\t') {
+            return &value[..i];
+        }
+    }
+    value
+}
+
+/// The known key closest to a misspelled one, if any is close.
+fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &[&str] = &["DATA_PATH", "MASTER_PORT", "WORKING_USER"];
+
+    #[test]
+    fn parses_moosefs_syntax() {
+        let text = "# comment\n  DATA_PATH = /var/lib/mfs  \nMASTER_PORT=9420 # inline\n\n";
+        let cfg = Config::parse(Path::new("x.cfg"), text, KEYS);
+        assert_eq!(cfg.get("DATA_PATH"), Some("/var/lib/mfs"));
+        assert_eq!(cfg.get_port("MASTER_PORT", 1).unwrap(), 9420);
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+    }
+
+    #[test]
+    fn warns_with_line_numbers() {
+        let text = "DATA_PAHT = /x\nnonsense\nDATA_PATH = /a\nDATA_PATH = /b\n";
+        let cfg = Config::parse(Path::new("m.cfg"), text, KEYS);
+        let w = cfg.warnings().join("\n");
+        assert!(w.contains("m.cfg:1: unknown key DATA_PAHT (did you mean DATA_PATH?)"), "{w}");
+        assert!(w.contains("m.cfg:2: bad definition"), "{w}");
+        assert!(w.contains("m.cfg:4: DATA_PATH is set again (first at line 3)"), "{w}");
+        assert_eq!(cfg.get("DATA_PATH"), Some("/b"));
+    }
+
+    #[test]
+    fn bad_values_name_file_and_line() {
+        let cfg = Config::parse(Path::new("c.cfg"), "\nMASTER_PORT = abc\n", KEYS);
+        let err = cfg.get_port("MASTER_PORT", 9420).unwrap_err().to_string();
+        assert!(err.starts_with("c.cfg:2: MASTER_PORT = abc:"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(text in "(?s).{0,400}") {
+            let cfg = Config::parse(Path::new("f.cfg"), &text, KEYS);
+            let _ = cfg.get_port("MASTER_PORT", 1);
+            let _ = cfg.get_size("DATA_PATH", 1);
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! Daemon verbs and the start-up sequence every daemon shares.
+//!
+//! `NAME [-c CFG] [-f] start|stop|restart|reload|status|test|kill`. `start` without `-f`
+//! re-executes the program in the foreground mode as a new session, with a pipe on which the
+//! child reports progress and finally "ready" (or the reason it failed); the parent prints
+//! that and exits 0 only once the daemon is ready.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::cfg::Config;
+use crate::{lockfile, logging, user};
+
+/// Keys every daemon understands.
+pub const COMMON_KEYS: &[&str] = &["DATA_PATH", "WORKING_USER", "WORKING_GROUP", "FILE_UMASK"];
+
+/// Environment variable naming the readiness pipe's file descriptor in the child.
+const READY_FD_ENV: &str = "MOOSE_READY_FD";
+/// Seconds `start` waits for the daemon to become ready (`MOOSE_START_TIMEOUT` overrides).
+const DEFAULT_START_TIMEOUT: u64 = 30;
+
+/// What distinguishes one daemon from another.
+pub struct DaemonSpec {
+    /// Program name, e.g. `moose-master`; also names the lockfile and the log file.
+    pub name: &'static str,
+    /// Config file used without `-c`.
+    pub default_config: &'static str,
+    /// Keys this daemon reads besides [`COMMON_KEYS`].
+    pub keys: &'static [&'static str],
+    /// Default DATA_PATH.
+    pub default_data_path: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Verb {
+    Start,
+    Stop,
+    Restart,
+    Reload,
+    Status,
+    Test,
+    Kill,
+    /// Master only: rebuild metadata from a folder of metalogger files, then exit.
+    Restore,
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+pub struct DaemonArgs {
+    /// Config file (MooseFS syntax: KEY = VALUE).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// Stay in the foreground and log to stderr too.
+    #[arg(short = 'f', long = "foreground")]
+    pub foreground: bool,
+    /// What to do.
+    #[arg(value_enum, default_value = "start")]
+    pub verb: Verb,
+    /// Arguments of the verb (restore: the folder to restore from).
+    pub args: Vec<PathBuf>,
+}
+
+/// Handed to the daemon's body: its config and the hooks to the outside world.
+pub struct DaemonContext {
+    pub config: Config,
+    pub data_path: PathBuf,
+    pub run_as: user::RunAs,
+    pub foreground: bool,
+    pub verb: Verb,
+    pub args: Vec<PathBuf>,
+    ready_pipe: ReadyPipe,
+    shutdown: watch::Receiver<bool>,
+    reload: watch::Receiver<u64>,
+}
+
+impl DaemonContext {
+    /// Tells `start` what the daemon is waiting for (shown if it times out).
+    pub fn progress(&self, msg: &str) {
+        self.ready_pipe.say(&format!("wait {msg}"), false);
+    }
+
+    /// Tells `start` the daemon is ready; `start` then exits 0.
+    pub fn ready(&self) {
+        self.ready_pipe.say("ready", true);
+    }
+
+    /// Resolves when SIGTERM or SIGINT arrives.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Changes (the value counts up) on every SIGHUP / `reload`.
+    pub fn reload_signal(&self) -> watch::Receiver<u64> {
+        self.reload.clone()
+    }
+}
+
+/// The write end of the readiness pipe, shared so that a failure after the body returns can
+/// still be reported to `start`.
+#[derive(Clone, Default)]
+struct ReadyPipe(std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>);
+
+impl ReadyPipe {
+    fn say(&self, line: &str, last: bool) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = guard.as_mut() {
+            let _ = writeln!(p, "{}", line.replace('\n', " "));
+        }
+        if last {
+            *guard = None;
+        }
+    }
+}
+
+fn fail(name: &str, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{name}: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Runs a daemon: parses the command line, carries out the verb, and for `start` runs `body`
+/// on a tokio runtime after the shared start-up sequence.
+pub fn main<F, Fut>(spec: &DaemonSpec, body: F) -> ExitCode
+where
+    F: FnOnce(DaemonContext) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    use clap::Parser;
+    let args = match DaemonArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    run_verb(spec, args, body)
+}
+
+fn load_config(spec: &DaemonSpec, args: &DaemonArgs) -> Result<Config, String> {
+    let mut keys: Vec<&str> = COMMON_KEYS.to_vec();
+    keys.extend_from_slice(spec.keys);
+    match &args.config {
+        Some(p) => Config::load(p, &keys).map_err(|e| e.to_string()),
+        None => {
+            let p = Path::new(spec.default_config);
+            if p.exists() {
+                Config::load(p, &keys).map_err(|e| e.to_string())
+            } else {
+                eprintln!(
+                    "{}: no config file {} (use -c CFG); using defaults",
+                    spec.name, spec.default_config
+                );
+                Ok(Config::empty(p))
+            }
+        }
+    }
+}
+
+fn lock_path(spec: &DaemonSpec, data_path: &Path) -> PathBuf {
+    data_path.join(format!(".{}.lock", spec.name))
+}
+
+fn run_verb<F, Fut>(spec: &DaemonSpec, args: DaemonArgs, body: F) -> ExitCode
+where
+    F: FnOnce(DaemonContext) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let name = spec.name;
+    let config = match load_config(spec, &args) {
+        Ok(c) => c,
+        Err(e) => return fail(name, e),
+    };
+    let data_path = config.get_path("DATA_PATH", spec.default_data_path);
+    let lock = lock_path(spec, &data_path);
+    let running = lockfile::holder(&lock);
+    match args.verb {
+        Verb::Status | Verb::Test => match running {
+            Some(pid) => {
+                println!("{name} pid: {pid}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                println!("{name} is not running");
+                ExitCode::FAILURE
+            }
+        },
+        Verb::Reload => match running {
+            Some(pid) => match signal(pid, libc::SIGHUP) {
+                Ok(()) => {
+                    println!("{name} (pid {pid}) told to reload its configuration");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(name, format!("cannot signal pid {pid}: {e}")),
+            },
+            None => fail(name, "is not running; nothing to reload"),
+        },
+        Verb::Stop | Verb::Kill => {
+            let sig = if args.verb == Verb::Stop {
+                libc::SIGTERM
+            } else {
+                libc::SIGKILL
+            };
+            match running {
+                None => {
+                    println!("{name} is not running");
+                    ExitCode::SUCCESS
+                }
+                Some(pid) => match stop_and_wait(pid, sig, &lock) {
+                    Ok(()) => {
+                        println!("{name} (pid {pid}) has stopped");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(name, e),
+                },
+            }
+        }
+        Verb::Restart => {
+            if let Some(pid) = running {
+                if let Err(e) = stop_and_wait(pid, libc::SIGTERM, &lock) {
+                    return fail(name, e);
+                }
+                println!("{name} (pid {pid}) has stopped");
+            }
+            start(spec, args, config, data_path, body)
+        }
+        Verb::Start | Verb::Restore => {
+            if let Some(pid) = running {
+                return fail(
+                    name,
+                    format!(
+                        "is already running (pid {pid}, lockfile {}); stop it first with: {name}{} stop",
+                        lock.display(),
+                        args.config
+                            .as_ref()
+                            .map(|c| format!(" -c {}", c.display()))
+                            .unwrap_or_default()
+                    ),
+                );
+            }
+            start(spec, args, config, data_path, body)
+        }
+    }
+}
+
+fn signal(pid: i32, sig: i32) -> std::io::Result<()> {
+    // SAFETY: plain kill(2).
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn stop_and_wait(pid: i32, sig: i32, lock: &Path) -> Result<(), String> {
+    signal(pid, sig).map_err(|e| format!("cannot signal pid {pid}: {e}"))?;
+    let timeout = Duration::from_secs(
+        std::env::var("MOOSE_STOP_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300),
+    );
+    let start = Instant::now();
+    while lockfile::holder(lock) == Some(pid) || process_alive(pid) {
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "pid {pid} is still running after {} s; try again, or use 'kill' to end it at once",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn start<F, Fut>(
+    spec: &DaemonSpec,
+    args: DaemonArgs,
+    config: Config,
+    data_path: PathBuf,
+    body: F,
+) -> ExitCode
+where
+    F: FnOnce(DaemonContext) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let name = spec.name;
+    let is_child = std::env::var(READY_FD_ENV).is_ok();
+    if !args.foreground && !is_child && args.verb != Verb::Restore {
+        return spawn_and_wait(spec, &args);
+    }
+    let ready_pipe = ReadyPipe::default();
+    if let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) {
+        // SAFETY: the parent passed us this descriptor and nothing else owns it.
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        *ready_pipe.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+    }
+    std::env::remove_var(READY_FD_ENV);
+    let report_failure = |pipe: &ReadyPipe, msg: &str| {
+        pipe.say(&format!("error {msg}"), true);
+        fail(name, msg)
+    };
+    for w in config.warnings() {
+        eprintln!("{name}: warning: {w}");
+    }
+
+    let umask = config
+        .get("FILE_UMASK")
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .unwrap_or(0o027);
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(umask as libc::mode_t) };
+
+    let run_as = if nix::unistd::Uid::current().is_root() {
+        match user::resolve(
+            &config.get_str("WORKING_USER", "mfs"),
+            &config.get_str("WORKING_GROUP", ""),
+        ) {
+            Ok(r) => r,
+            Err(e) => return report_failure(&ready_pipe, &e),
+        }
+    } else {
+        current_user()
+    };
+    if let Err(e) = prepare_data_path(&data_path, &run_as) {
+        return report_failure(&ready_pipe, &e);
+    }
+    match user::drop_privileges(&run_as) {
+        Ok(Some(warning)) => eprintln!("{name}: warning: {warning}"),
+        Ok(None) => {}
+        Err(e) => return report_failure(&ready_pipe, &e),
+    }
+    if let Err(e) = user::check_writable(&data_path, "DATA_PATH", &run_as) {
+        return report_failure(&ready_pipe, &e);
+    }
+    let _ = std::env::set_current_dir(&data_path);
+    let lock = match lockfile::acquire(&lock_path(spec, &data_path), name) {
+        Ok(l) => l,
+        Err(e) => return report_failure(&ready_pipe, &e.to_string()),
+    };
+    let log_path = data_path.join(format!("{name}.log"));
+    if let Err(e) = logging::init(Some(&log_path), args.foreground) {
+        return report_failure(&ready_pipe, &e);
+    }
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        "{name} {} starting: config {}, DATA_PATH {}, user {}:{}, lockfile {}",
+        env!("CARGO_PKG_VERSION"),
+        config.path().display(),
+        data_path.display(),
+        run_as.user,
+        run_as.group,
+        lock.path().display()
+    );
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return report_failure(&ready_pipe, &format!("cannot start runtime: {e}")),
+    };
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (reload_tx, reload) = watch::channel(0u64);
+    let pipe = ready_pipe.clone();
+    let result = runtime.block_on(async move {
+        spawn_signal_watchers(shutdown_tx, reload_tx)?;
+        let ctx = DaemonContext {
+            config,
+            data_path,
+            run_as,
+            foreground: args.foreground,
+            verb: args.verb,
+            args: args.args,
+            ready_pipe,
+            shutdown,
+            reload,
+        };
+        body(ctx).await
+    });
+    let code = match result {
+        Ok(()) => {
+            tracing::info!("{name} exited cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{name} failed: {e:#}");
+            report_failure(&pipe, &format!("{e:#}"))
+        }
+    };
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    drop(lock);
+    code
+}
+
+fn current_user() -> user::RunAs {
+    let uid = nix::unistd::Uid::current();
+    let gid = nix::unistd::Gid::current();
+    let uname = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string());
+    let gname = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .unwrap_or_else(|| gid.to_string());
+    user::RunAs {
+        user: uname,
+        group: gname,
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+    }
+}
+
+/// Creates a missing DATA_PATH (owned by the run-as user) when we are allowed to.
+fn prepare_data_path(data_path: &Path, run_as: &user::RunAs) -> Result<(), String> {
+    if data_path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_path).map_err(|e| {
+        format!(
+            "DATA_PATH {} does not exist and cannot be created: {e}; create it with: install -d -o {} -g {} {}",
+            data_path.display(),
+            run_as.user,
+            run_as.group,
+            data_path.display()
+        )
+    })?;
+    if nix::unistd::Uid::current().is_root() {
+        nix::unistd::chown(
+            data_path,
+            Some(nix::unistd::Uid::from_raw(run_as.uid)),
+            Some(nix::unistd::Gid::from_raw(run_as.gid)),
+        )
+        .map_err(|e| format!("cannot chown {}: {e}", data_path.display()))?;
+    }
+    Ok(())
+}
+
+fn spawn_signal_watchers(
+    shutdown_tx: watch::Sender<bool>,
+    reload_tx: watch::Sender<u64>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("terminate signal received"),
+            _ = int.recv() => tracing::info!("interrupt signal received"),
+        }
+        let _ = shutdown_tx.send(true);
+    });
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("reload signal received");
+            reload_tx.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(())
+}
+
+/// `start` without `-f`: runs ourselves in the foreground mode as a detached child and waits
+/// until it says it is ready.
+fn spawn_and_wait(spec: &DaemonSpec, args: &DaemonArgs) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let name = spec.name;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(name, format!("cannot find own executable: {e}")),
+    };
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return fail(name, format!("cannot create pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    const CHILD_FD: i32 = 3;
+    let write_raw = fds[1];
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(c) = &args.config {
+        let abs = std::fs::canonicalize(c).unwrap_or_else(|_| c.clone());
+        cmd.arg("-c").arg(abs);
+    }
+    cmd.arg("start")
+        .env(READY_FD_ENV, CHILD_FD.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::dup2(write_raw, CHILD_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(name, format!("cannot start: {e}")),
+    };
+    drop(write_end);
+    let pid = child.id();
+    let timeout = Duration::from_secs(
+        std::env::var("MOOSE_START_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_START_TIMEOUT),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(std::fs::File::from(read_end));
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut last_wait = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if line == "ready" {
+                    println!("{name} started (pid {pid})");
+                    return ExitCode::SUCCESS;
+                } else if let Some(msg) = line.strip_prefix("error ") {
+                    return fail(name, msg);
+                } else if let Some(msg) = line.strip_prefix("wait ") {
+                    last_wait = msg.to_string();
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return fail(
+                    name,
+                    format!(
+                        "exited during start-up (pid {pid}); see the log in its DATA_PATH ({name}.log)"
+                    ),
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let why = if last_wait.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last_wait}")
+                };
+                return fail(
+                    name,
+                    format!(
+                        "not ready after {} s{why}; it keeps trying in the background (pid {pid}); \
+                         stop it with: {name}{} stop",
+                        timeout.as_secs(),
+                        args.config
+                            .as_ref()
+                            .map(|c| format!(" -c {}", c.display()))
+                            .unwrap_or_default()
+                    ),
+                );
+            }
+        }
+    }
+}
