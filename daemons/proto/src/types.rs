@@ -74,6 +74,10 @@ pub enum FsError {
     Loop,
     #[error("timed out")]
     TimedOut,
+    #[error("argument too large")]
+    TooLarge,
+    #[error("device or resource busy")]
+    Busy,
 }
 
 impl FsError {
@@ -107,6 +111,8 @@ impl FsError {
             FsError::CrossDevice => libc_errno::EXDEV,
             FsError::Loop => libc_errno::ELOOP,
             FsError::TimedOut => libc_errno::ETIMEDOUT,
+            FsError::TooLarge => libc_errno::E2BIG,
+            FsError::Busy => libc_errno::EBUSY,
         }
     }
 }
@@ -116,8 +122,10 @@ mod libc_errno {
     pub const EPERM: i32 = 1;
     pub const ENOENT: i32 = 2;
     pub const EIO: i32 = 5;
+    pub const E2BIG: i32 = 7;
     pub const EAGAIN: i32 = 11;
     pub const EACCES: i32 = 13;
+    pub const EBUSY: i32 = 16;
     pub const EEXIST: i32 = 17;
     pub const EXDEV: i32 = 18;
     pub const ENOTDIR: i32 = 20;

@@ -1,0 +1,401 @@
+//! The changelog: every metadata change is appended here, fsynced in groups, before the
+//! request that made it is answered.
+//!
+//! Files `changelog.N.mfs` (0 = current) start with `MOOSECL1` and the cluster id (u64 BE),
+//! then records `len:u32 | crc32:u32 | postcard(Record)`. A dump rotates the files, so a
+//! dump at version V plus the changelogs after it rebuild the state.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::ops::Op;
+
+const SIGNATURE: &[u8; 8] = b"MOOSECL1";
+const HEADER_LEN: usize = 16;
+/// Largest record accepted when reading (a record is one op).
+const MAX_RECORD: u32 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u64,
+    pub op: Op,
+}
+
+pub fn file_name(n: u32) -> String {
+    format!("changelog.{n}.mfs")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write changelog {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a moose-master changelog (bad signature)")]
+    NotOurs { path: PathBuf },
+    #[error("{path} belongs to cluster {found:016X}, but the metadata belongs to {expected:016X}; this DATA_PATH mixes two clusters")]
+    OtherCluster {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("{path} is damaged at byte {offset} ({what})")]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
+}
+
+/// What reading one changelog file found.
+pub struct ReadResult {
+    pub cluster_id: u64,
+    pub records: Vec<Record>,
+    /// A torn last record (crash during append) was found at this offset.
+    pub torn_at: Option<u64>,
+}
+
+/// Reads every record of one changelog file. Damage in the middle is an error; an incomplete
+/// last record is reported as torn (it was never acknowledged).
+pub fn read_file(path: &Path) -> Result<ReadResult, ChangelogError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|source| ChangelogError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() < HEADER_LEN || &bytes[..8] != SIGNATURE {
+        return Err(ChangelogError::NotOurs {
+            path: path.to_path_buf(),
+        });
+    }
+    let cluster_id = u64::from_be_bytes(bytes[8..16].try_into().unwrap_or([0; 8]));
+    let mut records = Vec::new();
+    let mut pos = HEADER_LEN;
+    let mut torn_at = None;
+    while pos < bytes.len() {
+        let damaged = |what: &str| ChangelogError::Damaged {
+            path: path.to_path_buf(),
+            offset: pos as u64,
+            what: what.to_string(),
+        };
+        if bytes.len() - pos < 8 {
+            torn_at = Some(pos as u64);
+            break;
+        }
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap_or([0; 4]));
+        let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or([0; 4]));
+        if len > MAX_RECORD {
+            return Err(damaged("record length out of range"));
+        }
+        let end = pos + 8 + len as usize;
+        if end > bytes.len() {
+            torn_at = Some(pos as u64);
+            break;
+        }
+        let body = &bytes[pos + 8..end];
+        if crc32fast::hash(body) != crc {
+            if end == bytes.len() {
+                torn_at = Some(pos as u64);
+                break;
+            }
+            return Err(damaged("checksum mismatch"));
+        }
+        let rec: Record = postcard::from_bytes(body).map_err(|e| damaged(&e.to_string()))?;
+        records.push(rec);
+        pos = end;
+    }
+    Ok(ReadResult {
+        cluster_id,
+        records,
+        torn_at,
+    })
+}
+
+/// Encodes one record as it is stored (also what metaloggers receive).
+pub fn encode_record(rec: &Record) -> Vec<u8> {
+    let body = postcard::to_allocvec(rec).unwrap_or_default();
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Durability as the writer reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStatus {
+    /// Every record up to this version is on disk.
+    pub durable: u64,
+    /// Set when writing failed: the master cannot go on.
+    pub failed: Option<String>,
+}
+
+enum Cmd {
+    Record(u64, Vec<u8>),
+    /// Close the current file and start a new one (after a dump).
+    Rotate,
+}
+
+/// Handle to the writer thread.
+pub struct Changelog {
+    tx: std::sync::mpsc::Sender<Cmd>,
+    status: watch::Receiver<LogStatus>,
+}
+
+impl Changelog {
+    /// Opens `changelog.0.mfs` in `dir` for appending (creating it with a header if needed)
+    /// and starts the writer thread. `version` is the last version already on disk.
+    pub fn open(dir: &Path, cluster_id: u64, version: u64, back_logs: u32) -> Result<Changelog, ChangelogError> {
+        let file = open_current(dir, cluster_id)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (status_tx, status) = watch::channel(LogStatus {
+            durable: version,
+            failed: None,
+        });
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            cluster_id,
+            back_logs: back_logs.max(1),
+            file: BufWriter::with_capacity(1 << 20, file),
+            status: status_tx,
+            durable: version,
+        };
+        std::thread::Builder::new()
+            .name("changelog".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| ChangelogError::Write {
+                path: dir.join(file_name(0)),
+                source,
+            })?;
+        Ok(Changelog { tx, status })
+    }
+
+    /// Queues a record; call with the state lock held so records stay in version order.
+    pub fn append(&self, rec: &Record) {
+        let bytes = encode_record(rec);
+        let _ = self.tx.send(Cmd::Record(rec.version, bytes));
+    }
+
+    /// Queues a rotation; call with the state lock held, right after encoding a dump.
+    pub fn rotate(&self) {
+        let _ = self.tx.send(Cmd::Rotate);
+    }
+
+    /// Waits until `version` is durable. Errors if the changelog cannot be written.
+    pub async fn wait_durable(&self, version: u64) -> Result<(), String> {
+        let mut rx = self.status.clone();
+        let st = rx
+            .wait_for(|s| s.durable >= version || s.failed.is_some())
+            .await
+            .map_err(|_| "changelog writer stopped".to_string())?;
+        match &st.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<LogStatus> {
+        self.status.clone()
+    }
+}
+
+fn open_current(dir: &Path, cluster_id: u64) -> Result<File, ChangelogError> {
+    let path = dir.join(file_name(0));
+    let werr = |source| ChangelogError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&path)
+        .map_err(werr)?;
+    let len = f.metadata().map_err(werr)?.len();
+    if len == 0 {
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(SIGNATURE);
+        header.extend_from_slice(&cluster_id.to_be_bytes());
+        f.write_all(&header).map_err(werr)?;
+        f.sync_all().map_err(werr)?;
+    }
+    Ok(f)
+}
+
+struct Writer {
+    dir: PathBuf,
+    cluster_id: u64,
+    back_logs: u32,
+    file: BufWriter<File>,
+    status: watch::Sender<LogStatus>,
+    durable: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Cmd>) {
+        while let Ok(first) = rx.recv() {
+            // Group commit: take everything queued meanwhile, then one fsync for all of it.
+            let mut last = self.durable;
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+                if batch.len() >= 100_000 {
+                    break;
+                }
+            }
+            let result = (|| -> Result<(), ChangelogError> {
+                for cmd in batch {
+                    match cmd {
+                        Cmd::Record(v, bytes) => {
+                            self.file.write_all(&bytes).map_err(|e| self.err(e))?;
+                            last = v;
+                        }
+                        Cmd::Rotate => self.rotate()?,
+                    }
+                }
+                self.file.flush().map_err(|e| self.err(e))?;
+                self.file.get_ref().sync_data().map_err(|e| self.err(e))?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => {
+                    self.durable = last;
+                    self.status.send_modify(|s| s.durable = last);
+                }
+                Err(e) => {
+                    tracing::error!("{e}; the master cannot record changes and stops");
+                    self.status.send_modify(|s| s.failed = Some(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn err(&self, source: std::io::Error) -> ChangelogError {
+        ChangelogError::Write {
+            path: self.dir.join(file_name(0)),
+            source,
+        }
+    }
+
+    fn rotate(&mut self) -> Result<(), ChangelogError> {
+        self.file.flush().map_err(|e| self.err(e))?;
+        self.file.get_ref().sync_data().map_err(|e| self.err(e))?;
+        let _ = std::fs::remove_file(self.dir.join(file_name(self.back_logs)));
+        for n in (0..self.back_logs).rev() {
+            let from = self.dir.join(file_name(n));
+            if from.exists() {
+                std::fs::rename(&from, self.dir.join(file_name(n + 1))).map_err(|e| self.err(e))?;
+            }
+        }
+        let f = open_current(&self.dir, self.cluster_id)?;
+        self.file = BufWriter::with_capacity(1 << 20, f);
+        Ok(())
+    }
+}
+
+/// Every changelog file in `dir`, oldest first.
+pub fn list_files(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n: u32 = name.strip_prefix("changelog.")?.strip_suffix(".mfs")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files
+}
+
+/// Cuts a torn record off the end of a changelog file.
+pub fn truncate_torn(path: &Path, at: u64) -> Result<(), ChangelogError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(at))
+        .map_err(|source| ChangelogError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moose_proto::Timespec;
+
+    fn rec(v: u64) -> Record {
+        Record {
+            version: v,
+            op: Op::WriteEnd {
+                inode: v,
+                length: v * 10,
+                time: Timespec::default(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn append_rotate_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Changelog::open(dir.path(), 9, 0, 3).unwrap();
+        log.append(&rec(1));
+        log.append(&rec(2));
+        log.rotate();
+        log.append(&rec(3));
+        log.wait_durable(3).await.unwrap();
+        let old = read_file(&dir.path().join(file_name(1))).unwrap();
+        assert_eq!(old.records, vec![rec(1), rec(2)]);
+        assert_eq!(old.cluster_id, 9);
+        let cur = read_file(&dir.path().join(file_name(0))).unwrap();
+        assert_eq!(cur.records, vec![rec(3)]);
+        assert_eq!(
+            list_files(dir.path()).iter().map(|f| f.0).collect::<Vec<_>>(),
+            vec![1, 0]
+        );
+    }
+
+    #[test]
+    fn torn_tail_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(0));
+        let mut bytes = SIGNATURE.to_vec();
+        bytes.extend_from_slice(&1u64.to_be_bytes());
+        bytes.extend_from_slice(&encode_record(&rec(1)));
+        let good = bytes.len() as u64;
+        let second = encode_record(&rec(2));
+        bytes.extend_from_slice(&second[..second.len() - 2]);
+        std::fs::write(&path, &bytes).unwrap();
+        let r = read_file(&path).unwrap();
+        assert_eq!(r.records, vec![rec(1)]);
+        assert_eq!(r.torn_at, Some(good));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reader_never_panics(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(file_name(0));
+            let mut bytes = SIGNATURE.to_vec();
+            bytes.extend_from_slice(&1u64.to_be_bytes());
+            bytes.extend_from_slice(&tail);
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = read_file(&path);
+        }
+    }
+}

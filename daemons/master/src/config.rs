@@ -1,0 +1,88 @@
+//! The master's config keys.
+
+use std::path::PathBuf;
+
+use moose_common::Config;
+
+/// Keys moose-master reads (besides the common DATA_PATH / WORKING_USER / WORKING_GROUP).
+pub const KEYS: &[&str] = &[
+    "EXPORTS_FILENAME",
+    "MATOCS_LISTEN_HOST",
+    "MATOCS_LISTEN_PORT",
+    "MATOCL_LISTEN_HOST",
+    "MATOCL_LISTEN_PORT",
+    "METADATA_SAVE_FREQ",
+    "BACK_LOGS",
+    "MATOCS_TIMEOUT",
+    "DEFAULT_GOAL",
+    "REPLICATIONS_DELAY_INIT",
+    "CHUNKS_WRITE_REP_LIMIT",
+    "CHUNKS_READ_REP_LIMIT",
+];
+
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub data_path: PathBuf,
+    pub exports_file: PathBuf,
+    pub cs_listen: (String, u16),
+    pub cl_listen: (String, u16),
+    /// Seconds between metadata dumps.
+    pub save_every: u64,
+    pub back_logs: u32,
+    pub cs_timeout: u64,
+    pub default_goal: u8,
+    /// Seconds after start before replication begins (chunkservers get time to register).
+    pub replications_delay: u64,
+    /// Concurrent replications into one chunkserver.
+    pub write_rep_limit: usize,
+    /// Concurrent replications out of one chunkserver.
+    pub read_rep_limit: usize,
+}
+
+fn host(cfg: &Config, key: &str) -> String {
+    let h = cfg.get_str(key, "*");
+    if h == "*" {
+        "0.0.0.0".to_string()
+    } else {
+        h
+    }
+}
+
+/// First number of a MooseFS per-class limit list like `2,1,1,4`.
+fn first_limit(cfg: &Config, key: &str, default: usize) -> usize {
+    cfg.get(key)
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+impl MasterConfig {
+    pub fn from_config(cfg: &Config, data_path: PathBuf) -> anyhow::Result<Self> {
+        let default_goal = cfg.get_u64("DEFAULT_GOAL", 2)?;
+        if !(1..=9).contains(&default_goal) {
+            anyhow::bail!(
+                "{}: DEFAULT_GOAL = {default_goal}: a goal is from 1 to 9",
+                cfg.path().display()
+            );
+        }
+        Ok(MasterConfig {
+            exports_file: cfg.get_path("EXPORTS_FILENAME", "/etc/moosefs/moose-exports.cfg"),
+            cs_listen: (
+                host(cfg, "MATOCS_LISTEN_HOST"),
+                cfg.get_port("MATOCS_LISTEN_PORT", moose_proto::ports::MASTER_CHUNKSERVER)?,
+            ),
+            cl_listen: (
+                host(cfg, "MATOCL_LISTEN_HOST"),
+                cfg.get_port("MATOCL_LISTEN_PORT", moose_proto::ports::MASTER_CLIENT)?,
+            ),
+            save_every: cfg.get_u64("METADATA_SAVE_FREQ", 1)?.max(1) * 3600,
+            back_logs: cfg.get_u64("BACK_LOGS", 50)?.clamp(1, 10_000) as u32,
+            cs_timeout: cfg.get_duration_secs("MATOCS_TIMEOUT", 10)?.max(2),
+            default_goal: default_goal as u8,
+            replications_delay: cfg.get_duration_secs("REPLICATIONS_DELAY_INIT", 0)?,
+            write_rep_limit: first_limit(cfg, "CHUNKS_WRITE_REP_LIMIT", 4).max(1),
+            read_rep_limit: first_limit(cfg, "CHUNKS_READ_REP_LIMIT", 8).max(1),
+            data_path,
+        })
+    }
+}

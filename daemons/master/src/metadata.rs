@@ -1,0 +1,157 @@
+//! Metadata dumps: `metadata.mfs` in DATA_PATH, written to a temporary file, fsynced and renamed
+//! into place; the previous dump is kept as `metadata.mfs.1`.
+//!
+//! Layout: `MOOSEMD1`, cluster id (u64 BE), version (u64 BE), body length (u64 BE), the body
+//! (postcard-encoded [`Meta`]), CRC32 of the body (u32 BE), `MOOSEEOF`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::namespace::Meta;
+
+pub const DUMP_FILE: &str = "metadata.mfs";
+pub const PREVIOUS_DUMP_FILE: &str = "metadata.mfs.1";
+const SIGNATURE: &[u8; 8] = b"MOOSEMD1";
+const EOF_MARK: &[u8; 8] = b"MOOSEEOF";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is stock MooseFS metadata ({sig}), which moose-master does not read; \
+         give this master an empty DATA_PATH"
+    )]
+    StockMooseFs { path: PathBuf, sig: String },
+    #[error("{path} is not a moose-master metadata file (bad signature); move it away or use another DATA_PATH")]
+    NotOurs { path: PathBuf },
+    #[error("{path} is damaged ({what}); start from {previous} or a metalogger's copy")]
+    Damaged {
+        path: PathBuf,
+        what: String,
+        previous: String,
+    },
+}
+
+/// Encodes a dump in memory (done under the state lock; the slow write happens elsewhere).
+pub fn encode(meta: &Meta) -> Vec<u8> {
+    let body = postcard::to_allocvec(meta).unwrap_or_default();
+    let mut out = Vec::with_capacity(body.len() + 44);
+    out.extend_from_slice(SIGNATURE);
+    out.extend_from_slice(&meta.cluster_id.to_be_bytes());
+    out.extend_from_slice(&meta.version.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out.extend_from_slice(EOF_MARK);
+    out
+}
+
+/// Writes an encoded dump atomically into `dir`.
+pub fn write(dir: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
+    let tmp = dir.join(format!("{DUMP_FILE}.tmp"));
+    let dst = dir.join(DUMP_FILE);
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MetadataError::Write { path, source }
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(werr(&tmp))?;
+    f.write_all(bytes).map_err(werr(&tmp))?;
+    f.sync_all().map_err(werr(&tmp))?;
+    drop(f);
+    let prev = dir.join(PREVIOUS_DUMP_FILE);
+    if dst.exists() {
+        let _ = std::fs::remove_file(&prev);
+        std::fs::hard_link(&dst, &prev).map_err(werr(&prev))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(werr(&dst))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr(dir))?;
+    Ok(())
+}
+
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(u64, u64), MetadataError> {
+    if bytes.len() >= 4 && &bytes[..4] == b"MFSM" {
+        return Err(MetadataError::StockMooseFs {
+            path: path.to_path_buf(),
+            sig: String::from_utf8_lossy(&bytes[..bytes.len().min(8)]).into_owned(),
+        });
+    }
+    if bytes.len() < 44 || &bytes[..8] != SIGNATURE {
+        return Err(MetadataError::NotOurs {
+            path: path.to_path_buf(),
+        });
+    }
+    let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+    Ok((u64_at(8), u64_at(16)))
+}
+
+/// Reads and verifies a dump.
+pub fn load(path: &Path) -> Result<Meta, MetadataError> {
+    let bytes = std::fs::read(path).map_err(|source| MetadataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_header(path, &bytes)?;
+    let damaged = |what: &str| MetadataError::Damaged {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        previous: PREVIOUS_DUMP_FILE.to_string(),
+    };
+    let len = u64::from_be_bytes(bytes[24..32].try_into().unwrap_or([0; 8]));
+    let body_end = 32usize
+        .checked_add(usize::try_from(len).map_err(|_| damaged("bad length"))?)
+        .ok_or_else(|| damaged("bad length"))?;
+    if bytes.len() != body_end + 12 {
+        return Err(damaged("truncated or extended"));
+    }
+    if &bytes[body_end + 4..] != EOF_MARK {
+        return Err(damaged("no end marker"));
+    }
+    let body = &bytes[32..body_end];
+    let crc = u32::from_be_bytes(bytes[body_end..body_end + 4].try_into().unwrap_or([0; 4]));
+    if crc32fast::hash(body) != crc {
+        return Err(damaged("checksum mismatch"));
+    }
+    postcard::from_bytes(body).map_err(|e| damaged(&format!("cannot decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moose_proto::Timespec;
+
+    #[test]
+    fn round_trip_and_damage_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = Meta::fresh(77, Timespec::now(), 2);
+        meta.version = 5;
+        write(dir.path(), &encode(&meta)).unwrap();
+        let path = dir.path().join(DUMP_FILE);
+        let back = load(&path).unwrap();
+        assert_eq!(back.cluster_id, 77);
+        assert_eq!(back.version, 5);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(load(&path), Err(MetadataError::Damaged { .. })));
+        std::fs::write(&path, b"MFSM NEW").unwrap();
+        assert!(matches!(load(&path), Err(MetadataError::StockMooseFs { .. })));
+    }
+}

@@ -1,0 +1,115 @@
+//! Metadata changes. Each is fully determined (inode numbers, chunk ids, times are inside), so
+//! applying the same sequence to the same dump always gives the same state: live requests,
+//! changelog replay and metaloggers all go through [`crate::state::State::apply`].
+
+use moose_proto::{FileKind, Inode, Timespec};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Create {
+        parent: Inode,
+        name: Vec<u8>,
+        inode: Inode,
+        kind: FileKind,
+        mode: u16,
+        uid: u32,
+        gid: u32,
+        rdev: u32,
+        time: Timespec,
+    },
+    Symlink {
+        parent: Inode,
+        name: Vec<u8>,
+        inode: Inode,
+        target: Vec<u8>,
+        uid: u32,
+        gid: u32,
+        time: Timespec,
+    },
+    Link {
+        inode: Inode,
+        parent: Inode,
+        name: Vec<u8>,
+        time: Timespec,
+    },
+    /// Removes a non-directory entry. `keep` is true when the file was still open: it then
+    /// stays (as an orphan) until [`Op::Purge`].
+    Unlink {
+        parent: Inode,
+        name: Vec<u8>,
+        keep: bool,
+        time: Timespec,
+    },
+    RmDir {
+        parent: Inode,
+        name: Vec<u8>,
+        time: Timespec,
+    },
+    Rename {
+        parent: Inode,
+        name: Vec<u8>,
+        new_parent: Inode,
+        new_name: Vec<u8>,
+        exchange: bool,
+        /// The replaced target was open (see `Unlink::keep`).
+        keep_target: bool,
+        time: Timespec,
+    },
+    SetAttr {
+        inode: Inode,
+        mode: Option<u16>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        atime: Option<Timespec>,
+        mtime: Option<Timespec>,
+        time: Timespec,
+    },
+    /// Sets a file's length. Chunks past the end are dropped; `trunc_chunk` is the chunk cut
+    /// in the middle and the version it got.
+    SetLength {
+        inode: Inode,
+        length: u64,
+        trunc_chunk: Option<(u64, u32)>,
+        time: Timespec,
+    },
+    AddChunk {
+        inode: Inode,
+        index: u32,
+        chunk_id: u64,
+        version: u32,
+    },
+    SetChunkVersion {
+        chunk_id: u64,
+        version: u32,
+    },
+    /// Writes ended: the file is at least `length` long.
+    WriteEnd {
+        inode: Inode,
+        length: u64,
+        time: Timespec,
+    },
+    SetXattr {
+        inode: Inode,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        time: Timespec,
+    },
+    RemoveXattr {
+        inode: Inode,
+        name: Vec<u8>,
+        time: Timespec,
+    },
+    /// Sets the goal of `inode` (and everything below it when recursive) where `uid` may.
+    SetGoal {
+        inode: Inode,
+        goal: u8,
+        recursive: bool,
+        uid: u32,
+        time: Timespec,
+    },
+    /// Removes an orphan (unlinked, no longer open). Does nothing if it is already gone.
+    Purge {
+        inode: Inode,
+    },
+}

@@ -1,0 +1,805 @@
+//! The master's in-memory state: the persistent [`Meta`] plus what only lives while running
+//! (where chunk copies are, write locks, open files). [`State::apply`] is the only code that
+//! changes `Meta`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use moose_proto::{ChunkRef, FileKind, FsError, FsResult, Inode, CHUNK_SIZE, MAX_NAME_LEN};
+
+use crate::namespace::{ChunkMeta, Dir, Meta, Node, NodeData};
+use crate::ops::Op;
+
+/// A copy of a chunk on a chunkserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copy {
+    pub cs: u32,
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLock {
+    pub session: u64,
+    pub since: Instant,
+}
+
+/// Runtime-only state, rebuilt from chunkserver registrations and sessions after a restart.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    /// Copies per chunk id, as chunkservers reported them (any version).
+    pub locations: HashMap<u64, Vec<Copy>>,
+    /// Copies to delete from chunkservers: (chunkserver id, chunk).
+    pub deletions: Vec<(u32, ChunkRef)>,
+    pub write_locks: HashMap<u64, WriteLock>,
+    /// (inode, index) slots where a new chunk is being created.
+    pub creating: HashSet<(Inode, u32)>,
+    /// Open handles per inode, over all sessions.
+    pub open: HashMap<Inode, u32>,
+}
+
+/// What an applied op produced, for building the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    Node(Inode),
+    GoalCounts {
+        changed: u64,
+        unchanged: u64,
+        not_permitted: u64,
+    },
+}
+
+pub struct State {
+    pub meta: Meta,
+    pub rt: Runtime,
+}
+
+pub fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.is_empty() {
+        return Err(FsError::NoEnt);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(FsError::NameTooLong);
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(FsError::Inval);
+    }
+    Ok(())
+}
+
+impl State {
+    pub fn new(meta: Meta) -> Self {
+        State {
+            meta,
+            rt: Runtime::default(),
+        }
+    }
+
+    pub fn node(&self, inode: Inode) -> FsResult<&Node> {
+        self.meta.nodes.get(&inode).ok_or(FsError::NoEnt)
+    }
+
+    fn node_mut(&mut self, inode: Inode) -> FsResult<&mut Node> {
+        self.meta.nodes.get_mut(&inode).ok_or(FsError::NoEnt)
+    }
+
+    pub fn dir(&self, inode: Inode) -> FsResult<&Dir> {
+        self.node(inode)?.dir().ok_or(FsError::NotDir)
+    }
+
+    fn dir_mut(&mut self, inode: Inode) -> FsResult<&mut Dir> {
+        self.node_mut(inode)?.dir_mut().ok_or(FsError::NotDir)
+    }
+
+    pub fn lookup(&self, parent: Inode, name: &[u8]) -> FsResult<Inode> {
+        let dir = self.dir(parent)?;
+        if name == b"." {
+            return Ok(parent);
+        }
+        if name == b".." {
+            return Ok(dir.parent);
+        }
+        dir.get(name).ok_or(FsError::NoEnt)
+    }
+
+    pub fn is_open(&self, inode: Inode) -> bool {
+        self.rt.open.get(&inode).copied().unwrap_or(0) > 0
+    }
+
+    /// True if `ancestor` is `inode` or one of its parents.
+    fn is_ancestor(&self, ancestor: Inode, mut inode: Inode) -> bool {
+        loop {
+            if inode == ancestor {
+                return true;
+            }
+            match self.meta.nodes.get(&inode).and_then(|n| n.dir()) {
+                Some(d) if d.parent != inode => inode = d.parent,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Applies one change. Validates everything before touching anything, so an error leaves
+    /// the state as it was.
+    pub fn apply(&mut self, op: &Op) -> FsResult<Applied> {
+        match op {
+            Op::Create {
+                parent,
+                name,
+                inode,
+                kind,
+                mode,
+                uid,
+                gid,
+                rdev,
+                time,
+            } => {
+                check_name(name)?;
+                let p = self.node(*parent)?;
+                let goal = p.goal;
+                let dir = p.dir().ok_or(FsError::NotDir)?;
+                if dir.get(name).is_some() {
+                    return Err(FsError::Exist);
+                }
+                if self.meta.nodes.contains_key(inode) {
+                    return Err(FsError::Exist);
+                }
+                let data = match kind {
+                    FileKind::Dir => NodeData::Dir(Dir::new(*parent)),
+                    FileKind::File => NodeData::File {
+                        length: 0,
+                        chunks: Vec::new(),
+                    },
+                    FileKind::Symlink => NodeData::Symlink(Vec::new()),
+                    _ => NodeData::Special(*rdev),
+                };
+                let is_dir = *kind == FileKind::Dir;
+                self.meta.nodes.insert(
+                    *inode,
+                    Node {
+                        kind: *kind,
+                        mode: *mode & 0o7777,
+                        uid: *uid,
+                        gid: *gid,
+                        atime: *time,
+                        mtime: *time,
+                        ctime: *time,
+                        nlink: if is_dir { 2 } else { 1 },
+                        goal,
+                        xattrs: BTreeMap::new(),
+                        data,
+                    },
+                );
+                let p = self.node_mut(*parent)?;
+                p.mtime = *time;
+                p.ctime = *time;
+                if is_dir {
+                    p.nlink += 1;
+                }
+                if let Some(d) = p.dir_mut() {
+                    d.insert(name.clone(), *inode);
+                }
+                self.meta.next_inode = self.meta.next_inode.max(inode + 1);
+                Ok(Applied::Node(*inode))
+            }
+            Op::Symlink {
+                parent,
+                name,
+                inode,
+                target,
+                uid,
+                gid,
+                time,
+            } => {
+                self.apply(&Op::Create {
+                    parent: *parent,
+                    name: name.clone(),
+                    inode: *inode,
+                    kind: FileKind::Symlink,
+                    mode: 0o777,
+                    uid: *uid,
+                    gid: *gid,
+                    rdev: 0,
+                    time: *time,
+                })?;
+                self.node_mut(*inode)?.data = NodeData::Symlink(target.clone());
+                Ok(Applied::Node(*inode))
+            }
+            Op::Link {
+                inode,
+                parent,
+                name,
+                time,
+            } => {
+                check_name(name)?;
+                let n = self.node(*inode)?;
+                if n.is_dir() {
+                    return Err(FsError::Perm);
+                }
+                if n.nlink == 0 {
+                    return Err(FsError::NoEnt);
+                }
+                if n.nlink >= 32767 {
+                    return Err(FsError::TooManyLinks);
+                }
+                if self.dir(*parent)?.get(name).is_some() {
+                    return Err(FsError::Exist);
+                }
+                let n = self.node_mut(*inode)?;
+                n.nlink += 1;
+                n.ctime = *time;
+                let p = self.node_mut(*parent)?;
+                p.mtime = *time;
+                p.ctime = *time;
+                if let Some(d) = p.dir_mut() {
+                    d.insert(name.clone(), *inode);
+                }
+                Ok(Applied::Node(*inode))
+            }
+            Op::Unlink {
+                parent,
+                name,
+                keep,
+                time,
+            } => {
+                let child = self.dir(*parent)?.get(name).ok_or(FsError::NoEnt)?;
+                if self.node(child)?.is_dir() {
+                    return Err(FsError::IsDir);
+                }
+                self.remove_entry(*parent, name, child, *keep, *time)?;
+                Ok(Applied::Done)
+            }
+            Op::RmDir { parent, name, time } => {
+                if name == b"." {
+                    return Err(FsError::Inval);
+                }
+                if name == b".." {
+                    return Err(FsError::NotEmpty);
+                }
+                let child = self.dir(*parent)?.get(name).ok_or(FsError::NoEnt)?;
+                let d = self.dir(child)?;
+                if !d.is_empty() {
+                    return Err(FsError::NotEmpty);
+                }
+                self.remove_entry(*parent, name, child, false, *time)?;
+                Ok(Applied::Done)
+            }
+            Op::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                exchange,
+                keep_target,
+                time,
+            } => self.rename(
+                *parent,
+                name,
+                *new_parent,
+                new_name,
+                *exchange,
+                *keep_target,
+                *time,
+            ),
+            Op::SetAttr {
+                inode,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+                time,
+            } => {
+                let n = self.node_mut(*inode)?;
+                if let Some(m) = mode {
+                    n.mode = m & 0o7777;
+                }
+                if let Some(u) = uid {
+                    n.uid = *u;
+                }
+                if let Some(g) = gid {
+                    n.gid = *g;
+                }
+                if let Some(a) = atime {
+                    n.atime = *a;
+                }
+                if let Some(m) = mtime {
+                    n.mtime = *m;
+                }
+                n.ctime = *time;
+                Ok(Applied::Node(*inode))
+            }
+            Op::SetLength {
+                inode,
+                length,
+                trunc_chunk,
+                time,
+            } => {
+                let n = self.node(*inode)?;
+                let NodeData::File { chunks, .. } = &n.data else {
+                    return Err(if n.is_dir() { FsError::IsDir } else { FsError::Inval });
+                };
+                let keep = length.div_ceil(CHUNK_SIZE) as usize;
+                let dropped: Vec<u64> = chunks
+                    .iter()
+                    .skip(keep)
+                    .copied()
+                    .filter(|c| *c != 0)
+                    .collect();
+                if let Some((cid, _)) = trunc_chunk {
+                    if !self.meta.chunks.contains_key(cid) {
+                        return Err(FsError::NoChunk);
+                    }
+                }
+                let n = self.node_mut(*inode)?;
+                if let NodeData::File { length: l, chunks } = &mut n.data {
+                    *l = *length;
+                    chunks.truncate(keep);
+                }
+                n.mtime = *time;
+                n.ctime = *time;
+                for c in dropped {
+                    self.drop_chunk(c);
+                }
+                if let Some((cid, version)) = trunc_chunk {
+                    if let Some(c) = self.meta.chunks.get_mut(cid) {
+                        c.version = *version;
+                    }
+                }
+                Ok(Applied::Node(*inode))
+            }
+            Op::AddChunk {
+                inode,
+                index,
+                chunk_id,
+                version,
+            } => {
+                let n = self.node(*inode)?;
+                let NodeData::File { chunks, .. } = &n.data else {
+                    return Err(FsError::Inval);
+                };
+                if chunks.get(*index as usize).is_some_and(|c| *c != 0) {
+                    return Err(FsError::Exist);
+                }
+                if self.meta.chunks.contains_key(chunk_id) {
+                    return Err(FsError::Exist);
+                }
+                let n = self.node_mut(*inode)?;
+                if let NodeData::File { chunks, .. } = &mut n.data {
+                    let i = *index as usize;
+                    if chunks.len() <= i {
+                        chunks.resize(i + 1, 0);
+                    }
+                    chunks[i] = *chunk_id;
+                }
+                self.meta.chunks.insert(
+                    *chunk_id,
+                    ChunkMeta {
+                        version: *version,
+                        inode: *inode,
+                        index: *index,
+                    },
+                );
+                self.meta.next_chunk_id = self.meta.next_chunk_id.max(chunk_id + 1);
+                Ok(Applied::Done)
+            }
+            Op::SetChunkVersion { chunk_id, version } => {
+                let c = self.meta.chunks.get_mut(chunk_id).ok_or(FsError::NoChunk)?;
+                c.version = *version;
+                Ok(Applied::Done)
+            }
+            Op::WriteEnd {
+                inode,
+                length,
+                time,
+            } => {
+                let n = self.node_mut(*inode)?;
+                let NodeData::File { length: l, .. } = &mut n.data else {
+                    return Err(FsError::Inval);
+                };
+                *l = (*l).max(*length);
+                n.mtime = *time;
+                n.ctime = *time;
+                Ok(Applied::Node(*inode))
+            }
+            Op::SetXattr {
+                inode,
+                name,
+                value,
+                time,
+            } => {
+                let n = self.node_mut(*inode)?;
+                n.xattrs.insert(name.clone(), value.clone());
+                n.ctime = *time;
+                Ok(Applied::Done)
+            }
+            Op::RemoveXattr { inode, name, time } => {
+                let n = self.node_mut(*inode)?;
+                if n.xattrs.remove(name).is_none() {
+                    return Err(FsError::NoAttr);
+                }
+                n.ctime = *time;
+                Ok(Applied::Done)
+            }
+            Op::SetGoal {
+                inode,
+                goal,
+                recursive,
+                uid,
+                time,
+            } => {
+                self.node(*inode)?;
+                let (mut changed, mut unchanged, mut not_permitted) = (0, 0, 0);
+                let mut stack = vec![*inode];
+                while let Some(ino) = stack.pop() {
+                    let Some(n) = self.meta.nodes.get_mut(&ino) else {
+                        continue;
+                    };
+                    if *uid != 0 && n.uid != *uid {
+                        not_permitted += 1;
+                    } else if n.goal == *goal {
+                        unchanged += 1;
+                    } else {
+                        n.goal = *goal;
+                        n.ctime = *time;
+                        changed += 1;
+                    }
+                    if *recursive {
+                        if let Some(d) = n.dir() {
+                            stack.extend(d.order.values().filter_map(|name| d.get(name)));
+                        }
+                    }
+                }
+                Ok(Applied::GoalCounts {
+                    changed,
+                    unchanged,
+                    not_permitted,
+                })
+            }
+            Op::Purge { inode } => {
+                if self.meta.nodes.get(inode).is_some_and(|n| n.nlink == 0) {
+                    self.purge(*inode);
+                }
+                Ok(Applied::Done)
+            }
+        }
+    }
+
+    /// Removes `name` (pointing at `child`) from `parent`; the child goes when its last link
+    /// does, unless it is kept open.
+    fn remove_entry(
+        &mut self,
+        parent: Inode,
+        name: &[u8],
+        child: Inode,
+        keep: bool,
+        time: moose_proto::Timespec,
+    ) -> FsResult<()> {
+        let child_is_dir = self.node(child)?.is_dir();
+        let p = self.node_mut(parent)?;
+        p.mtime = time;
+        p.ctime = time;
+        if child_is_dir {
+            p.nlink = p.nlink.saturating_sub(1);
+        }
+        if let Some(d) = p.dir_mut() {
+            d.remove(name);
+        }
+        let c = self.node_mut(child)?;
+        c.ctime = time;
+        c.nlink = if child_is_dir {
+            0
+        } else {
+            c.nlink.saturating_sub(1)
+        };
+        if c.nlink == 0 && !keep {
+            self.purge(child);
+        }
+        Ok(())
+    }
+
+    /// Deletes a node and drops its chunks.
+    fn purge(&mut self, inode: Inode) {
+        if let Some(node) = self.meta.nodes.remove(&inode) {
+            if let NodeData::File { chunks, .. } = node.data {
+                for c in chunks.into_iter().filter(|c| *c != 0) {
+                    self.drop_chunk(c);
+                }
+            }
+        }
+    }
+
+    /// Removes a chunk from the table and queues its copies for deletion.
+    fn drop_chunk(&mut self, chunk_id: u64) {
+        self.meta.chunks.remove(&chunk_id);
+        self.rt.write_locks.remove(&chunk_id);
+        if let Some(copies) = self.rt.locations.remove(&chunk_id) {
+            for c in copies {
+                self.rt.deletions.push((
+                    c.cs,
+                    ChunkRef {
+                        chunk_id,
+                        version: c.version,
+                    },
+                ));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rename(
+        &mut self,
+        parent: Inode,
+        name: &[u8],
+        new_parent: Inode,
+        new_name: &[u8],
+        exchange: bool,
+        keep_target: bool,
+        time: moose_proto::Timespec,
+    ) -> FsResult<Applied> {
+        check_name(new_name)?;
+        if name == b"." || name == b".." {
+            return Err(FsError::Inval);
+        }
+        let src = self.dir(parent)?.get(name).ok_or(FsError::NoEnt)?;
+        self.dir(new_parent)?;
+        let target = self.dir(new_parent)?.get(new_name);
+        let src_is_dir = self.node(src)?.is_dir();
+        if src_is_dir && src != new_parent && self.is_ancestor(src, new_parent) {
+            return Err(FsError::Inval);
+        }
+        if src_is_dir && src == new_parent {
+            return Err(FsError::Inval);
+        }
+        if exchange {
+            let target = target.ok_or(FsError::NoEnt)?;
+            let target_is_dir = self.node(target)?.is_dir();
+            if target_is_dir && target != parent && self.is_ancestor(target, parent) {
+                return Err(FsError::Inval);
+            }
+            if parent == new_parent && name == new_name {
+                return Ok(Applied::Done);
+            }
+            self.dir_mut(parent)?.insert(name.to_vec(), target);
+            self.dir_mut(new_parent)?.insert(new_name.to_vec(), src);
+            if parent != new_parent {
+                self.move_dir_link(src, src_is_dir, parent, new_parent)?;
+                self.move_dir_link(target, target_is_dir, new_parent, parent)?;
+            }
+            for ino in [src, target] {
+                self.node_mut(ino)?.ctime = time;
+            }
+            for p in [parent, new_parent] {
+                let pn = self.node_mut(p)?;
+                pn.mtime = time;
+                pn.ctime = time;
+            }
+            return Ok(Applied::Done);
+        }
+        if let Some(t) = target {
+            if t == src {
+                // Both names are links to the same file: POSIX says do nothing.
+                return Ok(Applied::Done);
+            }
+            let tn = self.node(t)?;
+            match (src_is_dir, tn.is_dir()) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) if !tn.dir().is_some_and(|d| d.is_empty()) => {
+                    return Err(FsError::NotEmpty)
+                }
+                _ => {}
+            }
+            self.remove_entry(new_parent, new_name, t, keep_target, time)?;
+        }
+        self.dir_mut(parent)?.remove(name);
+        self.dir_mut(new_parent)?.insert(new_name.to_vec(), src);
+        if parent != new_parent {
+            self.move_dir_link(src, src_is_dir, parent, new_parent)?;
+        }
+        self.node_mut(src)?.ctime = time;
+        for p in [parent, new_parent] {
+            let pn = self.node_mut(p)?;
+            pn.mtime = time;
+            pn.ctime = time;
+        }
+        Ok(Applied::Done)
+    }
+
+    /// A folder moved from `from` to `to`: fix its `..` and both parents' link counts.
+    fn move_dir_link(&mut self, ino: Inode, is_dir: bool, from: Inode, to: Inode) -> FsResult<()> {
+        if !is_dir {
+            return Ok(());
+        }
+        if let Some(d) = self.node_mut(ino)?.dir_mut() {
+            d.parent = to;
+        }
+        let f = self.node_mut(from)?;
+        f.nlink = f.nlink.saturating_sub(1);
+        self.node_mut(to)?.nlink += 1;
+        Ok(())
+    }
+
+    /// Removes every orphan (unlinked while open when the master stopped); used at start-up,
+    /// where no file is open any more. Returns the ops to log.
+    pub fn orphans(&self) -> Vec<Op> {
+        self.meta
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.nlink == 0)
+            .map(|(i, _)| Op::Purge { inode: *i })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moose_proto::{Timespec, ROOT_INODE};
+
+    fn t(s: i64) -> Timespec {
+        Timespec { sec: s, nsec: 0 }
+    }
+
+    fn create(st: &mut State, parent: Inode, name: &str, inode: Inode, kind: FileKind) {
+        st.apply(&Op::Create {
+            parent,
+            name: name.as_bytes().to_vec(),
+            inode,
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            time: t(1),
+        })
+        .unwrap();
+    }
+
+    fn fresh() -> State {
+        State::new(Meta::fresh(1, t(0), 1))
+    }
+
+    #[test]
+    fn create_lookup_unlink() {
+        let mut st = fresh();
+        create(&mut st, ROOT_INODE, "a", 2, FileKind::File);
+        assert_eq!(st.lookup(ROOT_INODE, b"a"), Ok(2));
+        let dup = st.apply(&Op::Create {
+            parent: ROOT_INODE,
+            name: b"a".to_vec(),
+            inode: 3,
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            time: t(2),
+        });
+        assert_eq!(dup, Err(FsError::Exist));
+        st.apply(&Op::Unlink {
+            parent: ROOT_INODE,
+            name: b"a".to_vec(),
+            keep: false,
+            time: t(3),
+        })
+        .unwrap();
+        assert_eq!(st.lookup(ROOT_INODE, b"a"), Err(FsError::NoEnt));
+        assert!(st.node(2).is_err());
+    }
+
+    #[test]
+    fn rmdir_refuses_non_empty_and_rename_into_own_subtree() {
+        let mut st = fresh();
+        create(&mut st, ROOT_INODE, "d", 2, FileKind::Dir);
+        create(&mut st, 2, "e", 3, FileKind::Dir);
+        assert_eq!(st.node(ROOT_INODE).unwrap().nlink, 3);
+        let r = st.apply(&Op::RmDir {
+            parent: ROOT_INODE,
+            name: b"d".to_vec(),
+            time: t(2),
+        });
+        assert_eq!(r, Err(FsError::NotEmpty));
+        let r = st.apply(&Op::Rename {
+            parent: ROOT_INODE,
+            name: b"d".to_vec(),
+            new_parent: 3,
+            new_name: b"x".to_vec(),
+            exchange: false,
+            keep_target: false,
+            time: t(2),
+        });
+        assert_eq!(r, Err(FsError::Inval));
+    }
+
+    #[test]
+    fn rename_over_existing_file_and_across_folders() {
+        let mut st = fresh();
+        create(&mut st, ROOT_INODE, "d1", 2, FileKind::Dir);
+        create(&mut st, ROOT_INODE, "d2", 3, FileKind::Dir);
+        create(&mut st, 2, "f", 4, FileKind::File);
+        create(&mut st, 3, "g", 5, FileKind::File);
+        st.apply(&Op::Rename {
+            parent: 2,
+            name: b"f".to_vec(),
+            new_parent: 3,
+            new_name: b"g".to_vec(),
+            exchange: false,
+            keep_target: false,
+            time: t(2),
+        })
+        .unwrap();
+        assert_eq!(st.lookup(3, b"g"), Ok(4));
+        assert!(st.node(5).is_err(), "replaced file is gone");
+        assert_eq!(st.lookup(2, b"f"), Err(FsError::NoEnt));
+        // A folder moved across parents fixes link counts and '..'.
+        create(&mut st, 2, "sub", 6, FileKind::Dir);
+        st.apply(&Op::Rename {
+            parent: 2,
+            name: b"sub".to_vec(),
+            new_parent: 3,
+            new_name: b"sub".to_vec(),
+            exchange: false,
+            keep_target: false,
+            time: t(3),
+        })
+        .unwrap();
+        assert_eq!(st.node(2).unwrap().nlink, 2);
+        assert_eq!(st.node(3).unwrap().nlink, 3);
+        assert_eq!(st.lookup(6, b".."), Ok(3));
+    }
+
+    #[test]
+    fn truncate_drops_chunks_and_queues_deletions() {
+        let mut st = fresh();
+        create(&mut st, ROOT_INODE, "f", 2, FileKind::File);
+        for i in 0..3u32 {
+            st.apply(&Op::AddChunk {
+                inode: 2,
+                index: i,
+                chunk_id: 10 + i as u64,
+                version: 1,
+            })
+            .unwrap();
+            st.rt.locations.insert(10 + i as u64, vec![Copy { cs: 1, version: 1 }]);
+        }
+        st.apply(&Op::SetLength {
+            inode: 2,
+            length: CHUNK_SIZE + 5,
+            trunc_chunk: Some((11, 2)),
+            time: t(2),
+        })
+        .unwrap();
+        assert!(st.meta.chunks.contains_key(&11));
+        assert!(!st.meta.chunks.contains_key(&12));
+        assert_eq!(st.meta.chunks[&11].version, 2);
+        assert_eq!(
+            st.rt.deletions,
+            vec![(
+                1,
+                ChunkRef {
+                    chunk_id: 12,
+                    version: 1
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn open_file_survives_unlink_until_purge() {
+        let mut st = fresh();
+        create(&mut st, ROOT_INODE, "f", 2, FileKind::File);
+        st.apply(&Op::Unlink {
+            parent: ROOT_INODE,
+            name: b"f".to_vec(),
+            keep: true,
+            time: t(2),
+        })
+        .unwrap();
+        assert_eq!(st.node(2).unwrap().nlink, 0);
+        assert_eq!(st.orphans(), vec![Op::Purge { inode: 2 }]);
+        st.apply(&Op::Purge { inode: 2 }).unwrap();
+        assert!(st.node(2).is_err());
+        assert_eq!(st.apply(&Op::Purge { inode: 2 }), Ok(Applied::Done));
+    }
+}
