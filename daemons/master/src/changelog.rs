@@ -10,12 +10,11 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::ops::Op;
 
-const SIGNATURE: &[u8; 8] = b"MOOSECL1";
-const HEADER_LEN: usize = 16;
+use moose_proto::files::{changelog_header, CHANGELOG_HEADER_LEN as HEADER_LEN, CHANGELOG_SIGNATURE as SIGNATURE};
 /// Largest record accepted when reading (a record is one op).
 const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
@@ -152,6 +151,7 @@ enum Cmd {
 pub struct Changelog {
     tx: std::sync::mpsc::Sender<Cmd>,
     status: watch::Receiver<LogStatus>,
+    stream: broadcast::Sender<(u64, std::sync::Arc<Vec<u8>>)>,
 }
 
 impl Changelog {
@@ -160,6 +160,7 @@ impl Changelog {
     pub fn open(dir: &Path, cluster_id: u64, version: u64, back_logs: u32) -> Result<Changelog, ChangelogError> {
         let file = open_current(dir, cluster_id)?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let (stream, _) = broadcast::channel(1 << 16);
         let (status_tx, status) = watch::channel(LogStatus {
             durable: version,
             failed: None,
@@ -179,12 +180,15 @@ impl Changelog {
                 path: dir.join(file_name(0)),
                 source,
             })?;
-        Ok(Changelog { tx, status })
+        Ok(Changelog { tx, status, stream })
     }
 
     /// Queues a record; call with the state lock held so records stay in version order.
     pub fn append(&self, rec: &Record) {
         let bytes = encode_record(rec);
+        if self.stream.receiver_count() > 0 {
+            let _ = self.stream.send((rec.version, std::sync::Arc::new(bytes.clone())));
+        }
         let _ = self.tx.send(Cmd::Record(rec.version, bytes));
     }
 
@@ -209,6 +213,12 @@ impl Changelog {
     pub fn status(&self) -> watch::Receiver<LogStatus> {
         self.status.clone()
     }
+
+    /// Live stream of encoded records, for metaloggers. Subscribe before taking the dump
+    /// they start from, so no change falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<(u64, std::sync::Arc<Vec<u8>>)> {
+        self.stream.subscribe()
+    }
 }
 
 fn open_current(dir: &Path, cluster_id: u64) -> Result<File, ChangelogError> {
@@ -225,10 +235,7 @@ fn open_current(dir: &Path, cluster_id: u64) -> Result<File, ChangelogError> {
         .map_err(werr)?;
     let len = f.metadata().map_err(werr)?.len();
     if len == 0 {
-        let mut header = Vec::with_capacity(HEADER_LEN);
-        header.extend_from_slice(SIGNATURE);
-        header.extend_from_slice(&cluster_id.to_be_bytes());
-        f.write_all(&header).map_err(werr)?;
+        f.write_all(&changelog_header(cluster_id)).map_err(werr)?;
         f.sync_all().map_err(werr)?;
     }
     Ok(f)
@@ -306,7 +313,8 @@ impl Writer {
     }
 }
 
-/// Every changelog file in `dir`, oldest first.
+/// Every changelog file in `dir` (the master's `changelog.N.mfs` and a metalogger's
+/// `changelog_ml.N.mfs`), with N.
 pub fn list_files(dir: &Path) -> Vec<(u32, PathBuf)> {
     let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
@@ -314,11 +322,14 @@ pub fn list_files(dir: &Path) -> Vec<(u32, PathBuf)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let n: u32 = name.strip_prefix("changelog.")?.strip_suffix(".mfs")?.parse().ok()?;
+            let rest = name
+                .strip_prefix("changelog_ml.")
+                .or_else(|| name.strip_prefix("changelog."))?;
+            let n: u32 = rest.strip_suffix(".mfs")?.parse().ok()?;
             Some((n, e.path()))
         })
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort();
     files
 }
 
@@ -366,7 +377,7 @@ mod tests {
         assert_eq!(cur.records, vec![rec(3)]);
         assert_eq!(
             list_files(dir.path()).iter().map(|f| f.0).collect::<Vec<_>>(),
-            vec![1, 0]
+            vec![0, 1]
         );
     }
 

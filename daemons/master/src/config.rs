@@ -7,6 +7,8 @@ use moose_common::Config;
 /// Keys moose-master reads (besides the common DATA_PATH / WORKING_USER / WORKING_GROUP).
 pub const KEYS: &[&str] = &[
     "EXPORTS_FILENAME",
+    "MATOML_LISTEN_HOST",
+    "MATOML_LISTEN_PORT",
     "MATOCS_LISTEN_HOST",
     "MATOCS_LISTEN_PORT",
     "MATOCL_LISTEN_HOST",
@@ -24,6 +26,7 @@ pub const KEYS: &[&str] = &[
 pub struct MasterConfig {
     pub data_path: PathBuf,
     pub exports_file: PathBuf,
+    pub ml_listen: (String, u16),
     pub cs_listen: (String, u16),
     pub cl_listen: (String, u16),
     /// Seconds between metadata dumps.
@@ -67,6 +70,10 @@ impl MasterConfig {
         }
         Ok(MasterConfig {
             exports_file: cfg.get_path("EXPORTS_FILENAME", "/etc/moosefs/moose-exports.cfg"),
+            ml_listen: (
+                host(cfg, "MATOML_LISTEN_HOST"),
+                cfg.get_port("MATOML_LISTEN_PORT", moose_proto::ports::MASTER_METALOGGER)?,
+            ),
             cs_listen: (
                 host(cfg, "MATOCS_LISTEN_HOST"),
                 cfg.get_port("MATOCS_LISTEN_PORT", moose_proto::ports::MASTER_CHUNKSERVER)?,

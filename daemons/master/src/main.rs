@@ -9,6 +9,7 @@ mod exports;
 mod health;
 mod master;
 mod metadata;
+mod mlserv;
 mod namespace;
 mod ops;
 mod placement;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use moose_common::{DaemonContext, DaemonSpec};
+use moose_common::{DaemonContext, DaemonSpec, Verb};
 use tokio::net::TcpListener;
 
 const SPEC: DaemonSpec = DaemonSpec {
@@ -52,7 +53,21 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
         exports.lines.len()
     );
     let (dir, goal) = (cfg.data_path.clone(), cfg.default_goal);
-    let (meta, fresh) = tokio::task::spawn_blocking(move || master::load_meta(&dir, goal))
+    if ctx.verb == Verb::Restore {
+        let [from] = ctx.args.as_slice() else {
+            anyhow::bail!("usage: moose-master -c CFG restore FROM_DIR (a folder of metalogger files)");
+        };
+        let from = from.clone();
+        let version = tokio::task::spawn_blocking(move || master::restore(&from, &dir, goal))
+            .await
+            .context("restore failed")??;
+        println!(
+            "metadata restored at version {version} into {}; start the master now",
+            cfg.data_path.display()
+        );
+        return Ok(());
+    }
+    let (meta, fresh) = tokio::task::spawn_blocking(move || master::load_meta(&dir, goal, true))
         .await
         .context("metadata loader failed")??;
     let m = Arc::new(master::Master::new(cfg, meta, exports)?);
@@ -67,16 +82,20 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
             m.commit(&mut st, op)?;
         }
     }
+    let ml_listener = bind(&m.cfg.ml_listen, "MATOML_LISTEN_HOST/PORT").await?;
     let cs_listener = bind(&m.cfg.cs_listen, "MATOCS_LISTEN_HOST/PORT").await?;
     let cl_listener = bind(&m.cfg.cl_listen, "MATOCL_LISTEN_HOST/PORT").await?;
     tracing::info!(
-        "listening for chunkservers on {}:{}, for clients on {}:{}",
+        "listening for metaloggers on {}:{}, chunkservers on {}:{}, clients on {}:{}",
+        m.cfg.ml_listen.0,
+        m.cfg.ml_listen.1,
         m.cfg.cs_listen.0,
         m.cfg.cs_listen.1,
         m.cfg.cl_listen.0,
         m.cfg.cl_listen.1
     );
     let shutdown = ctx.shutdown_signal();
+    tokio::spawn(accept_loop(m.clone(), ml_listener, Link::Metalogger));
     tokio::spawn(accept_loop(m.clone(), cs_listener, Link::Chunkserver));
     tokio::spawn(accept_loop(m.clone(), cl_listener, Link::Client));
     tokio::spawn(health::run(m.clone(), shutdown.clone()));
@@ -116,6 +135,7 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
 
 #[derive(Clone, Copy)]
 enum Link {
+    Metalogger,
     Chunkserver,
     Client,
 }
@@ -126,6 +146,7 @@ async fn accept_loop(m: Arc<master::Master>, listener: TcpListener, link: Link) 
             Ok((stream, peer)) => {
                 let m = m.clone();
                 match link {
+                    Link::Metalogger => tokio::spawn(mlserv::serve(m, stream, peer)),
                     Link::Chunkserver => tokio::spawn(csserv::serve(m, stream, peer)),
                     Link::Client => tokio::spawn(clserv::serve(m, stream, peer)),
                 };

@@ -29,6 +29,7 @@ pub struct Master {
     next_session: AtomicU64,
     /// Counters of served requests (for ops/s in the console).
     pub ops_served: AtomicU64,
+    pub metaloggers: Mutex<crate::mlserv::Metaloggers>,
 }
 
 impl Master {
@@ -44,6 +45,7 @@ impl Master {
             started: Instant::now(),
             next_session: AtomicU64::new(1),
             ops_served: AtomicU64::new(0),
+            metaloggers: Mutex::new(Default::default()),
         })
     }
 
@@ -89,34 +91,36 @@ impl Master {
     }
 }
 
-/// Rebuilds the metadata from DATA_PATH: the newest dump plus every newer changelog record.
-/// A fresh, empty DATA_PATH gives an empty file system.
-pub fn load_meta(dir: &Path, default_goal: u8) -> anyhow::Result<(Meta, bool)> {
-    let dump = dir.join(metadata::DUMP_FILE);
-    let previous = dir.join(metadata::PREVIOUS_DUMP_FILE);
+/// Dump files a master can start from, in order of preference when versions tie.
+const DUMP_NAMES: [&str; 3] = [
+    metadata::DUMP_FILE,
+    metadata::PREVIOUS_DUMP_FILE,
+    crate::metadata::METALOGGER_DUMP_FILE,
+];
+
+/// Rebuilds the metadata from `dir`: the newest dump (the master's own or a metalogger's)
+/// plus every newer changelog record. A fresh, empty folder gives an empty file system
+/// (`fresh` is then true). With `repair`, a torn last record is cut off the file.
+pub fn load_meta(dir: &Path, default_goal: u8, repair: bool) -> anyhow::Result<(Meta, bool)> {
     let logs = changelog::list_files(dir);
-    let stock: Vec<&str> = ["metadata.mfs.back", "metadata.mfs.empty", "changelog.0.mfs.back"]
+    let dumps: Vec<std::path::PathBuf> = DUMP_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| p.exists())
+        .collect();
+    let stock: Vec<&str> = ["metadata.mfs.back", "metadata.mfs.empty", "metadata_ml.mfs.back"]
         .into_iter()
         .filter(|f| dir.join(f).exists())
         .collect();
-    if !stock.is_empty() && !dump.exists() {
+    if !stock.is_empty() && dumps.is_empty() {
         bail!(
-            "DATA_PATH {} holds stock MooseFS files ({}); moose-master does not read them. \
+            "{} holds stock MooseFS files ({}); moose-master does not read them. \
              Give it an empty DATA_PATH",
             dir.display(),
             stock.join(", ")
         );
     }
-    let meta = if dump.exists() {
-        metadata::load(&dump)?
-    } else if previous.exists() {
-        tracing::warn!(
-            "{} is missing; starting from {}",
-            dump.display(),
-            previous.display()
-        );
-        metadata::load(&previous)?
-    } else if logs.is_empty() {
+    if dumps.is_empty() && logs.is_empty() {
         let cluster_id = loop {
             let id: u64 = rand::random();
             if id != 0 {
@@ -128,30 +132,44 @@ pub fn load_meta(dir: &Path, default_goal: u8) -> anyhow::Result<(Meta, bool)> {
             dir.display()
         );
         return Ok((Meta::fresh(cluster_id, Timespec::now(), default_goal), true));
-    } else {
-        // Changelogs without any dump: replayable only from the very first change.
-        let oldest = &logs[0].1;
-        let first = changelog::read_file(oldest)?;
-        if first.records.first().map(|r| r.version) != Some(1) {
-            bail!(
-                "DATA_PATH {} has changelogs but no {} and the changelogs do not start at the \
-                 first change; copy a dump (metadata.mfs or a metalogger's metadata_ml.mfs) here",
-                dir.display(),
-                metadata::DUMP_FILE
-            );
+    }
+    // The newest dump that loads.
+    let mut best: Option<(Meta, std::path::PathBuf)> = None;
+    let mut problems = Vec::new();
+    for path in &dumps {
+        match metadata::load(path) {
+            Ok(m) => {
+                if best.as_ref().is_none_or(|(b, _)| m.version > b.version) {
+                    best = Some((m, path.clone()));
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
         }
-        Meta::fresh(first.cluster_id, Timespec { sec: 0, nsec: 0 }, default_goal)
+    }
+    for p in &problems {
+        tracing::warn!("{p}");
+    }
+    let meta = match best {
+        Some((m, path)) => {
+            tracing::info!("starting from {} (version {})", path.display(), m.version);
+            m
+        }
+        None if !dumps.is_empty() => bail!("no usable metadata dump: {}", problems.join("; ")),
+        None => {
+            // Changelogs without any dump: replayable only from the very first change.
+            let first = changelog::read_file(&logs[0].1)?;
+            Meta::fresh(first.cluster_id, Timespec { sec: 0, nsec: 0 }, default_goal)
+        }
     };
     let loaded_version = meta.version;
-    let mut state = State::new(meta);
-    let mut replayed = 0u64;
+    let mut records = Vec::new();
     for (n, path) in &logs {
         let read = changelog::read_file(path)?;
-        if read.cluster_id != state.meta.cluster_id {
+        if read.cluster_id != meta.cluster_id {
             return Err(changelog::ChangelogError::OtherCluster {
                 path: path.clone(),
                 found: read.cluster_id,
-                expected: state.meta.cluster_id,
+                expected: meta.cluster_id,
             }
             .into());
         }
@@ -166,39 +184,60 @@ pub fn load_meta(dir: &Path, default_goal: u8) -> anyhow::Result<(Meta, bool)> {
                 "{}: dropping a torn record at byte {at} (written during a crash, never acknowledged)",
                 path.display()
             );
-            changelog::truncate_torn(path, at)?;
-        }
-        for rec in read.records {
-            if rec.version <= state.meta.version {
-                continue;
+            if repair {
+                changelog::truncate_torn(path, at)?;
             }
-            if rec.version != state.meta.version + 1 {
-                bail!(
-                    "changelog hole: after change {} the next record in {} is {}; \
-                     changes are missing, so the metadata cannot be rebuilt past {}",
-                    state.meta.version,
-                    path.display(),
-                    rec.version,
-                    state.meta.version
-                );
-            }
-            state.apply(&rec.op).map_err(|e| {
-                anyhow::anyhow!(
-                    "replaying change {} from {} failed ({e}): {:?}",
-                    rec.version,
-                    path.display(),
-                    rec.op
-                )
-            })?;
-            state.meta.version = rec.version;
-            replayed += 1;
         }
+        records.extend(read.records.into_iter().filter(|r| r.version > loaded_version));
+    }
+    records.sort_by_key(|r| r.version);
+    records.dedup_by_key(|r| r.version);
+    let mut state = State::new(meta);
+    for rec in &records {
+        if rec.version != state.meta.version + 1 {
+            bail!(
+                "changelog hole: after change {} the next record is {}; changes are missing, \
+                 so the metadata cannot be rebuilt past {} (is a newer dump or changelog elsewhere?)",
+                state.meta.version,
+                rec.version,
+                state.meta.version
+            );
+        }
+        state.apply(&rec.op).map_err(|e| {
+            anyhow::anyhow!("replaying change {} failed ({e}): {:?}", rec.version, rec.op)
+        })?;
+        state.meta.version = rec.version;
     }
     let (files, dirs) = state.meta.count_kinds();
     tracing::info!(
-        "metadata loaded: version {} (dump {loaded_version} + {replayed} changes), {files} files, {dirs} folders, {} chunks",
+        "metadata loaded: version {} (dump {loaded_version} + {} changes), {files} files, {dirs} folders, {} chunks",
         state.meta.version,
+        records.len(),
         state.meta.chunks.len()
     );
     Ok((state.meta, false))
+}
+
+/// `moose-master restore FROM_DIR`: rebuilds the metadata from a folder of metalogger (or
+/// master) files and writes it as DATA_PATH's dump, so a plain start follows.
+pub fn restore(from: &Path, data_path: &Path, default_goal: u8) -> anyhow::Result<u64> {
+    if DUMP_NAMES.iter().any(|n| data_path.join(n).exists())
+        || !changelog::list_files(data_path).is_empty()
+    {
+        bail!(
+            "DATA_PATH {} already holds metadata; move its metadata*.mfs and changelog*.mfs \
+             files away before restoring into it",
+            data_path.display()
+        );
+    }
+    let (meta, fresh) = load_meta(from, default_goal, false)?;
+    if fresh {
+        bail!(
+            "{} holds no metadata (expected metadata_ml.mfs and changelog_ml.*.mfs from a \
+             metalogger, or a master's metadata.mfs)",
+            from.display()
+        );
+    }
+    metadata::write(data_path, &metadata::encode(&meta))?;
+    Ok(meta.version)
 }

@@ -12,6 +12,8 @@ use crate::namespace::Meta;
 
 pub const DUMP_FILE: &str = "metadata.mfs";
 pub const PREVIOUS_DUMP_FILE: &str = "metadata.mfs.1";
+/// The dump a metalogger keeps (same format).
+pub const METALOGGER_DUMP_FILE: &str = "metadata_ml.mfs";
 const SIGNATURE: &[u8; 8] = b"MOOSEMD1";
 const EOF_MARK: &[u8; 8] = b"MOOSEEOF";
 

@@ -1165,5 +1165,6 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         dirs,
         chunks,
         chunkservers,
+        metaloggers: m.metaloggers.lock().addresses(),
     }
 }

@@ -316,6 +316,8 @@ pub struct ClusterInfo {
     pub dirs: u64,
     pub chunks: u64,
     pub chunkservers: Vec<ChunkserverInfo>,
+    /// Addresses of the connected metaloggers.
+    pub metaloggers: Vec<String>,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -431,4 +433,30 @@ pub enum FromCs {
         req_id: u32,
         status: Result<(), FsError>,
     },
+}
+
+// ------------------------------------------------------------------------------------------
+// Metalogger <-> master, port 9419.
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MlToMaster {
+    /// First message: asks for a dump followed by the live changelog.
+    Register { version: String },
+    Nop,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MasterToMl {
+    /// A dump of `size` bytes at metadata version `version` follows in `DumpPart`s.
+    DumpStart {
+        cluster_id: u64,
+        version: u64,
+        size: u64,
+    },
+    DumpPart(Vec<u8>),
+    DumpEnd,
+    /// Changelog records (each as stored in a changelog file), in version order.
+    Changes(Vec<(u64, Vec<u8>)>),
+    Nop,
 }

@@ -1,0 +1,135 @@
+//! The metalogger port (9419): a metalogger gets a dump, then every change as it is made.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moose_proto::handshake::{accept_hello, Role};
+use moose_proto::msg::{MasterToMl, MlToMaster};
+use moose_proto::{FrameReader, FrameWriter};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use crate::master::Master;
+use crate::metadata;
+
+const DUMP_PART: usize = 1 << 20;
+
+pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+    if let Err(e) = accept_hello(&mut reader, &mut writer, &[Role::Metalogger], "the master's metalogger port").await {
+        tracing::warn!("metalogger port: connection from {peer} refused: {e}");
+        return;
+    }
+    let id = master.metaloggers.lock().add(peer.to_string());
+    match follow(&master, &mut reader, &mut writer).await {
+        Ok(()) => tracing::info!("metalogger {peer} disconnected"),
+        Err(e) => tracing::warn!("metalogger {peer} disconnected: {e:#}"),
+    }
+    master.metaloggers.lock().remove(id);
+}
+
+async fn follow<R, W>(
+    master: &Master,
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+) -> anyhow::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let MlToMaster::Register { version } = reader.next_msg().await? else {
+        anyhow::bail!("expected a registration first");
+    };
+    let mut changes = master.log.subscribe();
+    let (dump, cluster_id, at) = {
+        let st = master.state();
+        (metadata::encode(&st.meta), st.meta.cluster_id, st.meta.version)
+    };
+    tracing::info!(
+        "metalogger (software {version}) connected: sending the dump at version {at} ({} bytes)",
+        dump.len()
+    );
+    writer
+        .send(&MasterToMl::DumpStart {
+            cluster_id,
+            version: at,
+            size: dump.len() as u64,
+        })
+        .await?;
+    for part in dump.chunks(DUMP_PART) {
+        writer.send(&MasterToMl::DumpPart(part.to_vec())).await?;
+    }
+    writer.send_now(&MasterToMl::DumpEnd).await?;
+    drop(dump);
+    let mut idle = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            rec = changes.recv() => {
+                let mut batch = Vec::new();
+                keep(&mut batch, at, rec)?;
+                while batch.len() < 4096 {
+                    match changes.try_recv() {
+                        Ok(x) => keep(&mut batch, at, Ok(x))?,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Lagged(n)) => keep(&mut batch, at, Err(RecvError::Lagged(n)))?,
+                        Err(TryRecvError::Closed) => keep(&mut batch, at, Err(RecvError::Closed))?,
+                    }
+                }
+                if !batch.is_empty() {
+                    writer.send_now(&MasterToMl::Changes(batch)).await?;
+                }
+            }
+            msg = reader.next_msg::<MlToMaster>() => match msg {
+                Ok(MlToMaster::Nop) => {}
+                Ok(other) => anyhow::bail!("unexpected message {other:?}"),
+                Err(e) if e.is_disconnect() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            },
+            _ = idle.tick() => writer.send_now(&MasterToMl::Nop).await?,
+        }
+    }
+}
+
+type Change = (u64, Arc<Vec<u8>>);
+
+/// Adds a change newer than the dump (at version `at`) to the batch.
+fn keep(batch: &mut Vec<(u64, Vec<u8>)>, at: u64, r: Result<Change, RecvError>) -> anyhow::Result<()> {
+    match r {
+        Ok((v, bytes)) if v > at => {
+            batch.push((v, bytes.to_vec()));
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(RecvError::Lagged(n)) => {
+            anyhow::bail!("metalogger fell {n} changes behind; it will download a new dump")
+        }
+        Err(RecvError::Closed) => anyhow::bail!("master is stopping"),
+    }
+}
+
+/// Connected metaloggers, for status queries.
+#[derive(Default)]
+pub struct Metaloggers {
+    next: u64,
+    list: Vec<(u64, String)>,
+}
+
+impl Metaloggers {
+    pub fn add(&mut self, addr: String) -> u64 {
+        self.next += 1;
+        self.list.push((self.next, addr));
+        self.next
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        self.list.retain(|(i, _)| *i != id);
+    }
+
+    pub fn addresses(&self) -> Vec<String> {
+        self.list.iter().map(|(_, a)| a.clone()).collect()
+    }
+}

@@ -1,0 +1,185 @@
+//! moose-metalogger: follows the master's changes so that a lost master can be rebuilt from
+//! this DATA_PATH (`moose-master -c CFG restore DATA_PATH_OF_THE_METALOGGER`).
+
+mod store;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use moose_common::{DaemonContext, DaemonSpec};
+use moose_proto::handshake::{say_hello, Role};
+use moose_proto::msg::{MasterToMl, MlToMaster};
+use moose_proto::{FrameReader, FrameWriter};
+use tokio::net::TcpStream;
+
+const KEYS: &[&str] = &[
+    "MASTER_HOST",
+    "MASTER_PORT",
+    "BIND_HOST",
+    "MASTER_TIMEOUT",
+    "MASTER_RECONNECTION_DELAY",
+    "BACK_LOGS",
+    "META_DOWNLOAD_FREQ",
+];
+
+const SPEC: DaemonSpec = DaemonSpec {
+    name: "moose-metalogger",
+    default_config: "/etc/moosefs/moose-metalogger.cfg",
+    keys: KEYS,
+    default_data_path: "/var/lib/moosefs",
+};
+
+fn main() -> ExitCode {
+    moose_common::daemon::main(&SPEC, run)
+}
+
+struct Settings {
+    master: String,
+    port: u16,
+    timeout: Duration,
+    reconnect: Duration,
+    download_every: Duration,
+}
+
+async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
+    let cfg = &ctx.config;
+    let settings = Settings {
+        master: cfg.get_str("MASTER_HOST", "mfsmaster"),
+        port: cfg.get_port("MASTER_PORT", moose_proto::ports::MASTER_METALOGGER)?,
+        timeout: Duration::from_secs(cfg.get_duration_secs("MASTER_TIMEOUT", 10)?.max(2)),
+        reconnect: Duration::from_secs(cfg.get_duration_secs("MASTER_RECONNECTION_DELAY", 1)?.max(1)),
+        download_every: Duration::from_secs(cfg.get_u64("META_DOWNLOAD_FREQ", 24)?.max(1) * 3600),
+    };
+    let back_logs = cfg.get_u64("BACK_LOGS", 50)?.clamp(1, 10_000) as u32;
+    let store = store::Store::new(ctx.data_path.clone(), back_logs);
+    let mut shutdown = ctx.shutdown_signal();
+    let mut announced = false;
+    loop {
+        let session = follow(&ctx, &settings, &store, &mut announced);
+        tokio::select! {
+            r = session => match r {
+                Ok(()) => tracing::info!("downloading a fresh dump (META_DOWNLOAD_FREQ)"),
+                Err(e) => {
+                    let msg = format!("master {}:{}: {e:#}", settings.master, settings.port);
+                    tracing::warn!("{msg}; retrying in {} s", settings.reconnect.as_secs());
+                    ctx.progress(&msg);
+                    tokio::select! {
+                        _ = tokio::time::sleep(settings.reconnect) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// One connection: download the dump, then append every change until the connection ends or
+/// it is time for a fresh dump.
+async fn follow(
+    ctx: &DaemonContext,
+    s: &Settings,
+    store: &store::Store,
+    announced: &mut bool,
+) -> anyhow::Result<()> {
+    let addr = format!("{}:{}", s.master, s.port);
+    let mut addrs = tokio::net::lookup_host((s.master.as_str(), s.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot resolve master host '{}' (MASTER_HOST in {}); set MASTER_HOST to the \
+                 master's address or add the name to /etc/hosts",
+                s.master,
+                ctx.config.path().display()
+            )
+        })?;
+    let target = addrs
+        .next()
+        .with_context(|| format!("'{}' resolves to no address", s.master))?;
+    let stream = tokio::time::timeout(s.timeout, TcpStream::connect(target))
+        .await
+        .with_context(|| format!("connecting to {addr} timed out"))?
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+    say_hello(&mut reader, &mut writer, Role::Metalogger, &addr).await?;
+    writer
+        .send_now(&MlToMaster::Register {
+            version: moose_proto::VERSION.to_string(),
+        })
+        .await?;
+    let started = Instant::now();
+    // The dump.
+    let (cluster_id, version, size) = match next(&mut reader, s.timeout).await? {
+        MasterToMl::DumpStart {
+            cluster_id,
+            version,
+            size,
+        } => (cluster_id, version, size),
+        other => bail!("expected a dump, got {other:?}"),
+    };
+    let mut dump = Vec::with_capacity(size.min(1 << 30) as usize);
+    loop {
+        match next(&mut reader, s.timeout * 6).await? {
+            MasterToMl::DumpPart(p) => dump.extend_from_slice(&p),
+            MasterToMl::DumpEnd => break,
+            MasterToMl::Nop => {}
+            other => bail!("unexpected message during the dump: {other:?}"),
+        }
+        if dump.len() as u64 > size {
+            bail!("the dump is larger than announced ({size} bytes)");
+        }
+    }
+    if dump.len() as u64 != size {
+        bail!("the dump ended after {} of {size} bytes", dump.len());
+    }
+    store.save_dump(dump, cluster_id).await?;
+    tracing::info!(
+        "connected to master {addr}: dump at version {version} saved ({size} bytes, {:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
+    if !*announced {
+        ctx.ready();
+        *announced = true;
+    }
+    // Live changes.
+    let mut last = version;
+    let mut nop = tokio::time::interval(s.timeout / 2);
+    loop {
+        if started.elapsed() >= s.download_every {
+            return Ok(());
+        }
+        tokio::select! {
+            msg = next(&mut reader, s.timeout) => match msg? {
+                MasterToMl::Changes(batch) => {
+                    for (v, _) in &batch {
+                        if *v != last + 1 {
+                            bail!("change {v} follows {last}: changes were lost; downloading again");
+                        }
+                        last = *v;
+                    }
+                    store.append(batch.into_iter().map(|(_, b)| b).collect()).await?;
+                }
+                MasterToMl::Nop => {}
+                other => bail!("unexpected message {other:?}"),
+            },
+            _ = nop.tick() => writer.send_now(&MlToMaster::Nop).await?,
+        }
+    }
+}
+
+async fn next<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    timeout: Duration,
+) -> anyhow::Result<MasterToMl> {
+    match tokio::time::timeout(timeout, reader.next_msg::<MasterToMl>()).await {
+        Err(_) => bail!("no message from the master for {} s", timeout.as_secs()),
+        Ok(Err(e)) if e.is_disconnect() => bail!("the master closed the connection"),
+        Ok(r) => Ok(r?),
+    }
+}
