@@ -101,9 +101,11 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
             ClRequest::Register(reg) if role == Role::Client => {
                 if let Some(old) = session.take() {
                     release_session(&master, &old);
+                    master.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 match register(&master, peer, &reg, challenge.take().as_deref()) {
                     Ok((s, reply)) => {
+                        master.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         session = Some(Arc::new(s));
                         Ok(reply)
                     }
@@ -141,6 +143,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     let _ = writer_task.await;
     if let Some(s) = session {
         release_session(&master, &s);
+        master.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("session {} from {} closed", s.id, s.ip);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use parking_lot::Mutex;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,12 +55,14 @@ pub async fn run(master: Arc<Master>, mut shutdown: watch::Receiver<bool>) {
             let (m, wake, in_flight) = (master.clone(), wake.clone(), in_flight.clone());
             match action {
                 Action::Delete { cs, chunk } => {
+                    m.deleting.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         let r = m
                             .cs
                             .order(cs, |req_id| MasterToCs::Delete { req_id, chunk })
                             .await;
                         tracing::debug!("delete chunk {:016X} v{} on cs {cs}: {r:?}", chunk.chunk_id, chunk.version);
+                        m.deleting.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
                 Action::Replicate {
@@ -67,8 +70,10 @@ pub async fn run(master: Arc<Master>, mut shutdown: watch::Receiver<bool>) {
                     source,
                     target,
                 } => {
+                    m.replicating.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         replicate(&m, chunk, source, target).await;
+                        m.replicating.fetch_sub(1, Ordering::Relaxed);
                         let mut f = in_flight.lock();
                         f.chunks.remove(&chunk.chunk_id);
                         if let Some(n) = f.into.get_mut(&target) {
@@ -110,6 +115,7 @@ async fn replicate(m: &Master, chunk: ChunkRef, source: u32, target: u32) {
                     cs: target,
                     version: chunk.version,
                 });
+                m.replicated_total.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     "chunk {:016X} v{}: copied from cs {source} to cs {target} in {:.2} s",
                     chunk.chunk_id,

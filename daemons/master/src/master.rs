@@ -30,6 +30,11 @@ pub struct Master {
     /// Counters of served requests (for ops/s in the console).
     pub ops_served: AtomicU64,
     pub metaloggers: Mutex<crate::mlserv::Metaloggers>,
+    pub sessions: AtomicU64,
+    /// Replications and deletions running now, and copies made since start.
+    pub replicating: AtomicU64,
+    pub deleting: AtomicU64,
+    pub replicated_total: AtomicU64,
 }
 
 impl Master {
@@ -46,6 +51,10 @@ impl Master {
             next_session: AtomicU64::new(1),
             ops_served: AtomicU64::new(0),
             metaloggers: Mutex::new(Default::default()),
+            sessions: AtomicU64::new(0),
+            replicating: AtomicU64::new(0),
+            deleting: AtomicU64::new(0),
+            replicated_total: AtomicU64::new(0),
         })
     }
 

@@ -2,7 +2,7 @@
 //! changelog, then the reply once the change is durable.
 
 use moose_proto::msg::{
-    ChunkInfo, ChunkLocation, ChunkserverInfo, ClReply, ClRequest, ClusterInfo, CopyInfo,
+    ChunkHealth, ChunkInfo, ChunkLocation, ChunkserverInfo, ClReply, ClRequest, ClusterInfo, CopyInfo,
     CopyState, SetGoalReply, StatfsReply, WriteLease,
 };
 use moose_proto::{
@@ -1117,8 +1117,42 @@ fn file_info(m: &Master, inode: Inode) -> FsResult<Vec<ChunkInfo>> {
         .collect())
 }
 
+/// The chunk matrix: every chunk by goal and number of valid copies.
+fn chunk_health(st: &State) -> ChunkHealth {
+    let mut h = ChunkHealth {
+        matrix: vec![vec![0; 11]; 10],
+        pending_deletion: st.rt.deletions.len() as u64,
+        ..Default::default()
+    };
+    for (id, meta) in &st.meta.chunks {
+        let goal = st
+            .meta
+            .nodes
+            .get(&meta.inode)
+            .map(|n| n.goal as usize)
+            .unwrap_or(0)
+            .min(9);
+        let copies = st
+            .rt
+            .locations
+            .get(id)
+            .map(|v| v.iter().filter(|c| c.version == meta.version).count())
+            .unwrap_or(0);
+        h.matrix[goal][copies.min(10)] += 1;
+        match copies {
+            0 => h.missing += 1,
+            c if c < goal && c == 1 => h.endangered += 1,
+            c if c < goal => h.undergoal += 1,
+            c if c == goal => h.stable += 1,
+            _ => h.overgoal += 1,
+        }
+    }
+    h
+}
+
 pub fn cluster_info(m: &Master) -> ClusterInfo {
-    let (version, cluster_id, files, dirs, chunks, per_cs) = {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (version, cluster_id, files, dirs, chunks, per_cs, mut health) = {
         let st = m.state();
         let (files, dirs) = st.meta.count_kinds();
         let mut per_cs: std::collections::HashMap<u32, u64> = Default::default();
@@ -1134,8 +1168,12 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
             dirs,
             st.meta.chunks.len() as u64,
             per_cs,
+            chunk_health(&st),
         )
     };
+    health.pending_deletion += m.deleting.load(Relaxed);
+    health.replicating = m.replicating.load(Relaxed);
+    health.replicated_total = m.replicated_total.load(Relaxed);
     let entries = m.cs.lock();
     let mut chunkservers: Vec<ChunkserverInfo> = entries
         .values()
@@ -1166,5 +1204,9 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         chunks,
         chunkservers,
         metaloggers: m.metaloggers.lock().addresses(),
+        uptime_secs: m.started.elapsed().as_secs(),
+        ops_total: m.ops_served.load(Relaxed),
+        sessions: m.sessions.load(Relaxed),
+        health,
     }
 }

@@ -318,6 +318,34 @@ pub struct ClusterInfo {
     pub chunkservers: Vec<ChunkserverInfo>,
     /// Addresses of the connected metaloggers.
     pub metaloggers: Vec<String>,
+    pub uptime_secs: u64,
+    /// Client requests served since start (the console derives operations per second).
+    pub ops_total: u64,
+    /// Registered mounts and tool sessions.
+    pub sessions: u64,
+    pub health: ChunkHealth,
+}
+
+/// The chunk matrix and its summary, as `mfscli -SIC` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChunkHealth {
+    /// `matrix[goal][copies]`: chunks with that goal (0..=9) and that many valid copies
+    /// (0..=10, the last column meaning 10 or more).
+    pub matrix: Vec<Vec<u64>>,
+    /// No valid copy.
+    pub missing: u64,
+    /// One valid copy left where the goal asks for more.
+    pub endangered: u64,
+    /// Fewer copies than the goal (but more than one).
+    pub undergoal: u64,
+    pub stable: u64,
+    pub overgoal: u64,
+    /// Copies queued for deletion.
+    pub pending_deletion: u64,
+    /// Replications running now.
+    pub replicating: u64,
+    /// Copies made by replication since the master started.
+    pub replicated_total: u64,
 }
 
 // ------------------------------------------------------------------------------------------
