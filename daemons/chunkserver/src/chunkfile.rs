@@ -1,0 +1,476 @@
+//! The on-disk chunk format (MooseFS 4.x style).
+//!
+//! A chunk lives in `DISK/XX/chunk_<16 hex chunk id>_<8 hex version>.mfs` (upper-case hex, XX
+//! one of 256 subfolders). Bytes 0..4096 are the header (`MFSC 1.1`, chunk id u64 BE, version
+//! u32 BE, zeros), bytes 4096..8192 the CRC table (CRC32 of each 64 KiB block, u32 BE), data
+//! starts at byte 8192. A block that is shorter on disk, or missing, counts as zero-padded to
+//! 64 KiB, so a never-written block has the CRC of 64 KiB of zeros.
+//!
+//! Everything here is plain blocking `pread`/`pwrite`; callers keep it off the async threads.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use moose_proto::{BLOCKS_PER_CHUNK, BLOCK_SIZE, CHUNK_SIZE};
+
+pub const SIGNATURE: &[u8; 8] = b"MFSC 1.1";
+/// Older signature, still accepted when reading.
+const OLD_SIGNATURE: &[u8; 8] = b"MFSC 1.0";
+/// Offset of the CRC table.
+pub const CRC_OFFSET: u64 = 4096;
+/// Offset of the first data byte.
+pub const DATA_OFFSET: u64 = 8192;
+/// CRC32 of 64 KiB of zeros: the CRC of a block that was never written.
+pub const ZERO_BLOCK_CRC: u32 = 0xD797_8EEB;
+/// Suffix of a chunk file that is still being filled (replication, creation).
+pub const TMP_SUFFIX: &str = ".tmp";
+
+pub const BS: usize = BLOCK_SIZE as usize;
+const BLOCKS: usize = BLOCKS_PER_CHUNK as usize;
+
+/// One block's worth of bytes.
+pub type Block = [u8; BS];
+
+/// A zeroed block buffer on the heap.
+pub fn new_block() -> Box<Block> {
+    Box::new([0u8; BS])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("cannot read its header: {0}")]
+    Io(#[from] io::Error),
+    #[error("it is not a chunk file (no MFSC signature in its header)")]
+    Signature,
+}
+
+/// `chunk_0000000000001234_00000003.mfs`.
+pub fn file_name(chunk_id: u64, version: u32) -> String {
+    format!("chunk_{chunk_id:016X}_{version:08X}.mfs")
+}
+
+/// The chunk id and version a chunk file name stands for; `None` for any other name.
+pub fn parse_file_name(name: &str) -> Option<(u64, u32)> {
+    let rest = name.strip_prefix("chunk_")?.strip_suffix(".mfs")?;
+    let (id, version) = rest.split_once('_')?;
+    let version = u32::try_from(parse_hex(version, 8)?).ok()?;
+    Some((parse_hex(id, 16)?, version))
+}
+
+/// `0A`: the name of subfolder `n`.
+pub fn subdir_name(n: u8) -> String {
+    format!("{n:02X}")
+}
+
+/// The subfolder number a two-digit upper-case hex name stands for.
+pub fn parse_subdir_name(name: &str) -> Option<u8> {
+    parse_hex(name, 2).and_then(|v| u8::try_from(v).ok())
+}
+
+/// The subfolder a new chunk goes to.
+pub fn default_subdir(chunk_id: u64) -> u8 {
+    (chunk_id & 0xFF) as u8
+}
+
+/// Path of a chunk file on a disk.
+pub fn chunk_path(disk: &Path, subdir: u8, chunk_id: u64, version: u32) -> PathBuf {
+    disk.join(subdir_name(subdir))
+        .join(file_name(chunk_id, version))
+}
+
+/// Path of the temporary file a chunk is built in before it gets its final name.
+pub fn tmp_path(disk: &Path, subdir: u8, chunk_id: u64, version: u32) -> PathBuf {
+    disk.join(subdir_name(subdir))
+        .join(format!("{}{TMP_SUFFIX}", file_name(chunk_id, version)))
+}
+
+fn parse_hex(s: &str, digits: usize) -> Option<u64> {
+    let upper_hex = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
+    if s.len() != digits || !s.bytes().all(upper_hex) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+fn encode_header(out: &mut [u8], chunk_id: u64, version: u32) {
+    out[..8].copy_from_slice(SIGNATURE);
+    out[8..16].copy_from_slice(&chunk_id.to_be_bytes());
+    out[16..20].copy_from_slice(&version.to_be_bytes());
+}
+
+/// Creates a new, empty chunk file (fails if `path` exists): header plus a CRC table where
+/// every block has the CRC of zeros.
+pub fn create(path: &Path, chunk_id: u64, version: u32) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let mut head = [0u8; DATA_OFFSET as usize];
+    encode_header(&mut head, chunk_id, version);
+    for entry in head[CRC_OFFSET as usize..].chunks_exact_mut(4) {
+        entry.copy_from_slice(&ZERO_BLOCK_CRC.to_be_bytes());
+    }
+    file.write_all_at(&head, 0)?;
+    Ok(file)
+}
+
+/// Opens an existing chunk file for reading and writing.
+pub fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// The chunk id and version recorded in the header.
+pub fn read_header(file: &File) -> Result<(u64, u32), HeaderError> {
+    let mut head = [0u8; 20];
+    let mut done = 0;
+    while done < head.len() {
+        match file.read_at(&mut head[done..], done as u64) {
+            Ok(0) => return Err(HeaderError::Signature),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if &head[..8] != SIGNATURE && &head[..8] != OLD_SIGNATURE {
+        return Err(HeaderError::Signature);
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&head[8..16]);
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&head[16..20]);
+    Ok((u64::from_be_bytes(id), u32::from_be_bytes(version)))
+}
+
+/// Rewrites the header (after a version change).
+pub fn write_header(file: &File, chunk_id: u64, version: u32) -> io::Result<()> {
+    let mut head = [0u8; 20];
+    encode_header(&mut head, chunk_id, version);
+    file.write_all_at(&head, 0)
+}
+
+fn out_of_chunk(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what} lies outside the chunk"),
+    )
+}
+
+/// Reads the CRC entries of blocks `first .. first + out.len()`.
+pub fn read_crcs(file: &File, first: u32, out: &mut [u32]) -> io::Result<()> {
+    let first = first as usize;
+    if first + out.len() > BLOCKS {
+        return Err(out_of_chunk("CRC range"));
+    }
+    let mut raw = [0u8; 4 * BLOCKS];
+    let raw = &mut raw[..4 * out.len()];
+    file.read_exact_at(raw, CRC_OFFSET + 4 * first as u64)?;
+    for (crc, bytes) in out.iter_mut().zip(raw.chunks_exact(4)) {
+        *crc = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    }
+    Ok(())
+}
+
+fn write_crc(file: &File, block: usize, crc: u32) -> io::Result<()> {
+    file.write_all_at(&crc.to_be_bytes(), CRC_OFFSET + 4 * block as u64)
+}
+
+/// Reads block `block` into `buf` (one block long), zero-filling whatever lies past the end of
+/// the file. Returns false when no byte of the block was on disk (it is all zeros).
+pub fn read_block(file: &File, block: u32, buf: &mut [u8]) -> io::Result<bool> {
+    if block as usize >= BLOCKS {
+        return Err(out_of_chunk("block"));
+    }
+    let base = DATA_OFFSET + u64::from(block) * BS as u64;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], base + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(done > 0)
+}
+
+/// Writes one whole block (`data` is exactly one block long) and its CRC.
+pub fn write_block(file: &File, block: u32, data: &[u8], crc: u32) -> io::Result<()> {
+    if block as usize >= BLOCKS {
+        return Err(out_of_chunk("block"));
+    }
+    if data.len() != BS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a whole block must be 64 KiB long",
+        ));
+    }
+    file.write_all_at(data, DATA_OFFSET + u64::from(block) * BS as u64)?;
+    write_crc(file, block as usize, crc)
+}
+
+/// Writes `data` at `offset` within the chunk and updates the CRC of every block it touches.
+/// `data_crc` is the CRC of `data`, reused when `data` is exactly one aligned block. A partial
+/// block is read, patched and its CRC recomputed over the whole block (`scratch` holds it).
+pub fn write_data(
+    file: &File,
+    offset: u32,
+    data: &[u8],
+    data_crc: u32,
+    scratch: &mut Block,
+) -> io::Result<()> {
+    let mut pos = offset as usize;
+    if pos as u64 + data.len() as u64 > CHUNK_SIZE {
+        return Err(out_of_chunk("write"));
+    }
+    let whole_block = data.len() == BS && pos.is_multiple_of(BS);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let block = pos / BS;
+        let within = pos % BS;
+        let n = (BS - within).min(rest.len());
+        let (seg, tail) = rest.split_at(n);
+        let crc = if n == BS {
+            if whole_block {
+                data_crc
+            } else {
+                crc32fast::hash(seg)
+            }
+        } else {
+            read_block(file, block as u32, &mut scratch[..])?;
+            scratch[within..within + n].copy_from_slice(seg);
+            crc32fast::hash(&scratch[..])
+        };
+        file.write_all_at(seg, DATA_OFFSET + pos as u64)?;
+        write_crc(file, block, crc)?;
+        pos += n;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Cuts (or extends with zeros) the chunk's data to `length` bytes: the rest of the last
+/// partial block reads as zeros and gets its CRC recomputed, blocks past the end get the CRC
+/// of zeros.
+pub fn truncate(file: &File, length: u32, scratch: &mut Block) -> io::Result<()> {
+    if u64::from(length) > CHUNK_SIZE {
+        return Err(out_of_chunk("length"));
+    }
+    let length = length as usize;
+    file.set_len(DATA_OFFSET + length as u64)?;
+    let full = length / BS;
+    let partial = !length.is_multiple_of(BS);
+    if partial {
+        read_block(file, full as u32, &mut scratch[..])?;
+        write_crc(file, full, crc32fast::hash(&scratch[..]))?;
+    }
+    let first_empty = full + usize::from(partial);
+    if first_empty < BLOCKS {
+        let mut raw = [0u8; 4 * BLOCKS];
+        let raw = &mut raw[..4 * (BLOCKS - first_empty)];
+        for entry in raw.chunks_exact_mut(4) {
+            entry.copy_from_slice(&ZERO_BLOCK_CRC.to_be_bytes());
+        }
+        file.write_all_at(raw, CRC_OFFSET + 4 * first_empty as u64)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes of data in the chunk file (its length minus the header and CRC table).
+    fn data_len(file: &File) -> io::Result<u64> {
+        Ok(file.metadata()?.len().saturating_sub(DATA_OFFSET))
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn crcs(file: &File) -> Vec<u32> {
+        let mut out = vec![0u32; BLOCKS];
+        read_crcs(file, 0, &mut out).unwrap();
+        out
+    }
+
+    fn block(file: &File, n: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; BS];
+        read_block(file, n, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn zero_block_crc_is_the_crc_of_zeros() {
+        assert_eq!(crc32fast::hash(&[0u8; BS]), ZERO_BLOCK_CRC);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        let name = file_name(0x1234_5678_9ABC_DEF0, 0x2A);
+        assert_eq!(name, "chunk_123456789ABCDEF0_0000002A.mfs");
+        assert_eq!(parse_file_name(&name), Some((0x1234_5678_9ABC_DEF0, 0x2A)));
+        assert_eq!(
+            parse_file_name("chunk_FFFFFFFFFFFFFFFF_FFFFFFFF.mfs"),
+            Some((u64::MAX, u32::MAX))
+        );
+        assert_eq!(subdir_name(0x0A), "0A");
+        assert_eq!(parse_subdir_name("FF"), Some(0xFF));
+        assert_eq!(default_subdir(0x1234), 0x34);
+        assert_eq!(
+            chunk_path(Path::new("/d"), 0x34, 0x1234, 1),
+            PathBuf::from("/d/34/chunk_0000000000001234_00000001.mfs")
+        );
+        assert_eq!(
+            tmp_path(Path::new("/d"), 0x34, 0x1234, 1),
+            PathBuf::from("/d/34/chunk_0000000000001234_00000001.mfs.tmp")
+        );
+    }
+
+    #[test]
+    fn malformed_names_are_not_chunks() {
+        for bad in [
+            "chunk_123456789abcdef0_0000002A.mfs",
+            "chunk_123456789ABCDEF_0000002A.mfs",
+            "chunk_123456789ABCDEF0_2A.mfs",
+            "chunk_123456789ABCDEF0_0000002A.mfs.tmp",
+            "chunk_+23456789ABCDEF0_0000002A.mfs",
+            "chunk_123456789ABCDEF0.mfs",
+            "chunk_123456789ABCDEF0_0000002A_1.mfs",
+            "chunk__.mfs",
+            ".lock",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+        for bad in ["0a", "1", "100", "G0", "+1"] {
+            assert_eq!(parse_subdir_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_writes_header_and_zero_crc_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.mfs");
+        let file = create(&path, 77, 5).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), DATA_OFFSET);
+        let raw = std::fs::read(&path).unwrap();
+        assert_eq!(&raw[..8], SIGNATURE);
+        assert_eq!(read_header(&file).unwrap(), (77, 5));
+        assert!(crcs(&file).iter().all(|&c| c == ZERO_BLOCK_CRC));
+        assert_eq!(data_len(&file).unwrap(), 0);
+        assert!(create(&path, 77, 5).is_err(), "create must not overwrite");
+        write_header(&file, 77, 6).unwrap();
+        assert_eq!(read_header(&file).unwrap(), (77, 6));
+    }
+
+    #[test]
+    fn header_of_another_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk");
+        std::fs::write(&path, b"hello").unwrap();
+        let file = open(&path).unwrap();
+        assert!(matches!(read_header(&file), Err(HeaderError::Signature)));
+        std::fs::write(&path, [b'x'; 64]).unwrap();
+        assert!(matches!(read_header(&file), Err(HeaderError::Signature)));
+    }
+
+    #[test]
+    fn full_partial_and_straddling_writes_keep_crcs_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = create(&dir.path().join("c.mfs"), 1, 1).unwrap();
+        let mut scratch = new_block();
+        let full = pattern(BS, 1);
+        write_data(&file, 0, &full, crc32fast::hash(&full), &mut scratch).unwrap();
+        let part = pattern(5000, 2);
+        write_data(
+            &file,
+            BS as u32 + 100,
+            &part,
+            crc32fast::hash(&part),
+            &mut scratch,
+        )
+        .unwrap();
+        let straddle = pattern(300, 3);
+        let at = 3 * BS as u32 - 100;
+        write_data(
+            &file,
+            at,
+            &straddle,
+            crc32fast::hash(&straddle),
+            &mut scratch,
+        )
+        .unwrap();
+
+        let mut expected = vec![0u8; 4 * BS];
+        expected[..BS].copy_from_slice(&full);
+        expected[BS + 100..BS + 5100].copy_from_slice(&part);
+        expected[at as usize..at as usize + 300].copy_from_slice(&straddle);
+        let table = crcs(&file);
+        for b in 0..4u32 {
+            let got = block(&file, b);
+            let want = &expected[b as usize * BS..(b as usize + 1) * BS];
+            assert_eq!(got, want, "block {b}");
+            assert_eq!(table[b as usize], crc32fast::hash(want), "crc of block {b}");
+        }
+        assert!(table[4..].iter().all(|&c| c == ZERO_BLOCK_CRC));
+        assert_eq!(data_len(&file).unwrap(), at as u64 + 300);
+        assert!(!read_block(&file, 10, &mut vec![1u8; BS]).unwrap());
+    }
+
+    #[test]
+    fn writes_past_the_chunk_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = create(&dir.path().join("c.mfs"), 1, 1).unwrap();
+        let mut scratch = new_block();
+        let data = [1u8; 10];
+        let at = (CHUNK_SIZE - 5) as u32;
+        assert!(write_data(&file, at, &data, crc32fast::hash(&data), &mut scratch).is_err());
+        assert!(read_block(&file, BLOCKS as u32, &mut [0u8; BS]).is_err());
+    }
+
+    #[test]
+    fn truncate_drops_data_and_fixes_crcs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = create(&dir.path().join("c.mfs"), 1, 1).unwrap();
+        let mut scratch = new_block();
+        let data = pattern(3 * BS, 9);
+        for b in 0..3 {
+            let piece = &data[b * BS..(b + 1) * BS];
+            write_data(
+                &file,
+                (b * BS) as u32,
+                piece,
+                crc32fast::hash(piece),
+                &mut scratch,
+            )
+            .unwrap();
+        }
+        let length = BS + BS / 2;
+        truncate(&file, length as u32, &mut scratch).unwrap();
+        assert_eq!(data_len(&file).unwrap(), length as u64);
+        let table = crcs(&file);
+        assert_eq!(table[0], crc32fast::hash(&data[..BS]));
+        let mut last = data[BS..2 * BS].to_vec();
+        last[BS / 2..].fill(0);
+        assert_eq!(block(&file, 1), last);
+        assert_eq!(table[1], crc32fast::hash(&last));
+        assert!(table[2..].iter().all(|&c| c == ZERO_BLOCK_CRC));
+
+        // Growing again reads zeros with consistent CRCs.
+        truncate(&file, (3 * BS) as u32, &mut scratch).unwrap();
+        let table = crcs(&file);
+        assert_eq!(block(&file, 2), vec![0u8; BS]);
+        assert_eq!(table[1], crc32fast::hash(&last));
+        assert_eq!(table[2], ZERO_BLOCK_CRC);
+
+        truncate(&file, 0, &mut scratch).unwrap();
+        assert!(crcs(&file).iter().all(|&c| c == ZERO_BLOCK_CRC));
+        assert!(truncate(&file, CHUNK_SIZE as u32 + 1, &mut scratch).is_err());
+    }
+}

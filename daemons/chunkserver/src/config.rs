@@ -1,0 +1,180 @@
+//! The chunkserver's settings, read from its config file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use moose_common::{CfgError, Config};
+use moose_proto::ports;
+
+/// DATA_PATH when the config does not set it.
+pub const DEFAULT_DATA_PATH: &str = "/var/lib/moosefs";
+/// HDD_CONF_FILENAME when the config does not set it.
+pub const DEFAULT_HDD_FILE: &str = "/etc/moosefs/moose-hdd.cfg";
+/// Name of the file in DATA_PATH that keeps the id the master gave us.
+pub const ID_FILE: &str = "chunkserver.id";
+
+/// Keys this daemon reads besides the common ones (DATA_PATH, WORKING_USER, ...).
+pub const KEYS: &[&str] = &[
+    "MASTER_HOST",
+    "MASTER_PORT",
+    "BIND_HOST",
+    "CSSERV_LISTEN_HOST",
+    "CSSERV_LISTEN_PORT",
+    "HDD_CONF_FILENAME",
+    "HDD_LEAVE_SPACE_DEFAULT",
+    "MASTER_RECONNECTION_DELAY",
+    "MASTER_TIMEOUT",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Cfg(#[from] CfgError),
+    #[error("{}: {key} {reason}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct CsConfig {
+    /// The config file (named in messages).
+    pub cfg_path: PathBuf,
+    pub data_path: PathBuf,
+    pub master_host: String,
+    pub master_port: u16,
+    /// Local address to connect to the master from; `None` lets the system choose.
+    pub bind_host: Option<String>,
+    /// CSSERV_LISTEN_HOST as written (`*` = every address).
+    pub listen_host: String,
+    pub listen_port: u16,
+    pub hdd_file: PathBuf,
+    /// Space kept free on a disk without a space option.
+    pub leave_space: u64,
+    pub reconnect_delay: Duration,
+    pub master_timeout: Duration,
+}
+
+fn is_wildcard(host: &str) -> bool {
+    matches!(host, "" | "*" | "0.0.0.0" | "::" | "[::]")
+}
+
+impl CsConfig {
+    pub fn from_config(cfg: &Config, data_path: &Path) -> Result<CsConfig, ConfigError> {
+        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+            path: cfg.path().to_path_buf(),
+            key,
+            reason: reason.to_string(),
+        };
+        let master_host = cfg.get_str("MASTER_HOST", "mfsmaster").trim().to_string();
+        if master_host.is_empty() {
+            return Err(invalid(
+                "MASTER_HOST",
+                "is empty; set it to the master's host name or address",
+            ));
+        }
+        let bind_host = cfg.get_str("BIND_HOST", "*").trim().to_string();
+        let seconds = |key: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match cfg.get_duration_secs(key, default)? {
+                0 => Err(invalid(key, "must be at least 1 second")),
+                s => Ok(Duration::from_secs(s)),
+            }
+        };
+        Ok(CsConfig {
+            cfg_path: cfg.path().to_path_buf(),
+            data_path: data_path.to_path_buf(),
+            master_port: cfg.get_port("MASTER_PORT", ports::MASTER_CHUNKSERVER)?,
+            master_host,
+            bind_host: (!matches!(bind_host.as_str(), "" | "*")).then_some(bind_host),
+            listen_host: cfg.get_str("CSSERV_LISTEN_HOST", "*").trim().to_string(),
+            listen_port: cfg.get_port("CSSERV_LISTEN_PORT", ports::CHUNKSERVER_DATA)?,
+            hdd_file: cfg.get_path("HDD_CONF_FILENAME", DEFAULT_HDD_FILE),
+            leave_space: cfg.get_size("HDD_LEAVE_SPACE_DEFAULT", 256 << 20)?,
+            reconnect_delay: seconds("MASTER_RECONNECTION_DELAY", 1)?,
+            master_timeout: seconds("MASTER_TIMEOUT", 10)?,
+        })
+    }
+
+    /// The host the data port binds to.
+    pub fn bind_listen_host(&self) -> &str {
+        if is_wildcard(&self.listen_host) {
+            "0.0.0.0"
+        } else {
+            &self.listen_host
+        }
+    }
+
+    /// The host told to the master for clients to connect to; empty means "the address you
+    /// see me connecting from".
+    pub fn advertised_host(&self) -> String {
+        if is_wildcard(&self.listen_host) {
+            String::new()
+        } else {
+            self.listen_host.clone()
+        }
+    }
+
+    /// DATA_PATH/chunkserver.id.
+    pub fn id_file(&self) -> PathBuf {
+        self.data_path.join(ID_FILE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<CsConfig, ConfigError> {
+        let cfg = Config::parse(Path::new("/etc/moosefs/cs.cfg"), text, KEYS);
+        CsConfig::from_config(&cfg, Path::new("/data"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.master_host, "mfsmaster");
+        assert_eq!(c.master_port, 9420);
+        assert_eq!(c.listen_port, 9422);
+        assert_eq!(c.bind_host, None);
+        assert_eq!(c.bind_listen_host(), "0.0.0.0");
+        assert_eq!(c.advertised_host(), "");
+        assert_eq!(c.hdd_file, PathBuf::from(DEFAULT_HDD_FILE));
+        assert_eq!(c.leave_space, 256 << 20);
+        assert_eq!(c.reconnect_delay, Duration::from_secs(1));
+        assert_eq!(c.master_timeout, Duration::from_secs(10));
+        assert_eq!(c.id_file(), PathBuf::from("/data/chunkserver.id"));
+    }
+
+    #[test]
+    fn explicit_values() {
+        let c = parse(
+            "MASTER_HOST = 127.0.0.1\nCSSERV_LISTEN_HOST = 10.0.0.5\nCSSERV_LISTEN_PORT = 9522\n\
+             BIND_HOST = 10.0.0.5\nHDD_CONF_FILENAME = hdd.cfg\nHDD_LEAVE_SPACE_DEFAULT = 1GiB\n\
+             MASTER_TIMEOUT = 1m\n",
+        )
+        .unwrap();
+        assert_eq!(c.master_host, "127.0.0.1");
+        assert_eq!(c.advertised_host(), "10.0.0.5");
+        assert_eq!(c.bind_listen_host(), "10.0.0.5");
+        assert_eq!(c.listen_port, 9522);
+        assert_eq!(c.bind_host.as_deref(), Some("10.0.0.5"));
+        assert_eq!(c.hdd_file, PathBuf::from("/etc/moosefs/hdd.cfg"));
+        assert_eq!(c.leave_space, 1 << 30);
+        assert_eq!(c.master_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let e = parse("MASTER_TIMEOUT = 0\n").unwrap_err().to_string();
+        assert!(
+            e.contains("MASTER_TIMEOUT must be at least 1 second"),
+            "{e}"
+        );
+        let e = parse("MASTER_PORT = 99999\n").unwrap_err().to_string();
+        assert!(e.contains("cs.cfg:1"), "{e}");
+        let e = parse("MASTER_HOST = \n").unwrap_err().to_string();
+        assert!(e.contains("MASTER_HOST is empty"), "{e}");
+    }
+}

@@ -1,0 +1,1148 @@
+//! The data port (9422): reads, chained writes and syncs, for clients and other chunkservers.
+//!
+//! A connection starts idle and serves `Read` and `Sync` requests. `WriteInit` turns it into a
+//! write session for one chunk: this server opens the rest of the chain (connecting to the
+//! next server), then streams data frames: each is checked, forwarded downstream at once,
+//! queued for the local disk, and acknowledged upstream only when both the local write and
+//! the downstream acknowledgement for that write id are done. `WriteFinish` ends the session
+//! and the connection.
+//!
+//! Tasks of a write session:
+//! - the connection task reads frames, forwards them and queues local jobs and pending acks;
+//! - the local writer runs the queued jobs in order on the blocking pool;
+//! - the downstream reader passes the next server's acknowledgements on;
+//! - the acker pairs, in order, each pending entry with its local result and downstream ack
+//!   and answers upstream.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moose_proto::frame::{self, FrameReader, FrameWriter, ProtoError};
+use moose_proto::handshake::{accept_hello, say_hello, HandshakeError};
+use moose_proto::msg::{FromCs, ToCs};
+use moose_proto::{ChunkRef, CsAddr, DataHeader, Frame, FsError, FsResult, Role, CHUNK_SIZE};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use crate::bufpool::PooledBuf;
+use crate::chunkfile::{self, BS};
+use crate::store::{blocking, Handle, Store};
+
+/// Largest control message accepted on the data port.
+pub const CONTROL_LIMIT: u32 = 64 * 1024;
+/// Time a peer has for its hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the next server in a chain has to open its part of the chain, and to acknowledge a
+/// write once it has the data.
+pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Blocks read from disk per step of a read; two steps are in flight (disk and network).
+const READ_BATCH: usize = 4;
+/// Local write jobs queued per session (each holds one block buffer).
+const LOCAL_QUEUE: usize = 64;
+/// Jobs the local writer takes per trip to the blocking pool.
+const LOCAL_BATCH: usize = 16;
+/// Writes awaiting their acknowledgement per session.
+const PENDING_QUEUE: usize = 1024;
+
+type Reader = FrameReader<OwnedReadHalf>;
+type Writer = FrameWriter<OwnedWriteHalf>;
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Accepts connections on the data port until the task is aborted.
+pub async fn serve(listener: TcpListener, store: Arc<Store>) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { handle(store, sock, peer).await });
+            }
+            Err(e) => {
+                // Usually out of file descriptors; give other connections time to close.
+                tracing::warn!("data port: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(store: Arc<Store>, sock: TcpStream, peer: SocketAddr) {
+    let _ = sock.set_nodelay(true);
+    let (rd, wr) = sock.into_split();
+    let mut reader = FrameReader::with_limit(rd, CONTROL_LIMIT);
+    let mut writer = FrameWriter::new(wr);
+    let hello = accept_hello(
+        &mut reader,
+        &mut writer,
+        &[Role::Client, Role::Chunkserver],
+        "the chunkserver data port",
+    );
+    match timeout(HANDSHAKE_TIMEOUT, hello).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::info!("data connection from {peer} refused: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(
+                "data connection from {peer}: no hello within {} s; closed",
+                HANDSHAKE_TIMEOUT.as_secs()
+            );
+            return;
+        }
+    }
+    let conn = Conn {
+        store,
+        peer,
+        reader,
+        writer,
+        spare: Vec::new(),
+    };
+    if let Err(e) = conn.run().await {
+        match e {
+            ConnError::Proto(p) if p.is_disconnect() => {
+                tracing::debug!("data connection from {peer} closed: {p}")
+            }
+            other => tracing::warn!("data connection from {peer}: {other}; connection closed"),
+        }
+    }
+}
+
+struct Conn {
+    store: Arc<Store>,
+    peer: SocketAddr,
+    reader: Reader,
+    writer: Writer,
+    /// Read buffers of READ_BATCH blocks, kept for the connection's next read.
+    spare: Vec<Vec<u8>>,
+}
+
+/// What a read step returns from the blocking pool.
+type ReadStep = (Vec<u8>, [u32; READ_BATCH], FsResult<()>);
+
+impl Conn {
+    async fn run(mut self) -> Result<(), ConnError> {
+        loop {
+            let msg: ToCs = match self.reader.next().await {
+                Ok(Frame::Msg(body)) => frame::decode(body)?,
+                Ok(Frame::Data(h, _)) => {
+                    return Err(ConnError::Protocol(format!(
+                        "data frame for chunk {:016X} (write id {}) without an open write chain",
+                        h.chunk_id, h.req_id
+                    )))
+                }
+                Err(ProtoError::Closed) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            match msg {
+                ToCs::Read {
+                    req_id,
+                    chunk,
+                    offset,
+                    size,
+                } => {
+                    let status = self.stream_read(req_id, chunk, offset, size).await?;
+                    self.writer
+                        .send(&FromCs::ReadDone { req_id, status })
+                        .await?;
+                    self.writer.flush().await?;
+                }
+                ToCs::Sync { req_id, chunk } => {
+                    let store = Arc::clone(&self.store);
+                    let status = blocking(move || {
+                        let h = store.open(chunk)?;
+                        store.sync(&h)
+                    })
+                    .await;
+                    self.writer
+                        .send_now(&FromCs::SyncDone { req_id, status })
+                        .await?;
+                }
+                ToCs::WriteInit { chunk, chain } => {
+                    if let Some(session) = self.open_chain(chunk, &chain).await? {
+                        return self.write_session(session).await;
+                    }
+                }
+                ToCs::WriteFinish => return Ok(()),
+            }
+        }
+    }
+
+    fn take_buf(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| vec![0u8; READ_BATCH * BS])
+    }
+
+    fn spawn_read(
+        &mut self,
+        chunk: ChunkRef,
+        first: u32,
+        count: usize,
+    ) -> tokio::task::JoinHandle<ReadStep> {
+        let store = Arc::clone(&self.store);
+        let mut buf = self.take_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut crcs = [0u32; READ_BATCH];
+            let status = store.read_blocks(chunk, first, &mut buf[..count * BS], &mut crcs);
+            (buf, crcs, status)
+        })
+    }
+
+    /// Sends the data of a read request; the returned status goes into `ReadDone`.
+    async fn stream_read(
+        &mut self,
+        req_id: u32,
+        chunk: ChunkRef,
+        offset: u32,
+        size: u32,
+    ) -> Result<FsResult<()>, ConnError> {
+        let end = u64::from(offset) + u64::from(size);
+        if end > CHUNK_SIZE {
+            return Ok(Err(FsError::Inval));
+        }
+        if let Err(status) = self.store.check(chunk) {
+            return Ok(Err(status));
+        }
+        if size == 0 {
+            return Ok(Ok(()));
+        }
+        let first = offset as usize / BS;
+        let last = ((end - 1) / BS as u64) as usize;
+        let mut next = first;
+        let mut count = (last + 1 - next).min(READ_BATCH);
+        let mut step = self.spawn_read(chunk, next as u32, count);
+        loop {
+            let (buf, crcs, status) = match step.await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("a disk read task failed: {e}");
+                    return Ok(Err(FsError::Io));
+                }
+            };
+            if let Err(status) = status {
+                self.spare.push(buf);
+                return Ok(Err(status));
+            }
+            let (this_first, this_count) = (next, count);
+            next += count;
+            // Read the next step from disk while this one goes out.
+            let pending = if next <= last {
+                count = (last + 1 - next).min(READ_BATCH);
+                Some(self.spawn_read(chunk, next as u32, count))
+            } else {
+                None
+            };
+            for i in 0..this_count {
+                let block_start = ((this_first + i) * BS) as u64;
+                let from = u64::from(offset).max(block_start);
+                let to = end.min(block_start + BS as u64);
+                let piece = &buf[i * BS + (from - block_start) as usize..][..(to - from) as usize];
+                let crc = if piece.len() == BS {
+                    crcs[i]
+                } else {
+                    crc32fast::hash(piece)
+                };
+                let header = DataHeader {
+                    chunk_id: chunk.chunk_id,
+                    version: chunk.version,
+                    req_id,
+                    offset: from as u32,
+                    crc,
+                };
+                self.writer.send_data(&header, piece).await?;
+            }
+            self.spare.push(buf);
+            match pending {
+                Some(p) => step = p,
+                None => return Ok(Ok(())),
+            }
+        }
+    }
+
+    /// Handles `WriteInit`: checks the chunk, opens the rest of the chain and answers with
+    /// `WriteStatus { write_id: 0 }`. `None` when the chain could not be opened (the
+    /// connection stays idle).
+    async fn open_chain(
+        &mut self,
+        chunk: ChunkRef,
+        chain: &[CsAddr],
+    ) -> Result<Option<Session>, ConnError> {
+        let store = Arc::clone(&self.store);
+        let opened = match blocking(move || store.open(chunk)).await {
+            Ok(h) => match chain.split_first() {
+                None => Ok((h, None)),
+                Some((next, rest)) => connect_next(next, chunk, rest).await.map(|d| (h, Some(d))),
+            },
+            Err(status) => Err(status),
+        };
+        match opened {
+            Ok((handle, downstream)) => {
+                tracing::debug!(
+                    "write chain for chunk {:016X} v{} from {} opened ({} more servers)",
+                    chunk.chunk_id,
+                    chunk.version,
+                    self.peer,
+                    chain.len()
+                );
+                self.writer
+                    .send_now(&FromCs::WriteStatus {
+                        write_id: 0,
+                        status: Ok(()),
+                    })
+                    .await?;
+                Ok(Some(Session { handle, downstream }))
+            }
+            Err(status) => {
+                self.writer
+                    .send_now(&FromCs::WriteStatus {
+                        write_id: 0,
+                        status: Err(status),
+                    })
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn write_session(self, session: Session) -> Result<(), ConnError> {
+        let Conn {
+            store,
+            peer,
+            mut reader,
+            writer,
+            ..
+        } = self;
+        let chunk = session.handle.chunk;
+        let chained = session.downstream.is_some();
+        let (mut down_writer, down_acks) = match session.downstream {
+            Some((r, w)) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(read_downstream(r, tx));
+                (Some(w), Some(rx))
+            }
+            None => (None, None),
+        };
+        let broken = Arc::new(AtomicBool::new(false));
+        let (job_tx, job_rx) = mpsc::channel(LOCAL_QUEUE);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (pend_tx, pend_rx) = mpsc::channel(PENDING_QUEUE);
+        tokio::spawn(local_writer(
+            Arc::clone(&store),
+            session.handle,
+            job_rx,
+            done_tx,
+        ));
+        let acker = tokio::spawn(
+            Acker {
+                up: writer,
+                local: done_rx,
+                down: down_acks,
+                chained,
+                broken: Arc::clone(&broken),
+                chunk,
+                dirty: false,
+            }
+            .run(pend_rx),
+        );
+
+        let outcome = loop {
+            let frame = match reader.next().await {
+                Ok(f) => f,
+                Err(ProtoError::Closed) => break Ok(()),
+                Err(e) => break Err(ConnError::from(e)),
+            };
+            let entry = match frame {
+                Frame::Data(h, payload) => match check_piece(&h, payload, chunk) {
+                    Err(status) => {
+                        tracing::warn!(
+                            "write to chunk {:016X} from {peer}: write id {} refused: {status}",
+                            chunk.chunk_id,
+                            h.req_id
+                        );
+                        Pending::Immediate(FromCs::WriteStatus {
+                            write_id: h.req_id,
+                            status: Err(status),
+                        })
+                    }
+                    Ok(()) => {
+                        // The local write starts while the frame goes downstream.
+                        let mut data = store.pool().get();
+                        data.extend_from_slice(payload);
+                        let job = LocalJob::Write {
+                            write_id: h.req_id,
+                            offset: h.offset,
+                            data,
+                            crc: h.crc,
+                        };
+                        if job_tx.send(job).await.is_err() {
+                            break Err(ConnError::Internal("the local writer stopped".into()));
+                        }
+                        let forwarded = match down_writer.as_mut() {
+                            Some(w) if !broken.load(Ordering::Relaxed) => {
+                                forward(w, &broken, chunk, async |w: &mut Writer| {
+                                    w.send_data(&h, payload).await?;
+                                    w.flush().await
+                                })
+                                .await
+                            }
+                            _ => false,
+                        };
+                        Pending::Write {
+                            write_id: h.req_id,
+                            forwarded,
+                        }
+                    }
+                },
+                Frame::Msg(body) => match frame::decode::<ToCs>(body) {
+                    Ok(ToCs::WriteFinish) => {
+                        if let Some(w) = down_writer.as_mut() {
+                            if !broken.load(Ordering::Relaxed) {
+                                let _ = w.send_now(&ToCs::WriteFinish).await;
+                            }
+                        }
+                        break Ok(());
+                    }
+                    Ok(ToCs::Sync { req_id, chunk: c }) if c == chunk => {
+                        if job_tx.send(LocalJob::Sync { req_id }).await.is_err() {
+                            break Err(ConnError::Internal("the local writer stopped".into()));
+                        }
+                        let forwarded = match down_writer.as_mut() {
+                            Some(w) if !broken.load(Ordering::Relaxed) => {
+                                let msg = ToCs::Sync { req_id, chunk };
+                                forward(w, &broken, chunk, async |w: &mut Writer| {
+                                    w.send_now(&msg).await
+                                })
+                                .await
+                            }
+                            _ => false,
+                        };
+                        Pending::Sync { req_id, forwarded }
+                    }
+                    Ok(ToCs::Sync { req_id, .. }) => Pending::Immediate(FromCs::SyncDone {
+                        req_id,
+                        status: Err(FsError::Inval),
+                    }),
+                    Ok(ToCs::Read { .. }) | Ok(ToCs::WriteInit { .. }) => {
+                        break Err(ConnError::Protocol(format!(
+                            "read or second WriteInit during a write to chunk {:016X}; use \
+                             another connection",
+                            chunk.chunk_id
+                        )))
+                    }
+                    Err(e) => break Err(e.into()),
+                },
+            };
+            if pend_tx.send(entry).await.is_err() {
+                // The acker stopped: the upstream connection is gone.
+                break Ok(());
+            }
+        };
+        drop(job_tx);
+        drop(pend_tx);
+        // Answer what is still pending before closing (bounded by the chain timeout).
+        let mut acker = acker;
+        if timeout(CHAIN_TIMEOUT + Duration::from_secs(5), &mut acker)
+            .await
+            .is_err()
+        {
+            acker.abort();
+        }
+        drop(down_writer);
+        tracing::debug!(
+            "write chain for chunk {:016X} from {peer} closed",
+            chunk.chunk_id
+        );
+        outcome
+    }
+}
+
+/// An open write session.
+struct Session {
+    handle: Handle,
+    downstream: Option<(Reader, Writer)>,
+}
+
+/// Sends something downstream; on failure marks the chain broken and returns false.
+async fn forward<F>(w: &mut Writer, broken: &AtomicBool, chunk: ChunkRef, send: F) -> bool
+where
+    F: AsyncFnOnce(&mut Writer) -> Result<(), ProtoError>,
+{
+    match send(w).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "write chain for chunk {:016X}: cannot forward to the next chunkserver: {e}; \
+                 every further write of this chain fails",
+                chunk.chunk_id
+            );
+            broken.store(true, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+fn check_piece(h: &DataHeader, payload: &[u8], chunk: ChunkRef) -> FsResult<()> {
+    if h.req_id == 0 || h.chunk_id != chunk.chunk_id {
+        return Err(FsError::Inval);
+    }
+    if h.version != chunk.version {
+        return Err(FsError::WrongVersion);
+    }
+    if u64::from(h.offset) + payload.len() as u64 > CHUNK_SIZE {
+        return Err(FsError::Inval);
+    }
+    if crc32fast::hash(payload) != h.crc {
+        return Err(FsError::Crc);
+    }
+    Ok(())
+}
+
+/// Connects to the next chunkserver of a chain and opens the rest of the chain there.
+async fn connect_next(
+    next: &CsAddr,
+    chunk: ChunkRef,
+    rest: &[CsAddr],
+) -> FsResult<(Reader, Writer)> {
+    let attempt = async {
+        let sock = TcpStream::connect((next.host.as_str(), next.port))
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = sock.set_nodelay(true);
+        let (rd, wr) = sock.into_split();
+        let mut reader = FrameReader::with_limit(rd, CONTROL_LIMIT);
+        let mut writer = FrameWriter::new(wr);
+        let peer = format!("chunkserver {next}");
+        say_hello(&mut reader, &mut writer, Role::Chunkserver, &peer)
+            .await
+            .map_err(|e: HandshakeError| e.to_string())?;
+        writer
+            .send_now(&ToCs::WriteInit {
+                chunk,
+                chain: rest.to_vec(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        match reader
+            .next_msg::<FromCs>()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            FromCs::WriteStatus {
+                write_id: 0,
+                status,
+            } => Ok(status.map(|()| (reader, writer))),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    };
+    let failure = match timeout(CHAIN_TIMEOUT, attempt).await {
+        Ok(Ok(Ok(pair))) => return Ok(pair),
+        Ok(Ok(Err(status))) => {
+            tracing::info!(
+                "write chain for chunk {:016X}: next chunkserver {next} answered: {status}",
+                chunk.chunk_id
+            );
+            return Err(status);
+        }
+        Ok(Err(e)) => e,
+        Err(_) => format!("no answer within {} s", CHAIN_TIMEOUT.as_secs()),
+    };
+    tracing::warn!(
+        "write chain for chunk {:016X}: next chunkserver {next}: {failure}; check that it runs \
+         and that port {} is reachable from here",
+        chunk.chunk_id,
+        next.port
+    );
+    Err(FsError::Io)
+}
+
+/// Passes the next server's answers on to the acker.
+async fn read_downstream(mut rd: Reader, tx: mpsc::UnboundedSender<FromCs>) {
+    loop {
+        match rd.next_msg::<FromCs>().await {
+            Ok(m) => {
+                if tx.send(m).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if !e.is_disconnect() {
+                    tracing::warn!("write chain: bad answer from the next chunkserver: {e}");
+                }
+                return;
+            }
+        }
+    }
+}
+
+enum LocalJob {
+    Write {
+        write_id: u32,
+        offset: u32,
+        data: PooledBuf,
+        crc: u32,
+    },
+    Sync {
+        req_id: u32,
+    },
+}
+
+struct LocalDone {
+    id: u32,
+    status: FsResult<()>,
+}
+
+/// Runs the session's local jobs in order, several per trip to the blocking pool.
+async fn local_writer(
+    store: Arc<Store>,
+    handle: Handle,
+    mut jobs: mpsc::Receiver<LocalJob>,
+    done: mpsc::UnboundedSender<LocalDone>,
+) {
+    let handle = Arc::new(handle);
+    let mut batch = Vec::with_capacity(LOCAL_BATCH);
+    let mut scratch = chunkfile::new_block();
+    while jobs.recv_many(&mut batch, LOCAL_BATCH).await > 0 {
+        let store = Arc::clone(&store);
+        let h = Arc::clone(&handle);
+        let done = done.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut end = 0u64;
+            for job in batch.drain(..) {
+                let (id, status) = match job {
+                    LocalJob::Write {
+                        write_id,
+                        offset,
+                        data,
+                        crc,
+                    } => {
+                        let status = store.write(&h, offset, &data, crc, &mut scratch);
+                        if status.is_ok() {
+                            end = end.max(u64::from(offset) + data.len() as u64);
+                        }
+                        (write_id, status)
+                    }
+                    LocalJob::Sync { req_id } => (req_id, store.sync(&h)),
+                };
+                let _ = done.send(LocalDone { id, status });
+            }
+            if end > 0 {
+                store.note_extent(&h, end);
+            }
+            (batch, scratch)
+        })
+        .await;
+        match ran {
+            Ok((b, s)) => {
+                batch = b;
+                scratch = s;
+            }
+            Err(e) => {
+                // Dropping `done` turns every pending write into an error.
+                tracing::error!("a disk write task failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// An entry awaiting its answer upstream, in the order the requests came.
+enum Pending {
+    /// Answered without touching the disk (refused piece).
+    Immediate(FromCs),
+    Write {
+        write_id: u32,
+        forwarded: bool,
+    },
+    Sync {
+        req_id: u32,
+        forwarded: bool,
+    },
+}
+
+/// What the acker expects from the next server for an entry.
+#[derive(Clone, Copy)]
+enum Expect {
+    Write(u32),
+    Sync(u32),
+}
+
+struct Acker {
+    up: Writer,
+    local: mpsc::UnboundedReceiver<LocalDone>,
+    /// Answers of the next server; `None` without one, or once the chain broke.
+    down: Option<mpsc::UnboundedReceiver<FromCs>>,
+    chained: bool,
+    broken: Arc<AtomicBool>,
+    chunk: ChunkRef,
+    /// Answers written but not yet flushed.
+    dirty: bool,
+}
+
+impl Acker {
+    async fn run(mut self, mut pending: mpsc::Receiver<Pending>) {
+        loop {
+            let entry = match pending.try_recv() {
+                Ok(e) => e,
+                Err(_) => {
+                    if self.flush().await.is_err() {
+                        return;
+                    }
+                    match pending.recv().await {
+                        Some(e) => e,
+                        None => break,
+                    }
+                }
+            };
+            let reply = match entry {
+                Pending::Immediate(m) => m,
+                Pending::Write {
+                    write_id,
+                    forwarded,
+                } => {
+                    let local = self.local_result(write_id).await;
+                    let down = self.downstream(forwarded, Expect::Write(write_id)).await;
+                    FromCs::WriteStatus {
+                        write_id,
+                        status: local.and(down),
+                    }
+                }
+                Pending::Sync { req_id, forwarded } => {
+                    let local = self.local_result(req_id).await;
+                    let down = self.downstream(forwarded, Expect::Sync(req_id)).await;
+                    FromCs::SyncDone {
+                        req_id,
+                        status: local.and(down),
+                    }
+                }
+            };
+            if self.up.send(&reply).await.is_err() {
+                return;
+            }
+            self.dirty = true;
+        }
+        let _ = self.flush().await;
+    }
+
+    async fn flush(&mut self) -> Result<(), ProtoError> {
+        if self.dirty {
+            self.dirty = false;
+            self.up.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn local_result(&mut self, id: u32) -> FsResult<()> {
+        let done = match self.local.try_recv() {
+            Ok(d) => Some(d),
+            Err(_) => {
+                let _ = self.flush().await;
+                self.local.recv().await
+            }
+        };
+        match done {
+            Some(d) if d.id == id => d.status,
+            Some(d) => {
+                tracing::error!(
+                    "write session for chunk {:016X}: local result for id {} arrived where id \
+                     {id} was expected",
+                    self.chunk.chunk_id,
+                    d.id
+                );
+                Err(FsError::Io)
+            }
+            None => Err(FsError::Io),
+        }
+    }
+
+    async fn downstream(&mut self, forwarded: bool, expect: Expect) -> FsResult<()> {
+        if !self.chained {
+            return Ok(());
+        }
+        if !forwarded {
+            return Err(FsError::Io);
+        }
+        let Some(rx) = self.down.as_mut() else {
+            return Err(FsError::Io);
+        };
+        let got = match rx.try_recv() {
+            Ok(m) => Ok(Some(m)),
+            Err(_) => {
+                if self.flush().await.is_err() {
+                    return Err(FsError::Io);
+                }
+                let Some(rx) = self.down.as_mut() else {
+                    return Err(FsError::Io);
+                };
+                timeout(CHAIN_TIMEOUT, rx.recv()).await
+            }
+        };
+        let problem = match (got, expect) {
+            (Ok(Some(FromCs::WriteStatus { write_id, status })), Expect::Write(id))
+                if write_id == id =>
+            {
+                return status
+            }
+            (Ok(Some(FromCs::SyncDone { req_id, status })), Expect::Sync(id)) if req_id == id => {
+                return status
+            }
+            (Ok(Some(other)), _) => format!("answered out of order ({other:?})"),
+            (Ok(None), _) => "closed the connection".to_string(),
+            (Err(_), _) => format!("did not answer within {} s", CHAIN_TIMEOUT.as_secs()),
+        };
+        tracing::warn!(
+            "write chain for chunk {:016X}: the next chunkserver {problem}; every further write \
+             of this chain fails",
+            self.chunk.chunk_id
+        );
+        self.broken.store(true, Ordering::Relaxed);
+        self.down = None;
+        Err(FsError::Io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{read_all, test_store, write_all};
+    use tokio::net::TcpListener;
+
+    async fn start(store: Arc<Store>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (addr, tokio::spawn(serve(listener, store)))
+    }
+
+    async fn connect(addr: SocketAddr, role: Role) -> (Reader, Writer) {
+        let sock = TcpStream::connect(addr).await.unwrap();
+        let (rd, wr) = sock.into_split();
+        let mut r = FrameReader::new(rd);
+        let mut w = FrameWriter::new(wr);
+        say_hello(&mut r, &mut w, role, "test").await.unwrap();
+        (r, w)
+    }
+
+    fn cs(addr: SocketAddr) -> CsAddr {
+        CsAddr {
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+        }
+    }
+
+    /// Reads a range over the wire: the data (checked against the frame CRCs) and the status.
+    async fn wire_read(
+        addr: SocketAddr,
+        chunk: ChunkRef,
+        offset: u32,
+        size: u32,
+    ) -> (Vec<u8>, FsResult<()>) {
+        let (mut r, mut w) = connect(addr, Role::Client).await;
+        w.send_now(&ToCs::Read {
+            req_id: 9,
+            chunk,
+            offset,
+            size,
+        })
+        .await
+        .unwrap();
+        let mut data = Vec::new();
+        loop {
+            match r.next().await.unwrap() {
+                Frame::Data(h, piece) => {
+                    assert_eq!(
+                        (h.chunk_id, h.version, h.req_id),
+                        (chunk.chunk_id, chunk.version, 9)
+                    );
+                    assert_eq!(h.offset as usize, offset as usize + data.len());
+                    assert_eq!(h.crc, crc32fast::hash(piece));
+                    assert!(h.offset as usize / BS == (h.offset as usize + piece.len() - 1) / BS);
+                    data.extend_from_slice(piece);
+                }
+                Frame::Msg(body) => match frame::decode::<FromCs>(body).unwrap() {
+                    FromCs::ReadDone { req_id: 9, status } => return (data, status),
+                    other => panic!("unexpected {other:?}"),
+                },
+            }
+        }
+    }
+
+    fn pattern(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+            .collect()
+    }
+
+    const C: ChunkRef = ChunkRef {
+        chunk_id: 0x5151,
+        version: 2,
+    };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chained_write_reaches_both_copies() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _ea) = test_store(dir_a.path());
+        let (b, _eb) = test_store(dir_b.path());
+        a.create(C).unwrap();
+        b.create(C).unwrap();
+        let (addr_a, _sa) = start(Arc::clone(&a)).await;
+        let (addr_b, _sb) = start(Arc::clone(&b)).await;
+
+        let (mut r, mut w) = connect(addr_a, Role::Client).await;
+        w.send_now(&ToCs::WriteInit {
+            chunk: C,
+            chain: vec![cs(addr_b)],
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 0,
+                status: Ok(())
+            }
+        );
+
+        // Whole blocks, a partial block, a piece straddling two blocks, all pipelined.
+        let mut expected = vec![0u8; 40 * BS];
+        let mut writes: Vec<(u32, Vec<u8>)> = (0..32)
+            .map(|i| ((i * BS) as u32, pattern(BS, i as u32)))
+            .collect();
+        writes.push(((33 * BS + 100) as u32, pattern(5000, 77)));
+        writes.push(((36 * BS - 10) as u32, pattern(300, 78)));
+        for (i, (offset, data)) in writes.iter().enumerate() {
+            expected[*offset as usize..*offset as usize + data.len()].copy_from_slice(data);
+            let h = DataHeader {
+                chunk_id: C.chunk_id,
+                version: C.version,
+                req_id: i as u32 + 1,
+                offset: *offset,
+                crc: crc32fast::hash(data),
+            };
+            w.send_data(&h, data).await.unwrap();
+        }
+        // A piece with a bad CRC is refused, not written.
+        let bad = DataHeader {
+            chunk_id: C.chunk_id,
+            version: C.version,
+            req_id: 100,
+            offset: (38 * BS) as u32,
+            crc: 1,
+        };
+        w.send_data(&bad, &[1, 2, 3]).await.unwrap();
+        w.send(&ToCs::Sync {
+            req_id: 101,
+            chunk: C,
+        })
+        .await
+        .unwrap();
+        w.flush().await.unwrap();
+        for i in 0..writes.len() as u32 {
+            assert_eq!(
+                r.next_msg::<FromCs>().await.unwrap(),
+                FromCs::WriteStatus {
+                    write_id: i + 1,
+                    status: Ok(())
+                }
+            );
+        }
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 100,
+                status: Err(FsError::Crc)
+            }
+        );
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::SyncDone {
+                req_id: 101,
+                status: Ok(())
+            }
+        );
+        w.send_now(&ToCs::WriteFinish).await.unwrap();
+        assert!(matches!(r.next().await, Err(ProtoError::Closed)));
+
+        for addr in [addr_a, addr_b] {
+            let (data, status) = wire_read(addr, C, 0, expected.len() as u32).await;
+            assert_eq!(status, Ok(()));
+            assert!(data == expected, "copy at {addr} differs");
+            // An unaligned range inside one block and across blocks.
+            let (data, _) = wire_read(addr, C, (33 * BS + 90) as u32, 50).await;
+            assert_eq!(data, expected[33 * BS + 90..33 * BS + 140]);
+            let (data, _) = wire_read(addr, C, (BS - 7) as u32, (BS + 14) as u32).await;
+            assert_eq!(data, expected[BS - 7..2 * BS + 7]);
+        }
+        assert_eq!(read_all(&b, C, 40).unwrap(), expected);
+        assert_eq!(
+            b.space_reports()[0].used,
+            chunkfile::DATA_OFFSET + (36 * BS + 290) as u64
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut events) = test_store(dir.path());
+        store.create(C).unwrap();
+        write_all(&store, C, 0, &pattern(2 * BS, 1));
+        let (addr, _s) = start(Arc::clone(&store)).await;
+
+        let (data, status) = wire_read(addr, C, 0, 3 * BS as u32).await;
+        assert_eq!(status, Ok(()));
+        assert!(
+            data[2 * BS..].iter().all(|&b| b == 0),
+            "past the end reads zeros"
+        );
+        let wrong = ChunkRef { version: 1, ..C };
+        assert_eq!(
+            wire_read(addr, wrong, 0, 10).await.1,
+            Err(FsError::WrongVersion)
+        );
+        let missing = ChunkRef {
+            chunk_id: 1,
+            version: 1,
+        };
+        assert_eq!(
+            wire_read(addr, missing, 0, 10).await.1,
+            Err(FsError::NoChunk)
+        );
+        let beyond = (CHUNK_SIZE - 5) as u32;
+        assert_eq!(wire_read(addr, C, beyond, 10).await.1, Err(FsError::Inval));
+
+        // Corrupt block 1: reading block 0 still works, block 1 fails and is reported.
+        let path = dir.path().join("51/chunk_0000000000005151_00000002.mfs");
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"X", chunkfile::DATA_OFFSET + BS as u64 + 3)
+            .unwrap();
+        assert_eq!(wire_read(addr, C, 0, 100).await.1, Ok(()));
+        assert_eq!(
+            wire_read(addr, C, 0, 2 * BS as u32).await.1,
+            Err(FsError::Crc)
+        );
+        assert_eq!(
+            events.recv().await,
+            Some(moose_proto::msg::CsToMaster::ChunkDamaged(C))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chain_failures_are_errors_never_silent() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _ea) = test_store(dir_a.path());
+        let (b, _eb) = test_store(dir_b.path());
+        a.create(C).unwrap();
+        let (addr_a, _sa) = start(Arc::clone(&a)).await;
+        let (addr_b, server_b) = start(Arc::clone(&b)).await;
+
+        // The next server does not have the chunk: its status comes back.
+        let (mut r, mut w) = connect(addr_a, Role::Client).await;
+        w.send_now(&ToCs::WriteInit {
+            chunk: C,
+            chain: vec![cs(addr_b)],
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 0,
+                status: Err(FsError::NoChunk)
+            }
+        );
+
+        // Nobody listens at the next address.
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        w.send_now(&ToCs::WriteInit {
+            chunk: C,
+            chain: vec![cs(dead_addr)],
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 0,
+                status: Err(FsError::Io)
+            }
+        );
+
+        // The next server goes away in the middle of a session: the write it did not
+        // acknowledge and every later one fail.
+        let flaky = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let flaky_addr = flaky.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (sock, _) = flaky.accept().await.unwrap();
+            let (rd, wr) = sock.into_split();
+            let mut r = FrameReader::new(rd);
+            let mut w = FrameWriter::new(wr);
+            accept_hello(&mut r, &mut w, &[Role::Chunkserver], "flaky")
+                .await
+                .unwrap();
+            let _init: ToCs = r.next_msg().await.unwrap();
+            w.send_now(&FromCs::WriteStatus {
+                write_id: 0,
+                status: Ok(()),
+            })
+            .await
+            .unwrap();
+            if let Frame::Data(h, _) = r.next().await.unwrap() {
+                let ack = FromCs::WriteStatus {
+                    write_id: h.req_id,
+                    status: Ok(()),
+                };
+                w.send_now(&ack).await.unwrap();
+            }
+        });
+        w.send_now(&ToCs::WriteInit {
+            chunk: C,
+            chain: vec![cs(flaky_addr)],
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 0,
+                status: Ok(())
+            }
+        );
+        let data = pattern(BS, 5);
+        for id in 1..=3 {
+            let h = DataHeader {
+                chunk_id: C.chunk_id,
+                version: C.version,
+                req_id: id,
+                offset: 0,
+                crc: crc32fast::hash(&data),
+            };
+            w.send_data(&h, &data).await.unwrap();
+            w.flush().await.unwrap();
+            let want = if id == 1 { Ok(()) } else { Err(FsError::Io) };
+            assert_eq!(
+                r.next_msg::<FromCs>().await.unwrap(),
+                FromCs::WriteStatus {
+                    write_id: id,
+                    status: want
+                }
+            );
+        }
+        // The local copy still got the data.
+        assert_eq!(read_all(&a, C, 1).unwrap(), data);
+        drop(server_b);
+    }
+}

@@ -1,0 +1,761 @@
+//! The hdd file (one data folder per line) and the set of disks it names.
+//!
+//! Line syntax: `[PREFIX]PATH [SPACE-OPTION]`, `#` starts a comment. Prefix `*` marks the
+//! folder for removal (it keeps serving reads, gets no new chunks); `<`, `>` and `~` are
+//! accepted with a warning. Space option: `1.5TiB` / `60%` = use at most this, `-5GiB` /
+//! `-10%` = keep this much free.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use moose_common::lockfile::{self, LockError, Lockfile};
+use moose_common::units::parse_size;
+use moose_common::user::{self, RunAs};
+use moose_proto::DiskReport;
+
+use crate::identity;
+use crate::sync::{lock, read, write};
+
+/// An amount of space: bytes, or a share of the file system's size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl Amount {
+    fn of(self, fs_total: u64) -> u64 {
+        match self {
+            Amount::Bytes(b) => b,
+            Amount::Percent(p) => (fs_total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+/// The space option of an hdd line.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum SpaceLimit {
+    /// Whole file system minus HDD_LEAVE_SPACE_DEFAULT.
+    #[default]
+    Default,
+    /// `1.5TiB`, `60%`: use at most this much for chunks.
+    UseAtMost(Amount),
+    /// `-5GiB`, `-10%`: keep this much of the file system free.
+    KeepFree(Amount),
+}
+
+/// One line of the hdd file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HddEntry {
+    pub path: PathBuf,
+    pub line: usize,
+    pub marked_for_removal: bool,
+    pub limit: SpaceLimit,
+}
+
+/// A parsed hdd file.
+#[derive(Debug, Clone, Default)]
+pub struct HddFile {
+    pub entries: Vec<HddEntry>,
+    /// Accepted but unsupported things, each naming file and line.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HddError {
+    #[error(
+        "cannot read hdd file {} (HDD_CONF_FILENAME): {source}; create it with one data folder \
+         per line, e.g. /mnt/hdd1",
+        .path.display()
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {msg}", .path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error(
+        "hdd file {} lists no data folders; add one folder per line, e.g. /mnt/hdd1",
+        .path.display()
+    )]
+    Empty { path: PathBuf },
+}
+
+/// Reads and parses the hdd file.
+pub fn load(path: &Path) -> Result<HddFile, HddError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HddError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses hdd file text; relative folders are taken relative to the file's folder.
+pub fn parse(path: &Path, text: &str) -> Result<HddFile, HddError> {
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut out = HddFile::default();
+    for (idx, raw) in text.lines().enumerate() {
+        let line = idx + 1;
+        let err = |msg: String| HddError::Line {
+            path: path.to_path_buf(),
+            line,
+            msg,
+        };
+        let content = strip_comment(raw).trim();
+        if content.is_empty() {
+            continue;
+        }
+        let mut marked = false;
+        let mut rest = content;
+        while let Some(c) = rest.chars().next() {
+            match c {
+                '*' => marked = true,
+                '<' | '>' | '~' => out.warnings.push(format!(
+                    "{}:{line}: prefix '{c}' ({}) is not supported yet; the folder is used as a \
+                     normal disk",
+                    path.display(),
+                    prefix_meaning(c)
+                )),
+                _ => break,
+            }
+            rest = &rest[c.len_utf8()..];
+        }
+        let rest = rest.trim_start();
+        let (folder, limit) = match rest.rsplit_once([' ', '\t']) {
+            Some((folder, option)) => {
+                let limit = parse_limit(option).map_err(|m| {
+                    err(format!(
+                        "bad space option '{option}': {m} (examples: 1.5TiB or 60% = use at most \
+                         this, -5GiB or -10% = keep this much free)"
+                    ))
+                })?;
+                (folder.trim_end(), limit)
+            }
+            None => (rest, SpaceLimit::Default),
+        };
+        if folder.is_empty() {
+            return Err(err("the data folder path is missing".into()));
+        }
+        let folder = Path::new(folder);
+        // Rebuilding from components drops trailing slashes and `.` parts.
+        let full: PathBuf = if folder.is_absolute() {
+            folder.components().collect()
+        } else {
+            base.join(folder).components().collect()
+        };
+        if let Some(prev) = out.entries.iter().find(|e| e.path == full) {
+            return Err(err(format!(
+                "folder {} is listed twice (first at line {})",
+                full.display(),
+                prev.line
+            )));
+        }
+        out.entries.push(HddEntry {
+            path: full,
+            line,
+            marked_for_removal: marked,
+            limit,
+        });
+    }
+    if out.entries.is_empty() {
+        return Err(HddError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+fn prefix_meaning(c: char) -> &'static str {
+    match c {
+        '<' => "move chunks to the other disks",
+        '>' => "pull chunks from the other disks",
+        _ => "compressed file system",
+    }
+}
+
+/// Drops a comment: the whole line if it starts with `#`, else from a `#` after a blank.
+fn strip_comment(line: &str) -> &str {
+    if line.trim_start().starts_with('#') {
+        return "";
+    }
+    let bytes = line.as_bytes();
+    for i in 1..bytes.len() {
+        if bytes[i] == b'#' && (bytes[i - 1] == b' ' || bytes[i - 1] == b'\t') {
+            return &line[..i];
+        }
+    }
+    line
+}
+
+fn parse_limit(option: &str) -> Result<SpaceLimit, String> {
+    if option.starts_with('=') {
+        return Err("'=' options (disk shared with other data) are not supported".into());
+    }
+    let (keep_free, body) = match option.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, option),
+    };
+    let amount = match body.strip_suffix('%') {
+        Some(num) => {
+            let p: f64 = num
+                .parse()
+                .map_err(|_| format!("'{body}' is not a percentage"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err("a percentage must be above 0 and at most 100".into());
+            }
+            Amount::Percent(p)
+        }
+        None => Amount::Bytes(parse_size(body)?),
+    };
+    if keep_free {
+        Ok(SpaceLimit::KeepFree(amount))
+    } else if amount == Amount::Bytes(0) {
+        Err("a limit of 0 bytes leaves no room for chunks".into())
+    } else {
+        Ok(SpaceLimit::UseAtMost(amount))
+    }
+}
+
+/// Total and available bytes a disk reports, from the file system's size and free space, the
+/// bytes already held by chunks and the disk's space option.
+pub fn compute_space(
+    limit: SpaceLimit,
+    fs_total: u64,
+    fs_avail: u64,
+    used: u64,
+    leave_default: u64,
+) -> (u64, u64) {
+    match limit {
+        SpaceLimit::Default => (
+            fs_total.saturating_sub(leave_default),
+            fs_avail.saturating_sub(leave_default),
+        ),
+        SpaceLimit::UseAtMost(a) => {
+            let avail = a
+                .of(fs_total)
+                .saturating_sub(used)
+                .min(fs_avail.saturating_sub(leave_default));
+            (used.saturating_add(avail), avail)
+        }
+        SpaceLimit::KeepFree(a) => {
+            let avail = fs_avail.saturating_sub(a.of(fs_total));
+            (used.saturating_add(avail), avail)
+        }
+    }
+}
+
+/// One data folder in use: locked, with its cluster id and usage counters.
+#[derive(Debug)]
+pub struct Disk {
+    pub path: PathBuf,
+    _lock: Lockfile,
+    marked: AtomicBool,
+    limit: Mutex<SpaceLimit>,
+    metaid: Mutex<Option<u64>>,
+    used: AtomicU64,
+    chunks: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Disk {
+    /// Checks the folder is writable by us, takes its `.lock` and reads its `.metaid`.
+    pub fn open(entry: &HddEntry, run_as: &RunAs) -> Result<Disk, String> {
+        user::check_writable(&entry.path, "hdd folder", run_as)?;
+        let lock = lockfile::acquire(&entry.path.join(".lock"), "moose-chunkserver").map_err(
+            |e| match e {
+                LockError::Held { pid, path, .. } => format!(
+                    "hdd folder {} is in use by another chunkserver (pid {pid}, lockfile {}); \
+                     every chunkserver needs its own folders",
+                    entry.path.display(),
+                    path.display()
+                ),
+                other => format!("hdd folder {}: {other}", entry.path.display()),
+            },
+        )?;
+        let metaid = identity::read_metaid(&entry.path)?;
+        Ok(Disk {
+            path: entry.path.clone(),
+            _lock: lock,
+            marked: AtomicBool::new(entry.marked_for_removal),
+            limit: Mutex::new(entry.limit),
+            metaid: Mutex::new(metaid),
+            used: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    /// Applies a re-read hdd line (reload): the removal mark and the space option.
+    pub fn apply(&self, entry: &HddEntry) {
+        let was = self
+            .marked
+            .swap(entry.marked_for_removal, Ordering::Relaxed);
+        if was != entry.marked_for_removal {
+            if entry.marked_for_removal {
+                tracing::info!(
+                    "hdd folder {} is now marked for removal: it keeps serving reads and gets no \
+                     new chunks",
+                    self.path.display()
+                );
+            } else {
+                tracing::info!(
+                    "hdd folder {} is no longer marked for removal",
+                    self.path.display()
+                );
+            }
+        }
+        let mut limit = lock(&self.limit);
+        if *limit != entry.limit {
+            tracing::info!(
+                "hdd folder {}: space option changed from {:?} to {:?}",
+                self.path.display(),
+                *limit,
+                entry.limit
+            );
+            *limit = entry.limit;
+        }
+    }
+
+    pub fn marked_for_removal(&self) -> bool {
+        self.marked.load(Ordering::Relaxed)
+    }
+
+    pub fn metaid(&self) -> Option<u64> {
+        *lock(&self.metaid)
+    }
+
+    /// Records the cluster id on the disk if it has none yet.
+    fn bind(&self, cluster_id: u64) -> Result<(), String> {
+        let mut metaid = lock(&self.metaid);
+        match *metaid {
+            Some(id) if id == cluster_id => Ok(()),
+            Some(id) => Err(self.foreign(id, cluster_id)),
+            None => {
+                identity::write_metaid(&self.path, cluster_id)?;
+                *metaid = Some(cluster_id);
+                Ok(())
+            }
+        }
+    }
+
+    fn foreign(&self, disk_cluster: u64, cluster_id: u64) -> String {
+        format!(
+            "hdd folder {} belongs to another cluster (its .metaid says {disk_cluster}, this \
+             chunkserver's cluster is {cluster_id}); remove it from the hdd file, or, only if its \
+             chunks are disposable, delete {} and its chunk folders",
+            self.path.display(),
+            self.path.join(identity::METAID_FILE).display()
+        )
+    }
+
+    pub fn add_chunk(&self, len: u64) {
+        self.chunks.fetch_add(1, Ordering::Relaxed);
+        self.used.fetch_add(len, Ordering::Relaxed);
+    }
+
+    pub fn remove_chunk(&self, len: u64) {
+        self.chunks.fetch_sub(1, Ordering::Relaxed);
+        self.used.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// A chunk file changed size from `old` to `new` bytes.
+    pub fn resize(&self, old: u64, new: u64) {
+        if new >= old {
+            self.used.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            self.used.fetch_sub(old - new, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (total, avail) for this disk, from statvfs and the space option.
+    pub fn space(&self, leave_default: u64) -> std::io::Result<(u64, u64)> {
+        let st = nix::sys::statvfs::statvfs(&self.path).map_err(std::io::Error::from)?;
+        let frsize = st.fragment_size() as u64;
+        let fs_total = (st.blocks() as u64).saturating_mul(frsize);
+        let fs_avail = (st.blocks_available() as u64).saturating_mul(frsize);
+        let limit = *lock(&self.limit);
+        Ok(compute_space(
+            limit,
+            fs_total,
+            fs_avail,
+            self.used.load(Ordering::Relaxed),
+            leave_default,
+        ))
+    }
+
+    /// The disk's line in the space report. A disk whose file system cannot be queried is
+    /// reported damaged.
+    pub fn report(&self, leave_default: u64) -> DiskReport {
+        let (space, damaged) = match self.space(leave_default) {
+            Ok(s) => (s, false),
+            Err(e) => {
+                tracing::debug!("hdd folder {}: statvfs failed: {e}", self.path.display());
+                ((0, 0), true)
+            }
+        };
+        DiskReport {
+            path: self.path.display().to_string(),
+            total: space.0,
+            avail: space.1,
+            used: self.used.load(Ordering::Relaxed),
+            chunks: self.chunks.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            marked_for_removal: self.marked_for_removal(),
+            damaged,
+        }
+    }
+}
+
+/// The disks in use. Disks are only ever added (on reload), never removed while running.
+#[derive(Debug)]
+pub struct DiskSet {
+    disks: RwLock<Vec<Arc<Disk>>>,
+    leave_default: u64,
+    cluster: Mutex<Option<u64>>,
+}
+
+impl DiskSet {
+    /// Builds the set; `known_cluster` comes from chunkserver.id. Disks that disagree with it
+    /// or with each other about the cluster are refused.
+    pub fn new(
+        disks: Vec<Arc<Disk>>,
+        leave_default: u64,
+        known_cluster: Option<u64>,
+    ) -> Result<DiskSet, String> {
+        let mut cluster = known_cluster;
+        for d in &disks {
+            match (cluster, d.metaid()) {
+                (Some(c), Some(m)) if c != m => return Err(d.foreign(m, c)),
+                (None, Some(m)) => cluster = Some(m),
+                _ => {}
+            }
+        }
+        Ok(DiskSet {
+            disks: RwLock::new(disks),
+            leave_default,
+            cluster: Mutex::new(cluster),
+        })
+    }
+
+    pub fn all(&self) -> Vec<Arc<Disk>> {
+        read(&self.disks).clone()
+    }
+
+    /// The cluster this chunkserver's disks belong to, if known.
+    pub fn cluster_id(&self) -> Option<u64> {
+        *lock(&self.cluster)
+    }
+
+    /// Adds a disk found on reload, checking (or recording) its cluster id.
+    pub fn add(&self, disk: Arc<Disk>) -> Result<(), String> {
+        let cluster = self.cluster_id();
+        match (cluster, disk.metaid()) {
+            (Some(c), _) => disk.bind(c)?,
+            (None, Some(m)) => *lock(&self.cluster) = Some(m),
+            (None, None) => {}
+        }
+        write(&self.disks).push(disk);
+        Ok(())
+    }
+
+    /// Checks that no disk belongs to a cluster other than `cluster_id`.
+    pub fn check_cluster(&self, cluster_id: u64) -> Result<(), String> {
+        for d in read(&self.disks).iter() {
+            if let Some(m) = d.metaid() {
+                if m != cluster_id {
+                    return Err(d.foreign(m, cluster_id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds every disk to `cluster_id` (writing missing `.metaid` files).
+    pub fn bind_cluster(&self, cluster_id: u64) -> Result<(), String> {
+        *lock(&self.cluster) = Some(cluster_id);
+        let problems: Vec<String> = self
+            .all()
+            .iter()
+            .filter_map(|d| d.bind(cluster_id).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// The disk for a new chunk: the one with the most available space among those not marked
+    /// for removal; `None` if none has room.
+    pub fn choose_for_new(&self) -> Option<Arc<Disk>> {
+        let mut best: Option<(u64, Arc<Disk>)> = None;
+        for d in self.all() {
+            if d.marked_for_removal() {
+                continue;
+            }
+            let avail = match d.space(self.leave_default) {
+                Ok((_, avail)) => avail,
+                Err(e) => {
+                    tracing::warn!(
+                        "hdd folder {} cannot be queried ({e}); no new chunks go there",
+                        d.path.display()
+                    );
+                    continue;
+                }
+            };
+            if avail > 0 && best.as_ref().is_none_or(|(a, _)| avail > *a) {
+                best = Some((avail, d));
+            }
+        }
+        best.map(|(_, d)| d)
+    }
+
+    pub fn reports(&self) -> Vec<DiskReport> {
+        self.all()
+            .iter()
+            .map(|d| d.report(self.leave_default))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> HddFile {
+        parse(Path::new("/etc/moosefs/hdd.cfg"), text).unwrap()
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(Path::new("/etc/moosefs/hdd.cfg"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn all_line_forms() {
+        let f = parse_ok(
+            "# data folders\n\
+             /mnt/hdd1\n\
+             \n\
+             */mnt/hdd2   # leaving soon\n\
+             /mnt/hdd3 1.5TiB\n\
+             /mnt/hdd4\t60%\n\
+             /mnt/hdd5 -5GiB\n\
+             /mnt/hdd6 -10%\n\
+             relative/hdd7\n\
+             <~/mnt/hdd8\n",
+        );
+        let got: Vec<(&str, bool, SpaceLimit, usize)> = f
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.to_str().unwrap(),
+                    e.marked_for_removal,
+                    e.limit,
+                    e.line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/mnt/hdd1", false, SpaceLimit::Default, 2),
+                ("/mnt/hdd2", true, SpaceLimit::Default, 4),
+                (
+                    "/mnt/hdd3",
+                    false,
+                    SpaceLimit::UseAtMost(Amount::Bytes(3 << 39)),
+                    5
+                ),
+                (
+                    "/mnt/hdd4",
+                    false,
+                    SpaceLimit::UseAtMost(Amount::Percent(60.0)),
+                    6
+                ),
+                (
+                    "/mnt/hdd5",
+                    false,
+                    SpaceLimit::KeepFree(Amount::Bytes(5 << 30)),
+                    7
+                ),
+                (
+                    "/mnt/hdd6",
+                    false,
+                    SpaceLimit::KeepFree(Amount::Percent(10.0)),
+                    8
+                ),
+                ("/etc/moosefs/relative/hdd7", false, SpaceLimit::Default, 9),
+                ("/mnt/hdd8", false, SpaceLimit::Default, 10),
+            ]
+        );
+        assert_eq!(f.warnings.len(), 2, "{:?}", f.warnings);
+        assert!(f.warnings[0].starts_with("/etc/moosefs/hdd.cfg:10: prefix '<'"));
+        assert!(
+            f.warnings[1].contains("prefix '~'") && f.warnings[1].contains("not supported yet")
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = parse_err("/mnt/a\n/mnt/b 12X\n");
+        assert!(
+            e.starts_with("/etc/moosefs/hdd.cfg:2: bad space option '12X'"),
+            "{e}"
+        );
+        let e = parse_err("/mnt/a\n/mnt/b 150%\n");
+        assert!(
+            e.starts_with("/etc/moosefs/hdd.cfg:2:") && e.contains("at most 100"),
+            "{e}"
+        );
+        let e = parse_err("/mnt/a =50GiB\n");
+        assert!(
+            e.starts_with("/etc/moosefs/hdd.cfg:1:") && e.contains("'='"),
+            "{e}"
+        );
+        let e = parse_err("/mnt/a 0\n");
+        assert!(e.contains("leaves no room"), "{e}");
+        let e = parse_err("/mnt/a\n# x\n/mnt/a/\n");
+        assert!(
+            e.starts_with(
+                "/etc/moosefs/hdd.cfg:3: folder /mnt/a is listed twice (first at line 1)"
+            ),
+            "{e}"
+        );
+        let e = parse_err("/mnt/a\n*\n");
+        assert!(
+            e.starts_with("/etc/moosefs/hdd.cfg:2: the data folder path is missing"),
+            "{e}"
+        );
+        let e = parse_err("# nothing\n\n");
+        assert!(e.contains("lists no data folders"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_explained() {
+        let e = load(Path::new("/nonexistent/moose-hdd.cfg"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read hdd file /nonexistent/moose-hdd.cfg"),
+            "{e}"
+        );
+        assert!(e.contains("one data folder per line"), "{e}");
+    }
+
+    #[test]
+    fn space_math() {
+        const G: u64 = 1 << 30;
+        // Default: statvfs minus the default reserve.
+        assert_eq!(
+            compute_space(SpaceLimit::Default, 100 * G, 40 * G, 5 * G, G),
+            (99 * G, 39 * G)
+        );
+        // Use at most 10 GiB, 4 GiB already used.
+        let at_most = SpaceLimit::UseAtMost(Amount::Bytes(10 * G));
+        assert_eq!(
+            compute_space(at_most, 100 * G, 40 * G, 4 * G, G),
+            (10 * G, 6 * G)
+        );
+        // ... but never more than the file system has free.
+        assert_eq!(
+            compute_space(at_most, 100 * G, 3 * G, 4 * G, G),
+            (6 * G, 2 * G)
+        );
+        // 50 % of 100 GiB.
+        let half = SpaceLimit::UseAtMost(Amount::Percent(50.0));
+        assert_eq!(compute_space(half, 100 * G, 90 * G, 0, G), (50 * G, 50 * G));
+        // Keep 10 % free.
+        let keep = SpaceLimit::KeepFree(Amount::Percent(10.0));
+        assert_eq!(
+            compute_space(keep, 100 * G, 40 * G, 2 * G, G),
+            (32 * G, 30 * G)
+        );
+        // Keep more free than there is.
+        let keep = SpaceLimit::KeepFree(Amount::Bytes(50 * G));
+        assert_eq!(compute_space(keep, 100 * G, 40 * G, 2 * G, G), (2 * G, 0));
+    }
+
+    fn me() -> RunAs {
+        RunAs {
+            user: "me".into(),
+            group: "me".into(),
+            uid: nix::unistd::Uid::current().as_raw(),
+            gid: nix::unistd::Gid::current().as_raw(),
+        }
+    }
+
+    fn entry(path: &Path) -> HddEntry {
+        HddEntry {
+            path: path.to_path_buf(),
+            line: 1,
+            marked_for_removal: false,
+            limit: SpaceLimit::Default,
+        }
+    }
+
+    #[test]
+    fn disks_bind_to_one_cluster() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        identity::write_metaid(b.path(), 5).unwrap();
+        let da = Arc::new(Disk::open(&entry(a.path()), &me()).unwrap());
+        let db = Arc::new(Disk::open(&entry(b.path()), &me()).unwrap());
+        assert!(a.path().join(".lock").exists());
+
+        let e = DiskSet::new(vec![da.clone(), db.clone()], 0, Some(6)).unwrap_err();
+        assert!(
+            e.contains("belongs to another cluster (its .metaid says 5"),
+            "{e}"
+        );
+
+        let set = DiskSet::new(vec![da.clone(), db.clone()], 0, None).unwrap();
+        assert_eq!(set.cluster_id(), Some(5));
+        let e = set.check_cluster(9).unwrap_err();
+        assert!(e.contains(&b.path().display().to_string()), "{e}");
+        set.check_cluster(5).unwrap();
+        set.bind_cluster(5).unwrap();
+        assert_eq!(identity::read_metaid(a.path()).unwrap(), Some(5));
+        assert!(set.choose_for_new().is_some());
+
+        let reports = set.reports();
+        assert_eq!(reports.len(), 2);
+        assert!(reports.iter().all(|r| r.total > 0 && !r.damaged));
+
+        // A new disk of the same cluster gets the cluster id; a foreign one is refused.
+        let c = tempfile::tempdir().unwrap();
+        let dc = Arc::new(Disk::open(&entry(c.path()), &me()).unwrap());
+        set.add(dc).unwrap();
+        assert_eq!(identity::read_metaid(c.path()).unwrap(), Some(5));
+        let d = tempfile::tempdir().unwrap();
+        identity::write_metaid(d.path(), 8).unwrap();
+        let dd = Arc::new(Disk::open(&entry(d.path()), &me()).unwrap());
+        assert!(set.add(dd).is_err());
+        assert_eq!(set.all().len(), 3);
+    }
+
+    #[test]
+    fn marked_disks_get_no_new_chunks() {
+        let a = tempfile::tempdir().unwrap();
+        let mut e = entry(a.path());
+        e.marked_for_removal = true;
+        let d = Arc::new(Disk::open(&e, &me()).unwrap());
+        let set = DiskSet::new(vec![d.clone()], 0, None).unwrap();
+        assert!(set.choose_for_new().is_none());
+        assert!(set.reports()[0].marked_for_removal);
+        e.marked_for_removal = false;
+        d.apply(&e);
+        assert!(set.choose_for_new().is_some());
+    }
+}

@@ -1,0 +1,27 @@
+//! The chunkserver: keeps chunks as files on the folders of the hdd file, registers them with
+//! the master, carries out the master's orders and serves reads and chained writes to clients
+//! and other chunkservers on the data port.
+
+pub mod bufpool;
+pub mod chunkfile;
+pub mod config;
+pub mod dataserver;
+pub mod filecache;
+pub mod hdd;
+pub mod identity;
+pub mod masterconn;
+pub mod orders;
+pub mod replicator;
+pub mod service;
+pub mod store;
+mod sync;
+
+use moose_common::DaemonSpec;
+
+/// What distinguishes this daemon for the shared daemon plumbing.
+pub const SPEC: DaemonSpec = DaemonSpec {
+    name: "moose-chunkserver",
+    default_config: "/etc/moosefs/moose-chunkserver.cfg",
+    keys: config::KEYS,
+    default_data_path: config::DEFAULT_DATA_PATH,
+};

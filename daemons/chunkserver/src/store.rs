@@ -1,0 +1,980 @@
+//! The chunk registry (which chunks live where, at which version) and every disk operation on
+//! chunk files.
+//!
+//! Methods of [`Store`] block on disk I/O: call them inside [`blocking`] (tokio's blocking
+//! pool), never on the async threads. Lock order: stripe lock, then registry, then file cache.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use moose_proto::msg::CsToMaster;
+use moose_proto::{ChunkRef, DiskReport, FsError, FsResult, CHUNK_SIZE};
+use tokio::sync::mpsc;
+
+use crate::bufpool::BufPool;
+use crate::chunkfile::{self, Block, BS, DATA_OFFSET, ZERO_BLOCK_CRC};
+use crate::filecache::FileCache;
+use crate::hdd::{Disk, DiskSet};
+use crate::sync::{lock, read, write};
+
+/// Open chunk files kept in the cache.
+const FILE_CACHE_SIZE: usize = 256;
+/// Locks serialising block updates against reads of the same chunk (by chunk id hash).
+const STRIPES: usize = 256;
+/// Idle block buffers kept for the write path.
+const POOL_BUFFERS: usize = 256;
+
+/// Runs blocking disk work on tokio's blocking pool.
+pub async fn blocking<T, F>(f: F) -> FsResult<T>
+where
+    F: FnOnce() -> FsResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("a disk task failed: {e}");
+            Err(FsError::Io)
+        }
+    }
+}
+
+/// Where a chunk lives and what we know about it.
+struct Entry {
+    disk: Arc<Disk>,
+    subdir: u8,
+    version: u32,
+    /// Size of the chunk file in bytes (header included).
+    len: u64,
+    /// Changes whenever the file is replaced or renamed; keys the open-file cache.
+    generation: u64,
+    damaged: bool,
+}
+
+impl Entry {
+    fn path(&self, chunk_id: u64) -> PathBuf {
+        chunkfile::chunk_path(&self.disk.path, self.subdir, chunk_id, self.version)
+    }
+}
+
+/// An open chunk, as a write session or a sync uses it.
+pub struct Handle {
+    pub chunk: ChunkRef,
+    pub file: Arc<File>,
+    disk: Arc<Disk>,
+}
+
+/// A chunk being built in a temporary file (creation, replication). Dropping it without
+/// [`Store::commit_new`] removes the temporary file.
+pub struct NewChunk {
+    chunk: ChunkRef,
+    file: File,
+    disk: Arc<Disk>,
+    subdir: u8,
+    tmp: PathBuf,
+    /// Replace a copy of another version on commit (replication).
+    replaces_stale: bool,
+    committed: bool,
+}
+
+impl NewChunk {
+    /// Writes one whole block (block number `block`, CRC `crc`).
+    pub fn write_block(&self, block: u32, data: &[u8], crc: u32) -> FsResult<()> {
+        chunkfile::write_block(&self.file, block, data, crc).map_err(|e| {
+            io_error(
+                &self.disk,
+                &format!("cannot write {}", self.tmp.display()),
+                e,
+            )
+        })
+    }
+
+    /// Makes the new chunk's data durable before it gets its final name.
+    pub fn sync(&self) -> FsResult<()> {
+        self.file.sync_data().map_err(|e| {
+            io_error(
+                &self.disk,
+                &format!("cannot sync {}", self.tmp.display()),
+                e,
+            )
+        })
+    }
+}
+
+impl Drop for NewChunk {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Err(e) = std::fs::remove_file(&self.tmp) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", self.tmp.display());
+                }
+            }
+        }
+    }
+}
+
+/// Counts a disk error, logs it and maps it to a status.
+fn io_error(disk: &Disk, what: &str, e: io::Error) -> FsError {
+    if e.kind() == io::ErrorKind::StorageFull {
+        tracing::warn!("{what}: hdd folder {} is full", disk.path.display());
+        return FsError::NoSpace;
+    }
+    disk.count_error();
+    tracing::warn!("{what}: {e} (hdd folder {})", disk.path.display());
+    FsError::Io
+}
+
+pub struct Store {
+    disks: DiskSet,
+    chunks: Mutex<HashMap<u64, Entry>>,
+    files: FileCache,
+    stripes: Vec<RwLock<()>>,
+    next_generation: AtomicU64,
+    events: mpsc::UnboundedSender<CsToMaster>,
+    pool: Arc<BufPool>,
+}
+
+impl Store {
+    /// A store over `disks`; reports for the master (damaged or lost chunks) come out of the
+    /// returned receiver.
+    pub fn new(disks: DiskSet) -> (Arc<Store>, mpsc::UnboundedReceiver<CsToMaster>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let store = Store {
+            disks,
+            chunks: Mutex::new(HashMap::new()),
+            files: FileCache::new(FILE_CACHE_SIZE),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            next_generation: AtomicU64::new(1),
+            events,
+            pool: BufPool::new(BS, POOL_BUFFERS),
+        };
+        (Arc::new(store), rx)
+    }
+
+    pub fn disks(&self) -> &DiskSet {
+        &self.disks
+    }
+
+    pub fn pool(&self) -> &Arc<BufPool> {
+        &self.pool
+    }
+
+    fn generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn stripe(&self, chunk_id: u64) -> &RwLock<()> {
+        &self.stripes[(chunk_id % STRIPES as u64) as usize]
+    }
+
+    /// Finds the chunk files on a disk (in any subfolder) and registers them. Leftover
+    /// temporary files are removed. Returns the number of chunks registered.
+    pub fn scan(&self, disk: &Arc<Disk>) -> io::Result<usize> {
+        let mut added = 0;
+        for sub in std::fs::read_dir(&disk.path)? {
+            let sub = sub?;
+            let Some(subdir) = sub
+                .file_name()
+                .to_str()
+                .and_then(chunkfile::parse_subdir_name)
+            else {
+                continue;
+            };
+            if !sub.file_type()?.is_dir() {
+                continue;
+            }
+            let found = match scan_subdir(&sub.path()) {
+                Ok(f) => f,
+                Err(e) => {
+                    disk.count_error();
+                    tracing::error!(
+                        "cannot scan {}: {e}; its chunks are not served",
+                        sub.path().display()
+                    );
+                    continue;
+                }
+            };
+            let mut map = lock(&self.chunks);
+            for (chunk_id, version, len) in found {
+                if self.register(&mut map, disk, subdir, chunk_id, version, len) {
+                    added += 1;
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Adds a scanned chunk; of two copies of one chunk the higher version wins.
+    fn register(
+        &self,
+        map: &mut HashMap<u64, Entry>,
+        disk: &Arc<Disk>,
+        subdir: u8,
+        chunk_id: u64,
+        version: u32,
+        len: u64,
+    ) -> bool {
+        let entry = Entry {
+            disk: Arc::clone(disk),
+            subdir,
+            version,
+            len,
+            generation: self.generation(),
+            damaged: false,
+        };
+        match map.entry(chunk_id) {
+            MapEntry::Vacant(v) => {
+                disk.add_chunk(len);
+                v.insert(entry);
+                true
+            }
+            MapEntry::Occupied(mut o) => {
+                let (keep, skip) = if version > o.get().version {
+                    (entry.path(chunk_id), o.get().path(chunk_id))
+                } else {
+                    (o.get().path(chunk_id), entry.path(chunk_id))
+                };
+                tracing::warn!(
+                    "chunk {chunk_id:016X} is on disk twice: using {}, ignoring {} (left \
+                     untouched; remove it by hand once the chunk is safe)",
+                    keep.display(),
+                    skip.display()
+                );
+                if version > o.get().version {
+                    o.get().disk.remove_chunk(o.get().len);
+                    disk.add_chunk(len);
+                    o.insert(entry);
+                }
+                false
+            }
+        }
+    }
+
+    /// Every chunk held, for registration with the master.
+    pub fn chunk_refs(&self) -> Vec<ChunkRef> {
+        lock(&self.chunks)
+            .iter()
+            .map(|(&chunk_id, e)| ChunkRef {
+                chunk_id,
+                version: e.version,
+            })
+            .collect()
+    }
+
+    /// Chunks found damaged since start (reported again after a reconnection).
+    pub fn damaged_refs(&self) -> Vec<ChunkRef> {
+        lock(&self.chunks)
+            .iter()
+            .filter(|(_, e)| e.damaged)
+            .map(|(&chunk_id, e)| ChunkRef {
+                chunk_id,
+                version: e.version,
+            })
+            .collect()
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        lock(&self.chunks).len()
+    }
+
+    pub fn space_reports(&self) -> Vec<DiskReport> {
+        self.disks.reports()
+    }
+
+    /// Checks that the chunk is here at this version (no disk access).
+    pub fn check(&self, chunk: ChunkRef) -> FsResult<()> {
+        match lock(&self.chunks).get(&chunk.chunk_id) {
+            None => Err(FsError::NoChunk),
+            Some(e) if e.version != chunk.version => Err(FsError::WrongVersion),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Opens the chunk (from the cache when possible), checking its version and header.
+    pub fn open(&self, chunk: ChunkRef) -> FsResult<Handle> {
+        // A rename between looking the chunk up and opening its file makes the open fail;
+        // look it up again then (a few times at most).
+        for _ in 0..3 {
+            let (generation, disk, path) = {
+                let map = lock(&self.chunks);
+                let e = map.get(&chunk.chunk_id).ok_or(FsError::NoChunk)?;
+                if e.version != chunk.version {
+                    return Err(FsError::WrongVersion);
+                }
+                if let Some(file) = self.files.get(chunk.chunk_id, e.generation) {
+                    return Ok(Handle {
+                        chunk,
+                        file,
+                        disk: Arc::clone(&e.disk),
+                    });
+                }
+                (e.generation, Arc::clone(&e.disk), e.path(chunk.chunk_id))
+            };
+            let file = match chunkfile::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if self.forget_lost(chunk, generation, &path) {
+                        return Err(FsError::NoChunk);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    return Err(io_error(
+                        &disk,
+                        &format!("cannot open chunk file {}", path.display()),
+                        e,
+                    ))
+                }
+            };
+            match chunkfile::read_header(&file) {
+                Ok((id, _)) if id == chunk.chunk_id => {}
+                Ok((id, _)) => {
+                    self.mark_damaged(
+                        chunk,
+                        &disk,
+                        &format!("{} names chunk {id:016X} in its header", path.display()),
+                    );
+                    return Err(FsError::Io);
+                }
+                Err(chunkfile::HeaderError::Io(e)) => {
+                    return Err(io_error(
+                        &disk,
+                        &format!("cannot read chunk file {}", path.display()),
+                        e,
+                    ))
+                }
+                Err(e) => {
+                    self.mark_damaged(chunk, &disk, &format!("{}: {e}", path.display()));
+                    return Err(FsError::Io);
+                }
+            }
+            let file = Arc::new(file);
+            self.files
+                .insert(chunk.chunk_id, generation, Arc::clone(&file));
+            return Ok(Handle { chunk, file, disk });
+        }
+        Err(FsError::Io)
+    }
+
+    /// The chunk's file vanished: forget it and tell the master, unless the registry entry
+    /// changed meanwhile (then the caller looks again).
+    fn forget_lost(&self, chunk: ChunkRef, generation: u64, path: &Path) -> bool {
+        let mut map = lock(&self.chunks);
+        match map.get(&chunk.chunk_id) {
+            Some(e) if e.generation == generation => {
+                if let Some(e) = map.remove(&chunk.chunk_id) {
+                    e.disk.remove_chunk(e.len);
+                    e.disk.count_error();
+                }
+                drop(map);
+                tracing::warn!(
+                    "chunk file {} has disappeared; reporting the chunk lost to the master",
+                    path.display()
+                );
+                let _ = self.events.send(CsToMaster::ChunkLost(chunk));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a damaged chunk, counts a disk error and tells the master (once per chunk).
+    fn mark_damaged(&self, chunk: ChunkRef, disk: &Disk, why: &str) {
+        disk.count_error();
+        let newly = match lock(&self.chunks).get_mut(&chunk.chunk_id) {
+            Some(e) if e.version == chunk.version => !std::mem::replace(&mut e.damaged, true),
+            _ => false,
+        };
+        tracing::warn!(
+            "chunk {:016X} version {} on {}: {why}; reported damaged to the master",
+            chunk.chunk_id,
+            chunk.version,
+            disk.path.display()
+        );
+        if newly {
+            let _ = self.events.send(CsToMaster::ChunkDamaged(chunk));
+        }
+    }
+
+    /// Reads whole blocks `first ..` into `buf` (a multiple of the block size), checking each
+    /// against the CRC table; `crcs` receives the CRC of each block read.
+    pub fn read_blocks(
+        &self,
+        chunk: ChunkRef,
+        first: u32,
+        buf: &mut [u8],
+        crcs: &mut [u32],
+    ) -> FsResult<()> {
+        let count = buf.len() / BS;
+        if crcs.len() < count {
+            return Err(FsError::Inval);
+        }
+        let h = self.open(chunk)?;
+        let failed = |e: io::Error| {
+            io_error(
+                &h.disk,
+                &format!("cannot read chunk {:016X}", chunk.chunk_id),
+                e,
+            )
+        };
+        let _guard = read(self.stripe(chunk.chunk_id));
+        chunkfile::read_crcs(&h.file, first, &mut crcs[..count]).map_err(failed)?;
+        for (i, block) in buf.chunks_exact_mut(BS).enumerate() {
+            let n = first + i as u32;
+            let on_disk = chunkfile::read_block(&h.file, n, block).map_err(failed)?;
+            let crc = if on_disk {
+                crc32fast::hash(block)
+            } else {
+                ZERO_BLOCK_CRC
+            };
+            if crc != crcs[i] {
+                self.mark_damaged(
+                    chunk,
+                    &h.disk,
+                    &format!(
+                        "CRC mismatch in block {n} (table {:08X}, data {crc:08X})",
+                        crcs[i]
+                    ),
+                );
+                return Err(FsError::Crc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of an open chunk (read-modify-write for partial blocks).
+    pub fn write(
+        &self,
+        h: &Handle,
+        offset: u32,
+        data: &[u8],
+        crc: u32,
+        scratch: &mut Block,
+    ) -> FsResult<()> {
+        let result = {
+            let _guard = write(self.stripe(h.chunk.chunk_id));
+            chunkfile::write_data(&h.file, offset, data, crc, scratch)
+        };
+        result.map_err(|e| {
+            io_error(
+                &h.disk,
+                &format!("cannot write chunk {:016X}", h.chunk.chunk_id),
+                e,
+            )
+        })
+    }
+
+    /// Notes that the chunk's data now reaches at least `data_end` bytes (space accounting).
+    pub fn note_extent(&self, h: &Handle, data_end: u64) {
+        let len = DATA_OFFSET + data_end;
+        if let Some(e) = lock(&self.chunks).get_mut(&h.chunk.chunk_id) {
+            if len > e.len {
+                e.disk.resize(e.len, len);
+                e.len = len;
+            }
+        }
+    }
+
+    /// Makes an open chunk's data durable (fdatasync).
+    pub fn sync(&self, h: &Handle) -> FsResult<()> {
+        h.file.sync_data().map_err(|e| {
+            io_error(
+                &h.disk,
+                &format!("cannot sync chunk {:016X}", h.chunk.chunk_id),
+                e,
+            )
+        })
+    }
+
+    /// Starts a new chunk in a temporary file on the disk with the most room. Fails if the
+    /// chunk is here in any version.
+    pub fn begin_new(&self, chunk: ChunkRef) -> FsResult<NewChunk> {
+        self.begin(chunk, false)
+    }
+
+    /// Like [`Store::begin_new`] for a copy pulled from another server: a copy of another
+    /// (stale) version held here is replaced when the new one is committed.
+    pub fn begin_copy(&self, chunk: ChunkRef) -> FsResult<NewChunk> {
+        self.begin(chunk, true)
+    }
+
+    fn begin(&self, chunk: ChunkRef, replaces_stale: bool) -> FsResult<NewChunk> {
+        match lock(&self.chunks).get(&chunk.chunk_id) {
+            Some(e) if !replaces_stale || e.version == chunk.version => return Err(FsError::Exist),
+            _ => {}
+        }
+        let disk = self.disks.choose_for_new().ok_or_else(|| {
+            tracing::warn!(
+                "no room for chunk {:016X}: every hdd folder is full or marked for removal",
+                chunk.chunk_id
+            );
+            FsError::NoSpace
+        })?;
+        let subdir = chunkfile::default_subdir(chunk.chunk_id);
+        let dir = disk.path.join(chunkfile::subdir_name(subdir));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(io_error(
+                    &disk,
+                    &format!("cannot create {}", dir.display()),
+                    e,
+                ));
+            }
+        }
+        let tmp = chunkfile::tmp_path(&disk.path, subdir, chunk.chunk_id, chunk.version);
+        let file = match chunkfile::create(&tmp, chunk.chunk_id, chunk.version) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A leftover of an interrupted operation on this chunk.
+                let _ = std::fs::remove_file(&tmp);
+                chunkfile::create(&tmp, chunk.chunk_id, chunk.version)
+            }
+            other => other,
+        }
+        .map_err(|e| io_error(&disk, &format!("cannot create {}", tmp.display()), e))?;
+        Ok(NewChunk {
+            chunk,
+            file,
+            disk,
+            subdir,
+            tmp,
+            replaces_stale,
+            committed: false,
+        })
+    }
+
+    /// Gives a new chunk its final name and registers it.
+    pub fn commit_new(&self, mut new: NewChunk) -> FsResult<()> {
+        let len = match new.file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => return Err(io_error(&new.disk, "cannot stat a new chunk", e)),
+        };
+        let id = new.chunk.chunk_id;
+        let path = chunkfile::chunk_path(&new.disk.path, new.subdir, id, new.chunk.version);
+        let mut map = lock(&self.chunks);
+        let stale = match map.get(&id) {
+            None => None,
+            Some(e) if new.replaces_stale && e.version != new.chunk.version => {
+                Some((e.path(id), e.version))
+            }
+            Some(_) => return Err(FsError::Exist),
+        };
+        std::fs::rename(&new.tmp, &path).map_err(|e| {
+            io_error(
+                &new.disk,
+                &format!("cannot rename {} to {}", new.tmp.display(), path.display()),
+                e,
+            )
+        })?;
+        new.committed = true;
+        if let Some((old_path, old_version)) = stale {
+            if let Err(e) = std::fs::remove_file(&old_path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", old_path.display());
+                }
+            }
+            if let Some(old) = map.remove(&id) {
+                old.disk.remove_chunk(old.len);
+            }
+            self.files.remove(id);
+            tracing::info!(
+                "chunk {id:016X}: version {old_version} replaced by the copied version {}",
+                new.chunk.version
+            );
+        }
+        new.disk.add_chunk(len);
+        map.insert(
+            id,
+            Entry {
+                disk: Arc::clone(&new.disk),
+                subdir: new.subdir,
+                version: new.chunk.version,
+                len,
+                generation: self.generation(),
+                damaged: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Makes a new, empty chunk.
+    pub fn create(&self, chunk: ChunkRef) -> FsResult<()> {
+        let new = self.begin_new(chunk)?;
+        self.commit_new(new)
+    }
+
+    /// Removes the chunk if it has this version; a chunk that is already gone is fine.
+    pub fn delete(&self, chunk: ChunkRef) -> FsResult<()> {
+        {
+            let mut map = lock(&self.chunks);
+            let Some(e) = map.get(&chunk.chunk_id) else {
+                return Ok(());
+            };
+            if e.version != chunk.version {
+                return Err(FsError::WrongVersion);
+            }
+            let path = e.path(chunk.chunk_id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(io_error(
+                        &e.disk,
+                        &format!("cannot delete {}", path.display()),
+                        err,
+                    ))
+                }
+            }
+            if let Some(e) = map.remove(&chunk.chunk_id) {
+                e.disk.remove_chunk(e.len);
+            }
+        }
+        self.files.remove(chunk.chunk_id);
+        Ok(())
+    }
+
+    /// Gives the chunk a new version: renames its file and rewrites the header.
+    pub fn set_version(&self, chunk: ChunkRef, new_version: u32) -> FsResult<()> {
+        if new_version == chunk.version {
+            return self.check(chunk);
+        }
+        {
+            let mut map = lock(&self.chunks);
+            let e = map.get_mut(&chunk.chunk_id).ok_or(FsError::NoChunk)?;
+            if e.version != chunk.version {
+                return Err(FsError::WrongVersion);
+            }
+            let old = e.path(chunk.chunk_id);
+            let new = chunkfile::chunk_path(&e.disk.path, e.subdir, chunk.chunk_id, new_version);
+            std::fs::rename(&old, &new).map_err(|err| {
+                io_error(
+                    &e.disk,
+                    &format!("cannot rename {} to {}", old.display(), new.display()),
+                    err,
+                )
+            })?;
+            e.version = new_version;
+            e.generation = self.generation();
+        }
+        self.files.remove(chunk.chunk_id);
+        let h = self.open(ChunkRef {
+            chunk_id: chunk.chunk_id,
+            version: new_version,
+        })?;
+        chunkfile::write_header(&h.file, chunk.chunk_id, new_version).map_err(|e| {
+            io_error(
+                &h.disk,
+                &format!("cannot rewrite the header of chunk {:016X}", chunk.chunk_id),
+                e,
+            )
+        })
+    }
+
+    /// Cuts the chunk to `length` bytes and gives it `new_version`.
+    pub fn truncate(&self, chunk: ChunkRef, new_version: u32, length: u32) -> FsResult<()> {
+        if u64::from(length) > CHUNK_SIZE {
+            return Err(FsError::Inval);
+        }
+        let h = self.open(chunk)?;
+        let mut scratch = chunkfile::new_block();
+        let result = {
+            let _guard = write(self.stripe(chunk.chunk_id));
+            chunkfile::truncate(&h.file, length, &mut scratch)
+        };
+        result.map_err(|e| {
+            io_error(
+                &h.disk,
+                &format!("cannot truncate chunk {:016X}", chunk.chunk_id),
+                e,
+            )
+        })?;
+        if let Some(e) = lock(&self.chunks).get_mut(&chunk.chunk_id) {
+            let len = DATA_OFFSET + u64::from(length);
+            e.disk.resize(e.len, len);
+            e.len = len;
+        }
+        self.set_version(chunk, new_version)
+    }
+}
+
+/// Chunk files in one subfolder: (chunk id, version, file size). Leftover temporary files are
+/// removed.
+fn scan_subdir(dir: &Path) -> io::Result<Vec<(u64, u32, u64)>> {
+    let mut found = Vec::new();
+    for f in std::fs::read_dir(dir)? {
+        let f = f?;
+        let name = f.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(chunkfile::TMP_SUFFIX)
+            && chunkfile::parse_file_name(name.trim_end_matches(chunkfile::TMP_SUFFIX)).is_some()
+        {
+            tracing::info!("removing unfinished chunk file {}", f.path().display());
+            if let Err(e) = std::fs::remove_file(f.path()) {
+                tracing::warn!("cannot remove {}: {e}", f.path().display());
+            }
+            continue;
+        }
+        let Some((chunk_id, version)) = chunkfile::parse_file_name(name) else {
+            continue;
+        };
+        match f.metadata() {
+            Ok(m) => found.push((chunk_id, version, m.len())),
+            Err(e) => tracing::warn!("cannot stat {}: {e}; skipped", f.path().display()),
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::hdd::{HddEntry, SpaceLimit};
+    use moose_common::user::RunAs;
+
+    pub(crate) fn me() -> RunAs {
+        RunAs {
+            user: "me".into(),
+            group: "me".into(),
+            uid: nix::unistd::Uid::current().as_raw(),
+            gid: nix::unistd::Gid::current().as_raw(),
+        }
+    }
+
+    /// A store over one fresh temporary disk.
+    pub(crate) fn test_store(dir: &Path) -> (Arc<Store>, mpsc::UnboundedReceiver<CsToMaster>) {
+        let entry = HddEntry {
+            path: dir.to_path_buf(),
+            line: 1,
+            marked_for_removal: false,
+            limit: SpaceLimit::Default,
+        };
+        let disk = Arc::new(Disk::open(&entry, &me()).unwrap());
+        let set = DiskSet::new(vec![disk.clone()], 0, None).unwrap();
+        let (store, events) = Store::new(set);
+        store.scan(&disk).unwrap();
+        (store, events)
+    }
+
+    pub(crate) fn write_all(store: &Store, chunk: ChunkRef, offset: u32, data: &[u8]) {
+        let h = store.open(chunk).unwrap();
+        let mut scratch = chunkfile::new_block();
+        store
+            .write(&h, offset, data, crc32fast::hash(data), &mut scratch)
+            .unwrap();
+        store.note_extent(&h, u64::from(offset) + data.len() as u64);
+    }
+
+    pub(crate) fn read_all(store: &Store, chunk: ChunkRef, blocks: usize) -> FsResult<Vec<u8>> {
+        let mut buf = vec![0u8; blocks * BS];
+        let mut crcs = vec![0u32; blocks];
+        store.read_blocks(chunk, 0, &mut buf, &mut crcs)?;
+        Ok(buf)
+    }
+
+    const C: ChunkRef = ChunkRef {
+        chunk_id: 0xABCD,
+        version: 1,
+    };
+
+    #[test]
+    fn create_write_read_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        assert_eq!(store.create(C), Err(FsError::Exist));
+        let path = dir.path().join("CD/chunk_000000000000ABCD_00000001.mfs");
+        assert!(path.exists());
+        assert_eq!(store.chunk_refs(), vec![C]);
+
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        write_all(&store, C, 10, &data);
+        let back = read_all(&store, C, 2).unwrap();
+        assert_eq!(&back[10..100_010], &data[..]);
+        assert!(back[..10].iter().all(|&b| b == 0));
+        let report = &store.space_reports()[0];
+        assert_eq!(report.chunks, 1);
+        assert_eq!(report.used, DATA_OFFSET + 100_010);
+
+        assert_eq!(
+            store.open(ChunkRef { version: 2, ..C }).err(),
+            Some(FsError::WrongVersion)
+        );
+        assert_eq!(
+            store.delete(ChunkRef { version: 2, ..C }),
+            Err(FsError::WrongVersion)
+        );
+        store.delete(C).unwrap();
+        assert!(!path.exists());
+        store.delete(C).unwrap();
+        assert_eq!(store.open(C).err(), Some(FsError::NoChunk));
+        let report = &store.space_reports()[0];
+        assert_eq!((report.chunks, report.used), (0, 0));
+    }
+
+    #[test]
+    fn crc_mismatch_is_detected_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut events) = test_store(dir.path());
+        store.create(C).unwrap();
+        write_all(&store, C, 0, &vec![7u8; 2 * BS]);
+        let path = dir.path().join("CD/chunk_000000000000ABCD_00000001.mfs");
+        // Flip one byte of block 1 behind the store's back.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&[8u8], DATA_OFFSET + BS as u64 + 5).unwrap();
+
+        let mut buf = vec![0u8; BS];
+        let mut crcs = [0u32; 1];
+        store.read_blocks(C, 0, &mut buf, &mut crcs).unwrap();
+        assert_eq!(
+            store.read_blocks(C, 1, &mut buf, &mut crcs),
+            Err(FsError::Crc)
+        );
+        assert_eq!(events.try_recv().unwrap(), CsToMaster::ChunkDamaged(C));
+        assert_eq!(store.damaged_refs(), vec![C]);
+        assert_eq!(store.space_reports()[0].errors, 1);
+        // Reported once, however often it is read.
+        assert_eq!(
+            store.read_blocks(C, 1, &mut buf, &mut crcs),
+            Err(FsError::Crc)
+        );
+        assert!(events.try_recv().is_err());
+    }
+
+    #[test]
+    fn set_version_renames_and_rewrites_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        write_all(&store, C, 0, b"hello");
+        assert_eq!(
+            store.set_version(ChunkRef { version: 9, ..C }, 3),
+            Err(FsError::WrongVersion)
+        );
+        assert_eq!(
+            store.set_version(
+                ChunkRef {
+                    chunk_id: 1,
+                    version: 1
+                },
+                3
+            ),
+            Err(FsError::NoChunk)
+        );
+        store.set_version(C, 3).unwrap();
+        let new = ChunkRef { version: 3, ..C };
+        assert!(!dir
+            .path()
+            .join("CD/chunk_000000000000ABCD_00000001.mfs")
+            .exists());
+        let path = dir.path().join("CD/chunk_000000000000ABCD_00000003.mfs");
+        let f = File::open(&path).unwrap();
+        assert_eq!(chunkfile::read_header(&f).unwrap(), (0xABCD, 3));
+        assert_eq!(&read_all(&store, new, 1).unwrap()[..5], b"hello");
+        assert_eq!(store.open(C).err(), Some(FsError::WrongVersion));
+    }
+
+    #[test]
+    fn truncate_cuts_and_sets_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        write_all(&store, C, 0, &vec![5u8; 3 * BS]);
+        store.truncate(C, 2, 100).unwrap();
+        let new = ChunkRef { version: 2, ..C };
+        let back = read_all(&store, new, 3).unwrap();
+        assert!(back[..100].iter().all(|&b| b == 5));
+        assert!(back[100..].iter().all(|&b| b == 0));
+        assert_eq!(store.space_reports()[0].used, DATA_OFFSET + 100);
+        assert_eq!(store.truncate(new, 3, u32::MAX), Err(FsError::Inval));
+    }
+
+    #[test]
+    fn rescan_finds_chunks_in_any_subfolder() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _events) = test_store(dir.path());
+            store.create(C).unwrap();
+            write_all(&store, C, 0, b"data");
+            store
+                .create(ChunkRef {
+                    chunk_id: 0x100,
+                    version: 4,
+                })
+                .unwrap();
+        }
+        // Move a chunk to another subfolder (MooseFS 4 spreads them), add a leftover tmp file
+        // and an older copy of the same chunk.
+        std::fs::create_dir(dir.path().join("7F")).unwrap();
+        std::fs::rename(
+            dir.path().join("CD/chunk_000000000000ABCD_00000001.mfs"),
+            dir.path().join("7F/chunk_000000000000ABCD_00000001.mfs"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("00/chunk_0000000000000100_00000003.mfs"),
+            b"old",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path()
+                .join("00/chunk_0000000000000999_00000001.mfs.tmp"),
+            b"",
+        )
+        .unwrap();
+
+        let (store, _events) = test_store(dir.path());
+        let mut refs = store.chunk_refs();
+        refs.sort_by_key(|c| c.chunk_id);
+        assert_eq!(
+            refs,
+            vec![
+                ChunkRef {
+                    chunk_id: 0x100,
+                    version: 4
+                },
+                C
+            ]
+        );
+        assert_eq!(&read_all(&store, C, 1).unwrap()[..4], b"data");
+        assert!(!dir
+            .path()
+            .join("00/chunk_0000000000000999_00000001.mfs.tmp")
+            .exists());
+        // A version change keeps the chunk in its subfolder.
+        store.set_version(C, 2).unwrap();
+        assert!(dir
+            .path()
+            .join("7F/chunk_000000000000ABCD_00000002.mfs")
+            .exists());
+    }
+
+    #[test]
+    fn vanished_file_is_reported_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut events) = test_store(dir.path());
+        store.create(C).unwrap();
+        std::fs::remove_file(dir.path().join("CD/chunk_000000000000ABCD_00000001.mfs")).unwrap();
+        assert_eq!(store.open(C).err(), Some(FsError::NoChunk));
+        assert_eq!(events.try_recv().unwrap(), CsToMaster::ChunkLost(C));
+        assert!(store.chunk_refs().is_empty());
+    }
+
+    #[test]
+    fn unfinished_new_chunk_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        let new = store.begin_new(C).unwrap();
+        let tmp = dir
+            .path()
+            .join("CD/chunk_000000000000ABCD_00000001.mfs.tmp");
+        assert!(tmp.exists());
+        drop(new);
+        assert!(!tmp.exists());
+        assert!(store.chunk_refs().is_empty());
+    }
+}
