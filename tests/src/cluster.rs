@@ -1,0 +1,313 @@
+//! `LocalCluster`: a master, chunkservers and mounts on 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{bin_dir, free_port};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub chunkservers: usize,
+    /// Size limit of each chunkserver's disk (hdd line option), e.g. "2GiB".
+    pub disk_limit: Option<String>,
+    /// Lines of the exports file.
+    pub exports: Vec<String>,
+    /// Extra master config lines.
+    pub master_extra: Vec<String>,
+    pub default_goal: u8,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            chunkservers: 3,
+            disk_limit: Some("4GiB".into()),
+            exports: vec!["* / rw,alldirs,maproot=0".into()],
+            master_extra: vec![],
+            default_goal: 1,
+        }
+    }
+}
+
+pub struct Chunkserver {
+    pub cfg: PathBuf,
+    pub data: PathBuf,
+    pub disk: PathBuf,
+    pub port: u16,
+}
+
+pub struct LocalCluster {
+    pub dir: tempfile::TempDir,
+    pub bins: PathBuf,
+    pub master_cfg: PathBuf,
+    pub master_data: PathBuf,
+    pub exports_file: PathBuf,
+    pub cs_port: u16,
+    pub cl_port: u16,
+    pub ml_port: u16,
+    pub chunkservers: Vec<Chunkserver>,
+    pub mounts: Vec<PathBuf>,
+}
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    Ok(out)
+}
+
+fn check(cmd: &mut Command) -> Result<String> {
+    let out = run(cmd)?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl LocalCluster {
+    /// Writes every config file and starts the master and the chunkservers (each `start`
+    /// returns once the daemon is ready).
+    pub fn start(spec: ClusterSpec) -> Result<LocalCluster> {
+        let bins = bin_dir();
+        let dir = tempfile::Builder::new().prefix("moose-test-").tempdir()?;
+        let root = dir.path().to_path_buf();
+        let master_data = root.join("master");
+        std::fs::create_dir_all(&master_data)?;
+        let exports_file = root.join("exports.cfg");
+        std::fs::write(&exports_file, spec.exports.join("\n") + "\n")?;
+        let (ml_port, cs_port, cl_port) = (free_port(), free_port(), free_port());
+        let master_cfg = root.join("master.cfg");
+        let mut text = format!(
+            "DATA_PATH = {}\nWORKING_USER = root\nEXPORTS_FILENAME = {}\n\
+             MATOML_LISTEN_HOST = 127.0.0.1\nMATOML_LISTEN_PORT = {ml_port}\n\
+             MATOCS_LISTEN_HOST = 127.0.0.1\nMATOCS_LISTEN_PORT = {cs_port}\n\
+             MATOCL_LISTEN_HOST = 127.0.0.1\nMATOCL_LISTEN_PORT = {cl_port}\n\
+             DEFAULT_GOAL = {}\n",
+            master_data.display(),
+            exports_file.display(),
+            spec.default_goal
+        );
+        for l in &spec.master_extra {
+            text.push_str(l);
+            text.push('\n');
+        }
+        std::fs::write(&master_cfg, text)?;
+        let mut cluster = LocalCluster {
+            dir,
+            bins,
+            master_cfg,
+            master_data,
+            exports_file,
+            cs_port,
+            cl_port,
+            ml_port,
+            chunkservers: vec![],
+            mounts: vec![],
+        };
+        cluster.start_master()?;
+        for i in 0..spec.chunkservers {
+            let cs = cluster.write_chunkserver(i, spec.disk_limit.as_deref())?;
+            cluster.chunkservers.push(cs);
+            cluster.start_chunkserver(i)?;
+        }
+        cluster.wait_for_chunkservers(spec.chunkservers)?;
+        Ok(cluster)
+    }
+
+    fn write_chunkserver(&self, i: usize, limit: Option<&str>) -> Result<Chunkserver> {
+        let root = self.dir.path();
+        let data = root.join(format!("cs{i}"));
+        let disk = root.join(format!("cs{i}-disk"));
+        std::fs::create_dir_all(&data)?;
+        std::fs::create_dir_all(&disk)?;
+        let hdd = root.join(format!("cs{i}-hdd.cfg"));
+        std::fs::write(
+            &hdd,
+            format!("{} {}\n", disk.display(), limit.unwrap_or("")),
+        )?;
+        let port = free_port();
+        let cfg = root.join(format!("cs{i}.cfg"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "DATA_PATH = {}\nWORKING_USER = root\nMASTER_HOST = 127.0.0.1\nMASTER_PORT = {}\n\
+                 CSSERV_LISTEN_HOST = 127.0.0.1\nCSSERV_LISTEN_PORT = {port}\nHDD_CONF_FILENAME = {}\n",
+                data.display(),
+                self.cs_port,
+                hdd.display()
+            ),
+        )?;
+        Ok(Chunkserver {
+            cfg,
+            data,
+            disk,
+            port,
+        })
+    }
+
+    fn daemon(&self, program: &str, cfg: &Path, verb: &str) -> Result<String> {
+        check(
+            Command::new(self.bins.join(program))
+                .arg("-c")
+                .arg(cfg)
+                .arg(verb)
+                .env("RUST_BACKTRACE", "0"),
+        )
+    }
+
+    pub fn start_master(&self) -> Result<()> {
+        self.daemon("moose-master", &self.master_cfg, "start").map(|_| ())
+    }
+
+    pub fn stop_master(&self) -> Result<()> {
+        self.daemon("moose-master", &self.master_cfg, "stop").map(|_| ())
+    }
+
+    pub fn kill_master(&self) -> Result<()> {
+        self.daemon("moose-master", &self.master_cfg, "kill").map(|_| ())
+    }
+
+    pub fn start_chunkserver(&self, i: usize) -> Result<()> {
+        self.daemon("moose-chunkserver", &self.chunkservers[i].cfg, "start")
+            .map(|_| ())
+    }
+
+    pub fn stop_chunkserver(&self, i: usize) -> Result<()> {
+        self.daemon("moose-chunkserver", &self.chunkservers[i].cfg, "stop")
+            .map(|_| ())
+    }
+
+    pub fn kill_chunkserver(&self, i: usize) -> Result<()> {
+        self.daemon("moose-chunkserver", &self.chunkservers[i].cfg, "kill")
+            .map(|_| ())
+    }
+
+    /// Waits until the master reports `n` connected chunkservers with space.
+    pub fn wait_for_chunkservers(&self, n: usize) -> Result<()> {
+        self.wait_until(Duration::from_secs(30), "chunkservers to register", |c| {
+            let info = c.cluster_info()?;
+            let ok = info["chunkservers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|c| c["connected"] == true && c["total"].as_u64() > Some(0))
+                        .count()
+                })
+                .unwrap_or(0);
+            Ok(ok >= n)
+        })
+    }
+
+    /// Polls `cond` every 100 ms until it holds or `timeout` passes.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&Self) -> Result<bool>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let mut last_err = String::new();
+        loop {
+            match cond(self) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => last_err = format!(" (last error: {e:#})"),
+            }
+            if start.elapsed() > timeout {
+                bail!("timed out after {:?} waiting for {what}{last_err}", timeout);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The master's status as JSON (through `moose-tool info`).
+    pub fn cluster_info(&self) -> Result<serde_json::Value> {
+        let out = check(
+            Command::new(self.bins.join("moose-tool"))
+                .args(["info", "--json", "-H", "127.0.0.1", "-P"])
+                .arg(self.cl_port.to_string()),
+        )?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// Mounts the file system (subfolder `/`) and returns the mount point.
+    pub fn mount(&mut self) -> Result<PathBuf> {
+        self.mount_with(&[])
+    }
+
+    pub fn mount_with(&mut self, extra: &[&str]) -> Result<PathBuf> {
+        let mnt = self.dir.path().join(format!("mnt{}", self.mounts.len()));
+        std::fs::create_dir_all(&mnt)?;
+        check(
+            Command::new(self.bins.join("moose-mount"))
+                .arg(&mnt)
+                .args(["-H", "127.0.0.1", "-P"])
+                .arg(self.cl_port.to_string())
+                .args(extra)
+                .env("RUST_BACKTRACE", "0"),
+        )?;
+        self.mounts.push(mnt.clone());
+        Ok(mnt)
+    }
+
+    pub fn unmount(&mut self, mnt: &Path) -> Result<()> {
+        check(Command::new("umount").arg(mnt))?;
+        self.mounts.retain(|m| m != mnt);
+        Ok(())
+    }
+
+    /// Runs moose-tool with `args`.
+    pub fn tool(&self, args: &[&str]) -> Result<String> {
+        check(Command::new(self.bins.join("moose-tool")).args(args))
+    }
+
+    /// Every chunk file on chunkserver `i`.
+    pub fn chunk_files(&self, i: usize) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let disk = &self.chunkservers[i].disk;
+        for sub in std::fs::read_dir(disk).into_iter().flatten().flatten() {
+            if !sub.path().is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.starts_with("chunk_") && name.ends_with(".mfs") {
+                    out.push(f.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Writes the kernel's dirty pages and drops its caches, so reads reach the cluster.
+    pub fn drop_caches(&self) {
+        // SAFETY: sync(2) cannot fail.
+        unsafe { libc::sync() };
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for m in std::mem::take(&mut self.mounts) {
+            let ok = Command::new("umount").arg(&m).output().map(|o| o.status.success());
+            if ok != Ok(true) {
+                let _ = Command::new("umount").arg("-l").arg(&m).output();
+            }
+        }
+        for i in 0..self.chunkservers.len() {
+            let _ = self.kill_chunkserver(i);
+        }
+        let _ = self.kill_master();
+    }
+}

@@ -1,0 +1,45 @@
+//! Test harness: clusters of real daemons on 127.0.0.1 with free ports and temporary folders,
+//! mounted with the real FUSE client. Everything a cluster starts is stopped and removed when
+//! it is dropped, also when a test fails.
+
+pub mod cluster;
+pub mod data;
+
+pub use cluster::{ClusterSpec, LocalCluster};
+
+use std::path::PathBuf;
+
+/// Folder holding the workspace's binaries (the test executable lives in `<that>/deps`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test executable sits in target/<profile>/deps")
+        .to_path_buf();
+    for b in ["moose-master", "moose-chunkserver", "moose-mount", "moose-tool"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: build the daemons first with `cargo build --workspace --bins`",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// True when FUSE can be used here (root and /dev/fuse present).
+pub fn fuse_available() -> Result<(), String> {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        return Err("/dev/fuse is missing (load the fuse module)".into());
+    }
+    if !nix::unistd::Uid::current().is_root() {
+        return Err("the FUSE tests need root".into());
+    }
+    Ok(())
+}
