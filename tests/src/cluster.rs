@@ -300,8 +300,11 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for m in std::mem::take(&mut self.mounts) {
-            let ok = Command::new("umount").arg(&m).output().map(|o| o.status.success());
-            if ok != Ok(true) {
+            let ok = Command::new("umount")
+                .arg(&m)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
                 let _ = Command::new("umount").arg("-l").arg(&m).output();
             }
         }

@@ -81,12 +81,12 @@ pub struct DaemonContext {
 impl DaemonContext {
     /// Tells `start` what the daemon is waiting for (shown if it times out).
     pub fn progress(&self, msg: &str) {
-        self.ready_pipe.say(&format!("wait {msg}"), false);
+        self.ready_pipe.progress(msg);
     }
 
     /// Tells `start` the daemon is ready; `start` then exits 0.
     pub fn ready(&self) {
-        self.ready_pipe.say("ready", true);
+        self.ready_pipe.ready();
     }
 
     /// Resolves when SIGTERM or SIGINT arrives.
@@ -101,11 +101,48 @@ impl DaemonContext {
 }
 
 /// The write end of the readiness pipe, shared so that a failure after the body returns can
-/// still be reported to `start`.
+/// still be reported to `start`. Programs that start themselves with [`spawn_and_wait_ready`]
+/// get theirs with [`ReadyPipe::from_env`].
 #[derive(Clone, Default)]
-struct ReadyPipe(std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>);
+pub struct ReadyPipe(std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>);
+
+/// True in a process started by [`spawn_and_wait_ready`] (or by `start` without `-f`).
+pub fn is_ready_child() -> bool {
+    std::env::var_os(READY_FD_ENV).is_some()
+}
 
 impl ReadyPipe {
+    /// Takes the pipe the parent passed (none outside a started child: then every call is a
+    /// no-op) and removes its variable from the environment.
+    pub fn from_env() -> ReadyPipe {
+        let pipe = ReadyPipe::default();
+        if let Some(fd) = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            // SAFETY: the parent passed us this descriptor and nothing else owns it.
+            let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+            *pipe.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        }
+        std::env::remove_var(READY_FD_ENV);
+        pipe
+    }
+
+    /// Tells the parent what the child is waiting for (shown if it times out).
+    pub fn progress(&self, msg: &str) {
+        self.say(&format!("wait {msg}"), false);
+    }
+
+    /// Tells the parent the child is ready; the parent then exits 0.
+    pub fn ready(&self) {
+        self.say("ready", true);
+    }
+
+    /// Tells the parent the child failed and why; the parent prints it and exits non-zero.
+    pub fn error(&self, msg: &str) {
+        self.say(&format!("error {msg}"), true);
+    }
+
     fn say(&self, line: &str, last: bool) {
         let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = guard.as_mut() {
@@ -302,15 +339,9 @@ where
     if !args.foreground && !is_child && args.verb != Verb::Restore {
         return spawn_and_wait(spec, &args);
     }
-    let ready_pipe = ReadyPipe::default();
-    if let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) {
-        // SAFETY: the parent passed us this descriptor and nothing else owns it.
-        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        *ready_pipe.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
-    }
-    std::env::remove_var(READY_FD_ENV);
+    let ready_pipe = ReadyPipe::from_env();
     let report_failure = |pipe: &ReadyPipe, msg: &str| {
-        pipe.say(&format!("error {msg}"), true);
+        pipe.error(msg);
         fail(name, msg)
     };
     for w in config.warnings() {
@@ -482,27 +513,91 @@ fn spawn_signal_watchers(
 /// `start` without `-f`: runs ourselves in the foreground mode as a detached child and waits
 /// until it says it is ready.
 fn spawn_and_wait(spec: &DaemonSpec, args: &DaemonArgs) -> ExitCode {
-    use std::os::unix::process::CommandExt;
     let name = spec.name;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return fail(name, format!("cannot find own executable: {e}")),
-    };
+    let mut child_args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(c) = &args.config {
+        let abs = std::fs::canonicalize(c).unwrap_or_else(|_| c.clone());
+        child_args.push("-c".into());
+        child_args.push(abs.into());
+    }
+    child_args.push("start".into());
+    match spawn_and_wait_ready(&child_args) {
+        Ok(pid) => {
+            println!("{name} started (pid {pid})");
+            ExitCode::SUCCESS
+        }
+        Err(SpawnFailure::Setup(msg)) | Err(SpawnFailure::Failed { msg, .. }) => fail(name, msg),
+        Err(SpawnFailure::Exited { pid }) => fail(
+            name,
+            format!(
+                "exited during start-up (pid {pid}); see the log in its DATA_PATH ({name}.log)"
+            ),
+        ),
+        Err(SpawnFailure::NotReady {
+            pid,
+            waited,
+            last_wait,
+        }) => {
+            let why = if last_wait.is_empty() {
+                String::new()
+            } else {
+                format!(": {last_wait}")
+            };
+            fail(
+                name,
+                format!(
+                    "not ready after {} s{why}; it keeps trying in the background (pid {pid}); \
+                     stop it with: {name}{} stop",
+                    waited.as_secs(),
+                    args.config
+                        .as_ref()
+                        .map(|c| format!(" -c {}", c.display()))
+                        .unwrap_or_default()
+                ),
+            )
+        }
+    }
+}
+
+/// Why [`spawn_and_wait_ready`] did not see its child become ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnFailure {
+    /// The child could not be started.
+    Setup(String),
+    /// The child reported this error.
+    Failed { pid: u32, msg: String },
+    /// The child exited (or closed the pipe) without saying it was ready.
+    Exited { pid: u32 },
+    /// The child did not become ready in time; `last_wait` is its last progress message.
+    NotReady {
+        pid: u32,
+        waited: Duration,
+        last_wait: String,
+    },
+}
+
+/// Runs this program again with `args` as a detached child (new session, standard streams on
+/// /dev/null, readiness pipe announced in the environment) and waits until the child reports
+/// ready through [`ReadyPipe`]; returns its pid. `MOOSE_START_TIMEOUT` (seconds) bounds the wait.
+pub fn spawn_and_wait_ready(args: &[std::ffi::OsString]) -> Result<u32, SpawnFailure> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .map_err(|e| SpawnFailure::Setup(format!("cannot find own executable: {e}")))?;
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return fail(name, format!("cannot create pipe: {}", std::io::Error::last_os_error()));
+        return Err(SpawnFailure::Setup(format!(
+            "cannot create pipe: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // SAFETY: both descriptors were just created and are owned here.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     const CHILD_FD: i32 = 3;
     let write_raw = fds[1];
     let mut cmd = std::process::Command::new(exe);
-    if let Some(c) = &args.config {
-        let abs = std::fs::canonicalize(c).unwrap_or_else(|_| c.clone());
-        cmd.arg("-c").arg(abs);
-    }
-    cmd.arg("start")
+    cmd.args(args)
         .env(READY_FD_ENV, CHILD_FD.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -519,10 +614,9 @@ fn spawn_and_wait(spec: &DaemonSpec, args: &DaemonArgs) -> ExitCode {
             Ok(())
         });
     }
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(name, format!("cannot start: {e}")),
-    };
+    let child = cmd
+        .spawn()
+        .map_err(|e| SpawnFailure::Setup(format!("cannot start: {e}")))?;
     drop(write_end);
     let pid = child.id();
     let timeout = Duration::from_secs(
@@ -548,40 +642,25 @@ fn spawn_and_wait(spec: &DaemonSpec, args: &DaemonArgs) -> ExitCode {
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if line == "ready" {
-                    println!("{name} started (pid {pid})");
-                    return ExitCode::SUCCESS;
+                    return Ok(pid);
                 } else if let Some(msg) = line.strip_prefix("error ") {
-                    return fail(name, msg);
+                    return Err(SpawnFailure::Failed {
+                        pid,
+                        msg: msg.to_string(),
+                    });
                 } else if let Some(msg) = line.strip_prefix("wait ") {
                     last_wait = msg.to_string();
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return fail(
-                    name,
-                    format!(
-                        "exited during start-up (pid {pid}); see the log in its DATA_PATH ({name}.log)"
-                    ),
-                );
+                return Err(SpawnFailure::Exited { pid });
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let why = if last_wait.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {last_wait}")
-                };
-                return fail(
-                    name,
-                    format!(
-                        "not ready after {} s{why}; it keeps trying in the background (pid {pid}); \
-                         stop it with: {name}{} stop",
-                        timeout.as_secs(),
-                        args.config
-                            .as_ref()
-                            .map(|c| format!(" -c {}", c.display()))
-                            .unwrap_or_default()
-                    ),
-                );
+                return Err(SpawnFailure::NotReady {
+                    pid,
+                    waited: timeout,
+                    last_wait,
+                });
             }
         }
     }

@@ -9,4 +9,4 @@ pub mod units;
 pub mod user;
 
 pub use cfg::{CfgError, Config};
-pub use daemon::{DaemonArgs, DaemonContext, DaemonSpec, Verb};
+pub use daemon::{DaemonArgs, DaemonContext, DaemonSpec, ReadyPipe, SpawnFailure, Verb};
