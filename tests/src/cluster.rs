@@ -18,7 +18,11 @@ pub struct ClusterSpec {
     pub exports: Vec<String>,
     /// Extra master config lines.
     pub master_extra: Vec<String>,
+    /// Extra chunkserver config lines (every chunkserver).
+    pub chunkserver_extra: Vec<String>,
     pub default_goal: u8,
+    /// Start a metalogger too.
+    pub metalogger: bool,
 }
 
 impl Default for ClusterSpec {
@@ -28,7 +32,9 @@ impl Default for ClusterSpec {
             disk_limit: Some("4GiB".into()),
             exports: vec!["* / rw,alldirs,maproot=0".into()],
             master_extra: vec![],
+            chunkserver_extra: vec![],
             default_goal: 1,
+            metalogger: false,
         }
     }
 }
@@ -51,6 +57,9 @@ pub struct LocalCluster {
     pub ml_port: u16,
     pub chunkservers: Vec<Chunkserver>,
     pub mounts: Vec<PathBuf>,
+    /// Config and DATA_PATH of the metalogger, when there is one.
+    pub metalogger: Option<(PathBuf, PathBuf)>,
+    spec: ClusterSpec,
 }
 
 fn run(cmd: &mut Command) -> Result<Output> {
@@ -112,8 +121,24 @@ impl LocalCluster {
             ml_port,
             chunkservers: vec![],
             mounts: vec![],
+            metalogger: None,
+            spec: spec.clone(),
         };
         cluster.start_master()?;
+        if spec.metalogger {
+            let data = root.join("metalogger");
+            std::fs::create_dir_all(&data)?;
+            let cfg = root.join("metalogger.cfg");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "DATA_PATH = {}\nWORKING_USER = root\nMASTER_HOST = 127.0.0.1\nMASTER_PORT = {ml_port}\n",
+                    data.display()
+                ),
+            )?;
+            cluster.metalogger = Some((cfg, data));
+            cluster.start_metalogger()?;
+        }
         for i in 0..spec.chunkservers {
             let cs = cluster.write_chunkserver(i, spec.disk_limit.as_deref())?;
             cluster.chunkservers.push(cs);
@@ -129,21 +154,31 @@ impl LocalCluster {
         let disk = root.join(format!("cs{i}-disk"));
         std::fs::create_dir_all(&data)?;
         std::fs::create_dir_all(&disk)?;
+        if let Some(size) = self.spec_tmpfs_size() {
+            check(
+                Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={size}"), "moose-test"])
+                    .arg(&disk),
+            )?;
+        }
         let hdd = root.join(format!("cs{i}-hdd.cfg"));
-        std::fs::write(
-            &hdd,
-            format!("{} {}\n", disk.display(), limit.unwrap_or("")),
-        )?;
+        let limit = limit.filter(|l| !l.starts_with("tmpfs:")).unwrap_or("");
+        std::fs::write(&hdd, format!("{} {limit}\n", disk.display()))?;
         let port = free_port();
         let cfg = root.join(format!("cs{i}.cfg"));
         std::fs::write(
             &cfg,
             format!(
                 "DATA_PATH = {}\nWORKING_USER = root\nMASTER_HOST = 127.0.0.1\nMASTER_PORT = {}\n\
-                 CSSERV_LISTEN_HOST = 127.0.0.1\nCSSERV_LISTEN_PORT = {port}\nHDD_CONF_FILENAME = {}\n",
+                 CSSERV_LISTEN_HOST = 127.0.0.1\nCSSERV_LISTEN_PORT = {port}\nHDD_CONF_FILENAME = {}\n{}",
                 data.display(),
                 self.cs_port,
-                hdd.display()
+                hdd.display(),
+                self.spec
+                    .chunkserver_extra
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
             ),
         )?;
         Ok(Chunkserver {
@@ -164,16 +199,74 @@ impl LocalCluster {
         )
     }
 
+    /// A `tmpfs:SIZE` disk limit asks for each disk to be a tmpfs of that size.
+    fn spec_tmpfs_size(&self) -> Option<String> {
+        self.spec
+            .disk_limit
+            .as_deref()
+            .and_then(|l| l.strip_prefix("tmpfs:"))
+            .map(str::to_string)
+    }
+
+    pub fn start_metalogger(&self) -> Result<()> {
+        let (cfg, _) = self
+            .metalogger
+            .as_ref()
+            .context("no metalogger in this cluster")?;
+        self.daemon("moose-metalogger", cfg, "start").map(|_| ())
+    }
+
+    pub fn stop_metalogger(&self) -> Result<()> {
+        let (cfg, _) = self
+            .metalogger
+            .as_ref()
+            .context("no metalogger in this cluster")?;
+        self.daemon("moose-metalogger", cfg, "stop").map(|_| ())
+    }
+
+    /// Runs `moose-master VERB ARGS…` and returns its output (also on failure).
+    pub fn master_verb(&self, args: &[&str]) -> Result<Output> {
+        run(Command::new(self.bins.join("moose-master"))
+            .arg("-c")
+            .arg(&self.master_cfg)
+            .args(args)
+            .env("RUST_BACKTRACE", "0"))
+    }
+
+    /// Tries a mount and returns its output without failing the test on refusal.
+    pub fn try_mount(&mut self, extra: &[&str]) -> Result<(PathBuf, Output)> {
+        let mnt = self.dir.path().join(format!("mnt{}", self.mounts.len()));
+        std::fs::create_dir_all(&mnt)?;
+        let out = run(Command::new(self.bins.join("moose-mount"))
+            .arg(&mnt)
+            .args(["-H", "127.0.0.1", "-P"])
+            .arg(self.cl_port.to_string())
+            .args(extra)
+            .env("RUST_BACKTRACE", "0"))?;
+        if out.status.success() {
+            self.mounts.push(mnt.clone());
+        }
+        Ok((mnt, out))
+    }
+
+    /// The master's log so far.
+    pub fn master_log(&self) -> String {
+        std::fs::read_to_string(self.master_data.join("moose-master.log")).unwrap_or_default()
+    }
+
     pub fn start_master(&self) -> Result<()> {
-        self.daemon("moose-master", &self.master_cfg, "start").map(|_| ())
+        self.daemon("moose-master", &self.master_cfg, "start")
+            .map(|_| ())
     }
 
     pub fn stop_master(&self) -> Result<()> {
-        self.daemon("moose-master", &self.master_cfg, "stop").map(|_| ())
+        self.daemon("moose-master", &self.master_cfg, "stop")
+            .map(|_| ())
     }
 
     pub fn kill_master(&self) -> Result<()> {
-        self.daemon("moose-master", &self.master_cfg, "kill").map(|_| ())
+        self.daemon("moose-master", &self.master_cfg, "kill")
+            .map(|_| ())
     }
 
     pub fn start_chunkserver(&self, i: usize) -> Result<()> {
@@ -278,7 +371,11 @@ impl LocalCluster {
             if !sub.path().is_dir() {
                 continue;
             }
-            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(sub.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let name = f.file_name().to_string_lossy().into_owned();
                 if name.starts_with("chunk_") && name.ends_with(".mfs") {
                     out.push(f.path());
@@ -311,6 +408,12 @@ impl Drop for LocalCluster {
         for i in 0..self.chunkservers.len() {
             let _ = self.kill_chunkserver(i);
         }
+        if let Some((cfg, _)) = &self.metalogger {
+            let _ = self.daemon("moose-metalogger", cfg, "kill");
+        }
         let _ = self.kill_master();
+        for cs in &self.chunkservers {
+            let _ = Command::new("umount").arg(&cs.disk).output();
+        }
     }
 }

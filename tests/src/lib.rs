@@ -17,7 +17,12 @@ pub fn bin_dir() -> PathBuf {
         .and_then(|d| d.parent())
         .expect("test executable sits in target/<profile>/deps")
         .to_path_buf();
-    for b in ["moose-master", "moose-chunkserver", "moose-mount", "moose-tool"] {
+    for b in [
+        "moose-master",
+        "moose-chunkserver",
+        "moose-mount",
+        "moose-tool",
+    ] {
         assert!(
             dir.join(b).exists(),
             "{} is missing: build the daemons first with `cargo build --workspace --bins`",
@@ -27,10 +32,27 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago. Ports come from below the kernel's
+/// ephemeral range (so outgoing connections never take them meanwhile), each at most once
+/// per test process, starting at a random place so parallel test processes rarely meet.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        rand::random_range(0..SPAN) + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (FIRST + n % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// True when FUSE can be used here (root and /dev/fuse present).

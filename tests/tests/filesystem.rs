@@ -45,7 +45,11 @@ fn files_of_every_boundary_size_read_back_identical() {
     let mnt2 = c.mount().unwrap();
     for (i, &size) in sizes.iter().enumerate() {
         let path = mnt2.join(format!("f{size}"));
-        assert_eq!(fs::metadata(&path).unwrap().len(), size as u64, "size of {path:?}");
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            size as u64,
+            "size of {path:?}"
+        );
         let got = fs::read(&path).unwrap();
         assert_same(&format!("{path:?}"), &got, &random_bytes(i as u64, size));
     }
@@ -63,7 +67,10 @@ fn goal_gives_that_many_copies_on_distinct_servers() {
         let file = dir.join("data");
         fs::write(&file, random_bytes(goal as u64, 3 * MIB)).unwrap();
         let out = c.tool(&["getgoal", file.to_str().unwrap()]).unwrap();
-        assert!(out.trim().ends_with(&format!(": {goal}")), "getgoal said {out}");
+        assert!(
+            out.trim().ends_with(&format!(": {goal}")),
+            "getgoal said {out}"
+        );
         let info = c
             .tool(&["fileinfo", "--json", file.to_str().unwrap()])
             .unwrap();
@@ -72,14 +79,15 @@ fn goal_gives_that_many_copies_on_distinct_servers() {
         assert_eq!(chunks.len(), 1, "{info}");
         let copies = chunks[0]["copies"].as_array().unwrap();
         assert_eq!(copies.len(), goal as usize, "{info}");
-        let mut servers: Vec<String> = copies
-            .iter()
-            .map(|c| c["server"].to_string())
-            .collect();
+        let mut servers: Vec<String> = copies.iter().map(|c| c["server"].to_string()).collect();
         servers.sort();
         servers.dedup();
-        assert_eq!(servers.len(), goal as usize, "copies on distinct servers: {info}");
-        assert!(copies.iter().all(|c| c["state"] == "Valid"), "{info}");
+        assert_eq!(
+            servers.len(),
+            goal as usize,
+            "copies on distinct servers: {info}"
+        );
+        assert!(copies.iter().all(|c| c["status"] == "VALID"), "{info}");
     }
 }
 
@@ -121,12 +129,17 @@ fn master_kill_9_and_restart_keeps_every_acknowledged_change() {
     fs::remove_file(mnt.join("a/b/c/file1")).unwrap();
     files.remove(1);
     std::os::unix::fs::symlink("b/c/file2", mnt.join("a/link")).unwrap();
-    fs::set_permissions(mnt.join("a/b"), std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    fs::set_permissions(
+        mnt.join("a/b"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
     let listing_before = tree(&mnt);
     c.unmount(&mnt).unwrap();
 
     c.kill_master().unwrap();
-    c.start_master().expect("plain start recovers after kill -9");
+    c.start_master()
+        .expect("plain start recovers after kill -9");
     c.wait_for_chunkservers(2).unwrap();
     c.drop_caches();
     let mnt = c.mount().unwrap();
@@ -135,7 +148,10 @@ fn master_kill_9_and_restart_keeps_every_acknowledged_change() {
         let got = fs::read(mnt.join(rel)).unwrap();
         assert_same(rel, &got, data);
     }
-    assert_eq!(fs::read_link(mnt.join("a/link")).unwrap().to_str(), Some("b/c/file2"));
+    assert_eq!(
+        fs::read_link(mnt.join("a/link")).unwrap().to_str(),
+        Some("b/c/file2")
+    );
 }
 
 /// Paths, kinds, modes and sizes of everything under `root`, sorted.
@@ -177,7 +193,11 @@ fn a_flipped_byte_in_one_copy_is_detected_and_read_from_another() {
     // Flip one byte in the data area of the copy on the first chunkserver.
     let files = c.chunk_files(0);
     assert_eq!(files.len(), 1, "one chunk on cs0: {files:?}");
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(&files[0]).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&files[0])
+        .unwrap();
     let pos = 8192 + 3 * 65536 + 17;
     f.seek(SeekFrom::Start(pos)).unwrap();
     let mut b = [0u8; 1];

@@ -197,15 +197,16 @@ pub fn read_block(file: &File, block: u32, buf: &mut [u8]) -> io::Result<bool> {
     Ok(done > 0)
 }
 
-/// Writes one whole block (`data` is exactly one block long) and its CRC.
+/// Writes block `block` and its CRC. `data` is one block long, or shorter for the last block
+/// of a chunk's data; `crc` is the CRC of the block padded with zeros to 64 KiB.
 pub fn write_block(file: &File, block: u32, data: &[u8], crc: u32) -> io::Result<()> {
     if block as usize >= BLOCKS {
         return Err(out_of_chunk("block"));
     }
-    if data.len() != BS {
+    if data.is_empty() || data.len() > BS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "a whole block must be 64 KiB long",
+            "a block holds 1 byte to 64 KiB",
         ));
     }
     file.write_all_at(data, DATA_OFFSET + u64::from(block) * BS as u64)?;

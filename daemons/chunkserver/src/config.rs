@@ -6,6 +6,8 @@ use std::time::Duration;
 use moose_common::{CfgError, Config};
 use moose_proto::ports;
 
+use crate::hdd::Tolerance;
+
 /// DATA_PATH when the config does not set it.
 pub const DEFAULT_DATA_PATH: &str = "/var/lib/moosefs";
 /// HDD_CONF_FILENAME when the config does not set it.
@@ -24,6 +26,10 @@ pub const KEYS: &[&str] = &[
     "HDD_LEAVE_SPACE_DEFAULT",
     "MASTER_RECONNECTION_DELAY",
     "MASTER_TIMEOUT",
+    "HDD_TEST_SPEED",
+    "HDD_ERROR_TOLERANCE_COUNT",
+    "HDD_ERROR_TOLERANCE_PERIOD",
+    "LABELS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,12 @@ pub struct CsConfig {
     pub leave_space: u64,
     pub reconnect_delay: Duration,
     pub master_timeout: Duration,
+    /// HDD_TEST_SPEED: MiB/s per disk for the background CRC test; 0 turns it off.
+    pub test_speed: f64,
+    /// HDD_ERROR_TOLERANCE_COUNT errors within HDD_ERROR_TOLERANCE_PERIOD mark a disk damaged.
+    pub error_tolerance: Tolerance,
+    /// LABELS as written (accepted, not used yet).
+    pub labels: String,
 }
 
 fn is_wildcard(host: &str) -> bool {
@@ -82,6 +94,25 @@ impl CsConfig {
                 s => Ok(Duration::from_secs(s)),
             }
         };
+        let test_speed = match cfg.get("HDD_TEST_SPEED") {
+            None => 1.0,
+            Some(v) => match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 => s,
+                _ => {
+                    return Err(invalid(
+                        "HDD_TEST_SPEED",
+                        &format!(
+                            "= {v}: expected MiB/s per disk, e.g. 1.0 or 0.5 (0 turns the \
+                             background test off)"
+                        ),
+                    ))
+                }
+            },
+        };
+        let error_count = match cfg.get_u64("HDD_ERROR_TOLERANCE_COUNT", 2)? {
+            0 => return Err(invalid("HDD_ERROR_TOLERANCE_COUNT", "must be at least 1")),
+            n => u32::try_from(n).unwrap_or(u32::MAX),
+        };
         Ok(CsConfig {
             cfg_path: cfg.path().to_path_buf(),
             data_path: data_path.to_path_buf(),
@@ -94,6 +125,12 @@ impl CsConfig {
             leave_space: cfg.get_size("HDD_LEAVE_SPACE_DEFAULT", 256 << 20)?,
             reconnect_delay: seconds("MASTER_RECONNECTION_DELAY", 1)?,
             master_timeout: seconds("MASTER_TIMEOUT", 10)?,
+            test_speed,
+            error_tolerance: Tolerance {
+                count: error_count,
+                period: seconds("HDD_ERROR_TOLERANCE_PERIOD", 600)?,
+            },
+            labels: cfg.get_str("LABELS", "").trim().to_string(),
         })
     }
 
@@ -145,6 +182,11 @@ mod tests {
         assert_eq!(c.reconnect_delay, Duration::from_secs(1));
         assert_eq!(c.master_timeout, Duration::from_secs(10));
         assert_eq!(c.id_file(), PathBuf::from("/data/chunkserver.id"));
+        assert_eq!(c.test_speed, 1.0);
+        assert_eq!(c.error_tolerance, Tolerance::default());
+        assert_eq!(c.error_tolerance.count, 2);
+        assert_eq!(c.error_tolerance.period, Duration::from_secs(600));
+        assert_eq!(c.labels, "");
     }
 
     #[test]
@@ -152,7 +194,8 @@ mod tests {
         let c = parse(
             "MASTER_HOST = 127.0.0.1\nCSSERV_LISTEN_HOST = 10.0.0.5\nCSSERV_LISTEN_PORT = 9522\n\
              BIND_HOST = 10.0.0.5\nHDD_CONF_FILENAME = hdd.cfg\nHDD_LEAVE_SPACE_DEFAULT = 1GiB\n\
-             MASTER_TIMEOUT = 1m\n",
+             MASTER_TIMEOUT = 1m\nHDD_TEST_SPEED = 2.5\nHDD_ERROR_TOLERANCE_COUNT = 5\n\
+             HDD_ERROR_TOLERANCE_PERIOD = 1h\nLABELS = A,B\n",
         )
         .unwrap();
         assert_eq!(c.master_host, "127.0.0.1");
@@ -163,6 +206,16 @@ mod tests {
         assert_eq!(c.hdd_file, PathBuf::from("/etc/moosefs/hdd.cfg"));
         assert_eq!(c.leave_space, 1 << 30);
         assert_eq!(c.master_timeout, Duration::from_secs(60));
+        assert_eq!(c.test_speed, 2.5);
+        assert_eq!(
+            c.error_tolerance,
+            Tolerance {
+                count: 5,
+                period: Duration::from_secs(3600)
+            }
+        );
+        assert_eq!(c.labels, "A,B");
+        assert_eq!(parse("HDD_TEST_SPEED = 0\n").unwrap().test_speed, 0.0);
     }
 
     #[test]
@@ -176,5 +229,25 @@ mod tests {
         assert!(e.contains("cs.cfg:1"), "{e}");
         let e = parse("MASTER_HOST = \n").unwrap_err().to_string();
         assert!(e.contains("MASTER_HOST is empty"), "{e}");
+        for bad in ["-1", "fast", "inf"] {
+            let e = parse(&format!("HDD_TEST_SPEED = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("HDD_TEST_SPEED = "), "{e}");
+        }
+        let e = parse("HDD_ERROR_TOLERANCE_COUNT = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HDD_ERROR_TOLERANCE_COUNT must be at least 1"),
+            "{e}"
+        );
+        let e = parse("HDD_ERROR_TOLERANCE_PERIOD = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HDD_ERROR_TOLERANCE_PERIOD must be at least 1 second"),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The data port (9422): reads, chained writes and syncs, for clients and other chunkservers.
 //!
-//! A connection starts idle and serves `Read` and `Sync` requests. `WriteInit` turns it into a
+//! A connection starts idle and serves `Read`, `GetLength` and `Sync` requests. `WriteInit` turns it into a
 //! write session for one chunk: this server opens the rest of the chain (connecting to the
 //! next server), then streams data frames: each is checked, forwarded downstream at once,
 //! queued for the local disk, and acknowledged upstream only when both the local write and
@@ -30,7 +30,7 @@ use tokio::time::timeout;
 
 use crate::bufpool::PooledBuf;
 use crate::chunkfile::{self, BS};
-use crate::store::{blocking, Handle, Store};
+use crate::store::{blocking, Handle, Store, Writing};
 
 /// Largest control message accepted on the data port.
 pub const CONTROL_LIMIT: u32 = 64 * 1024;
@@ -170,6 +170,13 @@ impl Conn {
                         .send_now(&FromCs::SyncDone { req_id, status })
                         .await?;
                 }
+                ToCs::GetLength { req_id, chunk } => {
+                    let store = Arc::clone(&self.store);
+                    let result = blocking(move || store.data_length(chunk)).await;
+                    self.writer
+                        .send_now(&FromCs::Length { req_id, result })
+                        .await?;
+                }
                 ToCs::WriteInit { chunk, chain } => {
                     if let Some(session) = self.open_chain(chunk, &chain).await? {
                         return self.write_session(session).await;
@@ -303,7 +310,12 @@ impl Conn {
                         status: Ok(()),
                     })
                     .await?;
-                Ok(Some(Session { handle, downstream }))
+                let writing = self.store.writing(chunk.chunk_id);
+                Ok(Some(Session {
+                    handle,
+                    downstream,
+                    writing,
+                }))
             }
             Err(status) => {
                 self.writer
@@ -342,6 +354,7 @@ impl Conn {
         tokio::spawn(local_writer(
             Arc::clone(&store),
             session.handle,
+            session.writing,
             job_rx,
             done_tx,
         ));
@@ -435,10 +448,12 @@ impl Conn {
                         req_id,
                         status: Err(FsError::Inval),
                     }),
-                    Ok(ToCs::Read { .. }) | Ok(ToCs::WriteInit { .. }) => {
+                    Ok(ToCs::Read { .. })
+                    | Ok(ToCs::GetLength { .. })
+                    | Ok(ToCs::WriteInit { .. }) => {
                         break Err(ConnError::Protocol(format!(
-                            "read or second WriteInit during a write to chunk {:016X}; use \
-                             another connection",
+                            "read, length query or second WriteInit during a write to chunk \
+                             {:016X}; use another connection",
                             chunk.chunk_id
                         )))
                     }
@@ -473,6 +488,8 @@ impl Conn {
 struct Session {
     handle: Handle,
     downstream: Option<(Reader, Writer)>,
+    /// Keeps the background test off the chunk while the session writes.
+    writing: Writing,
 }
 
 /// Sends something downstream; on failure marks the chain broken and returns false.
@@ -604,10 +621,12 @@ struct LocalDone {
     status: FsResult<()>,
 }
 
-/// Runs the session's local jobs in order, several per trip to the blocking pool.
+/// Runs the session's local jobs in order, several per trip to the blocking pool; the chunk
+/// counts as being written until the last job is done.
 async fn local_writer(
     store: Arc<Store>,
     handle: Handle,
+    _writing: Writing,
     mut jobs: mpsc::Receiver<LocalJob>,
     done: mpsc::UnboundedSender<LocalDone>,
 ) {
@@ -1036,6 +1055,172 @@ mod tests {
             events.recv().await,
             Some(moose_proto::msg::CsToMaster::ChunkDamaged(C))
         );
+    }
+
+    /// A tmpfs mounted for a test, unmounted when dropped.
+    struct Tmpfs(std::path::PathBuf);
+
+    impl Tmpfs {
+        /// `None` when this process may not mount (not root, or no CAP_SYS_ADMIN).
+        fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+            use nix::mount::{mount, MsFlags};
+            let data = format!("size={size}");
+            match mount(
+                Some("tmpfs"),
+                dir,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            ) {
+                Ok(()) => Some(Tmpfs(dir.to_path_buf())),
+                Err(e) => {
+                    eprintln!("cannot mount a tmpfs ({e}); the full-disk test needs root");
+                    None
+                }
+            }
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_answers_no_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(_tmpfs) = Tmpfs::mount(dir.path(), "72m") else {
+            return;
+        };
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        // Fill the file system up.
+        {
+            use std::io::Write;
+            let mut filler = std::fs::File::create(dir.path().join("filler")).unwrap();
+            let piece = vec![0x11u8; 1 << 20];
+            let e = loop {
+                if let Err(e) = filler.write_all(&piece) {
+                    break e;
+                }
+            };
+            assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+        }
+        // No room for another chunk: the report says so, a create is refused.
+        assert_eq!(store.space_reports()[0].avail, 0);
+        let other = ChunkRef {
+            chunk_id: 0x5152,
+            version: 1,
+        };
+        assert_eq!(store.create(other), Err(FsError::NoSpace));
+
+        // A write finds the disk full: the writer gets NoSpace (ENOSPC), not an I/O error.
+        let (addr, _s) = start(Arc::clone(&store)).await;
+        let (mut r, mut w) = connect(addr, Role::Client).await;
+        w.send_now(&ToCs::WriteInit {
+            chunk: C,
+            chain: vec![],
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 0,
+                status: Ok(())
+            }
+        );
+        let data = pattern(BS, 3);
+        let mut h = DataHeader {
+            chunk_id: C.chunk_id,
+            version: C.version,
+            req_id: 1,
+            offset: 0,
+            crc: crc32fast::hash(&data),
+        };
+        w.send_data(&h, &data).await.unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 1,
+                status: Err(FsError::NoSpace)
+            }
+        );
+        let report = &store.space_reports()[0];
+        assert_eq!(report.errors, 0, "a full disk is not a failing disk");
+        assert!(!report.damaged);
+
+        // Room again: the same session writes.
+        std::fs::remove_file(dir.path().join("filler")).unwrap();
+        h.req_id = 2;
+        w.send_data(&h, &data).await.unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 2,
+                status: Ok(())
+            }
+        );
+        w.send_now(&ToCs::WriteFinish).await.unwrap();
+        assert_eq!(read_all(&store, C, 1).unwrap(), data);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn length_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        let (addr, _s) = start(Arc::clone(&store)).await;
+        let (mut r, mut w) = connect(addr, Role::Chunkserver).await;
+        let mut ask = async |chunk: ChunkRef| {
+            w.send_now(&ToCs::GetLength { req_id: 3, chunk })
+                .await
+                .unwrap();
+            match r.next_msg::<FromCs>().await.unwrap() {
+                FromCs::Length { req_id: 3, result } => result,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(ask(C).await, Ok(0));
+        write_all(&store, C, (5 * BS + 7) as u32, b"xyz");
+        assert_eq!(ask(C).await, Ok((5 * BS + 10) as u32));
+        write_all(&store, C, (CHUNK_SIZE - 1) as u32, b"z");
+        assert_eq!(ask(C).await, Ok(CHUNK_SIZE as u32));
+        store.truncate(C, 3, 100).unwrap();
+        assert_eq!(ask(ChunkRef { version: 3, ..C }).await, Ok(100));
+        assert_eq!(ask(C).await, Err(FsError::WrongVersion));
+        let missing = ChunkRef {
+            chunk_id: 9,
+            version: 1,
+        };
+        assert_eq!(ask(missing).await, Err(FsError::NoChunk));
+
+        // Not during a write session.
+        let new = ChunkRef { version: 3, ..C };
+        let (mut r, mut w) = connect(addr, Role::Client).await;
+        w.send_now(&ToCs::WriteInit {
+            chunk: new,
+            chain: vec![],
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            r.next_msg::<FromCs>().await.unwrap(),
+            FromCs::WriteStatus {
+                write_id: 0,
+                status: Ok(())
+            }
+        ));
+        w.send_now(&ToCs::GetLength {
+            req_id: 4,
+            chunk: new,
+        })
+        .await
+        .unwrap();
+        assert!(matches!(r.next().await, Err(ProtoError::Closed)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

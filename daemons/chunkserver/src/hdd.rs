@@ -5,15 +5,18 @@
 //! accepted with a warning. Space option: `1.5TiB` / `60%` = use at most this, `-5GiB` /
 //! `-10%` = keep this much free.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use moose_common::lockfile::{self, LockError, Lockfile};
 use moose_common::units::parse_size;
 use moose_common::user::{self, RunAs};
-use moose_proto::DiskReport;
+use moose_proto::{DiskReport, CHUNK_SIZE};
 
+use crate::chunkfile::DATA_OFFSET;
 use crate::identity;
 use crate::sync::{lock, read, write};
 
@@ -249,6 +252,26 @@ pub fn compute_space(
     }
 }
 
+/// Room a disk needs for a new chunk: a chunk file at its largest.
+pub const CHUNK_ROOM: u64 = DATA_OFFSET + CHUNK_SIZE;
+
+/// How many disk errors within how long mark a disk damaged (HDD_ERROR_TOLERANCE_COUNT and
+/// HDD_ERROR_TOLERANCE_PERIOD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tolerance {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl Default for Tolerance {
+    fn default() -> Tolerance {
+        Tolerance {
+            count: 2,
+            period: Duration::from_secs(600),
+        }
+    }
+}
+
 /// One data folder in use: locked, with its cluster id and usage counters.
 #[derive(Debug)]
 pub struct Disk {
@@ -260,11 +283,16 @@ pub struct Disk {
     used: AtomicU64,
     chunks: AtomicU64,
     errors: AtomicU64,
+    tolerance: Tolerance,
+    /// Times of the latest errors (at most `tolerance.count`).
+    recent_errors: Mutex<VecDeque<Instant>>,
+    /// Too many errors: no new chunks until the chunkserver restarts.
+    damaged: AtomicBool,
 }
 
 impl Disk {
     /// Checks the folder is writable by us, takes its `.lock` and reads its `.metaid`.
-    pub fn open(entry: &HddEntry, run_as: &RunAs) -> Result<Disk, String> {
+    pub fn open(entry: &HddEntry, run_as: &RunAs, tolerance: Tolerance) -> Result<Disk, String> {
         user::check_writable(&entry.path, "hdd folder", run_as)?;
         let lock = lockfile::acquire(&entry.path.join(".lock"), "moose-chunkserver").map_err(
             |e| match e {
@@ -287,6 +315,9 @@ impl Disk {
             used: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            tolerance,
+            recent_errors: Mutex::new(VecDeque::new()),
+            damaged: AtomicBool::new(false),
         })
     }
 
@@ -372,8 +403,43 @@ impl Disk {
         }
     }
 
+    /// Counts a disk error; `tolerance.count` errors within `tolerance.period` mark the disk
+    /// damaged.
     pub fn count_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let limit = self.tolerance.count as usize;
+        let mut recent = lock(&self.recent_errors);
+        while recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > self.tolerance.period)
+        {
+            recent.pop_front();
+        }
+        recent.push_back(now);
+        while recent.len() > limit {
+            recent.pop_front();
+        }
+        if recent.len() >= limit && !self.damaged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "hdd folder {}: {} errors within {} s (HDD_ERROR_TOLERANCE_COUNT / \
+                 HDD_ERROR_TOLERANCE_PERIOD); marked damaged: it keeps serving its chunks but \
+                 gets no new ones until the chunkserver restarts; check the drive",
+                self.path.display(),
+                recent.len(),
+                self.tolerance.period.as_secs()
+            );
+        }
+    }
+
+    /// Too many errors lately (see [`Disk::count_error`]).
+    pub fn damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed)
+    }
+
+    /// Whether new chunks may go to this disk at all (not marked for removal, not damaged).
+    fn takes_new_chunks(&self) -> bool {
+        !self.marked_for_removal() && !self.damaged()
     }
 
     /// (total, avail) for this disk, from statvfs and the space option.
@@ -393,24 +459,30 @@ impl Disk {
     }
 
     /// The disk's line in the space report. A disk whose file system cannot be queried is
-    /// reported damaged.
+    /// reported damaged. `avail` is the room for new chunks: 0 when the disk takes none
+    /// (marked for removal, damaged) or has less room than one chunk needs.
     pub fn report(&self, leave_default: u64) -> DiskReport {
-        let (space, damaged) = match self.space(leave_default) {
+        let ((total, avail), unqueryable) = match self.space(leave_default) {
             Ok(s) => (s, false),
             Err(e) => {
                 tracing::debug!("hdd folder {}: statvfs failed: {e}", self.path.display());
                 ((0, 0), true)
             }
         };
+        let avail = if self.takes_new_chunks() && avail >= CHUNK_ROOM {
+            avail
+        } else {
+            0
+        };
         DiskReport {
             path: self.path.display().to_string(),
-            total: space.0,
-            avail: space.1,
+            total,
+            avail,
             used: self.used.load(Ordering::Relaxed),
             chunks: self.chunks.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             marked_for_removal: self.marked_for_removal(),
-            damaged,
+            damaged: unqueryable || self.damaged(),
         }
     }
 }
@@ -494,12 +566,12 @@ impl DiskSet {
         }
     }
 
-    /// The disk for a new chunk: the one with the most available space among those not marked
-    /// for removal; `None` if none has room.
+    /// The disk for a new chunk: the one with the most available space among those neither
+    /// marked for removal nor damaged; `None` if none has room for a whole chunk.
     pub fn choose_for_new(&self) -> Option<Arc<Disk>> {
         let mut best: Option<(u64, Arc<Disk>)> = None;
         for d in self.all() {
-            if d.marked_for_removal() {
+            if !d.takes_new_chunks() {
                 continue;
             }
             let avail = match d.space(self.leave_default) {
@@ -512,7 +584,7 @@ impl DiskSet {
                     continue;
                 }
             };
-            if avail > 0 && best.as_ref().is_none_or(|(a, _)| avail > *a) {
+            if avail >= CHUNK_ROOM && best.as_ref().is_none_or(|(a, _)| avail > *a) {
                 best = Some((avail, d));
             }
         }
@@ -710,8 +782,8 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
         identity::write_metaid(b.path(), 5).unwrap();
-        let da = Arc::new(Disk::open(&entry(a.path()), &me()).unwrap());
-        let db = Arc::new(Disk::open(&entry(b.path()), &me()).unwrap());
+        let da = Arc::new(Disk::open(&entry(a.path()), &me(), Tolerance::default()).unwrap());
+        let db = Arc::new(Disk::open(&entry(b.path()), &me(), Tolerance::default()).unwrap());
         assert!(a.path().join(".lock").exists());
 
         let e = DiskSet::new(vec![da.clone(), db.clone()], 0, Some(6)).unwrap_err();
@@ -735,12 +807,12 @@ mod tests {
 
         // A new disk of the same cluster gets the cluster id; a foreign one is refused.
         let c = tempfile::tempdir().unwrap();
-        let dc = Arc::new(Disk::open(&entry(c.path()), &me()).unwrap());
+        let dc = Arc::new(Disk::open(&entry(c.path()), &me(), Tolerance::default()).unwrap());
         set.add(dc).unwrap();
         assert_eq!(identity::read_metaid(c.path()).unwrap(), Some(5));
         let d = tempfile::tempdir().unwrap();
         identity::write_metaid(d.path(), 8).unwrap();
-        let dd = Arc::new(Disk::open(&entry(d.path()), &me()).unwrap());
+        let dd = Arc::new(Disk::open(&entry(d.path()), &me(), Tolerance::default()).unwrap());
         assert!(set.add(dd).is_err());
         assert_eq!(set.all().len(), 3);
     }
@@ -750,12 +822,64 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let mut e = entry(a.path());
         e.marked_for_removal = true;
-        let d = Arc::new(Disk::open(&e, &me()).unwrap());
+        let d = Arc::new(Disk::open(&e, &me(), Tolerance::default()).unwrap());
         let set = DiskSet::new(vec![d.clone()], 0, None).unwrap();
         assert!(set.choose_for_new().is_none());
-        assert!(set.reports()[0].marked_for_removal);
+        let report = &set.reports()[0];
+        assert!(report.marked_for_removal);
+        assert!(report.total > 0);
+        assert_eq!(report.avail, 0, "a marked disk has no room for new chunks");
         e.marked_for_removal = false;
         d.apply(&e);
         assert!(set.choose_for_new().is_some());
+        assert!(set.reports()[0].avail >= CHUNK_ROOM);
+    }
+
+    #[test]
+    fn too_many_errors_mark_a_disk_damaged() {
+        let a = tempfile::tempdir().unwrap();
+        let tolerance = Tolerance {
+            count: 3,
+            period: Duration::from_millis(300),
+        };
+        let d = Arc::new(Disk::open(&entry(a.path()), &me(), tolerance).unwrap());
+        let set = DiskSet::new(vec![d.clone()], 0, None).unwrap();
+        // Errors spread wider than the period never add up.
+        for _ in 0..3 {
+            d.count_error();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(!d.damaged());
+        let report = &set.reports()[0];
+        assert_eq!(report.errors, 3);
+        assert!(!report.damaged && report.avail > 0);
+        // Three within the period do.
+        for _ in 0..3 {
+            d.count_error();
+        }
+        assert!(d.damaged());
+        let report = &set.reports()[0];
+        assert_eq!(report.errors, 6);
+        assert!(report.damaged);
+        assert_eq!(report.avail, 0);
+        assert!(report.total > 0);
+        assert!(set.choose_for_new().is_none());
+    }
+
+    #[test]
+    fn a_disk_without_room_for_a_chunk_gets_none() {
+        let a = tempfile::tempdir().unwrap();
+        let mut e = entry(a.path());
+        // Room for less than one whole chunk.
+        e.limit = SpaceLimit::UseAtMost(Amount::Bytes(CHUNK_ROOM - 1));
+        let d = Arc::new(Disk::open(&e, &me(), Tolerance::default()).unwrap());
+        let set = DiskSet::new(vec![d.clone()], 0, None).unwrap();
+        assert!(set.choose_for_new().is_none());
+        let report = &set.reports()[0];
+        assert_eq!((report.total, report.avail), (CHUNK_ROOM - 1, 0));
+        e.limit = SpaceLimit::UseAtMost(Amount::Bytes(CHUNK_ROOM));
+        d.apply(&e);
+        assert!(set.choose_for_new().is_some());
+        assert_eq!(set.reports()[0].avail, CHUNK_ROOM);
     }
 }

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod masterconn;
 pub mod orders;
 pub mod replicator;
+pub mod scrub;
 pub mod service;
 pub mod store;
 mod sync;

@@ -1,6 +1,7 @@
-//! The link to the master (port 9420): registration with the whole chunk inventory, space
-//! reports every second, damaged/lost chunk reports, and the master's orders. The link is
-//! re-established (with a full registration) whenever it breaks.
+//! The link to the master (port 9420): registration with the whole chunk inventory, the
+//! chunks on disks marked for removal, space reports every second, damaged/lost chunk
+//! reports, and the master's orders. The link is re-established (with a full registration)
+//! whenever it breaks.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -383,10 +384,25 @@ impl MasterConn {
         let t = self.cfg.master_timeout;
         let (results_tx, mut results_rx) = mpsc::unbounded_channel();
         let mut reader_task = tokio::spawn(read_orders(reader, self.orders.clone(), results_tx));
-        // Damage found earlier still holds; reports queued while disconnected are covered.
+        // Reports queued while disconnected are covered by what follows: the chunks on disks
+        // marked for removal as they are now, and the damage found earlier.
         while self.events.try_recv().is_ok() {}
-        for chunk in self.store.damaged_refs() {
-            if let Err(e) = writer.send(&CsToMaster::ChunkDamaged(chunk)).await {
+        let store = Arc::clone(&self.store);
+        let (marked, damaged) = match tokio::task::spawn_blocking(move || {
+            (store.marked_chunks(), store.damaged_refs())
+        })
+        .await
+        {
+            Ok(lists) => lists,
+            Err(e) => {
+                reader_task.abort();
+                return End::Lost(format!("cannot list the chunks: {e}"));
+            }
+        };
+        let initial = std::iter::once(CsToMaster::MarkedChunks(marked))
+            .chain(damaged.into_iter().map(CsToMaster::ChunkDamaged));
+        for msg in initial {
+            if let Err(e) = writer.send(&msg).await {
                 reader_task.abort();
                 return End::Lost(e.to_string());
             }
@@ -553,8 +569,10 @@ async fn read_orders(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::test_store;
+    use crate::hdd::{HddEntry, SpaceLimit};
+    use crate::store::tests::{damage, test_store};
     use moose_proto::handshake::accept_hello;
+    use moose_proto::msg::MarkedDisk;
     use moose_proto::ChunkRef;
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -589,6 +607,9 @@ mod tests {
             leave_space: 0,
             reconnect_delay: Duration::from_secs(1),
             master_timeout: Duration::from_secs(10),
+            test_speed: 1.0,
+            error_tolerance: Default::default(),
+            labels: String::new(),
         })
     }
 
@@ -693,6 +714,8 @@ mod tests {
             cluster_id: 99,
         })
         .await;
+        // No disk is marked for removal: the list is empty, but it is sent.
+        assert_eq!(m.next().await, CsToMaster::MarkedChunks(Vec::new()));
         let new = ChunkRef {
             chunk_id: 0x11,
             version: 1,
@@ -742,10 +765,94 @@ mod tests {
             cluster_id: 99,
         })
         .await;
+        assert_eq!(
+            m.r.next_msg::<CsToMaster>().await.unwrap(),
+            CsToMaster::MarkedChunks(Vec::new())
+        );
         // The first space report comes within a second.
         assert!(matches!(m.r.next_msg().await.unwrap(), CsToMaster::Space(d) if d.len() == 1));
         stop_tx.send(true).unwrap();
         assert_eq!(m.next().await, CsToMaster::Goodbye);
+        cs.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn marked_chunks_follow_every_registration_and_reload() {
+        let data = tempfile::tempdir().unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        let (store, events) = test_store(disk.path());
+        let chunks = [0x31u64, 0x32].map(|chunk_id| ChunkRef {
+            chunk_id,
+            version: 2,
+        });
+        for c in chunks {
+            store.create(c).unwrap();
+        }
+        // A damaged copy is reported as damaged and listed as marked.
+        damage(&store, disk.path(), chunks[1]);
+        let d = store.disks().all()[0].clone();
+        let mut entry = HddEntry {
+            path: d.path.clone(),
+            line: 1,
+            marked_for_removal: true,
+            limit: SpaceLimit::Default,
+        };
+        d.apply(&entry);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = config(data.path(), listener.local_addr().unwrap().port());
+        let conn = MasterConn::new(
+            cfg,
+            Arc::clone(&store),
+            events,
+            None,
+            Arc::new(Notify::new()),
+        );
+        let life = Arc::new(Recorder::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let l2 = Arc::clone(&life);
+        let cs = tokio::spawn(async move { conn.run(&*l2, stop_rx).await });
+
+        let marked = |mut got: CsToMaster| {
+            if let CsToMaster::MarkedChunks(disks) = &mut got {
+                for d in disks {
+                    d.chunks.sort_by_key(|c| c.chunk_id);
+                }
+            }
+            got
+        };
+        let expected = CsToMaster::MarkedChunks(vec![MarkedDisk {
+            path: disk.path().display().to_string(),
+            chunks: chunks.to_vec(),
+        }]);
+        for _ in 0..2 {
+            let mut m = FakeMaster::accept(&listener).await;
+            m.registration().await;
+            m.send(MasterToCs::RegisterAck {
+                cs_id: 4,
+                cluster_id: 7,
+            })
+            .await;
+            // Right after the acknowledgement, before anything else.
+            assert_eq!(marked(m.r.next_msg().await.unwrap()), expected);
+            assert_eq!(
+                m.r.next_msg::<CsToMaster>().await.unwrap(),
+                CsToMaster::ChunkDamaged(chunks[1])
+            );
+            // A reload queues the new list; it replaces the previous one on the master.
+            entry.marked_for_removal = false;
+            d.apply(&entry);
+            store.report_marked();
+            assert_eq!(m.next().await, CsToMaster::MarkedChunks(Vec::new()));
+            entry.marked_for_removal = true;
+            d.apply(&entry);
+            store.report_marked();
+            assert_eq!(marked(m.next().await), expected);
+            // The next registration sends the list again.
+            drop(m);
+        }
+        let mut m = FakeMaster::accept(&listener).await;
+        m.registration().await;
+        stop_tx.send(true).unwrap();
         cs.await.unwrap();
     }
 

@@ -1,6 +1,7 @@
-//! Replication is a pull: this chunkserver reads the whole chunk from the source's data port
-//! (in pieces, several in flight), checks every piece's CRC, writes it into a temporary file
-//! and gives the file its final name only when everything arrived.
+//! Replication is a pull: this chunkserver asks the source's data port how much data the chunk
+//! holds, reads that much (in pieces, several in flight), checks every piece's CRC, writes
+//! the blocks that are not all zeros into a temporary file and gives the file its final name
+//! only when everything arrived.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,8 @@ const REPLICATION_TIMEOUT: Duration = Duration::from_secs(150);
 const PIECE: usize = 16 * BS;
 /// Read requests in flight.
 const WINDOW: u32 = 4;
-const PIECES: u32 = (CHUNK_SIZE / PIECE as u64) as u32;
+/// Request id of the length query (reads use 1 ..).
+const LENGTH_REQ: u32 = 0;
 
 struct Failure {
     status: FsError,
@@ -74,6 +76,8 @@ pub async fn replicate(store: Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> F
 /// A piece being assembled from data frames.
 struct Piece {
     buf: Vec<u8>,
+    /// Bytes asked for (the last piece may be shorter than PIECE).
+    len: usize,
     received: usize,
     /// CRC of each block when a frame carried exactly that block.
     crcs: [Option<u32>; PIECE / BS],
@@ -114,14 +118,40 @@ async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<()
     };
     let lost = |e: moose_proto::ProtoError| fail(FsError::Io, format!("connection to {peer}: {e}"));
 
+    // Only the data the source holds is copied.
+    writer
+        .send_now(&ToCs::GetLength {
+            req_id: LENGTH_REQ,
+            chunk,
+        })
+        .await
+        .map_err(lost)?;
+    let length = match reader.next_msg::<FromCs>().await.map_err(lost)? {
+        FromCs::Length {
+            req_id: LENGTH_REQ,
+            result: Ok(len),
+        } if u64::from(len) <= CHUNK_SIZE => len as usize,
+        FromCs::Length {
+            req_id: LENGTH_REQ,
+            result: Err(st),
+        } => return Err(fail(st, format!("{peer} answered: {st}"))),
+        other => {
+            return Err(fail(
+                FsError::Io,
+                format!("{peer} sent an unexpected answer to the length query: {other:?}"),
+            ))
+        }
+    };
+    let pieces = length.div_ceil(PIECE) as u32;
+    let piece_len = |index: u32| length.saturating_sub(index as usize * PIECE).min(PIECE);
     let request = |index: u32| ToCs::Read {
         req_id: index + 1,
         chunk,
         offset: index * PIECE as u32,
-        size: PIECE as u32,
+        size: piece_len(index) as u32,
     };
     let mut requested = 0;
-    while requested < WINDOW.min(PIECES) {
+    while requested < WINDOW.min(pieces) {
         writer.send(&request(requested)).await.map_err(lost)?;
         requested += 1;
     }
@@ -131,13 +161,14 @@ async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<()
     let mut current = 0u32;
     let mut piece = Piece {
         buf: vec![0u8; PIECE],
+        len: piece_len(0),
         received: 0,
         crcs: [None; PIECE / BS],
     };
     let mut spare = Some(vec![0u8; PIECE]);
     // At most one piece is being written while the next one arrives.
     let mut writing: Option<WriteTask> = None;
-    while current < PIECES {
+    while current < pieces {
         match reader.next().await.map_err(lost)? {
             Frame::Data(h, data) => {
                 let start = current as usize * PIECE;
@@ -145,7 +176,7 @@ async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<()
                     || h.version != chunk.version
                     || h.req_id != current + 1
                     || h.offset as usize != start + piece.received
-                    || piece.received + data.len() > PIECE
+                    || piece.received + data.len() > piece.len
                 {
                     return Err(fail(
                         FsError::Io,
@@ -183,16 +214,20 @@ async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<()
                         if let Err(st) = status {
                             return Err(fail(st, format!("{peer} answered: {st}")));
                         }
-                        if piece.received != PIECE {
+                        if piece.received != piece.len {
                             return Err(fail(
                                 FsError::Io,
                                 format!(
-                                    "{peer} sent {} of {PIECE} bytes at offset {}",
+                                    "{peer} sent {} of {} bytes at offset {}",
                                     piece.received,
+                                    piece.len,
                                     current as usize * PIECE
                                 ),
                             ));
                         }
+                        // The rest of a last, partial block reads as zeros.
+                        let padded = piece.len.next_multiple_of(BS);
+                        piece.buf[piece.len..padded].fill(0);
                     }
                     other => {
                         return Err(fail(
@@ -201,7 +236,7 @@ async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<()
                         ))
                     }
                 }
-                if requested < PIECES {
+                if requested < pieces {
                     writer.send_now(&request(requested)).await.map_err(lost)?;
                     requested += 1;
                 }
@@ -213,6 +248,7 @@ async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<()
                     &mut piece,
                     Piece {
                         buf: next_buf,
+                        len: piece_len(current + 1),
                         received: 0,
                         crcs: [None; PIECE / BS],
                     },
@@ -256,14 +292,17 @@ async fn finish(w: WriteTask) -> Result<Vec<u8>, Failure> {
 }
 
 /// Writes the blocks of a piece that hold data; all-zero blocks stay holes (their CRC entry
-/// already is the CRC of zeros).
+/// already is the CRC of zeros). A last, partial block is written as long as it is, with the
+/// CRC of the block padded with zeros.
 fn write_piece(new: &NewChunk, first_block: u32, piece: &Piece) -> FsResult<()> {
-    for (i, block) in piece.buf.chunks_exact(BS).enumerate() {
+    let padded = piece.len.next_multiple_of(BS);
+    for (i, block) in piece.buf[..padded].chunks_exact(BS).enumerate() {
         let crc = piece.crcs[i].unwrap_or_else(|| crc32fast::hash(block));
         if crc == ZERO_BLOCK_CRC && block.iter().all(|&b| b == 0) {
             continue;
         }
-        new.write_block(first_block + i as u32, block, crc)?;
+        let data = &block[..(piece.len - i * BS).min(BS)];
+        new.write_block(first_block + i as u32, data, crc)?;
     }
     Ok(())
 }
@@ -271,9 +310,169 @@ fn write_piece(new: &NewChunk, first_block: u32, piece: &Piece) -> FsResult<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunkfile::DATA_OFFSET;
     use crate::dataserver::serve;
-    use crate::store::tests::{read_all, test_store, write_all};
+    use crate::store::tests::{damage, read_all, test_store, write_all};
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::net::TcpListener;
+
+    async fn start(store: Arc<Store>) -> (CsAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let source = CsAddr {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+        };
+        (source, tokio::spawn(serve(listener, store)))
+    }
+
+    /// A relay in front of `target` that counts the bytes `target` sends back.
+    async fn counting_relay(target: &CsAddr) -> (CsAddr, Arc<AtomicU64>) {
+        let target: SocketAddr = format!("{}:{}", target.host, target.port).parse().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = CsAddr {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+        };
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&count);
+        tokio::spawn(async move {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            let mut outbound = TcpStream::connect(target).await.unwrap();
+            let (_, back) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                .await
+                .unwrap();
+            counted.store(back, Ordering::SeqCst);
+        });
+        (relay, count)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copies_only_the_data_the_chunk_holds() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _ea) = test_store(dir_a.path());
+        let (b, _eb) = test_store(dir_b.path());
+        // 5 MiB and a bit: 81 blocks, the last one partial.
+        let len = (5 << 20) + 1234;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 | 1).collect();
+        a.create(C).unwrap();
+        write_all(&a, C, 0, &data);
+        let (source, server) = start(Arc::clone(&a)).await;
+
+        // The data port tells the length.
+        let (mut r, mut w) = {
+            let sock = TcpStream::connect((source.host.as_str(), source.port))
+                .await
+                .unwrap();
+            let (rd, wr) = sock.into_split();
+            let mut r = FrameReader::new(rd);
+            let mut w = FrameWriter::new(wr);
+            say_hello(&mut r, &mut w, Role::Chunkserver, "test")
+                .await
+                .unwrap();
+            (r, w)
+        };
+        for (chunk, want) in [
+            (C, Ok(len as u32)),
+            (ChunkRef { version: 4, ..C }, Err(FsError::WrongVersion)),
+            (
+                ChunkRef {
+                    chunk_id: 1,
+                    version: 1,
+                },
+                Err(FsError::NoChunk),
+            ),
+        ] {
+            w.send_now(&ToCs::GetLength { req_id: 7, chunk })
+                .await
+                .unwrap();
+            assert_eq!(
+                r.next_msg::<FromCs>().await.unwrap(),
+                FromCs::Length {
+                    req_id: 7,
+                    result: want
+                }
+            );
+        }
+
+        let (relay, moved) = counting_relay(&source).await;
+        replicate(Arc::clone(&b), C, &relay).await.unwrap();
+        assert_eq!(read_all(&b, C, 82).unwrap()[..len], data[..]);
+        let path = dir_b.path().join("77/chunk_0000000000000077_00000005.mfs");
+        assert_eq!(
+            std::fs::metadata(path).unwrap().len(),
+            DATA_OFFSET + len as u64
+        );
+        assert_eq!(b.space_reports()[0].used, DATA_OFFSET + len as u64);
+        // The relay reports once both sides have closed.
+        let mut bytes = 0;
+        for _ in 0..500 {
+            bytes = moved.load(Ordering::SeqCst);
+            if bytes > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The data plus frame headers and small messages; nothing near 64 MiB.
+        assert!(
+            bytes >= len as u64 && bytes < len as u64 + 64 * 1024,
+            "{bytes} bytes moved for {len} bytes of data"
+        );
+
+        // An empty chunk is copied without reading anything.
+        let empty = ChunkRef {
+            chunk_id: 0x79,
+            version: 1,
+        };
+        a.create(empty).unwrap();
+        replicate(Arc::clone(&b), empty, &source).await.unwrap();
+        let path = dir_b.path().join("79/chunk_0000000000000079_00000001.mfs");
+        assert_eq!(std::fs::metadata(path).unwrap().len(), DATA_OFFSET);
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_copy_is_replaced_or_deleted() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _ea) = test_store(dir_a.path());
+        let (b, mut events_b) = test_store(dir_b.path());
+        let data: Vec<u8> = (0..2 * BS + 99).map(|i| (i % 241) as u8).collect();
+        for s in [&a, &b] {
+            s.create(C).unwrap();
+            write_all(s, C, 0, &data);
+        }
+        let (source, server) = start(Arc::clone(&a)).await;
+        // A healthy copy of the same version is not replaced.
+        assert_eq!(
+            replicate(Arc::clone(&b), C, &source).await,
+            Err(FsError::Exist)
+        );
+        damage(&b, dir_b.path(), C);
+        assert_eq!(
+            events_b.try_recv().unwrap(),
+            moose_proto::msg::CsToMaster::ChunkDamaged(C)
+        );
+        assert_eq!(b.damaged_refs(), vec![C]);
+
+        // The master orders a new copy here: it takes the damaged one's place.
+        replicate(Arc::clone(&b), C, &source).await.unwrap();
+        assert!(b.damaged_refs().is_empty());
+        assert_eq!(b.chunk_refs(), vec![C]);
+        assert_eq!(read_all(&b, C, 3).unwrap()[..data.len()], data[..]);
+        let report = &b.space_reports()[0];
+        assert_eq!(report.chunks, 1);
+        assert_eq!(report.used, DATA_OFFSET + data.len() as u64);
+        let path = dir_b.path().join("77/chunk_0000000000000077_00000005.mfs");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), report.used);
+
+        // Deleting a damaged copy works as for any other.
+        damage(&b, dir_b.path(), C);
+        b.delete(C).unwrap();
+        assert!(b.chunk_refs().is_empty() && b.damaged_refs().is_empty());
+        assert!(!path.exists());
+        assert_eq!(b.space_reports()[0].chunks, 0);
+        server.abort();
+    }
 
     const C: ChunkRef = ChunkRef {
         chunk_id: 0x77,
@@ -303,11 +502,12 @@ mod tests {
         assert!(copy[data.len()..40 * BS].iter().all(|&x| x == 0));
         assert_eq!(&copy[40 * BS..40 * BS + 10], &[9u8; 10]);
         assert_eq!(b.chunk_refs(), vec![C]);
-        // Zero blocks were not written: the copy is no larger than the data it holds.
+        // Zero blocks were not written, the last block only as far as it holds data: the
+        // copy is exactly as long as the original.
         let path = dir_b.path().join("77/chunk_0000000000000077_00000005.mfs");
         assert_eq!(
             std::fs::metadata(path).unwrap().len(),
-            crate::chunkfile::DATA_OFFSET + (41 * BS) as u64
+            DATA_OFFSET + (40 * BS + 10) as u64
         );
 
         // Already here: refused.

@@ -14,11 +14,18 @@ use crate::dataserver;
 use crate::hdd::{self, Disk, DiskSet};
 use crate::identity;
 use crate::masterconn::MasterConn;
+use crate::scrub;
 use crate::store::Store;
 
 /// The body run by `moose_common::daemon::main` (after privileges were dropped).
 pub async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     let cfg = Arc::new(CsConfig::from_config(&ctx.config, &ctx.data_path)?);
+    if !cfg.labels.is_empty() {
+        tracing::info!(
+            "LABELS = {} is accepted but not used yet: this chunkserver is treated as unlabelled",
+            cfg.labels
+        );
+    }
     let hdd_file = hdd::load(&cfg.hdd_file)?;
     for w in &hdd_file.warnings {
         tracing::warn!("{w}");
@@ -26,7 +33,7 @@ pub async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     let mut disks = Vec::with_capacity(hdd_file.entries.len());
     for entry in &hdd_file.entries {
         disks.push(Arc::new(
-            Disk::open(entry, &ctx.run_as).map_err(anyhow::Error::msg)?,
+            Disk::open(entry, &ctx.run_as, cfg.error_tolerance).map_err(anyhow::Error::msg)?,
         ));
     }
     let id = identity::load(&cfg.id_file())?;
@@ -92,21 +99,47 @@ pub async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     );
     let data_port = tokio::spawn(dataserver::serve(listener, Arc::clone(&store)));
 
+    let disks_added = Arc::new(Notify::new());
+    let tester = tokio::spawn(scrub::run(
+        Arc::clone(&store),
+        cfg.test_speed,
+        Arc::clone(&disks_added),
+    ));
+
     let reregister = Arc::new(Notify::new());
     let reloader = tokio::spawn(reload_loop(
         ctx.reload_signal(),
         Arc::clone(&cfg),
         Arc::clone(&store),
         ctx.run_as.clone(),
-        Arc::clone(&reregister),
+        Reloaded {
+            reregister: Arc::clone(&reregister),
+            disks_added,
+        },
     ));
 
     MasterConn::new(cfg, store, events, id, reregister)
         .run(&ctx, ctx.shutdown_signal())
         .await;
     reloader.abort();
+    tester.abort();
     data_port.abort();
     Ok(())
+}
+
+/// Who hears of a reload's outcome.
+struct Reloaded {
+    /// The master link: new folders brought chunks, register them.
+    reregister: Arc<Notify>,
+    /// The background test: new folders to test.
+    disks_added: Arc<Notify>,
+}
+
+/// What a reload changed.
+#[derive(Debug, PartialEq)]
+struct ReloadOutcome {
+    disks: usize,
+    chunks: usize,
 }
 
 async fn reload_loop(
@@ -114,15 +147,26 @@ async fn reload_loop(
     cfg: Arc<CsConfig>,
     store: Arc<Store>,
     run_as: RunAs,
-    reregister: Arc<Notify>,
+    tell: Reloaded,
 ) {
     while signal.changed().await.is_ok() {
-        let (cfg, store, run_as) = (Arc::clone(&cfg), Arc::clone(&store), run_as.clone());
-        match tokio::task::spawn_blocking(move || reload_disks(&cfg, &store, &run_as)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => {
-                tracing::info!("{n} chunks found on new hdd folders");
-                reregister.notify_one();
+        let (cfg, s, run_as) = (Arc::clone(&cfg), Arc::clone(&store), run_as.clone());
+        match tokio::task::spawn_blocking(move || reload_disks(&cfg, &s, &run_as)).await {
+            Ok(Ok(outcome)) => {
+                if outcome.disks > 0 {
+                    tell.disks_added.notify_one();
+                }
+                if outcome.chunks > 0 {
+                    // The new registration lists the marked chunks after the master knows
+                    // them all.
+                    tracing::info!("{} chunks found on new hdd folders", outcome.chunks);
+                    tell.reregister.notify_one();
+                } else {
+                    let s = Arc::clone(&store);
+                    if let Err(e) = tokio::task::spawn_blocking(move || s.report_marked()).await {
+                        tracing::error!("cannot list the chunks on marked hdd folders: {e}");
+                    }
+                }
             }
             Ok(Err(e)) => tracing::error!("reload: {e}; the hdd folders stay as they were"),
             Err(e) => tracing::error!("reload failed: {e}"),
@@ -130,22 +174,25 @@ async fn reload_loop(
     }
 }
 
-/// Re-reads the hdd file: applies `*` marks and space options, adds new folders. Returns the
-/// number of chunks found on new folders.
-fn reload_disks(cfg: &CsConfig, store: &Store, run_as: &RunAs) -> Result<usize, String> {
+/// Re-reads the hdd file: applies `*` marks and space options, adds new folders. Returns how
+/// many folders were added and how many chunks were found on them.
+fn reload_disks(cfg: &CsConfig, store: &Store, run_as: &RunAs) -> Result<ReloadOutcome, String> {
     let file = hdd::load(&cfg.hdd_file).map_err(|e| e.to_string())?;
     tracing::info!("reloading hdd file {}", cfg.hdd_file.display());
     for w in &file.warnings {
         tracing::warn!("{w}");
     }
     let current = store.disks().all();
-    let mut added = 0;
+    let mut added = ReloadOutcome {
+        disks: 0,
+        chunks: 0,
+    };
     for entry in &file.entries {
         if let Some(disk) = current.iter().find(|d| d.path == entry.path) {
             disk.apply(entry);
             continue;
         }
-        let disk = match Disk::open(entry, run_as) {
+        let disk = match Disk::open(entry, run_as, cfg.error_tolerance) {
             Ok(d) => Arc::new(d),
             Err(e) => {
                 tracing::error!("reload: {e}; folder not added");
@@ -156,10 +203,11 @@ fn reload_disks(cfg: &CsConfig, store: &Store, run_as: &RunAs) -> Result<usize, 
             tracing::error!("reload: {e}; folder not added");
             continue;
         }
+        added.disks += 1;
         match store.scan(&disk) {
             Ok(n) => {
                 tracing::info!("hdd folder {} added with {n} chunks", disk.path.display());
-                added += n;
+                added.chunks += n;
             }
             Err(e) => tracing::error!(
                 "reload: cannot scan new hdd folder {}: {e}; it only gets new chunks",
@@ -184,6 +232,7 @@ fn reload_disks(cfg: &CsConfig, store: &Store, run_as: &RunAs) -> Result<usize, 
 mod tests {
     use super::*;
     use crate::store::tests::{me, test_store};
+    use moose_proto::msg::{CsToMaster, MarkedDisk};
     use moose_proto::ChunkRef;
     use std::path::Path;
     use std::time::Duration;
@@ -201,6 +250,9 @@ mod tests {
             leave_space: 0,
             reconnect_delay: Duration::from_secs(1),
             master_timeout: Duration::from_secs(10),
+            test_speed: 1.0,
+            error_tolerance: Default::default(),
+            labels: String::new(),
         }
     }
 
@@ -227,7 +279,13 @@ mod tests {
         )
         .unwrap();
         let cfg = config(&hdd_file);
-        assert_eq!(reload_disks(&cfg, &store, &me()).unwrap(), 1);
+        assert_eq!(
+            reload_disks(&cfg, &store, &me()).unwrap(),
+            ReloadOutcome {
+                disks: 1,
+                chunks: 1
+            }
+        );
         let reports = store.space_reports();
         assert_eq!(reports.len(), 2);
         assert!(reports[0].marked_for_removal);
@@ -250,5 +308,81 @@ mod tests {
         let e = reload_disks(&cfg, &store, &me()).unwrap_err();
         assert!(e.contains("hdd.cfg:1: bad space option"), "{e}");
         assert_eq!(store.disks().all().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_reload_reports_the_marked_chunks() {
+        let etc = tempfile::tempdir().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let c = tempfile::tempdir().unwrap();
+        let (store, mut events) = test_store(a.path());
+        let chunk = ChunkRef {
+            chunk_id: 0x42,
+            version: 3,
+        };
+        store.create(chunk).unwrap();
+        {
+            let (other, _e) = test_store(c.path());
+            other
+                .create(ChunkRef {
+                    chunk_id: 0x43,
+                    version: 1,
+                })
+                .unwrap();
+        }
+        let hdd_file = etc.path().join("hdd.cfg");
+        let cfg = Arc::new(config(&hdd_file));
+        let (signal, signal_rx) = watch::channel(0u64);
+        let tell = Reloaded {
+            reregister: Arc::new(Notify::new()),
+            disks_added: Arc::new(Notify::new()),
+        };
+        let (reregister, disks_added) =
+            (Arc::clone(&tell.reregister), Arc::clone(&tell.disks_added));
+        let reloader = tokio::spawn(reload_loop(signal_rx, cfg, Arc::clone(&store), me(), tell));
+        let reload = |text: String| {
+            std::fs::write(&hdd_file, text).unwrap();
+            signal.send_modify(|n| *n += 1);
+        };
+        let mut next_event = async || {
+            tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        };
+
+        // Folder a marked: its chunk is listed.
+        reload(format!("*{}\n", a.path().display()));
+        assert_eq!(
+            next_event().await,
+            CsToMaster::MarkedChunks(vec![MarkedDisk {
+                path: a.path().display().to_string(),
+                chunks: vec![chunk],
+            }])
+        );
+        // A new, empty folder b: the background test hears of it; the list is sent again.
+        reload(format!("*{}\n{}\n", a.path().display(), b.path().display()));
+        assert!(matches!(next_event().await, CsToMaster::MarkedChunks(d) if d.len() == 1));
+        tokio::time::timeout(Duration::from_secs(10), disks_added.notified())
+            .await
+            .unwrap();
+        // Unmarked again: an empty list replaces the previous one.
+        reload(format!("{}\n{}\n", a.path().display(), b.path().display()));
+        assert_eq!(next_event().await, CsToMaster::MarkedChunks(Vec::new()));
+        // A new folder with chunks: the master link registers again (and sends the list
+        // after the acknowledgement) instead.
+        reload(format!(
+            "{}\n{}\n*{}\n",
+            a.path().display(),
+            b.path().display(),
+            c.path().display()
+        ));
+        tokio::time::timeout(Duration::from_secs(10), reregister.notified())
+            .await
+            .unwrap();
+        assert_eq!(store.marked_chunks().len(), 1);
+        assert!(events.try_recv().is_err());
+        reloader.abort();
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use moose_proto::msg::CsToMaster;
+use moose_proto::msg::{CsToMaster, MarkedDisk};
 use moose_proto::{ChunkRef, DiskReport, FsError, FsResult, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
@@ -60,6 +60,12 @@ impl Entry {
     fn path(&self, chunk_id: u64) -> PathBuf {
         chunkfile::chunk_path(&self.disk.path, self.subdir, chunk_id, self.version)
     }
+
+    /// Whether a copy of `version` pulled from another server replaces this one: it is of
+    /// another version, or damaged.
+    fn replaceable_by(&self, version: u32) -> bool {
+        self.version != version || self.damaged
+    }
 }
 
 /// An open chunk, as a write session or a sync uses it.
@@ -83,7 +89,8 @@ pub struct NewChunk {
 }
 
 impl NewChunk {
-    /// Writes one whole block (block number `block`, CRC `crc`).
+    /// Writes block `block`: a whole block, or the start of the chunk's last block; `crc` is
+    /// the CRC of the block padded with zeros.
     pub fn write_block(&self, block: u32, data: &[u8], crc: u32) -> FsResult<()> {
         chunkfile::write_block(&self.file, block, data, crc).map_err(|e| {
             io_error(
@@ -118,10 +125,14 @@ impl Drop for NewChunk {
     }
 }
 
-/// Counts a disk error, logs it and maps it to a status.
+/// Logs a failed disk operation and maps it to a status: a full disk (ENOSPC, EDQUOT) is
+/// `NoSpace`, anything else is `Io` and counts as an error of the disk.
 fn io_error(disk: &Disk, what: &str, e: io::Error) -> FsError {
-    if e.kind() == io::ErrorKind::StorageFull {
-        tracing::warn!("{what}: hdd folder {} is full", disk.path.display());
+    if matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) {
+        tracing::warn!("{what}: hdd folder {} is full ({e})", disk.path.display());
         return FsError::NoSpace;
     }
     disk.count_error();
@@ -129,9 +140,30 @@ fn io_error(disk: &Disk, what: &str, e: io::Error) -> FsError {
     FsError::Io
 }
 
+/// Marks a chunk as being written (a write session is open on it) while it lives; the
+/// background test leaves such chunks alone.
+pub struct Writing {
+    store: Arc<Store>,
+    chunk_id: u64,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut writing = lock(&self.store.writing);
+        if let MapEntry::Occupied(mut o) = writing.entry(self.chunk_id) {
+            *o.get_mut() -= 1;
+            if *o.get() == 0 {
+                o.remove();
+            }
+        }
+    }
+}
+
 pub struct Store {
     disks: DiskSet,
     chunks: Mutex<HashMap<u64, Entry>>,
+    /// Chunks with open write sessions, and how many.
+    writing: Mutex<HashMap<u64, u32>>,
     files: FileCache,
     stripes: Vec<RwLock<()>>,
     next_generation: AtomicU64,
@@ -147,6 +179,7 @@ impl Store {
         let store = Store {
             disks,
             chunks: Mutex::new(HashMap::new()),
+            writing: Mutex::new(HashMap::new()),
             files: FileCache::new(FILE_CACHE_SIZE),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             next_generation: AtomicU64::new(1),
@@ -282,6 +315,51 @@ impl Store {
         lock(&self.chunks).len()
     }
 
+    /// The chunks on `disk`; damaged copies are left out when `with_damaged` is false.
+    pub fn chunks_on(&self, disk: &Arc<Disk>, with_damaged: bool) -> Vec<ChunkRef> {
+        lock(&self.chunks)
+            .iter()
+            .filter(|(_, e)| Arc::ptr_eq(&e.disk, disk) && (with_damaged || !e.damaged))
+            .map(|(&chunk_id, e)| ChunkRef {
+                chunk_id,
+                version: e.version,
+            })
+            .collect()
+    }
+
+    /// Every disk marked for removal with every chunk on it, for the master.
+    pub fn marked_chunks(&self) -> Vec<MarkedDisk> {
+        self.disks
+            .all()
+            .iter()
+            .filter(|d| d.marked_for_removal())
+            .map(|d| MarkedDisk {
+                path: d.path.display().to_string(),
+                chunks: self.chunks_on(d, true),
+            })
+            .collect()
+    }
+
+    /// Queues the current list of chunks on disks marked for removal for the master.
+    pub fn report_marked(&self) {
+        let _ = self
+            .events
+            .send(CsToMaster::MarkedChunks(self.marked_chunks()));
+    }
+
+    /// Marks the chunk as being written until the returned guard is dropped.
+    pub fn writing(self: &Arc<Self>, chunk_id: u64) -> Writing {
+        *lock(&self.writing).entry(chunk_id).or_insert(0) += 1;
+        Writing {
+            store: Arc::clone(self),
+            chunk_id,
+        }
+    }
+
+    fn is_writing(&self, chunk_id: u64) -> bool {
+        lock(&self.writing).contains_key(&chunk_id)
+    }
+
     pub fn space_reports(&self) -> Vec<DiskReport> {
         self.disks.reports()
     }
@@ -297,6 +375,12 @@ impl Store {
 
     /// Opens the chunk (from the cache when possible), checking its version and header.
     pub fn open(&self, chunk: ChunkRef) -> FsResult<Handle> {
+        self.open_as(chunk, true)
+    }
+
+    /// Like [`Store::open`]; a file that had to be opened is kept in the cache only if
+    /// `keep` (the background test and length queries do not push out the files in use).
+    fn open_as(&self, chunk: ChunkRef, keep: bool) -> FsResult<Handle> {
         // A rename between looking the chunk up and opening its file makes the open fail;
         // look it up again then (a few times at most).
         for _ in 0..3 {
@@ -354,8 +438,10 @@ impl Store {
                 }
             }
             let file = Arc::new(file);
-            self.files
-                .insert(chunk.chunk_id, generation, Arc::clone(&file));
+            if keep {
+                self.files
+                    .insert(chunk.chunk_id, generation, Arc::clone(&file));
+            }
             return Ok(Handle { chunk, file, disk });
         }
         Err(FsError::Io)
@@ -399,6 +485,59 @@ impl Store {
         if newly {
             let _ = self.events.send(CsToMaster::ChunkDamaged(chunk));
         }
+    }
+
+    /// Bytes of data in the chunk (its file's size without the header), at most a chunk.
+    pub fn data_length(&self, chunk: ChunkRef) -> FsResult<u32> {
+        let h = self.open_as(chunk, false)?;
+        let len = h.file.metadata().map_err(|e| {
+            io_error(
+                &h.disk,
+                &format!("cannot stat chunk {:016X}", chunk.chunk_id),
+                e,
+            )
+        })?;
+        // At most CHUNK_SIZE (64 MiB), so it fits.
+        Ok(len.len().saturating_sub(DATA_OFFSET).min(CHUNK_SIZE) as u32)
+    }
+
+    /// Background test of one block: reads it and its CRC entry (holding the chunk's stripe
+    /// only for that) and compares. A mismatch or an unreadable block marks the copy damaged
+    /// (reported to the master once) and fails. `Ok(false)`: the chunk is being written and
+    /// was not tested.
+    pub fn test_block(&self, chunk: ChunkRef, block: u32, buf: &mut Block) -> FsResult<bool> {
+        if self.is_writing(chunk.chunk_id) {
+            return Ok(false);
+        }
+        let h = self.open_as(chunk, false)?;
+        let mut table = [0u32; 1];
+        let read = {
+            let _guard = read(self.stripe(chunk.chunk_id));
+            chunkfile::read_crcs(&h.file, block, &mut table)
+                .and_then(|()| chunkfile::read_block(&h.file, block, &mut buf[..]))
+        };
+        if let Err(e) = read {
+            self.mark_damaged(
+                chunk,
+                &h.disk,
+                &format!("background test: cannot read block {block}: {e}"),
+            );
+            return Err(FsError::Io);
+        }
+        let crc = crc32fast::hash(&buf[..]);
+        if crc != table[0] {
+            self.mark_damaged(
+                chunk,
+                &h.disk,
+                &format!(
+                    "background test: CRC mismatch in block {block} (table {:08X}, data \
+                     {crc:08X})",
+                    table[0]
+                ),
+            );
+            return Err(FsError::Crc);
+        }
+        Ok(true)
     }
 
     /// Reads whole blocks `first ..` into `buf` (a multiple of the block size), checking each
@@ -497,15 +636,18 @@ impl Store {
         self.begin(chunk, false)
     }
 
-    /// Like [`Store::begin_new`] for a copy pulled from another server: a copy of another
-    /// (stale) version held here is replaced when the new one is committed.
+    /// Like [`Store::begin_new`] for a copy pulled from another server: a copy held here of
+    /// another (stale) version, or of this version but damaged, is replaced when the new one
+    /// is committed.
     pub fn begin_copy(&self, chunk: ChunkRef) -> FsResult<NewChunk> {
         self.begin(chunk, true)
     }
 
     fn begin(&self, chunk: ChunkRef, replaces_stale: bool) -> FsResult<NewChunk> {
         match lock(&self.chunks).get(&chunk.chunk_id) {
-            Some(e) if !replaces_stale || e.version == chunk.version => return Err(FsError::Exist),
+            Some(e) if !replaces_stale || !e.replaceable_by(chunk.version) => {
+                return Err(FsError::Exist)
+            }
             _ => {}
         }
         let disk = self.disks.choose_for_new().ok_or_else(|| {
@@ -558,7 +700,7 @@ impl Store {
         let mut map = lock(&self.chunks);
         let stale = match map.get(&id) {
             None => None,
-            Some(e) if new.replaces_stale && e.version != new.chunk.version => {
+            Some(e) if new.replaces_stale && e.replaceable_by(new.chunk.version) => {
                 Some((e.path(id), e.version))
             }
             Some(_) => return Err(FsError::Exist),
@@ -572,19 +714,29 @@ impl Store {
         })?;
         new.committed = true;
         if let Some((old_path, old_version)) = stale {
-            if let Err(e) = std::fs::remove_file(&old_path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!("cannot remove {}: {e}", old_path.display());
+            // A damaged copy of the same version in the same folder was overwritten by the
+            // rename; anywhere else the old file is removed.
+            if old_path != path {
+                if let Err(e) = std::fs::remove_file(&old_path) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!("cannot remove {}: {e}", old_path.display());
+                    }
                 }
             }
             if let Some(old) = map.remove(&id) {
                 old.disk.remove_chunk(old.len);
             }
             self.files.remove(id);
-            tracing::info!(
-                "chunk {id:016X}: version {old_version} replaced by the copied version {}",
-                new.chunk.version
-            );
+            if old_version == new.chunk.version {
+                tracing::info!(
+                    "chunk {id:016X} version {old_version}: damaged copy replaced by a fresh copy"
+                );
+            } else {
+                tracing::info!(
+                    "chunk {id:016X}: version {old_version} replaced by the copied version {}",
+                    new.chunk.version
+                );
+            }
         }
         new.disk.add_chunk(len);
         map.insert(
@@ -732,7 +884,7 @@ fn scan_subdir(dir: &Path) -> io::Result<Vec<(u64, u32, u64)>> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::hdd::{HddEntry, SpaceLimit};
+    use crate::hdd::{Amount, HddEntry, SpaceLimit, Tolerance};
     use moose_common::user::RunAs;
 
     pub(crate) fn me() -> RunAs {
@@ -746,13 +898,21 @@ pub(crate) mod tests {
 
     /// A store over one fresh temporary disk.
     pub(crate) fn test_store(dir: &Path) -> (Arc<Store>, mpsc::UnboundedReceiver<CsToMaster>) {
+        test_store_with(dir, SpaceLimit::Default)
+    }
+
+    /// A store over one fresh temporary disk with this space option.
+    pub(crate) fn test_store_with(
+        dir: &Path,
+        limit: SpaceLimit,
+    ) -> (Arc<Store>, mpsc::UnboundedReceiver<CsToMaster>) {
         let entry = HddEntry {
             path: dir.to_path_buf(),
             line: 1,
             marked_for_removal: false,
-            limit: SpaceLimit::Default,
+            limit,
         };
-        let disk = Arc::new(Disk::open(&entry, &me()).unwrap());
+        let disk = Arc::new(Disk::open(&entry, &me(), Tolerance::default()).unwrap());
         let set = DiskSet::new(vec![disk.clone()], 0, None).unwrap();
         let (store, events) = Store::new(set);
         store.scan(&disk).unwrap();
@@ -773,6 +933,17 @@ pub(crate) mod tests {
         let mut crcs = vec![0u32; blocks];
         store.read_blocks(chunk, 0, &mut buf, &mut crcs)?;
         Ok(buf)
+    }
+
+    /// Spoils the CRC entry of block 0 of a chunk on `dir` and reads the block, so that the
+    /// store finds the copy damaged (and reports it).
+    pub(crate) fn damage(store: &Store, dir: &Path, chunk: ChunkRef) {
+        use std::os::unix::fs::FileExt;
+        let subdir = chunkfile::default_subdir(chunk.chunk_id);
+        let path = chunkfile::chunk_path(dir, subdir, chunk.chunk_id, chunk.version);
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&[0xFF; 4], chunkfile::CRC_OFFSET).unwrap();
+        assert_eq!(read_all(store, chunk, 1), Err(FsError::Crc));
     }
 
     const C: ChunkRef = ChunkRef {
@@ -962,6 +1133,98 @@ pub(crate) mod tests {
         assert_eq!(store.open(C).err(), Some(FsError::NoChunk));
         assert_eq!(events.try_recv().unwrap(), CsToMaster::ChunkLost(C));
         assert!(store.chunk_refs().is_empty());
+    }
+
+    #[test]
+    fn a_full_disk_is_no_space_and_other_errors_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        let disk = store.disks().all()[0].clone();
+        let mut scratch = chunkfile::new_block();
+        let block = vec![1u8; BS];
+        let crc = crc32fast::hash(&block);
+        // /dev/full fails every write with ENOSPC, as a full file system does.
+        let dev_full = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let full = Handle {
+            chunk: C,
+            file: Arc::new(dev_full),
+            disk: Arc::clone(&disk),
+        };
+        assert_eq!(
+            store.write(&full, 0, &block, crc, &mut scratch),
+            Err(FsError::NoSpace)
+        );
+        assert_eq!(
+            store.write(&full, 10, b"abc", crc32fast::hash(b"abc"), &mut scratch),
+            Err(FsError::NoSpace)
+        );
+        let quota = io::Error::from_raw_os_error(nix::errno::Errno::EDQUOT as i32);
+        assert_eq!(io_error(&disk, "test", quota), FsError::NoSpace);
+        let report = &store.space_reports()[0];
+        assert_eq!(report.errors, 0, "a full disk is not a failing disk");
+        assert!(!report.damaged && report.avail > 0);
+
+        // Any other failure is a disk error; two within HDD_ERROR_TOLERANCE_PERIOD mark the
+        // disk damaged. (A read-only descriptor fails writes with EBADF.)
+        std::fs::write(dir.path().join("ro"), b"").unwrap();
+        let read_only = Handle {
+            chunk: C,
+            file: Arc::new(File::open(dir.path().join("ro")).unwrap()),
+            disk: Arc::clone(&disk),
+        };
+        assert_eq!(
+            store.write(&read_only, 0, &block, crc, &mut scratch),
+            Err(FsError::Io)
+        );
+        let report = &store.space_reports()[0];
+        assert_eq!(report.errors, 1);
+        assert!(!report.damaged);
+        assert_eq!(
+            store.write(&read_only, 0, &block, crc, &mut scratch),
+            Err(FsError::Io)
+        );
+        let report = &store.space_reports()[0];
+        assert_eq!(report.errors, 2);
+        assert!(report.damaged);
+        assert_eq!(report.avail, 0);
+        // A damaged disk gets no new chunks.
+        assert_eq!(store.create(C), Err(FsError::NoSpace));
+    }
+
+    #[test]
+    fn background_test_and_length_leave_the_file_cache_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        write_all(&store, C, 0, &vec![3u8; BS + 1]);
+        store.files.remove(C.chunk_id);
+        let mut buf = chunkfile::new_block();
+        assert_eq!(store.data_length(C), Ok(BS as u32 + 1));
+        assert_eq!(store.test_block(C, 0, &mut buf), Ok(true));
+        assert_eq!(store.test_block(C, 1, &mut buf), Ok(true));
+        assert!(store.files.is_empty());
+        // A file already cached is used.
+        store.open(C).unwrap();
+        assert_eq!(store.test_block(C, 1, &mut buf), Ok(true));
+        assert_eq!(store.files.len(), 1);
+        assert_eq!(
+            store.test_block(ChunkRef { version: 2, ..C }, 0, &mut buf),
+            Err(FsError::WrongVersion)
+        );
+    }
+
+    #[test]
+    fn create_without_room_for_a_chunk_is_no_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = SpaceLimit::UseAtMost(Amount::Bytes(32 << 20));
+        let (store, _events) = test_store_with(dir.path(), limit);
+        assert_eq!(store.create(C), Err(FsError::NoSpace));
+        assert!(store.chunk_refs().is_empty());
+        assert_eq!(store.space_reports()[0].avail, 0);
     }
 
     #[test]

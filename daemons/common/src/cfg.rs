@@ -193,10 +193,7 @@ impl Config {
         if p.is_absolute() {
             p
         } else {
-            self.path
-                .parent()
-                .map(|d| d.join(&p))
-                .unwrap_or(p)
+            self.path.parent().map(|d| d.join(&p)).unwrap_or(p)
         }
     }
 }
@@ -256,9 +253,15 @@ mod tests {
         let text = "DATA_PAHT = /x\nnonsense\nDATA_PATH = /a\nDATA_PATH = /b\n";
         let cfg = Config::parse(Path::new("m.cfg"), text, KEYS);
         let w = cfg.warnings().join("\n");
-        assert!(w.contains("m.cfg:1: unknown key DATA_PAHT (did you mean DATA_PATH?)"), "{w}");
+        assert!(
+            w.contains("m.cfg:1: unknown key DATA_PAHT (did you mean DATA_PATH?)"),
+            "{w}"
+        );
         assert!(w.contains("m.cfg:2: bad definition"), "{w}");
-        assert!(w.contains("m.cfg:4: DATA_PATH is set again (first at line 3)"), "{w}");
+        assert!(
+            w.contains("m.cfg:4: DATA_PATH is set again (first at line 3)"),
+            "{w}"
+        );
         assert_eq!(cfg.get("DATA_PATH"), Some("/b"));
     }
 

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("{name} is already running (pid {pid}, lockfile {path})")]
-    Held { name: String, pid: i32, path: PathBuf },
+    Held {
+        name: String,
+        pid: i32,
+        path: PathBuf,
+    },
     #[error("cannot create lockfile {path}: {source}")]
     Create {
         path: PathBuf,
@@ -116,7 +120,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".t.lock");
         let lock = acquire(&path, "t").unwrap();
-        assert_eq!(holder(&path), None, "own process is not reported by F_GETLK");
+        assert_eq!(
+            holder(&path),
+            None,
+            "own process is not reported by F_GETLK"
+        );
         drop(lock);
         assert!(acquire(&path, "t").is_ok());
     }

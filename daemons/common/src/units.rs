@@ -111,7 +111,10 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration_secs("30"), Ok(30));
         assert_eq!(parse_duration_secs("1.5h"), Ok(5400));
-        assert_eq!(parse_duration_secs("1w2d3h4m5s"), Ok(604800 + 172800 + 10800 + 240 + 5));
+        assert_eq!(
+            parse_duration_secs("1w2d3h4m5s"),
+            Ok(604800 + 172800 + 10800 + 240 + 5)
+        );
         assert!(parse_duration_secs("5x").is_err());
         assert!(parse_duration_secs("h").is_err());
     }

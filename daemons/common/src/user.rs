@@ -22,9 +22,10 @@ pub fn resolve(user: &str, group: &str) -> Result<RunAs, String> {
         let uid: u32 = num
             .parse()
             .map_err(|_| format!("WORKING_USER = {user}: '#' must be followed by a number"))?;
-        User::from_uid(Uid::from_raw(uid)).ok().flatten().ok_or_else(|| {
-            format!("WORKING_USER = {user}: no user has uid {uid}")
-        })?
+        User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("WORKING_USER = {user}: no user has uid {uid}"))?
     } else {
         User::from_name(user).ok().flatten().ok_or_else(|| {
             format!(
@@ -45,9 +46,10 @@ pub fn resolve(user: &str, group: &str) -> Result<RunAs, String> {
             .map_err(|_| format!("WORKING_GROUP = {group}: '#' must be followed by a number"))?;
         (group.to_string(), gid)
     } else {
-        let g = Group::from_name(group).ok().flatten().ok_or_else(|| {
-            format!("WORKING_GROUP = {group}: no such group on this host")
-        })?;
+        let g = Group::from_name(group)
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("WORKING_GROUP = {group}: no such group on this host"))?;
         (g.name, g.gid.as_raw())
     };
     Ok(RunAs {

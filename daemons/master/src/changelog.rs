@@ -14,7 +14,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::ops::Op;
 
-use moose_proto::files::{changelog_header, CHANGELOG_HEADER_LEN as HEADER_LEN, CHANGELOG_SIGNATURE as SIGNATURE};
+use moose_proto::files::{
+    changelog_header, CHANGELOG_HEADER_LEN as HEADER_LEN, CHANGELOG_SIGNATURE as SIGNATURE,
+};
 /// Largest record accepted when reading (a record is one op).
 const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
@@ -157,7 +159,12 @@ pub struct Changelog {
 impl Changelog {
     /// Opens `changelog.0.mfs` in `dir` for appending (creating it with a header if needed)
     /// and starts the writer thread. `version` is the last version already on disk.
-    pub fn open(dir: &Path, cluster_id: u64, version: u64, back_logs: u32) -> Result<Changelog, ChangelogError> {
+    pub fn open(
+        dir: &Path,
+        cluster_id: u64,
+        version: u64,
+        back_logs: u32,
+    ) -> Result<Changelog, ChangelogError> {
         let file = open_current(dir, cluster_id)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let (stream, _) = broadcast::channel(1 << 16);
@@ -187,7 +194,9 @@ impl Changelog {
     pub fn append(&self, rec: &Record) {
         let bytes = encode_record(rec);
         if self.stream.receiver_count() > 0 {
-            let _ = self.stream.send((rec.version, std::sync::Arc::new(bytes.clone())));
+            let _ = self
+                .stream
+                .send((rec.version, std::sync::Arc::new(bytes.clone())));
         }
         let _ = self.tx.send(Cmd::Record(rec.version, bytes));
     }
@@ -376,7 +385,10 @@ mod tests {
         let cur = read_file(&dir.path().join(file_name(0))).unwrap();
         assert_eq!(cur.records, vec![rec(3)]);
         assert_eq!(
-            list_files(dir.path()).iter().map(|f| f.0).collect::<Vec<_>>(),
+            list_files(dir.path())
+                .iter()
+                .map(|f| f.0)
+                .collect::<Vec<_>>(),
             vec![0, 1]
         );
     }

@@ -1,13 +1,15 @@
 //! The client port (9421): mounts, moose-tool and status queries. Each connection registers a
 //! session (checked against the exports), then sends requests that are answered out of order.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use parking_lot::Mutex;
 use std::sync::Arc;
 
 use moose_proto::handshake::{accept_hello, Role};
-use moose_proto::msg::{ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest};
+use moose_proto::msg::{
+    ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest,
+};
 use moose_proto::{FrameReader, FrameWriter, FsError, Inode};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -101,11 +103,15 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
             ClRequest::Register(reg) if role == Role::Client => {
                 if let Some(old) = session.take() {
                     release_session(&master, &old);
-                    master.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    master
+                        .sessions
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 match register(&master, peer, &reg, challenge.take().as_deref()) {
                     Ok((s, reply)) => {
-                        master.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        master
+                            .sessions
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         session = Some(Arc::new(s));
                         Ok(reply)
                     }
@@ -143,7 +149,9 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     let _ = writer_task.await;
     if let Some(s) = session {
         release_session(&master, &s);
-        master.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        master
+            .sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("session {} from {} closed", s.id, s.ip);
     }
 }
@@ -192,11 +200,7 @@ fn register(
 
 /// A session ended: its open files close and its write locks are released.
 fn release_session(master: &Master, s: &Session) {
-    let open: Vec<(Inode, u32)> = s
-        .open
-        .lock()
-        .drain()
-        .collect();
+    let open: Vec<(Inode, u32)> = s.open.lock().drain().collect();
     let mut st = master.state();
     st.rt.write_locks.retain(|_, l| l.session != s.id);
     for (inode, n) in open {

@@ -20,6 +20,7 @@ pub const KEYS: &[&str] = &[
     "REPLICATIONS_DELAY_INIT",
     "CHUNKS_WRITE_REP_LIMIT",
     "CHUNKS_READ_REP_LIMIT",
+    "ACCEPTABLE_PERCENTAGE_DIFFERENCE",
 ];
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct MasterConfig {
     pub write_rep_limit: usize,
     /// Concurrent replications out of one chunkserver.
     pub read_rep_limit: usize,
+    /// Rebalance when chunkservers' disk usage differs by more than this many percent.
+    pub acceptable_difference: f64,
 }
 
 fn host(cfg: &Config, key: &str) -> String {
@@ -89,6 +92,15 @@ impl MasterConfig {
             replications_delay: cfg.get_duration_secs("REPLICATIONS_DELAY_INIT", 0)?,
             write_rep_limit: first_limit(cfg, "CHUNKS_WRITE_REP_LIMIT", 4).max(1),
             read_rep_limit: first_limit(cfg, "CHUNKS_READ_REP_LIMIT", 8).max(1),
+            acceptable_difference: match cfg.get("ACCEPTABLE_PERCENTAGE_DIFFERENCE") {
+                None => 5.0,
+                Some(v) => v.parse::<f64>().ok().filter(|p| *p > 0.0).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: ACCEPTABLE_PERCENTAGE_DIFFERENCE = {v}: expected a positive number of percent",
+                        cfg.path().display()
+                    )
+                })?,
+            },
             data_path,
         })
     }

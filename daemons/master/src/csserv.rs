@@ -1,10 +1,10 @@
 //! The chunkserver port (9420): registration, chunk inventories, disk reports, and the orders
 //! the master gives (create, delete, set version, truncate, replicate).
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use parking_lot::{Mutex, MutexGuard};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +49,24 @@ impl CsEntry {
         self.disks.iter().map(|d| d.used).sum()
     }
 
+    /// Share of the space of its usable disks that is taken.
+    pub fn usage(&self) -> f64 {
+        let (mut total, mut avail) = (0u64, 0u64);
+        for d in self
+            .disks
+            .iter()
+            .filter(|d| !d.marked_for_removal && !d.damaged)
+        {
+            total += d.total;
+            avail += d.avail;
+        }
+        if total == 0 {
+            1.0
+        } else {
+            1.0 - avail as f64 / total as f64
+        }
+    }
+
     /// Can take new chunks: connected and has a usable disk with room.
     pub fn writable(&self) -> bool {
         self.connected
@@ -63,8 +81,9 @@ impl CsEntry {
 #[derive(Debug, Clone)]
 pub struct CsView {
     pub id: u32,
-    pub addr: CsAddr,
     pub avail: u64,
+    /// Share of the usable space in use, 0.0 to 1.0.
+    pub usage: f64,
     pub writable: bool,
 }
 
@@ -94,8 +113,8 @@ impl CsRegistry {
             .filter(|e| e.connected)
             .map(|e| CsView {
                 id: e.id,
-                addr: e.addr.clone(),
                 avail: e.avail(),
+                usage: e.usage(),
                 writable: e.writable(),
             })
             .collect()
@@ -113,6 +132,35 @@ impl CsRegistry {
         self.lock().values().find(|e| &e.addr == addr).map(|e| e.id)
     }
 
+    /// Adds a registering chunkserver, keeping the id it had (by its saved id or address) or
+    /// giving it a new one. Refuses a second chunkserver on an address already connected.
+    pub fn admit(&self, mut entry: CsEntry) -> Result<u32, String> {
+        let mut entries = self.lock();
+        if let Some(e) = entries
+            .values()
+            .find(|e| e.addr == entry.addr && e.connected)
+        {
+            return Err(format!(
+                "a chunkserver at {} is already connected (id {}); two chunkservers on one \
+                 host need distinct CSSERV_LISTEN_PORT values",
+                entry.addr, e.id
+            ));
+        }
+        let wanted = entry.id;
+        let known = entries
+            .values()
+            .find(|e| (wanted != 0 && e.id == wanted) || e.addr == entry.addr)
+            .map(|e| e.id);
+        let id = match known {
+            Some(id) => id,
+            None if wanted != 0 && !entries.contains_key(&wanted) => wanted,
+            None => entries.keys().max().copied().unwrap_or(0) + 1,
+        };
+        entry.id = id;
+        entries.insert(id, entry);
+        Ok(id)
+    }
+
     /// Sends an order to chunkserver `id` and waits for its result.
     pub async fn order(
         &self,
@@ -123,10 +171,11 @@ impl CsRegistry {
         let (tx, rx) = oneshot::channel();
         let sender = {
             let entries = self.lock();
-            let e = entries.get(&id).filter(|e| e.connected).ok_or(FsError::Io)?;
-            e.pending
-                .lock()
-                .insert(req_id, tx);
+            let e = entries
+                .get(&id)
+                .filter(|e| e.connected)
+                .ok_or(FsError::Io)?;
+            e.pending.lock().insert(req_id, tx);
             e.tx.clone().ok_or(FsError::Io)?
         };
         sender.send(make(req_id)).await.map_err(|_| FsError::Io)?;
@@ -135,9 +184,7 @@ impl CsRegistry {
             Ok(Err(_)) => Err(FsError::Io),
             Err(_) => {
                 if let Some(e) = self.lock().get(&id) {
-                    e.pending
-                        .lock()
-                        .remove(&req_id);
+                    e.pending.lock().remove(&req_id);
                 }
                 Err(FsError::TimedOut)
             }
@@ -174,7 +221,11 @@ async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
     reason: String,
 ) -> anyhow::Result<()> {
     tracing::warn!("chunkserver {peer} refused: {reason}");
-    writer.send_now(&MasterToCs::Refused { reason: reason.clone() }).await?;
+    writer
+        .send_now(&MasterToCs::Refused {
+            reason: reason.clone(),
+        })
+        .await?;
     anyhow::bail!("refused: {reason}")
 }
 
@@ -240,40 +291,19 @@ where
     }
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let (tx, mut rx) = mpsc::channel::<MasterToCs>(1024);
-    let id = {
-        let mut entries = master.cs.lock();
-        if let Some(e) = entries.values().find(|e| e.addr == addr && e.connected) {
-            let reason = format!(
-                "a chunkserver at {addr} is already connected (id {}); two chunkservers on one \
-                 host need distinct CSSERV_LISTEN_PORT values",
-                e.id
-            );
-            drop(entries);
-            return refuse(&mut writer, peer, reason).await;
-        }
-        let known = entries
-            .values()
-            .find(|e| (cs_id != 0 && e.id == cs_id) || e.addr == addr)
-            .map(|e| e.id);
-        let id = match known {
-            Some(id) => id,
-            None if cs_id != 0 && !entries.contains_key(&cs_id) => cs_id,
-            None => entries.keys().max().copied().unwrap_or(0) + 1,
-        };
-        entries.insert(
-            id,
-            CsEntry {
-                id,
-                addr: addr.clone(),
-                version,
-                connected: true,
-                disks,
-                left_gracefully: false,
-                tx: Some(tx),
-                pending: pending.clone(),
-            },
-        );
-        id
+    let admitted = master.cs.admit(CsEntry {
+        id: cs_id,
+        addr: addr.clone(),
+        version,
+        connected: true,
+        disks,
+        left_gracefully: false,
+        tx: Some(tx),
+        pending: pending.clone(),
+    });
+    let id = match admitted {
+        Ok(id) => id,
+        Err(reason) => return refuse(&mut writer, peer, reason).await,
     };
     let (known, unknown) = {
         let mut st = master.state();
@@ -328,7 +358,12 @@ where
             _ = &mut writer_task => break Err(anyhow::anyhow!("connection lost while sending")),
         };
         let msg = match msg {
-            Err(_) => break Err(anyhow::anyhow!("no message for {} s; dropping it", timeout.as_secs())),
+            Err(_) => {
+                break Err(anyhow::anyhow!(
+                    "no message for {} s; dropping it",
+                    timeout.as_secs()
+                ))
+            }
             Ok(Err(e)) if e.is_disconnect() => break Ok(()),
             Ok(Err(e)) => break Err(e.into()),
             Ok(Ok(m)) => m,
@@ -340,16 +375,31 @@ where
                 }
             }
             CsToMaster::OpDone { req_id, status } => {
-                if let Some(tx) = pending
-                    .lock()
-                    .remove(&req_id)
-                {
+                if let Some(tx) = pending.lock().remove(&req_id) {
                     let _ = tx.send(status);
                 }
             }
             CsToMaster::ChunkDamaged(c) | CsToMaster::ChunkLost(c) => {
-                tracing::warn!("chunkserver {addr}: copy of chunk {:016X} v{} is damaged or lost", c.chunk_id, c.version);
+                tracing::warn!(
+                    "chunkserver {addr}: copy of chunk {:016X} v{} is damaged or lost",
+                    c.chunk_id,
+                    c.version
+                );
                 drop_bad_copy(master, id, c);
+            }
+            CsToMaster::MarkedChunks(disks) => {
+                let mut st = master.state();
+                st.rt.marked.retain(|(_, cs), _| *cs != id);
+                let mut n = 0;
+                for d in disks {
+                    for c in d.chunks {
+                        st.rt.marked.insert((c.chunk_id, id), d.path.clone());
+                        n += 1;
+                    }
+                }
+                if n > 0 {
+                    tracing::info!("chunkserver {addr}: {n} chunks on disks marked for removal");
+                }
             }
             CsToMaster::Goodbye => {
                 tracing::info!("chunkserver {addr} is stopping (graceful disconnection)");
@@ -375,7 +425,9 @@ where
 fn disconnect(master: &Master, id: u32) {
     let pending = {
         let mut entries = master.cs.lock();
-        let Some(e) = entries.get_mut(&id) else { return };
+        let Some(e) = entries.get_mut(&id) else {
+            return;
+        };
         e.connected = false;
         e.tx = None;
         let mut p = e.pending.lock();
@@ -390,22 +442,31 @@ fn disconnect(master: &Master, id: u32) {
         !copies.is_empty()
     });
     st.rt.deletions.retain(|(cs, _)| *cs != id);
+    st.rt.marked.retain(|(_, cs), _| *cs != id);
+    st.rt.damaged.retain(|(_, cs)| *cs != id);
 }
 
-/// A copy failed its CRC: stop using it, and delete it when another valid copy exists.
+/// A copy failed its CRC: it stops counting and serving reads when another valid copy
+/// exists (the health loop then replaces or deletes it); the only copy is kept in use for the
+/// blocks that still read.
 pub fn drop_bad_copy(master: &Master, cs: u32, c: ChunkRef) {
     let mut st = master.state();
-    let current = st.meta.chunks.get(&c.chunk_id).map(|m| m.version);
-    let Some(copies) = st.rt.locations.get_mut(&c.chunk_id) else {
+    let Some(current) = st.meta.chunks.get(&c.chunk_id).map(|m| m.version) else {
         return;
     };
-    let others_valid = copies
-        .iter()
-        .filter(|x| x.cs != cs && Some(x.version) == current)
-        .count();
+    if c.version != current {
+        return;
+    }
+    let others_valid = st.rt.locations.get(&c.chunk_id).map_or(0, |copies| {
+        copies
+            .iter()
+            .filter(|x| {
+                x.cs != cs && x.version == current && !st.rt.damaged.contains(&(c.chunk_id, x.cs))
+            })
+            .count()
+    });
     if others_valid > 0 {
-        copies.retain(|x| x.cs != cs);
-        st.rt.deletions.push((cs, c));
+        st.rt.damaged.insert((c.chunk_id, cs));
     } else {
         tracing::error!(
             "chunk {:016X}: the only copy (on chunkserver id {cs}) is damaged; keeping it for the blocks that still read",

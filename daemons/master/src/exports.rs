@@ -116,7 +116,10 @@ pub struct Exports {
 
 /// Normalizes a subfolder given by a client or an exports line: "/a/b", or "/" for the root.
 pub fn normalize_path(p: &str) -> String {
-    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     format!("/{}", parts.join("/"))
 }
 
@@ -231,7 +234,10 @@ fn parse_options<'a>(text: &'a str) -> Result<ExportOptions, String> {
         }
     }
     if o.mingoal > o.maxgoal {
-        return Err(format!("mingoal {} is above maxgoal {}", o.mingoal, o.maxgoal));
+        return Err(format!(
+            "mingoal {} is above maxgoal {}",
+            o.mingoal, o.maxgoal
+        ));
     }
     Ok(o)
 }
@@ -317,8 +323,11 @@ impl Exports {
                 self.path.display()
             ));
         }
-        let mut candidates: Vec<&ExportLine> =
-            by_ip.iter().copied().filter(|l| l.admits_path(&subdir)).collect();
+        let mut candidates: Vec<&ExportLine> = by_ip
+            .iter()
+            .copied()
+            .filter(|l| l.admits_path(&subdir))
+            .collect();
         if candidates.is_empty() {
             let paths: Vec<String> = by_ip
                 .iter()
@@ -348,7 +357,8 @@ impl Exports {
                     }
                     (Some(_), _) => password_failure = Some("incorrect password"),
                     (None, _) => {
-                        password_failure.get_or_insert("a password is needed (mount with -o mfspassword=...)");
+                        password_failure
+                            .get_or_insert("a password is needed (mount with -o mfspassword=...)");
                     }
                 },
             }
@@ -387,11 +397,20 @@ mod tests {
     #[test]
     fn address_forms() {
         assert_eq!(parse_address("*"), Ok((0, u32::MAX)));
-        assert_eq!(parse_address("10.0.0.0/8").unwrap().1, u32::from(Ipv4Addr::new(10, 255, 255, 255)));
-        assert_eq!(parse_address("192.168.1.0/255.255.255.0").unwrap().1, u32::from(Ipv4Addr::new(192, 168, 1, 255)));
+        assert_eq!(
+            parse_address("10.0.0.0/8").unwrap().1,
+            u32::from(Ipv4Addr::new(10, 255, 255, 255))
+        );
+        assert_eq!(
+            parse_address("192.168.1.0/255.255.255.0").unwrap().1,
+            u32::from(Ipv4Addr::new(192, 168, 1, 255))
+        );
         assert_eq!(
             parse_address("10.0.0.5-10.0.0.9"),
-            Ok((u32::from(Ipv4Addr::new(10, 0, 0, 5)), u32::from(Ipv4Addr::new(10, 0, 0, 9))))
+            Ok((
+                u32::from(Ipv4Addr::new(10, 0, 0, 5)),
+                u32::from(Ipv4Addr::new(10, 0, 0, 9))
+            ))
         );
         assert!(parse_address("10.0.0.9-10.0.0.5").is_err());
         assert!(parse_address("10.0.0.0/33").is_err());
@@ -411,9 +430,19 @@ mod tests {
         assert_eq!(l.line, 2);
         assert!(!l.opts.read_only);
         assert_eq!(ex.admit(ip("10.1.2.3"), "/", None, None).unwrap().line, 1);
-        assert_eq!(ex.admit(ip("10.1.2.3"), "/data/x", None, None).unwrap().line, 3);
-        let err = ex.admit(ip("192.168.0.1"), "/data/x", None, None).unwrap_err();
-        assert!(err.contains("no exports line admits 192.168.0.1 for /data/x"), "{err}");
+        assert_eq!(
+            ex.admit(ip("10.1.2.3"), "/data/x", None, None)
+                .unwrap()
+                .line,
+            3
+        );
+        let err = ex
+            .admit(ip("192.168.0.1"), "/data/x", None, None)
+            .unwrap_err();
+        assert!(
+            err.contains("no exports line admits 192.168.0.1 for /data/x"),
+            "{err}"
+        );
         let none = parse("10.0.0.1 / rw\n");
         let err = none.admit(ip("10.0.3.7"), "/", None, None).unwrap_err();
         assert!(err.starts_with("no exports line admits 10.0.3.7"), "{err}");
@@ -424,9 +453,13 @@ mod tests {
         let ex = parse("* / rw,password=secret\n");
         let challenge = [7u8; 32];
         let good = password_proof(&challenge, "secret");
-        assert!(ex.admit(ip("1.2.3.4"), "/", Some(&good), Some(&challenge)).is_ok());
+        assert!(ex
+            .admit(ip("1.2.3.4"), "/", Some(&good), Some(&challenge))
+            .is_ok());
         let bad = password_proof(&challenge, "nope");
-        let err = ex.admit(ip("1.2.3.4"), "/", Some(&bad), Some(&challenge)).unwrap_err();
+        let err = ex
+            .admit(ip("1.2.3.4"), "/", Some(&bad), Some(&challenge))
+            .unwrap_err();
         assert!(err.starts_with("incorrect password"), "{err}");
         let err = ex.admit(ip("1.2.3.4"), "/", None, None).unwrap_err();
         assert!(err.starts_with("a password is needed"), "{err}");

@@ -3,8 +3,8 @@
 //! disks. Replication runs as fast as the per-server limits allow: every finished copy wakes
 //! the loop at once instead of waiting for the next pass.
 
-use std::collections::{HashMap, HashSet};
 use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,11 +57,14 @@ pub async fn run(master: Arc<Master>, mut shutdown: watch::Receiver<bool>) {
                 Action::Delete { cs, chunk } => {
                     m.deleting.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
-                        let r = m
-                            .cs
-                            .order(cs, |req_id| MasterToCs::Delete { req_id, chunk })
-                            .await;
-                        tracing::debug!("delete chunk {:016X} v{} on cs {cs}: {r:?}", chunk.chunk_id, chunk.version);
+                        let r =
+                            m.cs.order(cs, |req_id| MasterToCs::Delete { req_id, chunk })
+                                .await;
+                        tracing::debug!(
+                            "delete chunk {:016X} v{} on cs {cs}: {r:?}",
+                            chunk.chunk_id,
+                            chunk.version
+                        );
                         m.deleting.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
@@ -96,9 +99,8 @@ async fn replicate(m: &Master, chunk: ChunkRef, source: u32, target: u32) {
         return;
     };
     let started = Instant::now();
-    let result = m
-        .cs
-        .order(target, |req_id| MasterToCs::Replicate {
+    let result =
+        m.cs.order(target, |req_id| MasterToCs::Replicate {
             req_id,
             chunk,
             source: source_addr.clone(),
@@ -109,6 +111,7 @@ async fn replicate(m: &Master, chunk: ChunkRef, source: u32, target: u32) {
         Ok(()) => {
             let current = st.meta.chunks.get(&chunk.chunk_id).map(|c| c.version);
             if current == Some(chunk.version) && m.cs.is_connected(target) {
+                st.rt.damaged.remove(&(chunk.chunk_id, target));
                 let copies = st.rt.locations.entry(chunk.chunk_id).or_default();
                 copies.retain(|c| c.cs != target);
                 copies.push(Copy {
@@ -153,6 +156,12 @@ fn plan(master: &Master, in_flight: &Mutex<InFlight>) -> Vec<Action> {
     let mut flight = in_flight.lock();
     let (write_limit, read_limit) = (master.cfg.write_rep_limit, master.cfg.read_rep_limit);
     let st = &mut *st;
+    let spread = usage_spread(&servers);
+    let rebalance =
+        spread.is_some_and(|(_, lo, hi)| (hi - lo) * 100.0 > master.cfg.acceptable_difference);
+    // Chunks short of copies, most urgent first: (copies that count, chunk, every holder).
+    let mut short: Vec<(usize, ChunkRef, Vec<u32>, Vec<u32>)> = Vec::new();
+    let mut stable: Vec<(ChunkRef, Vec<u32>)> = Vec::new();
     for (&chunk_id, meta) in &st.meta.chunks {
         if flight.chunks.contains(&chunk_id) || st.rt.write_locks.contains_key(&chunk_id) {
             continue;
@@ -184,54 +193,134 @@ fn plan(master: &Master, in_flight: &Mutex<InFlight>) -> Vec<Action> {
             .get(&meta.inode)
             .map(|n| n.goal as usize)
             .unwrap_or(1);
-        let valid: Vec<u32> = copies.iter().map(|c| c.cs).collect();
         let chunk = ChunkRef {
             chunk_id,
             version: meta.version,
         };
-        if valid.is_empty() {
+        let holders: Vec<u32> = copies.iter().map(|c| c.cs).collect();
+        // Copies on disks marked for removal serve reads but do not count; damaged ones
+        // neither count nor serve.
+        let counts = |cs: &u32| {
+            !st.rt.marked.contains_key(&(chunk_id, *cs))
+                && !st.rt.damaged.contains(&(chunk_id, *cs))
+        };
+        let counted: Vec<u32> = holders.iter().copied().filter(counts).collect();
+        let damaged: Vec<u32> = holders
+            .iter()
+            .copied()
+            .filter(|cs| st.rt.damaged.contains(&(chunk_id, *cs)))
+            .collect();
+        if holders.is_empty() {
             continue;
         }
-        if valid.len() < goal {
-            let open_targets: Vec<_> = servers
+        if counted.len() >= goal && !damaged.is_empty() {
+            for &cs in &damaged {
+                copies.retain(|c| c.cs != cs);
+                st.rt.damaged.remove(&(chunk_id, cs));
+                actions.push(Action::Delete { cs, chunk });
+            }
+        }
+        if counted.len() < goal {
+            // A damaged holder may take the new copy (it replaces the bad one in place).
+            let sources: Vec<u32> = holders
                 .iter()
-                .filter(|s| flight.into.get(&s.id).copied().unwrap_or(0) < write_limit)
-                .cloned()
+                .copied()
+                .filter(|cs| !damaged.contains(cs))
                 .collect();
-            let Ok(target) = placement::choose_new(&open_targets, 1, &valid) else {
-                continue;
-            };
-            let Some(&source) = valid
-                .iter()
-                .filter(|s| flight.out_of.get(s).copied().unwrap_or(0) < read_limit)
-                .min_by_key(|s| flight.out_of.get(s).copied().unwrap_or(0))
-            else {
-                continue;
-            };
-            let target = target[0].id;
-            flight.chunks.insert(chunk_id);
-            *flight.into.entry(target).or_default() += 1;
-            *flight.out_of.entry(source).or_default() += 1;
-            actions.push(Action::Replicate {
-                chunk,
-                source,
-                target,
-            });
-        } else if valid.len() > goal {
-            // Trim the copies on the fullest servers.
-            let mut ranked: Vec<(u64, u32)> = valid
+            let exclude: Vec<u32> = sources.clone();
+            short.push((counted.len(), chunk, sources, exclude));
+        } else if counted.len() > goal {
+            // Trim the counted copies on the fullest servers.
+            let mut ranked: Vec<(u64, u32)> = counted
                 .iter()
                 .map(|id| {
-                    let avail = servers.iter().find(|s| s.id == *id).map(|s| s.avail).unwrap_or(0);
-                    (avail, *id)
+                    let usage = servers
+                        .iter()
+                        .find(|s| s.id == *id)
+                        .map(|s| s.usage)
+                        .unwrap_or(1.0);
+                    ((usage * 1e9) as u64, *id)
                 })
                 .collect();
-            ranked.sort();
-            for (_, cs) in ranked.into_iter().take(valid.len() - goal) {
+            ranked.sort_by(|a, b| b.cmp(a));
+            for (_, cs) in ranked.into_iter().take(counted.len() - goal) {
                 copies.retain(|c| c.cs != cs);
                 actions.push(Action::Delete { cs, chunk });
+            }
+        } else if rebalance {
+            stable.push((chunk, holders));
+        }
+    }
+    short.sort_by_key(|(counted, _, _, _)| *counted);
+    for (_, chunk, sources, exclude) in short {
+        let open_targets: Vec<_> = servers
+            .iter()
+            .filter(|s| flight.into.get(&s.id).copied().unwrap_or(0) < write_limit)
+            .cloned()
+            .collect();
+        let Ok(target) = placement::choose_new(&open_targets, 1, &exclude) else {
+            continue;
+        };
+        let Some(&source) = sources
+            .iter()
+            .filter(|s| flight.out_of.get(s).copied().unwrap_or(0) < read_limit)
+            .min_by_key(|s| flight.out_of.get(s).copied().unwrap_or(0))
+        else {
+            continue;
+        };
+        schedule(&mut flight, &mut actions, chunk, source, target[0].id);
+    }
+    // Rebalancing: copy from the fullest server to the emptiest; the chunk is then overgoal
+    // and the next pass trims the copy on the fullest server.
+    if let Some((full, _, _)) = spread.filter(|_| rebalance) {
+        let empty = servers
+            .iter()
+            .filter(|s| s.writable)
+            .min_by(|a, b| a.usage.total_cmp(&b.usage))
+            .map(|s| s.id);
+        if let Some(empty) = empty {
+            for (chunk, holders) in stable {
+                let busy = flight.into.get(&empty).copied().unwrap_or(0) >= write_limit
+                    || flight.out_of.get(&full).copied().unwrap_or(0) >= read_limit;
+                if busy {
+                    break;
+                }
+                if holders.contains(&full) && !holders.contains(&empty) {
+                    schedule(&mut flight, &mut actions, chunk, full, empty);
+                }
             }
         }
     }
     actions
+}
+
+fn schedule(
+    flight: &mut InFlight,
+    actions: &mut Vec<Action>,
+    chunk: ChunkRef,
+    source: u32,
+    target: u32,
+) {
+    flight.chunks.insert(chunk.chunk_id);
+    *flight.into.entry(target).or_default() += 1;
+    *flight.out_of.entry(source).or_default() += 1;
+    actions.push(Action::Replicate {
+        chunk,
+        source,
+        target,
+    });
+}
+
+/// The fullest server and the lowest and highest usage among writable servers.
+fn usage_spread(servers: &[crate::csserv::CsView]) -> Option<(u32, f64, f64)> {
+    let writable: Vec<_> = servers.iter().filter(|s| s.writable).collect();
+    if writable.len() < 2 {
+        return None;
+    }
+    let full = writable.iter().max_by(|a, b| a.usage.total_cmp(&b.usage))?;
+    let lo = writable
+        .iter()
+        .map(|s| s.usage)
+        .fold(f64::INFINITY, f64::min);
+    Some((full.id, lo, full.usage))
 }

@@ -36,12 +36,14 @@ fn main() -> ExitCode {
 }
 
 async fn bind(addr: &(String, u16), keys: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind((addr.0.as_str(), addr.1)).await.with_context(|| {
-        format!(
-            "cannot listen on {}:{} ({keys}); is another master running, or is the port taken?",
-            addr.0, addr.1
-        )
-    })
+    TcpListener::bind((addr.0.as_str(), addr.1))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} ({keys}); is another master running, or is the port taken?",
+                addr.0, addr.1
+            )
+        })
 }
 
 async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
@@ -55,7 +57,9 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     let (dir, goal) = (cfg.data_path.clone(), cfg.default_goal);
     if ctx.verb == Verb::Restore {
         let [from] = ctx.args.as_slice() else {
-            anyhow::bail!("usage: moose-master -c CFG restore FROM_DIR (a folder of metalogger files)");
+            anyhow::bail!(
+                "usage: moose-master -c CFG restore FROM_DIR (a folder of metalogger files)"
+            );
         };
         let from = from.clone();
         let version = tokio::task::spawn_blocking(move || master::restore(&from, &dir, goal))
@@ -72,11 +76,16 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
         .context("metadata loader failed")??;
     let m = Arc::new(master::Master::new(cfg, meta, exports)?);
     if fresh {
-        m.dump().await.context("cannot write the first metadata dump")?;
+        m.dump()
+            .await
+            .context("cannot write the first metadata dump")?;
     }
     let orphans = m.state().orphans();
     if !orphans.is_empty() {
-        tracing::info!("removing {} files that were deleted while open", orphans.len());
+        tracing::info!(
+            "removing {} files that were deleted while open",
+            orphans.len()
+        );
         let mut st = m.state();
         for op in orphans {
             m.commit(&mut st, op)?;
@@ -166,7 +175,9 @@ async fn dump_loop(m: Arc<master::Master>) {
         tick.tick().await;
         match m.dump().await {
             Ok(v) => tracing::info!("metadata dump written at version {v}"),
-            Err(e) => tracing::error!("metadata dump failed: {e:#}; the changelog still has every change"),
+            Err(e) => {
+                tracing::error!("metadata dump failed: {e:#}; the changelog still has every change")
+            }
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The master as a whole: state, changelog, chunkserver registry, exports and sessions, and
 //! the start-up that rebuilds the state from the newest dump plus the changelogs.
 
+use parking_lot::RwLock;
+use parking_lot::{Mutex, MutexGuard};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use parking_lot::{Mutex, MutexGuard};
-use parking_lot::RwLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -117,10 +117,14 @@ pub fn load_meta(dir: &Path, default_goal: u8, repair: bool) -> anyhow::Result<(
         .map(|n| dir.join(n))
         .filter(|p| p.exists())
         .collect();
-    let stock: Vec<&str> = ["metadata.mfs.back", "metadata.mfs.empty", "metadata_ml.mfs.back"]
-        .into_iter()
-        .filter(|f| dir.join(f).exists())
-        .collect();
+    let stock: Vec<&str> = [
+        "metadata.mfs.back",
+        "metadata.mfs.empty",
+        "metadata_ml.mfs.back",
+    ]
+    .into_iter()
+    .filter(|f| dir.join(f).exists())
+    .collect();
     if !stock.is_empty() && dumps.is_empty() {
         bail!(
             "{} holds stock MooseFS files ({}); moose-master does not read them. \
@@ -197,7 +201,11 @@ pub fn load_meta(dir: &Path, default_goal: u8, repair: bool) -> anyhow::Result<(
                 changelog::truncate_torn(path, at)?;
             }
         }
-        records.extend(read.records.into_iter().filter(|r| r.version > loaded_version));
+        records.extend(
+            read.records
+                .into_iter()
+                .filter(|r| r.version > loaded_version),
+        );
     }
     records.sort_by_key(|r| r.version);
     records.dedup_by_key(|r| r.version);
@@ -213,7 +221,11 @@ pub fn load_meta(dir: &Path, default_goal: u8, repair: bool) -> anyhow::Result<(
             );
         }
         state.apply(&rec.op).map_err(|e| {
-            anyhow::anyhow!("replaying change {} failed ({e}): {:?}", rec.version, rec.op)
+            anyhow::anyhow!(
+                "replaying change {} failed ({e}): {:?}",
+                rec.version,
+                rec.op
+            )
         })?;
         state.meta.version = rec.version;
     }

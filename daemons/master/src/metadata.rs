@@ -154,6 +154,9 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(load(&path), Err(MetadataError::Damaged { .. })));
         std::fs::write(&path, b"MFSM NEW").unwrap();
-        assert!(matches!(load(&path), Err(MetadataError::StockMooseFs { .. })));
+        assert!(matches!(
+            load(&path),
+            Err(MetadataError::StockMooseFs { .. })
+        ));
     }
 }

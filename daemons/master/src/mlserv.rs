@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moose_proto::handshake::{accept_hello, Role};
-use moose_proto::msg::{MasterToMl, MlToMaster};
+use moose_proto::msg::{MasterToMl, MetaloggerInfo, MlToMaster};
 use moose_proto::{FrameReader, FrameWriter};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -20,12 +20,19 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    if let Err(e) = accept_hello(&mut reader, &mut writer, &[Role::Metalogger], "the master's metalogger port").await {
+    if let Err(e) = accept_hello(
+        &mut reader,
+        &mut writer,
+        &[Role::Metalogger],
+        "the master's metalogger port",
+    )
+    .await
+    {
         tracing::warn!("metalogger port: connection from {peer} refused: {e}");
         return;
     }
     let id = master.metaloggers.lock().add(peer.to_string());
-    match follow(&master, &mut reader, &mut writer).await {
+    match follow(&master, id, &mut reader, &mut writer).await {
         Ok(()) => tracing::info!("metalogger {peer} disconnected"),
         Err(e) => tracing::warn!("metalogger {peer} disconnected: {e:#}"),
     }
@@ -34,6 +41,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
 
 async fn follow<R, W>(
     master: &Master,
+    id: u64,
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
 ) -> anyhow::Result<()>
@@ -47,7 +55,11 @@ where
     let mut changes = master.log.subscribe();
     let (dump, cluster_id, at) = {
         let st = master.state();
-        (metadata::encode(&st.meta), st.meta.cluster_id, st.meta.version)
+        (
+            metadata::encode(&st.meta),
+            st.meta.cluster_id,
+            st.meta.version,
+        )
     };
     tracing::info!(
         "metalogger (software {version}) connected: sending the dump at version {at} ({} bytes)",
@@ -85,6 +97,7 @@ where
             }
             msg = reader.next_msg::<MlToMaster>() => match msg {
                 Ok(MlToMaster::Nop) => {}
+                Ok(MlToMaster::Synced { version }) => master.metaloggers.lock().synced(id, version),
                 Ok(other) => anyhow::bail!("unexpected message {other:?}"),
                 Err(e) if e.is_disconnect() => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -97,7 +110,11 @@ where
 type Change = (u64, Arc<Vec<u8>>);
 
 /// Adds a change newer than the dump (at version `at`) to the batch.
-fn keep(batch: &mut Vec<(u64, Vec<u8>)>, at: u64, r: Result<Change, RecvError>) -> anyhow::Result<()> {
+fn keep(
+    batch: &mut Vec<(u64, Vec<u8>)>,
+    at: u64,
+    r: Result<Change, RecvError>,
+) -> anyhow::Result<()> {
     match r {
         Ok((v, bytes)) if v > at => {
             batch.push((v, bytes.to_vec()));
@@ -115,21 +132,28 @@ fn keep(batch: &mut Vec<(u64, Vec<u8>)>, at: u64, r: Result<Change, RecvError>) 
 #[derive(Default)]
 pub struct Metaloggers {
     next: u64,
-    list: Vec<(u64, String)>,
+    list: Vec<(u64, MetaloggerInfo)>,
 }
 
 impl Metaloggers {
     pub fn add(&mut self, addr: String) -> u64 {
         self.next += 1;
-        self.list.push((self.next, addr));
+        self.list
+            .push((self.next, MetaloggerInfo { addr, version: 0 }));
         self.next
+    }
+
+    pub fn synced(&mut self, id: u64, version: u64) {
+        if let Some((_, m)) = self.list.iter_mut().find(|(i, _)| *i == id) {
+            m.version = version;
+        }
     }
 
     pub fn remove(&mut self, id: u64) {
         self.list.retain(|(i, _)| *i != id);
     }
 
-    pub fn addresses(&self) -> Vec<String> {
-        self.list.iter().map(|(_, a)| a.clone()).collect()
+    pub fn list(&self) -> Vec<MetaloggerInfo> {
+        self.list.iter().map(|(_, m)| m.clone()).collect()
     }
 }

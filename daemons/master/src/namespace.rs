@@ -60,7 +60,10 @@ impl Dir {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeData {
     Dir(Dir),
-    File { length: u64, chunks: Vec<u64> },
+    File {
+        length: u64,
+        chunks: Vec<u64>,
+    },
     Symlink(Vec<u8>),
     /// Fifo, socket or device (rdev).
     Special(u32),

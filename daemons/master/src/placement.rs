@@ -21,7 +21,7 @@ pub fn choose_new(servers: &[CsView], goal: usize, exclude: &[u32]) -> FsResult<
         });
     }
     // Most space first; servers within 1% of each other are shuffled so load spreads.
-    candidates.sort_by(|a, b| b.avail.cmp(&a.avail));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.avail));
     let top = candidates[0].avail;
     let similar = candidates
         .iter()
@@ -46,25 +46,45 @@ mod tests {
     fn view(id: u32, avail: u64, writable: bool) -> CsView {
         CsView {
             id,
-            addr: CsAddr {
-                host: "127.0.0.1".into(),
-                port: 9000 + id as u16,
-            },
             avail,
+            usage: 0.5,
             writable,
         }
     }
 
     #[test]
     fn distinct_servers_with_space_first() {
-        let servers = vec![view(1, 10, true), view(2, 1000, true), view(3, 500, true), view(4, 9999, false)];
-        let got: Vec<u32> = choose_new(&servers, 2, &[]).unwrap().iter().map(|s| s.id).collect();
+        let servers = vec![
+            view(1, 10, true),
+            view(2, 1000, true),
+            view(3, 500, true),
+            view(4, 9999, false),
+        ];
+        let got: Vec<u32> = choose_new(&servers, 2, &[])
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(got, vec![2, 3]);
-        let all: Vec<u32> = choose_new(&servers, 9, &[]).unwrap().iter().map(|s| s.id).collect();
+        let all: Vec<u32> = choose_new(&servers, 9, &[])
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(all.len(), 3);
-        let excl: Vec<u32> = choose_new(&servers, 1, &[2]).unwrap().iter().map(|s| s.id).collect();
+        let excl: Vec<u32> = choose_new(&servers, 1, &[2])
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(excl, vec![3]);
-        assert_eq!(choose_new(&[], 1, &[]).unwrap_err(), FsError::NoChunkservers);
-        assert_eq!(choose_new(&[view(1, 0, false)], 1, &[]).unwrap_err(), FsError::NoSpace);
+        assert_eq!(
+            choose_new(&[], 1, &[]).unwrap_err(),
+            FsError::NoChunkservers
+        );
+        assert_eq!(
+            choose_new(&[view(1, 0, false)], 1, &[]).unwrap_err(),
+            FsError::NoSpace
+        );
     }
 }

@@ -35,6 +35,29 @@ pub struct Runtime {
     pub creating: HashSet<(Inode, u32)>,
     /// Open handles per inode, over all sessions.
     pub open: HashMap<Inode, u32>,
+    /// Copies on disks marked for removal: (chunk id, chunkserver id) → disk path. They serve
+    /// reads but do not count towards the goal, and the master never deletes them.
+    pub marked: HashMap<(u64, u32), String>,
+    /// Copies that failed a CRC check: (chunk id, chunkserver id). They neither count nor
+    /// serve reads; a replication onto the same server replaces them, and once the chunk has
+    /// its goal elsewhere they are deleted.
+    pub damaged: HashSet<(u64, u32)>,
+}
+
+impl Runtime {
+    /// True when the copy of `chunk_id` on `cs` counts towards the goal.
+    pub fn counts(&self, chunk_id: u64, cs: u32) -> bool {
+        !self.marked.contains_key(&(chunk_id, cs)) && !self.damaged.contains(&(chunk_id, cs))
+    }
+
+    /// Copies of `chunk_id` at `version` that count towards the goal.
+    pub fn counted_copies(&self, chunk_id: u64, version: u32) -> usize {
+        self.locations.get(&chunk_id).map_or(0, |v| {
+            v.iter()
+                .filter(|c| c.version == version && self.counts(chunk_id, c.cs))
+                .count()
+        })
+    }
 }
 
 /// What an applied op produced, for building the reply.
@@ -317,7 +340,11 @@ impl State {
             } => {
                 let n = self.node(*inode)?;
                 let NodeData::File { chunks, .. } = &n.data else {
-                    return Err(if n.is_dir() { FsError::IsDir } else { FsError::Inval });
+                    return Err(if n.is_dir() {
+                        FsError::IsDir
+                    } else {
+                        FsError::Inval
+                    });
                 };
                 let keep = length.div_ceil(CHUNK_SIZE) as usize;
                 let dropped: Vec<u64> = chunks
@@ -512,6 +539,8 @@ impl State {
     /// Removes a chunk from the table and queues its copies for deletion.
     fn drop_chunk(&mut self, chunk_id: u64) {
         self.meta.chunks.remove(&chunk_id);
+        self.rt.damaged.retain(|(c, _)| *c != chunk_id);
+        self.rt.marked.retain(|(c, _), _| *c != chunk_id);
         self.rt.write_locks.remove(&chunk_id);
         if let Some(copies) = self.rt.locations.remove(&chunk_id) {
             for c in copies {
@@ -761,7 +790,9 @@ mod tests {
                 version: 1,
             })
             .unwrap();
-            st.rt.locations.insert(10 + i as u64, vec![Copy { cs: 1, version: 1 }]);
+            st.rt
+                .locations
+                .insert(10 + i as u64, vec![Copy { cs: 1, version: 1 }]);
         }
         st.apply(&Op::SetLength {
             inode: 2,

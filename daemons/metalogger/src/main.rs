@@ -48,7 +48,10 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
         master: cfg.get_str("MASTER_HOST", "mfsmaster"),
         port: cfg.get_port("MASTER_PORT", moose_proto::ports::MASTER_METALOGGER)?,
         timeout: Duration::from_secs(cfg.get_duration_secs("MASTER_TIMEOUT", 10)?.max(2)),
-        reconnect: Duration::from_secs(cfg.get_duration_secs("MASTER_RECONNECTION_DELAY", 1)?.max(1)),
+        reconnect: Duration::from_secs(
+            cfg.get_duration_secs("MASTER_RECONNECTION_DELAY", 1)?
+                .max(1),
+        ),
         download_every: Duration::from_secs(cfg.get_u64("META_DOWNLOAD_FREQ", 24)?.max(1) * 3600),
     };
     let back_logs = cfg.get_u64("BACK_LOGS", 50)?.clamp(1, 10_000) as u32;
@@ -139,6 +142,7 @@ async fn follow(
         bail!("the dump ended after {} of {size} bytes", dump.len());
     }
     store.save_dump(dump, cluster_id).await?;
+    writer.send_now(&MlToMaster::Synced { version }).await?;
     tracing::info!(
         "connected to master {addr}: dump at version {version} saved ({size} bytes, {:.2} s)",
         started.elapsed().as_secs_f64()
@@ -164,6 +168,7 @@ async fn follow(
                         last = *v;
                     }
                     store.append(batch.into_iter().map(|(_, b)| b).collect()).await?;
+                    writer.send_now(&MlToMaster::Synced { version: last }).await?;
                 }
                 MasterToMl::Nop => {}
                 other => bail!("unexpected message {other:?}"),

@@ -36,7 +36,8 @@ impl Store {
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let tmp = dir.join(format!("{DUMP_FILE}.tmp"));
             let dst = dir.join(DUMP_FILE);
-            let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+            let mut f =
+                File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
             f.write_all(&dump)
                 .and_then(|_| f.sync_all())
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -45,7 +46,8 @@ impl Store {
                 old.sync_data().context("cannot sync the changelog")?;
             }
             rotate(&dir, back_logs)?;
-            std::fs::rename(&tmp, &dst).with_context(|| format!("cannot rename to {}", dst.display()))?;
+            std::fs::rename(&tmp, &dst)
+                .with_context(|| format!("cannot rename to {}", dst.display()))?;
             let path = dir.join(changelog(0));
             let mut log = OpenOptions::new()
                 .create(true)
@@ -72,7 +74,8 @@ impl Store {
             for r in &records {
                 buf.extend_from_slice(r);
             }
-            f.write_all(&buf).context("cannot append to changelog_ml.0.mfs")?;
+            f.write_all(&buf)
+                .context("cannot append to changelog_ml.0.mfs")?;
             f.sync_data().context("cannot sync changelog_ml.0.mfs")?;
             Ok(())
         })
@@ -112,7 +115,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path().to_path_buf(), 3);
         store.save_dump(b"DUMP1".to_vec(), 7).await.unwrap();
-        store.append(vec![b"aa".to_vec(), b"bb".to_vec()]).await.unwrap();
+        store
+            .append(vec![b"aa".to_vec(), b"bb".to_vec()])
+            .await
+            .unwrap();
         store.save_dump(b"DUMP2".to_vec(), 7).await.unwrap();
         assert_eq!(std::fs::read(dir.path().join(DUMP_FILE)).unwrap(), b"DUMP2");
         let old = std::fs::read(dir.path().join(changelog(1))).unwrap();

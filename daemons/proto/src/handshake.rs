@@ -84,11 +84,11 @@ where
             peer: peer.to_string(),
             reason,
         }),
-        Err(ProtoError::Decode(_)) | Err(ProtoError::UnknownKind(_)) | Err(ProtoError::TooLarge { .. }) => {
-            Err(HandshakeError::NotOurs {
-                peer: peer.to_string(),
-            })
-        }
+        Err(ProtoError::Decode(_))
+        | Err(ProtoError::UnknownKind(_))
+        | Err(ProtoError::TooLarge { .. }) => Err(HandshakeError::NotOurs {
+            peer: peer.to_string(),
+        }),
         Err(e) => Err(e.into()),
     }
 }

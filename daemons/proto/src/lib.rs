@@ -5,6 +5,7 @@
 //! raw bytes so that it is never re-encoded. The message types live in [`msg`] and know nothing
 //! about the encoding, which lives in [`frame`].
 
+pub mod admin;
 pub mod files;
 pub mod frame;
 pub mod handshake;

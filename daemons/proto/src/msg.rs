@@ -296,6 +296,9 @@ pub struct ChunkInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkserverInfo {
     pub id: u32,
+    /// Disks marked for removal: how many of their chunks still lack enough copies elsewhere
+    /// (0 = the disk can be removed).
+    pub removal: Vec<RemovalProgress>,
     pub addr: CsAddr,
     pub version: String,
     pub connected: bool,
@@ -303,6 +306,13 @@ pub struct ChunkserverInfo {
     pub used: u64,
     pub total: u64,
     pub disks: Vec<DiskReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovalProgress {
+    pub disk: String,
+    pub chunks: u64,
+    pub remaining: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,14 +326,21 @@ pub struct ClusterInfo {
     pub dirs: u64,
     pub chunks: u64,
     pub chunkservers: Vec<ChunkserverInfo>,
-    /// Addresses of the connected metaloggers.
-    pub metaloggers: Vec<String>,
+    /// The connected metaloggers.
+    pub metaloggers: Vec<MetaloggerInfo>,
     pub uptime_secs: u64,
     /// Client requests served since start (the console derives operations per second).
     pub ops_total: u64,
     /// Registered mounts and tool sessions.
     pub sessions: u64,
     pub health: ChunkHealth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaloggerInfo {
+    pub addr: String,
+    /// Last metadata version the metalogger has on disk.
+    pub version: u64,
 }
 
 /// The chunk matrix and its summary, as `mfscli -SIC` shows it.
@@ -380,9 +397,19 @@ pub enum CsToMaster {
         req_id: u64,
         status: Result<(), FsError>,
     },
+    /// The chunks on every disk marked for removal (`*` in the hdd file). Sent after the
+    /// registration and after every reload; each message replaces the previous list.
+    MarkedChunks(Vec<MarkedDisk>),
     /// Graceful stop: the chunkserver is leaving.
     Goodbye,
     Nop,
+}
+
+/// A disk marked for removal and the chunks still on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkedDisk {
+    pub path: String,
+    pub chunks: Vec<ChunkRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -445,6 +472,9 @@ pub enum ToCs {
     WriteFinish,
     /// Makes the chunk's data durable (fdatasync); answered by `SyncDone`.
     Sync { req_id: u32, chunk: ChunkRef },
+    /// How many bytes of data the chunk holds; answered by `Length` (lets replication copy
+    /// only what exists).
+    GetLength { req_id: u32, chunk: ChunkRef },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -461,6 +491,10 @@ pub enum FromCs {
         req_id: u32,
         status: Result<(), FsError>,
     },
+    Length {
+        req_id: u32,
+        result: Result<u32, FsError>,
+    },
 }
 
 // ------------------------------------------------------------------------------------------
@@ -470,7 +504,13 @@ pub enum FromCs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MlToMaster {
     /// First message: asks for a dump followed by the live changelog.
-    Register { version: String },
+    Register {
+        version: String,
+    },
+    /// Everything up to this metadata version is on the metalogger's disk.
+    Synced {
+        version: u64,
+    },
     Nop,
 }
 

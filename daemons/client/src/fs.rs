@@ -1,0 +1,1317 @@
+//! The FUSE file system. Every request is handed to the tokio runtime and answered from its
+//! task, so a slow call never holds up the FUSE threads.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use moose_proto::msg::{ClReply, ClRequest};
+use moose_proto::{Attr, Cred, DirEntry, FileKind, FsError, Inode, SetAttrs, MAX_NAME_LEN};
+use tokio::runtime::Handle;
+
+use crate::attr;
+use crate::cred::CredCache;
+use crate::dirents::{self, DirBuffer, Resume};
+use crate::extents::MAX_FILE_SIZE;
+use crate::master::{CallError, MasterClient};
+use crate::reader::{ReadMode, Reader};
+use crate::writer::Writer;
+
+/// Entries asked from the master per directory listing request.
+const READDIR_BATCH: u32 = 256;
+/// A read within this distance of the previous one's end counts as sequential.
+const SEQUENTIAL_SLACK: u64 = 256 * 1024;
+/// Block size reported by statfs.
+const STATFS_BSIZE: u64 = 64 * 1024;
+/// Requested largest write and read-ahead.
+const MAX_WRITE: u32 = 1 << 20;
+const MAX_READAHEAD: u32 = 1 << 20;
+/// Remembered "no such attribute" answers.
+const MAX_ABSENT_XATTRS: usize = 16384;
+
+/// Settings of the file system.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub attr_ttl: Duration,
+    pub entry_ttl: Duration,
+}
+
+/// State of one open file handle.
+struct OpenFile {
+    /// End of the previous read (sequential detection).
+    last_end: u64,
+    /// Consecutive sequential reads.
+    run: u32,
+}
+
+struct Core {
+    master: MasterClient,
+    reader: Arc<Reader>,
+    writer: Arc<Writer>,
+    creds: CredCache,
+    attr_ttl: Duration,
+    entry_ttl: Duration,
+    /// Master inode of the mounted folder (FUSE inode 1).
+    root: AtomicU64,
+    next_fh: AtomicU64,
+    files: Mutex<HashMap<u64, OpenFile>>,
+    dirs: Mutex<HashMap<u64, DirBuffer>>,
+    /// Open handles per inode; the lock orders Open/Release of one inode.
+    opens: Mutex<HashMap<Inode, Arc<tokio::sync::Mutex<u32>>>>,
+    absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn errno(e: CallError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn fs_errno(e: FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn unexpected(what: &str, reply: &ClReply) -> Errno {
+    tracing::error!("unexpected answer to {what}: {reply:?}");
+    Errno::EIO
+}
+
+fn expect_attr(what: &str, r: Result<ClReply, CallError>) -> Result<Attr, Errno> {
+    match r {
+        Ok(ClReply::Attr(a)) => Ok(a),
+        Ok(other) => Err(unexpected(what, &other)),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+fn expect_done(what: &str, r: Result<ClReply, CallError>) -> Result<(), Errno> {
+    match r {
+        Ok(ClReply::Done) | Ok(ClReply::Attr(_)) => Ok(()),
+        Ok(other) => Err(unexpected(what, &other)),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+fn name_bytes(name: &OsStr) -> Result<Vec<u8>, Errno> {
+    let b = name.as_bytes();
+    if b.len() > MAX_NAME_LEN {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(b.to_vec())
+}
+
+/// A name the kernel can take from a listing.
+fn listable(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+impl Core {
+    fn root(&self) -> Inode {
+        self.root.load(Ordering::Relaxed)
+    }
+
+    fn to_master(&self, ino: INodeNo) -> Inode {
+        if ino == INodeNo::ROOT {
+            self.root()
+        } else {
+            ino.0
+        }
+    }
+
+    fn to_fuse(&self, inode: Inode) -> u64 {
+        if inode == self.root() {
+            INodeNo::ROOT.0
+        } else {
+            inode
+        }
+    }
+
+    fn cred(&self, req: &Request) -> Cred {
+        self.creds.cred(req.uid(), req.gid(), req.pid())
+    }
+
+    /// FUSE attributes, with the size of data still buffered here.
+    fn fuse_attr(&self, a: &Attr) -> FileAttr {
+        let mut size = a.size;
+        if a.kind == FileKind::File {
+            if let Some(end) = self.writer.buffered_end(a.inode) {
+                size = size.max(end);
+            }
+        }
+        attr::file_attr(a, self.to_fuse(a.inode), size)
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
+        match r {
+            Ok(a) => reply.entry_with_ttls(
+                &attr::ttl(self.attr_ttl),
+                &attr::ttl(self.entry_ttl),
+                &self.fuse_attr(&a),
+                Generation(0),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    async fn call(&self, req: ClRequest) -> Result<ClReply, CallError> {
+        self.master.call(req).await
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn open_counter(&self, inode: Inode) -> Arc<tokio::sync::Mutex<u32>> {
+        lock(&self.opens).entry(inode).or_default().clone()
+    }
+
+    /// Drops the counter of an inode nobody has open (`counter` is the caller's clone).
+    fn drop_counter_if_unused(&self, inode: Inode, counter: &Arc<tokio::sync::Mutex<u32>>) {
+        let mut opens = lock(&self.opens);
+        if Arc::strong_count(counter) == 2 {
+            if let Some(c) = opens.get(&inode) {
+                if Arc::ptr_eq(c, counter) {
+                    opens.remove(&inode);
+                }
+            }
+        }
+    }
+
+    /// Opens `inode` at the master and counts the handle; returns the new handle.
+    async fn open_inode(
+        &self,
+        inode: Inode,
+        flags: i32,
+        cred: Cred,
+        fallback_root: bool,
+    ) -> Result<u64, Errno> {
+        let counter = self.open_counter(inode);
+        let mut count = counter.lock().await;
+        let mut r = self.call(ClRequest::Open { inode, flags, cred }).await;
+        if fallback_root && matches!(r, Err(CallError::Fs(FsError::Access | FsError::Perm))) {
+            // The caller just created this file: O_CREAT grants the access asked whatever
+            // the new file's mode says.
+            r = self
+                .call(ClRequest::Open {
+                    inode,
+                    flags,
+                    cred: Cred::root(),
+                })
+                .await;
+        }
+        let result = match r {
+            Ok(ClReply::Attr(_)) | Ok(ClReply::Done) => {
+                if *count == 0 {
+                    self.reader.invalidate(inode);
+                }
+                *count += 1;
+                let fh = self.new_fh();
+                lock(&self.files).insert(
+                    fh,
+                    OpenFile {
+                        last_end: 0,
+                        run: 0,
+                    },
+                );
+                Ok(fh)
+            }
+            Ok(other) => Err(unexpected("open", &other)),
+            Err(e) => Err(errno(e)),
+        };
+        let unused = *count == 0;
+        drop(count);
+        if unused {
+            self.drop_counter_if_unused(inode, &counter);
+        }
+        result
+    }
+
+    /// Closes a handle: writes the buffered data and, for the last handle of the inode, tells
+    /// the master.
+    async fn release_handle(&self, inode: Inode, fh: u64) -> Result<(), Errno> {
+        lock(&self.files).remove(&fh);
+        let flushed = self.writer.flush(inode).await.map_err(fs_errno);
+        let counter = self.open_counter(inode);
+        let mut count = counter.lock().await;
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            if let Err(e) = self.call(ClRequest::Release { inode }).await {
+                tracing::warn!("release of inode {inode}: {e}");
+            }
+            self.writer.forget_if_idle(inode);
+            self.reader.invalidate(inode);
+        }
+        let unused = *count == 0;
+        drop(count);
+        if unused {
+            self.drop_counter_if_unused(inode, &counter);
+        }
+        flushed
+    }
+
+    /// Marks every inode open here as open again in a new session.
+    async fn reopen_all(&self) {
+        let counters: Vec<(Inode, Arc<tokio::sync::Mutex<u32>>)> = lock(&self.opens)
+            .iter()
+            .map(|(i, c)| (*i, c.clone()))
+            .collect();
+        for (inode, counter) in counters {
+            let count = counter.lock().await;
+            if *count > 0 {
+                let req = ClRequest::Open {
+                    inode,
+                    flags: libc::O_RDONLY,
+                    cred: Cred::root(),
+                };
+                if let Err(e) = self.call(req).await {
+                    tracing::warn!("re-opening inode {inode} in the new session: {e}");
+                }
+            }
+        }
+    }
+
+    /// Sequential detection for a read on handle `fh`.
+    fn read_mode(&self, fh: u64, offset: u64, size: u32) -> ReadMode {
+        let mut files = lock(&self.files);
+        match files.get_mut(&fh) {
+            Some(f) => {
+                let sequential = offset.abs_diff(f.last_end) <= SEQUENTIAL_SLACK;
+                f.run = if sequential {
+                    f.run.saturating_add(1)
+                } else {
+                    0
+                };
+                f.last_end = offset.saturating_add(size as u64);
+                ReadMode::for_run(f.run)
+            }
+            None => ReadMode::Random,
+        }
+    }
+
+    async fn read(
+        self: &Arc<Self>,
+        inode: Inode,
+        offset: u64,
+        size: u32,
+        mode: ReadMode,
+    ) -> Result<Vec<u8>, Errno> {
+        let end = offset.saturating_add(size as u64);
+        if self.writer.overlaps(inode, offset, end) {
+            self.writer.flush(inode).await.map_err(fs_errno)?;
+        }
+        let data = self
+            .reader
+            .read(inode, offset, size, mode)
+            .await
+            .map_err(fs_errno)?;
+        let got_end = offset + data.len() as u64;
+        if data.len() < size as usize
+            && self.writer.buffered_end(inode).is_some_and(|e| e > got_end)
+        {
+            // The file is longer here than at the master: write the buffer, then read again.
+            self.writer.flush(inode).await.map_err(fs_errno)?;
+            return self
+                .reader
+                .read(inode, offset, size, ReadMode::Random)
+                .await
+                .map_err(fs_errno);
+        }
+        Ok(data)
+    }
+
+    fn xattr_absent(&self, inode: Inode, name: &[u8]) -> bool {
+        let map = lock(&self.absent_xattrs);
+        map.get(&(inode, name.to_vec()))
+            .is_some_and(|at| at.elapsed() < self.attr_ttl)
+    }
+
+    fn note_xattr_absent(&self, inode: Inode, name: Vec<u8>) {
+        if self.attr_ttl.is_zero() {
+            return;
+        }
+        let mut map = lock(&self.absent_xattrs);
+        if map.len() >= MAX_ABSENT_XATTRS {
+            let ttl = self.attr_ttl;
+            map.retain(|_, at| at.elapsed() < ttl);
+            if map.len() >= MAX_ABSENT_XATTRS {
+                map.clear();
+            }
+        }
+        map.insert((inode, name), Instant::now());
+    }
+
+    fn forget_xattrs(&self, inode: Inode) {
+        lock(&self.absent_xattrs).retain(|(i, _), _| *i != inode);
+    }
+
+    /// Lists a directory from FUSE `offset` into `sink`.
+    async fn list(
+        &self,
+        inode: Inode,
+        fh: u64,
+        offset: u64,
+        cred: Cred,
+        sink: &mut impl DirSink,
+    ) -> Result<(), Errno> {
+        let resume = dirents::resume_at(offset);
+        let me = self.to_fuse(inode);
+        if resume == Resume::Dot && sink.add_dot(me, dirents::AFTER_DOT, ".") {
+            return Ok(());
+        }
+        if matches!(resume, Resume::Dot | Resume::DotDot)
+            && sink.add_dot(INodeNo::ROOT.0, dirents::AFTER_DOTDOT, "..")
+        {
+            return Ok(());
+        }
+        let mut cookie = dirents::master_cookie(resume);
+        // Entries already in the answer: a later failure then ends the answer early instead
+        // (the kernel asks again from there).
+        let mut added = !matches!(resume, Resume::Master(_));
+        loop {
+            let buffered = lock(&self.dirs)
+                .get_mut(&fh)
+                .and_then(|b| b.take_if_at(cookie));
+            let (mut entries, eof) = match buffered {
+                Some(b) => b,
+                None => {
+                    let req = ClRequest::ReadDir {
+                        inode,
+                        cookie,
+                        max: READDIR_BATCH,
+                        cred: cred.clone(),
+                    };
+                    match self.call(req).await {
+                        Ok(ClReply::Dir { entries, eof }) => (VecDeque::from(entries), eof),
+                        Ok(other) => return Err(unexpected("readdir", &other)),
+                        Err(_) if added => return Ok(()),
+                        Err(e) => return Err(errno(e)),
+                    }
+                }
+            };
+            let got_any = !entries.is_empty();
+            while let Some(e) = entries.pop_front() {
+                let Some(next) = dirents::offset_after(e.cookie) else {
+                    tracing::error!(
+                        "directory {inode}: the master gave entry cookie {}",
+                        e.cookie
+                    );
+                    return Err(Errno::EIO);
+                };
+                if !listable(&e.name) {
+                    tracing::warn!(
+                        "directory {inode}: skipping entry with an unusable name {:?}",
+                        String::from_utf8_lossy(&e.name)
+                    );
+                    cookie = e.cookie;
+                    continue;
+                }
+                if sink.add_entry(self, &e, next) {
+                    entries.push_front(e);
+                    if let Some(b) = lock(&self.dirs).get_mut(&fh) {
+                        b.store(cookie, entries, eof);
+                    }
+                    return Ok(());
+                }
+                added = true;
+                cookie = e.cookie;
+            }
+            if eof || !got_any {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Where listed entries go: a readdir or a readdirplus answer.
+trait DirSink {
+    /// Adds `.` or `..`; true when the answer is full (the entry was not added).
+    fn add_dot(&mut self, ino: u64, next: u64, name: &str) -> bool;
+    /// Adds a master entry; true when the answer is full (the entry was not added).
+    fn add_entry(&mut self, core: &Core, e: &DirEntry, next: u64) -> bool;
+}
+
+impl DirSink for ReplyDirectory {
+    fn add_dot(&mut self, ino: u64, next: u64, name: &str) -> bool {
+        self.add(INodeNo(ino), next, FileType::Directory, name)
+    }
+
+    fn add_entry(&mut self, core: &Core, e: &DirEntry, next: u64) -> bool {
+        self.add(
+            INodeNo(core.to_fuse(e.attr.inode)),
+            next,
+            attr::file_type(e.attr.kind),
+            OsStr::from_bytes(&e.name),
+        )
+    }
+}
+
+struct PlusSink {
+    reply: ReplyDirectoryPlus,
+    attr_ttl: Duration,
+}
+
+impl DirSink for PlusSink {
+    fn add_dot(&mut self, ino: u64, next: u64, name: &str) -> bool {
+        self.reply.add(
+            INodeNo(ino),
+            next,
+            name,
+            &Duration::ZERO,
+            &attr::dot_attr(ino),
+            Generation(0),
+        )
+    }
+
+    fn add_entry(&mut self, core: &Core, e: &DirEntry, next: u64) -> bool {
+        let fa = core.fuse_attr(&e.attr);
+        self.reply.add(
+            fa.ino,
+            next,
+            OsStr::from_bytes(&e.name),
+            &self.attr_ttl,
+            &fa,
+            Generation(0),
+        )
+    }
+}
+
+/// The file system handed to fuser.
+pub struct MooseFs {
+    core: Arc<Core>,
+    rt: Handle,
+}
+
+impl MooseFs {
+    /// Must be called within the runtime of `rt`.
+    pub fn new(
+        master: MasterClient,
+        reader: Arc<Reader>,
+        writer: Arc<Writer>,
+        config: &FsConfig,
+        rt: Handle,
+    ) -> MooseFs {
+        let root = master.session().root_inode;
+        let core = Arc::new(Core {
+            master: master.clone(),
+            reader,
+            writer,
+            creds: CredCache::default(),
+            attr_ttl: config.attr_ttl,
+            entry_ttl: config.entry_ttl,
+            root: AtomicU64::new(root),
+            next_fh: AtomicU64::new(1),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            opens: Mutex::new(HashMap::new()),
+            absent_xattrs: Mutex::new(HashMap::new()),
+        });
+        rt.spawn(follow_sessions(master, Arc::downgrade(&core)));
+        MooseFs { core, rt }
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F) {
+        self.rt.spawn(f);
+    }
+}
+
+/// Keeps the root inode and the open files right after each re-registration.
+async fn follow_sessions(master: MasterClient, core: Weak<Core>) {
+    let mut sessions = master.subscribe();
+    while sessions.changed().await.is_ok() {
+        let root = sessions.borrow_and_update().root_inode;
+        let Some(core) = core.upgrade() else { return };
+        core.root.store(root, Ordering::Relaxed);
+        core.reopen_all().await;
+    }
+}
+
+impl Filesystem for MooseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            | InitFlags::FUSE_CACHE_SYMLINKS;
+        let supported = wanted & config.capabilities();
+        if let Err(missing) = config.add_capabilities(supported) {
+            tracing::debug!("kernel lacks capabilities {missing:?}");
+        }
+        if !(wanted - supported).is_empty() {
+            tracing::info!("kernel does not offer {:?}", wanted - supported);
+        }
+        let max_write = config.set_max_write(MAX_WRITE).map_or_else(
+            |nearest| {
+                let _ = config.set_max_write(nearest);
+                nearest
+            },
+            |_| MAX_WRITE,
+        );
+        let readahead = config.set_max_readahead(MAX_READAHEAD).map_or_else(
+            |nearest| {
+                let _ = config.set_max_readahead(nearest);
+                nearest
+            },
+            |_| MAX_READAHEAD,
+        );
+        let _ = config.set_time_granularity(Duration::from_nanos(1));
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        tracing::info!(
+            "FUSE session: kernel ABI {:?}, max write {max_write}, max read-ahead {readahead}",
+            config.kernel_abi()
+        );
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let writer = self.core.writer.clone();
+        let flushed = self.rt.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(120), writer.flush_all()).await
+        });
+        match flushed {
+            Ok(0) => tracing::info!("all buffered data written"),
+            Ok(n) => tracing::error!("buffered data of {n} files could not be written"),
+            Err(_) => tracing::error!("gave up writing buffered data after 120 s"),
+        }
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_bytes(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let parent = core.to_master(parent);
+        self.spawn(async move {
+            let r = core.call(ClRequest::Lookup { parent, name, cred }).await;
+            core.reply_entry(reply, expect_attr("lookup", r));
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let core = self.core.clone();
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            match expect_attr("getattr", core.call(ClRequest::GetAttr { inode }).await) {
+                Ok(a) => reply.attr(&attr::ttl(core.attr_ttl), &core.fuse_attr(&a)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if size.is_some_and(|s| s > MAX_FILE_SIZE) {
+            return reply.error(Errno::EFBIG);
+        }
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        let set = SetAttrs {
+            mode: mode.map(attr::perm_bits),
+            uid,
+            gid,
+            size,
+            atime: atime.map(attr::time_set),
+            mtime: mtime.map(attr::time_set),
+        };
+        self.spawn(async move {
+            if set.size.is_some() || set.atime.is_some() || set.mtime.is_some() {
+                // Buffered data must land first: it would change the size or the times later.
+                if let Err(e) = core.writer.flush(inode).await {
+                    return reply.error(fs_errno(e));
+                }
+            }
+            let resized = set.size.is_some();
+            let r = core.call(ClRequest::SetAttr { inode, set, cred }).await;
+            if resized {
+                core.reader.invalidate(inode);
+            }
+            match expect_attr("setattr", r) {
+                Ok(a) => reply.attr(&attr::ttl(core.attr_ttl), &core.fuse_attr(&a)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let core = self.core.clone();
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            match core.call(ClRequest::ReadLink { inode }).await {
+                Ok(ClReply::Link(target)) => reply.data(&target),
+                Ok(other) => reply.error(unexpected("readlink", &other)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_bytes(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let Some(kind) = attr::kind_from_mode(mode) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let parent = core.to_master(parent);
+        self.spawn(async move {
+            let req = ClRequest::MkNod {
+                parent,
+                name,
+                kind,
+                mode: attr::perm_bits(mode),
+                umask: attr::perm_bits(umask),
+                rdev,
+                cred,
+            };
+            let r = core.call(req).await;
+            core.reply_entry(reply, expect_attr("mknod", r));
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_bytes(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let parent = core.to_master(parent);
+        self.spawn(async move {
+            let req = ClRequest::MkDir {
+                parent,
+                name,
+                mode: attr::perm_bits(mode),
+                umask: attr::perm_bits(umask),
+                cred,
+            };
+            let r = core.call(req).await;
+            core.reply_entry(reply, expect_attr("mkdir", r));
+        });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_bytes(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let parent = core.to_master(parent);
+        self.spawn(async move {
+            let r = core.call(ClRequest::Unlink { parent, name, cred }).await;
+            match expect_done("unlink", r) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_bytes(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let parent = core.to_master(parent);
+        self.spawn(async move {
+            let r = core.call(ClRequest::RmDir { parent, name, cred }).await;
+            match expect_done("rmdir", r) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_bytes(link_name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let target = target.as_os_str().as_bytes().to_vec();
+        if target.len() > moose_proto::MAX_SYMLINK_LEN {
+            return reply.error(Errno::ENAMETOOLONG);
+        }
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let parent = core.to_master(parent);
+        self.spawn(async move {
+            let req = ClRequest::Symlink {
+                parent,
+                name,
+                target,
+                cred,
+            };
+            let r = core.call(req).await;
+            core.reply_entry(reply, expect_attr("symlink", r));
+        });
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, new_name) = match (name_bytes(name), name_bytes(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+        if !(flags - known).is_empty() {
+            return reply.error(Errno::EINVAL);
+        }
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let parent = core.to_master(parent);
+        let new_parent = core.to_master(newparent);
+        self.spawn(async move {
+            let req = ClRequest::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                flags: flags.bits(),
+                cred,
+            };
+            match expect_done("rename", core.call(req).await) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let new_name = match name_bytes(newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        let new_parent = core.to_master(newparent);
+        self.spawn(async move {
+            let req = ClRequest::Link {
+                inode,
+                new_parent,
+                new_name,
+                cred,
+            };
+            let r = core.call(req).await;
+            core.reply_entry(reply, expect_attr("link", r));
+        });
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            match core.open_inode(inode, flags.0, cred, false).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let core = self.core.clone();
+        let inode = core.to_master(ino);
+        let mode = core.read_mode(fh.0, offset, size);
+        self.spawn(async move {
+            match core.read(inode, offset, size, mode).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let len = data.len();
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|end| end > MAX_FILE_SIZE)
+        {
+            return reply.error(Errno::EFBIG);
+        }
+        let Ok(written) = u32::try_from(len) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let core = self.core.clone();
+        let inode = core.to_master(ino);
+        let data = data.to_vec();
+        self.spawn(async move {
+            core.reader.invalidate(inode);
+            core.writer.write(inode, offset, &data).await;
+            reply.written(written);
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let core = self.core.clone();
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            match core.writer.flush(inode).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fs_errno(e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let core = self.core.clone();
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            match core.release_handle(inode, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let core = self.core.clone();
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            match core.writer.fsync(inode).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fs_errno(e)),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = self.core.new_fh();
+        lock(&self.core.dirs).insert(fh, DirBuffer::default());
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            let mut reply = reply;
+            match core.list(inode, fh.0, offset, cred, &mut reply).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            let mut sink = PlusSink {
+                reply,
+                attr_ttl: attr::ttl(core.attr_ttl),
+            };
+            match core.list(inode, fh.0, offset, cred, &mut sink).await {
+                Ok(()) => sink.reply.ok(),
+                Err(e) => sink.reply.error(e),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.core.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are made durable by the master when it answers them.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let core = self.core.clone();
+        self.spawn(async move {
+            match core.call(ClRequest::Statfs).await {
+                Ok(ClReply::Statfs(s)) => {
+                    let files = s.inodes.max(u32::MAX as u64);
+                    reply.statfs(
+                        s.total / STATFS_BSIZE,
+                        s.avail / STATFS_BSIZE,
+                        s.avail / STATFS_BSIZE,
+                        files,
+                        files - s.inodes,
+                        STATFS_BSIZE as u32,
+                        MAX_NAME_LEN as u32,
+                        STATFS_BSIZE as u32,
+                    )
+                }
+                Ok(other) => reply.error(unexpected("statfs", &other)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if value.len() > moose_proto::MAX_XATTR_VALUE {
+            return reply.error(Errno::E2BIG);
+        }
+        let Ok(flags) = u32::try_from(flags) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        let name = name.as_bytes().to_vec();
+        let value = value.to_vec();
+        self.spawn(async move {
+            core.forget_xattrs(inode);
+            let req = ClRequest::SetXattr {
+                inode,
+                name,
+                value,
+                flags,
+                cred,
+            };
+            match expect_done("setxattr", core.call(req).await) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        let name = name.as_bytes().to_vec();
+        if core.xattr_absent(inode, &name) {
+            return reply.error(Errno::ENODATA);
+        }
+        self.spawn(async move {
+            let req = ClRequest::GetXattr {
+                inode,
+                name: name.clone(),
+                cred,
+            };
+            match core.call(req).await {
+                Ok(ClReply::Xattr(v)) => reply_xattr(reply, &v, size),
+                Ok(other) => reply.error(unexpected("getxattr", &other)),
+                Err(CallError::Fs(FsError::NoAttr)) => {
+                    core.note_xattr_absent(inode, name);
+                    reply.error(Errno::ENODATA)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        self.spawn(async move {
+            match core.call(ClRequest::ListXattr { inode, cred }).await {
+                Ok(ClReply::XattrNames(names)) => {
+                    let mut buf = Vec::new();
+                    for n in names {
+                        buf.extend_from_slice(&n);
+                        buf.push(0);
+                    }
+                    reply_xattr(reply, &buf, size)
+                }
+                Ok(other) => reply.error(unexpected("listxattr", &other)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        let name = name.as_bytes().to_vec();
+        self.spawn(async move {
+            core.forget_xattrs(inode);
+            let req = ClRequest::RemoveXattr { inode, name, cred };
+            match expect_done("removexattr", core.call(req).await) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let inode = core.to_master(ino);
+        let mask = (mask.bits() & 7) as u32;
+        self.spawn(async move {
+            match expect_done(
+                "access",
+                core.call(ClRequest::Access { inode, mask, cred }).await,
+            ) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No device controls here (`isatty` asks this of every file it checks).
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_bytes(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        let cred = core.cred(req);
+        let parent = core.to_master(parent);
+        self.spawn(async move {
+            let mknod = ClRequest::MkNod {
+                parent,
+                name: name.clone(),
+                kind: FileKind::File,
+                mode: attr::perm_bits(mode),
+                umask: attr::perm_bits(umask),
+                rdev: 0,
+                cred: cred.clone(),
+            };
+            let (a, created) = match core.call(mknod).await {
+                Ok(ClReply::Attr(a)) => (a, true),
+                Err(CallError::Fs(FsError::Exist)) if flags & libc::O_EXCL == 0 => {
+                    // Created by someone else since the kernel's lookup: open it instead.
+                    let lookup = ClRequest::Lookup {
+                        parent,
+                        name,
+                        cred: cred.clone(),
+                    };
+                    match expect_attr("lookup", core.call(lookup).await) {
+                        Ok(a) => (a, false),
+                        Err(e) => return reply.error(e),
+                    }
+                }
+                Ok(other) => return reply.error(unexpected("create", &other)),
+                Err(e) => return reply.error(errno(e)),
+            };
+            match core.open_inode(a.inode, flags, cred, created).await {
+                Ok(fh) => reply.created(
+                    &attr::ttl(core.entry_ttl.min(core.attr_ttl)),
+                    &core.fuse_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+}
+
+/// Answers a getxattr/listxattr: the size when asked for 0 bytes, ERANGE when too small.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    let Ok(len) = u32::try_from(value.len()) else {
+        return reply.error(Errno::E2BIG);
+    };
+    if size == 0 {
+        reply.size(len)
+    } else if len > size {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listable_names() {
+        assert!(listable(b"a"));
+        assert!(listable(b"..."));
+        assert!(!listable(b""));
+        assert!(!listable(b"."));
+        assert!(!listable(b".."));
+        assert!(!listable(b"a/b"));
+        assert!(!listable(b"a\0b"));
+    }
+
+    #[test]
+    fn long_names_are_refused() {
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(name_bytes(OsStr::new(&long)), Err(Errno::ENAMETOOLONG));
+        assert_eq!(name_bytes(OsStr::new("ok")), Ok(b"ok".to_vec()));
+    }
+}

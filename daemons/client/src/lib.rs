@@ -1,0 +1,16 @@
+//! The MooseFS-style client: the FUSE mount (`moose-mount`) and the admin tool (`moose-tool`).
+
+pub mod attr;
+pub mod cred;
+pub mod csio;
+pub mod dirents;
+pub mod extents;
+pub mod fs;
+pub mod master;
+pub mod mount;
+pub mod mountinfo;
+pub mod options;
+pub mod proof;
+pub mod reader;
+pub mod tool;
+pub mod writer;

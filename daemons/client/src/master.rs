@@ -1,0 +1,495 @@
+//! The connection to the master: many requests in flight on one TCP connection, answers
+//! matched by `msgid`, and (for a mount) reconnection with a new registration and the
+//! re-sending of every unanswered request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use moose_proto::handshake::{say_hello, HandshakeError};
+use moose_proto::msg::{
+    ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest,
+};
+use moose_proto::{ChunkRef, CsAddr, FrameReader, FrameWriter, FsError, ProtoError, Role};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::proof::{password_proof, BadChallenge};
+
+/// How long one connection attempt (resolve, connect, handshake, registration) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// `msgid` used by the registration exchange, never by other requests.
+const REGISTER_MSGID: u32 = 0;
+
+/// Who we are to the master and which folder we mount.
+#[derive(Debug, Clone)]
+pub struct SessionParams {
+    pub host: String,
+    pub port: u16,
+    pub subdir: String,
+    pub mount_point: String,
+    pub password: Option<String>,
+    /// A tool session (moose-tool) rather than a mount.
+    pub tool: bool,
+}
+
+impl SessionParams {
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve master host '{host}': {cause}")]
+    Resolve { host: String, cause: std::io::Error },
+    #[error("master host '{0}' has no address")]
+    NoAddress(String),
+    #[error("cannot connect to master {addr}: {cause}")]
+    Connect { addr: String, cause: std::io::Error },
+    #[error("master {addr} did not answer within {} s", CONNECT_TIMEOUT.as_secs())]
+    Timeout { addr: String },
+    #[error("handshake with master {addr} failed: {cause}")]
+    Handshake { addr: String, cause: HandshakeError },
+    #[error("master {addr} refused the session: {reason}")]
+    Refused { addr: String, reason: String },
+    #[error("master {addr} rejected the registration: {cause}")]
+    Rejected { addr: String, cause: FsError },
+    #[error("connection to master {addr} failed: {cause}")]
+    Link { addr: String, cause: ProtoError },
+    #[error("master {addr} answered the registration with an unexpected message")]
+    Unexpected { addr: String },
+    #[error("master {addr}: {cause}")]
+    Challenge { addr: String, cause: BadChallenge },
+}
+
+/// Why a request got no answer from the file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("the connection to the master was lost")]
+    Disconnected,
+    #[error("the master answered with an unexpected message")]
+    Unexpected,
+}
+
+impl CallError {
+    /// The errno a FUSE reply carries for this error.
+    pub fn errno(self) -> i32 {
+        match self {
+            CallError::Fs(e) => e.errno(),
+            CallError::Disconnected | CallError::Unexpected => libc::EIO,
+        }
+    }
+}
+
+type Reply = Result<ClReply, CallError>;
+
+struct Pending {
+    env: Arc<ClEnvelope>,
+    tx: oneshot::Sender<Reply>,
+}
+
+struct State {
+    pending: HashMap<u32, Pending>,
+    /// Sender to the current connection's writer; `None` while disconnected.
+    out: Option<mpsc::UnboundedSender<Arc<ClEnvelope>>>,
+    next_id: u32,
+    /// No more requests: the connection is gone and will not come back.
+    closed: bool,
+}
+
+struct Inner {
+    params: SessionParams,
+    reconnect: bool,
+    state: Mutex<State>,
+    session: watch::Sender<Arc<RegisterReply>>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A registered session with the master; cheap to clone.
+#[derive(Clone)]
+pub struct MasterClient {
+    inner: Arc<Inner>,
+}
+
+struct Conn {
+    reader: FrameReader<OwnedReadHalf>,
+    writer: FrameWriter<OwnedWriteHalf>,
+}
+
+impl MasterClient {
+    /// Opens a session. With `reconnect`, a lost connection is re-established (and the session
+    /// registered again) in the background and unanswered requests are sent again; without
+    /// it, every request fails from then on with [`CallError::Disconnected`].
+    pub async fn connect(
+        params: SessionParams,
+        reconnect: bool,
+    ) -> Result<(MasterClient, RegisterReply), ConnectError> {
+        let (conn, reply) = open_session(&params).await?;
+        let (session, _) = watch::channel(Arc::new(reply.clone()));
+        let inner = Arc::new(Inner {
+            params,
+            reconnect,
+            state: Mutex::new(State {
+                pending: HashMap::new(),
+                out: None,
+                next_id: 1,
+                closed: false,
+            }),
+            session,
+        });
+        tokio::spawn(run(inner.clone(), conn));
+        Ok((MasterClient { inner }, reply))
+    }
+
+    /// The current session (it changes after a reconnection).
+    pub fn session(&self) -> Arc<RegisterReply> {
+        self.inner.session.borrow().clone()
+    }
+
+    /// Changes after every re-registration.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<RegisterReply>> {
+        self.inner.session.subscribe()
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn call(&self, req: ClRequest) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut st = self.inner.lock();
+            if st.closed {
+                return Err(CallError::Disconnected);
+            }
+            let mut id = st.next_id;
+            while id == REGISTER_MSGID || st.pending.contains_key(&id) {
+                id = id.wrapping_add(1);
+            }
+            st.next_id = id.wrapping_add(1);
+            let env = Arc::new(ClEnvelope { msgid: id, req });
+            if let Some(out) = &st.out {
+                // A failed send means the connection is going away; the request is re-sent
+                // after the reconnection.
+                let _ = out.send(env.clone());
+            }
+            st.pending.insert(id, Pending { env, tx });
+            id
+        };
+        let mut guard = PendingGuard {
+            inner: &self.inner,
+            id,
+            armed: true,
+        };
+        let result = rx.await.unwrap_or(Err(CallError::Disconnected));
+        guard.armed = false;
+        result
+    }
+
+    /// Tells the master a copy is bad, without waiting for the answer.
+    pub fn report_bad_copy(&self, chunk: ChunkRef, server: CsAddr) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = ClRequest::ReportBadCopy {
+                chunk_id: chunk.chunk_id,
+                version: chunk.version,
+                server: server.clone(),
+            };
+            if let Err(e) = me.call(req).await {
+                tracing::warn!(
+                    "cannot report the bad copy of chunk {:016X} on {server}: {e}",
+                    chunk.chunk_id
+                );
+            }
+        });
+    }
+}
+
+/// Removes the pending entry of a call whose future was dropped before its answer.
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    id: u32,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.lock().pending.remove(&self.id);
+        }
+    }
+}
+
+/// Resolves, connects, says hello, answers the password challenge and registers.
+async fn open_session(p: &SessionParams) -> Result<(Conn, RegisterReply), ConnectError> {
+    let addr = p.addr();
+    match tokio::time::timeout(CONNECT_TIMEOUT, open_session_inner(p, &addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout { addr }),
+    }
+}
+
+async fn open_session_inner(
+    p: &SessionParams,
+    addr: &str,
+) -> Result<(Conn, RegisterReply), ConnectError> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((p.host.as_str(), p.port))
+        .await
+        .map_err(|cause| ConnectError::Resolve {
+            host: p.host.clone(),
+            cause,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ConnectError::NoAddress(p.host.clone()));
+    }
+    let mut last_err = None;
+    let mut stream = None;
+    for a in &addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let stream = match stream {
+        Some(s) => s,
+        None => {
+            return Err(ConnectError::Connect {
+                addr: addr.to_string(),
+                cause: last_err
+                    .unwrap_or_else(|| std::io::Error::other("no address could be reached")),
+            })
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut conn = Conn {
+        reader: FrameReader::new(r),
+        writer: FrameWriter::new(w),
+    };
+    let link = |cause| ConnectError::Link {
+        addr: addr.to_string(),
+        cause,
+    };
+    say_hello(&mut conn.reader, &mut conn.writer, Role::Client, addr)
+        .await
+        .map_err(|cause| ConnectError::Handshake {
+            addr: addr.to_string(),
+            cause,
+        })?;
+    let password_proof = match &p.password {
+        None => None,
+        Some(pw) => {
+            let challenge = match exchange(&mut conn, ClRequest::GetChallenge)
+                .await
+                .map_err(link)?
+            {
+                Ok(ClReply::Challenge(c)) => c,
+                Ok(ClReply::Refused(Refusal { reason })) => {
+                    return Err(ConnectError::Refused {
+                        addr: addr.to_string(),
+                        reason,
+                    })
+                }
+                Ok(_) => {
+                    return Err(ConnectError::Unexpected {
+                        addr: addr.to_string(),
+                    })
+                }
+                Err(cause) => {
+                    return Err(ConnectError::Rejected {
+                        addr: addr.to_string(),
+                        cause,
+                    })
+                }
+            };
+            Some(
+                password_proof(&challenge, pw).map_err(|cause| ConnectError::Challenge {
+                    addr: addr.to_string(),
+                    cause,
+                })?,
+            )
+        }
+    };
+    let req = ClRequest::Register(RegisterRequest {
+        subdir: p.subdir.clone(),
+        mount_point: p.mount_point.clone(),
+        password_proof,
+        tool: p.tool,
+    });
+    match exchange(&mut conn, req).await.map_err(link)? {
+        Ok(ClReply::Registered(reply)) => Ok((conn, reply)),
+        Ok(ClReply::Refused(Refusal { reason })) => Err(ConnectError::Refused {
+            addr: addr.to_string(),
+            reason,
+        }),
+        Ok(_) => Err(ConnectError::Unexpected {
+            addr: addr.to_string(),
+        }),
+        Err(cause) => Err(ConnectError::Rejected {
+            addr: addr.to_string(),
+            cause,
+        }),
+    }
+}
+
+/// One request and its answer on a connection with nothing else in flight.
+async fn exchange(conn: &mut Conn, req: ClRequest) -> Result<Result<ClReply, FsError>, ProtoError> {
+    conn.writer
+        .send_now(&ClEnvelope {
+            msgid: REGISTER_MSGID,
+            req,
+        })
+        .await?;
+    loop {
+        let resp: ClResponse = conn.reader.next_msg().await?;
+        if resp.msgid == REGISTER_MSGID {
+            return Ok(resp.result);
+        }
+        tracing::debug!(
+            "ignoring an answer to request {} during registration",
+            resp.msgid
+        );
+    }
+}
+
+/// Serves one connection after another until the session ends.
+async fn run(inner: Arc<Inner>, mut conn: Conn) {
+    let addr = inner.params.addr();
+    loop {
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        {
+            let mut st = inner.lock();
+            let mut ids: Vec<u32> = st.pending.keys().copied().collect();
+            ids.sort_unstable();
+            if !ids.is_empty() {
+                tracing::info!("re-sending {} unanswered requests to the master", ids.len());
+            }
+            for id in ids {
+                if let Some(p) = st.pending.get(&id) {
+                    let _ = out_tx.send(p.env.clone());
+                }
+            }
+            st.out = Some(out_tx);
+        }
+        let Conn { mut reader, writer } = conn;
+        let mut writer_task = tokio::spawn(write_loop(inner.clone(), writer, out_rx));
+        let why = tokio::select! {
+            e = read_loop(&inner, &mut reader) => e.to_string(),
+            r = &mut writer_task => match r {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "writer stopped".to_string(),
+                Err(e) => format!("writer task failed: {e}"),
+            },
+        };
+        writer_task.abort();
+        inner.lock().out = None;
+        if !inner.reconnect {
+            tracing::debug!("connection to master {addr} ended: {why}");
+            let pending: Vec<Pending> = {
+                let mut st = inner.lock();
+                st.closed = true;
+                st.pending.drain().map(|(_, p)| p).collect()
+            };
+            for p in pending {
+                let _ = p.tx.send(Err(CallError::Disconnected));
+            }
+            return;
+        }
+        tracing::warn!("connection to master {addr} lost: {why}; reconnecting");
+        let (new_conn, reply) = reconnect(&inner).await;
+        tracing::info!(
+            "reconnected to master {addr}: session {}, parameters: {}",
+            reply.session_id,
+            reply.params
+        );
+        inner.session.send_replace(Arc::new(reply));
+        conn = new_conn;
+    }
+}
+
+/// Tries to open a new session until it works.
+async fn reconnect(inner: &Inner) -> (Conn, RegisterReply) {
+    let mut delay = Duration::from_millis(200);
+    let mut attempts: u64 = 0;
+    loop {
+        match open_session(&inner.params).await {
+            Ok(ok) => return ok,
+            Err(e) => {
+                attempts += 1;
+                if attempts == 1 || attempts.is_multiple_of(20) {
+                    tracing::warn!("reconnection attempt {attempts} failed: {e}");
+                } else {
+                    tracing::debug!("reconnection attempt {attempts} failed: {e}");
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+    }
+}
+
+async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> ProtoError {
+    loop {
+        let resp: ClResponse = match reader.next_msg().await {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let p = inner.lock().pending.remove(&resp.msgid);
+        match p {
+            Some(p) => {
+                let _ = p.tx.send(resp.result.map_err(CallError::Fs));
+            }
+            None => tracing::debug!("answer to unknown request {}", resp.msgid),
+        }
+    }
+}
+
+async fn write_loop(
+    inner: Arc<Inner>,
+    mut writer: FrameWriter<OwnedWriteHalf>,
+    mut rx: mpsc::UnboundedReceiver<Arc<ClEnvelope>>,
+) -> Result<(), ProtoError> {
+    while let Some(env) = rx.recv().await {
+        send_one(&inner, &mut writer, &env).await?;
+        while let Ok(env) = rx.try_recv() {
+            send_one(&inner, &mut writer, &env).await?;
+        }
+        writer.flush().await?;
+    }
+    Ok(())
+}
+
+/// Queues one request; a request too large to send fails on its own (nothing was written).
+async fn send_one(
+    inner: &Inner,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+    env: &ClEnvelope,
+) -> Result<(), ProtoError> {
+    match writer.send(env).await {
+        Err(ProtoError::TooLarge { len, limit }) => {
+            tracing::warn!("request of {len} bytes exceeds the limit of {limit} bytes");
+            if let Some(p) = inner.lock().pending.remove(&env.msgid) {
+                let _ = p.tx.send(Err(CallError::Fs(FsError::TooBig)));
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}

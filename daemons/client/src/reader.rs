@@ -1,0 +1,475 @@
+//! Reading files: chunk locations (cached briefly), reads from the first server that works
+//! (the others on error, then fresh locations from the master), and a per-file cache of 1 MiB
+//! segments filled ahead of sequential readers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use moose_proto::msg::{ChunkLocation, ClReply, ClRequest};
+use moose_proto::{ChunkRef, FsError, Inode, CHUNK_SIZE};
+
+use crate::csio::{CsError, CsPool};
+use crate::master::{CallError, MasterClient};
+
+/// Size of a read-ahead segment (a power of two dividing the chunk size).
+pub const SEGMENT: u64 = 1 << 20;
+/// Most segments read ahead of a sequential reader.
+const MAX_AHEAD: u64 = 8;
+/// Segments kept per file.
+const MAX_SEGMENTS_PER_FILE: usize = 16;
+/// Files with cached segments.
+const MAX_CACHED_FILES: usize = 32;
+/// Rounds of (all servers, then fresh locations) before a read fails.
+const READ_ROUNDS: u32 = 6;
+/// Cached chunk locations.
+const MAX_LOCATIONS: usize = 16384;
+
+type SegResult = Result<Arc<Vec<u8>>, FsError>;
+
+struct Segment {
+    cell: tokio::sync::OnceCell<SegResult>,
+    created: Instant,
+}
+
+#[derive(Default)]
+struct FileSegments {
+    segs: BTreeMap<u64, Arc<Segment>>,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct SegmentCache {
+    files: HashMap<Inode, FileSegments>,
+    tick: u64,
+}
+
+struct CachedLocation {
+    at: Instant,
+    loc: Arc<ChunkLocation>,
+}
+
+#[derive(Default)]
+struct Locations {
+    files: HashMap<Inode, HashMap<u32, CachedLocation>>,
+    count: usize,
+}
+
+impl Locations {
+    fn get(&self, inode: Inode, index: u32) -> Option<&CachedLocation> {
+        self.files.get(&inode)?.get(&index)
+    }
+
+    fn insert(&mut self, inode: Inode, index: u32, c: CachedLocation, ttl: Duration) {
+        if self.count >= MAX_LOCATIONS {
+            for f in self.files.values_mut() {
+                f.retain(|_, c| c.at.elapsed() < ttl);
+            }
+            self.files.retain(|_, f| !f.is_empty());
+            self.count = self.files.values().map(|f| f.len()).sum();
+            if self.count >= MAX_LOCATIONS {
+                self.files.clear();
+                self.count = 0;
+            }
+        }
+        if self
+            .files
+            .entry(inode)
+            .or_default()
+            .insert(index, c)
+            .is_none()
+        {
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, inode: Inode, index: u32) {
+        if let Some(f) = self.files.get_mut(&inode) {
+            if f.remove(&index).is_some() {
+                self.count -= 1;
+            }
+            if f.is_empty() {
+                self.files.remove(&inode);
+            }
+        }
+    }
+
+    fn remove_file(&mut self, inode: Inode) {
+        if let Some(f) = self.files.remove(&inode) {
+            self.count -= f.len();
+        }
+    }
+}
+
+/// How a read should be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Exactly the bytes asked, no caching.
+    Random,
+    /// Through the segment cache, reading `ahead` segments in advance.
+    Sequential { ahead: u64 },
+}
+
+impl ReadMode {
+    /// The mode for a reader on its `run`-th consecutive sequential read (0 = not sequential).
+    pub fn for_run(run: u32) -> ReadMode {
+        if run == 0 {
+            ReadMode::Random
+        } else {
+            ReadMode::Sequential {
+                ahead: (run as u64 + 1).min(MAX_AHEAD),
+            }
+        }
+    }
+}
+
+pub struct Reader {
+    master: MasterClient,
+    cs: Arc<CsPool>,
+    /// How long locations and segments stay valid.
+    ttl: Duration,
+    locations: Mutex<Locations>,
+    cache: Mutex<SegmentCache>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn backoff(round: u32) -> Duration {
+    Duration::from_millis(100u64 << round.min(5)).min(Duration::from_secs(3))
+}
+
+impl Reader {
+    pub fn new(master: MasterClient, cs: Arc<CsPool>, ttl: Duration) -> Reader {
+        Reader {
+            master,
+            cs,
+            ttl: ttl.max(Duration::from_millis(100)),
+            locations: Mutex::new(Locations::default()),
+            cache: Mutex::new(SegmentCache::default()),
+        }
+    }
+
+    /// Forgets everything cached about the file (after a write or a size change).
+    pub fn invalidate(&self, inode: Inode) {
+        lock(&self.cache).files.remove(&inode);
+        lock(&self.locations).remove_file(inode);
+    }
+
+    /// Reads up to `size` bytes at `offset`; fewer at the end of the file.
+    pub async fn read(
+        self: &Arc<Self>,
+        inode: Inode,
+        offset: u64,
+        size: u32,
+        mode: ReadMode,
+    ) -> Result<Vec<u8>, FsError> {
+        let end = offset.saturating_add(size as u64);
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        if let Some(hit) = self.cached(inode, offset, end) {
+            return Ok(hit);
+        }
+        let ahead = match mode {
+            ReadMode::Random => return self.read_range(inode, offset, size as u64).await,
+            ReadMode::Sequential { ahead } => ahead,
+        };
+        let first = offset / SEGMENT;
+        let last = (end - 1) / SEGMENT;
+        let mut out = Vec::with_capacity(size as usize);
+        let mut eof = false;
+        for seg in first..=last {
+            let data = self.segment(inode, seg).await?;
+            let seg_start = seg * SEGMENT;
+            let from = offset.max(seg_start) - seg_start;
+            let to = (end - seg_start).min(data.len() as u64);
+            if from < to {
+                out.extend_from_slice(&data[from as usize..to as usize]);
+            }
+            if (data.len() as u64) < SEGMENT {
+                eof = true;
+                break;
+            }
+        }
+        if !eof {
+            for seg in last + 1..=last + ahead {
+                self.prefetch(inode, seg);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bytes of `[offset, end)` if ready segments hold all of them (or reach the end).
+    fn cached(&self, inode: Inode, offset: u64, end: u64) -> Option<Vec<u8>> {
+        let mut cache = lock(&self.cache);
+        cache.tick += 1;
+        let tick = cache.tick;
+        let file = cache.files.get_mut(&inode)?;
+        file.last_used = tick;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let seg = pos / SEGMENT;
+            let s = file.segs.get(&seg)?;
+            if s.created.elapsed() >= self.ttl {
+                return None;
+            }
+            let data = match s.cell.get()? {
+                Ok(d) => d.clone(),
+                Err(_) => return None,
+            };
+            let seg_start = seg * SEGMENT;
+            let from = pos - seg_start;
+            let to = (end - seg_start).min(data.len() as u64);
+            if from < to {
+                out.extend_from_slice(&data[from as usize..to as usize]);
+            }
+            if (data.len() as u64) < SEGMENT {
+                break;
+            }
+            pos = seg_start + SEGMENT;
+        }
+        Some(out)
+    }
+
+    /// The cache slot of a segment, created (and the cache trimmed) if absent or stale.
+    fn slot(&self, inode: Inode, seg: u64) -> Arc<Segment> {
+        let mut cache = lock(&self.cache);
+        cache.tick += 1;
+        let tick = cache.tick;
+        if !cache.files.contains_key(&inode) && cache.files.len() >= MAX_CACHED_FILES {
+            if let Some(oldest) = cache
+                .files
+                .iter()
+                .min_by_key(|(_, f)| f.last_used)
+                .map(|(i, _)| *i)
+            {
+                cache.files.remove(&oldest);
+            }
+        }
+        let file = cache.files.entry(inode).or_default();
+        file.last_used = tick;
+        if let Some(s) = file.segs.get(&seg) {
+            let failed = matches!(s.cell.get(), Some(Err(_)));
+            if s.created.elapsed() < self.ttl && !failed {
+                return s.clone();
+            }
+        }
+        let s = Arc::new(Segment {
+            cell: tokio::sync::OnceCell::new(),
+            created: Instant::now(),
+        });
+        file.segs.insert(seg, s.clone());
+        while file.segs.len() > MAX_SEGMENTS_PER_FILE {
+            // Drop what lies behind the reader first, then what lies farthest ahead.
+            let victim = match file.segs.keys().next() {
+                Some(&k) if k < seg => k,
+                _ => match file.segs.keys().next_back() {
+                    Some(&k) => k,
+                    None => break,
+                },
+            };
+            file.segs.remove(&victim);
+        }
+        s
+    }
+
+    async fn segment(self: &Arc<Self>, inode: Inode, seg: u64) -> SegResult {
+        let slot = self.slot(inode, seg);
+        let me = self.clone();
+        slot.cell
+            .get_or_init(|| async move {
+                me.read_range(inode, seg * SEGMENT, SEGMENT)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .clone()
+    }
+
+    fn prefetch(self: &Arc<Self>, inode: Inode, seg: u64) {
+        let slot = self.slot(inode, seg);
+        if slot.cell.initialized() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let r = slot
+                .cell
+                .get_or_init(|| async move {
+                    me.read_range(inode, seg * SEGMENT, SEGMENT)
+                        .await
+                        .map(Arc::new)
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::debug!("read-ahead of inode {inode} segment {seg} failed: {e}");
+            }
+        });
+    }
+
+    /// Where chunk `index` of the file lives (cached unless `fresh`).
+    pub async fn location(
+        &self,
+        inode: Inode,
+        index: u32,
+        fresh: bool,
+    ) -> Result<Arc<ChunkLocation>, FsError> {
+        if !fresh {
+            if let Some(c) = lock(&self.locations).get(inode, index) {
+                if c.at.elapsed() < self.ttl {
+                    return Ok(c.loc.clone());
+                }
+            }
+        }
+        let loc = match self
+            .master
+            .call(ClRequest::ReadChunk { inode, index })
+            .await
+        {
+            Ok(ClReply::Chunk(loc)) => Arc::new(loc),
+            Ok(_) => return Err(FsError::Io),
+            Err(CallError::Fs(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!("locating chunk {index} of inode {inode}: {e}");
+                return Err(FsError::Io);
+            }
+        };
+        lock(&self.locations).insert(
+            inode,
+            index,
+            CachedLocation {
+                at: Instant::now(),
+                loc: loc.clone(),
+            },
+            self.ttl,
+        );
+        Ok(loc)
+    }
+
+    fn forget_location(&self, inode: Inode, index: u32) {
+        lock(&self.locations).remove(inode, index);
+    }
+
+    /// Reads `[offset, offset + size)` from the chunkservers, stopping at the end of the file.
+    pub async fn read_range(
+        &self,
+        inode: Inode,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>, FsError> {
+        let end = offset.saturating_add(size);
+        let mut out = Vec::with_capacity(size.min(64 * SEGMENT) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let Ok(index) = u32::try_from(pos / CHUNK_SIZE) else {
+                break;
+            };
+            let loc = self.location(inode, index, false).await?;
+            if pos >= loc.file_length {
+                break;
+            }
+            let chunk_end = (index as u64 + 1) * CHUNK_SIZE;
+            let stop = end.min(chunk_end).min(loc.file_length);
+            let len = (stop - pos) as usize;
+            let at = out.len();
+            out.resize(at + len, 0);
+            if loc.chunk_id != 0 {
+                let in_chunk = (pos % CHUNK_SIZE) as u32;
+                self.read_chunk(inode, index, loc, in_chunk, &mut out[at..])
+                    .await?;
+            }
+            pos = stop;
+        }
+        Ok(out)
+    }
+
+    /// Fills `buf` from chunk `index` at `offset`, trying every server, then fresh locations.
+    async fn read_chunk(
+        &self,
+        inode: Inode,
+        index: u32,
+        mut loc: Arc<ChunkLocation>,
+        offset: u32,
+        buf: &mut [u8],
+    ) -> Result<(), FsError> {
+        for round in 0..READ_ROUNDS {
+            if loc.chunk_id == 0 {
+                // The chunk became a hole (the file was cut meanwhile).
+                buf.fill(0);
+                return Ok(());
+            }
+            let chunk = ChunkRef {
+                chunk_id: loc.chunk_id,
+                version: loc.version,
+            };
+            // True while every failure was a version mismatch: the chunk was just written
+            // (a new version), so fresh locations help at once.
+            let mut outdated = !loc.servers.is_empty();
+            for server in &loc.servers {
+                match self.cs.read(server, chunk, offset, buf).await {
+                    Ok(()) => return Ok(()),
+                    Err(CsError::Status {
+                        err: FsError::WrongVersion,
+                        ..
+                    }) => tracing::debug!(
+                        "chunk {:016X} (inode {inode}, index {index}) is no longer version {} on {server}",
+                        chunk.chunk_id,
+                        chunk.version
+                    ),
+                    Err(e) => {
+                        outdated = false;
+                        tracing::warn!(
+                            "reading chunk {:016X}_{:08X} (inode {inode}, index {index}) from {server}: {e}",
+                            chunk.chunk_id,
+                            chunk.version
+                        );
+                        if e.is_bad_copy() {
+                            self.master.report_bad_copy(chunk, server.clone());
+                        }
+                    }
+                }
+            }
+            if loc.servers.is_empty() {
+                tracing::warn!(
+                    "chunk {:016X} (inode {inode}, index {index}) has no valid copy",
+                    chunk.chunk_id
+                );
+            }
+            self.forget_location(inode, index);
+            if !outdated || round > 0 {
+                tokio::time::sleep(backoff(round)).await;
+            }
+            loc = self.location(inode, index, true).await?;
+        }
+        Err(FsError::Io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_divides_chunk() {
+        assert_eq!(CHUNK_SIZE % SEGMENT, 0);
+    }
+
+    #[test]
+    fn read_mode_grows_with_the_run() {
+        assert_eq!(ReadMode::for_run(0), ReadMode::Random);
+        assert_eq!(ReadMode::for_run(1), ReadMode::Sequential { ahead: 2 });
+        assert_eq!(
+            ReadMode::for_run(100),
+            ReadMode::Sequential { ahead: MAX_AHEAD }
+        );
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert!(backoff(40) <= Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,430 @@
+//! `moose-tool`: goals and chunk information of files on a mount, asked from the master of the
+//! mount holding each path.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use moose_proto::msg::{ChunkInfo, ClReply, ClRequest, CopyState, SetGoalReply};
+use moose_proto::{Cred, Inode, MAX_GOAL};
+use serde_json::{json, Value};
+
+use crate::master::{MasterClient, SessionParams};
+use crate::mountinfo::{mount_of, parse_mountinfo, Source, FSTYPE};
+
+const NAME: &str = "moose-tool";
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    SetGoal { goal: u8, recursive: bool },
+    GetGoal,
+    FileInfo,
+}
+
+/// A path resolved to its mount and master inode.
+struct Target {
+    /// Canonical path of the mount point.
+    mount_point: PathBuf,
+    source: Source,
+    /// `stat` inode (1 = the mount's root).
+    st_ino: u64,
+}
+
+/// Connections per mount, opened on first use.
+#[derive(Default)]
+struct Sessions {
+    by_mount: HashMap<PathBuf, (MasterClient, Inode)>,
+}
+
+impl Sessions {
+    async fn get(&mut self, t: &Target) -> anyhow::Result<(MasterClient, Inode)> {
+        if let Some(s) = self.by_mount.get(&t.mount_point) {
+            return Ok(s.clone());
+        }
+        let params = SessionParams {
+            host: t.source.host.clone(),
+            port: t.source.port,
+            subdir: t.source.subdir.clone(),
+            mount_point: t.mount_point.display().to_string(),
+            password: None,
+            tool: true,
+        };
+        let (client, reply) = MasterClient::connect(params, false).await?;
+        let s = (client, reply.root_inode);
+        self.by_mount.insert(t.mount_point.clone(), s.clone());
+        Ok(s)
+    }
+}
+
+fn resolve(path: &Path) -> anyhow::Result<Target> {
+    let canonical = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&canonical)?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
+    let mounts = parse_mountinfo(&text);
+    let m = mount_of(&mounts, &canonical).ok_or_else(|| anyhow!("no mount holds it"))?;
+    if m.fstype != FSTYPE {
+        bail!(
+            "not on a MooseFS mount ({} is {} of type {})",
+            m.mount_point.display(),
+            m.source,
+            m.fstype
+        );
+    }
+    let source = Source::parse(&m.source)?;
+    Ok(Target {
+        mount_point: m.mount_point.clone(),
+        source,
+        st_ino: meta.ino(),
+    })
+}
+
+fn own_cred() -> Cred {
+    Cred {
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        groups: nix::unistd::getgroups()
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Copy state as MooseFS prints it.
+fn state_name(s: CopyState) -> &'static str {
+    match s {
+        CopyState::Valid => "VALID",
+        CopyState::MarkedForRemoval => "MARKED FOR REMOVAL",
+        CopyState::WrongVersion => "WRONG VERSION",
+        CopyState::Damaged => "DAMAGED",
+    }
+}
+
+/// Text of a `fileinfo` answer (after the `PATH:` line).
+pub fn format_fileinfo(chunks: &[ChunkInfo]) -> String {
+    let mut out = String::new();
+    for c in chunks {
+        if c.chunk_id == 0 {
+            out.push_str(&format!("\tchunk {}: empty\n", c.index));
+            continue;
+        }
+        out.push_str(&format!(
+            "\tchunk {}: {:016X}_{:08X} / (id:{} ver:{})\n",
+            c.index, c.chunk_id, c.version, c.chunk_id, c.version
+        ));
+        for (k, copy) in c.copies.iter().enumerate() {
+            out.push_str(&format!(
+                "\t\tcopy {}: {} (status:{})\n",
+                k + 1,
+                copy.server,
+                state_name(copy.state)
+            ));
+        }
+        if !c.copies.iter().any(|x| x.state == CopyState::Valid) {
+            out.push_str("\t\tno valid copies !!!\n");
+        }
+    }
+    out
+}
+
+fn fileinfo_json(chunks: &[ChunkInfo]) -> Value {
+    Value::Array(
+        chunks
+            .iter()
+            .map(|c| {
+                json!({
+                    "index": c.index,
+                    "chunk_id": c.chunk_id,
+                    "version": c.version,
+                    "goal": c.goal,
+                    "copies": c.copies.iter().map(|x| json!({
+                        "server": x.server.to_string(),
+                        "status": state_name(x.state),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Text of a `setgoal` answer (after the `PATH:` line).
+pub fn format_setgoal(r: &SetGoalReply) -> String {
+    format!(
+        " inodes with goal changed: {}\n inodes with goal not changed: {}\n inodes with permission denied: {}\n",
+        r.changed, r.unchanged, r.not_permitted
+    )
+}
+
+async fn one(
+    sessions: &mut Sessions,
+    cmd: &Command,
+    path: &Path,
+    json_out: bool,
+) -> anyhow::Result<Value> {
+    let target = resolve(path)?;
+    let (client, root) = sessions.get(&target).await?;
+    let inode = if target.st_ino == 1 {
+        root
+    } else {
+        target.st_ino
+    };
+    let shown = path.display().to_string();
+    match cmd {
+        Command::GetGoal => match client.call(ClRequest::GetGoal { inode }).await? {
+            ClReply::Goal(g) => {
+                if !json_out {
+                    println!("{shown}: {g}");
+                }
+                Ok(json!({ "path": shown, "goal": g }))
+            }
+            other => bail!("unexpected answer from the master: {other:?}"),
+        },
+        Command::SetGoal { goal, recursive } => {
+            let req = ClRequest::SetGoal {
+                inode,
+                goal: *goal,
+                recursive: *recursive,
+                cred: own_cred(),
+            };
+            match client.call(req).await? {
+                ClReply::GoalSet(r) => {
+                    if !json_out {
+                        print!("{shown}:\n{}", format_setgoal(&r));
+                    }
+                    Ok(json!({
+                        "path": shown,
+                        "changed": r.changed,
+                        "unchanged": r.unchanged,
+                        "permission_denied": r.not_permitted,
+                    }))
+                }
+                other => bail!("unexpected answer from the master: {other:?}"),
+            }
+        }
+        Command::FileInfo => match client.call(ClRequest::FileInfo { inode }).await? {
+            ClReply::FileInfo(chunks) => {
+                if !json_out {
+                    print!("{shown}:\n{}", format_fileinfo(&chunks));
+                }
+                Ok(json!({ "path": shown, "chunks": fileinfo_json(&chunks) }))
+            }
+            other => bail!("unexpected answer from the master: {other:?}"),
+        },
+    }
+}
+
+/// `moose-tool info`: the master's view of the cluster.
+pub fn info(host: &str, port: u16, json_out: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{NAME}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(moose_proto::admin::cluster_info(
+        host,
+        port,
+        std::time::Duration::from_secs(10),
+    ));
+    let info = match result {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{NAME}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json_out {
+        match serde_json::to_string_pretty(&info) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("{NAME}: cannot format the answer: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", format_info(&info));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Plain-text cluster status.
+pub fn format_info(i: &moose_proto::msg::ClusterInfo) -> String {
+    use moose_common::units::human_bytes;
+    let h = &i.health;
+    let mut out = format!(
+        "master version {}, cluster {:016X}, metadata version {}, up {} s\n\
+         space: {} total, {} available\n\
+         objects: {} files, {} folders, {} chunks; {} sessions; {} metaloggers\n\
+         chunks: missing {} / endangered {} / undergoal {} / stable {} / overgoal {} / pending deletion {} / replicating {}\n",
+        i.version,
+        i.cluster_id,
+        i.metadata_version,
+        i.uptime_secs,
+        human_bytes(i.total_space),
+        human_bytes(i.avail_space),
+        i.files,
+        i.dirs,
+        i.chunks,
+        i.sessions,
+        i.metaloggers.len(),
+        h.missing,
+        h.endangered,
+        h.undergoal,
+        h.stable,
+        h.overgoal,
+        h.pending_deletion,
+        h.replicating,
+    );
+    for m in &i.metaloggers {
+        out.push_str(&format!(
+            "metalogger {}: has version {}\n",
+            m.addr, m.version
+        ));
+    }
+    for c in &i.chunkservers {
+        out.push_str(&format!(
+            "chunkserver {} {}: {}, {} chunks, {} used of {}\n",
+            c.id,
+            c.addr,
+            if c.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            c.chunks,
+            human_bytes(c.used),
+            human_bytes(c.total)
+        ));
+    }
+    out
+}
+
+/// Runs the command on every path; returns the exit code (failure if any path failed).
+pub fn run(cmd: Command, paths: &[PathBuf], json_out: bool) -> ExitCode {
+    if let Command::SetGoal { goal, .. } = cmd {
+        if goal == 0 || goal > MAX_GOAL {
+            eprintln!("{NAME}: goal must be between 1 and {MAX_GOAL}, not {goal}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{NAME}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    let mut results = Vec::new();
+    rt.block_on(async {
+        let mut sessions = Sessions::default();
+        for path in paths {
+            match one(&mut sessions, &cmd, path, json_out).await {
+                Ok(v) => results.push(v),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("{NAME}: {}: {e:#}", path.display());
+                    results.push(
+                        json!({ "path": path.display().to_string(), "error": format!("{e:#}") }),
+                    );
+                }
+            }
+        }
+    });
+    if json_out {
+        match serde_json::to_string_pretty(&Value::Array(results)) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("{NAME}: cannot format the answer: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moose_proto::msg::CopyInfo;
+    use moose_proto::CsAddr;
+
+    fn addr(h: &str) -> CsAddr {
+        CsAddr {
+            host: h.into(),
+            port: 9422,
+        }
+    }
+
+    #[test]
+    fn fileinfo_text() {
+        let chunks = vec![
+            ChunkInfo {
+                index: 0,
+                chunk_id: 0x1A,
+                version: 3,
+                goal: 2,
+                copies: vec![
+                    CopyInfo {
+                        server: addr("10.0.0.1"),
+                        state: CopyState::Valid,
+                    },
+                    CopyInfo {
+                        server: addr("10.0.0.2"),
+                        state: CopyState::MarkedForRemoval,
+                    },
+                ],
+            },
+            ChunkInfo {
+                index: 1,
+                chunk_id: 0x1B,
+                version: 1,
+                goal: 2,
+                copies: vec![],
+            },
+        ];
+        assert_eq!(
+            format_fileinfo(&chunks),
+            "\tchunk 0: 000000000000001A_00000003 / (id:26 ver:3)\n\
+             \t\tcopy 1: 10.0.0.1:9422 (status:VALID)\n\
+             \t\tcopy 2: 10.0.0.2:9422 (status:MARKED FOR REMOVAL)\n\
+             \tchunk 1: 000000000000001B_00000001 / (id:27 ver:1)\n\
+             \t\tno valid copies !!!\n"
+        );
+        let j = fileinfo_json(&chunks);
+        assert_eq!(j[0]["copies"][1]["status"], "MARKED FOR REMOVAL");
+        assert_eq!(j[1]["copies"].as_array().map(|a| a.len()), Some(0));
+    }
+
+    #[test]
+    fn setgoal_text() {
+        let r = SetGoalReply {
+            changed: 3,
+            unchanged: 1,
+            not_permitted: 0,
+        };
+        assert_eq!(
+            format_setgoal(&r),
+            " inodes with goal changed: 3\n inodes with goal not changed: 1\n inodes with permission denied: 0\n"
+        );
+    }
+
+    #[test]
+    fn path_outside_moosefs_is_refused() {
+        let e = resolve(Path::new("/proc")).err().map(|e| format!("{e:#}"));
+        assert!(e.is_some_and(|m| m.contains("not on a MooseFS mount")));
+    }
+}

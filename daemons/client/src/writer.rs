@@ -1,0 +1,549 @@
+//! Write-behind: `write` copies into a per-file buffer and returns; the buffer goes to the
+//! chunkservers in the background (once enough is gathered or it gets old) and synchronously on
+//! flush, fsync, release, truncation and before reads of the dirty bytes. The memory of all
+//! buffers is bounded; a writer waits when it is used up. Errors of background writes are kept
+//! and returned by the next flush, fsync or release.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use moose_proto::msg::{ClReply, ClRequest, WriteLease};
+use moose_proto::{ChunkRef, CsAddr, FsError, Inode};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::csio::{CsError, CsPool};
+use crate::extents::{plan_chunks, ChunkWrite, Extents};
+use crate::master::{CallError, MasterClient};
+use crate::reader::Reader;
+
+/// Dirty bytes of one file that start a background write.
+const BACKGROUND_BYTES: u64 = 8 << 20;
+/// Age of dirty data that starts a background write.
+const MAX_DIRTY_AGE: Duration = Duration::from_secs(2);
+/// How long a chunk locked by another writer is waited for.
+const LOCKED_PATIENCE: Duration = Duration::from_secs(60);
+/// How long "no chunkservers" is waited out (they re-register after a master restart).
+const NO_SERVERS_PATIENCE: Duration = Duration::from_secs(10);
+/// Attempts (each with a new lease) to write one chunk.
+const WRITE_ATTEMPTS: u32 = 5;
+/// Chunks of one file written at the same time.
+const PARALLEL_CHUNKS: usize = 4;
+
+/// A chunk written since the last fsync: where it is and on which servers.
+struct Written {
+    index: u32,
+    chunk: ChunkRef,
+    chain: Vec<CsAddr>,
+}
+
+#[derive(Default)]
+struct FileState {
+    dirty: Extents,
+    /// Ranges being written right now (start, length).
+    inflight: Vec<(u64, u64)>,
+    inflight_bytes: u64,
+    /// Budget permits held for this file's dirty and in-flight bytes.
+    held: u64,
+    /// First error of a background write, not yet reported.
+    error: Option<FsError>,
+    background_queued: bool,
+    dirty_since: Option<Instant>,
+    /// Chunks written since the last fsync: index → (chunk, chain).
+    unsynced: HashMap<u32, (ChunkRef, Vec<CsAddr>)>,
+}
+
+impl FileState {
+    fn wanted(&self) -> u64 {
+        self.dirty.bytes() + self.inflight_bytes
+    }
+
+    fn end(&self) -> Option<u64> {
+        let inflight_end = self.inflight.iter().map(|(s, l)| s + l).max();
+        match (self.dirty.end(), inflight_end) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.dirty.is_empty() && self.inflight.is_empty() && self.error.is_none()
+    }
+}
+
+struct FileBuf {
+    state: Mutex<FileState>,
+    /// One write-out at a time per file, in order.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl FileBuf {
+    fn lock(&self) -> MutexGuard<'_, FileState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct Writer {
+    master: MasterClient,
+    cs: Arc<CsPool>,
+    reader: Arc<Reader>,
+    budget: Semaphore,
+    budget_total: u64,
+    files: Mutex<HashMap<Inode, Arc<FileBuf>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Errors are kept for the next synchronous call.
+    Background,
+    /// Errors (this one's or a kept one) are returned.
+    Sync,
+}
+
+impl Writer {
+    /// `cache_bytes` bounds the buffered data of all files together.
+    pub fn new(
+        master: MasterClient,
+        cs: Arc<CsPool>,
+        reader: Arc<Reader>,
+        cache_bytes: u64,
+    ) -> Arc<Writer> {
+        let budget_total = cache_bytes.clamp(1 << 20, (Semaphore::MAX_PERMITS as u64).min(1 << 40));
+        let w = Arc::new(Writer {
+            master,
+            cs,
+            reader,
+            budget: Semaphore::new(budget_total as usize),
+            budget_total,
+            files: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(age_ticker(Arc::downgrade(&w)));
+        w
+    }
+
+    fn files(&self) -> MutexGuard<'_, HashMap<Inode, Arc<FileBuf>>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn file(&self, inode: Inode) -> Option<Arc<FileBuf>> {
+        self.files().get(&inode).cloned()
+    }
+
+    fn file_or_new(&self, inode: Inode) -> Arc<FileBuf> {
+        self.files()
+            .entry(inode)
+            .or_insert_with(|| {
+                Arc::new(FileBuf {
+                    state: Mutex::new(FileState::default()),
+                    flushing: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    /// Gives permits back so that `held` does not exceed what the file still needs.
+    fn settle(&self, st: &mut FileState) {
+        let wanted = st.wanted();
+        if st.held > wanted {
+            self.budget.add_permits((st.held - wanted) as usize);
+            st.held = wanted;
+        }
+    }
+
+    /// Buffers `data` at `offset`; waits while the buffers of all files are full.
+    pub async fn write(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8]) {
+        let need = (data.len() as u64).min(self.budget_total) as u32;
+        let permit = match self.budget.try_acquire_many(need) {
+            Ok(p) => p,
+            Err(_) => {
+                self.start_all_background();
+                match self.budget.acquire_many(need).await {
+                    Ok(p) => p,
+                    // The semaphore is never closed.
+                    Err(_) => return,
+                }
+            }
+        };
+        permit.forget();
+        let buf = self.file_or_new(inode);
+        let start_background = {
+            let mut st = buf.lock();
+            st.dirty.insert(offset, data);
+            st.held += need as u64;
+            self.settle(&mut st);
+            st.dirty_since.get_or_insert_with(Instant::now);
+            let due = st.dirty.bytes() >= BACKGROUND_BYTES
+                || self.budget.available_permits() < (self.budget_total / 4) as usize;
+            if due && !st.background_queued {
+                st.background_queued = true;
+                true
+            } else {
+                false
+            }
+        };
+        if start_background {
+            self.spawn_background(inode);
+        }
+    }
+
+    fn spawn_background(self: &Arc<Self>, inode: Inode) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me.flush_file(inode, Mode::Background).await;
+        });
+    }
+
+    /// Starts a background write of every file with dirty data.
+    fn start_all_background(self: &Arc<Self>) {
+        let files: Vec<(Inode, Arc<FileBuf>)> =
+            self.files().iter().map(|(i, f)| (*i, f.clone())).collect();
+        for (inode, f) in files {
+            let start = {
+                let mut st = f.lock();
+                if !st.dirty.is_empty() && !st.background_queued {
+                    st.background_queued = true;
+                    true
+                } else {
+                    false
+                }
+            };
+            if start {
+                self.spawn_background(inode);
+            }
+        }
+    }
+
+    /// True when dirty or in-flight bytes lie in `[start, end)`.
+    pub fn overlaps(&self, inode: Inode, start: u64, end: u64) -> bool {
+        match self.file(inode) {
+            Some(f) => {
+                let st = f.lock();
+                st.dirty.overlaps(start, end)
+                    || st.inflight.iter().any(|(s, l)| *s < end && start < s + l)
+            }
+            None => false,
+        }
+    }
+
+    /// End of the buffered data (the file is at least this long once it is written).
+    pub fn buffered_end(&self, inode: Inode) -> Option<u64> {
+        self.file(inode).and_then(|f| f.lock().end())
+    }
+
+    /// Writes the file's buffer out and returns any error since the last report.
+    pub async fn flush(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
+        self.flush_file(inode, Mode::Sync).await
+    }
+
+    /// [`Writer::flush`], then makes every chunk written since the last fsync durable on every
+    /// server of its chain. A server that fails the sync because it died is fine once the
+    /// master no longer counts its copy (the others have every acknowledged write): that is
+    /// checked against the master for a while before the fsync fails.
+    pub async fn fsync(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
+        self.flush(inode).await?;
+        let Some(f) = self.file(inode) else {
+            return Ok(());
+        };
+        let chunks: Vec<(u32, ChunkRef, Vec<CsAddr>)> = f
+            .lock()
+            .unsynced
+            .drain()
+            .map(|(index, (chunk, chain))| (index, chunk, chain))
+            .collect();
+        let mut tasks = JoinSet::new();
+        for (index, chunk, chain) in chunks {
+            for server in chain {
+                let cs = self.cs.clone();
+                tasks.spawn(async move {
+                    let r = cs.sync(&server, chunk).await;
+                    (index, chunk, server, r)
+                });
+            }
+        }
+        let mut synced: HashMap<u32, usize> = HashMap::new();
+        let mut failed: Vec<(u32, ChunkRef, CsAddr)> = Vec::new();
+        let mut result = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, _, _, Ok(()))) => *synced.entry(index).or_default() += 1,
+                Ok((index, chunk, server, Err(e))) => {
+                    tracing::warn!(
+                        "fsync of inode {inode}: chunk {:016X}_{:08X} on {server}: {e}",
+                        chunk.chunk_id,
+                        chunk.version
+                    );
+                    failed.push((index, chunk, server));
+                }
+                Err(e) => {
+                    tracing::error!("fsync of inode {inode}: task failed: {e}");
+                    result = Err(FsError::Io);
+                }
+            }
+        }
+        for (index, chunk, server) in failed {
+            let some_copy_synced = synced.get(&index).copied().unwrap_or(0) > 0;
+            if !some_copy_synced || !self.copy_dropped(inode, index, chunk, &server).await {
+                tracing::error!(
+                    "fsync of inode {inode}: chunk {:016X}_{:08X} is not durable on {server}, which still holds a valid copy",
+                    chunk.chunk_id,
+                    chunk.version
+                );
+                result = Err(FsError::Io);
+            }
+        }
+        result
+    }
+
+    /// Waits (up to about 20 s) for the master to stop counting `server`'s copy of `chunk`.
+    async fn copy_dropped(
+        &self,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkRef,
+        server: &CsAddr,
+    ) -> bool {
+        for attempt in 0..40u32 {
+            match self.reader.location(inode, index, true).await {
+                Ok(loc) if loc.chunk_id != chunk.chunk_id || loc.version != chunk.version => {
+                    return true;
+                }
+                Ok(loc) if !loc.servers.contains(server) => return true,
+                Ok(_) | Err(_) => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100 + 10 * attempt as u64)).await;
+        }
+        false
+    }
+
+    /// Drops the file's state once nothing is buffered (after its last handle was closed).
+    pub fn forget_if_idle(&self, inode: Inode) {
+        let mut files = self.files();
+        if let Some(f) = files.get(&inode) {
+            let idle = f.lock().is_idle();
+            if idle && Arc::strong_count(f) == 1 {
+                files.remove(&inode);
+            }
+        }
+    }
+
+    /// Writes every buffer out (at unmount); returns how many files failed.
+    pub async fn flush_all(self: &Arc<Self>) -> usize {
+        let inodes: Vec<Inode> = self.files().keys().copied().collect();
+        let mut failed = 0;
+        for inode in inodes {
+            if let Err(e) = self.flush(inode).await {
+                tracing::error!("writing the buffered data of inode {inode} failed: {e}");
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    async fn flush_file(self: &Arc<Self>, inode: Inode, mode: Mode) -> Result<(), FsError> {
+        let Some(f) = self.file(inode) else {
+            return Ok(());
+        };
+        let _turn = f.flushing.lock().await;
+        let ranges = {
+            let mut st = f.lock();
+            st.background_queued = false;
+            st.dirty_since = None;
+            let ranges = st.dirty.take_all();
+            st.inflight = ranges.iter().map(|(s, d)| (*s, d.len() as u64)).collect();
+            st.inflight_bytes = st.inflight.iter().map(|(_, l)| l).sum();
+            ranges
+        };
+        let result = if ranges.is_empty() {
+            Ok(())
+        } else {
+            let r = self.write_out(inode, &f, plan_chunks(ranges)).await;
+            self.reader.invalidate(inode);
+            r
+        };
+        let mut st = f.lock();
+        st.inflight.clear();
+        st.inflight_bytes = 0;
+        self.settle(&mut st);
+        if let Err(e) = result {
+            st.error.get_or_insert(e);
+        }
+        match mode {
+            Mode::Background => Ok(()),
+            Mode::Sync => st.error.take().map_or(Ok(()), Err),
+        }
+    }
+
+    /// Writes the chunks, a few at a time; the first error wins.
+    async fn write_out(
+        self: &Arc<Self>,
+        inode: Inode,
+        f: &Arc<FileBuf>,
+        plan: Vec<ChunkWrite>,
+    ) -> Result<(), FsError> {
+        let mut result = Ok(());
+        let mut tasks: JoinSet<Result<Written, FsError>> = JoinSet::new();
+        let mut queue = plan.into_iter();
+        loop {
+            while tasks.len() < PARALLEL_CHUNKS {
+                let Some(cw) = queue.next() else { break };
+                let me = self.clone();
+                tasks.spawn(async move { me.write_chunk(inode, cw).await });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok(Ok(w)) => {
+                    f.lock().unsynced.insert(w.index, (w.chunk, w.chain));
+                }
+                Ok(Err(e)) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("write task of inode {inode} failed: {e}");
+                    if result.is_ok() {
+                        result = Err(FsError::Io);
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// Writes one chunk's pieces under a lease; a failed chain is retried with a new lease.
+    async fn write_chunk(&self, inode: Inode, cw: ChunkWrite) -> Result<Written, FsError> {
+        let index = cw.index;
+        let mut last = FsError::Io;
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let lease = self.lease(inode, index).await?;
+            let chunk = ChunkRef {
+                chunk_id: lease.chunk_id,
+                version: lease.version,
+            };
+            let written = self.cs.write_chain(&lease.chain, chunk, &cw.pieces).await;
+            let ok = written.is_ok();
+            let length = if ok { cw.end } else { lease.file_length };
+            let end = self
+                .master
+                .call(ClRequest::WriteChunkEnd {
+                    inode,
+                    index,
+                    chunk_id: lease.chunk_id,
+                    length,
+                    ok,
+                })
+                .await;
+            match (written, end) {
+                (Ok(()), Ok(ClReply::Attr(_)) | Ok(ClReply::Done)) => {
+                    return Ok(Written {
+                        index,
+                        chunk,
+                        chain: lease.chain,
+                    })
+                }
+                (Ok(()), Ok(other)) => {
+                    tracing::error!("unexpected answer to the end of a write: {other:?}");
+                    return Err(FsError::Io);
+                }
+                (Ok(()), Err(e)) => {
+                    tracing::warn!(
+                        "inode {inode} chunk {index}: the master did not accept the write (attempt {attempt}): {e}"
+                    );
+                    last = call_status(e);
+                    if matches!(e, CallError::Fs(FsError::NoEnt | FsError::NoSpace)) {
+                        return Err(last);
+                    }
+                }
+                (Err(e), end) => {
+                    tracing::warn!(
+                        "inode {inode} chunk {index} ({:016X}_{:08X}): write through the chain failed (attempt {attempt}): {e}",
+                        chunk.chunk_id,
+                        chunk.version
+                    );
+                    if let Err(end_err) = end {
+                        tracing::warn!("ending the failed write: {end_err}");
+                    }
+                    last = match e {
+                        CsError::Status {
+                            err: err @ (FsError::NoSpace | FsError::NoChunkservers),
+                            ..
+                        } => err,
+                        _ => FsError::Io,
+                    };
+                }
+            }
+            self.reader.invalidate(inode);
+            tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+        }
+        tracing::error!("inode {inode} chunk {index}: giving up after {WRITE_ATTEMPTS} attempts");
+        Err(last)
+    }
+
+    /// A write lease for chunk `index`, waiting while another writer holds the chunk.
+    async fn lease(&self, inode: Inode, index: u32) -> Result<WriteLease, FsError> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(20);
+        loop {
+            match self
+                .master
+                .call(ClRequest::WriteChunk { inode, index })
+                .await
+            {
+                Ok(ClReply::WriteLease(l)) => return Ok(l),
+                Ok(other) => {
+                    tracing::error!("unexpected answer to a write request: {other:?}");
+                    return Err(FsError::Io);
+                }
+                Err(CallError::Fs(FsError::Locked)) if start.elapsed() < LOCKED_PATIENCE => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(CallError::Fs(FsError::NoChunkservers))
+                    if start.elapsed() < NO_SERVERS_PATIENCE =>
+                {
+                    tracing::debug!("inode {inode} chunk {index}: no chunkservers yet; waiting");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(call_status(e)),
+            }
+        }
+    }
+}
+
+fn call_status(e: CallError) -> FsError {
+    match e {
+        CallError::Fs(e) => e,
+        CallError::Disconnected | CallError::Unexpected => FsError::Io,
+    }
+}
+
+/// Starts background writes of data that waited too long.
+async fn age_ticker(writer: Weak<Writer>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(w) = writer.upgrade() else { return };
+        let files: Vec<(Inode, Arc<FileBuf>)> =
+            w.files().iter().map(|(i, f)| (*i, f.clone())).collect();
+        for (inode, f) in files {
+            let start = {
+                let mut st = f.lock();
+                let old = st.dirty_since.is_some_and(|t| t.elapsed() >= MAX_DIRTY_AGE);
+                if old && !st.background_queued {
+                    st.background_queued = true;
+                    true
+                } else {
+                    false
+                }
+            };
+            if start {
+                w.spawn_background(inode);
+            }
+        }
+    }
+}

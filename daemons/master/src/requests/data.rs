@@ -1,0 +1,387 @@
+//! Requests about file data: where chunks are, write leases (which create chunks or raise
+//! their versions on the chunkservers first) and truncation. The state lock is never held
+//! while waiting for a chunkserver.
+
+use std::time::Instant;
+
+use moose_proto::msg::{ChunkLocation, ClReply, MasterToCs, WriteLease};
+use moose_proto::{ChunkRef, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
+use rand::seq::SliceRandom;
+
+use super::MAX_FILE_SIZE;
+use crate::clserv::Session;
+use crate::master::Master;
+use crate::namespace::NodeData;
+use crate::ops::Op;
+use crate::placement;
+use crate::state::{Copy, State, WriteLock};
+
+/// Copies of `chunk_id` at `version` that can be read and written (damaged ones cannot).
+pub fn valid_copies(st: &State, chunk_id: u64, version: u32) -> Vec<u32> {
+    st.rt
+        .locations
+        .get(&chunk_id)
+        .map(|v| {
+            v.iter()
+                .filter(|c| c.version == version && !st.rt.damaged.contains(&(chunk_id, c.cs)))
+                .map(|c| c.cs)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// After a version change: the copies in `ok` have `version`; every other copy is stale.
+fn set_copy_versions(st: &mut State, chunk_id: u64, ok: &[u32], version: u32) {
+    let copies = st.rt.locations.entry(chunk_id).or_default();
+    for c in copies.iter_mut() {
+        if ok.contains(&c.cs) {
+            c.version = version;
+        }
+    }
+}
+
+fn lock_chunk(st: &mut State, chunk_id: u64, session: u64) {
+    st.rt.write_locks.insert(
+        chunk_id,
+        WriteLock {
+            session,
+            since: Instant::now(),
+        },
+    );
+}
+
+/// Sends one order to each of `servers` at once; returns the servers that carried it out.
+async fn order_all(
+    m: &Master,
+    servers: &[u32],
+    what: &str,
+    make: impl Fn(u64) -> MasterToCs + std::marker::Copy,
+) -> Vec<u32> {
+    let results = join_all(
+        servers
+            .iter()
+            .map(|&cs| Box::pin(m.cs.order(cs, make)))
+            .collect(),
+    )
+    .await;
+    let mut ok = Vec::with_capacity(servers.len());
+    for (&cs, r) in servers.iter().zip(results) {
+        match r {
+            Ok(()) => ok.push(cs),
+            Err(e) => tracing::warn!("{what} on chunkserver {cs} failed: {e}"),
+        }
+    }
+    ok
+}
+
+/// Polls futures concurrently and collects their results in order.
+async fn join_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut results: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futs.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match std::pin::Pin::new(f).poll(cx) {
+                    Poll::Ready(v) => results[i] = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &[u64], u8)> {
+    let node = st.node(inode)?;
+    match &node.data {
+        NodeData::File { length, chunks } => Ok((*length, chunks, node.goal)),
+        _ if node.is_dir() => Err(FsError::IsDir),
+        _ => Err(FsError::Inval),
+    }
+}
+
+/// Where chunk `index` of the file is; servers in random order to spread reads.
+pub fn read_chunk(m: &Master, inode: Inode, index: u32) -> FsResult<ClReply> {
+    let (mut loc, ids) = {
+        let st = m.state();
+        let (length, chunks, _) = file_chunks(&st, inode)?;
+        let chunk_id = chunks.get(index as usize).copied().unwrap_or(0);
+        let version = st.meta.chunks.get(&chunk_id).map_or(0, |c| c.version);
+        let ids = if chunk_id == 0 {
+            vec![]
+        } else {
+            valid_copies(&st, chunk_id, version)
+        };
+        let loc = ChunkLocation {
+            file_length: length,
+            chunk_id,
+            version,
+            servers: vec![],
+        };
+        (loc, ids)
+    };
+    loc.servers = ids.into_iter().filter_map(|id| m.cs.addr(id)).collect();
+    loc.servers.shuffle(&mut rand::rng());
+    Ok(ClReply::Chunk(loc))
+}
+
+enum WritePlan {
+    /// A hole: create a new chunk with this id on `goal` servers.
+    Create { chunk_id: u64, goal: u8 },
+    /// An existing chunk: raise its version on these copies.
+    Bump {
+        chunk_id: u64,
+        version: u32,
+        copies: Vec<u32>,
+    },
+}
+
+/// Gives the client a chunk to write: a new one (created on `goal` servers) or the existing
+/// one with its version raised on every valid copy. The chunk stays locked for the session.
+pub async fn write_chunk(
+    m: &Master,
+    s: &Session,
+    inode: Inode,
+    index: u32,
+) -> FsResult<WriteLease> {
+    if u64::from(index) >= MAX_FILE_SIZE / CHUNK_SIZE {
+        return Err(FsError::TooBig);
+    }
+    match plan_write(m, s, inode, index)? {
+        WritePlan::Create { chunk_id, goal } => {
+            let result = create_chunk(m, s, inode, index, chunk_id, goal).await;
+            m.state().rt.creating.remove(&(inode, index));
+            result
+        }
+        WritePlan::Bump {
+            chunk_id,
+            version,
+            copies,
+        } => {
+            let new_version = version + 1;
+            let chunk = ChunkRef { chunk_id, version };
+            let ok = order_all(m, &copies, "set version", |req_id| MasterToCs::SetVersion {
+                req_id,
+                chunk,
+                new_version,
+            })
+            .await;
+            let (file_length, v) = {
+                let mut st = m.state();
+                let st = &mut *st;
+                if ok.is_empty() {
+                    st.rt.write_locks.remove(&chunk_id);
+                    tracing::warn!("chunk {chunk_id:016X}: no copy took the new version");
+                    return Err(FsError::Io);
+                }
+                set_copy_versions(st, chunk_id, &ok, new_version);
+                let op = Op::SetChunkVersion {
+                    chunk_id,
+                    version: new_version,
+                };
+                match m.commit(st, op) {
+                    Ok((_, v)) => (st.node(inode).map_or(0, |n| n.length()), v),
+                    Err(e) => {
+                        st.rt.write_locks.remove(&chunk_id);
+                        return Err(e);
+                    }
+                }
+            };
+            m.durable(v).await?;
+            Ok(WriteLease {
+                file_length,
+                chunk_id,
+                version: new_version,
+                chain: placement::chain_order(ok.iter().filter_map(|id| m.cs.addr(*id)).collect()),
+            })
+        }
+    }
+}
+
+fn plan_write(m: &Master, s: &Session, inode: Inode, index: u32) -> FsResult<WritePlan> {
+    let mut st = m.state();
+    let st = &mut *st;
+    let (_, chunks, goal) = file_chunks(st, inode)?;
+    match chunks.get(index as usize).copied().filter(|c| *c != 0) {
+        None => {
+            if !st.rt.creating.insert((inode, index)) {
+                return Err(FsError::Locked);
+            }
+            let chunk_id = st.meta.next_chunk_id;
+            st.meta.next_chunk_id += 1;
+            Ok(WritePlan::Create { chunk_id, goal })
+        }
+        Some(chunk_id) => {
+            if st
+                .rt
+                .write_locks
+                .get(&chunk_id)
+                .is_some_and(|l| l.session != s.id)
+            {
+                return Err(FsError::Locked);
+            }
+            let version = st
+                .meta
+                .chunks
+                .get(&chunk_id)
+                .map(|c| c.version)
+                .ok_or(FsError::NoChunk)?;
+            let copies = valid_copies(st, chunk_id, version);
+            if copies.is_empty() {
+                tracing::warn!(
+                    "chunk {chunk_id:016X} of inode {inode} has no valid copy; write refused"
+                );
+                return Err(FsError::Io);
+            }
+            lock_chunk(st, chunk_id, s.id);
+            Ok(WritePlan::Bump {
+                chunk_id,
+                version,
+                copies,
+            })
+        }
+    }
+}
+
+async fn create_chunk(
+    m: &Master,
+    s: &Session,
+    inode: Inode,
+    index: u32,
+    chunk_id: u64,
+    goal: u8,
+) -> FsResult<WriteLease> {
+    let targets = placement::choose_new(&m.cs.connected(), goal as usize, &[])?;
+    let ids: Vec<u32> = targets.iter().map(|t| t.id).collect();
+    let chunk = ChunkRef {
+        chunk_id,
+        version: 1,
+    };
+    let ok = order_all(m, &ids, "create", |req_id| MasterToCs::Create {
+        req_id,
+        chunk,
+    })
+    .await;
+    let (file_length, v) = {
+        let mut st = m.state();
+        let st = &mut *st;
+        for cs in ids.iter().filter(|cs| !ok.contains(cs)) {
+            st.rt.deletions.push((*cs, chunk));
+        }
+        if ok.is_empty() {
+            return Err(FsError::NoChunkservers);
+        }
+        let op = Op::AddChunk {
+            inode,
+            index,
+            chunk_id,
+            version: 1,
+        };
+        let v = match m.commit(st, op) {
+            Ok((_, v)) => v,
+            Err(e) => {
+                // The file changed meanwhile (removed, or another writer filled the slot).
+                st.rt.deletions.extend(ok.iter().map(|cs| (*cs, chunk)));
+                return Err(if e == FsError::Exist {
+                    FsError::Locked
+                } else {
+                    e
+                });
+            }
+        };
+        st.rt.locations.insert(
+            chunk_id,
+            ok.iter().map(|&cs| Copy { cs, version: 1 }).collect(),
+        );
+        lock_chunk(st, chunk_id, s.id);
+        (st.node(inode).map_or(0, |n| n.length()), v)
+    };
+    m.durable(v).await?;
+    Ok(WriteLease {
+        file_length,
+        chunk_id,
+        version: 1,
+        chain: placement::chain_order(ok.iter().filter_map(|id| m.cs.addr(*id)).collect()),
+    })
+}
+
+/// Changes a file's length; a chunk cut in the middle is truncated on every copy first.
+/// Returns the version to wait for.
+pub async fn truncate(
+    m: &Master,
+    s: &Session,
+    inode: Inode,
+    size: u64,
+    now: Timespec,
+) -> FsResult<u64> {
+    let (cut, version, copies) = {
+        let mut st = m.state();
+        let st = &mut *st;
+        let (length, chunks, _) = file_chunks(st, inode)?;
+        let in_middle = !size.is_multiple_of(CHUNK_SIZE) && size < length;
+        let cut = chunks
+            .get((size / CHUNK_SIZE) as usize)
+            .copied()
+            .filter(|c| *c != 0 && in_middle);
+        let Some(cut) = cut else {
+            let op = Op::SetLength {
+                inode,
+                length: size,
+                trunc_chunk: None,
+                time: now,
+            };
+            return Ok(m.commit(st, op)?.1);
+        };
+        if st
+            .rt
+            .write_locks
+            .get(&cut)
+            .is_some_and(|l| l.session != s.id)
+        {
+            return Err(FsError::Locked);
+        }
+        let version = st
+            .meta
+            .chunks
+            .get(&cut)
+            .map(|c| c.version)
+            .ok_or(FsError::NoChunk)?;
+        lock_chunk(st, cut, s.id);
+        (cut, version, valid_copies(st, cut, version))
+    };
+    let new_version = version + 1;
+    let chunk = ChunkRef {
+        chunk_id: cut,
+        version,
+    };
+    let length = (size % CHUNK_SIZE) as u32;
+    let ok = order_all(m, &copies, "truncate", |req_id| MasterToCs::Truncate {
+        req_id,
+        chunk,
+        new_version,
+        length,
+    })
+    .await;
+    let mut st = m.state();
+    let st = &mut *st;
+    st.rt.write_locks.remove(&cut);
+    if ok.is_empty() && !copies.is_empty() {
+        tracing::error!("truncate of chunk {cut:016X} failed on every copy");
+        return Err(FsError::Io);
+    }
+    set_copy_versions(st, cut, &ok, new_version);
+    let op = Op::SetLength {
+        inode,
+        length: size,
+        trunc_chunk: Some((cut, new_version)),
+        time: now,
+    };
+    Ok(m.commit(st, op)?.1)
+}

@@ -1,0 +1,115 @@
+//! File system requests of a session: permission checks, then an [`crate::ops::Op`] committed
+//! to the changelog, then the reply once the change is durable.
+
+mod data;
+mod names;
+mod status;
+mod xattr;
+
+use moose_proto::msg::{ClReply, ClRequest};
+use moose_proto::{Attr, ChunkRef, Cred, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
+
+pub use status::cluster_info;
+
+use crate::access::may;
+use crate::clserv::Session;
+use crate::master::Master;
+use crate::state::State;
+
+/// Largest file: 2^31 chunks of 64 MiB.
+const MAX_FILE_SIZE: u64 = CHUNK_SIZE << 31;
+
+/// A reply, and the metadata version it must wait for (if it changed anything).
+type Outcome = (ClReply, Option<u64>);
+
+pub async fn handle(m: &Master, s: &Session, req: ClRequest) -> FsResult<ClReply> {
+    let now = Timespec::now();
+    match req {
+        ClRequest::Statfs => Ok(ClReply::Statfs(status::statfs(m))),
+        ClRequest::FileInfo { inode } => Ok(ClReply::FileInfo(status::file_info(m, inode)?)),
+        ClRequest::ReadChunk { inode, index } => data::read_chunk(m, inode, index),
+        ClRequest::WriteChunk { inode, index } => {
+            writable(s)?;
+            data::write_chunk(m, s, inode, index)
+                .await
+                .map(ClReply::WriteLease)
+        }
+        ClRequest::SetAttr { inode, set, cred } => {
+            let cred = map_cred(s, cred);
+            if let Some(size) = set.size {
+                names::check_truncate(m, s, inode, size, &cred)?;
+                let v = data::truncate(m, s, inode, size, now).await?;
+                m.durable(v).await?;
+            }
+            let (a, v) = names::set_attributes(m, s, inode, &set, &cred, now)?;
+            if let Some(v) = v {
+                m.durable(v).await?;
+            }
+            Ok(ClReply::Attr(a))
+        }
+        ClRequest::ReportBadCopy {
+            chunk_id,
+            version,
+            server,
+        } => {
+            if let Some(cs) = m.cs.id_of(&server) {
+                tracing::warn!(
+                    "client {} reports a bad copy of chunk {chunk_id:016X} on {server}",
+                    s.ip
+                );
+                crate::csserv::drop_bad_copy(m, cs, ChunkRef { chunk_id, version });
+            }
+            Ok(ClReply::Done)
+        }
+        ClRequest::GetChallenge | ClRequest::Register(_) | ClRequest::ClusterInfo => {
+            Err(FsError::Inval)
+        }
+        other => {
+            let (reply, version) = names::apply(m, s, other, now)?;
+            if let Some(v) = version {
+                m.durable(v).await?;
+            }
+            Ok(reply)
+        }
+    }
+}
+
+/// Applies the export's uid/gid mapping to what the client says: `maproot` for root,
+/// `mapall` for everyone else.
+fn map_cred(s: &Session, c: Cred) -> Cred {
+    let mapped = |(uid, gid): (u32, u32)| Cred {
+        uid,
+        gid,
+        groups: vec![],
+    };
+    if c.uid == 0 {
+        match s.maproot {
+            Some(ids) if ids != (0, 0) => mapped(ids),
+            _ => c,
+        }
+    } else if let Some(ids) = s.mapall {
+        mapped(ids)
+    } else {
+        c
+    }
+}
+
+fn attr(st: &State, inode: Inode) -> FsResult<Attr> {
+    Ok(st.node(inode)?.attr(inode))
+}
+
+fn check_access(st: &State, s: &Session, inode: Inode, cred: &Cred, mask: u32) -> FsResult<()> {
+    if may(st.node(inode)?, cred, mask, s.ignoregid) {
+        Ok(())
+    } else {
+        Err(FsError::Access)
+    }
+}
+
+fn writable(s: &Session) -> FsResult<()> {
+    if s.read_only {
+        Err(FsError::ReadOnly)
+    } else {
+        Ok(())
+    }
+}

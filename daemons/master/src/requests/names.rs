@@ -1,0 +1,553 @@
+//! Metadata requests: each checks permissions and commits its op under one hold of the state
+//! lock, without waiting on anything; the caller then waits for durability.
+
+use moose_proto::msg::{ClReply, ClRequest, SetGoalReply};
+use moose_proto::{
+    Attr, Cred, DirEntry, FileKind, FsError, FsResult, Inode, SetAttrs, TimeSet, Timespec,
+    MAX_GOAL, MAX_NAME_LEN, MAX_SYMLINK_LEN,
+};
+
+use super::{attr, check_access, map_cred, writable, xattr, Outcome, MAX_FILE_SIZE};
+use crate::access::{may, sticky_allows, R, W, X};
+use crate::clserv::Session;
+use crate::master::Master;
+use crate::namespace::NodeData;
+use crate::ops::Op;
+use crate::state::{check_name, Applied, State};
+
+const O_ACCMODE: i32 = 3;
+const O_WRONLY: i32 = 1;
+const O_RDWR: i32 = 2;
+const O_TRUNC: i32 = 0o1000;
+const RENAME_NOREPLACE: u32 = 1;
+const RENAME_EXCHANGE: u32 = 2;
+
+/// Answers a metadata request. Requests that change something return the version to wait for.
+pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult<Outcome> {
+    let mut st = m.state();
+    let st = &mut *st;
+    let done = |reply| Ok((reply, None));
+    match req {
+        ClRequest::Lookup { parent, name, cred } => {
+            let cred = map_cred(s, cred);
+            check_access(st, s, parent, &cred, X)?;
+            if name.len() > MAX_NAME_LEN {
+                return Err(FsError::NameTooLong);
+            }
+            let ino = if parent == s.root && name == b".." {
+                parent
+            } else {
+                st.lookup(parent, &name)?
+            };
+            done(ClReply::Attr(attr(st, ino)?))
+        }
+        ClRequest::GetAttr { inode } => done(ClReply::Attr(attr(st, inode)?)),
+        ClRequest::Access { inode, mask, cred } => {
+            let cred = map_cred(s, cred);
+            if mask & W != 0 {
+                writable(s)?;
+            }
+            check_access(st, s, inode, &cred, mask & 7)?;
+            done(ClReply::Done)
+        }
+        ClRequest::MkNod {
+            parent,
+            name,
+            kind,
+            mode,
+            umask,
+            rdev,
+            cred,
+        } => create(
+            m,
+            st,
+            s,
+            parent,
+            name,
+            kind,
+            mode & !umask,
+            rdev,
+            map_cred(s, cred),
+            now,
+        ),
+        ClRequest::MkDir {
+            parent,
+            name,
+            mode,
+            umask,
+            cred,
+        } => {
+            let mode = mode & !umask;
+            create(
+                m,
+                st,
+                s,
+                parent,
+                name,
+                FileKind::Dir,
+                mode,
+                0,
+                map_cred(s, cred),
+                now,
+            )
+        }
+        ClRequest::Symlink {
+            parent,
+            name,
+            target,
+            cred,
+        } => {
+            writable(s)?;
+            let cred = map_cred(s, cred);
+            if target.len() > MAX_SYMLINK_LEN {
+                return Err(FsError::NameTooLong);
+            }
+            if target.is_empty() {
+                return Err(FsError::NoEnt);
+            }
+            check_name(&name)?;
+            check_access(st, s, parent, &cred, W | X)?;
+            let inode = st.meta.next_inode;
+            let gid = inherited_gid(st, parent, &cred)?;
+            let (_, v) = m.commit(
+                st,
+                Op::Symlink {
+                    parent,
+                    name,
+                    inode,
+                    target,
+                    uid: cred.uid,
+                    gid,
+                    time: now,
+                },
+            )?;
+            Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
+        }
+        ClRequest::ReadLink { inode } => match &st.node(inode)?.data {
+            NodeData::Symlink(t) => done(ClReply::Link(t.clone())),
+            _ => Err(FsError::Inval),
+        },
+        ClRequest::Unlink { parent, name, cred } => {
+            writable(s)?;
+            let cred = map_cred(s, cred);
+            check_access(st, s, parent, &cred, W | X)?;
+            let child = st.dir(parent)?.get(&name).ok_or(FsError::NoEnt)?;
+            if !sticky_allows(st.node(parent)?, st.node(child)?, &cred) {
+                return Err(FsError::Perm);
+            }
+            let keep = st.is_open(child);
+            let op = Op::Unlink {
+                parent,
+                name,
+                keep,
+                time: now,
+            };
+            let (_, v) = m.commit(st, op)?;
+            Ok((ClReply::Done, Some(v)))
+        }
+        ClRequest::RmDir { parent, name, cred } => {
+            writable(s)?;
+            let cred = map_cred(s, cred);
+            check_access(st, s, parent, &cred, W | X)?;
+            if name == b"." {
+                return Err(FsError::Inval);
+            }
+            let child = st.lookup(parent, &name)?;
+            if child == s.root {
+                return Err(FsError::Busy);
+            }
+            if !sticky_allows(st.node(parent)?, st.node(child)?, &cred) {
+                return Err(FsError::Perm);
+            }
+            let (_, v) = m.commit(
+                st,
+                Op::RmDir {
+                    parent,
+                    name,
+                    time: now,
+                },
+            )?;
+            Ok((ClReply::Done, Some(v)))
+        }
+        ClRequest::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            flags,
+            cred,
+        } => {
+            writable(s)?;
+            let cred = map_cred(s, cred);
+            check_access(st, s, parent, &cred, W | X)?;
+            check_access(st, s, new_parent, &cred, W | X)?;
+            let src = st.dir(parent)?.get(&name).ok_or(FsError::NoEnt)?;
+            if !sticky_allows(st.node(parent)?, st.node(src)?, &cred) {
+                return Err(FsError::Perm);
+            }
+            let target = st.dir(new_parent)?.get(&new_name);
+            if let Some(t) = target {
+                if flags & RENAME_NOREPLACE != 0 {
+                    return Err(FsError::Exist);
+                }
+                if !sticky_allows(st.node(new_parent)?, st.node(t)?, &cred) {
+                    return Err(FsError::Perm);
+                }
+            }
+            // Moving a folder to another parent rewrites its "..": needs write access to it.
+            if parent != new_parent && st.node(src)?.is_dir() {
+                check_access(st, s, src, &cred, W)?;
+            }
+            let keep_target = target.is_some_and(|t| st.is_open(t));
+            let op = Op::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                exchange: flags & RENAME_EXCHANGE != 0,
+                keep_target,
+                time: now,
+            };
+            let (_, v) = m.commit(st, op)?;
+            Ok((ClReply::Done, Some(v)))
+        }
+        ClRequest::Link {
+            inode,
+            new_parent,
+            new_name,
+            cred,
+        } => {
+            writable(s)?;
+            let cred = map_cred(s, cred);
+            check_access(st, s, new_parent, &cred, W | X)?;
+            let op = Op::Link {
+                inode,
+                parent: new_parent,
+                name: new_name,
+                time: now,
+            };
+            let (_, v) = m.commit(st, op)?;
+            Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
+        }
+        ClRequest::ReadDir {
+            inode,
+            cookie,
+            max,
+            cred,
+        } => {
+            let cred = map_cred(s, cred);
+            check_access(st, s, inode, &cred, R)?;
+            done(read_dir(st, inode, cookie, max)?)
+        }
+        ClRequest::Open { inode, flags, cred } => {
+            let cred = map_cred(s, cred);
+            let mut mask = match flags & O_ACCMODE {
+                O_WRONLY => W,
+                O_RDWR => R | W,
+                _ => R,
+            };
+            if flags & O_TRUNC != 0 {
+                mask |= W;
+            }
+            let node = st.node(inode)?;
+            if mask & W != 0 {
+                writable(s)?;
+                if node.is_dir() {
+                    return Err(FsError::IsDir);
+                }
+            }
+            check_access(st, s, inode, &cred, mask)?;
+            *st.rt.open.entry(inode).or_default() += 1;
+            *s.open.lock().entry(inode).or_default() += 1;
+            done(ClReply::Attr(attr(st, inode)?))
+        }
+        ClRequest::Release { inode } => {
+            let had = {
+                let mut open = s.open.lock();
+                match open.get_mut(&inode) {
+                    Some(n) => {
+                        *n -= 1;
+                        if *n == 0 {
+                            open.remove(&inode);
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if !had {
+                return done(ClReply::Done);
+            }
+            let left = st.rt.open.get_mut(&inode).map(|c| {
+                *c = c.saturating_sub(1);
+                *c
+            });
+            if left == Some(0) {
+                st.rt.open.remove(&inode);
+                if st.meta.nodes.get(&inode).is_some_and(|n| n.nlink == 0) {
+                    let (_, v) = m.commit(st, Op::Purge { inode })?;
+                    return Ok((ClReply::Done, Some(v)));
+                }
+            }
+            done(ClReply::Done)
+        }
+        ClRequest::WriteChunkEnd {
+            inode,
+            index: _,
+            chunk_id,
+            length,
+            ok,
+        } => {
+            if st
+                .rt
+                .write_locks
+                .get(&chunk_id)
+                .is_some_and(|l| l.session == s.id)
+            {
+                st.rt.write_locks.remove(&chunk_id);
+            }
+            if !ok {
+                return done(ClReply::Attr(attr(st, inode)?));
+            }
+            if length > MAX_FILE_SIZE {
+                return Err(FsError::TooBig);
+            }
+            let op = Op::WriteEnd {
+                inode,
+                length,
+                time: now,
+            };
+            let (_, v) = m.commit(st, op)?;
+            Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
+        }
+        ClRequest::GetXattr { .. }
+        | ClRequest::SetXattr { .. }
+        | ClRequest::ListXattr { .. }
+        | ClRequest::RemoveXattr { .. } => xattr::apply(m, st, s, req, now),
+        ClRequest::SetGoal {
+            inode,
+            goal,
+            recursive,
+            cred,
+        } => {
+            writable(s)?;
+            let cred = map_cred(s, cred);
+            if !(1..=MAX_GOAL).contains(&goal) {
+                return Err(FsError::Inval);
+            }
+            if goal < s.mingoal || goal > s.maxgoal {
+                return Err(FsError::Perm);
+            }
+            st.node(inode)?;
+            let op = Op::SetGoal {
+                inode,
+                goal,
+                recursive,
+                uid: cred.uid,
+                time: now,
+            };
+            match m.commit(st, op)? {
+                (
+                    Applied::GoalCounts {
+                        changed,
+                        unchanged,
+                        not_permitted,
+                    },
+                    v,
+                ) => Ok((
+                    ClReply::GoalSet(SetGoalReply {
+                        changed,
+                        unchanged,
+                        not_permitted,
+                    }),
+                    Some(v),
+                )),
+                (_, v) => Ok((ClReply::Done, Some(v))),
+            }
+        }
+        ClRequest::GetGoal { inode } => done(ClReply::Goal(st.node(inode)?.goal)),
+        _ => Err(FsError::Inval),
+    }
+}
+
+fn read_dir(st: &State, inode: Inode, cookie: u64, max: u32) -> FsResult<ClReply> {
+    let dir = st.dir(inode)?;
+    let max = max.clamp(1, 10_000) as usize;
+    let mut entries = Vec::with_capacity(max.min(dir.order.len()));
+    let mut iter = dir.order.range(cookie.saturating_add(1)..);
+    for (edge, name) in iter.by_ref() {
+        let Some(child) = dir.get(name) else { continue };
+        let Ok(node) = st.node(child) else { continue };
+        entries.push(DirEntry {
+            name: name.clone(),
+            attr: node.attr(child),
+            cookie: *edge,
+        });
+        if entries.len() >= max {
+            break;
+        }
+    }
+    let eof = iter.next().is_none();
+    Ok(ClReply::Dir { entries, eof })
+}
+
+fn inherited_gid(st: &State, parent: Inode, cred: &Cred) -> FsResult<u32> {
+    let p = st.node(parent)?;
+    Ok(if p.mode & 0o2000 != 0 {
+        p.gid
+    } else {
+        cred.gid
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create(
+    m: &Master,
+    st: &mut State,
+    s: &Session,
+    parent: Inode,
+    name: Vec<u8>,
+    kind: FileKind,
+    mode: u16,
+    rdev: u32,
+    cred: Cred,
+    now: Timespec,
+) -> FsResult<Outcome> {
+    writable(s)?;
+    check_name(&name)?;
+    if kind == FileKind::Symlink {
+        return Err(FsError::Inval);
+    }
+    check_access(st, s, parent, &cred, W | X)?;
+    let gid = inherited_gid(st, parent, &cred)?;
+    let mut mode = mode & 0o7777;
+    let parent_sgid = st.node(parent)?.mode & 0o2000 != 0;
+    if kind == FileKind::Dir && parent_sgid {
+        mode |= 0o2000;
+    }
+    if kind != FileKind::Dir && mode & 0o2000 != 0 && cred.uid != 0 && !cred.in_group(gid) {
+        mode &= !0o2000;
+    }
+    let inode = st.meta.next_inode;
+    let op = Op::Create {
+        parent,
+        name,
+        inode,
+        kind,
+        mode,
+        uid: cred.uid,
+        gid,
+        rdev,
+        time: now,
+    };
+    let (_, v) = m.commit(st, op)?;
+    Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
+}
+
+fn resolve_time(t: TimeSet, now: Timespec) -> Timespec {
+    match t {
+        TimeSet::Now => now,
+        TimeSet::At(t) => t,
+    }
+}
+
+/// Checks a size change before the chunks are touched.
+pub fn check_truncate(
+    m: &Master,
+    s: &Session,
+    inode: Inode,
+    size: u64,
+    cred: &Cred,
+) -> FsResult<()> {
+    writable(s)?;
+    let st = m.state();
+    let node = st.node(inode)?;
+    if node.is_dir() {
+        return Err(FsError::IsDir);
+    }
+    if node.kind != FileKind::File {
+        return Err(FsError::Inval);
+    }
+    // A handle this session opened for writing may truncate whatever the mode says now.
+    if !s.open.lock().contains_key(&inode) {
+        check_access(&st, s, inode, cred, W)?;
+    }
+    if size > MAX_FILE_SIZE {
+        return Err(FsError::TooBig);
+    }
+    Ok(())
+}
+
+/// Changes mode, owner and times (the size is handled before, in `data::truncate`).
+pub fn set_attributes(
+    m: &Master,
+    s: &Session,
+    inode: Inode,
+    set: &SetAttrs,
+    cred: &Cred,
+    now: Timespec,
+) -> FsResult<(Attr, Option<u64>)> {
+    writable(s)?;
+    let mut st = m.state();
+    let st = &mut *st;
+    let node = st.node(inode)?;
+    let is_owner = cred.uid == 0 || cred.uid == node.uid;
+    let mut mode = set.mode.map(|m| m & 0o7777);
+    if mode.is_some() && !is_owner {
+        return Err(FsError::Perm);
+    }
+    if let Some(md) = mode.as_mut() {
+        if cred.uid != 0 && node.kind != FileKind::Dir && !cred.in_group(node.gid) {
+            *md &= !0o2000;
+        }
+    }
+    if let Some(uid) = set.uid {
+        if cred.uid != 0 && uid != node.uid {
+            return Err(FsError::Perm);
+        }
+    }
+    if let Some(gid) = set.gid {
+        if cred.uid != 0 && gid != node.gid && (cred.uid != node.uid || !cred.in_group(gid)) {
+            return Err(FsError::Perm);
+        }
+    }
+    let ownership_changes =
+        set.uid.is_some_and(|u| u != node.uid) || set.gid.is_some_and(|g| g != node.gid);
+    if ownership_changes && cred.uid != 0 && mode.is_none() && node.kind != FileKind::Dir {
+        // A non-root chown drops the setuid and setgid bits.
+        mode = Some(node.mode & !0o6000);
+    }
+    for t in [set.atime, set.mtime].into_iter().flatten() {
+        match t {
+            TimeSet::Now => {
+                if !is_owner && !may(node, cred, W, s.ignoregid) {
+                    return Err(FsError::Access);
+                }
+            }
+            TimeSet::At(_) => {
+                if !is_owner {
+                    return Err(FsError::Perm);
+                }
+            }
+        }
+    }
+    let nothing = mode.is_none()
+        && set.uid.is_none()
+        && set.gid.is_none()
+        && set.atime.is_none()
+        && set.mtime.is_none();
+    if nothing {
+        return Ok((attr(st, inode)?, None));
+    }
+    let op = Op::SetAttr {
+        inode,
+        mode,
+        uid: set.uid,
+        gid: set.gid,
+        atime: set.atime.map(|t| resolve_time(t, now)),
+        mtime: set.mtime.map(|t| resolve_time(t, now)),
+        time: now,
+    };
+    let (_, v) = m.commit(st, op)?;
+    Ok((attr(st, inode)?, Some(v)))
+}

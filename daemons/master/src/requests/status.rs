@@ -1,0 +1,213 @@
+//! Read-only answers: space, where a file's chunks are, and the cluster status the console
+//! and `moose-tool info` show.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+
+use moose_proto::msg::{
+    ChunkHealth, ChunkInfo, ChunkserverInfo, ClusterInfo, CopyInfo, CopyState, RemovalProgress,
+    StatfsReply,
+};
+use moose_proto::{FsResult, Inode};
+
+use crate::master::Master;
+use crate::namespace::NodeData;
+use crate::state::State;
+
+pub fn statfs(m: &Master) -> StatfsReply {
+    let (total, avail) = {
+        let entries = m.cs.lock();
+        entries
+            .values()
+            .filter(|e| e.connected)
+            .fold((0u64, 0u64), |(t, a), e| (t + e.total(), a + e.avail()))
+    };
+    StatfsReply {
+        total,
+        avail,
+        used: total.saturating_sub(avail),
+        inodes: m.state().meta.nodes.len() as u64,
+    }
+}
+
+pub fn file_info(m: &Master, inode: Inode) -> FsResult<Vec<ChunkInfo>> {
+    let st = m.state();
+    let node = st.node(inode)?;
+    let NodeData::File { chunks, .. } = &node.data else {
+        return Ok(vec![]);
+    };
+    let goal = node.goal;
+    let mut out = Vec::with_capacity(chunks.len());
+    for (i, &chunk_id) in chunks.iter().enumerate() {
+        let version = st
+            .meta
+            .chunks
+            .get(&chunk_id)
+            .map(|c| c.version)
+            .unwrap_or(0);
+        let copies: Vec<(u32, CopyState)> = st
+            .rt
+            .locations
+            .get(&chunk_id)
+            .map(|v| {
+                v.iter()
+                    .map(|c| {
+                        let state = if c.version != version {
+                            CopyState::WrongVersion
+                        } else if st.rt.damaged.contains(&(chunk_id, c.cs)) {
+                            CopyState::Damaged
+                        } else if st.rt.marked.contains_key(&(chunk_id, c.cs)) {
+                            CopyState::MarkedForRemoval
+                        } else {
+                            CopyState::Valid
+                        };
+                        (c.cs, state)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((i as u32, chunk_id, version, copies));
+    }
+    drop(st);
+    let entries = m.cs.lock();
+    Ok(out
+        .into_iter()
+        .map(|(index, chunk_id, version, copies)| ChunkInfo {
+            index,
+            chunk_id,
+            version,
+            goal,
+            copies: copies
+                .into_iter()
+                .filter_map(|(cs, state)| {
+                    Some(CopyInfo {
+                        server: entries.get(&cs)?.addr.clone(),
+                        state,
+                    })
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// For each chunkserver, its disks marked for removal: chunks on them and how many of those
+/// still lack their goal's worth of copies elsewhere.
+fn removal_progress(st: &State) -> HashMap<u32, Vec<RemovalProgress>> {
+    let mut per: BTreeMap<(u32, String), (u64, u64)> = BTreeMap::new();
+    for ((chunk_id, cs), disk) in &st.rt.marked {
+        let Some(meta) = st.meta.chunks.get(chunk_id) else {
+            continue;
+        };
+        let goal = st
+            .meta
+            .nodes
+            .get(&meta.inode)
+            .map(|n| n.goal as usize)
+            .unwrap_or(1);
+        let counted = st.rt.counted_copies(*chunk_id, meta.version);
+        let e = per.entry((*cs, disk.clone())).or_default();
+        e.0 += 1;
+        if counted < goal {
+            e.1 += 1;
+        }
+    }
+    let mut out: HashMap<u32, Vec<RemovalProgress>> = Default::default();
+    for ((cs, disk), (chunks, remaining)) in per {
+        out.entry(cs).or_default().push(RemovalProgress {
+            disk,
+            chunks,
+            remaining,
+        });
+    }
+    out
+}
+
+/// The chunk matrix: every chunk by goal and number of valid copies.
+fn chunk_health(st: &State) -> ChunkHealth {
+    let mut h = ChunkHealth {
+        matrix: vec![vec![0; 11]; 10],
+        pending_deletion: st.rt.deletions.len() as u64,
+        ..Default::default()
+    };
+    for (id, meta) in &st.meta.chunks {
+        let goal = st
+            .meta
+            .nodes
+            .get(&meta.inode)
+            .map(|n| n.goal as usize)
+            .unwrap_or(0)
+            .min(9);
+        let copies = st.rt.counted_copies(*id, meta.version);
+        h.matrix[goal][copies.min(10)] += 1;
+        match copies {
+            0 => h.missing += 1,
+            c if c < goal && c == 1 => h.endangered += 1,
+            c if c < goal => h.undergoal += 1,
+            c if c == goal => h.stable += 1,
+            _ => h.overgoal += 1,
+        }
+    }
+    h
+}
+
+pub fn cluster_info(m: &Master) -> ClusterInfo {
+    let (version, cluster_id, files, dirs, chunks, per_cs, mut health, mut removal) = {
+        let st = m.state();
+        let (files, dirs) = st.meta.count_kinds();
+        let mut per_cs: HashMap<u32, u64> = HashMap::new();
+        for copies in st.rt.locations.values() {
+            for c in copies {
+                *per_cs.entry(c.cs).or_default() += 1;
+            }
+        }
+        (
+            st.meta.version,
+            st.meta.cluster_id,
+            files,
+            dirs,
+            st.meta.chunks.len() as u64,
+            per_cs,
+            chunk_health(&st),
+            removal_progress(&st),
+        )
+    };
+    health.pending_deletion += m.deleting.load(Relaxed);
+    health.replicating = m.replicating.load(Relaxed);
+    health.replicated_total = m.replicated_total.load(Relaxed);
+    let entries = m.cs.lock();
+    let mut chunkservers: Vec<ChunkserverInfo> = entries
+        .values()
+        .map(|e| ChunkserverInfo {
+            id: e.id,
+            removal: removal.remove(&e.id).unwrap_or_default(),
+            addr: e.addr.clone(),
+            version: e.version.clone(),
+            connected: e.connected,
+            chunks: per_cs.get(&e.id).copied().unwrap_or(0),
+            used: e.used(),
+            total: e.total(),
+            disks: e.disks.clone(),
+        })
+        .collect();
+    chunkservers.sort_by_key(|c| c.id);
+    let (total_space, avail_space) = entries
+        .values()
+        .filter(|e| e.connected)
+        .fold((0, 0), |(t, a), e| (t + e.total(), a + e.avail()));
+    ClusterInfo {
+        version: moose_proto::VERSION.to_string(),
+        cluster_id,
+        metadata_version: version,
+        total_space,
+        avail_space,
+        files,
+        dirs,
+        chunks,
+        chunkservers,
+        metaloggers: m.metaloggers.lock().list(),
+        uptime_secs: m.started.elapsed().as_secs(),
+        ops_total: m.ops_served.load(Relaxed),
+        sessions: m.sessions.load(Relaxed),
+        health,
+    }
+}

@@ -1,0 +1,80 @@
+//! A master whose DATA_PATH is lost is rebuilt from the metalogger's files.
+
+use std::fs;
+use std::time::Duration;
+
+use moose_tests::data::{assert_same, random_bytes};
+use moose_tests::{ClusterSpec, LocalCluster};
+
+#[test]
+fn a_wiped_master_is_rebuilt_from_the_metalogger() {
+    if let Err(why) = moose_tests::fuse_available() {
+        panic!("cannot run the metalogger test: {why}");
+    }
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        metalogger: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mnt = c.mount().unwrap();
+    let mut files = vec![];
+    for d in 0..5 {
+        fs::create_dir_all(mnt.join(format!("dir{d}/sub"))).unwrap();
+        for f in 0..10 {
+            let rel = format!("dir{d}/sub/file{f}");
+            let data = random_bytes(d * 100 + f, ((d * 37 + f * 101) * 4099) as usize);
+            fs::write(mnt.join(&rel), &data).unwrap();
+            files.push((rel, data));
+        }
+    }
+    fs::rename(mnt.join("dir0"), mnt.join("renamed")).unwrap();
+    for (rel, _) in files.iter_mut() {
+        if let Some(rest) = rel.strip_prefix("dir0/") {
+            *rel = format!("renamed/{rest}");
+        }
+    }
+    c.unmount(&mnt).unwrap();
+    let version = c.cluster_info().unwrap()["metadata_version"]
+        .as_u64()
+        .unwrap();
+    // The metalogger reports what it has on disk; wait until that is every change.
+    c.wait_until(Duration::from_secs(20), "the metalogger to catch up", |c| {
+        let info = c.cluster_info()?;
+        Ok(info["metaloggers"][0]["version"].as_u64() >= Some(version))
+    })
+    .unwrap();
+    c.stop_metalogger().unwrap();
+
+    c.kill_master().unwrap();
+    for e in fs::read_dir(&c.master_data).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).unwrap();
+        } else {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    let ml = c.metalogger.as_ref().unwrap().1.clone();
+    let out = c.master_verb(&["restore", ml.to_str().unwrap()]).unwrap();
+    assert!(
+        out.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.start_master().unwrap();
+    c.wait_for_chunkservers(2).unwrap();
+    let restored = c.cluster_info().unwrap()["metadata_version"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        restored >= version,
+        "restored version {restored} < {version}"
+    );
+    c.drop_caches();
+    let mnt = c.mount().unwrap();
+    for (rel, data) in &files {
+        assert_same(rel, &fs::read(mnt.join(rel)).unwrap(), data);
+    }
+    assert!(!mnt.join("dir0").exists());
+}
