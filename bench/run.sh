@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Benchmarks a local cluster (master, two chunkservers and a mount on 127.0.0.1) at goal 1
+# and goal 2 and prints a table: fio sequential write and read of 1 GiB with 1 MiB direct
+# I/O, create / `ls -l` / `rm -rf` of 10,000 files in one folder, fio 4 KiB random read at
+# queue depth 1 for 15 s. Needs root (FUSE, dropping caches) and fio.
+#   bench/run.sh [--quick]      --quick: 256 MiB and 1,000 files, for a smoke run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+size=1G files=10000 runtime=15
+if [ "${1:-}" = "--quick" ]; then size=256M files=1000 runtime=3; fi
+[ "$(id -u)" = 0 ] || { echo "bench: run as root (FUSE mounts, drop_caches)" >&2; exit 1; }
+command -v fio >/dev/null || { echo "bench: fio is missing: apt-get install fio" >&2; exit 1; }
+
+cargo build --release --bins -q
+bin=$PWD/target/release
+work=$(mktemp -d /tmp/moose-bench.XXXXXX)
+mnt=$work/mnt
+cleanup() {
+    umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    for c in "$work"/cs*.cfg; do [ -e "$c" ] && "$bin/moose-chunkserver" -c "$c" stop >/dev/null 2>&1 || true; done
+    "$bin/moose-master" -c "$work/master.cfg" stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 10000)); }
+mkdir -p "$work/master" "$mnt"
+echo "* / rw,alldirs,maproot=0" > "$work/exports.cfg"
+cs_port=$(port); cl_port=$(port); ml_port=$(port)
+cat > "$work/master.cfg" <<CFG
+DATA_PATH = $work/master
+WORKING_USER = root
+EXPORTS_FILENAME = $work/exports.cfg
+MATOML_LISTEN_HOST = 127.0.0.1
+MATOML_LISTEN_PORT = $ml_port
+MATOCS_LISTEN_HOST = 127.0.0.1
+MATOCS_LISTEN_PORT = $cs_port
+MATOCL_LISTEN_HOST = 127.0.0.1
+MATOCL_LISTEN_PORT = $cl_port
+CFG
+"$bin/moose-master" -c "$work/master.cfg" start >/dev/null
+for i in 1 2; do
+    mkdir -p "$work/cs$i" "$work/disk$i"
+    echo "$work/disk$i" > "$work/hdd$i.cfg"
+    cat > "$work/cs$i.cfg" <<CFG
+DATA_PATH = $work/cs$i
+WORKING_USER = root
+MASTER_HOST = 127.0.0.1
+MASTER_PORT = $cs_port
+CSSERV_LISTEN_HOST = 127.0.0.1
+CSSERV_LISTEN_PORT = $(port)
+HDD_CONF_FILENAME = $work/hdd$i.cfg
+CFG
+    "$bin/moose-chunkserver" -c "$work/cs$i.cfg" start >/dev/null
+done
+"$bin/moose-mount" "$mnt" -H 127.0.0.1 -P "$cl_port" >/dev/null
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# MiB/s of a fio run (read or write side, whichever ran).
+fio_mibs() {
+    fio --minimal "$@" | awk -F';' '{ r = $7; w = $48; printf "%.0f", (r > w ? r : w) / 1024 }'
+}
+fio_iops() {
+    fio --minimal "$@" | awk -F';' '{ printf "%.0f", $8 }'
+}
+
+declare -A result
+for goal in 1 2; do
+    d=$mnt/goal$goal
+    mkdir -p "$d"
+    "$bin/moose-tool" setgoal -r "$goal" "$d" >/dev/null
+    result[write,$goal]=$(fio_mibs --name=w --filename="$d/seq" --rw=write --bs=1M --size=$size --direct=1 --ioengine=psync --end_fsync=1)
+    drop
+    result[read,$goal]=$(fio_mibs --name=r --filename="$d/seq" --rw=read --bs=1M --size=$size --direct=1 --ioengine=psync)
+    rm -f "$d/seq"
+    mkdir -p "$d/small"
+    t0=$(now); (cd "$d/small" && seq -f 'f%g' "$files" | xargs touch); t1=$(now)
+    result[create,$goal]=$(secs "$t0" "$t1")
+    drop
+    t0=$(now); ls -l "$d/small" >/dev/null; t1=$(now)
+    result[ls,$goal]=$(secs "$t0" "$t1")
+    t0=$(now); rm -rf "$d/small"; t1=$(now)
+    result[rm,$goal]=$(secs "$t0" "$t1")
+    fio --name=prep --filename="$d/rand" --rw=write --bs=1M --size=256M --ioengine=psync --end_fsync=1 >/dev/null
+    drop
+    result[iops,$goal]=$(fio_iops --name=rr --filename="$d/rand" --rw=randread --bs=4k --size=256M --runtime=$runtime --time_based --direct=1 --ioengine=psync)
+    rm -f "$d/rand"
+done
+
+printf '%-44s %10s %10s\n' "workload ($size, $files files)" "goal 1" "goal 2"
+printf '%-44s %10s %10s\n' "fio sequential write, 1 MiB direct (MiB/s)" "${result[write,1]}" "${result[write,2]}"
+printf '%-44s %10s %10s\n' "fio sequential read, 1 MiB direct (MiB/s)" "${result[read,1]}" "${result[read,2]}"
+printf '%-44s %10s %10s\n' "create $files files (s)" "${result[create,1]}" "${result[create,2]}"
+printf '%-44s %10s %10s\n' "ls -l of $files files (s)" "${result[ls,1]}" "${result[ls,2]}"
+printf '%-44s %10s %10s\n' "rm -rf of $files files (s)" "${result[rm,1]}" "${result[rm,2]}"
+printf '%-44s %10s %10s\n' "fio 4 KiB random read, QD1 (IOPS)" "${result[iops,1]}" "${result[iops,2]}"
