@@ -4,6 +4,8 @@
 # I/O, create / `ls -l` / `rm -rf` of 10,000 files in one folder, fio 4 KiB random read at
 # queue depth 1 for 15 s. Needs root (FUSE, dropping caches) and fio.
 #   bench/run.sh [--quick]      --quick: 256 MiB and 1,000 files, for a smoke run
+#   CHANGELOG_SAVE_MODE=1 bench/run.sh   acknowledge metadata changes without fsync, like
+#                                        stock MooseFS (default 2: fsync before every reply)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +40,7 @@ MATOCS_LISTEN_HOST = 127.0.0.1
 MATOCS_LISTEN_PORT = $cs_port
 MATOCL_LISTEN_HOST = 127.0.0.1
 MATOCL_LISTEN_PORT = $cl_port
+CHANGELOG_SAVE_MODE = ${CHANGELOG_SAVE_MODE:-2}
 CFG
 "$bin/moose-master" -c "$work/master.cfg" start >/dev/null
 for i in 1 2; do

@@ -76,6 +76,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Extended attribute names of POSIX ACLs, which are not supported.
+const POSIX_ACL_PREFIX: &[u8] = b"system.posix_acl_";
+
 fn errno(e: CallError) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -1134,6 +1137,11 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let inode = core.to_master(ino);
         let name = name.as_bytes().to_vec();
+        if name.starts_with(POSIX_ACL_PREFIX) {
+            // The master keeps no POSIX ACLs; saying so here spares `ls -l` a round trip
+            // per file.
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
         if core.xattr_absent(inode, &name) {
             return reply.error(Errno::ENODATA);
         }

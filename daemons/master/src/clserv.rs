@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::exports::{normalize_path, ExportLine};
 use crate::master::Master;
 use crate::ops::Op;
-use crate::requests;
+use crate::requests::{self, Step};
 
 /// A registered mount or tool.
 pub struct Session {
@@ -130,14 +130,28 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
             req => match &session {
                 None => Err(FsError::NoSession),
                 Some(s) => {
-                    let (m, s, tx) = (master.clone(), s.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let result = requests::handle(&m, &s, req).await;
-                        m.ops_served
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let _ = tx.send(ClResponse { msgid, result }).await;
-                    });
-                    continue;
+                    master
+                        .ops_served
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match requests::handle_now(&master, s, req) {
+                        Step::Reply(result) => result,
+                        Step::Durable(reply, version) => {
+                            let (m, tx) = (master.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let result = m.durable(version).await.map(|()| reply);
+                                let _ = tx.send(ClResponse { msgid, result }).await;
+                            });
+                            continue;
+                        }
+                        Step::Later(req) => {
+                            let (m, s, tx) = (master.clone(), s.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let result = requests::handle_async(&m, &s, req).await;
+                                let _ = tx.send(ClResponse { msgid, result }).await;
+                            });
+                            continue;
+                        }
+                    }
                 }
             },
         };

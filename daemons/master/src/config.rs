@@ -21,6 +21,7 @@ pub const KEYS: &[&str] = &[
     "CHUNKS_WRITE_REP_LIMIT",
     "CHUNKS_READ_REP_LIMIT",
     "ACCEPTABLE_PERCENTAGE_DIFFERENCE",
+    "CHANGELOG_SAVE_MODE",
 ];
 
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct MasterConfig {
     pub read_rep_limit: usize,
     /// Rebalance when chunkservers' disk usage differs by more than this many percent.
     pub acceptable_difference: f64,
+    /// Changes are fsynced before they are acknowledged (CHANGELOG_SAVE_MODE 2, the default).
+    pub changelog_fsync: bool,
 }
 
 fn host(cfg: &Config, key: &str) -> String {
@@ -92,6 +95,15 @@ impl MasterConfig {
             replications_delay: cfg.get_duration_secs("REPLICATIONS_DELAY_INIT", 0)?,
             write_rep_limit: first_limit(cfg, "CHUNKS_WRITE_REP_LIMIT", 4).max(1),
             read_rep_limit: first_limit(cfg, "CHUNKS_READ_REP_LIMIT", 8).max(1),
+            changelog_fsync: match cfg.get_u64("CHANGELOG_SAVE_MODE", 2)? {
+                2 => true,
+                0 | 1 => false,
+                other => anyhow::bail!(
+                    "{}: CHANGELOG_SAVE_MODE = {other}: use 2 (fsync every change before the \
+                     reply, the default) or 1 (write it before the reply, no fsync)",
+                    cfg.path().display()
+                ),
+            },
             acceptable_difference: match cfg.get("ACCEPTABLE_PERCENTAGE_DIFFERENCE") {
                 None => 5.0,
                 Some(v) => v.parse::<f64>().ok().filter(|p| *p > 0.0).ok_or_else(|| {

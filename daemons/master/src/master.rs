@@ -39,8 +39,14 @@ pub struct Master {
 
 impl Master {
     pub fn new(cfg: MasterConfig, meta: Meta, exports: Exports) -> anyhow::Result<Master> {
-        let log = Changelog::open(&cfg.data_path, meta.cluster_id, meta.version, cfg.back_logs)
-            .context("cannot open the changelog")?;
+        let log = Changelog::open(
+            &cfg.data_path,
+            meta.cluster_id,
+            meta.version,
+            cfg.back_logs,
+            cfg.changelog_fsync,
+        )
+        .context("cannot open the changelog")?;
         Ok(Master {
             cs: CsRegistry::new(cfg.cs_timeout),
             cfg,

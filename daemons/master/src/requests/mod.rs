@@ -22,12 +22,63 @@ const MAX_FILE_SIZE: u64 = CHUNK_SIZE << 31;
 /// A reply, and the metadata version it must wait for (if it changed anything).
 type Outcome = (ClReply, Option<u64>);
 
-pub async fn handle(m: &Master, s: &Session, req: ClRequest) -> FsResult<ClReply> {
+/// What to do with a request after its synchronous part.
+pub enum Step {
+    /// The answer is ready.
+    Reply(FsResult<ClReply>),
+    /// The answer is ready once metadata version `.1` is durable.
+    Durable(ClReply, u64),
+    /// The request waits for chunkservers: run [`handle_async`] on a task.
+    Later(ClRequest),
+}
+
+/// Answers what can be answered at once, under one hold of the state lock, without a task.
+pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
+    let now = Timespec::now();
+    let r = match req {
+        ClRequest::WriteChunk { .. } => return Step::Later(req),
+        ClRequest::SetAttr { ref set, .. } if set.size.is_some() => return Step::Later(req),
+        ClRequest::SetAttr { inode, set, cred } => {
+            let cred = map_cred(s, cred);
+            names::set_attributes(m, s, inode, &set, &cred, now).map(|(a, v)| (ClReply::Attr(a), v))
+        }
+        ClRequest::Statfs => Ok((ClReply::Statfs(status::statfs(m)), None)),
+        ClRequest::FileInfo { inode } => {
+            status::file_info(m, inode).map(|f| (ClReply::FileInfo(f), None))
+        }
+        ClRequest::ReadChunk { inode, index } => {
+            data::read_chunk(m, inode, index).map(|r| (r, None))
+        }
+        ClRequest::ReportBadCopy {
+            chunk_id,
+            version,
+            server,
+        } => {
+            if let Some(cs) = m.cs.id_of(&server) {
+                tracing::warn!(
+                    "client {} reports a bad copy of chunk {chunk_id:016X} on {server}",
+                    s.ip
+                );
+                crate::csserv::drop_bad_copy(m, cs, ChunkRef { chunk_id, version });
+            }
+            Ok((ClReply::Done, None))
+        }
+        ClRequest::GetChallenge | ClRequest::Register(_) | ClRequest::ClusterInfo => {
+            Err(FsError::Inval)
+        }
+        other => names::apply(m, s, other, now),
+    };
+    match r {
+        Ok((reply, Some(v))) => Step::Durable(reply, v),
+        Ok((reply, None)) => Step::Reply(Ok(reply)),
+        Err(e) => Step::Reply(Err(e)),
+    }
+}
+
+/// Requests that wait for chunkservers: write leases and size changes.
+pub async fn handle_async(m: &Master, s: &Session, req: ClRequest) -> FsResult<ClReply> {
     let now = Timespec::now();
     match req {
-        ClRequest::Statfs => Ok(ClReply::Statfs(status::statfs(m))),
-        ClRequest::FileInfo { inode } => Ok(ClReply::FileInfo(status::file_info(m, inode)?)),
-        ClRequest::ReadChunk { inode, index } => data::read_chunk(m, inode, index),
         ClRequest::WriteChunk { inode, index } => {
             writable(s)?;
             data::write_chunk(m, s, inode, index)
@@ -47,30 +98,7 @@ pub async fn handle(m: &Master, s: &Session, req: ClRequest) -> FsResult<ClReply
             }
             Ok(ClReply::Attr(a))
         }
-        ClRequest::ReportBadCopy {
-            chunk_id,
-            version,
-            server,
-        } => {
-            if let Some(cs) = m.cs.id_of(&server) {
-                tracing::warn!(
-                    "client {} reports a bad copy of chunk {chunk_id:016X} on {server}",
-                    s.ip
-                );
-                crate::csserv::drop_bad_copy(m, cs, ChunkRef { chunk_id, version });
-            }
-            Ok(ClReply::Done)
-        }
-        ClRequest::GetChallenge | ClRequest::Register(_) | ClRequest::ClusterInfo => {
-            Err(FsError::Inval)
-        }
-        other => {
-            let (reply, version) = names::apply(m, s, other, now)?;
-            if let Some(v) = version {
-                m.durable(v).await?;
-            }
-            Ok(reply)
-        }
+        _ => Err(FsError::Inval),
     }
 }
 
