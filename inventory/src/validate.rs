@@ -53,7 +53,6 @@ const EXPORT_UNSUPPORTED: [&str; 9] = [
 const EXPORT_OPTIONS_HELP: &str = "options are ro, readonly, rw, readwrite, alldirs, ignoregid, \
      admin, dynamicip, maproot=USER[:GROUP], mapall=USER[:GROUP], password=TEXT, mingoal=N, \
      maxgoal=N";
-const ADDRESS_FORMS: &str = "*, A.B.C.D, A.B.C.D/BITS, A.B.C.D/NETMASK or A.B.C.D-E.F.G.H";
 
 /// Validates `doc`; problems go to `diags`. The inventory returned is only meaningful when no
 /// error was reported.
@@ -1317,8 +1316,9 @@ impl Validator<'_, '_, '_> {
                 self.diags.error(
                     &s.span(),
                     format!(
-                        "{what} \"{}\": {why}; addresses are {ADDRESS_FORMS}",
-                        s.get_ref().escape_debug()
+                        "{what} \"{}\": {why}; {}",
+                        s.get_ref().escape_debug(),
+                        moose_common::exports::ADDRESS_FORMS
                     ),
                 );
                 None
@@ -1441,44 +1441,12 @@ fn is_host_name(s: &str) -> bool {
         })
 }
 
-fn ipv4(s: &str) -> Option<u32> {
-    s.parse::<Ipv4Addr>().ok().map(u32::from)
-}
-
-/// The exports/topology address forms, as moose-master reads them.
+/// The exports/topology address forms, exactly as moose-master reads them.
 fn parse_address_range(s: &str) -> Result<(u32, u32), String> {
-    if s == "*" {
-        return Ok((0, u32::MAX));
-    }
     if s.is_empty() {
         return Err("the address is empty".to_string());
     }
-    if let Some((a, b)) = s.split_once('-') {
-        let a_ip = ipv4(a.trim()).ok_or(format!("'{a}' is not an IPv4 address"))?;
-        let b_ip = ipv4(b.trim()).ok_or(format!("'{b}' is not an IPv4 address"))?;
-        if a_ip > b_ip {
-            return Err(format!("the range runs backwards ({a} is after {b})"));
-        }
-        return Ok((a_ip, b_ip));
-    }
-    if let Some((a, m)) = s.split_once('/') {
-        let base = ipv4(a).ok_or(format!("'{a}' is not an IPv4 address"))?;
-        let mask = if let Ok(bits) = m.parse::<u32>() {
-            if bits > 32 {
-                return Err(format!("/{bits} is too long, a prefix has at most 32 bits"));
-            }
-            u32::MAX.checked_shl(32 - bits).unwrap_or(0)
-        } else {
-            let mask = ipv4(m).ok_or(format!("'{m}' is neither a prefix length nor a netmask"))?;
-            if mask.leading_ones() + mask.trailing_zeros() != 32 {
-                return Err(format!("{m} is not a valid netmask"));
-            }
-            mask
-        };
-        return Ok((base & mask, (base & mask) | !mask));
-    }
-    let ip = ipv4(s).ok_or(format!("'{s}' is not an IPv4 address"))?;
-    Ok((ip, ip))
+    moose_common::exports::parse_address(s)
 }
 
 /// A disk space option: `SIZE`, `-SIZE`, `N%` or `-N%`.
@@ -1497,35 +1465,8 @@ fn check_limit(text: &str) -> Result<(), String> {
     }
 }
 
-/// A size as MooseFS config files write it (the same syntax as `moose_common::units`): a
-/// number, optionally fractional, with an optional suffix `k M G T P E` (powers of 1000) or
-/// `Ki Mi Gi Ti Pi Ei` (powers of 1024), and an optional `B`.
 fn parse_size(text: &str) -> Option<u64> {
-    let s = text.trim();
-    let s = s.strip_suffix('B').unwrap_or(s);
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix.trim() {
-        "" => 1.0,
-        "k" | "K" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        _ => return None,
-    };
-    let bytes = value * mult;
-    (0.0..1.8e19).contains(&bytes).then_some(bytes as u64)
+    moose_common::units::parse_size(text).ok()
 }
 
 /// ` (did you mean "x"?)` when a candidate is close, else nothing.
@@ -1535,46 +1476,14 @@ fn did_you_mean(word: &str, candidates: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// The candidate closest to a misspelled word (case is ignored), if any is close: at most two
-/// edits, and fewer edits than the word has characters.
-pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let lower = word.to_lowercase();
-    let len = lower.chars().count();
-    candidates
-        .iter()
-        .map(|c| (edit_distance(&lower, c), *c))
-        .filter(|(d, _)| *d <= 2 && *d < len)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = Vec::with_capacity(b.len() + 1);
-        cur.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let subst = prev[j] + usize::from(ca != *cb);
-            let del = prev[j + 1] + 1;
-            let ins = cur[j] + 1;
-            cur.push(subst.min(del).min(ins));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
+pub(crate) use moose_common::suggest::suggest;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn edit_distances_and_suggestions() {
-        assert_eq!(edit_distance("chunk-server", "chunkserver"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    fn suggestions() {
         assert_eq!(suggest("chunk-server", &ROLE_NAMES), Some("chunkserver"));
         assert_eq!(suggest("Master", &ROLE_NAMES), Some("master"));
         assert_eq!(suggest("storage", &ROLE_NAMES), None);

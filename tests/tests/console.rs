@@ -554,9 +554,14 @@ fn terminal_ui_starts_shows_and_stops_the_cluster() {
             && state_of(s, "client").as_deref() == Some("mounted")
     });
     assert!(screen.contains("chunkservers 3/3"), "{screen}");
-    tmux.wait(Duration::from_secs(30), "the start plan to finish", |s| {
-        s.contains("start plan: done")
+    let screen = tmux.wait(Duration::from_secs(30), "the start plan to finish", |s| {
+        s.contains("start plan: done") || s.contains("start plan: failed")
     });
+    assert!(
+        screen.contains("start plan: done"),
+        "{screen}\n{}",
+        c.logs()
+    );
 
     // A file through the mount changes the chunk count on the Overview pane.
     tmux.keys(&["1"]);
@@ -586,9 +591,10 @@ fn terminal_ui_starts_shows_and_stops_the_cluster() {
 
     // X, Tab to Stop, Enter: everything stops.
     tmux.keys(&["X", "Tab", "Enter"]);
-    tmux.wait(Duration::from_secs(120), "the stop plan to finish", |s| {
-        s.contains("stop plan: done")
+    let screen = tmux.wait(Duration::from_secs(120), "the stop plan to finish", |s| {
+        s.contains("stop plan: done") || s.contains("stop plan: failed")
     });
+    assert!(screen.contains("stop plan: done"), "{screen}\n{}", c.logs());
     let screen = tmux.wait(Duration::from_secs(20), "every role stopped", |s| {
         instances
             .iter()

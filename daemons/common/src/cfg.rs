@@ -81,7 +81,7 @@ impl Config {
                 continue;
             }
             if !known_keys.contains(&key) {
-                let hint = suggest(key, known_keys)
+                let hint = crate::suggest::suggest(key, known_keys)
                     .map(|k| format!(" (did you mean {k}?)"))
                     .unwrap_or_default();
                 cfg.warnings.push(format!(
@@ -206,31 +206,6 @@ fn strip_inline_comment(value: &str) -> &str {
         }
     }
     value
-}
-
-/// The known key closest to a misspelled one, if any is close.
-fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 
 pub mod cfg;
 pub mod daemon;
+pub mod exports;
 pub mod lockfile;
 pub mod logging;
+pub mod suggest;
 pub mod units;
 pub mod user;
 

@@ -14,10 +14,10 @@ use moose_proto::{FrameReader, FrameWriter, FsError, Inode};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::exports::{normalize_path, ExportLine};
 use crate::master::Master;
 use crate::ops::Op;
 use crate::requests::{self, Step};
+use moose_common::exports::{normalize_path, ExportLine};
 
 /// A registered mount or tool.
 pub struct Session {

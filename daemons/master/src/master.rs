@@ -13,11 +13,11 @@ use moose_proto::{FsError, FsResult, Timespec};
 use crate::changelog::{self, Changelog, Record};
 use crate::config::MasterConfig;
 use crate::csserv::CsRegistry;
-use crate::exports::Exports;
 use crate::metadata;
 use crate::namespace::Meta;
 use crate::ops::Op;
 use crate::state::{Applied, State};
+use moose_common::exports::Exports;
 
 pub struct Master {
     pub cfg: MasterConfig,

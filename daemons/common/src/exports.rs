@@ -127,31 +127,26 @@ fn ipv4(s: &str) -> Option<u32> {
     s.parse::<Ipv4Addr>().ok().map(u32::from)
 }
 
-fn parse_address(s: &str) -> Result<(u32, u32), String> {
+/// The address forms of exports (and topology) lines, as an inclusive range of IPv4 addresses.
+pub fn parse_address(s: &str) -> Result<(u32, u32), String> {
+    let ip = |t: &str| ipv4(t.trim()).ok_or(format!("'{t}' is not an IPv4 address"));
     if s == "*" {
         return Ok((0, u32::MAX));
     }
     if let Some((a, b)) = s.split_once('-') {
-        let (a, b) = (
-            ipv4(a).ok_or(format!("'{a}' is not an IPv4 address"))?,
-            ipv4(b).ok_or(format!("'{b}' is not an IPv4 address"))?,
-        );
-        if a > b {
-            return Err(format!("range {s} runs backwards"));
+        let (lo, hi) = (ip(a)?, ip(b)?);
+        if lo > hi {
+            return Err(format!("the range runs backwards ({a} is after {b})"));
         }
-        return Ok((a, b));
+        return Ok((lo, hi));
     }
     if let Some((a, m)) = s.split_once('/') {
-        let base = ipv4(a).ok_or(format!("'{a}' is not an IPv4 address"))?;
+        let base = ip(a)?;
         let mask = if let Ok(bits) = m.parse::<u32>() {
             if bits > 32 {
-                return Err(format!("/{bits}: a prefix has at most 32 bits"));
+                return Err(format!("/{bits} is too long, a prefix has at most 32 bits"));
             }
-            if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - bits)
-            }
+            u32::MAX.checked_shl(32 - bits).unwrap_or(0)
         } else {
             let mask = ipv4(m).ok_or(format!("'{m}' is neither a prefix length nor a netmask"))?;
             if mask.leading_ones() + mask.trailing_zeros() != 32 {
@@ -161,11 +156,13 @@ fn parse_address(s: &str) -> Result<(u32, u32), String> {
         };
         return Ok((base & mask, (base & mask) | !mask));
     }
-    let ip = ipv4(s).ok_or(format!(
-        "'{s}' is not an address (use *, A.B.C.D, A.B.C.D/BITS, A.B.C.D/NETMASK or A.B.C.D-E.F.G.H)"
-    ))?;
-    Ok((ip, ip))
+    let one = ip(s)?;
+    Ok((one, one))
 }
+
+/// What every address error ends with.
+pub const ADDRESS_FORMS: &str =
+    "addresses are *, A.B.C.D, A.B.C.D/BITS, A.B.C.D/NETMASK or A.B.C.D-E.F.G.H";
 
 fn parse_ids(value: &str) -> Result<(u32, u32), String> {
     let (u, g) = match value.split_once(':') {
@@ -196,7 +193,7 @@ fn parse_ids(value: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-fn parse_options<'a>(text: &'a str) -> Result<ExportOptions, String> {
+pub fn parse_options<'a>(text: &'a str) -> Result<ExportOptions, String> {
     let mut o = ExportOptions::default();
     for opt in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (key, value) = match opt.split_once('=') {
@@ -275,7 +272,8 @@ impl Exports {
                 )));
             };
             let opts_text = words.collect::<Vec<_>>().join("");
-            let (from, to) = parse_address(address).map_err(err)?;
+            let (from, to) =
+                parse_address(address).map_err(|e| err(format!("{e}; {ADDRESS_FORMS}")))?;
             let opts = parse_options(&opts_text).map_err(err)?;
             if dir == "." {
                 // The meta file system (trash) is not served; such lines admit nothing.

@@ -1,0 +1,35 @@
+//! What flows into [`crate::update::update`] and what comes out of it.
+
+use std::time::Instant;
+
+use crossterm::event::KeyEvent;
+
+use crate::exec::Progress;
+use crate::logs::LogEvent;
+use crate::monitor::Snapshot;
+use crate::plan::Plan;
+
+/// Something happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Key(KeyEvent),
+    /// The terminal has a new size (columns, rows).
+    Resize(u16, u16),
+    /// Once a second: time moves on (elapsed counters, messages that expire).
+    Tick(Instant),
+    /// A new status snapshot.
+    Monitor(Box<Snapshot>),
+    /// New lines (or a remark) from a followed log.
+    Log(LogEvent),
+    /// The running plan moved on.
+    Progress(Progress),
+}
+
+/// Work for the tasks outside the state: each runs on a tokio task and sends events back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Carry out this plan.
+    RunPlan(Plan),
+    /// Poll the monitor now instead of at the next second.
+    Refresh,
+}

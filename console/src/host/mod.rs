@@ -1,0 +1,207 @@
+//! Hosts: how the console reaches a machine of the cluster.
+//!
+//! Everything the console does on a machine goes through the [`Host`] of that machine: running
+//! a command, writing, reading and following files, opening a TCP stream to one of its ports.
+//! [`Local`] is this machine; an SSH host implements the same trait, so no caller may assume
+//! that a host is the machine the console runs on.
+
+mod local;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use moose_inventory::Command;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+pub use local::Local;
+
+/// A boxed future, so that [`Host`] can be used as `dyn Host`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A byte stream to a port of a host.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// How many lines of each output stream [`Finished`] keeps (the last ones).
+pub const KEPT_LINES: usize = 200;
+
+/// One line of a running command's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputLine {
+    Stdout(String),
+    Stderr(String),
+}
+
+/// A command that ran to its end.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Finished {
+    /// Exit code; `None` when a signal ended the command.
+    pub code: Option<i32>,
+    /// The last [`KEPT_LINES`] lines of standard output.
+    pub stdout: Vec<String>,
+    /// The last [`KEPT_LINES`] lines of standard error.
+    pub stderr: Vec<String>,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// What the command said last: its last non-empty line of standard error, else of standard
+    /// output, else its exit status.
+    pub fn message(&self) -> String {
+        let last = |v: &[String]| {
+            v.iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_string())
+        };
+        last(&self.stderr)
+            .or_else(|| last(&self.stdout))
+            .unwrap_or_else(|| match self.code {
+                Some(c) => format!("exit status {c}"),
+                None => "ended by a signal".to_string(),
+            })
+    }
+}
+
+/// Something new in a followed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowEvent {
+    /// Complete lines, oldest first.
+    Lines(Vec<String>),
+    /// A change worth telling (file missing, replaced, truncated), in words.
+    Notice(String),
+}
+
+/// What went wrong on a host; every message names the host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{host}: cannot run {program}: {cause}")]
+    Spawn {
+        host: String,
+        program: String,
+        cause: std::io::Error,
+    },
+    #[error("{host}: cannot {what} {}: {cause}", .path.display())]
+    File {
+        host: String,
+        what: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{host}: cannot connect to {address}:{port}: {cause}")]
+    Connect {
+        host: String,
+        address: String,
+        port: u16,
+        cause: std::io::Error,
+    },
+    #[error("{host}: owner {owner:?} of {}: {reason}", .path.display())]
+    Owner {
+        host: String,
+        owner: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "{host}: {program} is missing: it must be next to moosectl in {}; build every workspace \
+         binary with `{build}`",
+        .dir.display()
+    )]
+    MissingBinary {
+        host: String,
+        program: String,
+        dir: PathBuf,
+        build: String,
+    },
+}
+
+/// A machine of the cluster, as the console reaches it.
+pub trait Host: Send + Sync {
+    /// The host's name in the inventory.
+    fn name(&self) -> &str;
+
+    /// Where this host's copy of `program` (one of the `moose-*` binaries) is.
+    fn binary_path(&self, program: &str) -> PathBuf;
+
+    /// Checks that `program` is there and can be run; the error says how to get it.
+    fn check_binary<'a>(&'a self, program: &'a str) -> BoxFuture<'a, Result<PathBuf, HostError>>;
+
+    /// Runs a command to its end (no shell involved: the program gets `args` as they are),
+    /// sending each output line to `lines` as it comes when given.
+    fn run<'a>(
+        &'a self,
+        cmd: &'a Command,
+        lines: Option<mpsc::Sender<OutputLine>>,
+    ) -> BoxFuture<'a, Result<Finished, HostError>>;
+
+    /// Replaces `path` atomically (a temporary file in the same folder, renamed over it) with
+    /// `contents`, permissions `mode` and, when given, owner `user:group` (`user:` means the
+    /// user's primary group). Missing parent folders are created.
+    fn write_file<'a>(
+        &'a self,
+        path: &'a Path,
+        contents: &'a [u8],
+        mode: u32,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), HostError>>;
+
+    /// The contents of `path`, or `None` when it does not exist.
+    fn read_file<'a>(&'a self, path: &'a Path)
+        -> BoxFuture<'a, Result<Option<Vec<u8>>, HostError>>;
+
+    /// Follows `path` like `tail -F`: first about `history` bytes of its end (whole lines),
+    /// then every line appended, across truncation and replacement. Returns when `events` is
+    /// closed.
+    fn follow_file<'a>(
+        &'a self,
+        path: &'a Path,
+        history: u64,
+        events: mpsc::Sender<FollowEvent>,
+    ) -> BoxFuture<'a, Result<(), HostError>>;
+
+    /// Opens a TCP stream to `port` of this host.
+    fn connect(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Stream>, HostError>>;
+}
+
+/// Keeps the last `max` entries of a growing list.
+pub(crate) fn push_bounded(v: &mut Vec<String>, line: String, max: usize) {
+    if v.len() == max {
+        v.remove(0);
+    }
+    v.push(line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_prefers_stderr_then_stdout_then_status() {
+        let mut f = Finished {
+            code: Some(1),
+            stdout: vec!["out".into(), "".into()],
+            stderr: vec!["err one".into(), "err two  ".into(), " ".into()],
+        };
+        assert_eq!(f.message(), "err two");
+        f.stderr.clear();
+        assert_eq!(f.message(), "out");
+        f.stdout.clear();
+        assert_eq!(f.message(), "exit status 1");
+        f.code = None;
+        assert_eq!(f.message(), "ended by a signal");
+    }
+
+    #[test]
+    fn bounded_push_keeps_the_last_lines() {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            push_bounded(&mut v, i.to_string(), 3);
+        }
+        assert_eq!(v, ["2", "3", "4"]);
+    }
+}
