@@ -58,6 +58,24 @@ pub fn file_attr(a: &Attr, ino: u64, size: u64) -> FileAttr {
     }
 }
 
+/// FUSE attributes of a file with writes still buffered here: at least as long as the
+/// buffered data reaches (`end`), and modified no earlier than the last buffered write
+/// (`modified`); the master sets its times only when the data lands.
+pub fn buffered_file_attr(
+    a: &Attr,
+    ino: u64,
+    end: Option<u64>,
+    modified: Option<Timespec>,
+) -> FileAttr {
+    let size = end.map_or(a.size, |e| e.max(a.size));
+    let mut fa = file_attr(a, ino, size);
+    if let Some(t) = modified.map(Timespec::to_system_time) {
+        fa.mtime = fa.mtime.max(t);
+        fa.ctime = fa.ctime.max(t);
+    }
+    fa
+}
+
 /// Placeholder attributes for `.` and `..` in a readdirplus answer (the kernel ignores them).
 pub fn dot_attr(ino: u64) -> FileAttr {
     FileAttr {
@@ -127,6 +145,24 @@ mod tests {
             Duration::new(10, 5)
         );
         assert_eq!((f.uid, f.gid, f.nlink, f.blksize), (1, 2, 3, 65536));
+    }
+
+    #[test]
+    fn buffered_writes_show_in_size_and_times() {
+        let a = attr(FileKind::File, 0o644);
+        let untouched = buffered_file_attr(&a, 7, None, None);
+        assert_eq!(untouched, file_attr(&a, 7, 1000));
+        let later = Timespec { sec: 40, nsec: 1 };
+        let f = buffered_file_attr(&a, 7, Some(5000), Some(later));
+        assert_eq!(f.size, 5000);
+        assert_eq!(Timespec::from_system_time(f.mtime), later);
+        assert_eq!(Timespec::from_system_time(f.ctime), later);
+        // Neither shrinks nor goes back in time.
+        let earlier = Timespec { sec: 1, nsec: 0 };
+        let f = buffered_file_attr(&a, 7, Some(10), Some(earlier));
+        assert_eq!(f.size, 1000);
+        assert_eq!(Timespec::from_system_time(f.mtime).sec, 20);
+        assert_eq!(Timespec::from_system_time(f.ctime).sec, 30);
     }
 
     #[test]

@@ -54,23 +54,28 @@ pub struct DirBuffer {
     from_cookie: u64,
     entries: VecDeque<DirEntry>,
     eof: bool,
+    /// Writer epoch taken before the entries were asked for (their attributes are that old).
+    epoch: u64,
     valid: bool,
 }
 
 impl DirBuffer {
-    /// Remembers `entries` (listed from `from_cookie`) for a later call.
-    pub fn store(&mut self, from_cookie: u64, entries: VecDeque<DirEntry>, eof: bool) {
+    /// Remembers `entries` (listed from `from_cookie`, asked for at writer epoch `epoch`) for
+    /// a later call.
+    pub fn store(&mut self, from_cookie: u64, entries: VecDeque<DirEntry>, eof: bool, epoch: u64) {
         self.from_cookie = from_cookie;
         self.entries = entries;
         self.eof = eof;
+        self.epoch = epoch;
         self.valid = true;
     }
 
-    /// The buffered entries if they start at `cookie` (and drops them from the buffer).
-    pub fn take_if_at(&mut self, cookie: u64) -> Option<(VecDeque<DirEntry>, bool)> {
+    /// The buffered entries, whether they reach the end, and their epoch, if they start at
+    /// `cookie` (and drops them from the buffer).
+    pub fn take_if_at(&mut self, cookie: u64) -> Option<(VecDeque<DirEntry>, bool, u64)> {
         if self.valid && self.from_cookie == cookie && (!self.entries.is_empty() || self.eof) {
             self.valid = false;
-            Some((std::mem::take(&mut self.entries), self.eof))
+            Some((std::mem::take(&mut self.entries), self.eof, self.epoch))
         } else {
             None
         }
@@ -124,21 +129,27 @@ mod tests {
     fn buffer_serves_only_the_exact_resume_point() {
         let mut b = DirBuffer::default();
         assert!(b.take_if_at(0).is_none());
-        b.store(5, VecDeque::from(vec![entry("a", 6), entry("b", 7)]), true);
+        b.store(
+            5,
+            VecDeque::from(vec![entry("a", 6), entry("b", 7)]),
+            true,
+            3,
+        );
         assert!(b.take_if_at(4).is_none());
-        let (got, eof) = b.take_if_at(5).unwrap();
+        let (got, eof, epoch) = b.take_if_at(5).unwrap();
         assert_eq!(got.len(), 2);
         assert!(eof);
+        assert_eq!(epoch, 3);
         assert!(b.take_if_at(5).is_none(), "taken once");
     }
 
     #[test]
     fn empty_eof_buffer_is_served() {
         let mut b = DirBuffer::default();
-        b.store(9, VecDeque::new(), true);
-        let (got, eof) = b.take_if_at(9).unwrap();
+        b.store(9, VecDeque::new(), true, 0);
+        let (got, eof, _) = b.take_if_at(9).unwrap();
         assert!(got.is_empty() && eof);
-        b.store(9, VecDeque::new(), false);
+        b.store(9, VecDeque::new(), false, 0);
         assert!(b.take_if_at(9).is_none(), "nothing to serve without eof");
     }
 }

@@ -17,7 +17,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use moose_proto::msg::{ClReply, ClRequest};
-use moose_proto::{Attr, Cred, DirEntry, FileKind, FsError, Inode, SetAttrs, MAX_NAME_LEN};
+use moose_proto::{Attr, Cred, FileKind, FsError, Inode, SetAttrs, MAX_NAME_LEN};
 use tokio::runtime::Handle;
 
 use crate::attr;
@@ -39,6 +39,8 @@ const MAX_WRITE: u32 = 1 << 20;
 const MAX_READAHEAD: u32 = 1 << 20;
 /// Remembered "no such attribute" answers.
 const MAX_ABSENT_XATTRS: usize = 16384;
+/// Times an attribute answer overtaken by a write-out of the file is asked for again.
+const ATTR_ATTEMPTS: u32 = 8;
 
 /// Settings of the file system.
 #[derive(Debug, Clone)]
@@ -146,25 +148,55 @@ impl Core {
         self.creds.cred(req.uid(), req.gid(), req.pid())
     }
 
-    /// FUSE attributes, with the size of data still buffered here.
-    fn fuse_attr(&self, a: &Attr) -> FileAttr {
-        let mut size = a.size;
-        if a.kind == FileKind::File {
-            if let Some(end) = self.writer.buffered_end(a.inode) {
-                size = size.max(end);
+    /// FUSE attributes for the master's `a`, asked for at writer epoch `epoch` (taken before
+    /// the request), with the size and modification time of data still buffered here.
+    ///
+    /// When buffered data of the file landed at the master while `a` was asked for, `a` may
+    /// predate it while the buffer no longer shows it: the kernel would take the file as
+    /// shorter than what it wrote. Such an answer is asked for again.
+    async fn fuse_attr_at(&self, mut a: Attr, mut epoch: u64) -> FileAttr {
+        let ino = self.to_fuse(a.inode);
+        if a.kind != FileKind::File {
+            return attr::file_attr(&a, ino, a.size);
+        }
+        for _ in 0..ATTR_ATTEMPTS {
+            if let Some(p) = self.writer.pending_since(a.inode, epoch) {
+                return attr::buffered_file_attr(&a, ino, p.end, p.modified);
+            }
+            epoch = self.writer.epoch();
+            match expect_attr(
+                "getattr",
+                self.call(ClRequest::GetAttr { inode: a.inode }).await,
+            ) {
+                Ok(fresh) => a = fresh,
+                Err(e) => {
+                    tracing::debug!("attributes of inode {} asked again: {e:?}", a.inode);
+                    break;
+                }
             }
         }
-        attr::file_attr(a, self.to_fuse(a.inode), size)
+        // Write-outs kept overtaking the answers: what the master said last with what is
+        // buffered now.
+        let p = self
+            .writer
+            .pending_since(a.inode, u64::MAX)
+            .unwrap_or_default();
+        attr::buffered_file_attr(&a, ino, p.end, p.modified)
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
+    /// Answers an entry request with the master's answer to a request sent at writer epoch
+    /// `epoch`.
+    async fn reply_entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>, epoch: u64) {
         match r {
-            Ok(a) => reply.entry_with_ttls(
-                &attr::ttl(self.attr_ttl),
-                &attr::ttl(self.entry_ttl),
-                &self.fuse_attr(&a),
-                Generation(0),
-            ),
+            Ok(a) => {
+                let fa = self.fuse_attr_at(a, epoch).await;
+                reply.entry_with_ttls(
+                    &attr::ttl(self.attr_ttl),
+                    &attr::ttl(self.entry_ttl),
+                    &fa,
+                    Generation(0),
+                )
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -387,7 +419,7 @@ impl Core {
             let buffered = lock(&self.dirs)
                 .get_mut(&fh)
                 .and_then(|b| b.take_if_at(cookie));
-            let (mut entries, eof) = match buffered {
+            let (mut entries, eof, epoch) = match buffered {
                 Some(b) => b,
                 None => {
                     let req = ClRequest::ReadDir {
@@ -396,8 +428,9 @@ impl Core {
                         max: READDIR_BATCH,
                         cred: cred.clone(),
                     };
+                    let epoch = self.writer.epoch();
                     match self.call(req).await {
-                        Ok(ClReply::Dir { entries, eof }) => (VecDeque::from(entries), eof),
+                        Ok(ClReply::Dir { entries, eof }) => (VecDeque::from(entries), eof, epoch),
                         Ok(other) => return Err(unexpected("readdir", &other)),
                         Err(_) if added => return Ok(()),
                         Err(e) => return Err(errno(e)),
@@ -421,10 +454,15 @@ impl Core {
                     cookie = e.cookie;
                     continue;
                 }
-                if sink.add_entry(self, &e, next) {
+                let fa = if sink.with_attrs() {
+                    self.fuse_attr_at(e.attr.clone(), epoch).await
+                } else {
+                    attr::file_attr(&e.attr, self.to_fuse(e.attr.inode), e.attr.size)
+                };
+                if sink.add_entry(&e.name, &fa, next) {
                     entries.push_front(e);
                     if let Some(b) = lock(&self.dirs).get_mut(&fh) {
-                        b.store(cookie, entries, eof);
+                        b.store(cookie, entries, eof, epoch);
                     }
                     return Ok(());
                 }
@@ -440,24 +478,25 @@ impl Core {
 
 /// Where listed entries go: a readdir or a readdirplus answer.
 trait DirSink {
+    /// True when the entries' attributes go to the kernel too (readdirplus).
+    fn with_attrs(&self) -> bool;
     /// Adds `.` or `..`; true when the answer is full (the entry was not added).
     fn add_dot(&mut self, ino: u64, next: u64, name: &str) -> bool;
     /// Adds a master entry; true when the answer is full (the entry was not added).
-    fn add_entry(&mut self, core: &Core, e: &DirEntry, next: u64) -> bool;
+    fn add_entry(&mut self, name: &[u8], fa: &FileAttr, next: u64) -> bool;
 }
 
 impl DirSink for ReplyDirectory {
+    fn with_attrs(&self) -> bool {
+        false
+    }
+
     fn add_dot(&mut self, ino: u64, next: u64, name: &str) -> bool {
         self.add(INodeNo(ino), next, FileType::Directory, name)
     }
 
-    fn add_entry(&mut self, core: &Core, e: &DirEntry, next: u64) -> bool {
-        self.add(
-            INodeNo(core.to_fuse(e.attr.inode)),
-            next,
-            attr::file_type(e.attr.kind),
-            OsStr::from_bytes(&e.name),
-        )
+    fn add_entry(&mut self, name: &[u8], fa: &FileAttr, next: u64) -> bool {
+        self.add(fa.ino, next, fa.kind, OsStr::from_bytes(name))
     }
 }
 
@@ -467,6 +506,10 @@ struct PlusSink {
 }
 
 impl DirSink for PlusSink {
+    fn with_attrs(&self) -> bool {
+        true
+    }
+
     fn add_dot(&mut self, ino: u64, next: u64, name: &str) -> bool {
         self.reply.add(
             INodeNo(ino),
@@ -478,14 +521,13 @@ impl DirSink for PlusSink {
         )
     }
 
-    fn add_entry(&mut self, core: &Core, e: &DirEntry, next: u64) -> bool {
-        let fa = core.fuse_attr(&e.attr);
+    fn add_entry(&mut self, name: &[u8], fa: &FileAttr, next: u64) -> bool {
         self.reply.add(
             fa.ino,
             next,
-            OsStr::from_bytes(&e.name),
+            OsStr::from_bytes(name),
             &self.attr_ttl,
-            &fa,
+            fa,
             Generation(0),
         )
     }
@@ -603,8 +645,10 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let parent = core.to_master(parent);
         self.spawn(async move {
+            let epoch = core.writer.epoch();
             let r = core.call(ClRequest::Lookup { parent, name, cred }).await;
-            core.reply_entry(reply, expect_attr("lookup", r));
+            core.reply_entry(reply, expect_attr("lookup", r), epoch)
+                .await;
         });
     }
 
@@ -612,8 +656,12 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let inode = core.to_master(ino);
         self.spawn(async move {
+            let epoch = core.writer.epoch();
             match expect_attr("getattr", core.call(ClRequest::GetAttr { inode }).await) {
-                Ok(a) => reply.attr(&attr::ttl(core.attr_ttl), &core.fuse_attr(&a)),
+                Ok(a) => {
+                    let fa = core.fuse_attr_at(a, epoch).await;
+                    reply.attr(&attr::ttl(core.attr_ttl), &fa)
+                }
                 Err(e) => reply.error(e),
             }
         });
@@ -659,12 +707,16 @@ impl Filesystem for MooseFs {
                 }
             }
             let resized = set.size.is_some();
+            let epoch = core.writer.epoch();
             let r = core.call(ClRequest::SetAttr { inode, set, cred }).await;
             if resized {
                 core.reader.invalidate(inode);
             }
             match expect_attr("setattr", r) {
-                Ok(a) => reply.attr(&attr::ttl(core.attr_ttl), &core.fuse_attr(&a)),
+                Ok(a) => {
+                    let fa = core.fuse_attr_at(a, epoch).await;
+                    reply.attr(&attr::ttl(core.attr_ttl), &fa)
+                }
                 Err(e) => reply.error(e),
             }
         });
@@ -712,8 +764,10 @@ impl Filesystem for MooseFs {
                 rdev,
                 cred,
             };
+            let epoch = core.writer.epoch();
             let r = core.call(req).await;
-            core.reply_entry(reply, expect_attr("mknod", r));
+            core.reply_entry(reply, expect_attr("mknod", r), epoch)
+                .await;
         });
     }
 
@@ -741,8 +795,10 @@ impl Filesystem for MooseFs {
                 umask: attr::perm_bits(umask),
                 cred,
             };
+            let epoch = core.writer.epoch();
             let r = core.call(req).await;
-            core.reply_entry(reply, expect_attr("mkdir", r));
+            core.reply_entry(reply, expect_attr("mkdir", r), epoch)
+                .await;
         });
     }
 
@@ -806,8 +862,10 @@ impl Filesystem for MooseFs {
                 target,
                 cred,
             };
+            let epoch = core.writer.epoch();
             let r = core.call(req).await;
-            core.reply_entry(reply, expect_attr("symlink", r));
+            core.reply_entry(reply, expect_attr("symlink", r), epoch)
+                .await;
         });
     }
 
@@ -872,8 +930,9 @@ impl Filesystem for MooseFs {
                 new_name,
                 cred,
             };
+            let epoch = core.writer.epoch();
             let r = core.call(req).await;
-            core.reply_entry(reply, expect_attr("link", r));
+            core.reply_entry(reply, expect_attr("link", r), epoch).await;
         });
     }
 
@@ -1256,6 +1315,7 @@ impl Filesystem for MooseFs {
                 rdev: 0,
                 cred: cred.clone(),
             };
+            let epoch = core.writer.epoch();
             let (a, created) = match core.call(mknod).await {
                 Ok(ClReply::Attr(a)) => (a, true),
                 Err(CallError::Fs(FsError::Exist)) if flags & libc::O_EXCL == 0 => {
@@ -1274,13 +1334,16 @@ impl Filesystem for MooseFs {
                 Err(e) => return reply.error(errno(e)),
             };
             match core.open_inode(a.inode, flags, cred, created).await {
-                Ok(fh) => reply.created(
-                    &attr::ttl(core.entry_ttl.min(core.attr_ttl)),
-                    &core.fuse_attr(&a),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
+                Ok(fh) => {
+                    let fa = core.fuse_attr_at(a, epoch).await;
+                    reply.created(
+                        &attr::ttl(core.entry_ttl.min(core.attr_ttl)),
+                        &fa,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    )
+                }
                 Err(e) => reply.error(e),
             }
         });

@@ -5,11 +5,12 @@
 //! and returned by the next flush, fsync or release.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use moose_proto::msg::{ClReply, ClRequest, WriteLease};
-use moose_proto::{ChunkRef, CsAddr, FsError, Inode};
+use moose_proto::msg::{ChunkLocation, ClReply, ClRequest, WriteLease};
+use moose_proto::{ChunkRef, CsAddr, FsError, Inode, Timespec};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -50,6 +51,13 @@ struct FileState {
     error: Option<FsError>,
     background_queued: bool,
     dirty_since: Option<Instant>,
+    /// Time of the last write not yet written out: the file's modification time until the
+    /// master sets its own when the data lands.
+    modified: Option<Timespec>,
+    /// Writes buffered so far (tells a write-out whether writes came while it ran).
+    writes: u64,
+    /// Writer epoch at which buffered data last landed at the master (0: never).
+    landed_at: u64,
     /// Chunks written since the last fsync: index → (chunk, chain).
     unsynced: HashMap<u32, (ChunkRef, Vec<CsAddr>)>,
 }
@@ -69,6 +77,66 @@ impl FileState {
 
     fn is_idle(&self) -> bool {
         self.dirty.is_empty() && self.inflight.is_empty() && self.error.is_none()
+    }
+
+    /// Buffers a write made at `now`.
+    fn buffer(&mut self, offset: u64, data: &[u8], now: Timespec) {
+        self.dirty.insert(offset, data);
+        self.modified = Some(now);
+        self.writes += 1;
+    }
+
+    /// A write-out that took the buffer when `writes` writes had been made is over (written
+    /// or failed, which the next sync call reports) at writer epoch `epoch`: the master's
+    /// times are the file's again, unless a write came meanwhile (it keeps its time until its
+    /// own write-out).
+    fn written_out(&mut self, writes: u64, epoch: u64) {
+        if self.writes == writes {
+            self.modified = None;
+        }
+        self.landed_at = epoch;
+    }
+
+    fn pending(&self) -> Pending {
+        Pending {
+            end: self.end(),
+            modified: self.modified,
+        }
+    }
+}
+
+/// What a file's buffer adds to the master's attributes: the end of the data not yet at the
+/// master and the time of the last such write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub end: Option<u64>,
+    pub modified: Option<Timespec>,
+}
+
+/// What became of a chunk written since the last fsync, judged from where the file's chunk
+/// at that index is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Since {
+    /// The chunk is no longer the file's (cut off by a truncation, or the file is gone):
+    /// nothing written to it is left to make durable.
+    Dropped,
+    /// The chunk has a newer version (a truncation or another write since), on the same file,
+    /// which holds the earlier writes: syncing that version makes them durable.
+    Newer(ChunkRef),
+    /// The server holds no valid copy of the chunk.
+    Lost,
+}
+
+fn since(chunk: ChunkRef, loc: &ChunkLocation, server: &CsAddr) -> Since {
+    if loc.chunk_id != chunk.chunk_id {
+        Since::Dropped
+    } else if loc.version > chunk.version && loc.servers.contains(server) {
+        Since::Newer(ChunkRef {
+            chunk_id: chunk.chunk_id,
+            version: loc.version,
+        })
+    } else {
+        Since::Lost
     }
 }
 
@@ -91,6 +159,11 @@ pub struct Writer {
     budget: Semaphore,
     budget_total: u64,
     files: Mutex<HashMap<Inode, Arc<FileBuf>>>,
+    /// Counts write-outs that landed at the master, so that an attribute answer can tell
+    /// whether buffered data landed while it was asked (see [`Writer::pending_since`]).
+    epoch: AtomicU64,
+    /// Highest `landed_at` of the file states dropped so far.
+    forgotten: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +190,8 @@ impl Writer {
             budget: Semaphore::new(budget_total as usize),
             budget_total,
             files: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            forgotten: AtomicU64::new(0),
         });
         tokio::spawn(age_ticker(Arc::downgrade(&w)));
         w
@@ -169,7 +244,7 @@ impl Writer {
         let buf = self.file_or_new(inode);
         let start_background = {
             let mut st = buf.lock();
-            st.dirty.insert(offset, data);
+            st.buffer(offset, data, Timespec::now());
             st.held += need as u64;
             self.settle(&mut st);
             st.dirty_since.get_or_insert_with(Instant::now);
@@ -231,6 +306,25 @@ impl Writer {
         self.file(inode).and_then(|f| f.lock().end())
     }
 
+    /// The current epoch: take it before asking the master for attributes, and pass it to
+    /// [`Writer::pending_since`] with the answer.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// What the buffer of `inode` adds to master attributes asked for at `epoch`; `None` when
+    /// buffered data of the file landed meanwhile: the answer may predate it while the buffer
+    /// no longer holds it, so the attributes must be asked for again.
+    pub fn pending_since(&self, inode: Inode, epoch: u64) -> Option<Pending> {
+        match self.file(inode) {
+            Some(f) => {
+                let st = f.lock();
+                (st.landed_at <= epoch).then(|| st.pending())
+            }
+            None => (self.forgotten.load(Ordering::SeqCst) <= epoch).then(Pending::default),
+        }
+    }
+
     /// Writes the file's buffer out and returns any error since the last report.
     pub async fn flush(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
         self.flush_file(inode, Mode::Sync).await
@@ -239,7 +333,8 @@ impl Writer {
     /// [`Writer::flush`], then makes every chunk written since the last fsync durable on every
     /// server of its chain. A server that fails the sync because it died is fine once the
     /// master no longer counts its copy (the others have every acknowledged write): that is
-    /// checked against the master for a while before the fsync fails.
+    /// checked against the master for a while before the fsync fails. A chunk that got a new
+    /// version since it was written (a truncation, another writer) is synced at that version.
     pub async fn fsync(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
         self.flush(inode).await?;
         let Some(f) = self.file(inode) else {
@@ -268,6 +363,17 @@ impl Writer {
             match joined {
                 Ok((index, _, _, Ok(()))) => *synced.entry(index).or_default() += 1,
                 Ok((index, chunk, server, Err(e))) => {
+                    let moved_on = matches!(
+                        e,
+                        CsError::Status {
+                            err: FsError::WrongVersion | FsError::NoChunk,
+                            ..
+                        }
+                    );
+                    if moved_on && self.sync_current(inode, index, chunk, &server).await {
+                        *synced.entry(index).or_default() += 1;
+                        continue;
+                    }
                     tracing::warn!(
                         "fsync of inode {inode}: chunk {:016X}_{:08X} on {server}: {e}",
                         chunk.chunk_id,
@@ -295,6 +401,48 @@ impl Writer {
         result
     }
 
+    /// After `server` said it no longer has `chunk` at the version written (see [`Since`]):
+    /// syncs the chunk at its current version there. True when that worked, or when the chunk
+    /// is no longer part of the file.
+    async fn sync_current(
+        &self,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkRef,
+        server: &CsAddr,
+    ) -> bool {
+        for _ in 0..WRITE_ATTEMPTS {
+            let loc = match self.reader.location(inode, index, true).await {
+                Ok(loc) => loc,
+                Err(e) => {
+                    tracing::warn!("fsync of inode {inode}: locating chunk {index}: {e}");
+                    return false;
+                }
+            };
+            let current = match since(chunk, &loc, server) {
+                Since::Dropped => return true,
+                Since::Lost => return false,
+                Since::Newer(current) => current,
+            };
+            match self.cs.sync(server, current).await {
+                Ok(()) => return true,
+                Err(CsError::Status {
+                    err: FsError::WrongVersion | FsError::NoChunk,
+                    ..
+                }) => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        "fsync of inode {inode}: chunk {:016X}_{:08X} on {server}: {e}",
+                        current.chunk_id,
+                        current.version
+                    );
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
     /// Waits (up to about 20 s) for the master to stop counting `server`'s copy of `chunk`.
     async fn copy_dropped(
         &self,
@@ -320,8 +468,10 @@ impl Writer {
     pub fn forget_if_idle(&self, inode: Inode) {
         let mut files = self.files();
         if let Some(f) = files.get(&inode) {
-            let idle = f.lock().is_idle();
-            if idle && Arc::strong_count(f) == 1 {
+            let st = f.lock();
+            if st.is_idle() && Arc::strong_count(f) == 1 {
+                self.forgotten.fetch_max(st.landed_at, Ordering::SeqCst);
+                drop(st);
                 files.remove(&inode);
             }
         }
@@ -345,25 +495,32 @@ impl Writer {
             return Ok(());
         };
         let _turn = f.flushing.lock().await;
-        let ranges = {
+        let (ranges, writes) = {
             let mut st = f.lock();
             st.background_queued = false;
             st.dirty_since = None;
             let ranges = st.dirty.take_all();
             st.inflight = ranges.iter().map(|(s, d)| (*s, d.len() as u64)).collect();
             st.inflight_bytes = st.inflight.iter().map(|(_, l)| l).sum();
-            ranges
+            (ranges, st.writes)
         };
-        let result = if ranges.is_empty() {
-            Ok(())
-        } else {
+        let landed = !ranges.is_empty();
+        let result = if landed {
             let r = self.write_out(inode, &f, plan_chunks(ranges)).await;
             self.reader.invalidate(inode);
             r
+        } else {
+            Ok(())
         };
         let mut st = f.lock();
         st.inflight.clear();
         st.inflight_bytes = 0;
+        let epoch = if landed {
+            self.epoch.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            st.landed_at
+        };
+        st.written_out(writes, epoch);
         self.settle(&mut st);
         if let Err(e) = result {
             st.error.get_or_insert(e);
@@ -545,5 +702,67 @@ async fn age_ticker(writer: Weak<Writer>) {
                 w.spawn_background(inode);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(sec: i64) -> Timespec {
+        Timespec { sec, nsec: 0 }
+    }
+
+    #[test]
+    fn buffered_writes_keep_their_time_until_written_out() {
+        let mut st = FileState::default();
+        assert_eq!(st.modified, None);
+        st.buffer(0, b"abc", t(5));
+        assert_eq!(st.modified, Some(t(5)));
+        // A write-out takes the buffer; another write comes while it runs.
+        let taken = st.writes;
+        st.buffer(3, b"def", t(6));
+        st.written_out(taken, 1);
+        assert_eq!(st.modified, Some(t(6)), "the later write keeps its time");
+        let taken = st.writes;
+        st.written_out(taken, 2);
+        assert_eq!(st.modified, None);
+        assert_eq!(st.landed_at, 2);
+    }
+
+    #[test]
+    fn a_chunk_changed_since_the_write_is_synced_at_its_new_version() {
+        let a = CsAddr {
+            host: "127.0.0.1".into(),
+            port: 1,
+        };
+        let b = CsAddr {
+            host: "127.0.0.1".into(),
+            port: 2,
+        };
+        let written = ChunkRef {
+            chunk_id: 7,
+            version: 3,
+        };
+        let loc = |chunk_id, version, servers: Vec<CsAddr>| ChunkLocation {
+            file_length: 100,
+            chunk_id,
+            version,
+            servers,
+        };
+        assert_eq!(
+            since(written, &loc(7, 4, vec![a.clone(), b.clone()]), &a),
+            Since::Newer(ChunkRef {
+                chunk_id: 7,
+                version: 4
+            })
+        );
+        assert_eq!(since(written, &loc(0, 0, vec![]), &a), Since::Dropped);
+        assert_eq!(
+            since(written, &loc(9, 1, vec![a.clone()]), &a),
+            Since::Dropped
+        );
+        assert_eq!(since(written, &loc(7, 4, vec![b.clone()]), &a), Since::Lost);
+        assert_eq!(since(written, &loc(7, 3, vec![a.clone()]), &a), Since::Lost);
     }
 }

@@ -8,7 +8,7 @@ use moose_proto::{
 };
 
 use super::{attr, check_access, map_cred, writable, xattr, Outcome, MAX_FILE_SIZE};
-use crate::access::{may, sticky_allows, R, W, X};
+use crate::access::{check_owner_change, check_times, sticky_allows, R, W, X};
 use crate::clserv::Session;
 use crate::master::Master;
 use crate::namespace::NodeData;
@@ -491,46 +491,9 @@ pub fn set_attributes(
     let mut st = m.state();
     let st = &mut *st;
     let node = st.node(inode)?;
-    let is_owner = cred.uid == 0 || cred.uid == node.uid;
-    let mut mode = set.mode.map(|m| m & 0o7777);
-    if mode.is_some() && !is_owner {
-        return Err(FsError::Perm);
-    }
-    if let Some(md) = mode.as_mut() {
-        if cred.uid != 0 && node.kind != FileKind::Dir && !cred.in_group(node.gid) {
-            *md &= !0o2000;
-        }
-    }
-    if let Some(uid) = set.uid {
-        if cred.uid != 0 && uid != node.uid {
-            return Err(FsError::Perm);
-        }
-    }
-    if let Some(gid) = set.gid {
-        if cred.uid != 0 && gid != node.gid && (cred.uid != node.uid || !cred.in_group(gid)) {
-            return Err(FsError::Perm);
-        }
-    }
-    let ownership_changes =
-        set.uid.is_some_and(|u| u != node.uid) || set.gid.is_some_and(|g| g != node.gid);
-    if ownership_changes && cred.uid != 0 && mode.is_none() && node.kind != FileKind::Dir {
-        // A non-root chown drops the setuid and setgid bits.
-        mode = Some(node.mode & !0o6000);
-    }
-    for t in [set.atime, set.mtime].into_iter().flatten() {
-        match t {
-            TimeSet::Now => {
-                if !is_owner && !may(node, cred, W, s.ignoregid) {
-                    return Err(FsError::Access);
-                }
-            }
-            TimeSet::At(_) => {
-                if !is_owner {
-                    return Err(FsError::Perm);
-                }
-            }
-        }
-    }
+    let mode = check_owner_change(node, cred, set.mode, set.uid, set.gid, s.ignoregid)?;
+    let resized = set.size.is_some();
+    check_times(node, cred, set.atime, set.mtime, resized, s.ignoregid)?;
     let nothing = mode.is_none()
         && set.uid.is_none()
         && set.gid.is_none()

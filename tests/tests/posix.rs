@@ -1,0 +1,148 @@
+//! POSIX semantics through the real mount: what pjdfstest and fsx check, one behaviour per
+//! test, with std::fs and a few commands run as another user.
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use moose_tests::data::{assert_same, random_bytes};
+use moose_tests::{ClusterSpec, LocalCluster};
+
+const MIB: usize = 1 << 20;
+const CHUNK: u64 = 64 << 20;
+/// The user and group other-user commands run as.
+const NOBODY: u32 = 65534;
+
+fn cluster() -> LocalCluster {
+    if let Err(why) = moose_tests::fuse_available() {
+        panic!("cannot run the POSIX tests: {why}");
+    }
+    let c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        ..Default::default()
+    })
+    .expect("cluster starts");
+    // Other users must reach the mount point inside the test's private folder.
+    fs::set_permissions(c.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    c
+}
+
+/// Runs `program args…` as user and group `NOBODY` (without supplementary groups: std drops
+/// them when root changes the user); panics unless it succeeds.
+fn as_nobody(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} as {NOBODY}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().mode() & 0o7777
+}
+
+fn create_with_mode(p: &Path, m: u32) {
+    fs::write(p, b"data").unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    assert_eq!(mode(p), m);
+}
+
+#[test]
+fn writing_or_truncating_as_another_user_clears_the_set_id_bits() {
+    let mut c = cluster();
+    let mnt = c.mount().unwrap();
+    let f = mnt.join("setid");
+    let path = f.to_str().unwrap();
+    for before in [0o4777, 0o2777, 0o6777] {
+        create_with_mode(&f, before);
+        // `1<>` opens for reading and writing without truncating.
+        as_nobody("sh", &["-c", "printf x 1<>\"$0\"", path]);
+        assert_eq!(mode(&f), 0o777, "write to a {before:o} file");
+        create_with_mode(&f, before);
+        as_nobody("truncate", &["-s", "1", path]);
+        assert_eq!(mode(&f), 0o777, "truncation of a {before:o} file");
+        assert_eq!(fs::metadata(&f).unwrap().len(), 1);
+    }
+    // A set-group-ID file without group execute is left alone, and so is root's write.
+    create_with_mode(&f, 0o2767);
+    as_nobody("sh", &["-c", "printf x 1<>\"$0\"", path]);
+    assert_eq!(mode(&f), 0o2767);
+    create_with_mode(&f, 0o6777);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .write_all(b"root")
+        .unwrap();
+    assert_eq!(mode(&f), 0o6777);
+}
+
+#[test]
+fn a_buffered_write_moves_the_modification_time_at_once() {
+    let mut c = cluster();
+    let mnt = c.mount().unwrap();
+    let p = mnt.join("times");
+    fs::write(&p, b"old").unwrap();
+    let past = UNIX_EPOCH + Duration::from_secs(946_684_800);
+    fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), past);
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all(b"new data").unwrap();
+    // Still buffered in the mount: fstat must already show the change.
+    let m = f.metadata().unwrap();
+    assert!(m.modified().unwrap() >= before, "mtime after write: {m:?}");
+    assert!(m.ctime() >= before.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64);
+    assert_eq!(m.len(), 8);
+    drop(f);
+    let m = fs::metadata(&p).unwrap();
+    assert!(m.modified().unwrap() >= before, "mtime after close: {m:?}");
+    assert_eq!(fs::read(&p).unwrap(), b"new data");
+}
+
+#[test]
+fn fsync_after_a_truncation_cut_or_dropped_chunks_written_since_the_last_fsync() {
+    let mut c = cluster();
+    let mnt = c.mount().unwrap();
+    let p = mnt.join("cut");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&p)
+        .unwrap();
+    let head = random_bytes(1, MIB);
+    f.write_all(&head).unwrap();
+    f.seek(SeekFrom::Start(CHUNK + 5)).unwrap();
+    f.write_all(&head).unwrap();
+    // The truncation writes the buffer out, then cuts the first chunk (which gets a new
+    // version) and drops the second (which the chunkservers then delete).
+    f.set_len(1000).unwrap();
+    let tail = random_bytes(2, 4096);
+    f.seek(SeekFrom::Start(CHUNK + 10)).unwrap();
+    f.write_all(&tail).unwrap();
+    f.sync_all().expect("fsync after the truncation");
+    drop(f);
+    c.drop_caches();
+    let got = fs::read(&p).unwrap();
+    assert_eq!(got.len() as u64, CHUNK + 10 + 4096);
+    assert_same("head", &got[..1000], &head[..1000]);
+    assert!(got[1000..(CHUNK + 10) as usize].iter().all(|b| *b == 0));
+    assert_same("tail", &got[(CHUNK + 10) as usize..], &tail);
+}
