@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use moose_proto::handshake::{accept_hello, Role};
+use moose_proto::handshake::Role;
 use moose_proto::msg::{
     ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest,
 };
-use moose_proto::{FrameReader, FrameWriter, FsError, Inode};
+use moose_proto::{FsError, Inode};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -53,23 +53,15 @@ impl Session {
 
 /// Serves one client connection until it ends.
 pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r);
-    let mut writer = FrameWriter::new(w);
-    let role = match accept_hello(
-        &mut reader,
-        &mut writer,
+    let Some((role, mut reader, mut writer)) = crate::link::accept(
+        stream,
+        peer,
         &[Role::Client, Role::Admin],
         "the master's client port",
     )
     .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("client port: connection from {peer} refused: {e}");
-            return;
-        }
+    else {
+        return;
     };
     let (tx, mut rx) = mpsc::channel::<ClResponse>(4096);
     let writer_task = tokio::spawn(async move {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use moose_proto::handshake::{accept_hello, Role};
+use moose_proto::handshake::Role;
 use moose_proto::msg::{CsToMaster, MasterToCs};
 use moose_proto::{ChunkRef, CsAddr, DiskReport, FrameReader, FrameWriter, FsError};
 use tokio::net::TcpStream;
@@ -194,21 +194,16 @@ impl CsRegistry {
 
 /// Serves one chunkserver connection until it ends.
 pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r);
-    let mut writer = FrameWriter::new(w);
-    if let Err(e) = accept_hello(
-        &mut reader,
-        &mut writer,
+    let Some((_, reader, writer)) = crate::link::accept(
+        stream,
+        peer,
         &[Role::Chunkserver],
         "the master's chunkserver port",
     )
     .await
-    {
-        tracing::warn!("chunkserver port: connection from {peer} refused: {e}");
+    else {
         return;
-    }
+    };
     match register_and_serve(&master, reader, writer, peer).await {
         Ok(()) => {}
         Err(e) => tracing::warn!("chunkserver {peer}: {e}"),

@@ -6,6 +6,7 @@ mod clserv;
 mod config;
 mod csserv;
 mod health;
+mod link;
 mod master;
 mod metadata;
 mod mlserv;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moose_proto::handshake::{accept_hello, Role};
+use moose_proto::handshake::Role;
 use moose_proto::msg::{MasterToMl, MetaloggerInfo, MlToMaster};
 use moose_proto::{FrameReader, FrameWriter};
 use tokio::net::TcpStream;
@@ -16,21 +16,16 @@ use crate::metadata;
 const DUMP_PART: usize = 1 << 20;
 
 pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r);
-    let mut writer = FrameWriter::new(w);
-    if let Err(e) = accept_hello(
-        &mut reader,
-        &mut writer,
+    let Some((_, mut reader, mut writer)) = crate::link::accept(
+        stream,
+        peer,
         &[Role::Metalogger],
         "the master's metalogger port",
     )
     .await
-    {
-        tracing::warn!("metalogger port: connection from {peer} refused: {e}");
+    else {
         return;
-    }
+    };
     let id = master.metaloggers.lock().add(peer.to_string());
     match follow(&master, id, &mut reader, &mut writer).await {
         Ok(()) => tracing::info!("metalogger {peer} disconnected"),
