@@ -347,16 +347,21 @@ impl Core {
         if self.writer.overlaps(inode, offset, end) {
             self.writer.flush(inode).await.map_err(fs_errno)?;
         }
+        let epoch = self.writer.epoch();
         let data = self
             .reader
             .read(inode, offset, size, mode)
             .await
             .map_err(fs_errno)?;
         let got_end = offset + data.len() as u64;
-        if data.len() < size as usize
-            && self.writer.buffered_end(inode).is_some_and(|e| e > got_end)
-        {
-            // The file is longer here than at the master: write the buffer, then read again.
+        // A short read tells the kernel where the file ends. It may not: the file can be
+        // longer here than at the master (buffered data), or buffered data may have landed
+        // while the read was under way (it then ended where the file did before).
+        let maybe_longer = || match self.writer.pending_since(inode, epoch) {
+            Some(p) => p.end.is_some_and(|e| e > got_end),
+            None => true,
+        };
+        if data.len() < size as usize && maybe_longer() {
             self.writer.flush(inode).await.map_err(fs_errno)?;
             return self
                 .reader
@@ -996,7 +1001,7 @@ impl Filesystem for MooseFs {
         let inode = core.to_master(ino);
         let data = data.to_vec();
         self.spawn(async move {
-            core.reader.invalidate(inode);
+            core.reader.invalidate_data(inode);
             core.writer.write(inode, offset, &data).await;
             reply.written(written);
         });

@@ -53,6 +53,9 @@ struct CachedLocation {
 struct Locations {
     files: HashMap<Inode, HashMap<u32, CachedLocation>>,
     count: usize,
+    /// Invalidations so far: a location asked for before an invalidation may predate the
+    /// change that caused it and is not cached.
+    generation: u64,
 }
 
 impl Locations {
@@ -95,6 +98,7 @@ impl Locations {
     }
 
     fn remove_file(&mut self, inode: Inode) {
+        self.generation += 1;
         if let Some(f) = self.files.remove(&inode) {
             self.count -= f.len();
         }
@@ -153,8 +157,14 @@ impl Reader {
 
     /// Forgets everything cached about the file (after a write or a size change).
     pub fn invalidate(&self, inode: Inode) {
-        lock(&self.cache).files.remove(&inode);
+        self.invalidate_data(inode);
         lock(&self.locations).remove_file(inode);
+    }
+
+    /// Forgets the cached data of the file, keeping its chunk locations (after a write into
+    /// the buffer, which changes nothing at the master or the chunkservers yet).
+    pub fn invalidate_data(&self, inode: Inode) {
+        lock(&self.cache).files.remove(&inode);
     }
 
     /// Reads up to `size` bytes at `offset`; fewer at the end of the file.
@@ -317,13 +327,17 @@ impl Reader {
         index: u32,
         fresh: bool,
     ) -> Result<Arc<ChunkLocation>, FsError> {
-        if !fresh {
-            if let Some(c) = lock(&self.locations).get(inode, index) {
-                if c.at.elapsed() < self.ttl {
-                    return Ok(c.loc.clone());
+        let generation = {
+            let locations = lock(&self.locations);
+            if !fresh {
+                if let Some(c) = locations.get(inode, index) {
+                    if c.at.elapsed() < self.ttl {
+                        return Ok(c.loc.clone());
+                    }
                 }
             }
-        }
+            locations.generation
+        };
         let loc = match self
             .master
             .call(ClRequest::ReadChunk { inode, index })
@@ -337,15 +351,18 @@ impl Reader {
                 return Err(FsError::Io);
             }
         };
-        lock(&self.locations).insert(
-            inode,
-            index,
-            CachedLocation {
-                at: Instant::now(),
-                loc: loc.clone(),
-            },
-            self.ttl,
-        );
+        let mut locations = lock(&self.locations);
+        if locations.generation == generation {
+            locations.insert(
+                inode,
+                index,
+                CachedLocation {
+                    at: Instant::now(),
+                    loc: loc.clone(),
+                },
+                self.ttl,
+            );
+        }
         Ok(loc)
     }
 
@@ -465,6 +482,35 @@ mod tests {
             ReadMode::for_run(100),
             ReadMode::Sequential { ahead: MAX_AHEAD }
         );
+    }
+
+    #[test]
+    fn invalidation_bumps_the_location_generation() {
+        let mut l = Locations::default();
+        let loc = Arc::new(ChunkLocation {
+            file_length: 10,
+            chunk_id: 1,
+            version: 1,
+            servers: vec![],
+        });
+        let ttl = Duration::from_secs(1);
+        l.insert(
+            7,
+            0,
+            CachedLocation {
+                at: Instant::now(),
+                loc,
+            },
+            ttl,
+        );
+        let before = l.generation;
+        l.remove_file(7);
+        assert!(l.get(7, 0).is_none());
+        assert_ne!(
+            l.generation, before,
+            "a location asked for before is not cached"
+        );
+        assert_eq!(l.count, 0);
     }
 
     #[test]

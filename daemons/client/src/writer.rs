@@ -113,6 +113,16 @@ pub struct Pending {
     pub modified: Option<Timespec>,
 }
 
+/// What the buffer `st` of a file (`None`: no buffer, maybe dropped after data of it landed at
+/// epoch `forgotten` or earlier) adds to master attributes asked for at `epoch`; `None` when
+/// its data may have landed since.
+fn pending_view(st: Option<&FileState>, forgotten: u64, epoch: u64) -> Option<Pending> {
+    match st {
+        Some(st) => (st.landed_at <= epoch).then(|| st.pending()),
+        None => (forgotten <= epoch).then(Pending::default),
+    }
+}
+
 /// What became of a chunk written since the last fsync, judged from where the file's chunk
 /// at that index is now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,12 +326,10 @@ impl Writer {
     /// buffered data of the file landed meanwhile: the answer may predate it while the buffer
     /// no longer holds it, so the attributes must be asked for again.
     pub fn pending_since(&self, inode: Inode, epoch: u64) -> Option<Pending> {
+        let forgotten = self.forgotten.load(Ordering::SeqCst);
         match self.file(inode) {
-            Some(f) => {
-                let st = f.lock();
-                (st.landed_at <= epoch).then(|| st.pending())
-            }
-            None => (self.forgotten.load(Ordering::SeqCst) <= epoch).then(Pending::default),
+            Some(f) => pending_view(Some(&f.lock()), forgotten, epoch),
+            None => pending_view(None, forgotten, epoch),
         }
     }
 
@@ -728,6 +736,31 @@ mod tests {
         st.written_out(taken, 2);
         assert_eq!(st.modified, None);
         assert_eq!(st.landed_at, 2);
+    }
+
+    #[test]
+    fn attributes_asked_before_a_write_out_landed_are_not_trusted() {
+        let mut st = FileState::default();
+        st.buffer(100, b"abc", t(5));
+        let before = pending_view(Some(&st), 0, 0);
+        assert_eq!(
+            before,
+            Some(Pending {
+                end: Some(103),
+                modified: Some(t(5))
+            })
+        );
+        // A write-out takes the data, which lands at epoch 1: an answer asked for at epoch 0
+        // may not show it.
+        let writes = st.writes;
+        let taken = st.dirty.take_all();
+        assert_eq!(taken.len(), 1);
+        st.written_out(writes, 1);
+        assert_eq!(pending_view(Some(&st), 0, 0), None);
+        assert_eq!(pending_view(Some(&st), 0, 1), Some(Pending::default()));
+        // Without a buffer, only a buffer dropped after a landing since the question counts.
+        assert_eq!(pending_view(None, 1, 0), None);
+        assert_eq!(pending_view(None, 1, 1), Some(Pending::default()));
     }
 
     #[test]
