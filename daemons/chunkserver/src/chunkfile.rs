@@ -213,6 +213,31 @@ pub fn write_block(file: &File, block: u32, data: &[u8], crc: u32) -> io::Result
     write_crc(file, block as usize, crc)
 }
 
+/// Makes a rename or creation of `path` durable: fsyncs the folder holding it.
+pub fn sync_folder_of(path: &std::path::Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// A block whose data does not match its CRC entry, found while patching it.
+#[derive(Debug, thiserror::Error)]
+#[error("CRC mismatch in block {block} (table {stored:08X}, data {found:08X})")]
+pub struct CrcMismatch {
+    pub block: u32,
+    pub stored: u32,
+    pub found: u32,
+}
+
+impl CrcMismatch {
+    /// The mismatch behind an I/O error of [`write_data`], if that is what it is.
+    pub fn in_error(e: &io::Error) -> Option<&CrcMismatch> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<CrcMismatch>())
+    }
+}
+
 /// Writes `data` at `offset` within the chunk and updates the CRC of every block it touches.
 /// `data_crc` is the CRC of `data`, reused when `data` is exactly one aligned block. A partial
 /// block is read, patched and its CRC recomputed over the whole block (`scratch` holds it).
@@ -241,7 +266,23 @@ pub fn write_data(
                 crc32fast::hash(seg)
             }
         } else {
-            read_block(file, block as u32, &mut scratch[..])?;
+            // The old bytes stay in the block: check them before the new CRC covers them,
+            // or a flipped bit would become valid.
+            let on_disk = read_block(file, block as u32, &mut scratch[..])?;
+            let mut stored = [0u32; 1];
+            read_crcs(file, block as u32, &mut stored)?;
+            let found = if on_disk {
+                crc32fast::hash(&scratch[..])
+            } else {
+                ZERO_BLOCK_CRC
+            };
+            if found != stored[0] {
+                return Err(io::Error::other(CrcMismatch {
+                    block: block as u32,
+                    stored: stored[0],
+                    found,
+                }));
+            }
             scratch[within..within + n].copy_from_slice(seg);
             crc32fast::hash(&scratch[..])
         };
@@ -422,6 +463,37 @@ mod tests {
         assert!(table[4..].iter().all(|&c| c == ZERO_BLOCK_CRC));
         assert_eq!(data_len(&file).unwrap(), at as u64 + 300);
         assert!(!read_block(&file, 10, &mut vec![1u8; BS]).unwrap());
+    }
+
+    #[test]
+    fn a_partial_write_into_a_damaged_block_is_refused_and_changes_nothing() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = create(&dir.path().join("c.mfs"), 1, 1).unwrap();
+        let mut scratch = new_block();
+        let full = pattern(2 * BS, 4);
+        write_data(&file, 0, &full, crc32fast::hash(&full), &mut scratch).unwrap();
+        // A bit flips on the disk in block 1.
+        let at = DATA_OFFSET + BS as u64 + 77;
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, at).unwrap();
+        file.write_all_at(&[b[0] ^ 0x10], at).unwrap();
+        let before = crcs(&file);
+        let patch = [9u8; 10];
+        let err = write_data(
+            &file,
+            BS as u32 + 1000,
+            &patch,
+            crc32fast::hash(&patch),
+            &mut scratch,
+        )
+        .unwrap_err();
+        let m = CrcMismatch::in_error(&err).expect("a CRC mismatch");
+        assert_eq!(m.block, 1);
+        assert_eq!(crcs(&file), before, "the damaged block keeps its old CRC");
+        assert_ne!(&block(&file, 1)[1000..1010], &patch, "nothing was written");
+        // The intact block 0 still takes partial writes.
+        write_data(&file, 5, &patch, crc32fast::hash(&patch), &mut scratch).unwrap();
     }
 
     #[test]

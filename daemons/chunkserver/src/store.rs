@@ -599,6 +599,15 @@ impl Store {
             let _guard = write(self.stripe(h.chunk.chunk_id));
             chunkfile::write_data(&h.file, offset, data, crc, scratch)
         };
+        if let Some(m) = result
+            .as_ref()
+            .err()
+            .and_then(chunkfile::CrcMismatch::in_error)
+        {
+            // The writer fails over to the other copies, as a reader does.
+            self.mark_damaged(h.chunk, &h.disk, &format!("partial write: {m}"));
+            return Err(FsError::Crc);
+        }
         result.map_err(|e| {
             io_error(
                 &h.disk,
@@ -713,6 +722,13 @@ impl Store {
             )
         })?;
         new.committed = true;
+        if let Err(e) = chunkfile::sync_folder_of(&path) {
+            return Err(io_error(
+                &new.disk,
+                &format!("cannot sync the folder of {}", path.display()),
+                e,
+            ));
+        }
         if let Some((old_path, old_version)) = stale {
             // A damaged copy of the same version in the same folder was overwritten by the
             // rename; anywhere else the old file is removed.
@@ -794,7 +810,7 @@ impl Store {
         if new_version == chunk.version {
             return self.check(chunk);
         }
-        {
+        let path = {
             let mut map = lock(&self.chunks);
             let e = map.get_mut(&chunk.chunk_id).ok_or(FsError::NoChunk)?;
             if e.version != chunk.version {
@@ -811,19 +827,25 @@ impl Store {
             })?;
             e.version = new_version;
             e.generation = self.generation();
-        }
+            new
+        };
         self.files.remove(chunk.chunk_id);
         let h = self.open(ChunkRef {
             chunk_id: chunk.chunk_id,
             version: new_version,
         })?;
-        chunkfile::write_header(&h.file, chunk.chunk_id, new_version).map_err(|e| {
-            io_error(
-                &h.disk,
-                &format!("cannot rewrite the header of chunk {:016X}", chunk.chunk_id),
-                e,
-            )
-        })
+        // The master counts on the new version once this returns: header, name and folder
+        // are on disk first.
+        chunkfile::write_header(&h.file, chunk.chunk_id, new_version)
+            .and_then(|()| h.file.sync_data())
+            .and_then(|()| chunkfile::sync_folder_of(&path))
+            .map_err(|e| {
+                io_error(
+                    &h.disk,
+                    &format!("cannot rewrite the header of chunk {:016X}", chunk.chunk_id),
+                    e,
+                )
+            })
     }
 
     /// Cuts the chunk to `length` bytes and gives it `new_version`.
@@ -1159,7 +1181,7 @@ pub(crate) mod tests {
             Err(FsError::NoSpace)
         );
         assert_eq!(
-            store.write(&full, 10, b"abc", crc32fast::hash(b"abc"), &mut scratch),
+            store.write(&full, BS as u32, &block, crc, &mut scratch),
             Err(FsError::NoSpace)
         );
         let quota = io::Error::from_raw_os_error(nix::errno::Errno::EDQUOT as i32);

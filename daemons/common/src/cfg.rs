@@ -1,8 +1,9 @@
 //! `KEY = VALUE` config files, as MooseFS writes them.
 //!
 //! A line whose first non-blank character is `#` is a comment; ` #` after a value starts an
-//! inline comment (stock MooseFS would silently keep it as part of the value). Unknown keys,
-//! repeated keys and malformed lines are reported as warnings with their line number.
+//! inline comment (stock MooseFS would silently keep it as part of the value). Repeated keys
+//! and malformed lines are reported as warnings with their line number; unknown keys are
+//! kept apart (see [`Config::unknown_keys`]) so that the daemon can refuse them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,11 +39,20 @@ pub struct Config {
     path: PathBuf,
     entries: BTreeMap<String, Entry>,
     warnings: Vec<String>,
+    unknown: Vec<UnknownKey>,
+}
+
+/// A key the daemon does not read, where it is and the known key it most resembles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    pub key: String,
+    pub line: usize,
+    pub suggestion: Option<String>,
 }
 
 impl Config {
     /// Reads and parses `path`. `known_keys` lists the keys this daemon understands; others
-    /// produce a warning naming the line.
+    /// are listed by [`Config::unknown_keys`].
     pub fn load(path: &Path, known_keys: &[&str]) -> Result<Config, CfgError> {
         let text = std::fs::read_to_string(path).map_err(|source| CfgError::Read {
             path: path.to_path_buf(),
@@ -81,13 +91,11 @@ impl Config {
                 continue;
             }
             if !known_keys.contains(&key) {
-                let hint = crate::suggest::suggest(key, known_keys)
-                    .map(|k| format!(" (did you mean {k}?)"))
-                    .unwrap_or_default();
-                cfg.warnings.push(format!(
-                    "{}: unknown key {key}{hint}; it is ignored",
-                    where_(line)
-                ));
+                cfg.unknown.push(UnknownKey {
+                    key: key.to_string(),
+                    line,
+                    suggestion: crate::suggest::suggest(key, known_keys).map(str::to_string),
+                });
             }
             if let Some(prev) = cfg.entries.get(key) {
                 cfg.warnings.push(format!(
@@ -122,6 +130,42 @@ impl Config {
     /// Problems found while parsing, each naming file and line.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// Keys of the file that the daemon does not read, in file order.
+    pub fn unknown_keys(&self) -> &[UnknownKey] {
+        &self.unknown
+    }
+
+    /// Sorts the unknown keys: a key stock MooseFS knows (`stock_keys`) is ignored with a
+    /// warning; any other one is an error naming file, line and the nearest known key.
+    pub fn check_unknown_keys(&mut self, stock_keys: &[&str]) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for u in &self.unknown {
+            let place = format!("{}:{}", self.path.display(), u.line);
+            if stock_keys.contains(&u.key.as_str()) {
+                self.warnings.push(format!(
+                    "{place}: {} is a stock MooseFS key that this daemon does not use; it is \
+                     ignored",
+                    u.key
+                ));
+            } else {
+                let hint = u
+                    .suggestion
+                    .as_ref()
+                    .map(|k| format!(" (did you mean {k}?)"))
+                    .unwrap_or_default();
+                errors.push(format!(
+                    "{place}: unknown key {}{hint}; fix or remove the line",
+                    u.key
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("\n"))
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -228,16 +272,30 @@ mod tests {
         let text = "DATA_PAHT = /x\nnonsense\nDATA_PATH = /a\nDATA_PATH = /b\n";
         let cfg = Config::parse(Path::new("m.cfg"), text, KEYS);
         let w = cfg.warnings().join("\n");
-        assert!(
-            w.contains("m.cfg:1: unknown key DATA_PAHT (did you mean DATA_PATH?)"),
-            "{w}"
-        );
         assert!(w.contains("m.cfg:2: bad definition"), "{w}");
         assert!(
             w.contains("m.cfg:4: DATA_PATH is set again (first at line 3)"),
             "{w}"
         );
         assert_eq!(cfg.get("DATA_PATH"), Some("/b"));
+    }
+
+    #[test]
+    fn a_typo_is_an_error_and_a_stock_key_a_warning() {
+        let text = "DATA_PAHT = /x\nNICE_LEVEL = -19\nMASTER_PORT = 1\n";
+        let mut cfg = Config::parse(Path::new("m.cfg"), text, KEYS);
+        let err = cfg.check_unknown_keys(&["NICE_LEVEL"]).unwrap_err();
+        assert_eq!(
+            err,
+            "m.cfg:1: unknown key DATA_PAHT (did you mean DATA_PATH?); fix or remove the line"
+        );
+        let w = cfg.warnings().join("\n");
+        assert!(
+            w.contains("m.cfg:2: NICE_LEVEL is a stock MooseFS key"),
+            "{w}"
+        );
+        let mut clean = Config::parse(Path::new("m.cfg"), "NICE_LEVEL = 1\n", KEYS);
+        assert!(clean.check_unknown_keys(&["NICE_LEVEL"]).is_ok());
     }
 
     #[test]

@@ -184,12 +184,17 @@ where
 fn load_config(spec: &DaemonSpec, args: &DaemonArgs) -> Result<Config, String> {
     let mut keys: Vec<&str> = COMMON_KEYS.to_vec();
     keys.extend_from_slice(spec.keys);
+    let load = |p: &Path| -> Result<Config, String> {
+        let mut cfg = Config::load(p, &keys).map_err(|e| e.to_string())?;
+        cfg.check_unknown_keys(&crate::stock_keys::for_daemon(spec.name))?;
+        Ok(cfg)
+    };
     match &args.config {
-        Some(p) => Config::load(p, &keys).map_err(|e| e.to_string()),
+        Some(p) => load(p),
         None => {
             let p = Path::new(spec.default_config);
             if p.exists() {
-                Config::load(p, &keys).map_err(|e| e.to_string())
+                load(p)
             } else {
                 eprintln!(
                     "{}: no config file {} (use -c CFG); using defaults",

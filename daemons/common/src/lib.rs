@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod exports;
 pub mod lockfile;
 pub mod logging;
+pub mod stock_keys;
 pub mod suggest;
 pub mod units;
 pub mod user;

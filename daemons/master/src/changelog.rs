@@ -91,7 +91,9 @@ pub fn read_file(path: &Path) -> Result<ReadResult, ChangelogError> {
             offset: pos as u64,
             what: what.to_string(),
         };
-        if bytes.len() - pos < 8 {
+        // A crash can leave the end of the file zero-filled (the size grew before the data
+        // reached the disk): that is a torn write too, never acknowledged.
+        if bytes.len() - pos < 8 || bytes[pos..].iter().all(|b| *b == 0) {
             torn_at = Some(pos as u64);
             break;
         }
@@ -147,6 +149,8 @@ enum Cmd {
     Record(u64, Vec<u8>),
     /// Close the current file and start a new one (after a dump).
     Rotate,
+    /// Remove the files beyond BACK_LOGS (once a dump covering them is on disk).
+    Prune,
 }
 
 /// Handle to the writer thread.
@@ -206,6 +210,12 @@ impl Changelog {
     /// Queues a rotation; call with the state lock held, right after encoding a dump.
     pub fn rotate(&self) {
         let _ = self.tx.send(Cmd::Rotate);
+    }
+
+    /// Queues the removal of the files beyond BACK_LOGS; call only after a dump was written,
+    /// so that a dump that failed never costs the records it should have covered.
+    pub fn prune(&self) {
+        let _ = self.tx.send(Cmd::Prune);
     }
 
     /// Waits until `version` is durable. Errors if the changelog cannot be written.
@@ -284,6 +294,7 @@ impl Writer {
                             last = v;
                         }
                         Cmd::Rotate => self.rotate()?,
+                        Cmd::Prune => self.prune(),
                     }
                 }
                 self.file.flush().map_err(|e| self.err(e))?;
@@ -313,20 +324,42 @@ impl Writer {
         }
     }
 
+    /// changelog.N.mfs → N+1 for every file (none is removed here: see [`Writer::prune`]),
+    /// then a new changelog.0.mfs; the folder is fsynced so the renames survive a crash.
     fn rotate(&mut self) -> Result<(), ChangelogError> {
         self.file.flush().map_err(|e| self.err(e))?;
         self.file.get_ref().sync_data().map_err(|e| self.err(e))?;
-        let _ = std::fs::remove_file(self.dir.join(file_name(self.back_logs)));
-        for n in (0..self.back_logs).rev() {
+        let mut own: Vec<u32> = own_files(&self.dir).into_iter().map(|(n, _)| n).collect();
+        own.sort_unstable_by(|a, b| b.cmp(a));
+        for n in own {
             let from = self.dir.join(file_name(n));
-            if from.exists() {
-                std::fs::rename(&from, self.dir.join(file_name(n + 1))).map_err(|e| self.err(e))?;
-            }
+            std::fs::rename(&from, self.dir.join(file_name(n + 1))).map_err(|e| self.err(e))?;
         }
         let f = open_current(&self.dir, self.cluster_id)?;
         self.file = BufWriter::with_capacity(1 << 20, f);
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
+
+    fn prune(&self) {
+        for (n, path) in own_files(&self.dir) {
+            if n > self.back_logs {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!("cannot remove old changelog {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// The master's own `changelog.N.mfs` files in `dir` (not a metalogger's), with N.
+fn own_files(dir: &Path) -> Vec<(u32, PathBuf)> {
+    list_files(dir)
+        .into_iter()
+        .filter(|(n, p)| p.file_name().and_then(|f| f.to_str()) == Some(file_name(*n).as_str()))
+        .collect()
 }
 
 /// Every changelog file in `dir` (the master's `changelog.N.mfs` and a metalogger's
@@ -414,6 +447,49 @@ mod tests {
         let r = read_file(&path).unwrap();
         assert_eq!(r.records, vec![rec(1)]);
         assert_eq!(r.torn_at, Some(good));
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(0));
+        let mut bytes = SIGNATURE.to_vec();
+        bytes.extend_from_slice(&1u64.to_be_bytes());
+        bytes.extend_from_slice(&encode_record(&rec(1)));
+        let good = bytes.len() as u64;
+        bytes.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&path, &bytes).unwrap();
+        let r = read_file(&path).unwrap();
+        assert_eq!(r.records, vec![rec(1)]);
+        assert_eq!(r.torn_at, Some(good));
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_every_file_until_a_dump_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Changelog::open(dir.path(), 9, 0, 2, true).unwrap();
+        for v in 1..=4 {
+            log.append(&rec(v));
+            log.rotate();
+        }
+        log.append(&rec(5));
+        log.wait_durable(5).await.unwrap();
+        let numbers = || {
+            list_files(dir.path())
+                .iter()
+                .map(|f| f.0)
+                .collect::<Vec<_>>()
+        };
+        // Dumps that failed must not cost records: nothing is removed by rotation.
+        assert_eq!(numbers(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(
+            read_file(&dir.path().join(file_name(4))).unwrap().records,
+            vec![rec(1)]
+        );
+        log.prune();
+        log.append(&rec(6));
+        log.wait_durable(6).await.unwrap();
+        assert_eq!(numbers(), vec![0, 1, 2]);
     }
 
     proptest::proptest! {

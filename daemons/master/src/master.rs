@@ -35,6 +35,7 @@ pub struct Master {
     pub replicating: AtomicU64,
     pub deleting: AtomicU64,
     pub replicated_total: AtomicU64,
+    dumping: tokio::sync::Mutex<()>,
 }
 
 impl Master {
@@ -61,6 +62,7 @@ impl Master {
             replicating: AtomicU64::new(0),
             deleting: AtomicU64::new(0),
             replicated_total: AtomicU64::new(0),
+            dumping: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -92,6 +94,8 @@ impl Master {
 
     /// Writes a dump of the current state and rotates the changelog.
     pub async fn dump(&self) -> anyhow::Result<u64> {
+        // The periodic dump and the one at stop never overlap.
+        let _one_at_a_time = self.dumping.lock().await;
         let (bytes, version) = {
             let st = self.state();
             let bytes = metadata::encode(&st.meta);
@@ -102,6 +106,7 @@ impl Master {
         tokio::task::spawn_blocking(move || metadata::write(&dir, &bytes))
             .await
             .context("metadata writer task failed")??;
+        self.log.prune();
         Ok(version)
     }
 }
@@ -140,14 +145,27 @@ pub fn load_meta(dir: &Path, default_goal: u8, repair: bool) -> anyhow::Result<(
         );
     }
     if dumps.is_empty() && logs.is_empty() {
+        let others = foreign_files(dir);
+        if !others.is_empty() {
+            bail!(
+                "DATA_PATH {} holds no metadata (metadata.mfs, changelog.*.mfs) but is not empty \
+                 ({}); a new file system is only made in an empty folder. If DATA_PATH is \
+                 wrong, fix it in the config; if the metadata is lost, restore it from a \
+                 metalogger (moose-master -c CFG restore FOLDER)",
+                dir.display(),
+                others.join(", ")
+            );
+        }
         let cluster_id = loop {
             let id: u64 = rand::random();
             if id != 0 {
                 break id;
             }
         };
-        tracing::info!(
-            "DATA_PATH {} is empty: creating a new, empty file system (cluster id {cluster_id:016X})",
+        tracing::warn!(
+            "DATA_PATH {} is empty: CREATING A NEW, EMPTY FILE SYSTEM (cluster id \
+             {cluster_id:016X}). If this master had metadata before, stop it now and check \
+             DATA_PATH; metaloggers of the old file system refuse this one",
             dir.display()
         );
         return Ok((Meta::fresh(cluster_id, Timespec::now(), default_goal), true));
@@ -243,6 +261,25 @@ pub fn load_meta(dir: &Path, default_goal: u8, repair: bool) -> anyhow::Result<(
         state.meta.chunks.len()
     );
     Ok((state.meta, false))
+}
+
+/// Files in `dir` other than the ones a master writes before it loads metadata (lockfile,
+/// log), at most a few names for the message.
+fn foreign_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with(".moose-master.lock") && !n.starts_with("moose-master.log"))
+        .collect();
+    names.sort();
+    if names.len() > 5 {
+        let more = names.len() - 4;
+        names.truncate(4);
+        names.push(format!("and {more} more"));
+    }
+    names
 }
 
 /// `moose-master restore FROM_DIR`: rebuilds the metadata from a folder of metalogger (or

@@ -63,6 +63,10 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
         tokio::select! {
             r = session => match r {
                 Ok(()) => tracing::info!("downloading a fresh dump (META_DOWNLOAD_FREQ)"),
+                Err(e) if !announced && e.downcast_ref::<store::OtherCluster>().is_some() => {
+                    // Refuse to start rather than wait: the admin must choose.
+                    return Err(e);
+                }
                 Err(e) => {
                     let msg = format!("master {}:{}: {e:#}", settings.master, settings.port);
                     tracing::warn!("{msg}; retrying in {} s", settings.reconnect.as_secs());

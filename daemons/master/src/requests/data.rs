@@ -40,6 +40,51 @@ fn set_copy_versions(st: &mut State, chunk_id: u64, ok: &[u32], version: u32) {
     }
 }
 
+/// Makes `version + 1` the chunk's version in the changelog, durably, before any chunkserver
+/// is told: a master that dies after telling them then restarts at the new version, so no
+/// copy it raised looks newer than the metadata. (Copies still at the old version are the
+/// exact data of before the change; the health loop adopts them when nothing newer exists.)
+/// The chunk stays locked; on error the lock is released.
+async fn raise_version(m: &Master, chunk_id: u64, version: u32) -> FsResult<u32> {
+    let new_version = version + 1;
+    let v = {
+        let mut st = m.state();
+        let op = Op::SetChunkVersion {
+            chunk_id,
+            version: new_version,
+        };
+        match m.commit(&mut st, op) {
+            Ok((_, v)) => v,
+            Err(e) => {
+                st.rt.write_locks.remove(&chunk_id);
+                return Err(e);
+            }
+        }
+    };
+    if let Err(e) = m.durable(v).await {
+        m.state().rt.write_locks.remove(&chunk_id);
+        return Err(e);
+    }
+    Ok(new_version)
+}
+
+/// Undoes [`raise_version`] when no copy took the new version: the copies keep serving at
+/// the old one. Releases the chunk's lock.
+async fn restore_version(m: &Master, chunk_id: u64, version: u32) {
+    let v = {
+        let mut st = m.state();
+        st.rt.write_locks.remove(&chunk_id);
+        m.commit(&mut st, Op::SetChunkVersion { chunk_id, version })
+            .map(|(_, v)| v)
+    };
+    match v {
+        Ok(v) => {
+            let _ = m.durable(v).await;
+        }
+        Err(e) => tracing::warn!("chunk {chunk_id:016X}: cannot restore version {version}: {e}"),
+    }
+}
+
 fn lock_chunk(st: &mut State, chunk_id: u64, session: u64) {
     st.rt.write_locks.insert(
         chunk_id,
@@ -165,7 +210,7 @@ pub async fn write_chunk(
             version,
             copies,
         } => {
-            let new_version = version + 1;
+            let new_version = raise_version(m, chunk_id, version).await?;
             let chunk = ChunkRef { chunk_id, version };
             let ok = order_all(m, &copies, "set version", |req_id| MasterToCs::SetVersion {
                 req_id,
@@ -173,28 +218,16 @@ pub async fn write_chunk(
                 new_version,
             })
             .await;
-            let (file_length, v) = {
+            if ok.is_empty() {
+                tracing::warn!("chunk {chunk_id:016X}: no copy took the new version");
+                restore_version(m, chunk_id, version).await;
+                return Err(FsError::Io);
+            }
+            let file_length = {
                 let mut st = m.state();
-                let st = &mut *st;
-                if ok.is_empty() {
-                    st.rt.write_locks.remove(&chunk_id);
-                    tracing::warn!("chunk {chunk_id:016X}: no copy took the new version");
-                    return Err(FsError::Io);
-                }
-                set_copy_versions(st, chunk_id, &ok, new_version);
-                let op = Op::SetChunkVersion {
-                    chunk_id,
-                    version: new_version,
-                };
-                match m.commit(st, op) {
-                    Ok((_, v)) => (st.node(inode).map_or(0, |n| n.length()), v),
-                    Err(e) => {
-                        st.rt.write_locks.remove(&chunk_id);
-                        return Err(e);
-                    }
-                }
+                set_copy_versions(&mut st, chunk_id, &ok, new_version);
+                st.node(inode).map_or(0, |n| n.length())
             };
-            m.durable(v).await?;
             Ok(WriteLease {
                 file_length,
                 chunk_id,
@@ -356,7 +389,7 @@ pub async fn truncate(
         lock_chunk(st, cut, s.id);
         (cut, version, valid_copies(st, cut, version))
     };
-    let new_version = version + 1;
+    let new_version = raise_version(m, cut, version).await?;
     let chunk = ChunkRef {
         chunk_id: cut,
         version,
@@ -369,13 +402,14 @@ pub async fn truncate(
         length,
     })
     .await;
+    if ok.is_empty() && !copies.is_empty() {
+        tracing::error!("truncate of chunk {cut:016X} failed on every copy");
+        restore_version(m, cut, version).await;
+        return Err(FsError::Io);
+    }
     let mut st = m.state();
     let st = &mut *st;
     st.rt.write_locks.remove(&cut);
-    if ok.is_empty() && !copies.is_empty() {
-        tracing::error!("truncate of chunk {cut:016X} failed on every copy");
-        return Err(FsError::Io);
-    }
     set_copy_versions(st, cut, &ok, new_version);
     let op = Op::SetLength {
         inode,
