@@ -706,6 +706,8 @@ pub(crate) mod tests {
                 pending_deletion: 2,
                 replicating: 1,
                 replicated_total: 40,
+                moved_total: 0,
+                to_repair: 0,
             },
         }
     }

@@ -12,7 +12,10 @@ use crate::{bin_dir, free_port};
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
     pub chunkservers: usize,
-    /// Size limit of each chunkserver's disk (hdd line option), e.g. "2GiB".
+    /// Size limit of each chunkserver's disk (hdd line option), e.g. "2GiB"; "tmpfs:SIZE"
+    /// gives each disk its own tmpfs, "shared-tmpfs:SIZE[:LIMIT]" puts every disk on one tmpfs
+    /// (disks sharing a file system, as folders on one root file system do), each with the
+    /// hdd line limit LIMIT.
     pub disk_limit: Option<String>,
     /// Lines of the exports file.
     pub exports: Vec<String>,
@@ -151,8 +154,27 @@ impl LocalCluster {
     fn write_chunkserver(&self, i: usize, limit: Option<&str>) -> Result<Chunkserver> {
         let root = self.dir.path();
         let data = root.join(format!("cs{i}"));
-        let disk = root.join(format!("cs{i}-disk"));
+        // "shared-tmpfs:SIZE[:LIMIT]": one tmpfs for all, each disk with the hdd limit LIMIT.
+        let (shared, shared_limit) = match limit.and_then(|l| l.strip_prefix("shared-tmpfs:")) {
+            Some(rest) => match rest.split_once(':') {
+                Some((size, limit)) => (Some(size), Some(limit)),
+                None => (Some(rest), None),
+            },
+            None => (None, None),
+        };
+        let disk = match shared {
+            Some(_) => self.shared_disks().join(format!("cs{i}")),
+            None => root.join(format!("cs{i}-disk")),
+        };
         std::fs::create_dir_all(&data)?;
+        if let (Some(size), 0) = (shared, i) {
+            std::fs::create_dir_all(self.shared_disks())?;
+            check(
+                Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={size}"), "moose-test"])
+                    .arg(self.shared_disks()),
+            )?;
+        }
         std::fs::create_dir_all(&disk)?;
         if let Some(size) = self.spec_tmpfs_size() {
             check(
@@ -162,7 +184,9 @@ impl LocalCluster {
             )?;
         }
         let hdd = root.join(format!("cs{i}-hdd.cfg"));
-        let limit = limit.filter(|l| !l.starts_with("tmpfs:")).unwrap_or("");
+        let limit = shared_limit
+            .or(limit.filter(|l| !l.contains("tmpfs:")))
+            .unwrap_or("");
         std::fs::write(&hdd, format!("{} {limit}\n", disk.display()))?;
         let port = free_port();
         let cfg = root.join(format!("cs{i}.cfg"));
@@ -200,6 +224,11 @@ impl LocalCluster {
     }
 
     /// A `tmpfs:SIZE` disk limit asks for each disk to be a tmpfs of that size.
+    /// Where the disks live when they share one tmpfs.
+    fn shared_disks(&self) -> PathBuf {
+        self.dir.path().join("disks")
+    }
+
     fn spec_tmpfs_size(&self) -> Option<String> {
         self.spec
             .disk_limit
@@ -414,6 +443,9 @@ impl Drop for LocalCluster {
         let _ = self.kill_master();
         for cs in &self.chunkservers {
             let _ = Command::new("umount").arg(&cs.disk).output();
+        }
+        if self.shared_disks().exists() {
+            let _ = Command::new("umount").arg(self.shared_disks()).output();
         }
     }
 }

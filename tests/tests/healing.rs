@@ -220,3 +220,63 @@ fn a_full_disk_gives_enospc_and_leaves_other_files_intact() {
     c.drop_caches();
     assert_same("keep", &fs::read(mnt.join("keep")).unwrap(), &keep);
 }
+
+#[test]
+fn rebalancing_settles_and_an_idle_cluster_then_copies_nothing() {
+    // The console's default cluster (three chunkservers, goal 2) on a machine with little
+    // free space: the disks share one small file system, so one chunk moved changes a
+    // server's usage by several percent. The third server joins after the write, empty.
+    let mut c = start(ClusterSpec {
+        chunkservers: 3,
+        default_goal: 2,
+        disk_limit: Some("shared-tmpfs:1536M:4GiB".into()),
+        ..Default::default()
+    });
+    c.stop_chunkserver(2).unwrap();
+    let mnt = c.mount().unwrap();
+    let data = random_bytes(11, 300 * 1_000_000);
+    fs::write(mnt.join("300MB"), &data).unwrap();
+    c.start_chunkserver(2).unwrap();
+    wait_for_goal(&c, Duration::from_secs(120));
+    let copies = |c: &LocalCluster| {
+        let h = health(c);
+        h["replicated_total"].as_u64().unwrap() + h["moved_total"].as_u64().unwrap()
+    };
+    // Rebalancing onto the new server ends: nothing copied for 10 s in a row.
+    let mut last = (copies(&c), Instant::now());
+    c.wait_until(Duration::from_secs(120), "rebalancing to end", |c| {
+        let now = copies(c);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        Ok(last.1.elapsed() > Duration::from_secs(10))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}; moves: {}", moves(&c.master_log())));
+    let info = c.cluster_info().unwrap();
+    let on_new = info["chunkservers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["addr"]["port"] == c.chunkservers[2].port)
+        .map(|s| s["chunks"].as_u64().unwrap());
+    assert!(
+        on_new.unwrap_or(0) >= 1,
+        "the empty server got no chunk: {}",
+        info["chunkservers"]
+    );
+    // Then a minute of idleness copies nothing at all.
+    let before = copies(&c);
+    let log_before = c.master_log().len();
+    std::thread::sleep(Duration::from_secs(60));
+    let log = c.master_log();
+    assert_eq!(copies(&c), before, "{}", moves(&log[log_before..]));
+    assert_same("300MB", &fs::read(mnt.join("300MB")).unwrap(), &data);
+}
+
+/// The copy and move lines of a master log.
+fn moves(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("copied from") || l.contains("moved from"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

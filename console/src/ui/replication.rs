@@ -133,6 +133,12 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, t: &Theme) {
         plain("replicating now", fmt::count(h.replicating)),
         plain("replicated in total", fmt::count(h.replicated_total)),
     ];
+    if h.moved_total > 0 {
+        lines.push(plain("moved (rebalancing)", fmt::count(h.moved_total)));
+    }
+    if h.to_repair > 0 {
+        lines.push(count("needing repair", h.to_repair, Level::Error));
+    }
     lines.push(plain(
         "replication rate",
         match rate {

@@ -281,6 +281,18 @@ pub fn format_info(i: &moose_proto::msg::ClusterInfo) -> String {
         h.pending_deletion,
         h.replicating,
     );
+    if h.to_repair > 0 {
+        out.push_str(&format!(
+            "chunks needing repair: {} (no copy has the metadata's version; see the master's log)\n",
+            h.to_repair
+        ));
+    }
+    if h.moved_total > 0 {
+        out.push_str(&format!(
+            "rebalancing moves since start: {}\n",
+            h.moved_total
+        ));
+    }
     for m in &i.metaloggers {
         out.push_str(&format!(
             "metalogger {}: has version {}\n",

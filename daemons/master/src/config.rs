@@ -36,7 +36,8 @@ pub struct MasterConfig {
     pub back_logs: u32,
     pub cs_timeout: u64,
     pub default_goal: u8,
-    /// Seconds after start before replication begins (chunkservers get time to register).
+    /// Seconds after start before replication and deletion begin when some chunkserver the
+    /// file system had is still missing (they get time to register).
     pub replications_delay: u64,
     /// Concurrent replications into one chunkserver.
     pub write_rep_limit: usize,
@@ -92,7 +93,7 @@ impl MasterConfig {
             back_logs: cfg.get_u64("BACK_LOGS", 50)?.clamp(1, 10_000) as u32,
             cs_timeout: cfg.get_duration_secs("MATOCS_TIMEOUT", 10)?.max(2),
             default_goal: default_goal as u8,
-            replications_delay: cfg.get_duration_secs("REPLICATIONS_DELAY_INIT", 0)?,
+            replications_delay: cfg.get_duration_secs("REPLICATIONS_DELAY_INIT", 60)?,
             write_rep_limit: first_limit(cfg, "CHUNKS_WRITE_REP_LIMIT", 4).max(1),
             read_rep_limit: first_limit(cfg, "CHUNKS_READ_REP_LIMIT", 8).max(1),
             changelog_fsync: match cfg.get_u64("CHANGELOG_SAVE_MODE", 2)? {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moose_proto::handshake::Role;
 use moose_proto::msg::{CsToMaster, MasterToCs};
@@ -49,6 +49,15 @@ impl CsEntry {
         self.disks.iter().map(|d| d.used).sum()
     }
 
+    /// Space of the disks that take new chunks (neither marked for removal nor damaged).
+    pub fn usable_total(&self) -> u64 {
+        self.disks
+            .iter()
+            .filter(|d| !d.marked_for_removal && !d.damaged)
+            .map(|d| d.total)
+            .sum()
+    }
+
     /// Share of the space of its usable disks that is taken.
     pub fn usage(&self) -> f64 {
         let (mut total, mut avail) = (0u64, 0u64);
@@ -82,6 +91,10 @@ impl CsEntry {
 pub struct CsView {
     pub id: u32,
     pub avail: u64,
+    /// Space of its usable disks.
+    pub total: u64,
+    /// When its last space report arrived.
+    pub reported: Option<Instant>,
     /// Share of the usable space in use, 0.0 to 1.0.
     pub usage: f64,
     pub writable: bool,
@@ -91,6 +104,8 @@ pub struct CsRegistry {
     entries: Mutex<HashMap<u32, CsEntry>>,
     next_req: AtomicU64,
     timeout: Duration,
+    /// When each chunkserver's last space report arrived (rebalancing waits for fresh ones).
+    reported: Mutex<HashMap<u32, Instant>>,
 }
 
 impl CsRegistry {
@@ -99,6 +114,7 @@ impl CsRegistry {
             entries: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
             timeout: Duration::from_secs(timeout_secs),
+            reported: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,6 +130,8 @@ impl CsRegistry {
             .map(|e| CsView {
                 id: e.id,
                 avail: e.avail(),
+                total: e.usable_total(),
+                reported: self.reported.lock().get(&e.id).copied(),
                 usage: e.usage(),
                 writable: e.writable(),
             })
@@ -300,6 +318,7 @@ where
         Ok(id) => id,
         Err(reason) => return refuse(&mut writer, peer, reason).await,
     };
+    master.known_servers.note(id);
     let (known, unknown) = {
         let mut st = master.state();
         let mut unknown = Vec::new();
@@ -368,6 +387,7 @@ where
                 if let Some(e) = master.cs.lock().get_mut(&id) {
                     e.disks = disks;
                 }
+                master.cs.reported.lock().insert(id, Instant::now());
             }
             CsToMaster::OpDone { req_id, status } => {
                 if let Some(tx) = pending.lock().remove(&req_id) {

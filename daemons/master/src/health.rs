@@ -15,16 +15,31 @@ use tokio::sync::{watch, Notify};
 
 use crate::master::Master;
 use crate::placement;
+use crate::rebalance;
 use crate::state::Copy;
 
 /// How long a write lock lives without being released (a client died mid-write).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A chunk moved by rebalancing is not moved again for this long.
+const MOVE_COOLDOWN: Duration = Duration::from_secs(600);
 
 #[derive(Default)]
 struct InFlight {
     chunks: HashSet<u64>,
     into: HashMap<u32, usize>,
     out_of: HashMap<u32, usize>,
+    /// Rebalancing is under way (it stops lower than it starts).
+    rebalancing: bool,
+    /// When a move into or out of each server last finished: the server takes part in the
+    /// next one only after a space report newer than that.
+    moved_at: HashMap<u32, Instant>,
+    /// Servers with a move running now.
+    moving: HashSet<u32>,
+    /// Chunks moved recently, kept from moving again.
+    recently_moved: HashMap<u64, Instant>,
+    /// Chunks already reported as needing repair (logged once).
+    reported_repair: HashSet<u64>,
 }
 
 enum Action {
@@ -32,6 +47,8 @@ enum Action {
         chunk: ChunkRef,
         source: u32,
         target: u32,
+        /// A rebalancing move: the copy on `source` is deleted once the new one is made.
+        is_move: bool,
     },
     Delete {
         cs: u32,
@@ -72,13 +89,22 @@ pub async fn run(master: Arc<Master>, mut shutdown: watch::Receiver<bool>) {
                     chunk,
                     source,
                     target,
+                    is_move,
                 } => {
                     m.replicating.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
-                        replicate(&m, chunk, source, target).await;
+                        replicate(&m, chunk, source, target, is_move).await;
                         m.replicating.fetch_sub(1, Ordering::Relaxed);
                         let mut f = in_flight.lock();
                         f.chunks.remove(&chunk.chunk_id);
+                        if is_move {
+                            let now = Instant::now();
+                            for cs in [source, target] {
+                                f.moving.remove(&cs);
+                                f.moved_at.insert(cs, now);
+                            }
+                            f.recently_moved.insert(chunk.chunk_id, now);
+                        }
                         if let Some(n) = f.into.get_mut(&target) {
                             *n = n.saturating_sub(1);
                         }
@@ -94,7 +120,7 @@ pub async fn run(master: Arc<Master>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn replicate(m: &Master, chunk: ChunkRef, source: u32, target: u32) {
+async fn replicate(m: &Master, chunk: ChunkRef, source: u32, target: u32, is_move: bool) {
     let Some(source_addr) = m.cs.addr(source) else {
         return;
     };
@@ -118,13 +144,26 @@ async fn replicate(m: &Master, chunk: ChunkRef, source: u32, target: u32) {
                     cs: target,
                     version: chunk.version,
                 });
-                m.replicated_total.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    "chunk {:016X} v{}: copied from cs {source} to cs {target} in {:.2} s",
-                    chunk.chunk_id,
-                    chunk.version,
-                    started.elapsed().as_secs_f64()
-                );
+                if is_move && copies.iter().any(|c| c.cs == source) {
+                    copies.retain(|c| c.cs != source);
+                    st.rt.deletions.push((source, chunk));
+                    m.moved_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        "chunk {:016X} v{}: moved from cs {source} to cs {target} in {:.2} s \
+                         (rebalancing)",
+                        chunk.chunk_id,
+                        chunk.version,
+                        started.elapsed().as_secs_f64()
+                    );
+                } else {
+                    m.replicated_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        "chunk {:016X} v{}: copied from cs {source} to cs {target} in {:.2} s",
+                        chunk.chunk_id,
+                        chunk.version,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
             } else {
                 // The chunk changed or went away while it was copied: the copy is stale.
                 st.rt.deletions.push((target, chunk));
@@ -141,27 +180,34 @@ async fn replicate(m: &Master, chunk: ChunkRef, source: u32, target: u32) {
 fn plan(master: &Master, in_flight: &Mutex<InFlight>) -> Vec<Action> {
     let servers = master.cs.connected();
     let mut st = master.state();
+    st.rt
+        .write_locks
+        .retain(|_, l| l.since.elapsed() < LOCK_TIMEOUT);
+    let connected: Vec<u32> = servers.iter().map(|s| s.id).collect();
+    // After a start, a copy that looks missing or stale may be on a server that has not
+    // registered yet: nothing is copied or deleted until they are all back.
+    if !master.replication_allowed(&connected) {
+        return Vec::new();
+    }
+    let every_server_back = master.known_servers.missing(&connected).is_empty();
     let mut actions: Vec<Action> = st
         .rt
         .deletions
         .drain(..)
         .map(|(cs, chunk)| Action::Delete { cs, chunk })
         .collect();
-    st.rt
-        .write_locks
-        .retain(|_, l| l.since.elapsed() < LOCK_TIMEOUT);
-    if master.started.elapsed() < Duration::from_secs(master.cfg.replications_delay) {
-        return actions;
-    }
     let mut flight = in_flight.lock();
     let (write_limit, read_limit) = (master.cfg.write_rep_limit, master.cfg.read_rep_limit);
     let st = &mut *st;
-    let spread = usage_spread(&servers);
-    let rebalance =
-        spread.is_some_and(|(_, lo, hi)| (hi - lo) * 100.0 > master.cfg.acceptable_difference);
     // Chunks short of copies, most urgent first: (copies that count, chunk, every holder).
     let mut short: Vec<(usize, ChunkRef, Vec<u32>, Vec<u32>)> = Vec::new();
     let mut stable: Vec<(ChunkRef, Vec<u32>)> = Vec::new();
+    // Chunks whose only copies are one version behind, taken as they are (see below).
+    let mut adopt: Vec<(u64, u32)> = Vec::new();
+    let mut to_repair = std::collections::BTreeMap::new();
+    flight
+        .recently_moved
+        .retain(|_, at| at.elapsed() < MOVE_COOLDOWN);
     for (&chunk_id, meta) in &st.meta.chunks {
         if flight.chunks.contains(&chunk_id) || st.rt.write_locks.contains_key(&chunk_id) {
             continue;
@@ -169,7 +215,30 @@ fn plan(master: &Master, in_flight: &Mutex<InFlight>) -> Vec<Action> {
         let Some(copies) = st.rt.locations.get_mut(&chunk_id) else {
             continue;
         };
-        // Stale copies go.
+        if !copies.is_empty() && copies.iter().all(|c| c.version != meta.version) {
+            // No copy has the metadata's version: never delete them for that. One version
+            // behind with every known server back is a master that stopped between raising
+            // the version in its changelog and telling the chunkservers: no data was written
+            // at the new version, so the copies are exactly right. Anything else needs an
+            // admin (or the server holding the right version to come back).
+            let highest = copies.iter().map(|c| c.version).max().unwrap_or(0);
+            if every_server_back && highest.checked_add(1) == Some(meta.version) {
+                adopt.push((chunk_id, highest));
+            } else {
+                to_repair.insert(chunk_id, meta.inode);
+                if flight.reported_repair.insert(chunk_id) {
+                    tracing::error!(
+                        "chunk {chunk_id:016X} of inode {} has no copy at version {} (copies: \
+                         {:?}); its copies are kept and the file needs repair",
+                        meta.inode,
+                        meta.version,
+                        copies.iter().map(|c| (c.cs, c.version)).collect::<Vec<_>>()
+                    );
+                }
+            }
+            continue;
+        }
+        // Stale copies go (a copy at the metadata's version exists).
         let stale: Vec<Copy> = copies
             .iter()
             .filter(|c| c.version != meta.version)
@@ -247,8 +316,19 @@ fn plan(master: &Master, in_flight: &Mutex<InFlight>) -> Vec<Action> {
                 copies.retain(|c| c.cs != cs);
                 actions.push(Action::Delete { cs, chunk });
             }
-        } else if rebalance {
+        } else if counted.len() == holders.len() && !flight.recently_moved.contains_key(&chunk_id) {
             stable.push((chunk, holders));
+        }
+    }
+    flight.reported_repair.retain(|c| to_repair.contains_key(c));
+    st.rt.to_repair = to_repair;
+    for (chunk_id, version) in adopt {
+        match master.commit(st, crate::ops::Op::SetChunkVersion { chunk_id, version }) {
+            Ok(_) => tracing::warn!(
+                "chunk {chunk_id:016X}: no copy had the new version (the master stopped while \
+                 raising it); the copies at version {version} are used"
+            ),
+            Err(e) => tracing::error!("chunk {chunk_id:016X}: cannot take version {version}: {e}"),
         }
     }
     short.sort_by_key(|(counted, _, _, _)| *counted);
@@ -268,28 +348,43 @@ fn plan(master: &Master, in_flight: &Mutex<InFlight>) -> Vec<Action> {
         else {
             continue;
         };
-        schedule(&mut flight, &mut actions, chunk, source, target[0].id);
+        schedule(
+            &mut flight,
+            &mut actions,
+            chunk,
+            source,
+            target[0].id,
+            false,
+        );
     }
-    // Rebalancing: copy from the fullest server to the emptiest; the chunk is then overgoal
-    // and the next pass trims the copy on the fullest server.
-    if let Some((full, _, _)) = spread.filter(|_| rebalance) {
-        let empty = servers
-            .iter()
-            .filter(|s| s.writable)
-            .min_by(|a, b| a.usage.total_cmp(&b.usage))
-            .map(|s| s.id);
-        if let Some(empty) = empty {
-            for (chunk, holders) in stable {
-                let busy = flight.into.get(&empty).copied().unwrap_or(0) >= write_limit
-                    || flight.out_of.get(&full).copied().unwrap_or(0) >= read_limit;
-                if busy {
-                    break;
-                }
-                if holders.contains(&full) && !holders.contains(&empty) {
-                    schedule(&mut flight, &mut actions, chunk, full, empty);
-                }
-            }
-        }
+    // Rebalancing, with the servers whose space report is newer than their last move.
+    let fit: Vec<crate::csserv::CsView> = servers
+        .iter()
+        .filter(|s| {
+            !flight.moving.contains(&s.id)
+                && flight
+                    .moved_at
+                    .get(&s.id)
+                    .is_none_or(|at| s.reported > Some(*at))
+                && flight.into.get(&s.id).copied().unwrap_or(0) < write_limit
+                && flight.out_of.get(&s.id).copied().unwrap_or(0) < read_limit
+        })
+        .cloned()
+        .collect();
+    let params = rebalance::Params {
+        start_above: master.cfg.acceptable_difference / 100.0,
+        chunk_bytes: moose_proto::CHUNK_SIZE,
+        max_moves: write_limit.min(read_limit),
+    };
+    let (moves, active) = rebalance::plan_moves(&fit, &stable, &params, flight.rebalancing);
+    // It ends only when no move is running (busy servers are left out of `fit`).
+    if active || flight.moving.is_empty() {
+        flight.rebalancing = active;
+    }
+    for mv in moves {
+        flight.moving.insert(mv.from);
+        flight.moving.insert(mv.to);
+        schedule(&mut flight, &mut actions, mv.chunk, mv.from, mv.to, true);
     }
     actions
 }
@@ -300,6 +395,7 @@ fn schedule(
     chunk: ChunkRef,
     source: u32,
     target: u32,
+    is_move: bool,
 ) {
     flight.chunks.insert(chunk.chunk_id);
     *flight.into.entry(target).or_default() += 1;
@@ -308,19 +404,6 @@ fn schedule(
         chunk,
         source,
         target,
+        is_move,
     });
-}
-
-/// The fullest server and the lowest and highest usage among writable servers.
-fn usage_spread(servers: &[crate::csserv::CsView]) -> Option<(u32, f64, f64)> {
-    let writable: Vec<_> = servers.iter().filter(|s| s.writable).collect();
-    if writable.len() < 2 {
-        return None;
-    }
-    let full = writable.iter().max_by(|a, b| a.usage.total_cmp(&b.usage))?;
-    let lo = writable
-        .iter()
-        .map(|s| s.usage)
-        .fold(f64::INFINITY, f64::min);
-    Some((full.id, lo, full.usage))
 }

@@ -6,6 +6,7 @@ mod clserv;
 mod config;
 mod csserv;
 mod health;
+mod known_servers;
 mod link;
 mod master;
 mod metadata;
@@ -13,6 +14,7 @@ mod mlserv;
 mod namespace;
 mod ops;
 mod placement;
+mod rebalance;
 mod requests;
 mod state;
 

@@ -4,7 +4,7 @@
 use parking_lot::RwLock;
 use parking_lot::{Mutex, MutexGuard};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -13,6 +13,7 @@ use moose_proto::{FsError, FsResult, Timespec};
 use crate::changelog::{self, Changelog, Record};
 use crate::config::MasterConfig;
 use crate::csserv::CsRegistry;
+use crate::known_servers::KnownServers;
 use crate::metadata;
 use crate::namespace::Meta;
 use crate::ops::Op;
@@ -35,7 +36,13 @@ pub struct Master {
     pub replicating: AtomicU64,
     pub deleting: AtomicU64,
     pub replicated_total: AtomicU64,
+    /// Rebalancing moves (one copy plus one deletion each) since the master started.
+    pub moved_total: AtomicU64,
     dumping: tokio::sync::Mutex<()>,
+    pub known_servers: KnownServers,
+    /// Replication and deletion may run: every known chunkserver is back, or
+    /// REPLICATIONS_DELAY_INIT has passed since the start.
+    settled: AtomicBool,
 }
 
 impl Master {
@@ -50,7 +57,6 @@ impl Master {
         .context("cannot open the changelog")?;
         Ok(Master {
             cs: CsRegistry::new(cfg.cs_timeout),
-            cfg,
             state: Mutex::new(State::new(meta)),
             log,
             exports: RwLock::new(exports),
@@ -62,8 +68,39 @@ impl Master {
             replicating: AtomicU64::new(0),
             deleting: AtomicU64::new(0),
             replicated_total: AtomicU64::new(0),
+            moved_total: AtomicU64::new(0),
             dumping: tokio::sync::Mutex::new(()),
+            known_servers: KnownServers::load(&cfg.data_path),
+            settled: AtomicBool::new(false),
+            cfg,
         })
+    }
+
+    /// Whether replication and deletion may run yet (see [`Master::settled`]). Once true it
+    /// stays true; the moment it turns is logged.
+    pub fn replication_allowed(&self, connected: &[u32]) -> bool {
+        if self.settled.load(Ordering::Relaxed) {
+            return true;
+        }
+        let missing = self.known_servers.missing(connected);
+        let waited = self.started.elapsed().as_secs() >= self.cfg.replications_delay;
+        if !missing.is_empty() && !waited {
+            return false;
+        }
+        if !self.settled.swap(true, Ordering::Relaxed) {
+            if missing.is_empty() {
+                tracing::info!(
+                    "every known chunkserver is connected: replication and deletion start"
+                );
+            } else {
+                tracing::warn!(
+                    "REPLICATIONS_DELAY_INIT ({} s) has passed with chunkservers {missing:?} still \
+                     missing: replication and deletion start without them",
+                    self.cfg.replications_delay
+                );
+            }
+        }
+        true
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {

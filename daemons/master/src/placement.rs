@@ -47,6 +47,8 @@ mod tests {
         CsView {
             id,
             avail,
+            total: avail * 2,
+            reported: None,
             usage: 0.5,
             writable,
         }

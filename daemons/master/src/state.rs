@@ -42,6 +42,10 @@ pub struct Runtime {
     /// serve reads; a replication onto the same server replaces them, and once the chunk has
     /// its goal elsewhere they are deleted.
     pub damaged: HashSet<(u64, u32)>,
+    /// Chunks whose copies all have another version than the metadata's: chunk id → inode.
+    /// No copy of them is deleted; they wait for a server that has the right version, or
+    /// for an admin (see the health loop).
+    pub to_repair: std::collections::BTreeMap<u64, Inode>,
 }
 
 impl Runtime {

@@ -363,6 +363,11 @@ pub struct ChunkHealth {
     pub replicating: u64,
     /// Copies made by replication since the master started.
     pub replicated_total: u64,
+    /// Rebalancing moves (a copy, then the deletion of the copy it came from) since the
+    /// master started.
+    pub moved_total: u64,
+    /// Chunks no copy of which has the metadata's version: kept, and their files need repair.
+    pub to_repair: u64,
 }
 
 // ------------------------------------------------------------------------------------------

@@ -127,6 +127,7 @@ fn chunk_health(st: &State) -> ChunkHealth {
     let mut h = ChunkHealth {
         matrix: vec![vec![0; 11]; 10],
         pending_deletion: st.rt.deletions.len() as u64,
+        to_repair: st.rt.to_repair.len() as u64,
         ..Default::default()
     };
     for (id, meta) in &st.meta.chunks {
@@ -174,6 +175,7 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
     health.pending_deletion += m.deleting.load(Relaxed);
     health.replicating = m.replicating.load(Relaxed);
     health.replicated_total = m.replicated_total.load(Relaxed);
+    health.moved_total = m.moved_total.load(Relaxed);
     let entries = m.cs.lock();
     let mut chunkservers: Vec<ChunkserverInfo> = entries
         .values()
