@@ -129,17 +129,46 @@ fn stock_moosefs_metadata_is_refused_with_the_reason() {
 }
 
 #[test]
-fn unknown_config_keys_are_warned_about_with_their_line() {
-    let (dir, cfg) = master_config("WORKING_USER = root\nMATOCL_LISTEN_PROT = 1\n");
+fn an_unknown_config_key_stops_the_start_and_a_stock_key_is_a_warning() {
+    let (dir, cfg) = master_config("WORKING_USER = root\nDATA_PAHT = /elsewhere\n");
+    let (ok, out) = run("moose-master", &["-c", &cfg, "start"]);
+    assert!(!ok, "a typo in a key must stop the start: {out}");
+    assert!(
+        out.contains("master.cfg:10: unknown key DATA_PAHT (did you mean DATA_PATH?)"),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("data/metadata.mfs").exists(),
+        "nothing was created"
+    );
+
+    let (dir, cfg) = master_config("WORKING_USER = root\nNICE_LEVEL = -19\n");
     let (ok, out) = run("moose-master", &["-c", &cfg, "start"]);
     assert!(ok, "{out}");
     let log = fs::read_to_string(dir.path().join("data/moose-master.log")).unwrap();
     assert!(
-        log.contains(
-            "master.cfg:10: unknown key MATOCL_LISTEN_PROT (did you mean MATOCL_LISTEN_PORT?)"
-        ),
+        log.contains("master.cfg:10: NICE_LEVEL is a stock MooseFS key"),
         "{log}"
     );
+    let (ok, out) = run("moose-master", &["-c", &cfg, "stop"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_new_file_system_is_only_made_in_an_empty_data_path() {
+    let (dir, cfg) = master_config("WORKING_USER = root\n");
+    fs::write(dir.path().join("data/notes.txt"), b"not metadata").unwrap();
+    let (ok, out) = run("moose-master", &["-c", &cfg, "start"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("holds no metadata") && out.contains("notes.txt"),
+        "{out}"
+    );
+    fs::remove_file(dir.path().join("data/notes.txt")).unwrap();
+    let (ok, out) = run("moose-master", &["-c", &cfg, "start"]);
+    assert!(ok, "{out}");
+    let log = fs::read_to_string(dir.path().join("data/moose-master.log")).unwrap();
+    assert!(log.contains("CREATING A NEW, EMPTY FILE SYSTEM"), "{log}");
     let (ok, out) = run("moose-master", &["-c", &cfg, "stop"]);
     assert!(ok, "{out}");
 }

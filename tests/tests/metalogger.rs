@@ -78,3 +78,32 @@ fn a_wiped_master_is_rebuilt_from_the_metalogger() {
     }
     assert!(!mnt.join("dir0").exists());
 }
+
+#[test]
+fn a_running_metalogger_keeps_its_copy_when_the_master_starts_an_empty_file_system() {
+    let c = LocalCluster::start(ClusterSpec {
+        chunkservers: 1,
+        metalogger: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let (_, ml_data) = c.metalogger.clone().unwrap();
+    let ml_log = || fs::read_to_string(ml_data.join("moose-metalogger.log")).unwrap_or_default();
+    let dump = fs::read(ml_data.join("metadata_ml.mfs")).unwrap();
+    // The master's DATA_PATH is lost and it starts again: a new, empty file system.
+    c.kill_master().unwrap();
+    for e in fs::read_dir(&c.master_data).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    c.start_master().unwrap();
+    c.wait_until(Duration::from_secs(20), "the metalogger to refuse", |_| {
+        Ok(ml_log().contains("the master serves another file system"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", ml_log()));
+    assert_eq!(
+        fs::read(ml_data.join("metadata_ml.mfs")).unwrap(),
+        dump,
+        "the good copy was kept"
+    );
+    assert!(ml_log().contains("moose-master -c CFG restore"), "{}", ml_log());
+}
