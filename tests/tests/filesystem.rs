@@ -216,3 +216,55 @@ fn a_flipped_byte_in_one_copy_is_detected_and_read_from_another() {
         c.drop_caches();
     }
 }
+
+#[test]
+fn a_partial_write_into_a_damaged_block_fails_over_and_keeps_the_data_right() {
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        default_goal: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let mnt = c.mount().unwrap();
+    let mut data = random_bytes(43, MIB);
+    fs::write(mnt.join("patched"), &data).unwrap();
+    c.unmount(&mnt).unwrap();
+    // A bit flips in block 3 of the copy on the first chunkserver.
+    let files = c.chunk_files(0);
+    assert_eq!(files.len(), 1, "one chunk on cs0: {files:?}");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&files[0])
+        .unwrap();
+    let pos = 8192 + 3 * 65536 + 17;
+    f.seek(SeekFrom::Start(pos)).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(pos)).unwrap();
+    f.write_all(&[b[0] ^ 0x01]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    c.drop_caches();
+    // Ten bytes written into the same block: the old bytes around them must not be taken
+    // as they are on the damaged copy.
+    let mnt = c.mount().unwrap();
+    let at = 3 * 65536 + 1000;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("patched"))
+        .unwrap();
+    f.seek(SeekFrom::Start(at as u64)).unwrap();
+    f.write_all(b"0123456789").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    data[at..at + 10].copy_from_slice(b"0123456789");
+    c.unmount(&mnt).unwrap();
+    c.drop_caches();
+    for _ in 0..4 {
+        let mnt = c.mount().unwrap();
+        assert_same("patched", &fs::read(mnt.join("patched")).unwrap(), &data);
+        c.unmount(&mnt).unwrap();
+        c.drop_caches();
+    }
+}
