@@ -105,5 +105,9 @@ fn a_running_metalogger_keeps_its_copy_when_the_master_starts_an_empty_file_syst
         dump,
         "the good copy was kept"
     );
-    assert!(ml_log().contains("moose-master -c CFG restore"), "{}", ml_log());
+    assert!(
+        ml_log().contains("moose-master -c CFG restore"),
+        "{}",
+        ml_log()
+    );
 }

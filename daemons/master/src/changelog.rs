@@ -76,6 +76,11 @@ pub fn read_file(path: &Path) -> Result<ReadResult, ChangelogError> {
             path: path.to_path_buf(),
             source,
         })?;
+    parse_file(path, &bytes)
+}
+
+/// [`read_file`] of bytes already read; `path` names the file in errors.
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<ReadResult, ChangelogError> {
     if bytes.len() < HEADER_LEN || &bytes[..8] != SIGNATURE {
         return Err(ChangelogError::NotOurs {
             path: path.to_path_buf(),
@@ -490,6 +495,95 @@ mod tests {
         log.append(&rec(6));
         log.wait_durable(6).await.unwrap();
         assert_eq!(numbers(), vec![0, 1, 2]);
+    }
+
+    /// Changelog files: a valid header and records of many kinds, mutated; every record that
+    /// decodes is replayed onto a file system, which must refuse what does not fit, never
+    /// panic. `MOOSE_FUZZ_ITERATIONS` makes a long run.
+    struct ChangelogFiles;
+
+    impl moose_fuzz::Target for ChangelogFiles {
+        fn name(&self) -> &'static str {
+            "changelog"
+        }
+
+        fn seeds(&self) -> Vec<Vec<u8>> {
+            let t = Timespec { sec: 1, nsec: 2 };
+            let ops = [
+                Op::SetChunkVersion {
+                    chunk_id: 1,
+                    version: 2,
+                },
+                Op::WriteEnd {
+                    inode: 1,
+                    length: 70_000_000,
+                    time: t,
+                },
+                Op::AddChunk {
+                    inode: 1,
+                    index: 0,
+                    chunk_id: 1,
+                    version: 1,
+                },
+                Op::SetLength {
+                    inode: 1,
+                    length: 5,
+                    trunc_chunk: Some((1, 3)),
+                    time: t,
+                },
+            ];
+            let mut file = SIGNATURE.to_vec();
+            file.extend_from_slice(&7u64.to_be_bytes());
+            let mut seeds = vec![file.clone()];
+            for (i, op) in ops.into_iter().enumerate() {
+                file.extend_from_slice(&encode_record(&Record {
+                    version: i as u64 + 1,
+                    op,
+                }));
+                seeds.push(file.clone());
+            }
+            seeds
+        }
+
+        /// Recomputes each record's CRC over its (mutated) body.
+        fn fixup(&self, input: &mut Vec<u8>) {
+            let mut pos = HEADER_LEN;
+            while pos + 8 <= input.len() {
+                let len = u32::from_be_bytes(input[pos..pos + 4].try_into().unwrap_or([0; 4]));
+                let end = pos + 8 + len as usize;
+                if end > input.len() {
+                    break;
+                }
+                let crc = crc32fast::hash(&input[pos + 8..end]);
+                input[pos + 4..pos + 8].copy_from_slice(&crc.to_be_bytes());
+                pos = end;
+            }
+        }
+
+        fn run(&self, input: &[u8]) {
+            let Ok(read) = parse_file(Path::new("changelog.0.mfs"), input) else {
+                return;
+            };
+            let mut state = crate::state::State::new(crate::namespace::Meta::fresh(
+                read.cluster_id,
+                Timespec::default(),
+                2,
+            ));
+            for rec in &read.records {
+                let _ = state.apply(&rec.op);
+            }
+        }
+    }
+
+    #[test]
+    fn changelog_files_survive_a_structure_aware_run() {
+        let iterations = std::env::var("MOOSE_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5_000);
+        if let Err(finding) = moose_fuzz::fuzz(&ChangelogFiles, 20261204, iterations) {
+            panic!("{finding}");
+        }
     }
 
     proptest::proptest! {
