@@ -35,6 +35,10 @@ pub struct Master {
     pub replicating: AtomicU64,
     pub deleting: AtomicU64,
     pub replicated_total: AtomicU64,
+    /// The cluster secret and the chunk token key.
+    pub trust: crate::trust::Trust,
+    /// Sessions by id, connected or sustained after their connection ended.
+    pub session_table: crate::sessions::SessionTable,
 }
 
 impl Master {
@@ -48,6 +52,8 @@ impl Master {
         )
         .context("cannot open the changelog")?;
         Ok(Master {
+            trust: crate::trust::Trust::new(cfg.auth_code.clone()),
+            session_table: Default::default(),
             cs: CsRegistry::new(cfg.cs_timeout),
             cfg,
             state: Mutex::new(State::new(meta)),

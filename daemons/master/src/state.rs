@@ -130,7 +130,7 @@ impl State {
     }
 
     /// True if `ancestor` is `inode` or one of its parents.
-    fn is_ancestor(&self, ancestor: Inode, mut inode: Inode) -> bool {
+    pub fn is_ancestor(&self, ancestor: Inode, mut inode: Inode) -> bool {
         loop {
             if inode == ancestor {
                 return true;

@@ -124,11 +124,18 @@ pub fn read_chunk(m: &Master, inode: Inode, index: u32) -> FsResult<ClReply> {
             chunk_id,
             version,
             servers: vec![],
+            token: Default::default(),
         };
         (loc, ids)
     };
     loc.servers = ids.into_iter().filter_map(|id| m.cs.addr(id)).collect();
     loc.servers.shuffle(&mut rand::rng());
+    if loc.chunk_id != 0 {
+        loc.token = m.trust.read_token(ChunkRef {
+            chunk_id: loc.chunk_id,
+            version: loc.version,
+        });
+    }
     Ok(ClReply::Chunk(loc))
 }
 
@@ -195,12 +202,15 @@ pub async fn write_chunk(
                 }
             };
             m.durable(v).await?;
-            Ok(WriteLease {
+            Ok(lease(
+                m,
                 file_length,
-                chunk_id,
-                version: new_version,
-                chain: placement::chain_order(ok.iter().filter_map(|id| m.cs.addr(*id)).collect()),
-            })
+                ChunkRef {
+                    chunk_id,
+                    version: new_version,
+                },
+                &ok,
+            ))
         }
     }
 }
@@ -304,12 +314,19 @@ async fn create_chunk(
         (st.node(inode).map_or(0, |n| n.length()), v)
     };
     m.durable(v).await?;
-    Ok(WriteLease {
+    Ok(lease(m, file_length, chunk, &ok))
+}
+
+/// A write lease along the servers `ok`, with the token that lets the client open the chain.
+fn lease(m: &Master, file_length: u64, chunk: ChunkRef, ok: &[u32]) -> WriteLease {
+    let chain = placement::chain_order(ok.iter().filter_map(|id| m.cs.addr(*id)).collect());
+    WriteLease {
         file_length,
-        chunk_id,
-        version: 1,
-        chain: placement::chain_order(ok.iter().filter_map(|id| m.cs.addr(*id)).collect()),
-    })
+        chunk_id: chunk.chunk_id,
+        version: chunk.version,
+        token: m.trust.write_token(chunk, &chain),
+        chain,
+    }
 }
 
 /// Changes a file's length; a chunk cut in the middle is truncated on every copy first.
