@@ -355,11 +355,13 @@ impl MasterConn {
                 )))
             }
             (None, _, Some(key)) => self.store.access.set_key(TokenKey::from_bytes(key)),
-            (None, _, None) => return Err(Problem::Refused(format!(
+            (None, _, None) => {
+                return Err(Problem::Refused(format!(
                 "master {name} uses a cluster secret (AUTH_CODE) and this chunkserver has none; \
                      set AUTH_CODE in {}",
                 cfg.cfg_path.display()
-            ))),
+            )))
+            }
         }
         if ack_cluster == 0 {
             return Err(Problem::Refused(format!(

@@ -1,6 +1,7 @@
 //! Bounds on what peers can make a daemon do: a cap on connections per port, and refusal log
-//! lines limited to one per address per minute (a peer retrying in a loop cannot flood the
-//! log; the next line says how many were left out).
+//! lines limited to one per address and kind of refusal per minute (a peer retrying in a loop
+//! cannot flood the log; the next line says how many were left out). Two refusals are of one
+//! kind when their messages differ only in numbers (ports, ids, inodes).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,7 +15,7 @@ pub const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(60);
 /// Refusals logged at most once per address per period.
 pub struct RefusalLog {
     period: Duration,
-    seen: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+    seen: Mutex<HashMap<(IpAddr, u64), (Instant, u64)>>,
 }
 
 impl Default for RefusalLog {
@@ -34,13 +35,19 @@ impl RefusalLog {
     /// Returns the line to log for a refusal of `ip` (with the number of refusals left out
     /// since the last line), or `None` when one was logged for it less than a period ago.
     pub fn admit(&self, ip: IpAddr, what: &str) -> Option<String> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for b in what.bytes().filter(|b| !b.is_ascii_digit()) {
+            b.hash(&mut h);
+        }
+        let key = (ip, h.finish());
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() > 10_000 {
             let period = self.period;
             seen.retain(|_, (at, _)| now.duration_since(*at) < period);
         }
-        match seen.get_mut(&ip) {
+        match seen.get_mut(&key) {
             Some((at, skipped)) if now.duration_since(*at) < self.period => {
                 *skipped += 1;
                 None
@@ -55,7 +62,7 @@ impl RefusalLog {
                 })
             }
             None => {
-                seen.insert(ip, (now, 0));
+                seen.insert(key, (now, 0));
                 Some(what.to_string())
             }
         }
@@ -134,12 +141,13 @@ mod tests {
         let log = RefusalLog::new(Duration::from_millis(200));
         let a: IpAddr = "127.0.0.2".parse().unwrap();
         let b: IpAddr = "127.0.0.3".parse().unwrap();
-        assert_eq!(log.admit(a, "x").as_deref(), Some("x"));
-        assert_eq!(log.admit(a, "x"), None);
-        assert_eq!(log.admit(a, "x"), None);
-        assert_eq!(log.admit(b, "y").as_deref(), Some("y"));
+        assert_eq!(log.admit(a, "x from :1").as_deref(), Some("x from :1"));
+        assert_eq!(log.admit(a, "x from :2"), None, "differs only in numbers");
+        assert_eq!(log.admit(a, "x from :3"), None);
+        assert_eq!(log.admit(a, "z").as_deref(), Some("z"), "another kind");
+        assert_eq!(log.admit(b, "x from :4").as_deref(), Some("x from :4"));
         std::thread::sleep(Duration::from_millis(250));
-        let line = log.admit(a, "x").unwrap();
+        let line = log.admit(a, "x from :5").unwrap();
         assert!(line.contains("2 more refusals"), "{line}");
     }
 

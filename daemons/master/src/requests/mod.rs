@@ -237,6 +237,13 @@ fn check_access(st: &State, s: &Session, inode: Inode, cred: &Cred, mask: u32) -
 
 fn writable(s: &Session) -> FsResult<()> {
     if s.read_only {
+        crate::link::REFUSALS.warn(
+            s.ip,
+            &format!(
+                "session {} from {} is read-only: a change was refused",
+                s.id, s.ip
+            ),
+        );
         Err(FsError::ReadOnly)
     } else {
         Ok(())
