@@ -525,3 +525,52 @@ fn files_of_a_client_that_never_comes_back_are_released_after_the_sustain_time()
     )
     .unwrap();
 }
+
+#[test]
+fn a_write_at_a_huge_offset_allocates_nothing_per_chunk_index() {
+    use std::os::unix::fs::FileExt;
+    let mut c = start(ClusterSpec {
+        chunkservers: 1,
+        ..Default::default()
+    });
+    let mnt = c.mount().unwrap();
+    let out = c.master_verb(&["status"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = text.trim().rsplit(' ').next().unwrap().to_string();
+    let before = rss_kib(&pid);
+    // dd seek=2^56: chunk index 2^30, a dense table would need 8 GiB.
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(mnt.join("sparse"))
+        .unwrap();
+    f.write_all_at(b"far", 1 << 56).unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(f.metadata().unwrap().len(), (1 << 56) + 3);
+    let mut back = [0u8; 3];
+    f.read_exact_at(&mut back, 1 << 56).unwrap();
+    assert_eq!(&back, b"far");
+    let mut hole = [9u8; 3];
+    f.read_exact_at(&mut hole, 1 << 40).unwrap();
+    assert_eq!(hole, [0; 3], "the range before reads as zeros");
+    let after = rss_kib(&pid);
+    assert!(
+        after < before + 64 * 1024,
+        "the master grew by {} KiB",
+        after.saturating_sub(before)
+    );
+    // Past the largest file size (128 PiB, as stock): EFBIG.
+    let e = f.write_all_at(b"x", 1 << 57).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+    drop(f);
+    // And a dump with the sparse file loads again.
+    c.stop_master().unwrap();
+    c.start_master().unwrap();
+    c.wait_for_chunkservers(1).unwrap();
+    assert_eq!(
+        std::fs::metadata(mnt.join("sparse")).unwrap().len(),
+        (1 << 56) + 3
+    );
+}

@@ -98,7 +98,7 @@ async fn join_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) -> Vec<F::Ou
     results.into_iter().flatten().collect()
 }
 
-fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &[u64], u8)> {
+fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &crate::namespace::ChunkTable, u8)> {
     let node = st.node(inode)?;
     match &node.data {
         NodeData::File { length, chunks } => Ok((*length, chunks, node.goal)),
@@ -219,7 +219,7 @@ fn plan_write(m: &Master, s: &Session, inode: Inode, index: u32) -> FsResult<Wri
     let mut st = m.state();
     let st = &mut *st;
     let (_, chunks, goal) = file_chunks(st, inode)?;
-    match chunks.get(index as usize).copied().filter(|c| *c != 0) {
+    match chunks.get(index as usize).copied() {
         None => {
             if !st.rt.creating.insert((inode, index)) {
                 return Err(FsError::Locked);
