@@ -8,8 +8,8 @@ use std::time::Duration;
 use moose_proto::auth::{self, ChunkToken};
 use moose_proto::handshake::say_hello_nonce;
 use moose_proto::msg::{
-    ClEnvelope, ClReply, ClRequest, ClResponse, CsToMaster, FromCs, MasterToCs, RegisterRequest,
-    ToCs,
+    ClEnvelope, ClReply, ClRequest, ClResponse, CsToMaster, FromCs, MasterToCs, MasterToMl,
+    MlToMaster, RegisterRequest, ToCs,
 };
 use moose_proto::{ChunkRef, Cred, CsAddr, FrameReader, FrameWriter, FsError, Role, ROOT_INODE};
 use moose_tests::{ClusterSpec, LocalCluster};
@@ -573,4 +573,47 @@ fn a_write_at_a_huge_offset_allocates_nothing_per_chunk_index() {
         std::fs::metadata(mnt.join("sparse")).unwrap().len(),
         (1 << 56) + 3
     );
+}
+
+#[test]
+fn a_metalogger_must_prove_the_cluster_secret_and_the_master_proves_it_back() {
+    let c = start(ClusterSpec {
+        chunkservers: 1,
+        master_extra: vec!["AUTH_CODE = open sesame".into()],
+        chunkserver_extra: vec!["AUTH_CODE = open sesame".into()],
+        ..Default::default()
+    });
+    let register = async |secret: Option<&str>| {
+        let mut p = raw("127.0.0.1", c.ml_port, Role::Metalogger).await;
+        let proof = secret.map(|s| auth::peer_proof(s.as_bytes(), "metalogger", &p.nonce));
+        let ours = proof.as_ref().map(|p| p.nonce.clone()).unwrap_or_default();
+        p.w.send_now(&MlToMaster::Register {
+            version: "0.1.0".into(),
+            auth: proof,
+        })
+        .await
+        .unwrap();
+        (p.r.next_msg::<MasterToMl>().await.unwrap(), p.nonce, ours)
+    };
+    let rt = rt();
+    match rt.block_on(register(None)).0 {
+        MasterToMl::Refused { reason } => {
+            assert!(reason.contains("requires the cluster secret"), "{reason}")
+        }
+        other => panic!("a metalogger without the secret got {other:?}"),
+    }
+    match rt.block_on(register(Some("guess"))).0 {
+        MasterToMl::Refused { reason } => {
+            assert!(reason.contains("wrong cluster secret"), "{reason}")
+        }
+        other => panic!("a metalogger with a wrong secret got {other:?}"),
+    }
+    wait_log("metalogger 127.0.0.1", || c.master_log());
+    match rt.block_on(register(Some("open sesame"))) {
+        (MasterToMl::Welcome { proof: Some(p) }, master_nonce, ours) => assert!(auth::same(
+            &p,
+            &auth::master_proof(b"open sesame", "metalogger", &master_nonce, &ours)
+        )),
+        other => panic!("the right secret was not welcomed with a proof: {other:?}"),
+    }
 }
