@@ -254,6 +254,12 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
             end_session(&master, &s);
             tracing::info!("session {} from {} closed", s.id, s.ip);
         } else {
+            // Its write leases end now (a resumed session asks again); its open files stay.
+            master
+                .state()
+                .rt
+                .write_locks
+                .retain(|_, l| l.session != s.id);
             master.session_table.detach(s.id);
             tracing::info!(
                 "session {} from {}: connection ended; its files stay open for {} s \
