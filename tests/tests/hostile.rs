@@ -145,7 +145,16 @@ fn registering_with_a_stolen_id_is_refused_and_changes_nothing() {
             listen_host: "127.0.0.1".into(),
             listen_port: 1,
             version: "0.1.0".into(),
-            disks: vec![],
+            disks: vec![moose_proto::DiskReport {
+                path: "/stolen".into(),
+                total: 1 << 30,
+                avail: 1 << 30,
+                used: 0,
+                chunks: 1,
+                errors: 0,
+                marked_for_removal: false,
+                damaged: false,
+            }],
             auth: None,
         })
         .await
@@ -616,4 +625,55 @@ fn a_metalogger_must_prove_the_cluster_secret_and_the_master_proves_it_back() {
         )),
         other => panic!("the right secret was not welcomed with a proof: {other:?}"),
     }
+}
+
+#[test]
+fn claims_that_do_not_check_out_are_refused() {
+    let mut c = start(ClusterSpec {
+        chunkservers: 1,
+        ..Default::default()
+    });
+    let mnt = c.mount().unwrap();
+    std::fs::write(mnt.join("f"), vec![5u8; 70_000]).unwrap();
+    let chunk = chunk_of(&c);
+    // A new server claiming 101 chunks (one of them real) with empty disks.
+    let reply = rt().block_on(async {
+        let mut p = raw("127.0.0.1", c.cs_port, Role::Chunkserver).await;
+        p.w.send(&CsToMaster::Register {
+            cs_id: 0,
+            cluster_id: 0,
+            listen_host: "127.0.0.1".into(),
+            listen_port: 3,
+            version: "0.1.0".into(),
+            disks: vec![],
+            auth: None,
+        })
+        .await
+        .unwrap();
+        let mut claims: Vec<ChunkRef> = (1000..1100)
+            .map(|chunk_id| ChunkRef {
+                chunk_id,
+                version: 1,
+            })
+            .collect();
+        claims.push(chunk);
+        p.w.send(&CsToMaster::Chunks(claims)).await.unwrap();
+        p.w.send_now(&CsToMaster::RegisterEnd).await.unwrap();
+        p.r.next_msg::<MasterToCs>().await.unwrap()
+    });
+    match reply {
+        MasterToCs::Refused { reason } => assert!(reason.contains("do not check out"), "{reason}"),
+        other => panic!("claims were accepted: {other:?}"),
+    }
+    wait_log("do not check out", || c.master_log());
+    let info = c.cluster_info().unwrap();
+    assert_eq!(info["chunkservers"].as_array().unwrap().len(), 1, "{info}");
+    let out = c
+        .tool(&["fileinfo", mnt.join("f").to_str().unwrap()])
+        .unwrap();
+    assert_eq!(
+        out.matches("copy ").count(),
+        1,
+        "only the real copy is listed:\n{out}"
+    );
 }

@@ -331,6 +331,23 @@ where
             }
         }
     }
+    // The claims must check out against the server's own disk report: each chunk once, and
+    // not (beyond a little slack for chunks created while the report was taken) more chunks
+    // than its disks hold.
+    inventory.sort_by_key(|c| (c.chunk_id, c.version));
+    inventory.dedup();
+    let on_disks: u64 = disks.iter().map(|d| d.chunks).sum();
+    if inventory.len() as u64 > on_disks + on_disks / 100 + 16 {
+        return refuse(
+            &mut writer,
+            peer,
+            format!(
+                "it claims {} chunks but its disks report {on_disks}; its claims do not check out",
+                inventory.len()
+            ),
+        )
+        .await;
+    }
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let (tx, mut rx) = mpsc::channel::<MasterToCs>(1024);
     let admitted = master.cs.admit(CsEntry {
