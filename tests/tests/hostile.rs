@@ -191,12 +191,19 @@ fn registering_with_a_stolen_id_is_refused_and_changes_nothing() {
 
 #[test]
 fn a_chunkserver_without_the_cluster_secret_is_refused() {
-    let c = start(ClusterSpec {
-        chunkservers: 1,
+    let mut c = start(ClusterSpec {
+        chunkservers: 2,
+        default_goal: 2,
         master_extra: vec!["AUTH_CODE = open sesame".into()],
         chunkserver_extra: vec!["AUTH_CODE = open sesame".into()],
         ..Default::default()
     });
+    // With the secret, tokens are keyed by it: data goes through a chain of two and back.
+    let mnt = c.mount().unwrap();
+    let data = moose_tests::data::random_bytes(11, 3_000_000);
+    std::fs::write(mnt.join("f"), &data).unwrap();
+    c.drop_caches();
+    moose_tests::data::assert_same("read back", &std::fs::read(mnt.join("f")).unwrap(), &data);
     // The real chunkserver proved the secret and registered; a peer without it, or with a
     // guess, does not.
     for (proof_secret, want) in [
@@ -227,7 +234,7 @@ fn a_chunkserver_without_the_cluster_secret_is_refused() {
         wait_log(want, || c.master_log());
     }
     let info = c.cluster_info().unwrap();
-    assert_eq!(info["chunkservers"].as_array().unwrap().len(), 1, "{info}");
+    assert_eq!(info["chunkservers"].as_array().unwrap().len(), 2, "{info}");
 }
 
 #[test]
