@@ -684,3 +684,68 @@ fn claims_that_do_not_check_out_are_refused() {
         "only the real copy is listed:\n{out}"
     );
 }
+
+#[test]
+fn a_session_is_resumed_only_with_its_key_and_from_its_address() {
+    let mut c = start(ClusterSpec {
+        chunkservers: 1,
+        exports: vec!["127.0.0.0/8 / rw,alldirs,maproot=0".into()],
+        ..Default::default()
+    });
+    let mnt = c.mount().unwrap();
+    std::fs::write(mnt.join("f"), vec![4u8; 1000]).unwrap();
+    let resume = async |from: &str, id: u64, key: Vec<u8>| {
+        let mut p = raw(from, c.cl_port, Role::Client).await;
+        let reply = p
+            .call(ClRequest::Register(RegisterRequest {
+                subdir: "/".into(),
+                mount_point: "/hostile".into(),
+                password_proof: None,
+                tool: false,
+                resume: Some((id, key)),
+            }))
+            .await;
+        match reply {
+            Ok(ClReply::Registered(r)) => (r, p),
+            other => panic!("registration: {other:?}"),
+        }
+    };
+    rt().block_on(async {
+        let mut p = raw("127.0.0.1", c.cl_port, Role::Client).await;
+        let first = match p.register("/").await {
+            Ok(ClReply::Registered(r)) => r,
+            other => panic!("registration: {other:?}"),
+        };
+        let inode = p.lookup(ROOT_INODE, "f").await;
+        p.call(ClRequest::Open {
+            inode,
+            flags: libc::O_RDONLY,
+            cred: Cred::root(),
+        })
+        .await
+        .unwrap();
+        drop(p);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A wrong key, or the right one from another address: a new session, nothing of the
+        // old one (its open file is not open there).
+        let (r, mut p) = resume("127.0.0.1", first.session_id, vec![0; 16]).await;
+        assert!(!r.resumed);
+        assert_eq!(
+            p.call(ClRequest::ReadChunk { inode, index: 0 }).await,
+            Err(FsError::Access)
+        );
+        let (r, _p) = resume("127.0.0.3", first.session_id, first.session_key.clone()).await;
+        assert!(!r.resumed);
+        // The owner, with the key: the same session, its file still open.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (r, mut p) = resume("127.0.0.1", first.session_id, first.session_key.clone()).await;
+        assert!(r.resumed, "{r:?}");
+        assert_eq!(r.session_id, first.session_id);
+        assert!(matches!(
+            p.call(ClRequest::ReadChunk { inode, index: 0 }).await,
+            Ok(ClReply::Chunk(_))
+        ));
+    });
+    wait_log("tried to resume session", || c.master_log());
+    wait_log("reconnected and resumed it", || c.master_log());
+}
