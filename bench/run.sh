@@ -6,6 +6,8 @@
 #   bench/run.sh [--quick]      --quick: 256 MiB and 1,000 files, for a smoke run
 #   CHANGELOG_SAVE_MODE=1 bench/run.sh   acknowledge metadata changes without fsync, like
 #                                        stock MooseFS (default 2: fsync before every reply)
+#   MOOSE_BIN=DIR bench/run.sh           use the binaries in DIR instead of building (to
+#                                        compare two builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +16,12 @@ if [ "${1:-}" = "--quick" ]; then size=256M files=1000 runtime=3; fi
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (FUSE mounts, drop_caches)" >&2; exit 1; }
 command -v fio >/dev/null || { echo "bench: fio is missing: apt-get install fio" >&2; exit 1; }
 
-cargo build --release --bins -q
-bin=$PWD/target/release
+if [ -n "${MOOSE_BIN:-}" ]; then
+    bin=$MOOSE_BIN   # compare builds: MOOSE_BIN=/path/to/target/release bench/run.sh
+else
+    cargo build --release --bins -q
+    bin=${CARGO_TARGET_DIR:-$PWD/target}/release
+fi
 work=$(mktemp -d /tmp/moose-bench.XXXXXX)
 mnt=$work/mnt
 cleanup() {

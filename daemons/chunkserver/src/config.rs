@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "HDD_ERROR_TOLERANCE_COUNT",
     "HDD_ERROR_TOLERANCE_PERIOD",
     "LABELS",
+    "AUTH_CODE",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,8 @@ pub struct CsConfig {
     pub error_tolerance: Tolerance,
     /// LABELS as written (accepted, not used yet).
     pub labels: String,
+    /// The cluster secret proved to the master (`AUTH_CODE`).
+    pub auth_code: Option<String>,
 }
 
 fn is_wildcard(host: &str) -> bool {
@@ -131,6 +134,17 @@ impl CsConfig {
                 period: seconds("HDD_ERROR_TOLERANCE_PERIOD", 600)?,
             },
             labels: cfg.get_str("LABELS", "").trim().to_string(),
+            auth_code: match cfg.get("AUTH_CODE").map(str::trim) {
+                None => None,
+                Some("") => {
+                    return Err(invalid(
+                        "AUTH_CODE",
+                        "is empty; give it the cluster secret (the master's AUTH_CODE) or remove \
+                         the line",
+                    ))
+                }
+                Some(v) => Some(v.to_string()),
+            },
         })
     }
 

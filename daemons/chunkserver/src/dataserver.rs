@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use moose_common::limits::{ConnectionCap, RefusalLog};
+use moose_proto::auth::{ChunkToken, TokenOp, MAX_CHAIN};
 use moose_proto::frame::{self, FrameReader, FrameWriter, ProtoError};
 use moose_proto::handshake::{accept_hello, say_hello, HandshakeError};
 use moose_proto::msg::{FromCs, ToCs};
@@ -47,6 +49,23 @@ const LOCAL_QUEUE: usize = 64;
 const LOCAL_BATCH: usize = 16;
 /// Writes awaiting their acknowledgement per session.
 const PENDING_QUEUE: usize = 1024;
+/// An idle connection (between requests, not in a write session) that sends nothing for this
+/// long is closed; clients drop pooled connections well before.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Connections open at once on the data port.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Refusals on the data port, logged once per address per minute.
+static REFUSALS: std::sync::LazyLock<RefusalLog> = std::sync::LazyLock::new(RefusalLog::default);
+
+/// Answers for a chunk the request may not touch or that is not here at this version: one
+/// status for "absent" and "other version", so that nothing can be learnt by probing.
+fn hide_version(status: FsError) -> FsError {
+    match status {
+        FsError::WrongVersion => FsError::NoChunk,
+        other => other,
+    }
+}
 
 type Reader = FrameReader<OwnedReadHalf>;
 type Writer = FrameWriter<OwnedWriteHalf>;
@@ -63,11 +82,26 @@ enum ConnError {
 
 /// Accepts connections on the data port until the task is aborted.
 pub async fn serve(listener: TcpListener, store: Arc<Store>) {
+    let cap = ConnectionCap::new(MAX_CONNECTIONS);
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
+                let Some(slot) = cap.try_admit() else {
+                    REFUSALS.warn(
+                        peer.ip(),
+                        &format!(
+                            "data connection from {peer} refused: {} connections are open \
+                             already (the limit)",
+                            cap.max()
+                        ),
+                    );
+                    continue;
+                };
                 let store = Arc::clone(&store);
-                tokio::spawn(async move { handle(store, sock, peer).await });
+                tokio::spawn(async move {
+                    handle(store, sock, peer).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 // Usually out of file descriptors; give other connections time to close.
@@ -92,13 +126,19 @@ async fn handle(store: Arc<Store>, sock: TcpStream, peer: SocketAddr) {
     match timeout(HANDSHAKE_TIMEOUT, hello).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::info!("data connection from {peer} refused: {e}");
+            REFUSALS.warn(
+                peer.ip(),
+                &format!("data connection from {peer} refused: {e}"),
+            );
             return;
         }
         Err(_) => {
-            tracing::info!(
-                "data connection from {peer}: no hello within {} s; closed",
-                HANDSHAKE_TIMEOUT.as_secs()
+            REFUSALS.warn(
+                peer.ip(),
+                &format!(
+                    "data connection from {peer}: no hello within {} s; closed",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ),
             );
             return;
         }
@@ -133,9 +173,53 @@ struct Conn {
 type ReadStep = (Vec<u8>, [u32; READ_BATCH], FsResult<()>);
 
 impl Conn {
+    /// Checks the master's token for a request; a refusal is logged (once a minute per
+    /// address) and answered with `Access`.
+    fn allowed(
+        &self,
+        what: &str,
+        token: &ChunkToken,
+        chunk: ChunkRef,
+        op: TokenOp,
+        rest: &[CsAddr],
+    ) -> FsResult<()> {
+        let verdict = if rest.len() >= MAX_CHAIN {
+            Err(format!(
+                "a write chain of {} more servers is longer than any goal",
+                rest.len()
+            ))
+        } else {
+            self.store
+                .access
+                .check(token, chunk, op, rest)
+                .map_err(|e| e.to_string())
+        };
+        verdict.map_err(|why| {
+            REFUSALS.warn(
+                self.peer.ip(),
+                &format!(
+                    "data port: {what} of chunk {:016X} v{} from {} refused: {why}",
+                    chunk.chunk_id, chunk.version, self.peer
+                ),
+            );
+            FsError::Access
+        })
+    }
+
     async fn run(mut self) -> Result<(), ConnError> {
         loop {
-            let msg: ToCs = match self.reader.next().await {
+            let next = match timeout(IDLE_TIMEOUT, self.reader.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    tracing::debug!(
+                        "data connection from {}: idle for {} s; closed",
+                        self.peer,
+                        IDLE_TIMEOUT.as_secs()
+                    );
+                    return Ok(());
+                }
+            };
+            let msg: ToCs = match next {
                 Ok(Frame::Msg(body)) => frame::decode(body)?,
                 Ok(Frame::Data(h, _)) => {
                     return Err(ConnError::Protocol(format!(
@@ -152,33 +236,83 @@ impl Conn {
                     chunk,
                     offset,
                     size,
+                    token,
                 } => {
-                    let status = self.stream_read(req_id, chunk, offset, size).await?;
+                    let status = match self.allowed("read", &token, chunk, TokenOp::Read, &[]) {
+                        Ok(()) => self
+                            .stream_read(req_id, chunk, offset, size)
+                            .await?
+                            .map_err(hide_version),
+                        Err(e) => Err(e),
+                    };
                     self.writer
                         .send(&FromCs::ReadDone { req_id, status })
                         .await?;
                     self.writer.flush().await?;
                 }
-                ToCs::Sync { req_id, chunk } => {
-                    let store = Arc::clone(&self.store);
-                    let status = blocking(move || {
-                        let h = store.open(chunk)?;
-                        store.sync(&h)
-                    })
-                    .await;
+                ToCs::Sync {
+                    req_id,
+                    chunk,
+                    token,
+                } => {
+                    // A sync only makes data durable: a read token will do as well.
+                    let op = if token.write {
+                        TokenOp::Write
+                    } else {
+                        TokenOp::Read
+                    };
+                    let status = match self.allowed("sync", &token, chunk, op, &[]) {
+                        Ok(()) => {
+                            let store = Arc::clone(&self.store);
+                            blocking(move || {
+                                let h = store.open(chunk)?;
+                                store.sync(&h)
+                            })
+                            .await
+                            .map_err(hide_version)
+                        }
+                        Err(e) => Err(e),
+                    };
                     self.writer
                         .send_now(&FromCs::SyncDone { req_id, status })
                         .await?;
                 }
-                ToCs::GetLength { req_id, chunk } => {
-                    let store = Arc::clone(&self.store);
-                    let result = blocking(move || store.data_length(chunk)).await;
+                ToCs::GetLength {
+                    req_id,
+                    chunk,
+                    token,
+                } => {
+                    let result =
+                        match self.allowed("length query", &token, chunk, TokenOp::Read, &[]) {
+                            Ok(()) => {
+                                let store = Arc::clone(&self.store);
+                                blocking(move || store.data_length(chunk))
+                                    .await
+                                    .map_err(hide_version)
+                            }
+                            Err(e) => Err(e),
+                        };
                     self.writer
                         .send_now(&FromCs::Length { req_id, result })
                         .await?;
                 }
-                ToCs::WriteInit { chunk, chain } => {
-                    if let Some(session) = self.open_chain(chunk, &chain).await? {
+                ToCs::WriteInit {
+                    chunk,
+                    chain,
+                    token,
+                } => {
+                    if let Err(status) =
+                        self.allowed("write", &token, chunk, TokenOp::Write, &chain)
+                    {
+                        self.writer
+                            .send_now(&FromCs::WriteStatus {
+                                write_id: 0,
+                                status: Err(status),
+                            })
+                            .await?;
+                        continue;
+                    }
+                    if let Some(session) = self.open_chain(chunk, &chain, token).await? {
                         return self.write_session(session).await;
                     }
                 }
@@ -286,14 +420,17 @@ impl Conn {
         &mut self,
         chunk: ChunkRef,
         chain: &[CsAddr],
+        token: ChunkToken,
     ) -> Result<Option<Session>, ConnError> {
         let store = Arc::clone(&self.store);
         let opened = match blocking(move || store.open(chunk)).await {
             Ok(h) => match chain.split_first() {
                 None => Ok((h, None)),
-                Some((next, rest)) => connect_next(next, chunk, rest).await.map(|d| (h, Some(d))),
+                Some((next, rest)) => connect_next(next, chunk, rest, token)
+                    .await
+                    .map(|d| (h, Some(d))),
             },
-            Err(status) => Err(status),
+            Err(status) => Err(hide_version(status)),
         };
         match opened {
             Ok((handle, downstream)) => {
@@ -372,10 +509,17 @@ impl Conn {
         );
 
         let outcome = loop {
-            let frame = match reader.next().await {
-                Ok(f) => f,
-                Err(ProtoError::Closed) => break Ok(()),
-                Err(e) => break Err(ConnError::from(e)),
+            let frame = match timeout(IDLE_TIMEOUT, reader.next()).await {
+                Err(_) => {
+                    break Err(ConnError::Protocol(format!(
+                        "nothing received for {} s during a write to chunk {:016X}",
+                        IDLE_TIMEOUT.as_secs(),
+                        chunk.chunk_id
+                    )))
+                }
+                Ok(Ok(f)) => f,
+                Ok(Err(ProtoError::Closed)) => break Ok(()),
+                Ok(Err(e)) => break Err(ConnError::from(e)),
             };
             let entry = match frame {
                 Frame::Data(h, payload) => match check_piece(&h, payload, chunk) {
@@ -428,13 +572,21 @@ impl Conn {
                         }
                         break Ok(());
                     }
-                    Ok(ToCs::Sync { req_id, chunk: c }) if c == chunk => {
+                    Ok(ToCs::Sync {
+                        req_id,
+                        chunk: c,
+                        token,
+                    }) if c == chunk => {
                         if job_tx.send(LocalJob::Sync { req_id }).await.is_err() {
                             break Err(ConnError::Internal("the local writer stopped".into()));
                         }
                         let forwarded = match down_writer.as_mut() {
                             Some(w) if !broken.load(Ordering::Relaxed) => {
-                                let msg = ToCs::Sync { req_id, chunk };
+                                let msg = ToCs::Sync {
+                                    req_id,
+                                    chunk,
+                                    token,
+                                };
                                 forward(w, &broken, chunk, async |w: &mut Writer| {
                                     w.send_now(&msg).await
                                 })
@@ -532,6 +684,7 @@ async fn connect_next(
     next: &CsAddr,
     chunk: ChunkRef,
     rest: &[CsAddr],
+    token: ChunkToken,
 ) -> FsResult<(Reader, Writer)> {
     let attempt = async {
         let sock = TcpStream::connect((next.host.as_str(), next.port))
@@ -549,6 +702,7 @@ async fn connect_next(
             .send_now(&ToCs::WriteInit {
                 chunk,
                 chain: rest.to_vec(),
+                token,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -871,6 +1025,7 @@ mod tests {
         w.send_now(&ToCs::Read {
             req_id: 9,
             chunk,
+            token: crate::access::tests::token(chunk, false, &[]),
             offset,
             size,
         })
@@ -922,6 +1077,7 @@ mod tests {
         w.send_now(&ToCs::WriteInit {
             chunk: C,
             chain: vec![cs(addr_b)],
+            token: crate::access::tests::token(C, true, &[cs(addr_b)]),
         })
         .await
         .unwrap();
@@ -963,6 +1119,7 @@ mod tests {
         w.send(&ToCs::Sync {
             req_id: 101,
             chunk: C,
+            token: crate::access::tests::token(C, true, &[cs(addr_b)]),
         })
         .await
         .unwrap();
@@ -1024,11 +1181,9 @@ mod tests {
             data[2 * BS..].iter().all(|&b| b == 0),
             "past the end reads zeros"
         );
+        // Another version and an absent chunk get the same answer.
         let wrong = ChunkRef { version: 1, ..C };
-        assert_eq!(
-            wire_read(addr, wrong, 0, 10).await.1,
-            Err(FsError::WrongVersion)
-        );
+        assert_eq!(wire_read(addr, wrong, 0, 10).await.1, Err(FsError::NoChunk));
         let missing = ChunkRef {
             chunk_id: 1,
             version: 1,
@@ -1121,6 +1276,7 @@ mod tests {
         w.send_now(&ToCs::WriteInit {
             chunk: C,
             chain: vec![],
+            token: crate::access::tests::token(C, true, &[]),
         })
         .await
         .unwrap();
@@ -1176,9 +1332,13 @@ mod tests {
         let (addr, _s) = start(Arc::clone(&store)).await;
         let (mut r, mut w) = connect(addr, Role::Chunkserver).await;
         let mut ask = async |chunk: ChunkRef| {
-            w.send_now(&ToCs::GetLength { req_id: 3, chunk })
-                .await
-                .unwrap();
+            w.send_now(&ToCs::GetLength {
+                req_id: 3,
+                chunk,
+                token: crate::access::tests::token(chunk, false, &[]),
+            })
+            .await
+            .unwrap();
             match r.next_msg::<FromCs>().await.unwrap() {
                 FromCs::Length { req_id: 3, result } => result,
                 other => panic!("unexpected {other:?}"),
@@ -1191,7 +1351,7 @@ mod tests {
         assert_eq!(ask(C).await, Ok(CHUNK_SIZE as u32));
         store.truncate(C, 3, 100).unwrap();
         assert_eq!(ask(ChunkRef { version: 3, ..C }).await, Ok(100));
-        assert_eq!(ask(C).await, Err(FsError::WrongVersion));
+        assert_eq!(ask(C).await, Err(FsError::NoChunk), "same as absent");
         let missing = ChunkRef {
             chunk_id: 9,
             version: 1,
@@ -1204,6 +1364,7 @@ mod tests {
         w.send_now(&ToCs::WriteInit {
             chunk: new,
             chain: vec![],
+            token: crate::access::tests::token(new, true, &[]),
         })
         .await
         .unwrap();
@@ -1217,6 +1378,7 @@ mod tests {
         w.send_now(&ToCs::GetLength {
             req_id: 4,
             chunk: new,
+            token: crate::access::tests::token(new, false, &[]),
         })
         .await
         .unwrap();
@@ -1237,6 +1399,7 @@ mod tests {
         w.send_now(&ToCs::WriteInit {
             chunk: C,
             chain: vec![cs(addr_b)],
+            token: crate::access::tests::token(C, true, &[cs(addr_b)]),
         })
         .await
         .unwrap();
@@ -1255,6 +1418,7 @@ mod tests {
         w.send_now(&ToCs::WriteInit {
             chunk: C,
             chain: vec![cs(dead_addr)],
+            token: crate::access::tests::token(C, true, &[cs(dead_addr)]),
         })
         .await
         .unwrap();
@@ -1296,6 +1460,7 @@ mod tests {
         w.send_now(&ToCs::WriteInit {
             chunk: C,
             chain: vec![cs(flaky_addr)],
+            token: crate::access::tests::token(C, true, &[cs(flaky_addr)]),
         })
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 //! the master, carries out the master's orders and serves reads and chained writes to clients
 //! and other chunkservers on the data port.
 
+pub mod access;
 pub mod bufpool;
 pub mod chunkfile;
 pub mod config;

@@ -7,8 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use moose_proto::auth::{self, TokenKey};
 use moose_proto::frame::{FrameReader, FrameWriter, ProtoError};
-use moose_proto::handshake::{say_hello, HandshakeError};
+use moose_proto::handshake::{say_hello_nonce, HandshakeError};
 use moose_proto::msg::{CsToMaster, MasterToCs};
 use moose_proto::{DiskReport, Role, VERSION};
 use nix::sys::socket::{setsockopt, sockopt};
@@ -220,13 +221,13 @@ impl MasterConn {
         let mut reader = FrameReader::new(rd);
         let mut writer = FrameWriter::new(wr);
         let peer = format!("master {name}");
-        match timeout(
+        let master_nonce = match timeout(
             t,
-            say_hello(&mut reader, &mut writer, Role::Chunkserver, &peer),
+            say_hello_nonce(&mut reader, &mut writer, Role::Chunkserver, &peer),
         )
         .await
         {
-            Ok(Ok(_)) => {}
+            Ok(Ok((_, nonce))) => nonce,
             Ok(Err(HandshakeError::Refused { reason, .. })) => {
                 return Err(Problem::Refused(format!(
                     "master {name} refused the connection: {reason}"
@@ -240,7 +241,7 @@ impl MasterConn {
                     t.as_secs()
                 )))
             }
-        }
+        };
 
         let store = Arc::clone(&self.store);
         let (disks, chunks) =
@@ -258,6 +259,11 @@ impl MasterConn {
                 "master {name}: connection lost during registration: {e}"
             ))
         };
+        let secret = cfg.auth_code.as_ref().map(|s| s.as_bytes().to_vec());
+        let proof = secret
+            .as_ref()
+            .map(|s| auth::peer_proof(s, "chunkserver", &master_nonce));
+        let our_nonce = proof.as_ref().map(|p| p.nonce.clone());
         let register = async {
             writer
                 .send(&CsToMaster::Register {
@@ -267,6 +273,7 @@ impl MasterConn {
                     listen_port: cfg.listen_port,
                     version: VERSION.to_string(),
                     disks,
+                    auth: proof,
                 })
                 .await
                 .map_err(lost)?;
@@ -281,9 +288,12 @@ impl MasterConn {
             loop {
                 match reader.next_msg::<MasterToCs>().await.map_err(lost)? {
                     MasterToCs::Nop => {}
-                    MasterToCs::RegisterAck { cs_id, cluster_id } => {
-                        return Ok((cs_id, cluster_id))
-                    }
+                    MasterToCs::RegisterAck {
+                        cs_id,
+                        cluster_id,
+                        proof,
+                        token_key,
+                    } => return Ok((cs_id, cluster_id, proof, token_key)),
                     MasterToCs::Refused { reason } => {
                         return Err(Problem::Refused(format!(
                             "master {name} refused the registration: {reason}"
@@ -298,15 +308,16 @@ impl MasterConn {
             }
         };
         let register_timeout = t.max(MIN_REGISTER_TIMEOUT);
-        let (ack_cs, ack_cluster) = match timeout(register_timeout, register).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Problem::Retry(format!(
-                    "master {name} did not acknowledge the registration within {} s",
-                    register_timeout.as_secs()
-                )))
-            }
-        };
+        let (ack_cs, ack_cluster, master_proof, token_key) =
+            match timeout(register_timeout, register).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(Problem::Retry(format!(
+                        "master {name} did not acknowledge the registration within {} s",
+                        register_timeout.as_secs()
+                    )))
+                }
+            };
 
         if let Some(id) = self.identity {
             if id.cluster_id != 0 && id.cluster_id != ack_cluster {
@@ -320,6 +331,36 @@ impl MasterConn {
                     id.cluster_id,
                     path.display()
                 )));
+            }
+        }
+        // The master proves the secret too, and the token key follows from it (or, without a
+        // secret, comes with the acknowledgement).
+        match (&secret, master_proof, token_key) {
+            (Some(s), Some(p), _) => {
+                let nonce = our_nonce.unwrap_or_default();
+                if !auth::same(
+                    &p,
+                    &auth::master_proof(s, "chunkserver", &master_nonce, &nonce),
+                ) {
+                    return Err(Problem::Refused(format!(
+                        "master {name} does not know the cluster secret (AUTH_CODE differs); \
+                         not serving it"
+                    )));
+                }
+                self.store.access.set_key(TokenKey::from_secret(s));
+            }
+            (Some(_), None, _) => {
+                return Err(Problem::Refused(format!(
+                    "master {name} did not prove the cluster secret although AUTH_CODE is set here"
+                )))
+            }
+            (None, _, Some(key)) => self.store.access.set_key(TokenKey::from_bytes(key)),
+            (None, _, None) => {
+                return Err(Problem::Refused(format!(
+                "master {name} uses a cluster secret (AUTH_CODE) and this chunkserver has none; \
+                     set AUTH_CODE in {}",
+                cfg.cfg_path.display()
+            )))
             }
         }
         if ack_cluster == 0 {
@@ -548,7 +589,8 @@ async fn read_orders(
                 req_id,
                 chunk,
                 source,
-            } => (req_id, chunk, Order::Replicate { source }),
+                token,
+            } => (req_id, chunk, Order::Replicate { source, token }),
         };
         tracing::debug!(
             "order {req_id}: {order:?} chunk {:016X} v{}",
@@ -610,6 +652,7 @@ mod tests {
             test_speed: 1.0,
             error_tolerance: Default::default(),
             labels: String::new(),
+            auth_code: None,
         })
     }
 
@@ -712,6 +755,8 @@ mod tests {
         m.send(MasterToCs::RegisterAck {
             cs_id: 3,
             cluster_id: 99,
+            proof: None,
+            token_key: Some(vec![7; 32]),
         })
         .await;
         // No disk is marked for removal: the list is empty, but it is sent.
@@ -747,6 +792,8 @@ mod tests {
         m.send(MasterToCs::RegisterAck {
             cs_id: 3,
             cluster_id: 100,
+            proof: None,
+            token_key: Some(vec![7; 32]),
         })
         .await;
         assert!(matches!(m.r.next().await, Err(e) if e.is_disconnect()));
@@ -763,6 +810,8 @@ mod tests {
         m.send(MasterToCs::RegisterAck {
             cs_id: 3,
             cluster_id: 99,
+            proof: None,
+            token_key: Some(vec![7; 32]),
         })
         .await;
         assert_eq!(
@@ -830,6 +879,8 @@ mod tests {
             m.send(MasterToCs::RegisterAck {
                 cs_id: 4,
                 cluster_id: 7,
+                proof: None,
+                token_key: Some(vec![7; 32]),
             })
             .await;
             // Right after the acknowledgement, before anything else.

@@ -17,9 +17,17 @@ use crate::sync::lock;
 pub enum Order {
     Create,
     Delete,
-    SetVersion { new_version: u32 },
-    Truncate { new_version: u32, length: u32 },
-    Replicate { source: CsAddr },
+    SetVersion {
+        new_version: u32,
+    },
+    Truncate {
+        new_version: u32,
+        length: u32,
+    },
+    Replicate {
+        source: CsAddr,
+        token: moose_proto::auth::ChunkToken,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,7 +130,9 @@ impl Orders {
                 let (v, len) = (*new_version, *length);
                 blocking(move || store.truncate(chunk, v, len)).await
             }
-            Order::Replicate { source } => replicator::replicate(store, chunk, source).await,
+            Order::Replicate { source, token } => {
+                replicator::replicate(store, chunk, source, token).await
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use moose_proto::auth::ChunkToken;
 use moose_proto::frame::{self, FrameReader, FrameWriter};
 use moose_proto::handshake::say_hello;
 use moose_proto::msg::{FromCs, ToCs};
@@ -41,8 +42,13 @@ fn fail(status: FsError, message: impl Into<String>) -> Failure {
 }
 
 /// Pulls `chunk` from `source` and registers it here.
-pub async fn replicate(store: Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> FsResult<()> {
-    match timeout(REPLICATION_TIMEOUT, pull(&store, chunk, source)).await {
+pub async fn replicate(
+    store: Arc<Store>,
+    chunk: ChunkRef,
+    source: &CsAddr,
+    token: &ChunkToken,
+) -> FsResult<()> {
+    match timeout(REPLICATION_TIMEOUT, pull(&store, chunk, source, token)).await {
         Ok(Ok(())) => {
             tracing::debug!(
                 "chunk {:016X} v{} replicated from {source}",
@@ -83,7 +89,12 @@ struct Piece {
     crcs: [Option<u32>; PIECE / BS],
 }
 
-async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<(), Failure> {
+async fn pull(
+    store: &Arc<Store>,
+    chunk: ChunkRef,
+    source: &CsAddr,
+    token: &ChunkToken,
+) -> Result<(), Failure> {
     let s = Arc::clone(store);
     let new = blocking(move || s.begin_copy(chunk))
         .await
@@ -123,6 +134,7 @@ async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<()
         .send_now(&ToCs::GetLength {
             req_id: LENGTH_REQ,
             chunk,
+            token: token.clone(),
         })
         .await
         .map_err(lost)?;
@@ -149,6 +161,7 @@ async fn pull(store: &Arc<Store>, chunk: ChunkRef, source: &CsAddr) -> Result<()
         chunk,
         offset: index * PIECE as u32,
         size: piece_len(index) as u32,
+        token: token.clone(),
     };
     let mut requested = 0;
     while requested < WINDOW.min(pieces) {
@@ -374,7 +387,7 @@ mod tests {
         };
         for (chunk, want) in [
             (C, Ok(len as u32)),
-            (ChunkRef { version: 4, ..C }, Err(FsError::WrongVersion)),
+            (ChunkRef { version: 4, ..C }, Err(FsError::NoChunk)),
             (
                 ChunkRef {
                     chunk_id: 1,
@@ -383,9 +396,13 @@ mod tests {
                 Err(FsError::NoChunk),
             ),
         ] {
-            w.send_now(&ToCs::GetLength { req_id: 7, chunk })
-                .await
-                .unwrap();
+            w.send_now(&ToCs::GetLength {
+                req_id: 7,
+                chunk,
+                token: crate::access::tests::token(chunk, false, &[]),
+            })
+            .await
+            .unwrap();
             assert_eq!(
                 r.next_msg::<FromCs>().await.unwrap(),
                 FromCs::Length {
@@ -396,7 +413,14 @@ mod tests {
         }
 
         let (relay, moved) = counting_relay(&source).await;
-        replicate(Arc::clone(&b), C, &relay).await.unwrap();
+        replicate(
+            Arc::clone(&b),
+            C,
+            &relay,
+            &crate::access::tests::token(C, false, &[]),
+        )
+        .await
+        .unwrap();
         assert_eq!(read_all(&b, C, 82).unwrap()[..len], data[..]);
         let path = dir_b.path().join("77/chunk_0000000000000077_00000005.mfs");
         assert_eq!(
@@ -425,7 +449,14 @@ mod tests {
             version: 1,
         };
         a.create(empty).unwrap();
-        replicate(Arc::clone(&b), empty, &source).await.unwrap();
+        replicate(
+            Arc::clone(&b),
+            empty,
+            &source,
+            &crate::access::tests::token(empty, false, &[]),
+        )
+        .await
+        .unwrap();
         let path = dir_b.path().join("79/chunk_0000000000000079_00000001.mfs");
         assert_eq!(std::fs::metadata(path).unwrap().len(), DATA_OFFSET);
         server.abort();
@@ -444,7 +475,13 @@ mod tests {
         let (source, server) = start(Arc::clone(&a)).await;
         // A healthy copy of the same version is not replaced.
         assert_eq!(
-            replicate(Arc::clone(&b), C, &source).await,
+            replicate(
+                Arc::clone(&b),
+                C,
+                &source,
+                &crate::access::tests::token(C, false, &[])
+            )
+            .await,
             Err(FsError::Exist)
         );
         damage(&b, dir_b.path(), C);
@@ -455,7 +492,14 @@ mod tests {
         assert_eq!(b.damaged_refs(), vec![C]);
 
         // The master orders a new copy here: it takes the damaged one's place.
-        replicate(Arc::clone(&b), C, &source).await.unwrap();
+        replicate(
+            Arc::clone(&b),
+            C,
+            &source,
+            &crate::access::tests::token(C, false, &[]),
+        )
+        .await
+        .unwrap();
         assert!(b.damaged_refs().is_empty());
         assert_eq!(b.chunk_refs(), vec![C]);
         assert_eq!(read_all(&b, C, 3).unwrap()[..data.len()], data[..]);
@@ -496,7 +540,14 @@ mod tests {
         };
         let server = tokio::spawn(serve(listener, Arc::clone(&a)));
 
-        replicate(Arc::clone(&b), C, &source).await.unwrap();
+        replicate(
+            Arc::clone(&b),
+            C,
+            &source,
+            &crate::access::tests::token(C, false, &[]),
+        )
+        .await
+        .unwrap();
         let copy = read_all(&b, C, 41).unwrap();
         assert_eq!(&copy[..data.len()], &data[..]);
         assert!(copy[data.len()..40 * BS].iter().all(|&x| x == 0));
@@ -512,14 +563,27 @@ mod tests {
 
         // Already here: refused.
         assert_eq!(
-            replicate(Arc::clone(&b), C, &source).await,
+            replicate(
+                Arc::clone(&b),
+                C,
+                &source,
+                &crate::access::tests::token(C, false, &[])
+            )
+            .await,
             Err(FsError::Exist)
         );
         // A stale version held here is replaced by the copy.
         let dir_c = tempfile::tempdir().unwrap();
         let (c, _ec) = test_store(dir_c.path());
         c.create(ChunkRef { version: 4, ..C }).unwrap();
-        replicate(Arc::clone(&c), C, &source).await.unwrap();
+        replicate(
+            Arc::clone(&c),
+            C,
+            &source,
+            &crate::access::tests::token(C, false, &[]),
+        )
+        .await
+        .unwrap();
         assert_eq!(c.chunk_refs(), vec![C]);
         assert_eq!(&read_all(&c, C, 1).unwrap()[..BS], &data[..BS]);
         assert!(!dir_c
@@ -533,7 +597,13 @@ mod tests {
             version: 1,
         };
         assert_eq!(
-            replicate(Arc::clone(&b), other, &source).await,
+            replicate(
+                Arc::clone(&b),
+                other,
+                &source,
+                &crate::access::tests::token(other, false, &[])
+            )
+            .await,
             Err(FsError::NoChunk)
         );
         assert!(!dir_b

@@ -253,6 +253,7 @@ mod tests {
             test_speed: 1.0,
             error_tolerance: Default::default(),
             labels: String::new(),
+            auth_code: None,
         }
     }
 

@@ -169,6 +169,8 @@ pub struct Store {
     next_generation: AtomicU64,
     events: mpsc::UnboundedSender<CsToMaster>,
     pool: Arc<BufPool>,
+    /// The key of the master's chunk tokens.
+    pub access: crate::access::Access,
 }
 
 impl Store {
@@ -185,6 +187,7 @@ impl Store {
             next_generation: AtomicU64::new(1),
             events,
             pool: BufPool::new(BS, POOL_BUFFERS),
+            access: Default::default(),
         };
         (Arc::new(store), rx)
     }
@@ -938,6 +941,7 @@ pub(crate) mod tests {
         let set = DiskSet::new(vec![disk.clone()], 0, None).unwrap();
         let (store, events) = Store::new(set);
         store.scan(&disk).unwrap();
+        store.access.set_key(crate::access::tests::key());
         (store, events)
     }
 

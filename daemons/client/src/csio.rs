@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use moose_proto::auth::ChunkToken;
 use moose_proto::handshake::{say_hello, HandshakeError};
 use moose_proto::msg::{FromCs, ToCs};
 use moose_proto::{
@@ -188,6 +189,7 @@ impl CsPool {
         &self,
         addr: &CsAddr,
         chunk: ChunkRef,
+        token: &ChunkToken,
         offset: u32,
         buf: &mut [u8],
     ) -> Result<(), CsError> {
@@ -196,11 +198,11 @@ impl CsPool {
             what: "read larger than a chunk".into(),
         })?;
         let (mut conn, reused) = self.conn(addr).await?;
-        let mut r = read_on(&mut conn, self.req_id(), chunk, offset, size, buf).await;
+        let mut r = read_on(&mut conn, self.req_id(), chunk, token, offset, size, buf).await;
         if reused && r.as_ref().is_err_and(|e| e.is_stale_link()) {
             // The idle connection had been closed by the server: once more on a new one.
             conn = Self::connect(addr).await?;
-            r = read_on(&mut conn, self.req_id(), chunk, offset, size, buf).await;
+            r = read_on(&mut conn, self.req_id(), chunk, token, offset, size, buf).await;
         }
         if r.is_ok() {
             self.put_idle(addr, conn);
@@ -214,6 +216,7 @@ impl CsPool {
         &self,
         chain: &[CsAddr],
         chunk: ChunkRef,
+        token: &ChunkToken,
         pieces: &[(u32, Bytes)],
     ) -> Result<(), CsError> {
         let (first, rest) = chain.split_first().ok_or_else(|| CsError::Status {
@@ -226,21 +229,26 @@ impl CsPool {
             .collect();
         // `WriteFinish` ends the connection too: it never goes back to the idle list.
         let (mut conn, reused) = self.conn(first).await?;
-        let r = write_on(&mut conn, chunk, rest, &frames).await;
+        let r = write_on(&mut conn, chunk, rest, token, &frames).await;
         if reused && r.as_ref().is_err_and(|e| e.is_stale_link()) {
             let mut conn = Self::connect(first).await?;
-            return write_on(&mut conn, chunk, rest, &frames).await;
+            return write_on(&mut conn, chunk, rest, token, &frames).await;
         }
         r
     }
 
     /// Makes `chunk` durable on `addr`.
-    pub async fn sync(&self, addr: &CsAddr, chunk: ChunkRef) -> Result<(), CsError> {
+    pub async fn sync(
+        &self,
+        addr: &CsAddr,
+        chunk: ChunkRef,
+        token: &ChunkToken,
+    ) -> Result<(), CsError> {
         let (mut conn, reused) = self.conn(addr).await?;
-        let mut r = sync_on(&mut conn, self.req_id(), chunk).await;
+        let mut r = sync_on(&mut conn, self.req_id(), chunk, token).await;
         if reused && r.as_ref().is_err_and(|e| e.is_stale_link()) {
             conn = Self::connect(addr).await?;
-            r = sync_on(&mut conn, self.req_id(), chunk).await;
+            r = sync_on(&mut conn, self.req_id(), chunk, token).await;
         }
         if r.is_ok() {
             self.put_idle(addr, conn);
@@ -249,8 +257,18 @@ impl CsPool {
     }
 }
 
-async fn sync_on(conn: &mut CsConn, req_id: u32, chunk: ChunkRef) -> Result<(), CsError> {
-    conn.send_now(&ToCs::Sync { req_id, chunk }).await?;
+async fn sync_on(
+    conn: &mut CsConn,
+    req_id: u32,
+    chunk: ChunkRef,
+    token: &ChunkToken,
+) -> Result<(), CsError> {
+    conn.send_now(&ToCs::Sync {
+        req_id,
+        chunk,
+        token: token.clone(),
+    })
+    .await?;
     match conn.next_msg(SYNC_TIMEOUT).await? {
         FromCs::SyncDone {
             req_id: got,
@@ -267,6 +285,7 @@ async fn read_on(
     conn: &mut CsConn,
     req_id: u32,
     chunk: ChunkRef,
+    token: &ChunkToken,
     offset: u32,
     size: u32,
     buf: &mut [u8],
@@ -276,6 +295,7 @@ async fn read_on(
         chunk,
         offset,
         size,
+        token: token.clone(),
     })
     .await?;
     buf.fill(0);
@@ -358,11 +378,13 @@ async fn write_on(
     conn: &mut CsConn,
     chunk: ChunkRef,
     rest: &[CsAddr],
+    token: &ChunkToken,
     frames: &[(u32, Bytes)],
 ) -> Result<(), CsError> {
     conn.send_now(&ToCs::WriteInit {
         chunk,
         chain: rest.to_vec(),
+        token: token.clone(),
     })
     .await?;
     match conn.next_msg(FRAME_TIMEOUT).await? {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use moose_proto::{BLOCK_SIZE, CHUNK_SIZE};
 
-/// Largest file offset we write: chunk indexes must fit in `u32`.
-pub const MAX_FILE_SIZE: u64 = CHUNK_SIZE * (u32::MAX as u64 + 1);
+/// Largest file size, as stock MooseFS's and the master's: 2^31 chunks of 64 MiB (128 PiB).
+pub const MAX_FILE_SIZE: u64 = CHUNK_SIZE << 31;
 
 /// Non-overlapping, non-adjacent dirty ranges, keyed by start offset.
 #[derive(Debug, Default)]

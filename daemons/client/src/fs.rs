@@ -235,8 +235,16 @@ impl Core {
     ) -> Result<u64, Errno> {
         let counter = self.open_counter(inode);
         let mut count = counter.lock().await;
-        let mut r = self.call(ClRequest::Open { inode, flags, cred }).await;
+        let mut cred = cred;
+        let mut r = self
+            .call(ClRequest::Open {
+                inode,
+                flags,
+                cred: cred.clone(),
+            })
+            .await;
         if fallback_root && matches!(r, Err(CallError::Fs(FsError::Access | FsError::Perm))) {
+            cred = Cred::root();
             // The caller just created this file: O_CREAT grants the access asked whatever
             // the new file's mode says.
             r = self
@@ -249,6 +257,7 @@ impl Core {
         }
         let result = match r {
             Ok(ClReply::Attr(_)) | Ok(ClReply::Done) => {
+                self.master.note_open(inode, flags, cred);
                 if *count == 0 {
                     self.reader.invalidate(inode);
                 }
@@ -283,6 +292,7 @@ impl Core {
         let mut count = counter.lock().await;
         *count = count.saturating_sub(1);
         if *count == 0 {
+            self.master.note_release(inode);
             if let Err(e) = self.call(ClRequest::Release { inode }).await {
                 tracing::warn!("release of inode {inode}: {e}");
             }
@@ -295,27 +305,6 @@ impl Core {
             self.drop_counter_if_unused(inode, &counter);
         }
         flushed
-    }
-
-    /// Marks every inode open here as open again in a new session.
-    async fn reopen_all(&self) {
-        let counters: Vec<(Inode, Arc<tokio::sync::Mutex<u32>>)> = lock(&self.opens)
-            .iter()
-            .map(|(i, c)| (*i, c.clone()))
-            .collect();
-        for (inode, counter) in counters {
-            let count = counter.lock().await;
-            if *count > 0 {
-                let req = ClRequest::Open {
-                    inode,
-                    flags: libc::O_RDONLY,
-                    cred: Cred::root(),
-                };
-                if let Err(e) = self.call(req).await {
-                    tracing::warn!("re-opening inode {inode} in the new session: {e}");
-                }
-            }
-        }
     }
 
     /// Sequential detection for a read on handle `fh`.
@@ -583,8 +572,9 @@ async fn follow_sessions(master: MasterClient, core: Weak<Core>) {
     while sessions.changed().await.is_ok() {
         let root = sessions.borrow_and_update().root_inode;
         let Some(core) = core.upgrade() else { return };
+        // Open files were opened again in the new session before anything else was sent
+        // (see `MasterClient`).
         core.root.store(root, Ordering::Relaxed);
-        core.reopen_all().await;
     }
 }
 
@@ -631,8 +621,12 @@ impl Filesystem for MooseFs {
 
     fn destroy(&mut self) {
         let writer = self.core.writer.clone();
+        let master = self.core.master.clone();
         let flushed = self.rt.block_on(async move {
-            tokio::time::timeout(Duration::from_secs(120), writer.flush_all()).await
+            let flushed = tokio::time::timeout(Duration::from_secs(120), writer.flush_all()).await;
+            // Unmounted: the master releases this mount's files now.
+            let _ = tokio::time::timeout(Duration::from_secs(5), master.close_session()).await;
+            flushed
         });
         match flushed {
             Ok(0) => tracing::info!("all buffered data written"),

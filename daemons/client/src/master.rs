@@ -21,8 +21,11 @@ use crate::proof::{password_proof, BadChallenge};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
-/// `msgid` used by the registration exchange, never by other requests.
+/// `msgid` used by the registration exchange and keep-alives, never by other requests.
 const REGISTER_MSGID: u32 = 0;
+/// A `Nop` goes out when nothing else did for this long (the master drops connections that
+/// stay silent for a minute).
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Who we are to the master and which folder we mount.
 #[derive(Debug, Clone)]
@@ -113,6 +116,9 @@ struct Inner {
     reconnect: bool,
     state: Mutex<State>,
     session: watch::Sender<Arc<RegisterReply>>,
+    /// Inodes open here: access mode (O_RDONLY/O_WRONLY/O_RDWR) and the caller of an open,
+    /// to open them again in a new session before anything else is sent.
+    opened: Mutex<HashMap<moose_proto::Inode, (i32, moose_proto::Cred)>>,
 }
 
 impl Inner {
@@ -140,7 +146,7 @@ impl MasterClient {
         params: SessionParams,
         reconnect: bool,
     ) -> Result<(MasterClient, RegisterReply), ConnectError> {
-        let (conn, reply) = open_session(&params).await?;
+        let (conn, reply) = open_session(&params, None).await?;
         let (session, _) = watch::channel(Arc::new(reply.clone()));
         let inner = Arc::new(Inner {
             params,
@@ -152,6 +158,7 @@ impl MasterClient {
                 closed: false,
             }),
             session,
+            opened: Mutex::new(HashMap::new()),
         });
         tokio::spawn(run(inner.clone(), conn));
         Ok((MasterClient { inner }, reply))
@@ -199,6 +206,34 @@ impl MasterClient {
         result
     }
 
+    /// Remembers an open of `inode` (flags as given to open), to repeat it in a new session.
+    pub fn note_open(&self, inode: moose_proto::Inode, flags: i32, cred: moose_proto::Cred) {
+        let mode = flags & libc::O_ACCMODE;
+        let mut opened = self.inner.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let e = opened.entry(inode).or_insert((mode, cred.clone()));
+        if mode != e.0 {
+            e.0 = libc::O_RDWR;
+        }
+        e.1 = cred;
+    }
+
+    /// The last handle on `inode` closed.
+    pub fn note_release(&self, inode: moose_proto::Inode) {
+        self.inner
+            .opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&inode);
+    }
+
+    /// Ends the session at the master now (its files are released at once rather than after
+    /// the master's SESSION_SUSTAIN_TIME).
+    pub async fn close_session(&self) {
+        if let Err(e) = self.call(ClRequest::CloseSession).await {
+            tracing::debug!("closing the session: {e}");
+        }
+    }
+
     /// Tells the master a copy is bad, without waiting for the answer.
     pub fn report_bad_copy(&self, chunk: ChunkRef, server: CsAddr) {
         let me = self.clone();
@@ -233,10 +268,14 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Resolves, connects, says hello, answers the password challenge and registers.
-async fn open_session(p: &SessionParams) -> Result<(Conn, RegisterReply), ConnectError> {
+/// Resolves, connects, says hello, answers the password challenge and registers (taking
+/// over the session `resume`, when the master still keeps it).
+async fn open_session(
+    p: &SessionParams,
+    resume: Option<(u64, Vec<u8>)>,
+) -> Result<(Conn, RegisterReply), ConnectError> {
     let addr = p.addr();
-    match tokio::time::timeout(CONNECT_TIMEOUT, open_session_inner(p, &addr)).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, open_session_inner(p, &addr, resume)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout { addr }),
     }
@@ -245,6 +284,7 @@ async fn open_session(p: &SessionParams) -> Result<(Conn, RegisterReply), Connec
 async fn open_session_inner(
     p: &SessionParams,
     addr: &str,
+    resume: Option<(u64, Vec<u8>)>,
 ) -> Result<(Conn, RegisterReply), ConnectError> {
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((p.host.as_str(), p.port))
         .await
@@ -332,6 +372,7 @@ async fn open_session_inner(
         mount_point: p.mount_point.clone(),
         password_proof,
         tool: p.tool,
+        resume,
     });
     match exchange(&mut conn, req).await.map_err(link)? {
         Ok(ClReply::Registered(reply)) => Ok((conn, reply)),
@@ -413,23 +454,52 @@ async fn run(inner: Arc<Inner>, mut conn: Conn) {
             return;
         }
         tracing::warn!("connection to master {addr} lost: {why}; reconnecting");
-        let (new_conn, reply) = reconnect(&inner).await;
+        let (mut new_conn, reply) = reconnect(&inner).await;
         tracing::info!(
-            "reconnected to master {addr}: session {}, parameters: {}",
+            "reconnected to master {addr}: session {}{}, parameters: {}",
             reply.session_id,
+            if reply.resumed { " (resumed)" } else { "" },
             reply.params
         );
+        if !reply.resumed {
+            reopen(&inner, &mut new_conn).await;
+        }
         inner.session.send_replace(Arc::new(reply));
         conn = new_conn;
     }
 }
 
-/// Tries to open a new session until it works.
+/// Opens again, in a new session, every inode open here, before the unanswered requests are
+/// sent again (reads and writes need their file open in the session).
+async fn reopen(inner: &Inner, conn: &mut Conn) {
+    let opened: Vec<(moose_proto::Inode, i32, moose_proto::Cred)> = inner
+        .opened
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(i, (f, c))| (*i, *f, c.clone()))
+        .collect();
+    for (inode, flags, cred) in opened {
+        let req = ClRequest::Open { inode, flags, cred };
+        match exchange(conn, req).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("re-opening inode {inode} in the new session: {e}"),
+            Err(e) => {
+                tracing::warn!("re-opening inode {inode} in the new session: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Tries to open a new session (or take over the old one) until it works.
 async fn reconnect(inner: &Inner) -> (Conn, RegisterReply) {
     let mut delay = Duration::from_millis(200);
     let mut attempts: u64 = 0;
+    let old = inner.session.borrow().clone();
+    let resume = Some((old.session_id, old.session_key.clone()));
     loop {
-        match open_session(&inner.params).await {
+        match open_session(&inner.params, resume.clone()).await {
             Ok(ok) => return ok,
             Err(e) => {
                 attempts += 1;
@@ -466,14 +536,25 @@ async fn write_loop(
     mut writer: FrameWriter<OwnedWriteHalf>,
     mut rx: mpsc::UnboundedReceiver<Arc<ClEnvelope>>,
 ) -> Result<(), ProtoError> {
-    while let Some(env) = rx.recv().await {
+    let nop = ClEnvelope {
+        msgid: REGISTER_MSGID,
+        req: ClRequest::Nop,
+    };
+    loop {
+        let env = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
+            Ok(Some(env)) => env,
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                writer.send_now(&nop).await?;
+                continue;
+            }
+        };
         send_one(&inner, &mut writer, &env).await?;
         while let Ok(env) = rx.try_recv() {
             send_one(&inner, &mut writer, &env).await?;
         }
         writer.flush().await?;
     }
-    Ok(())
 }
 
 /// Queues one request; a request too large to send fails on its own (nothing was written).

@@ -426,13 +426,14 @@ impl Reader {
             // (a new version), so fresh locations help at once.
             let mut outdated = !loc.servers.is_empty();
             for server in &loc.servers {
-                match self.cs.read(server, chunk, offset, buf).await {
+                match self.cs.read(server, chunk, &loc.token, offset, buf).await {
                     Ok(()) => return Ok(()),
+                    // Another version, or a token that expired: fresh locations help at once.
                     Err(CsError::Status {
-                        err: FsError::WrongVersion,
+                        err: FsError::WrongVersion | FsError::NoChunk | FsError::Access,
                         ..
                     }) => tracing::debug!(
-                        "chunk {:016X} (inode {inode}, index {index}) is no longer version {} on {server}",
+                        "chunk {:016X} (inode {inode}, index {index}) is no longer version {} on {server}, or the token expired",
                         chunk.chunk_id,
                         chunk.version
                     ),
@@ -492,6 +493,7 @@ mod tests {
             chunk_id: 1,
             version: 1,
             servers: vec![],
+            token: Default::default(),
         });
         let ttl = Duration::from_secs(1);
         l.insert(

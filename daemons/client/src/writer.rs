@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use moose_proto::auth::ChunkToken;
 use moose_proto::msg::{ChunkLocation, ClReply, ClRequest, WriteLease};
 use moose_proto::{ChunkRef, CsAddr, FsError, Inode, Timespec};
 use tokio::sync::Semaphore;
@@ -37,6 +38,7 @@ struct Written {
     index: u32,
     chunk: ChunkRef,
     chain: Vec<CsAddr>,
+    token: ChunkToken,
 }
 
 #[derive(Default)]
@@ -59,7 +61,7 @@ struct FileState {
     /// Writer epoch at which buffered data last landed at the master (0: never).
     landed_at: u64,
     /// Chunks written since the last fsync: index → (chunk, chain).
-    unsynced: HashMap<u32, (ChunkRef, Vec<CsAddr>)>,
+    unsynced: HashMap<u32, (ChunkRef, Vec<CsAddr>, ChunkToken)>,
 }
 
 impl FileState {
@@ -348,18 +350,19 @@ impl Writer {
         let Some(f) = self.file(inode) else {
             return Ok(());
         };
-        let chunks: Vec<(u32, ChunkRef, Vec<CsAddr>)> = f
+        let chunks: Vec<(u32, ChunkRef, Vec<CsAddr>, ChunkToken)> = f
             .lock()
             .unsynced
             .drain()
-            .map(|(index, (chunk, chain))| (index, chunk, chain))
+            .map(|(index, (chunk, chain, token))| (index, chunk, chain, token))
             .collect();
         let mut tasks = JoinSet::new();
-        for (index, chunk, chain) in chunks {
+        for (index, chunk, chain, token) in chunks {
             for server in chain {
                 let cs = self.cs.clone();
+                let token = token.clone();
                 tasks.spawn(async move {
-                    let r = cs.sync(&server, chunk).await;
+                    let r = cs.sync(&server, chunk, &token).await;
                     (index, chunk, server, r)
                 });
             }
@@ -371,10 +374,12 @@ impl Writer {
             match joined {
                 Ok((index, _, _, Ok(()))) => *synced.entry(index).or_default() += 1,
                 Ok((index, chunk, server, Err(e))) => {
+                    // Another version now, or the lease's token expired: sync what is there
+                    // now, with a fresh token.
                     let moved_on = matches!(
                         e,
                         CsError::Status {
-                            err: FsError::WrongVersion | FsError::NoChunk,
+                            err: FsError::WrongVersion | FsError::NoChunk | FsError::Access,
                             ..
                         }
                     );
@@ -432,7 +437,7 @@ impl Writer {
                 Since::Lost => return false,
                 Since::Newer(current) => current,
             };
-            match self.cs.sync(server, current).await {
+            match self.cs.sync(server, current, &loc.token).await {
                 Ok(()) => return true,
                 Err(CsError::Status {
                     err: FsError::WrongVersion | FsError::NoChunk,
@@ -560,7 +565,9 @@ impl Writer {
             };
             match joined {
                 Ok(Ok(w)) => {
-                    f.lock().unsynced.insert(w.index, (w.chunk, w.chain));
+                    f.lock()
+                        .unsynced
+                        .insert(w.index, (w.chunk, w.chain, w.token));
                 }
                 Ok(Err(e)) => {
                     if result.is_ok() {
@@ -588,7 +595,10 @@ impl Writer {
                 chunk_id: lease.chunk_id,
                 version: lease.version,
             };
-            let written = self.cs.write_chain(&lease.chain, chunk, &cw.pieces).await;
+            let written = self
+                .cs
+                .write_chain(&lease.chain, chunk, &lease.token, &cw.pieces)
+                .await;
             let ok = written.is_ok();
             let length = if ok { cw.end } else { lease.file_length };
             let end = self
@@ -607,6 +617,7 @@ impl Writer {
                         index,
                         chunk,
                         chain: lease.chain,
+                        token: lease.token,
                     })
                 }
                 (Ok(()), Ok(other)) => {
@@ -782,6 +793,7 @@ mod tests {
             chunk_id,
             version,
             servers,
+            token: Default::default(),
         };
         assert_eq!(
             since(written, &loc(7, 4, vec![a.clone(), b.clone()]), &a),

@@ -115,12 +115,34 @@ pub struct Exports {
 }
 
 /// Normalizes a subfolder given by a client or an exports line: "/a/b", or "/" for the root.
+/// `..` is resolved here, before any exports line is matched (it never climbs above "/"), so
+/// `/data/../secret` is checked as `/secret`.
 pub fn normalize_path(p: &str) -> String {
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
+    let mut parts: Vec<&str> = Vec::new();
+    for s in p.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
     format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::normalize_path;
+
+    #[test]
+    fn dot_dot_is_resolved_and_never_climbs_above_the_root() {
+        assert_eq!(normalize_path("/data/../secret"), "/secret");
+        assert_eq!(normalize_path("data/./a//b/"), "/data/a/b");
+        assert_eq!(normalize_path("/../../etc"), "/etc");
+        assert_eq!(normalize_path("/a/b/../.."), "/");
+        assert_eq!(normalize_path(""), "/");
+    }
 }
 
 fn ipv4(s: &str) -> Option<u32> {

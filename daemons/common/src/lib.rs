@@ -4,6 +4,7 @@
 pub mod cfg;
 pub mod daemon;
 pub mod exports;
+pub mod limits;
 pub mod lockfile;
 pub mod logging;
 pub mod stock_keys;

@@ -142,7 +142,7 @@ mod tests {
             xattrs: Default::default(),
             data: NodeData::File {
                 length: 0,
-                chunks: vec![],
+                chunks: Default::default(),
             },
         }
     }

@@ -2,9 +2,10 @@
 //! session (checked against the exports), then sends requests that are answered out of order.
 
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use moose_proto::handshake::Role;
 use moose_proto::msg::{
@@ -19,6 +20,18 @@ use crate::ops::Op;
 use crate::requests::{self, Step};
 use moose_common::exports::{normalize_path, ExportLine};
 
+/// A client connection that sends nothing for this long is closed (mounts send a `Nop` every
+/// few seconds when idle); its session is kept for `SESSION_SUSTAIN_TIME`.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Handles a session holds on one inode, and the access its opens were granted (R and W
+/// bits of [`crate::access`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenRec {
+    pub count: u32,
+    pub grant: u32,
+}
+
 /// A registered mount or tool.
 pub struct Session {
     pub id: u64,
@@ -31,11 +44,15 @@ pub struct Session {
     pub mingoal: u8,
     pub maxgoal: u8,
     /// Open handles per inode in this session.
-    pub open: Mutex<HashMap<Inode, u32>>,
+    pub open: Mutex<HashMap<Inode, OpenRec>>,
+    /// A subfolder session: the files (not folders) it has been shown, the only ones it may
+    /// name (folders are checked by their ancestry instead).
+    pub known: Mutex<HashSet<Inode>>,
+    pub tool: bool,
 }
 
 impl Session {
-    fn new(id: u64, ip: IpAddr, root: Inode, line: &ExportLine) -> Self {
+    fn new(id: u64, ip: IpAddr, root: Inode, line: &ExportLine, tool: bool) -> Self {
         Session {
             id,
             ip,
@@ -47,13 +64,38 @@ impl Session {
             mingoal: line.opts.mingoal,
             maxgoal: line.opts.maxgoal,
             open: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashSet::new()),
+            tool,
+        }
+    }
+
+    /// Remembers the inodes a reply shows a subfolder session (it may name them later).
+    pub fn note_reply(&self, reply: &ClReply) {
+        if self.root == moose_proto::ROOT_INODE {
+            return;
+        }
+        match reply {
+            ClReply::Attr(a) => {
+                self.known.lock().insert(a.inode);
+            }
+            ClReply::Dir { entries, .. } => {
+                self.known
+                    .lock()
+                    .extend(entries.iter().map(|e| e.attr.inode));
+            }
+            _ => {}
         }
     }
 }
 
 /// Serves one client connection until it ends.
 pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
-    let Some((role, mut reader, mut writer)) = crate::link::accept(
+    let Some(crate::link::Accepted {
+        role,
+        mut reader,
+        mut writer,
+        ..
+    }) = crate::link::accept(
         stream,
         peer,
         &[Role::Client, Role::Admin],
@@ -76,12 +118,23 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     });
     let mut session: Option<Arc<Session>> = None;
     let mut challenge: Option<Vec<u8>> = None;
+    let mut closing = false;
     loop {
-        let env: ClEnvelope = match reader.next_msg().await {
-            Ok(e) => e,
-            Err(e) if e.is_disconnect() => break,
-            Err(e) => {
-                tracing::warn!("client {peer}: {e}; closing the connection");
+        let env: ClEnvelope = match tokio::time::timeout(CLIENT_TIMEOUT, reader.next_msg()).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) if e.is_disconnect() => break,
+            Ok(Err(e)) => {
+                crate::link::REFUSALS.warn(
+                    peer.ip(),
+                    &format!("client {peer}: {e}; closing the connection"),
+                );
+                break;
+            }
+            Err(_) => {
+                tracing::info!(
+                    "client {peer}: nothing received for {} s; closing the connection",
+                    CLIENT_TIMEOUT.as_secs()
+                );
                 break;
             }
         };
@@ -94,31 +147,65 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
             }
             ClRequest::Register(reg) if role == Role::Client => {
                 if let Some(old) = session.take() {
-                    release_session(&master, &old);
-                    master
-                        .sessions
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    end_session(&master, &old);
                 }
                 match register(&master, peer, &reg, challenge.take().as_deref()) {
                     Ok((s, reply)) => {
-                        master
-                            .sessions
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        session = Some(Arc::new(s));
+                        session = Some(s);
                         Ok(reply)
                     }
                     Err(reason) => {
-                        tracing::warn!(
-                            "client {} refused (mount of '{}' at {}): {reason}",
+                        crate::link::REFUSALS.warn(
                             peer.ip(),
-                            reg.subdir,
-                            reg.mount_point
+                            &format!(
+                                "client {} refused (mount of '{}' at {}): {reason}",
+                                peer.ip(),
+                                reg.subdir,
+                                reg.mount_point
+                            ),
                         );
                         Ok(ClReply::Refused(Refusal { reason }))
                     }
                 }
             }
-            ClRequest::ClusterInfo => Ok(ClReply::Cluster(requests::cluster_info(&master))),
+            ClRequest::ClusterInfo => match (&session, role) {
+                (Some(_), _) => Ok(ClReply::Cluster(requests::cluster_info(&master))),
+                // A status query (console, `moose-tool info`) needs no mount, but it must
+                // come from this host or from an address the exports admit to "/".
+                (None, Role::Admin) => {
+                    let admitted = if peer.ip().is_loopback() {
+                        Ok(())
+                    } else {
+                        master
+                            .exports
+                            .read()
+                            .admit(peer.ip(), "/", None, None)
+                            .map(|_| ())
+                    };
+                    match admitted {
+                        Ok(()) => Ok(ClReply::Cluster(requests::cluster_info(&master))),
+                        Err(reason) => {
+                            crate::link::REFUSALS.warn(
+                                peer.ip(),
+                                &format!("status query from {peer} refused: {reason}"),
+                            );
+                            Ok(ClReply::Refused(Refusal { reason }))
+                        }
+                    }
+                }
+                (None, _) => {
+                    crate::link::REFUSALS.warn(
+                        peer.ip(),
+                        &format!("client {peer}: status query without a session refused"),
+                    );
+                    Err(FsError::NoSession)
+                }
+            },
+            ClRequest::Nop => Ok(ClReply::Done),
+            ClRequest::CloseSession => {
+                closing = true;
+                Ok(ClReply::Done)
+            }
             req => match &session {
                 None => Err(FsError::NoSession),
                 Some(s) => {
@@ -126,8 +213,14 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                         .ops_served
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     match requests::handle_now(&master, s, req) {
-                        Step::Reply(result) => result,
+                        Step::Reply(result) => {
+                            if let Ok(r) = &result {
+                                s.note_reply(r);
+                            }
+                            result
+                        }
                         Step::Durable(reply, version) => {
+                            s.note_reply(&reply);
                             let (m, tx) = (master.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let result = m.durable(version).await.map(|()| reply);
@@ -139,6 +232,9 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                             let (m, s, tx) = (master.clone(), s.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let result = requests::handle_async(&m, &s, req).await;
+                                if let Ok(r) = &result {
+                                    s.note_reply(r);
+                                }
                                 let _ = tx.send(ClResponse { msgid, result }).await;
                             });
                             continue;
@@ -154,12 +250,32 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     drop(tx);
     let _ = writer_task.await;
     if let Some(s) = session {
-        release_session(&master, &s);
-        master
-            .sessions
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!("session {} from {} closed", s.id, s.ip);
+        if closing || s.tool {
+            end_session(&master, &s);
+            tracing::info!("session {} from {} closed", s.id, s.ip);
+        } else {
+            // Its write leases end now (a resumed session asks again); its open files stay.
+            master
+                .state()
+                .rt
+                .write_locks
+                .retain(|_, l| l.session != s.id);
+            master.session_table.detach(s.id);
+            tracing::info!(
+                "session {} from {}: connection ended; its files stay open for {} s \
+                 (SESSION_SUSTAIN_TIME) unless the client reconnects",
+                s.id,
+                s.ip,
+                master.cfg.session_sustain
+            );
+        }
     }
+}
+
+/// Ends a session at once: out of the table, files released.
+fn end_session(master: &Master, s: &Session) {
+    master.session_table.remove(s.id);
+    release_session(master, s);
 }
 
 fn register(
@@ -167,10 +283,46 @@ fn register(
     peer: SocketAddr,
     reg: &RegisterRequest,
     challenge: Option<&[u8]>,
-) -> Result<(Session, ClReply), String> {
+) -> Result<(Arc<Session>, ClReply), String> {
     let subdir = normalize_path(&reg.subdir);
     let exports = master.exports.read();
     let line = exports.admit(peer.ip(), &subdir, reg.password_proof.as_deref(), challenge)?;
+    if let Some((id, key)) = &reg.resume {
+        match master.session_table.resume(*id, key) {
+            Some(s) if s.ip == peer.ip() => {
+                tracing::info!("session {id}: {} reconnected and resumed it", peer.ip());
+                let st = master.state();
+                return Ok((
+                    s.clone(),
+                    ClReply::Registered(RegisterReply {
+                        session_id: s.id,
+                        root_inode: s.root,
+                        read_only: s.read_only,
+                        cluster_id: st.meta.cluster_id,
+                        params: line.describe(),
+                        session_key: key.clone(),
+                        resumed: true,
+                    }),
+                ));
+            }
+            Some(s) => {
+                // Not from the address that opened it: leave it to expire.
+                master.session_table.detach(s.id);
+                crate::link::REFUSALS.warn(
+                    peer.ip(),
+                    &format!(
+                        "{} tried to resume session {id} of {}; a new session is opened instead",
+                        peer.ip(),
+                        s.ip
+                    ),
+                );
+            }
+            None => tracing::info!(
+                "{}: session {id} cannot be resumed (expired, or the master restarted); opening a new one",
+                peer.ip()
+            ),
+        }
+    }
     let st = master.state();
     let mut root = moose_proto::ROOT_INODE;
     for part in subdir.split('/').filter(|p| !p.is_empty()) {
@@ -184,7 +336,14 @@ fn register(
     let cluster_id = st.meta.cluster_id;
     drop(st);
     let id = master.new_session_id();
-    let session = Session::new(id, peer.ip(), root, line);
+    let session = Arc::new(Session::new(id, peer.ip(), root, line, reg.tool));
+    let session_key = moose_proto::auth::random_bytes(16);
+    master
+        .session_table
+        .insert(session.clone(), session_key.clone());
+    master
+        .sessions
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let params = line.describe();
     tracing::info!(
         "session {id}: {} mounted {subdir} at {} ({params}; exports line {})",
@@ -200,13 +359,23 @@ fn register(
             read_only: line.opts.read_only,
             cluster_id,
             params,
+            session_key,
+            resumed: false,
         }),
     ))
 }
 
 /// A session ended: its open files close and its write locks are released.
-fn release_session(master: &Master, s: &Session) {
-    let open: Vec<(Inode, u32)> = s.open.lock().drain().collect();
+pub fn release_session(master: &Master, s: &Session) {
+    master
+        .sessions
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let open: Vec<(Inode, u32)> = s
+        .open
+        .lock()
+        .drain()
+        .map(|(inode, rec)| (inode, rec.count))
+        .collect();
     let mut st = master.state();
     st.rt.write_locks.retain(|_, l| l.session != s.id);
     for (inode, n) in open {

@@ -22,6 +22,8 @@ pub const KEYS: &[&str] = &[
     "CHUNKS_READ_REP_LIMIT",
     "ACCEPTABLE_PERCENTAGE_DIFFERENCE",
     "CHANGELOG_SAVE_MODE",
+    "AUTH_CODE",
+    "SESSION_SUSTAIN_TIME",
 ];
 
 #[derive(Debug, Clone)]
@@ -47,6 +49,10 @@ pub struct MasterConfig {
     pub acceptable_difference: f64,
     /// Changes are fsynced before they are acknowledged (CHANGELOG_SAVE_MODE 2, the default).
     pub changelog_fsync: bool,
+    /// The cluster secret chunkservers and metaloggers prove at registration.
+    pub auth_code: Option<String>,
+    /// Seconds a session outlives its connection (open files stay open meanwhile).
+    pub session_sustain: u64,
 }
 
 fn host(cfg: &Config, key: &str) -> String {
@@ -64,6 +70,19 @@ fn first_limit(cfg: &Config, key: &str, default: usize) -> usize {
         .and_then(|v| v.split(',').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(default)
+}
+
+/// `AUTH_CODE`: the cluster secret; an empty value is a mistake, not "no secret".
+pub fn auth_code(cfg: &Config) -> anyhow::Result<Option<String>> {
+    match cfg.get("AUTH_CODE") {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => anyhow::bail!(
+            "{}: AUTH_CODE is empty; give it the cluster secret (the same on the master, every \
+             chunkserver and every metalogger) or remove the line",
+            cfg.path().display()
+        ),
+        Some(v) => Ok(Some(v.trim().to_string())),
+    }
 }
 
 impl MasterConfig {
@@ -114,6 +133,8 @@ impl MasterConfig {
                     )
                 })?,
             },
+            auth_code: auth_code(cfg)?,
+            session_sustain: cfg.get_duration_secs("SESSION_SUSTAIN_TIME", 86_400)?,
             data_path,
         })
     }

@@ -165,6 +165,15 @@ impl CsRegistry {
             ));
         }
         let wanted = entry.id;
+        if let Some(holder) = entries.get(&wanted).filter(|e| wanted != 0 && e.connected) {
+            return Err(format!(
+                "chunkserver id {wanted} belongs to the chunkserver at {} that is connected now; \
+                 an id is never handed to a second server. If this is a copy of that server's \
+                 DATA_PATH (a cloned machine), remove chunkserver.id from this one's DATA_PATH \
+                 so that it gets an id of its own",
+                holder.addr
+            ));
+        }
         let known = entries
             .values()
             .find(|e| (wanted != 0 && e.id == wanted) || e.addr == entry.addr)
@@ -212,7 +221,12 @@ impl CsRegistry {
 
 /// Serves one chunkserver connection until it ends.
 pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
-    let Some((_, reader, writer)) = crate::link::accept(
+    let Some(crate::link::Accepted {
+        reader,
+        writer,
+        nonce,
+        ..
+    }) = crate::link::accept(
         stream,
         peer,
         &[Role::Chunkserver],
@@ -222,7 +236,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     else {
         return;
     };
-    match register_and_serve(&master, reader, writer, peer).await {
+    match register_and_serve(&master, reader, writer, peer, &nonce).await {
         Ok(()) => {}
         Err(e) => tracing::warn!("chunkserver {peer}: {e}"),
     }
@@ -233,7 +247,7 @@ async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
     peer: SocketAddr,
     reason: String,
 ) -> anyhow::Result<()> {
-    tracing::warn!("chunkserver {peer} refused: {reason}");
+    crate::link::REFUSALS.warn(peer.ip(), &format!("chunkserver {peer} refused: {reason}"));
     writer
         .send_now(&MasterToCs::Refused {
             reason: reason.clone(),
@@ -247,11 +261,24 @@ async fn register_and_serve<R, W>(
     mut reader: FrameReader<R>,
     mut writer: FrameWriter<W>,
     peer: SocketAddr,
+    nonce: &[u8],
 ) -> anyhow::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let first = tokio::time::timeout(master.cs.timeout, reader.next_msg()).await;
+    let Ok(first) = first else {
+        return refuse(
+            &mut writer,
+            peer,
+            format!(
+                "no registration within {} s of the hello",
+                master.cs.timeout.as_secs()
+            ),
+        )
+        .await;
+    };
     let CsToMaster::Register {
         cs_id,
         cluster_id,
@@ -259,9 +286,17 @@ where
         listen_port,
         version,
         disks,
-    } = reader.next_msg().await?
+        auth,
+    } = first?
     else {
         return refuse(&mut writer, peer, "expected a registration first".into()).await;
+    };
+    let proof = match master
+        .trust
+        .check_registration("chunkserver", nonce, auth.as_ref())
+    {
+        Ok(p) => p,
+        Err(reason) => return refuse(&mut writer, peer, reason).await,
     };
     let our_cluster = master.state().meta.cluster_id;
     if cluster_id != 0 && cluster_id != our_cluster {
@@ -288,7 +323,19 @@ where
     // Inventory.
     let mut inventory: Vec<ChunkRef> = Vec::new();
     loop {
-        match reader.next_msg::<CsToMaster>().await? {
+        let next = tokio::time::timeout(master.cs.timeout, reader.next_msg::<CsToMaster>()).await;
+        let Ok(next) = next else {
+            return refuse(
+                &mut writer,
+                peer,
+                format!(
+                    "registration stalled: nothing for {} s before its end",
+                    master.cs.timeout.as_secs()
+                ),
+            )
+            .await;
+        };
+        match next? {
             CsToMaster::Chunks(batch) => inventory.extend(batch),
             CsToMaster::RegisterEnd => break,
             CsToMaster::Nop | CsToMaster::Space(_) => {}
@@ -301,6 +348,23 @@ where
                 .await
             }
         }
+    }
+    // The claims must check out against the server's own disk report: each chunk once, and
+    // not (beyond a little slack for chunks created while the report was taken) more chunks
+    // than its disks hold.
+    inventory.sort_by_key(|c| (c.chunk_id, c.version));
+    inventory.dedup();
+    let on_disks: u64 = disks.iter().map(|d| d.chunks).sum();
+    if inventory.len() as u64 > on_disks + on_disks / 100 + 16 {
+        return refuse(
+            &mut writer,
+            peer,
+            format!(
+                "it claims {} chunks but its disks report {on_disks}; its claims do not check out",
+                inventory.len()
+            ),
+        )
+        .await;
     }
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let (tx, mut rx) = mpsc::channel::<MasterToCs>(1024);
@@ -345,6 +409,8 @@ where
         .send_now(&MasterToCs::RegisterAck {
             cs_id: id,
             cluster_id: our_cluster,
+            proof,
+            token_key: master.trust.key_for_chunkservers(),
         })
         .await?;
     tracing::info!(

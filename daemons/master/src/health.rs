@@ -130,6 +130,7 @@ async fn replicate(m: &Master, chunk: ChunkRef, source: u32, target: u32, is_mov
             req_id,
             chunk,
             source: source_addr.clone(),
+            token: m.trust.read_token(chunk),
         })
         .await;
     let mut st = m.state();

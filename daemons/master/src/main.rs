@@ -16,7 +16,9 @@ mod ops;
 mod placement;
 mod rebalance;
 mod requests;
+mod sessions;
 mod state;
+mod trust;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -110,6 +112,7 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     tokio::spawn(accept_loop(m.clone(), cs_listener, Link::Chunkserver));
     tokio::spawn(accept_loop(m.clone(), cl_listener, Link::Client));
     tokio::spawn(health::run(m.clone(), shutdown.clone()));
+    tokio::spawn(sessions::expire_loop(m.clone()));
     tokio::spawn(dump_loop(m.clone()));
     ctx.ready();
     tracing::info!("moose-master ready");
@@ -152,14 +155,36 @@ enum Link {
 }
 
 async fn accept_loop(m: Arc<master::Master>, listener: TcpListener, link: Link) {
+    let cap = moose_common::limits::ConnectionCap::new(link::MAX_CONNECTIONS);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(slot) = cap.try_admit() else {
+                    link::REFUSALS.warn(
+                        peer.ip(),
+                        &format!(
+                            "connection from {peer} refused: {} connections are open on this \
+                             port already (the limit)",
+                            cap.max()
+                        ),
+                    );
+                    drop(stream);
+                    continue;
+                };
                 let m = m.clone();
                 match link {
-                    Link::Metalogger => tokio::spawn(mlserv::serve(m, stream, peer)),
-                    Link::Chunkserver => tokio::spawn(csserv::serve(m, stream, peer)),
-                    Link::Client => tokio::spawn(clserv::serve(m, stream, peer)),
+                    Link::Metalogger => tokio::spawn(async move {
+                        mlserv::serve(m, stream, peer).await;
+                        drop(slot);
+                    }),
+                    Link::Chunkserver => tokio::spawn(async move {
+                        csserv::serve(m, stream, peer).await;
+                        drop(slot);
+                    }),
+                    Link::Client => tokio::spawn(async move {
+                        clserv::serve(m, stream, peer).await;
+                        drop(slot);
+                    }),
                 };
             }
             Err(e) => {

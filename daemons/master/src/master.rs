@@ -43,6 +43,10 @@ pub struct Master {
     /// Replication and deletion may run: every known chunkserver is back, or
     /// REPLICATIONS_DELAY_INIT has passed since the start.
     settled: AtomicBool,
+    /// The cluster secret and the chunk token key.
+    pub trust: crate::trust::Trust,
+    /// Sessions by id, connected or sustained after their connection ended.
+    pub session_table: crate::sessions::SessionTable,
 }
 
 impl Master {
@@ -56,6 +60,8 @@ impl Master {
         )
         .context("cannot open the changelog")?;
         Ok(Master {
+            trust: crate::trust::Trust::new(cfg.auth_code.clone()),
+            session_table: Default::default(),
             cs: CsRegistry::new(cfg.cs_timeout),
             state: Mutex::new(State::new(meta)),
             log,

@@ -14,9 +14,17 @@ use crate::master::Master;
 use crate::metadata;
 
 const DUMP_PART: usize = 1 << 20;
+/// A metalogger that sends nothing (it sends a `Nop` or `Synced` every few seconds) for this
+/// long is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
-    let Some((_, mut reader, mut writer)) = crate::link::accept(
+    let Some(crate::link::Accepted {
+        mut reader,
+        mut writer,
+        nonce,
+        ..
+    }) = crate::link::accept(
         stream,
         peer,
         &[Role::Metalogger],
@@ -26,8 +34,55 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     else {
         return;
     };
+    let first = tokio::time::timeout(IDLE_TIMEOUT, reader.next_msg::<MlToMaster>()).await;
+    let version = match first {
+        Ok(Ok(MlToMaster::Register { version, auth })) => {
+            match master
+                .trust
+                .check_registration("metalogger", &nonce, auth.as_ref())
+            {
+                Ok(proof) => {
+                    if writer
+                        .send_now(&MasterToMl::Welcome { proof })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    version
+                }
+                Err(reason) => {
+                    crate::link::REFUSALS
+                        .warn(peer.ip(), &format!("metalogger {peer} refused: {reason}"));
+                    let _ = writer.send_now(&MasterToMl::Refused { reason }).await;
+                    return;
+                }
+            }
+        }
+        Ok(Ok(other)) => {
+            crate::link::REFUSALS.warn(
+                peer.ip(),
+                &format!("metalogger {peer}: expected a registration first, got {other:?}"),
+            );
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("metalogger {peer}: {e}");
+            return;
+        }
+        Err(_) => {
+            crate::link::REFUSALS.warn(
+                peer.ip(),
+                &format!(
+                    "metalogger {peer}: no registration within {} s; closed",
+                    IDLE_TIMEOUT.as_secs()
+                ),
+            );
+            return;
+        }
+    };
     let id = master.metaloggers.lock().add(peer.to_string());
-    match follow(&master, id, &mut reader, &mut writer).await {
+    match follow(&master, id, version, &mut reader, &mut writer).await {
         Ok(()) => tracing::info!("metalogger {peer} disconnected"),
         Err(e) => tracing::warn!("metalogger {peer} disconnected: {e:#}"),
     }
@@ -37,6 +92,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
 async fn follow<R, W>(
     master: &Master,
     id: u64,
+    version: String,
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
 ) -> anyhow::Result<()>
@@ -44,9 +100,6 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    let MlToMaster::Register { version } = reader.next_msg().await? else {
-        anyhow::bail!("expected a registration first");
-    };
     let mut changes = master.log.subscribe();
     let (dump, cluster_id, at) = {
         let st = master.state();
@@ -73,6 +126,7 @@ where
     writer.send_now(&MasterToMl::DumpEnd).await?;
     drop(dump);
     let mut idle = tokio::time::interval(Duration::from_secs(2));
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             rec = changes.recv() => {
@@ -91,13 +145,21 @@ where
                 }
             }
             msg = reader.next_msg::<MlToMaster>() => match msg {
-                Ok(MlToMaster::Nop) => {}
-                Ok(MlToMaster::Synced { version }) => master.metaloggers.lock().synced(id, version),
+                Ok(MlToMaster::Nop) => heard = tokio::time::Instant::now(),
+                Ok(MlToMaster::Synced { version }) => {
+                    heard = tokio::time::Instant::now();
+                    master.metaloggers.lock().synced(id, version)
+                }
                 Ok(other) => anyhow::bail!("unexpected message {other:?}"),
                 Err(e) if e.is_disconnect() => return Ok(()),
                 Err(e) => return Err(e.into()),
             },
-            _ = idle.tick() => writer.send_now(&MasterToMl::Nop).await?,
+            _ = idle.tick() => {
+                if heard.elapsed() > IDLE_TIMEOUT {
+                    anyhow::bail!("nothing received for {} s", IDLE_TIMEOUT.as_secs());
+                }
+                writer.send_now(&MasterToMl::Nop).await?
+            }
         }
     }
 }

@@ -57,12 +57,116 @@ impl Dir {
     }
 }
 
+/// A file's chunk ids by index. Sparse: a write at a huge offset (`dd seek=2^56`) adds one
+/// entry, not one per index before it.
+///
+/// In a dump it is a sequence of u64: a chunk id, `0` for one hole, or [`HOLE_RUN`] followed by
+/// a number of holes. Dumps from before the sparse table (ids and single zeros) read the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkTable(BTreeMap<u32, u64>);
+
+/// Marks a run of holes in a dumped chunk table (never a chunk id: ids count up from 1).
+const HOLE_RUN: u64 = u64::MAX;
+
+impl ChunkTable {
+    /// The chunk at `index`, if any (`None` for a hole).
+    pub fn get(&self, index: usize) -> Option<&u64> {
+        u32::try_from(index).ok().and_then(|i| self.0.get(&i))
+    }
+
+    pub fn set(&mut self, index: u32, chunk_id: u64) {
+        if chunk_id == 0 {
+            self.0.remove(&index);
+        } else {
+            self.0.insert(index, chunk_id);
+        }
+    }
+
+    /// Drops every chunk at `keep` or after; returns their ids.
+    pub fn truncate(&mut self, keep: u64) -> Vec<u64> {
+        match u32::try_from(keep) {
+            Ok(k) => self.0.split_off(&k).into_values().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Chunks present, by index.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.0.iter().map(|(i, c)| (*i, *c))
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.values().copied()
+    }
+}
+
+impl Serialize for ChunkTable {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut items: Vec<u64> = Vec::with_capacity(self.0.len() + 2);
+        let mut next = 0u32;
+        for (&i, &c) in &self.0 {
+            match i - next {
+                0 => {}
+                1 => items.push(0),
+                n => items.extend([HOLE_RUN, u64::from(n)]),
+            }
+            items.push(c);
+            next = i + 1;
+        }
+        let mut seq = ser.serialize_seq(Some(items.len()))?;
+        for v in items {
+            seq.serialize_element(&v)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkTable {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ChunkTable;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a chunk table")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ChunkTable, A::Error> {
+                use serde::de::Error;
+                let mut t = BTreeMap::new();
+                let mut index: u64 = 0;
+                while let Some(v) = seq.next_element::<u64>()? {
+                    match v {
+                        0 => index += 1,
+                        HOLE_RUN => {
+                            let n: u64 = seq
+                                .next_element()?
+                                .ok_or_else(|| A::Error::custom("a hole run without its length"))?;
+                            index += n;
+                        }
+                        c => {
+                            let i = u32::try_from(index)
+                                .map_err(|_| A::Error::custom("chunk index out of range"))?;
+                            t.insert(i, c);
+                            index += 1;
+                        }
+                    }
+                }
+                Ok(ChunkTable(t))
+            }
+        }
+        de.deserialize_seq(V)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeData {
     Dir(Dir),
     File {
         length: u64,
-        chunks: Vec<u64>,
+        chunks: ChunkTable,
     },
     Symlink(Vec<u8>),
     /// Fifo, socket or device (rdev).
@@ -187,5 +291,31 @@ impl Meta {
     pub fn count_kinds(&self) -> (u64, u64) {
         let dirs = self.nodes.values().filter(|n| n.is_dir()).count() as u64;
         (self.nodes.len() as u64 - dirs, dirs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_tables_are_sparse_and_dump_compatibly() {
+        let mut t = ChunkTable::default();
+        t.set(0, 5);
+        t.set(2, 6);
+        t.set(1 << 30, 7);
+        assert_eq!(t.iter().count(), 3);
+        let bytes = postcard::to_allocvec(&t).unwrap();
+        assert!(bytes.len() < 40, "{} bytes", bytes.len());
+        assert_eq!(postcard::from_bytes::<ChunkTable>(&bytes).unwrap(), t);
+        // A table as dumped before: one id or 0 per index.
+        let old: Vec<u64> = vec![5, 0, 6, 0, 0, 9];
+        let back: ChunkTable = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!(
+            back.iter().collect::<Vec<_>>(),
+            vec![(0, 5), (2, 6), (5, 9)]
+        );
+        assert_eq!(t.truncate(1), vec![6, 7]);
+        assert_eq!(t.iter().collect::<Vec<_>>(), vec![(0, 5)]);
     }
 }

@@ -134,7 +134,7 @@ impl State {
     }
 
     /// True if `ancestor` is `inode` or one of its parents.
-    fn is_ancestor(&self, ancestor: Inode, mut inode: Inode) -> bool {
+    pub fn is_ancestor(&self, ancestor: Inode, mut inode: Inode) -> bool {
         loop {
             if inode == ancestor {
                 return true;
@@ -175,7 +175,7 @@ impl State {
                     FileKind::Dir => NodeData::Dir(Dir::new(*parent)),
                     FileKind::File => NodeData::File {
                         length: 0,
-                        chunks: Vec::new(),
+                        chunks: Default::default(),
                     },
                     FileKind::Symlink => NodeData::Symlink(Vec::new()),
                     _ => NodeData::Special(*rdev),
@@ -343,29 +343,24 @@ impl State {
                 time,
             } => {
                 let n = self.node(*inode)?;
-                let NodeData::File { chunks, .. } = &n.data else {
+                let NodeData::File { .. } = &n.data else {
                     return Err(if n.is_dir() {
                         FsError::IsDir
                     } else {
                         FsError::Inval
                     });
                 };
-                let keep = length.div_ceil(CHUNK_SIZE) as usize;
-                let dropped: Vec<u64> = chunks
-                    .iter()
-                    .skip(keep)
-                    .copied()
-                    .filter(|c| *c != 0)
-                    .collect();
+                let keep = length.div_ceil(CHUNK_SIZE);
                 if let Some((cid, _)) = trunc_chunk {
                     if !self.meta.chunks.contains_key(cid) {
                         return Err(FsError::NoChunk);
                     }
                 }
                 let n = self.node_mut(*inode)?;
+                let mut dropped = Vec::new();
                 if let NodeData::File { length: l, chunks } = &mut n.data {
                     *l = *length;
-                    chunks.truncate(keep);
+                    dropped = chunks.truncate(keep);
                 }
                 n.mtime = *time;
                 n.ctime = *time;
@@ -389,7 +384,7 @@ impl State {
                 let NodeData::File { chunks, .. } = &n.data else {
                     return Err(FsError::Inval);
                 };
-                if chunks.get(*index as usize).is_some_and(|c| *c != 0) {
+                if chunks.get(*index as usize).is_some() {
                     return Err(FsError::Exist);
                 }
                 if self.meta.chunks.contains_key(chunk_id) {
@@ -397,11 +392,7 @@ impl State {
                 }
                 let n = self.node_mut(*inode)?;
                 if let NodeData::File { chunks, .. } = &mut n.data {
-                    let i = *index as usize;
-                    if chunks.len() <= i {
-                        chunks.resize(i + 1, 0);
-                    }
-                    chunks[i] = *chunk_id;
+                    chunks.set(*index, *chunk_id);
                 }
                 self.meta.chunks.insert(
                     *chunk_id,
@@ -533,7 +524,7 @@ impl State {
     fn purge(&mut self, inode: Inode) {
         if let Some(node) = self.meta.nodes.remove(&inode) {
             if let NodeData::File { chunks, .. } = node.data {
-                for c in chunks.into_iter().filter(|c| *c != 0) {
+                for c in chunks.ids().collect::<Vec<_>>() {
                     self.drop_chunk(c);
                 }
             }
@@ -818,6 +809,26 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn a_chunk_at_a_huge_index_takes_one_entry() {
+        let mut st = fresh();
+        create(&mut st, ROOT_INODE, "f", 2, FileKind::File);
+        let index = ((1u64 << 56) / CHUNK_SIZE) as u32;
+        st.apply(&Op::AddChunk {
+            inode: 2,
+            index,
+            chunk_id: 10,
+            version: 1,
+        })
+        .unwrap();
+        match &st.node(2).unwrap().data {
+            NodeData::File { chunks, .. } => {
+                assert_eq!(chunks.iter().collect::<Vec<_>>(), vec![(index, 10)])
+            }
+            _ => unreachable!(),
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use moose_common::{DaemonContext, DaemonSpec};
-use moose_proto::handshake::{say_hello, Role};
+use moose_proto::auth;
+use moose_proto::handshake::{say_hello_nonce, Role};
 use moose_proto::msg::{MasterToMl, MlToMaster};
 use moose_proto::{FrameReader, FrameWriter};
 use tokio::net::TcpStream;
@@ -21,6 +22,7 @@ const KEYS: &[&str] = &[
     "MASTER_RECONNECTION_DELAY",
     "BACK_LOGS",
     "META_DOWNLOAD_FREQ",
+    "AUTH_CODE",
 ];
 
 const SPEC: DaemonSpec = DaemonSpec {
@@ -40,6 +42,8 @@ struct Settings {
     timeout: Duration,
     reconnect: Duration,
     download_every: Duration,
+    /// The cluster secret proved to the master (`AUTH_CODE`).
+    auth_code: Option<String>,
 }
 
 async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
@@ -53,6 +57,15 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
                 .max(1),
         ),
         download_every: Duration::from_secs(cfg.get_u64("META_DOWNLOAD_FREQ", 24)?.max(1) * 3600),
+        auth_code: match cfg.get("AUTH_CODE").map(str::trim) {
+            None => None,
+            Some("") => bail!(
+                "{}: AUTH_CODE is empty; give it the cluster secret (the master's AUTH_CODE) or \
+                 remove the line",
+                cfg.path().display()
+            ),
+            Some(v) => Some(v.to_string()),
+        },
     };
     let back_logs = cfg.get_u64("BACK_LOGS", 50)?.clamp(1, 10_000) as u32;
     let store = store::Store::new(ctx.data_path.clone(), back_logs);
@@ -114,12 +127,35 @@ async fn follow(
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    say_hello(&mut reader, &mut writer, Role::Metalogger, &addr).await?;
+    let (_, master_nonce) =
+        say_hello_nonce(&mut reader, &mut writer, Role::Metalogger, &addr).await?;
+    let proof = s
+        .auth_code
+        .as_ref()
+        .map(|c| auth::peer_proof(c.as_bytes(), "metalogger", &master_nonce));
+    let our_nonce = proof.as_ref().map(|p| p.nonce.clone()).unwrap_or_default();
     writer
         .send_now(&MlToMaster::Register {
             version: moose_proto::VERSION.to_string(),
+            auth: proof,
         })
         .await?;
+    match next(&mut reader, s.timeout).await? {
+        MasterToMl::Welcome { proof } => match (&s.auth_code, proof) {
+            (None, _) => {}
+            (Some(c), Some(p))
+                if auth::same(
+                    &p,
+                    &auth::master_proof(c.as_bytes(), "metalogger", &master_nonce, &our_nonce),
+                ) => {}
+            (Some(_), _) => bail!(
+                "master {addr} does not know the cluster secret (AUTH_CODE differs or is not \
+                 set there); not taking its metadata"
+            ),
+        },
+        MasterToMl::Refused { reason } => bail!("master {addr} refused this metalogger: {reason}"),
+        other => bail!("expected the master's welcome, got {other:?}"),
+    }
     let started = Instant::now();
     // The dump.
     let (cluster_id, version, size) = match next(&mut reader, s.timeout).await? {

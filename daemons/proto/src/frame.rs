@@ -10,6 +10,8 @@ pub const KIND_DATA: u32 = 2;
 
 /// Largest control message accepted on any link (chunk lists are sent in batches below this).
 pub const MAX_CONTROL_FRAME: u32 = 32 * 1024 * 1024;
+/// First step of a frame buffer's growth; it doubles from there as bytes arrive.
+const GROW_STEP: usize = 64 * 1024;
 /// Largest data payload of one data frame: one block.
 pub const MAX_DATA_PAYLOAD: u32 = crate::BLOCK_SIZE;
 
@@ -120,6 +122,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The largest control message accepted from now on.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Changes the largest control message accepted (a hello is read with a small one).
+    pub fn set_limit(&mut self, limit: u32) {
+        self.limit = limit;
+    }
+
+    /// Bytes held by the frame buffer (for tests of what a peer can make us allocate).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Reads the next frame. A clean end of stream between frames is `ProtoError::Closed`.
     pub async fn next(&mut self) -> Result<Frame<'_>, ProtoError> {
         let mut head = [0u8; 8];
@@ -141,8 +158,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if len > limit {
             return Err(ProtoError::TooLarge { len, limit });
         }
-        self.buf.resize(len as usize, 0);
-        self.inner.read_exact(&mut self.buf).await?;
+        // The buffer grows as the bytes arrive (doubling from 64 KiB): a peer that announces
+        // a large frame and sends nothing gets nothing large allocated.
+        let len = len as usize;
+        self.buf.clear();
+        while self.buf.len() < len {
+            let have = self.buf.len();
+            let step = (len - have).min(have.max(GROW_STEP));
+            self.buf.resize(have + step, 0);
+            self.inner.read_exact(&mut self.buf[have..]).await?;
+        }
         parse_frame(kind, &self.buf)
     }
 
@@ -327,6 +352,38 @@ mod tests {
             };
             let bytes = encode(&env).unwrap();
             proptest::prop_assert_eq!(decode::<ClEnvelope>(&bytes).unwrap(), env);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_announced_frame_allocates_only_what_arrives() {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let mut r = FrameReader::new(b);
+        a.write_all(&KIND_MSG.to_be_bytes()).await.unwrap();
+        a.write_all(&MAX_CONTROL_FRAME.to_be_bytes()).await.unwrap();
+        a.write_all(&[0u8; 1000]).await.unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_millis(200), r.next()).await;
+        assert!(read.is_err(), "the frame is incomplete: the reader waits");
+        assert!(
+            r.buffer_capacity() <= 2 * GROW_STEP,
+            "{} bytes allocated for 1000 received",
+            r.buffer_capacity()
+        );
+        // A whole large frame still arrives intact.
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::new(b);
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = body.clone();
+        tokio::spawn(async move {
+            a.write_all(&KIND_MSG.to_be_bytes()).await.unwrap();
+            a.write_all(&(sent.len() as u32).to_be_bytes())
+                .await
+                .unwrap();
+            a.write_all(&sent).await.unwrap();
+        });
+        match r.next().await.unwrap() {
+            Frame::Msg(got) => assert!(got == &body[..]),
+            other => panic!("expected a message, got {other:?}"),
         }
     }
 

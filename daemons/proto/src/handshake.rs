@@ -8,7 +8,10 @@ use crate::frame::{FrameReader, FrameWriter, ProtoError};
 
 /// "MOOS".
 pub const MAGIC: u32 = 0x4D4F_4F53;
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: nonces in the hello, cluster-secret proofs, chunk access tokens.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Largest hello accepted: a peer cannot make us wait for megabytes before it says who it is.
+pub const HELLO_LIMIT: u32 = 4096;
 
 /// The kind of peer that opens a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,8 +55,14 @@ impl Hello {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloReply {
-    Welcome { software: String },
-    Refused { reason: String },
+    /// `nonce` is fresh for every connection: a peer proving the cluster secret signs it.
+    Welcome {
+        software: String,
+        nonce: Vec<u8>,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +75,7 @@ pub enum HandshakeError {
     NotOurs { peer: String },
 }
 
-/// Client side: sends our hello and waits for the verdict.
+/// Client side: sends our hello and waits for the verdict; returns the peer's software.
 pub async fn say_hello<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
@@ -77,9 +86,23 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    Ok(say_hello_nonce(reader, writer, role, peer).await?.0)
+}
+
+/// Like [`say_hello`], and also returns the nonce the peer sent (to sign for a proof).
+pub async fn say_hello_nonce<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    role: Role,
+    peer: &str,
+) -> Result<(String, Vec<u8>), HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     writer.send_now(&Hello::new(role)).await?;
     match reader.next_msg::<HelloReply>().await {
-        Ok(HelloReply::Welcome { software }) => Ok(software),
+        Ok(HelloReply::Welcome { software, nonce }) => Ok((software, nonce)),
         Ok(HelloReply::Refused { reason }) => Err(HandshakeError::Refused {
             peer: peer.to_string(),
             reason,
@@ -94,18 +117,23 @@ where
 }
 
 /// Server side: reads the peer's hello and accepts it if its role is one this port serves.
-/// `port_name` names the port in the refusal ("the chunkserver port 9420").
+/// `port_name` names the port in the refusal ("the chunkserver port 9420"). Returns the role
+/// and the nonce sent in the welcome.
 pub async fn accept_hello<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     allowed: &[Role],
     port_name: &str,
-) -> Result<Role, HandshakeError>
+) -> Result<(Role, Vec<u8>), HandshakeError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let hello: Hello = match reader.next_msg().await {
+    let limit = reader.limit();
+    reader.set_limit(HELLO_LIMIT.min(limit));
+    let hello = reader.next_msg::<Hello>().await;
+    reader.set_limit(limit);
+    let hello: Hello = match hello {
         Ok(h) => h,
         Err(ProtoError::Decode(_)) => {
             return Err(HandshakeError::NotOurs {
@@ -135,12 +163,14 @@ where
     };
     match verdict {
         Ok(role) => {
+            let nonce = crate::auth::random_bytes(crate::auth::NONCE_LEN);
             writer
                 .send_now(&HelloReply::Welcome {
                     software: crate::VERSION.to_string(),
+                    nonce: nonce.clone(),
                 })
                 .await?;
-            Ok(role)
+            Ok((role, nonce))
         }
         Err(reply) => {
             let reason = match &reply {

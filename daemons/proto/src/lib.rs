@@ -6,6 +6,7 @@
 //! about the encoding, which lives in [`frame`].
 
 pub mod admin;
+pub mod auth;
 pub mod files;
 pub mod frame;
 pub mod handshake;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthProof, ChunkToken};
 use crate::types::*;
 
 // ------------------------------------------------------------------------------------------
@@ -32,6 +33,9 @@ pub struct RegisterRequest {
     pub password_proof: Option<Vec<u8>>,
     /// A tool session (moose-tool) rather than a mount.
     pub tool: bool,
+    /// Take over this earlier session of ours (its open files and locks) after a lost
+    /// connection: its id and the key the master gave it.
+    pub resume: Option<(u64, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,10 @@ pub struct RegisterReply {
     pub cluster_id: u64,
     /// Human-readable summary of the export options that applied.
     pub params: String,
+    /// Secret that lets this client resume the session after a lost connection.
+    pub session_key: Vec<u8>,
+    /// The session asked for in `resume` was taken over (its files are still open).
+    pub resumed: bool,
 }
 
 /// Why a session was refused: the master's reason, meant for the admin.
@@ -204,8 +212,13 @@ pub enum ClRequest {
         version: u32,
         server: CsAddr,
     },
-    /// Cluster status for tools and the console.
+    /// Cluster status for tools and the console (needs a session).
     ClusterInfo,
+    /// Keeps an idle session's connection alive (the master drops silent connections).
+    Nop,
+    /// The mount is going away: release its files now rather than after
+    /// `SESSION_SUSTAIN_TIME`.
+    CloseSession,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +262,8 @@ pub struct ChunkLocation {
     pub version: u32,
     /// Servers holding a valid copy, best first.
     pub servers: Vec<CsAddr>,
+    /// Lets the holder read this version of the chunk for a short while.
+    pub token: ChunkToken,
 }
 
 /// A chunk locked for writing: write along `chain` (first server first).
@@ -258,6 +273,8 @@ pub struct WriteLease {
     pub chunk_id: u64,
     pub version: u32,
     pub chain: Vec<CsAddr>,
+    /// Lets the holder open a write chain along `chain` for a short while.
+    pub token: ChunkToken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,6 +403,8 @@ pub enum CsToMaster {
         listen_port: u16,
         version: String,
         disks: Vec<DiskReport>,
+        /// Proof of the cluster secret (`AUTH_CODE`) over the nonce of the master's hello.
+        auth: Option<AuthProof>,
     },
     /// Part of the chunk inventory (sent after Register, in batches).
     Chunks(Vec<ChunkRef>),
@@ -422,6 +441,10 @@ pub enum MasterToCs {
     RegisterAck {
         cs_id: u32,
         cluster_id: u64,
+        /// The master's proof of the cluster secret over the chunkserver's nonce.
+        proof: Option<Vec<u8>>,
+        /// Without `AUTH_CODE`: the key chunk access tokens are signed with.
+        token_key: Option<Vec<u8>>,
     },
     Refused {
         reason: String,
@@ -451,6 +474,8 @@ pub enum MasterToCs {
         req_id: u64,
         chunk: ChunkRef,
         source: CsAddr,
+        /// Lets the target read the chunk from the source.
+        token: ChunkToken,
     },
     Nop,
 }
@@ -468,18 +493,31 @@ pub enum ToCs {
         chunk: ChunkRef,
         offset: u32,
         size: u32,
+        token: ChunkToken,
     },
     /// Opens a write chain for `chunk`: this server writes and forwards to `chain[0]`, which
     /// gets `chain[1..]`. Answered by `WriteStatus { write_id: 0 }` once the chain is open.
     /// Data frames follow, with `req_id` = write id (never 0).
-    WriteInit { chunk: ChunkRef, chain: Vec<CsAddr> },
+    WriteInit {
+        chunk: ChunkRef,
+        chain: Vec<CsAddr>,
+        token: ChunkToken,
+    },
     /// Closes the chain (all data frames before it have been answered).
     WriteFinish,
     /// Makes the chunk's data durable (fdatasync); answered by `SyncDone`.
-    Sync { req_id: u32, chunk: ChunkRef },
+    Sync {
+        req_id: u32,
+        chunk: ChunkRef,
+        token: ChunkToken,
+    },
     /// How many bytes of data the chunk holds; answered by `Length` (lets replication copy
     /// only what exists).
-    GetLength { req_id: u32, chunk: ChunkRef },
+    GetLength {
+        req_id: u32,
+        chunk: ChunkRef,
+        token: ChunkToken,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -511,6 +549,8 @@ pub enum MlToMaster {
     /// First message: asks for a dump followed by the live changelog.
     Register {
         version: String,
+        /// Proof of the cluster secret (`AUTH_CODE`) over the nonce of the master's hello.
+        auth: Option<AuthProof>,
     },
     /// Everything up to this metadata version is on the metalogger's disk.
     Synced {
@@ -532,4 +572,11 @@ pub enum MasterToMl {
     /// Changelog records (each as stored in a changelog file), in version order.
     Changes(Vec<(u64, Vec<u8>)>),
     Nop,
+    /// The registration is accepted; `proof` shows the master knows the cluster secret.
+    Welcome {
+        proof: Option<Vec<u8>>,
+    },
+    Refused {
+        reason: String,
+    },
 }

@@ -143,7 +143,7 @@ async fn join_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) -> Vec<F::Ou
     results.into_iter().flatten().collect()
 }
 
-fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &[u64], u8)> {
+fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &crate::namespace::ChunkTable, u8)> {
     let node = st.node(inode)?;
     match &node.data {
         NodeData::File { length, chunks } => Ok((*length, chunks, node.goal)),
@@ -169,11 +169,18 @@ pub fn read_chunk(m: &Master, inode: Inode, index: u32) -> FsResult<ClReply> {
             chunk_id,
             version,
             servers: vec![],
+            token: Default::default(),
         };
         (loc, ids)
     };
     loc.servers = ids.into_iter().filter_map(|id| m.cs.addr(id)).collect();
     loc.servers.shuffle(&mut rand::rng());
+    if loc.chunk_id != 0 {
+        loc.token = m.trust.read_token(ChunkRef {
+            chunk_id: loc.chunk_id,
+            version: loc.version,
+        });
+    }
     Ok(ClReply::Chunk(loc))
 }
 
@@ -228,12 +235,15 @@ pub async fn write_chunk(
                 set_copy_versions(&mut st, chunk_id, &ok, new_version);
                 st.node(inode).map_or(0, |n| n.length())
             };
-            Ok(WriteLease {
+            Ok(lease(
+                m,
                 file_length,
-                chunk_id,
-                version: new_version,
-                chain: placement::chain_order(ok.iter().filter_map(|id| m.cs.addr(*id)).collect()),
-            })
+                ChunkRef {
+                    chunk_id,
+                    version: new_version,
+                },
+                &ok,
+            ))
         }
     }
 }
@@ -242,7 +252,7 @@ fn plan_write(m: &Master, s: &Session, inode: Inode, index: u32) -> FsResult<Wri
     let mut st = m.state();
     let st = &mut *st;
     let (_, chunks, goal) = file_chunks(st, inode)?;
-    match chunks.get(index as usize).copied().filter(|c| *c != 0) {
+    match chunks.get(index as usize).copied() {
         None => {
             if !st.rt.creating.insert((inode, index)) {
                 return Err(FsError::Locked);
@@ -337,12 +347,19 @@ async fn create_chunk(
         (st.node(inode).map_or(0, |n| n.length()), v)
     };
     m.durable(v).await?;
-    Ok(WriteLease {
+    Ok(lease(m, file_length, chunk, &ok))
+}
+
+/// A write lease along the servers `ok`, with the token that lets the client open the chain.
+fn lease(m: &Master, file_length: u64, chunk: ChunkRef, ok: &[u32]) -> WriteLease {
+    let chain = placement::chain_order(ok.iter().filter_map(|id| m.cs.addr(*id)).collect());
+    WriteLease {
         file_length,
-        chunk_id,
-        version: 1,
-        chain: placement::chain_order(ok.iter().filter_map(|id| m.cs.addr(*id)).collect()),
-    })
+        chunk_id: chunk.chunk_id,
+        version: chunk.version,
+        token: m.trust.write_token(chunk, &chain),
+        chain,
+    }
 }
 
 /// Changes a file's length; a chunk cut in the middle is truncated on every copy first.

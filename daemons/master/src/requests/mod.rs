@@ -32,9 +32,103 @@ pub enum Step {
     Later(ClRequest),
 }
 
+/// The inodes a request names.
+fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
+    use ClRequest::*;
+    match req {
+        Lookup { parent, .. }
+        | MkNod { parent, .. }
+        | MkDir { parent, .. }
+        | Symlink { parent, .. }
+        | Unlink { parent, .. }
+        | RmDir { parent, .. } => [Some(*parent), None],
+        Rename {
+            parent, new_parent, ..
+        } => [Some(*parent), Some(*new_parent)],
+        Link {
+            inode, new_parent, ..
+        } => [Some(*inode), Some(*new_parent)],
+        GetAttr { inode }
+        | SetAttr { inode, .. }
+        | Access { inode, .. }
+        | ReadLink { inode }
+        | ReadDir { inode, .. }
+        | Open { inode, .. }
+        | Release { inode }
+        | ReadChunk { inode, .. }
+        | WriteChunk { inode, .. }
+        | WriteChunkEnd { inode, .. }
+        | GetXattr { inode, .. }
+        | SetXattr { inode, .. }
+        | ListXattr { inode, .. }
+        | RemoveXattr { inode, .. }
+        | SetGoal { inode, .. }
+        | GetGoal { inode }
+        | FileInfo { inode } => [Some(*inode), None],
+        GetChallenge
+        | Register(_)
+        | Statfs
+        | ReportBadCopy { .. }
+        | ClusterInfo
+        | Nop
+        | CloseSession => [None, None],
+    }
+}
+
+/// A subfolder session reaches only its folder: a folder must have the session's root among
+/// its ancestors, any other inode must have been shown to the session (by a lookup, a
+/// listing or a create). Anything else is answered as if it did not exist.
+fn check_scope(m: &Master, s: &Session, req: &ClRequest) -> FsResult<()> {
+    if s.root == moose_proto::ROOT_INODE {
+        return Ok(());
+    }
+    let st = m.state();
+    for inode in named_inodes(req).into_iter().flatten() {
+        let inside = match st.meta.nodes.get(&inode) {
+            None => true, // answered with ENOENT by the request itself
+            Some(n) if n.is_dir() => st.is_ancestor(s.root, inode),
+            Some(_) => s.known.lock().contains(&inode),
+        };
+        if !inside {
+            crate::link::REFUSALS.warn(
+                s.ip,
+                &format!(
+                    "session {} from {} (mounted folder inode {}) named inode {inode} outside its \
+                     folder; refused",
+                    s.id, s.ip, s.root
+                ),
+            );
+            return Err(FsError::NoEnt);
+        }
+    }
+    Ok(())
+}
+
+/// The session opened `inode` with `bit` (R or W) granted.
+fn granted(s: &Session, inode: Inode, bit: u32) -> bool {
+    s.open
+        .lock()
+        .get(&inode)
+        .is_some_and(|r| r.grant & bit != 0)
+}
+
+fn not_granted(s: &Session, inode: Inode, what: &str) -> FsError {
+    crate::link::REFUSALS.warn(
+        s.ip,
+        &format!(
+            "session {} from {}: {what} of inode {inode} without opening it for that; refused",
+            s.id, s.ip
+        ),
+    );
+    FsError::Access
+}
+
 /// Answers what can be answered at once, under one hold of the state lock, without a task.
 pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
     let now = Timespec::now();
+    if let Err(e) = check_scope(m, s, &req) {
+        return Step::Reply(Err(e));
+    }
     let r = match req {
         ClRequest::WriteChunk { .. } => return Step::Later(req),
         ClRequest::SetAttr { ref set, .. } if set.size.is_some() => return Step::Later(req),
@@ -47,7 +141,11 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
             status::file_info(m, inode).map(|f| (ClReply::FileInfo(f), None))
         }
         ClRequest::ReadChunk { inode, index } => {
-            data::read_chunk(m, inode, index).map(|r| (r, None))
+            if granted(s, inode, crate::access::R) {
+                data::read_chunk(m, inode, index).map(|r| (r, None))
+            } else {
+                Err(not_granted(s, inode, "read"))
+            }
         }
         ClRequest::ReportBadCopy {
             chunk_id,
@@ -81,6 +179,9 @@ pub async fn handle_async(m: &Master, s: &Session, req: ClRequest) -> FsResult<C
     match req {
         ClRequest::WriteChunk { inode, index } => {
             writable(s)?;
+            if !granted(s, inode, crate::access::W) {
+                return Err(not_granted(s, inode, "write"));
+            }
             data::write_chunk(m, s, inode, index)
                 .await
                 .map(ClReply::WriteLease)
@@ -136,6 +237,13 @@ fn check_access(st: &State, s: &Session, inode: Inode, cred: &Cred, mask: u32) -
 
 fn writable(s: &Session) -> FsResult<()> {
     if s.read_only {
+        crate::link::REFUSALS.warn(
+            s.ip,
+            &format!(
+                "session {} from {} is read-only: a change was refused",
+                s.id, s.ip
+            ),
+        );
         Err(FsError::ReadOnly)
     } else {
         Ok(())

@@ -258,28 +258,21 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             }
             check_access(st, s, inode, &cred, mask)?;
             *st.rt.open.entry(inode).or_default() += 1;
-            *s.open.lock().entry(inode).or_default() += 1;
+            let mut open = s.open.lock();
+            let rec = open.entry(inode).or_default();
+            rec.count += 1;
+            rec.grant |= mask & (R | W);
+            drop(open);
             done(ClReply::Attr(attr(st, inode)?))
         }
         ClRequest::Release { inode } => {
-            let had = {
-                let mut open = s.open.lock();
-                match open.get_mut(&inode) {
-                    Some(n) => {
-                        *n -= 1;
-                        if *n == 0 {
-                            open.remove(&inode);
-                        }
-                        true
-                    }
-                    None => false,
-                }
-            };
-            if !had {
+            // The mount sends one Release when its last handle on the inode closes: every
+            // open of this session on it ends.
+            let Some(rec) = s.open.lock().remove(&inode) else {
                 return done(ClReply::Done);
-            }
+            };
             let left = st.rt.open.get_mut(&inode).map(|c| {
-                *c = c.saturating_sub(1);
+                *c = c.saturating_sub(rec.count);
                 *c
             });
             if left == Some(0) {
@@ -293,19 +286,35 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
         }
         ClRequest::WriteChunkEnd {
             inode,
-            index: _,
+            index,
             chunk_id,
             length,
             ok,
         } => {
-            if st
-                .rt
-                .write_locks
+            // Only the writer holding the chunk's lock ends it, for the file and slot the
+            // chunk belongs to; anything else changes nothing.
+            writable(s)?;
+            // A lock that timed out (a very slow write) still lets its writer end the write
+            // when nobody else took the chunk meanwhile.
+            let holds = match st.rt.write_locks.get(&chunk_id) {
+                Some(l) => l.session == s.id,
+                None => s.open.lock().get(&inode).is_some_and(|r| r.grant & W != 0),
+            };
+            let belongs = st
+                .meta
+                .chunks
                 .get(&chunk_id)
-                .is_some_and(|l| l.session == s.id)
-            {
-                st.rt.write_locks.remove(&chunk_id);
+                .is_some_and(|c| c.inode == inode && c.index == index);
+            if !holds || !belongs {
+                tracing::warn!(
+                    "session {} from {}: end of a write of chunk {chunk_id:016X} (inode {inode}, \
+                     index {index}) it does not hold; refused",
+                    s.id,
+                    s.ip
+                );
+                return Err(FsError::Perm);
             }
+            st.rt.write_locks.remove(&chunk_id);
             if !ok {
                 return done(ClReply::Attr(attr(st, inode)?));
             }
@@ -469,7 +478,8 @@ pub fn check_truncate(
         return Err(FsError::Inval);
     }
     // A handle this session opened for writing may truncate whatever the mode says now.
-    if !s.open.lock().contains_key(&inode) {
+    let opened_for_writing = s.open.lock().get(&inode).is_some_and(|r| r.grant & W != 0);
+    if !opened_for_writing {
         check_access(&st, s, inode, cred, W)?;
     }
     if size > MAX_FILE_SIZE {

@@ -37,8 +37,8 @@ pub fn file_info(m: &Master, inode: Inode) -> FsResult<Vec<ChunkInfo>> {
         return Ok(vec![]);
     };
     let goal = node.goal;
-    let mut out = Vec::with_capacity(chunks.len());
-    for (i, &chunk_id) in chunks.iter().enumerate() {
+    let mut out = Vec::new();
+    for (i, chunk_id) in chunks.iter() {
         let version = st
             .meta
             .chunks
@@ -66,7 +66,7 @@ pub fn file_info(m: &Master, inode: Inode) -> FsResult<Vec<ChunkInfo>> {
                     .collect()
             })
             .unwrap_or_default();
-        out.push((i as u32, chunk_id, version, copies));
+        out.push((i, chunk_id, version, copies));
     }
     drop(st);
     let entries = m.cs.lock();

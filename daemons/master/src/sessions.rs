@@ -1,0 +1,93 @@
+//! Sessions outlive their connections: a mount whose connection drops keeps its open files
+//! and write locks for `SESSION_SUSTAIN_TIME` and takes them over again when it reconnects
+//! with the session's key. A session not resumed by then expires and its files are released
+//! (a dead client's unlinked-but-open files are purged then). Tool sessions and sessions
+//! closed with `CloseSession` end with their connection.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clserv::Session;
+use crate::master::Master;
+
+struct Entry {
+    session: Arc<Session>,
+    key: Vec<u8>,
+    /// When its connection ended; `None` while connected.
+    detached: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct SessionTable {
+    entries: Mutex<HashMap<u64, Entry>>,
+}
+
+impl SessionTable {
+    pub fn insert(&self, session: Arc<Session>, key: Vec<u8>) {
+        self.entries.lock().insert(
+            session.id,
+            Entry {
+                session,
+                key,
+                detached: None,
+            },
+        );
+    }
+
+    /// Takes over a detached session with its key; `None` when there is no such session, it
+    /// is connected elsewhere, or the key is wrong.
+    pub fn resume(&self, id: u64, key: &[u8]) -> Option<Arc<Session>> {
+        let mut entries = self.entries.lock();
+        let e = entries.get_mut(&id)?;
+        if e.detached.is_none() || !moose_proto::auth::same(&e.key, key) {
+            return None;
+        }
+        e.detached = None;
+        Some(e.session.clone())
+    }
+
+    /// The connection of session `id` ended: keep it for the sustain time.
+    pub fn detach(&self, id: u64) {
+        if let Some(e) = self.entries.lock().get_mut(&id) {
+            e.detached = Some(Instant::now());
+        }
+    }
+
+    pub fn remove(&self, id: u64) -> Option<Arc<Session>> {
+        self.entries.lock().remove(&id).map(|e| e.session)
+    }
+
+    /// Removes and returns the sessions detached for longer than `sustain`.
+    pub fn expired(&self, sustain: Duration) -> Vec<Arc<Session>> {
+        let mut entries = self.entries.lock();
+        let ids: Vec<u64> = entries
+            .iter()
+            .filter(|(_, e)| e.detached.is_some_and(|at| at.elapsed() >= sustain))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| entries.remove(&id).map(|e| e.session))
+            .collect()
+    }
+}
+
+/// Releases the sessions whose sustain time ran out, once a second.
+pub async fn expire_loop(m: Arc<Master>) {
+    let sustain = Duration::from_secs(m.cfg.session_sustain);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for s in m.session_table.expired(sustain) {
+            tracing::info!(
+                "session {} of {} expired: no reconnection within SESSION_SUSTAIN_TIME ({} s); \
+                 its files are released",
+                s.id,
+                s.ip,
+                sustain.as_secs()
+            );
+            crate::clserv::release_session(&m, &s);
+        }
+    }
+}
