@@ -207,7 +207,8 @@ async fn run_step(
     let acted = match (step.kind, inst) {
         (StepKind::Deploy, _) => {
             let work = deploy::Work::of(&cluster.model, &step.host, &step.instances);
-            match work.run(host.as_ref()).await {
+            let build = cluster.build().await;
+            match work.run(host.as_ref(), &build).await {
                 Ok(summary) => {
                     r.say(StepState::Done, summary).await;
                     return StepEnd::Done;
