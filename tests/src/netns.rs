@@ -369,10 +369,16 @@ impl SshBed {
                 .split_whitespace()
                 .filter_map(|p| p.parse::<u32>().ok())
             {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
+                // The program's file name (comm is cut at 15 characters).
+                let comm = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .ok()
+                    .and_then(|c| {
+                        let argv0 = c.split(|&b| b == 0).next()?.to_vec();
+                        let argv0 = String::from_utf8_lossy(&argv0).into_owned();
+                        let word = argv0.split_whitespace().next()?.to_string();
+                        Some(word.rsplit('/').next().unwrap_or(&word).to_string())
+                    })
+                    .unwrap_or_default();
                 out.push((pid, comm));
             }
         }

@@ -1,0 +1,350 @@
+//! `moosectl` managing a cluster over real SSH: three network-namespace hosts with their own
+//! OpenSSH sshd (see `moose_tests::netns`), deployed, started, used through the mount,
+//! healed after a chunkserver host stops, stopped; and every bad input refused before
+//! anything changes, with a message naming the host.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use moose_tests::data::{assert_same, random_bytes};
+use moose_tests::netns::SshBed;
+use moose_tests::{bin_dir, fuse_available};
+use serde_json::Value;
+
+const MIB: usize = 1 << 20;
+
+/// A cluster on a test bed, described by an inventory moosectl reads.
+struct Remote {
+    bed: SshBed,
+    moosectl: PathBuf,
+    inventory: PathBuf,
+    root: PathBuf,
+    mount: PathBuf,
+}
+
+/// The inventory: `roles[i]` on host `i`, chunkserver ports 9422, 9432, 9442 by host (the
+/// hosts share this machine's files), everything under `root`.
+fn inventory(bed: &SshBed, root: &Path, roles: &[&[&str]], ssh: &[String]) -> String {
+    let net = bed.gateway.rsplit_once('.').unwrap().0.to_string();
+    let mut t = format!(
+        "[cluster]\nname = \"bed\"\ngoal = 2\nuser = \"root\"\ngroup = \"\"\n\
+         install_dir = \"{r}/bin\"\ndata_dir = \"{r}/data\"\nconfig_dir = \"{r}/etc\"\n\
+         log_dir = \"{r}/log\"\n\n",
+        r = root.display()
+    );
+    for (i, h) in bed.hosts.iter().enumerate() {
+        let quoted: Vec<String> = roles[i].iter().map(|r| format!("\"{r}\"")).collect();
+        t.push_str(&format!(
+            "[[hosts]]\nname = \"{}\"\naddress = \"{}\"\nssh = {}\nroles = [{}]\n\n",
+            h.name,
+            h.address,
+            ssh[i],
+            quoted.join(", ")
+        ));
+        if roles[i].contains(&"chunkserver") {
+            t.push_str(&format!(
+                "[[hosts.chunkservers]]\nport = {}\ndisks = [{{ path = \"{}/disks/{}\", limit = \"2GiB\" }}]\n\n",
+                9422 + 10 * i,
+                root.display(),
+                h.name
+            ));
+        }
+        if roles[i].contains(&"client") {
+            t.push_str(&format!(
+                "[hosts.client]\nmount = \"{}/mnt\"\n\n",
+                root.display()
+            ));
+        }
+    }
+    t.push_str(&format!(
+        "[[exports]]\naddress = \"{net}.0/24\"\npath = \"/\"\noptions = [\"rw\", \"alldirs\", \"maproot=0\"]\n"
+    ));
+    t
+}
+
+impl Remote {
+    fn new(names: &[&str], roles: &[&[&str]]) -> Remote {
+        if let Err(why) = fuse_available() {
+            panic!("cannot run the SSH cluster tests: {why}");
+        }
+        let bed = SshBed::new(names).expect("test bed");
+        let root = bed.dir.path().join("cluster");
+        let key = bed.user_key.display().to_string();
+        let ssh: Vec<String> = names
+            .iter()
+            .map(|_| format!("{{ key = \"{key}\" }}"))
+            .collect();
+        let text = inventory(&bed, &root, roles, &ssh);
+        let inventory = bed.dir.path().join("cluster.toml");
+        fs::write(&inventory, text).unwrap();
+        let moosectl = bin_dir().join("moosectl");
+        Remote {
+            mount: root.join("mnt"),
+            moosectl,
+            inventory,
+            root,
+            bed,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let mut child = Command::new(&self.moosectl)
+            .arg("-i")
+            .arg(&self.inventory)
+            .arg("--state")
+            .arg(self.bed.dir.path().join("state"))
+            .arg("--known-hosts")
+            .arg(&self.bed.known_hosts)
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run moosectl");
+        let start = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "moosectl {args:?} did not finish within 300 s:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "moosectl {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn status(&self) -> Value {
+        let out = self.ctl(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json is not JSON ({e}):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Waits until `f` holds for `status --json`.
+    fn wait_status(&self, what: &str, limit: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.status();
+            if f(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "waited {limit:?} for {what}; status:\n{v:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Program names running in host `i`'s namespace (sshd left out).
+    fn programs(&self, i: usize) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .bed
+            .processes(i)
+            .into_iter()
+            .map(|(_, c)| c)
+            .filter(|c| !c.starts_with("sshd"))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Chunks under goal, from the master's part of `status --json`.
+fn undergoal(v: &Value) -> Option<u64> {
+    let h = &v["master"]["health"];
+    h["undergoal"]
+        .as_u64()
+        .map(|u| u + h["endangered"].as_u64().unwrap_or(0))
+}
+
+fn is_mounted(p: &Path) -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(&*p.to_string_lossy()))
+}
+
+#[test]
+fn three_hosts_deploy_start_heal_and_stop() {
+    let r = Remote::new(
+        &["h1", "h2", "h3"],
+        &[
+            &["master", "metalogger", "chunkserver"],
+            &["chunkserver"],
+            &["chunkserver", "client"],
+        ],
+    );
+    // Deploy: everything is pushed; a second deploy pushes nothing.
+    let dry: Value =
+        serde_json::from_str(&r.ok(&["deploy", "--dry-run", "--json"])).expect("JSON plan");
+    assert_eq!(dry["cluster"], "bed");
+    let h3 = &dry["hosts"][2];
+    assert_eq!(h3["host"], "h3");
+    let programs: Vec<&str> = h3["binaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["program"].as_str().unwrap())
+        .collect();
+    assert_eq!(programs, ["moose-chunkserver", "moose-mount", "moose-tool"]);
+    assert!(h3["binaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["action"] == "push"));
+    assert!(h3["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["action"] == "create"));
+    assert!(!r.root.join("bin").exists(), "a dry run changes nothing");
+    let started = Instant::now();
+    r.ok(&["deploy"]);
+    let deploy_secs = started.elapsed().as_secs_f64();
+    let again: Value = serde_json::from_str(&r.ok(&["deploy", "--dry-run", "--json"])).unwrap();
+    for h in again["hosts"].as_array().unwrap() {
+        for b in h["binaries"].as_array().unwrap() {
+            assert_eq!(b["action"], "same", "{b}");
+        }
+        for f in h["files"].as_array().unwrap() {
+            assert_eq!(f["action"], "same", "{f}");
+        }
+    }
+
+    // A config change shows its diff under --dry-run, then applies with a backup.
+    let cfg = r.root.join("etc/chunkserver-9432.cfg");
+    let before = fs::read_to_string(&cfg).unwrap();
+    let text = fs::read_to_string(&r.inventory).unwrap();
+    fs::write(
+        &r.inventory,
+        text.replace(
+            "limit = \"2GiB\" }]\n\n[[hosts]]\nname = \"h3\"",
+            "limit = \"3GiB\" }]\n\n[[hosts]]\nname = \"h3\"",
+        ),
+    )
+    .unwrap();
+    let dry: Value = serde_json::from_str(&r.ok(&["deploy", "--dry-run", "--json"])).unwrap();
+    let changed: Vec<&Value> = dry["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|h| h["files"].as_array().unwrap())
+        .filter(|f| f["action"] == "update")
+        .collect();
+    assert_eq!(changed.len(), 1, "{dry:#}");
+    let diff = changed[0]["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("-") && diff.contains("+") && diff.contains("3GiB"),
+        "{diff}"
+    );
+    r.ok(&["deploy"]);
+    let backups: Vec<PathBuf> = fs::read_dir(r.root.join("etc/.moosectl-backup"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(backups.len(), 1);
+    let hdd = r.root.join("etc/chunkserver-9432-hdd.cfg");
+    assert!(fs::read_to_string(&hdd).unwrap().contains("3GiB"));
+    assert!(
+        fs::read_to_string(backups[0].join("chunkserver-9432-hdd.cfg"))
+            .unwrap()
+            .contains("2GiB")
+    );
+    assert_eq!(fs::read_to_string(&cfg).unwrap(), before);
+
+    // Start: each daemon runs in its host's namespace.
+    let started = Instant::now();
+    r.ok(&["start"]);
+    let start_secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        r.programs(0),
+        ["moose-chunkserver", "moose-master", "moose-metalogger"]
+    );
+    assert_eq!(r.programs(1), ["moose-chunkserver"]);
+    // fusermount3 is the mount's auto-unmount helper.
+    let mut h3: Vec<String> = r.programs(2);
+    h3.retain(|p| p != "fusermount3");
+    assert_eq!(h3, ["moose-chunkserver", "moose-mount"]);
+    for (pid, comm) in r.bed.processes(1) {
+        if comm == "moose-chunkserver" {
+            assert_eq!(SshBed::netns_of(pid), r.bed.hosts[1].netns);
+        }
+    }
+    assert!(is_mounted(&r.mount));
+
+    // 100 MB through the mount (made over SSH in h3's namespace, seen here).
+    let data = random_bytes(7, 100 * MIB);
+    let file = r.mount.join("big");
+    fs::write(&file, &data).unwrap();
+    assert_same("100 MB read back", &fs::read(&file).unwrap(), &data);
+
+    // One small file at goal 3: on every chunkserver, so it stays under goal while one is
+    // stopped, which makes "under goal" observable however fast the goal-2 chunks heal.
+    let small = r.mount.join("three-copies");
+    fs::write(&small, random_bytes(8, MIB)).unwrap();
+    let tool = Command::new(bin_dir().join("moose-tool"))
+        .args(["setgoal", "3"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(tool.status.success(), "{tool:?}");
+    let v = r.wait_status("every chunk at goal", Duration::from_secs(60), |v| {
+        undergoal(v) == Some(0) && v["master"]["chunks"] == 3
+    });
+    assert_eq!(v["ok"], true, "{v:#}");
+
+    // A chunkserver host stops: the goal-3 chunk stays under goal (two servers are left),
+    // the goal-2 chunks that had a copy there are made again on the others.
+    let victim = "chunkserver@h2";
+    r.ok(&["stop", victim]);
+    // Only the goal-3 chunk stays under goal: the goal-2 chunks are made again.
+    r.wait_status("goal-2 chunks made again", Duration::from_secs(120), |v| {
+        undergoal(v) == Some(1)
+    });
+    r.ok(&["start", victim]);
+    let v = r.wait_status("all back, healthy", Duration::from_secs(60), |v| {
+        undergoal(v) == Some(0) && v["ok"] == true
+    });
+    assert_eq!(v["ok"], true);
+    assert_same(
+        "100 MB read back after healing",
+        &fs::read(&file).unwrap(),
+        &data,
+    );
+
+    // Stop leaves no daemon and no mount.
+    r.ok(&["stop"]);
+    for i in 0..3 {
+        assert_eq!(r.programs(i), Vec::<String>::new(), "host {i} after stop");
+    }
+    assert!(!is_mounted(&r.mount));
+    eprintln!("measured: deploy of 3 hosts {deploy_secs:.1} s; start to all gates green {start_secs:.1} s");
+}
