@@ -22,6 +22,8 @@ struct Remote {
     inventory: PathBuf,
     root: PathBuf,
     mount: PathBuf,
+    /// The known_hosts file moosectl is given.
+    known_hosts: PathBuf,
 }
 
 /// The inventory: `roles[i]` on host `i`, chunkserver ports 9422, 9432, 9442 by host (the
@@ -81,6 +83,7 @@ impl Remote {
         fs::write(&inventory, text).unwrap();
         let moosectl = bin_dir().join("moosectl");
         Remote {
+            known_hosts: bed.known_hosts.clone(),
             mount: root.join("mnt"),
             moosectl,
             inventory,
@@ -96,7 +99,7 @@ impl Remote {
             .arg("--state")
             .arg(self.bed.dir.path().join("state"))
             .arg("--known-hosts")
-            .arg(&self.bed.known_hosts)
+            .arg(&self.known_hosts)
             .args(args)
             .env("RUST_BACKTRACE", "0")
             .env_remove("SSH_AUTH_SOCK")
@@ -347,4 +350,171 @@ fn three_hosts_deploy_start_heal_and_stop() {
     }
     assert!(!is_mounted(&r.mount));
     eprintln!("measured: deploy of 3 hosts {deploy_secs:.1} s; start to all gates green {start_secs:.1} s");
+}
+
+/// `moosectl deploy` refused before anything changes, exit 1, the message naming the host.
+fn refused(r: &Remote, args: &[&str], want: &str) {
+    let out = r.ctl(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: expected {want:?} in:\n{err}");
+    for d in ["bin", "etc", "data", "disks"] {
+        assert!(!r.root.join(d).exists(), "{args:?} changed {d} ({err})");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_any_change() {
+    let mut r = Remote::new(
+        &["h1", "h2"],
+        &[&["master", "chunkserver"], &["chunkserver"]],
+    );
+    let a2 = r.bed.hosts[1].address.clone();
+    let good_inventory = fs::read_to_string(&r.inventory).unwrap();
+    let bed_key = r.bed.user_key.display().to_string();
+    let h2_ssh = |text: &str, ssh: &str| {
+        let key = &bed_key;
+        let needle = format!("name = \"h2\"\naddress = \"{a2}\"\nssh = {{ key = \"{key}\" }}");
+        assert!(text.contains(&needle));
+        text.replace(
+            &needle,
+            &format!("name = \"h2\"\naddress = \"{a2}\"\nssh = {ssh}"),
+        )
+    };
+
+    // Unknown host key of h2.
+    let only_h1 = r.bed.dir.path().join("known_only_h1");
+    fs::write(
+        &only_h1,
+        format!("{} {}\n", r.bed.hosts[0].address, r.bed.hosts[0].host_key),
+    )
+    .unwrap();
+    r.known_hosts = only_h1.clone();
+    refused(
+        &r,
+        &["deploy"],
+        &format!("h2: unknown host key of {a2}: ssh-ed25519 SHA256:"),
+    );
+    assert_eq!(fs::read_to_string(&only_h1).unwrap().lines().count(), 1);
+
+    // Changed host key of h2 (it has h1's key on record), line 2 of the file.
+    let changed = r.bed.dir.path().join("known_changed");
+    fs::write(
+        &changed,
+        format!(
+            "{} {}\n{a2} {}\n",
+            r.bed.hosts[0].address, r.bed.hosts[0].host_key, r.bed.hosts[0].host_key
+        ),
+    )
+    .unwrap();
+    r.known_hosts = changed.clone();
+    refused(
+        &r,
+        &["deploy", "--accept-new-host-keys"],
+        &format!("h2: host key of h2 changed: {a2} now offers ssh-ed25519 SHA256:"),
+    );
+    refused(
+        &r,
+        &["deploy"],
+        &format!("{}:2 has ssh-ed25519", changed.display()),
+    );
+    r.known_hosts = r.bed.known_hosts.clone();
+
+    // A user key h2 refuses.
+    let other = r.bed.dir.path().join("other_key");
+    let k = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(k.status.success());
+    fs::write(
+        &r.inventory,
+        h2_ssh(
+            &good_inventory,
+            &format!("{{ key = \"{}\" }}", other.display()),
+        ),
+    )
+    .unwrap();
+    refused(
+        &r,
+        &["deploy"],
+        &format!("h2: root@{a2}: key refused (tried {})", other.display()),
+    );
+
+    // A closed port.
+    let key = r.bed.user_key.display().to_string();
+    fs::write(
+        &r.inventory,
+        h2_ssh(
+            &good_inventory,
+            &format!("{{ key = \"{key}\", port = 2222 }}"),
+        ),
+    )
+    .unwrap();
+    refused(
+        &r,
+        &["deploy"],
+        &format!("h2: cannot reach {a2}:2222: connection refused"),
+    );
+
+    // A non-root login without sudo.
+    r.bed.add_user("mtdeploy").unwrap();
+    fs::write(
+        &r.inventory,
+        h2_ssh(
+            &good_inventory,
+            &format!("{{ key = \"{key}\", user = \"mtdeploy\" }}"),
+        ),
+    )
+    .unwrap();
+    refused(
+        &r,
+        &["deploy"],
+        &format!(
+            "h2: mtdeploy cannot write {}; log in as root or set sudo = true",
+            r.root.join("bin").display()
+        ),
+    );
+
+    // A build for another machine.
+    fs::write(&r.inventory, &good_inventory).unwrap();
+    let other_arch = r.bed.dir.path().join("aarch64-build");
+    fs::create_dir(&other_arch).unwrap();
+    for p in [
+        "moose-master",
+        "moose-metalogger",
+        "moose-mount",
+        "moose-tool",
+    ] {
+        std::os::unix::fs::symlink(bin_dir().join(p), other_arch.join(p)).unwrap();
+    }
+    let mut cs = fs::read(bin_dir().join("moose-chunkserver")).unwrap();
+    cs[18..20].copy_from_slice(&0xb7u16.to_le_bytes());
+    fs::write(other_arch.join("moose-chunkserver"), cs).unwrap();
+    let arch = String::from_utf8_lossy(&Command::new("uname").arg("-m").output().unwrap().stdout)
+        .trim()
+        .to_string();
+    refused(
+        &r,
+        &["deploy", "--binaries", &other_arch.to_string_lossy()],
+        &format!("h2: the build is aarch64 but h2 is {arch}"),
+    );
+
+    // A host dropping packets: the connect timeout.
+    r.bed
+        .nft_in_host(1, "table inet drop22 {\n chain input_drop {\n type filter hook input priority 0;\n tcp dport 22 drop\n }\n}\n")
+        .unwrap();
+    refused(
+        &r,
+        &["--connect-timeout", "2", "deploy"],
+        &format!("h2: cannot reach {a2}:22: timed out after 2 s"),
+    );
+    r.bed
+        .in_host(1, &["nft", "delete", "table", "inet", "drop22"])
+        .unwrap();
+
+    // The same inventory and files deploy once the input is right.
+    r.ok(&["deploy"]);
+    assert!(r.root.join("bin/moose-chunkserver").exists());
 }
