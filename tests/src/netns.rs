@@ -350,6 +350,19 @@ impl SshBed {
             .map(|_| ())
     }
 
+    /// Drops what this machine (the console) sends to `address:port`; the namespaces still
+    /// reach it. Undone with the bed.
+    pub fn block_from_console(&self, address: &str, port: u16) -> Result<()> {
+        let rules = format!(
+            "table inet {t} {{\n  chain console_out {{\n    type filter hook output priority 0;\n    \
+             ip daddr {address} tcp dport {port} drop\n  }}\n}}\n",
+            t = self.nft_table
+        );
+        let file = self.dir.path().join("block.nft");
+        std::fs::write(&file, rules)?;
+        sh(Command::new("nft").arg("-f").arg(&file)).map(|_| ())
+    }
+
     /// Creates a login account (no password, shell /bin/sh) that the bed's key logs in
     /// as; removed with the bed.
     pub fn add_user(&mut self, name: &str) -> Result<()> {

@@ -343,6 +343,33 @@ fn three_hosts_deploy_start_heal_and_stop() {
         &data,
     );
 
+    // The master's client port closed to the console: status goes through h1's SSH tunnel.
+    r.bed
+        .block_from_console(&r.bed.hosts[0].address, 9421)
+        .unwrap();
+    assert!(std::net::TcpStream::connect_timeout(
+        &format!("{}:9421", r.bed.hosts[0].address).parse().unwrap(),
+        Duration::from_secs(1)
+    )
+    .is_err());
+    let v = r.status();
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert!(v["master"]["chunks"].as_u64().is_some(), "{v:#}");
+
+    // A host whose port 22 drops packets reads unreachable; the others still answer.
+    r.bed
+        .nft_in_host(1, "table inet drop22 {\n chain input_drop {\n type filter hook input priority 0;\n tcp dport 22 drop\n }\n}\n")
+        .unwrap();
+    let out = r.ctl(&["--connect-timeout", "2", "status", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("unreachable: h2"), "{v:#}");
+    assert!(v["master"]["chunks"].as_u64().is_some(), "{v:#}");
+    r.bed
+        .in_host(1, &["nft", "delete", "table", "inet", "drop22"])
+        .unwrap();
+
     // Stop leaves no daemon and no mount.
     r.ok(&["stop"]);
     for i in 0..3 {
