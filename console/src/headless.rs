@@ -534,7 +534,17 @@ pub fn deploy(
         .collect();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     rt.block_on(async {
-        let build = cluster.build().await;
+        // The build's programs these hosts get, hashed once.
+        let programs: std::collections::BTreeSet<&'static str> = works
+            .iter()
+            .flat_map(|w| w.binaries.iter().copied())
+            .collect();
+        let dir = cluster.build_dir.clone();
+        let build = std::sync::Arc::new(
+            tokio::task::spawn_blocking(move || crate::deploy::Build::scan(&dir, &programs))
+                .await
+                .unwrap_or_default(),
+        );
         // 1. Preflight everywhere, before any change.
         let checks = futures_join(works.iter().map(|w| {
             let host = cluster.host(&w.host);

@@ -242,6 +242,52 @@ fn three_hosts_deploy_start_heal_and_stop() {
         }
     }
 
+    // Figures for docs/console.md (printed, not asserted): one chunkserver binary pushed to
+    // the three hosts at once by deploy, against scp of the same file to one host.
+    let changed_build = r.bed.dir.path().join("changed-build");
+    fs::create_dir(&changed_build).unwrap();
+    let mut cs = fs::read(bin_dir().join("moose-chunkserver")).unwrap();
+    cs.extend_from_slice(b"changed");
+    let cs_bytes = cs.len();
+    fs::write(changed_build.join("moose-chunkserver"), cs).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(
+        changed_build.join("moose-chunkserver"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let t = Instant::now();
+    r.ok(&[
+        "deploy",
+        "chunkserver",
+        "--binaries",
+        &changed_build.to_string_lossy(),
+    ]);
+    let push3 = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let scp = Command::new("scp")
+        .args(["-O", "-q", "-i"])
+        .arg(&r.bed.user_key)
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            r.bed.known_hosts.display()
+        ))
+        .arg(changed_build.join("moose-chunkserver"))
+        .arg(format!(
+            "root@{}:{}/scp-copy",
+            r.bed.hosts[0].address,
+            r.bed.dir.path().display()
+        ))
+        .output()
+        .unwrap();
+    let scp1 = t.elapsed().as_secs_f64();
+    assert!(scp.status.success(), "{scp:?}");
+    eprintln!(
+        "measured: deploy chunkserver ({:.1} MB) to 3 hosts {push3:.1} s; scp to 1 host {scp1:.1} s",
+        cs_bytes as f64 / 1e6
+    );
+
     // A config change shows its diff under --dry-run, then applies with a backup.
     let cfg = r.root.join("etc/chunkserver-9432.cfg");
     let before = fs::read_to_string(&cfg).unwrap();

@@ -339,7 +339,8 @@ const FACTS_SCRIPT: &str = "echo \"arch=$(uname -m)\"; echo \"uid=$(id -u)\"; n=
 /// `$1` = stamp, then pairs of temp and target.
 const COMMIT_SCRIPT: &str = "set -e; s=$1; shift; while [ $# -ge 2 ]; do t=$1; f=$2; shift 2; \
     d=$(dirname -- \"$f\"); if [ -e \"$f\" ]; then b=\"$d/.moosectl-backup/$s\"; \
-    mkdir -p -- \"$b\"; cp -p -- \"$f\" \"$b/$(basename -- \"$f\")\"; fi; mv -f -- \"$t\" \"$f\"; \
+    mkdir -p -- \"$b\"; n=\"$b/$(basename -- \"$f\")\"; \
+    ln -f -- \"$f\" \"$n\" 2>/dev/null || cp -p -- \"$f\" \"$n\"; fi; mv -f -- \"$t\" \"$f\"; \
     sync -- \"$d\" 2>/dev/null || true; if [ -d \"$d/.moosectl-backup\" ]; then \
     ls -1 -- \"$d/.moosectl-backup\" | sort | head -n -5 | while IFS= read -r old; do \
     rm -rf -- \"$d/.moosectl-backup/$old\"; done; fi; done";
