@@ -349,6 +349,10 @@ fn three_hosts_deploy_start_heal_and_stop() {
     }
     assert!(is_mounted(&r.mount));
 
+    // Logs come from the hosts (a remote tail).
+    let logs = r.ok(&["logs", "master", "-n", "5"]);
+    assert!(!logs.trim().is_empty(), "the master's log is empty");
+
     // 100 MB through the mount (made over SSH in h3's namespace, seen here).
     let data = random_bytes(7, 100 * MIB);
     let file = r.mount.join("big");

@@ -392,3 +392,57 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jump_host_reaches_a_host_closed_to_the_console() {
+    let bed = SshBed::new(&["bastion", "inner"]).expect("test bed");
+    let inner = bed.hosts[1].address.clone();
+    bed.block_from_console(&inner, 22).unwrap();
+    let direct = SshHost::new(
+        target(&bed, 1, &bed.user_key),
+        options(&bed.known_hosts, false),
+    );
+    let e = direct
+        .run(&cmd("true", &[]), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("inner: cannot reach {inner}:22: ")),
+        "{e}"
+    );
+
+    let mut t = target(&bed, 1, &bed.user_key);
+    t.jump = Some(moose_inventory::Jump::parse(&format!("root@{}", bed.hosts[0].address)).unwrap());
+    let host = SshHost::new(t, options(&bed.known_hosts, false));
+    let f = host
+        .run(&cmd("ip", &["-o", "-4", "addr", "show", "eth0"]), None)
+        .await
+        .unwrap();
+    assert!(
+        f.stdout[0].contains(&inner),
+        "the command ran on inner: {f:?}"
+    );
+    let mut s = host.connect(22).await.unwrap();
+    let mut banner = [0u8; 8];
+    s.read_exact(&mut banner).await.unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
+
+    // The jump host's key is checked too.
+    let only_inner = bed.dir.path().join("known_inner");
+    std::fs::write(&only_inner, format!("{inner} {}\n", bed.hosts[1].host_key)).unwrap();
+    let mut t = target(&bed, 1, &bed.user_key);
+    t.jump = Some(moose_inventory::Jump::parse(&bed.hosts[0].address).unwrap());
+    let e = SshHost::new(t, options(&only_inner, false))
+        .run(&cmd("true", &[]), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "inner: unknown host key of {}: ",
+            bed.hosts[0].address
+        )),
+        "{e}"
+    );
+}
