@@ -50,6 +50,7 @@ pub struct SshBed {
     bridge: String,
     nft_table: String,
     users: Vec<String>,
+    sudoers: Vec<PathBuf>,
 }
 
 fn sh(cmd: &mut Command) -> Result<String> {
@@ -196,6 +197,7 @@ impl SshBed {
             nft_table: format!("{NFT_PREFIX}{pid}_{n}"),
             hosts: Vec::new(),
             users: Vec::new(),
+            sudoers: Vec::new(),
             dir,
         };
         // From here on, Drop cleans up whatever was made.
@@ -374,6 +376,22 @@ impl SshBed {
         Ok(())
     }
 
+    /// Lets `user` run anything as root through `sudo -n` (a file in /etc/sudoers.d,
+    /// removed with the bed).
+    pub fn allow_sudo(&mut self, user: &str) -> Result<()> {
+        let file = PathBuf::from(format!(
+            "/etc/sudoers.d/moosetest-{}-{user}",
+            std::process::id()
+        ));
+        std::fs::write(&file, format!("{user} ALL=(root) NOPASSWD: ALL\n"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440))?;
+        }
+        self.sudoers.push(file);
+        Ok(())
+    }
+
     /// The PIDs of the processes in host `i`'s namespace, with their program names.
     pub fn processes(&self, i: usize) -> Vec<(u32, String)> {
         let mut out = Vec::new();
@@ -439,6 +457,9 @@ impl Drop for SshBed {
         }
         let _ = ip(&["link", "delete", &self.bridge]);
         let _ = sh(Command::new("nft").args(["delete", "table", "inet", &self.nft_table]));
+        for f in &self.sudoers {
+            let _ = std::fs::remove_file(f);
+        }
         for u in &self.users {
             let _ = sh(Command::new("userdel").arg(u));
         }

@@ -446,3 +446,59 @@ async fn a_jump_host_reaches_a_host_closed_to_the_console() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sudo_runs_commands_and_writes_as_root() {
+    let mut bed = SshBed::new(&["h1"]).expect("test bed");
+    let user = format!("mts{}", std::process::id() % 100_000);
+    bed.add_user(&user).unwrap();
+    let mut t = target(&bed, 0, &bed.user_key);
+    t.user = user.clone();
+    let plain = SshHost::new(t.clone(), options(&bed.known_hosts, false));
+    let f = plain.run(&cmd("id", &["-u"]), None).await.unwrap();
+    assert_ne!(f.stdout, ["0"], "{f:?}");
+    // Without sudo it cannot write a root folder; the error says what to do.
+    let root_only = bed.dir.path().join("root-only");
+    std::fs::create_dir(&root_only).unwrap();
+    let e = plain
+        .write_file(&root_only.join("f"), b"x", 0o644, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot write there: log in as root or set sudo = true"),
+        "{e}"
+    );
+
+    // sudo that wants a password: refused with the fix.
+    t.sudo = true;
+    let host = SshHost::new(t, options(&bed.known_hosts, false));
+    let f = host.run(&cmd("id", &["-u"]), None).await.unwrap();
+    assert_eq!(f.code, Some(1), "{f:?}");
+    assert!(
+        f.message().contains("allow it NOPASSWD in sudoers"),
+        "{f:?}"
+    );
+
+    bed.allow_sudo(&user).unwrap();
+    let f = host.run(&cmd("id", &["-u"]), None).await.unwrap();
+    assert_eq!(f.stdout, ["0"], "{f:?}");
+    host.write_file(&root_only.join("f"), b"as root\n", 0o600, Some("root:"))
+        .await
+        .unwrap();
+    assert_eq!(
+        host.read_file(&root_only.join("f")).await.unwrap().unwrap(),
+        b"as root\n"
+    );
+    // A dropped sudo run still ends its remote process.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(700),
+        host.run(&cmd("sleep", &["3599"]), None),
+    )
+    .await;
+    wait_until(
+        || bed.processes(0).iter().all(|(_, c)| c != "sleep"),
+        "the remote sleep under sudo to be killed",
+    )
+    .await;
+}
