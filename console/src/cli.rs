@@ -133,6 +133,7 @@ pub enum PlanAction {
     Start,
     Stop,
     Restart,
+    Deploy,
 }
 
 impl From<PlanAction> for Action {
@@ -141,6 +142,7 @@ impl From<PlanAction> for Action {
             PlanAction::Start => Action::Start,
             PlanAction::Stop => Action::Stop,
             PlanAction::Restart => Action::Restart,
+            PlanAction::Deploy => Action::Deploy,
         }
     }
 }

@@ -294,6 +294,41 @@ pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
     out
 }
 
+/// The preflight of every host of a deploy plan: the diff in lines, or one line per failing
+/// host.
+pub async fn preview(
+    cluster: &crate::model::Cluster,
+    plan: &crate::plan::Plan,
+) -> Result<Vec<String>, Vec<String>> {
+    let build = cluster.build().await;
+    let mut set = tokio::task::JoinSet::new();
+    let steps: Vec<_> = plan.stages.iter().flat_map(|s| s.steps.iter()).collect();
+    for (k, step) in steps.iter().enumerate() {
+        let work = Work::of(&cluster.model, &step.host, &step.instances);
+        let host = cluster.host(&step.host);
+        let build = build.clone();
+        set.spawn(async move { (k, work.preflight(host.as_ref(), &build).await) });
+    }
+    let mut results: Vec<Option<Result<Changes, DeployError>>> =
+        (0..steps.len()).map(|_| None).collect();
+    while let Some(Ok((k, r))) = set.join_next().await {
+        results[k] = Some(r);
+    }
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for r in results.into_iter().flatten() {
+        match r {
+            Ok(c) => lines.extend(c.describe().lines().map(str::to_string)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(lines)
+    } else {
+        Err(errors)
+    }
+}
+
 /// What a host keeps of a stage: `(temp, target)` pairs.
 pub type Staged = Vec<(PathBuf, PathBuf)>;
 
@@ -723,7 +758,8 @@ mod tests {
                 "moose-master",
                 "moose-metalogger",
                 "moose-chunkserver",
-                "moose-mount"
+                "moose-mount",
+                "moose-tool"
             ]
         );
         assert_eq!(w.files.len(), 9);
@@ -732,7 +768,8 @@ mod tests {
         let d = w.describe();
         assert_eq!(
             d[0],
-            "check binaries: moose-master, moose-metalogger, moose-chunkserver, moose-mount"
+            "check binaries: moose-master, moose-metalogger, moose-chunkserver, moose-mount, \
+             moose-tool"
         );
         assert_eq!(
             d[1],

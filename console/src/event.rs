@@ -23,6 +23,11 @@ pub enum Event {
     Log(LogEvent),
     /// The running plan moved on.
     Progress(Progress),
+    /// What a deploy plan would change (the preflight of every host), or why it cannot run.
+    DeployPreview {
+        plan: Box<Plan>,
+        diff: Result<Vec<String>, Vec<String>>,
+    },
 }
 
 /// Work for the tasks outside the state: each runs on a tokio task and sends events back.
@@ -32,4 +37,6 @@ pub enum Command {
     RunPlan(Plan),
     /// Poll the monitor now instead of at the next second.
     Refresh,
+    /// Run deploy's preflight on the hosts of this deploy plan and send the diff.
+    PreviewDeploy(Plan),
 }

@@ -151,6 +151,19 @@ fn start(
 ) {
     match cmd {
         Command::Refresh => refresh.notify_one(),
+        Command::PreviewDeploy(plan) => {
+            let cluster = cluster.clone();
+            let tx = tx.clone();
+            rt.spawn(async move {
+                let diff = crate::deploy::preview(&cluster, &plan).await;
+                let _ = tx
+                    .send(Event::DeployPreview {
+                        plan: Box::new(plan),
+                        diff,
+                    })
+                    .await;
+            });
+        }
         Command::RunPlan(plan) => {
             let (ptx, mut prx) = mpsc::channel(256);
             let cluster = cluster.clone();

@@ -32,6 +32,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "X",
         "stop the cluster (asks first; clients → chunkservers → metaloggers → master)",
     ),
+    (
+        "D",
+        "deploy (checks every host, shows the diff, asks first)",
+    ),
     ("r", "restart the selected role (Servers pane; asks first)"),
     ("l", "logs of the selected role (Servers, Disks)"),
     (
@@ -119,6 +123,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             app.dirty = true;
             vec![]
         }
+        Event::DeployPreview { plan, diff } => deploy_preview(app, *plan, diff),
         Event::Log(ev) => {
             let shown = app.log_source.is_none_or(|s| s == ev.source);
             match ev.event {
@@ -259,6 +264,7 @@ fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Command> {
         }
         KeyCode::Char('S') => run_action(app, Action::Start, None),
         KeyCode::Char('X') => run_action(app, Action::Stop, None),
+        KeyCode::Char('D') => run_action(app, Action::Deploy, None),
         KeyCode::Char('r') => match selected_instance(app) {
             Some(idx) => {
                 let t = Target::of(&app.model.instances[idx]);
@@ -381,6 +387,50 @@ fn confirmed(app: &mut App, then: Confirmed) -> Vec<Command> {
     }
 }
 
+/// Most diff lines a deploy dialog shows.
+const DEPLOY_DIALOG_LINES: usize = 40;
+
+/// The preflight came back: the diff in a dialog (Cancel focused), or the failing hosts.
+fn deploy_preview(
+    app: &mut App,
+    plan: Plan,
+    diff: Result<Vec<String>, Vec<String>>,
+) -> Vec<Command> {
+    match diff {
+        Err(errors) => {
+            app.flash(
+                Level::Error,
+                format!("deploy refused, nothing changed: {}", errors.join("; ")),
+            );
+            vec![]
+        }
+        Ok(lines) => {
+            let mut body: Vec<String> = lines.iter().take(DEPLOY_DIALOG_LINES).cloned().collect();
+            if lines.len() > DEPLOY_DIALOG_LINES {
+                body.push(format!(
+                    "… {} more lines (moosectl deploy --dry-run shows them all)",
+                    lines.len() - DEPLOY_DIALOG_LINES
+                ));
+            }
+            body.push(String::new());
+            body.push(
+                "Everything is staged on every host first, then put in place with a backup; \
+                 nothing is restarted."
+                    .to_string(),
+            );
+            body.push("Tab moves to the button, Enter presses it, Esc cancels.".to_string());
+            app.mode = Mode::Confirm(Dialog {
+                title: format!("Deploy cluster \"{}\"?", plan.cluster),
+                body,
+                yes: "Deploy".to_string(),
+                focus_yes: false,
+                then: Confirmed::RunPlan(plan),
+            });
+            vec![]
+        }
+    }
+}
+
 /// The one check for changes: refused in read-only mode and while another plan runs.
 fn allowed(app: &mut App, action: Action) -> bool {
     if app.readonly {
@@ -429,6 +479,13 @@ fn run_action(app: &mut App, action: Action, target: Option<Target>) -> Vec<Comm
     };
     if action == Action::Start {
         return launch(app, plan);
+    }
+    if action == Action::Deploy {
+        app.flash(
+            Level::Info,
+            "deploy: checking every host (the diff follows)".to_string(),
+        );
+        return vec![Command::PreviewDeploy(plan)];
     }
     let what = match &target {
         Some(t) => t.to_string(),
@@ -686,7 +743,7 @@ mod tests {
         cmds.iter()
             .filter_map(|c| match c {
                 Command::RunPlan(p) => Some((p.action, p.target.clone())),
-                Command::Refresh => None,
+                Command::Refresh | Command::PreviewDeploy(_) => None,
             })
             .collect()
     }
@@ -992,5 +1049,46 @@ mod tests {
         a.dirty = false;
         press(&mut a, KeyCode::F(12));
         assert!(!a.dirty, "an unbound key changes nothing");
+    }
+
+    #[test]
+    fn deploy_checks_first_then_asks_with_cancel_focused() {
+        let (mut a, _) = app();
+        let cmds = press(&mut a, KeyCode::Char('D'));
+        let plan = match cmds.as_slice() {
+            [Command::PreviewDeploy(p)] => p.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(plan.action, Action::Deploy);
+        assert_eq!(plan.stages.len(), 1);
+        let out = update(
+            &mut a,
+            Event::DeployPreview {
+                plan: Box::new(plan.clone()),
+                diff: Err(vec![
+                    "cs2: cannot reach 10.0.0.12:22: connection refused".into()
+                ]),
+            },
+        );
+        assert!(out.is_empty());
+        assert!(matches!(a.mode, Mode::Normal));
+        assert!(a.flash.as_ref().unwrap().text.contains("cs2: cannot reach"));
+        update(
+            &mut a,
+            Event::DeployPreview {
+                plan: Box::new(plan),
+                diff: Ok(vec!["local: nothing to push".into()]),
+            },
+        );
+        match &a.mode {
+            Mode::Confirm(d) => {
+                assert!(!d.focus_yes, "Cancel has the focus");
+                assert_eq!(d.yes, "Deploy");
+                assert_eq!(d.body[0], "local: nothing to push");
+            }
+            m => panic!("{m:?}"),
+        }
+        // Enter on Cancel runs nothing.
+        assert!(press(&mut a, KeyCode::Enter).is_empty());
     }
 }

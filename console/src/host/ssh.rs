@@ -1282,11 +1282,16 @@ mod tests {
     fn kill_wrapper_passes_status_and_kills_on_close() {
         use std::io::Read;
         use std::process::{Command as P, Stdio};
-        let out = P::new("sh")
+        let mut child = P::new("sh")
             .args(["-c", KILL_WRAPPER, "x", "sh", "-c", "echo hi; exit 7"])
             .stdin(Stdio::piped())
-            .output()
+            .stdout(Stdio::piped())
+            .spawn()
             .unwrap();
+        // Standard input stays open (as a channel's does) until the command has ended.
+        let stdin = child.stdin.take();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
         assert_eq!(out.status.code(), Some(7));
         assert_eq!(out.stdout, b"hi\n");
         let mut child = P::new("sh")
