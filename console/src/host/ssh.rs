@@ -694,7 +694,9 @@ impl SshHost {
                     });
                 }
                 Err(e) => {
-                    self.drop_conn(&conn).await;
+                    if conn.handle.is_closed() {
+                        self.drop_conn(&conn).await;
+                    }
                     if !again || !conn.handle.is_closed() {
                         return Err(
                             self.fail(format!("cannot open an SSH session: {}", russh_reason(&e)))
@@ -1187,33 +1189,45 @@ impl Host for SshHost {
                 port,
                 cause: std::io::Error::other(cause),
             };
-            let conn = self.conn().await?;
-            let permit = conn
-                .channels
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| fail("the connection is closing".to_string()))?;
-            let ch = conn
-                .handle
-                .channel_open_direct_tcpip(
-                    self.target.address.clone(),
-                    u32::from(port),
-                    "127.0.0.1",
-                    0,
-                )
-                .await
-                .map_err(|e| {
-                    fail(format!(
-                        "{} through the SSH tunnel from {}",
-                        russh_reason(&e),
-                        self.target.name
-                    ))
-                })?;
-            Ok(Box::new(Tunnel {
-                inner: ch.into_stream(),
-                _permit: permit,
-            }) as Box<dyn Stream>)
+            let mut again = true;
+            loop {
+                let conn = self.conn().await?;
+                let permit = conn
+                    .channels
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| fail("the connection is closing".to_string()))?;
+                match conn
+                    .handle
+                    .channel_open_direct_tcpip(
+                        self.target.address.clone(),
+                        u32::from(port),
+                        "127.0.0.1",
+                        0,
+                    )
+                    .await
+                {
+                    Ok(ch) => {
+                        return Ok(Box::new(Tunnel {
+                            inner: ch.into_stream(),
+                            _permit: permit,
+                        }) as Box<dyn Stream>)
+                    }
+                    // The connection was lost: open it again once.
+                    Err(_) if again && conn.handle.is_closed() => {
+                        self.drop_conn(&conn).await;
+                        again = false;
+                    }
+                    Err(e) => {
+                        return Err(fail(format!(
+                            "{} through the SSH tunnel from {}",
+                            russh_reason(&e),
+                            self.target.name
+                        )))
+                    }
+                }
+            }
         })
     }
 }
