@@ -595,3 +595,203 @@ fn bad_input_is_refused_before_any_change() {
     r.ok(&["deploy"]);
     assert!(r.root.join("bin/moose-chunkserver").exists());
 }
+
+/// A tmux session that is killed when the test ends.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let name = format!("moosectl-ssh-test-{}", std::process::id());
+        let out = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "180",
+                "-y",
+                "48",
+                command,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tmux ({e}); install it: apt-get install tmux"));
+        assert!(out.status.success(), "tmux: {out:?}");
+        Tmux { name }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let out = Command::new("tmux")
+                .args(["send-keys", "-t", &self.name, k])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "tmux send-keys {k}: {out:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait(&self, limit: Duration, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if cond(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "waited {limit:?} for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["has-session", "-t", &self.name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .output();
+    }
+}
+
+/// The state column of a Servers row `HOST ROLE INSTANCE STATE ...`.
+fn state_of(screen: &str, host: &str, instance: &str) -> Option<String> {
+    screen.lines().find_map(|l| {
+        let t: Vec<&str> = l
+            .split_whitespace()
+            .map(|w| w.trim_matches(['│', '▶']))
+            .filter(|w| !w.is_empty())
+            .collect();
+        (t.len() > 3 && t[0] == host && t[2] == instance).then(|| t[3].to_string())
+    })
+}
+
+/// The header's `undergoal N`.
+fn undergoal_shown(screen: &str) -> Option<u64> {
+    let l = screen.lines().next()?;
+    let i = l.find("undergoal ")?;
+    l[i + 10..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn terminal_ui_shows_every_host_and_follows_their_logs() {
+    let r = Remote::new(
+        &["h1", "h2", "h3"],
+        &[
+            &["master", "metalogger", "chunkserver"],
+            &["chunkserver"],
+            &["chunkserver", "client"],
+        ],
+    );
+    r.ok(&["start"]);
+    // A goal-3 file: under goal while any chunkserver is stopped.
+    let small = r.mount.join("three-copies");
+    fs::write(&small, random_bytes(9, MIB)).unwrap();
+    let tool = Command::new(bin_dir().join("moose-tool"))
+        .args(["setgoal", "3"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(tool.status.success(), "{tool:?}");
+
+    let command = format!(
+        "env RUST_BACKTRACE=0 SSH_AUTH_SOCK= {} -i {} --state {} --known-hosts {} --connect-timeout 2",
+        r.moosectl.display(),
+        r.inventory.display(),
+        r.bed.dir.path().join("state").display(),
+        r.known_hosts.display()
+    );
+    let tmux = Tmux::start(&command);
+    let rows = [
+        ("h1", "master", "running"),
+        ("h1", "metalogger", "running"),
+        ("h1", "chunkserver-9422", "running"),
+        ("h2", "chunkserver-9432", "running"),
+        ("h3", "chunkserver-9442", "running"),
+        ("h3", "client", "mounted"),
+    ];
+    tmux.keys(&["2"]);
+    tmux.wait(Duration::from_secs(60), "every host's rows", |s| {
+        rows.iter()
+            .all(|(h, i, st)| state_of(s, h, i).as_deref() == Some(*st))
+            && undergoal_shown(s) == Some(0)
+    });
+
+    // The Logs pane follows every log with a remote tail.
+    tmux.keys(&["5"]);
+    let start = Instant::now();
+    while (0..3)
+        .map(|i| r.programs(i).iter().filter(|p| *p == "tail").count())
+        .sum::<usize>()
+        == 0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no remote tail started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A chunkserver host stops: undergoal rises in the header, then goes back to 0.
+    tmux.keys(&["2"]);
+    r.ok(&["stop", "chunkserver@h2"]);
+    tmux.wait(Duration::from_secs(30), "undergoal above 0", |s| {
+        undergoal_shown(s).is_some_and(|u| u > 0)
+    });
+    r.ok(&["start", "chunkserver@h2"]);
+    tmux.wait(Duration::from_secs(90), "undergoal back to 0", |s| {
+        undergoal_shown(s) == Some(0)
+            && state_of(s, "h2", "chunkserver-9432").as_deref() == Some("running")
+    });
+
+    // A host whose port 22 drops packets reads unreachable; the others keep updating.
+    r.bed
+        .nft_in_host(1, "table inet drop22 {\n chain input_drop {\n type filter hook input priority 0;\n tcp dport 22 drop\n }\n}\n")
+        .unwrap();
+    let s = tmux.wait(Duration::from_secs(30), "h2 unreachable", |s| {
+        state_of(s, "h2", "chunkserver-9432").as_deref() == Some("unreachable")
+    });
+    assert_eq!(
+        state_of(&s, "h1", "master").as_deref(),
+        Some("running"),
+        "{s}"
+    );
+    r.bed
+        .in_host(1, &["nft", "delete", "table", "inet", "drop22"])
+        .unwrap();
+
+    // Quitting leaves no remote tail.
+    tmux.keys(&["q"]);
+    let start = Instant::now();
+    while tmux.alive() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!tmux.alive(), "the console did not quit");
+    let start = Instant::now();
+    while (0..3).any(|i| r.programs(i).iter().any(|p| p == "tail")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a remote tail is left after quitting"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    r.ok(&["stop"]);
+}
