@@ -100,7 +100,10 @@ pub async fn run(cluster: &Cluster, plan: &Plan, progress: mpsc::Sender<Progress
                 name: step.name.clone(),
             };
             let (cluster, step, link) = (cluster.clone(), step.clone(), link.clone());
-            tasks.spawn(async move { run_step(&cluster, &step, &link, &reporter).await });
+            tasks.spawn(async move {
+                let _slot = cluster.slots.clone().acquire_owned().await;
+                run_step(&cluster, &step, &link, &reporter).await
+            });
         }
         let mut failures = Vec::new();
         while let Some(joined) = tasks.join_next().await {

@@ -113,6 +113,10 @@ fn open(cli: &Cli) -> Result<Cluster> {
         ),
         _ => None,
     };
-    let options = model::HostOptions { ssh, binaries };
+    let options = model::HostOptions {
+        ssh,
+        binaries,
+        parallel: cli.parallel.max(1),
+    };
     Ok(Cluster::with_options(model, &options)?)
 }

@@ -45,6 +45,8 @@ pub struct Cluster {
     pub build_dir: PathBuf,
     /// The build, hashed once on first use.
     build: Arc<tokio::sync::OnceCell<Arc<crate::deploy::Build>>>,
+    /// Bounds how many hosts (steps, probes) are worked on at once.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Cluster {
@@ -246,11 +248,23 @@ impl Model {
 
 /// How the console reaches hosts: SSH settings shared by every SSH host, and where the
 /// build to deploy is.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HostOptions {
     pub ssh: SshOptions,
     /// The `moose-*` binaries to deploy (`--binaries`); default: next to moosectl.
     pub binaries: Option<PathBuf>,
+    /// How many hosts a stage, deploy or poll touches at once (`--parallel`).
+    pub parallel: usize,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            ssh: SshOptions::default(),
+            binaries: None,
+            parallel: 16,
+        }
+    }
 }
 
 impl Cluster {
@@ -294,6 +308,7 @@ impl Cluster {
             hosts,
             build_dir: options.binaries.clone().unwrap_or(bin_dir),
             build: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(options.parallel.max(1))),
         })
     }
 }

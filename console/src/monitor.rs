@@ -76,6 +76,7 @@ pub async fn poll(cluster: &Cluster, link: &mut MasterLink) -> Snapshot {
     for (idx, inst) in model.instances.iter().enumerate() {
         let host = cluster.host(&inst.host);
         let inst = inst.clone();
+        let slots = cluster.slots.clone();
         tasks.spawn(async move {
             let work = async {
                 let (process, mount) = if inst.role == Role::Client {
@@ -96,6 +97,7 @@ pub async fn poll(cluster: &Cluster, link: &mut MasterLink) -> Snapshot {
                 };
                 (unreachable(process), mount)
             };
+            let _slot = slots.acquire_owned().await;
             match tokio::time::timeout(HOST_WAIT, work).await {
                 Ok((process, mount)) => (idx, process, mount),
                 Err(_) => (
