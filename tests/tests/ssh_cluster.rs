@@ -795,3 +795,33 @@ fn terminal_ui_shows_every_host_and_follows_their_logs() {
     }
     r.ok(&["stop"]);
 }
+
+/// Figures for docs/console.md, run by hand (`--ignored --nocapture`): a full deploy to one
+/// host and to ten, and start to all gates green on four. Printed, not compared: the hosts
+/// share this machine's cores and disk.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn measure_deploy_one_versus_ten_and_start_on_four() {
+    let timed_deploy = |names: &[&str]| {
+        let mut roles: Vec<&[&str]> = vec![&["master", "metalogger", "chunkserver"]];
+        roles.extend(std::iter::repeat_n(&["chunkserver"][..], names.len() - 1));
+        let r = Remote::new(names, &roles);
+        let t = Instant::now();
+        r.ok(&["deploy"]);
+        (r, t.elapsed().as_secs_f64())
+    };
+    let (_, one) = timed_deploy(&["m0"]);
+    let ten: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let ten: Vec<&str> = ten.iter().map(String::as_str).collect();
+    let (_, all) = timed_deploy(&ten);
+    let (four, _) = timed_deploy(&["m0", "m1", "m2", "m3"]);
+    let t = Instant::now();
+    four.ok(&["start"]);
+    let start4 = t.elapsed().as_secs_f64();
+    four.ok(&["stop"]);
+    eprintln!(
+        "measured: full deploy to 1 host {one:.1} s, to 10 hosts {all:.1} s ({:.1}x); \
+         start to all gates green on 4 hosts {start4:.1} s",
+        all / one
+    );
+}
