@@ -614,7 +614,14 @@ impl Work {
 
     /// The work in words, one line per thing.
     pub fn describe(&self) -> Vec<String> {
-        let mut out = vec![format!("check binaries: {}", self.binaries.join(", "))];
+        let mut out = vec![match self.login {
+            Some(_) => format!(
+                "push binaries that differ from the build to {}: {}",
+                self.install_dir.display(),
+                self.binaries.join(", ")
+            ),
+            None => format!("check binaries: {}", self.binaries.join(", ")),
+        }];
         for f in &self.files {
             out.push(format!(
                 "write {} (mode {:o}{}) if it differs",

@@ -454,5 +454,11 @@ pub(crate) mod tests {
             PathBuf::from("/usr/local/bin/moose-master")
         );
         assert_eq!(c.host("app1").name(), "app1");
+        let w = crate::deploy::Work::of(&c.model, "app1", &[c.model.instances.len() - 1]);
+        assert_eq!(
+            w.describe()[0],
+            "push binaries that differ from the build to /usr/local/bin: moose-mount, moose-tool"
+        );
+        assert_eq!(w.login, Some(("admin".to_string(), true)));
     }
 }
