@@ -300,14 +300,32 @@ pub async fn preview(
     cluster: &crate::model::Cluster,
     plan: &crate::plan::Plan,
 ) -> Result<Vec<String>, Vec<String>> {
+    let steps: Vec<&crate::plan::Step> = plan
+        .stages
+        .iter()
+        .flat_map(|s| s.steps.iter())
+        .filter(|s| s.kind == crate::plan::StepKind::Deploy)
+        .collect();
+    preflight_all(cluster, &steps).await
+}
+
+/// The preflight of the hosts of these deploy steps, side by side: the diff in lines, or one
+/// line per failing host.
+pub async fn preflight_all(
+    cluster: &crate::model::Cluster,
+    steps: &[&crate::plan::Step],
+) -> Result<Vec<String>, Vec<String>> {
     let build = cluster.build().await;
     let mut set = tokio::task::JoinSet::new();
-    let steps: Vec<_> = plan.stages.iter().flat_map(|s| s.steps.iter()).collect();
     for (k, step) in steps.iter().enumerate() {
         let work = Work::of(&cluster.model, &step.host, &step.instances);
         let host = cluster.host(&step.host);
         let build = build.clone();
-        set.spawn(async move { (k, work.preflight(host.as_ref(), &build).await) });
+        let slots = cluster.slots.clone();
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            (k, work.preflight(host.as_ref(), &build).await)
+        });
     }
     let mut results: Vec<Option<Result<Changes, DeployError>>> =
         (0..steps.len()).map(|_| None).collect();

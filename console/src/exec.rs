@@ -91,6 +91,26 @@ pub async fn run(cluster: &Cluster, plan: &Plan, progress: mpsc::Sender<Progress
                 title: stage.title.clone(),
             })
             .await;
+        // A deploy stage checks every host before any of them changes.
+        let deploys: Vec<&crate::plan::Step> = stage
+            .steps
+            .iter()
+            .filter(|s| s.kind == crate::plan::StepKind::Deploy)
+            .collect();
+        if deploys.len() > 1 {
+            if let Err(errors) = deploy::preflight_all(cluster, &deploys).await {
+                let message = format!(
+                    "{} failed at stage {} of {} ({}): {}; nothing was changed on any host",
+                    plan.action.as_str(),
+                    si + 1,
+                    plan.stages.len(),
+                    stage.title,
+                    errors.join("; ")
+                );
+                finish(&progress, false, message, started).await;
+                return false;
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (pi, step) in stage.steps.iter().enumerate() {
             let reporter = Reporter {

@@ -432,7 +432,12 @@ fn three_hosts_deploy_start_heal_and_stop() {
 /// `moosectl deploy` refused before anything changes, exit 1, the message naming the host.
 fn refused(r: &Remote, args: &[&str], want: &str) {
     let out = r.ctl(args);
-    let err = String::from_utf8_lossy(&out.stderr);
+    // deploy says it on standard error, start in its progress on standard output.
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
     assert!(err.contains(want), "{args:?}: expected {want:?} in:\n{err}");
     for d in ["bin", "etc", "data", "disks"] {
@@ -473,6 +478,8 @@ fn bad_input_is_refused_before_any_change() {
         &format!("h2: unknown host key of {a2}: ssh-ed25519 SHA256:"),
     );
     assert_eq!(fs::read_to_string(&only_h1).unwrap().lines().count(), 1);
+    // start's deploy stage checks every host first too.
+    refused(&r, &["start"], &format!("h2: unknown host key of {a2}"));
 
     // Changed host key of h2 (it has h1's key on record), line 2 of the file.
     let changed = r.bed.dir.path().join("known_changed");
