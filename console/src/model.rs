@@ -47,6 +47,8 @@ pub struct Cluster {
     build: Arc<tokio::sync::OnceCell<Arc<crate::deploy::Build>>>,
     /// Bounds how many hosts (steps, probes) are worked on at once.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// Unknown host keys the SSH hosts refused (the terminal UI asks about them).
+    pub unknown_keys: Arc<std::sync::Mutex<Vec<crate::host::UnknownKey>>>,
 }
 
 impl Cluster {
@@ -309,6 +311,7 @@ impl Cluster {
             build_dir: options.binaries.clone().unwrap_or(bin_dir),
             build: Arc::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(options.parallel.max(1))),
+            unknown_keys: options.ssh.unknown_keys.clone(),
         })
     }
 }

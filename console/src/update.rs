@@ -124,6 +124,31 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             vec![]
         }
         Event::DeployPreview { plan, diff } => deploy_preview(app, *plan, diff),
+        Event::Error(text) => {
+            app.flash(Level::Error, text);
+            vec![]
+        }
+        Event::UnknownHostKey(k) => {
+            // Asked when nothing else is: the host asks again at its next attempt.
+            if matches!(app.mode, Mode::Normal) {
+                app.mode = Mode::Confirm(Dialog {
+                    title: format!("Trust the host key of {}?", k.host),
+                    body: vec![
+                        format!("{} offers {}.", k.pattern, k.fingerprint),
+                        "No known_hosts entry names it. Compare it with \
+                         ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host."
+                            .to_string(),
+                        format!("Trust adds it to {}.", k.file.display()),
+                        String::new(),
+                        "Tab moves to the button, Enter presses it, Esc cancels.".to_string(),
+                    ],
+                    yes: "Trust".to_string(),
+                    focus_yes: false,
+                    then: Confirmed::TrustHostKey(k),
+                });
+            }
+            vec![]
+        }
         Event::Log(ev) => {
             let shown = app.log_source.is_none_or(|s| s == ev.source);
             match ev.event {
@@ -384,6 +409,7 @@ fn confirmed(app: &mut App, then: Confirmed) -> Vec<Command> {
             vec![]
         }
         Confirmed::RunPlan(plan) => launch(app, plan),
+        Confirmed::TrustHostKey(k) => vec![Command::TrustHostKey(k)],
     }
 }
 
@@ -743,7 +769,7 @@ mod tests {
         cmds.iter()
             .filter_map(|c| match c {
                 Command::RunPlan(p) => Some((p.action, p.target.clone())),
-                Command::Refresh | Command::PreviewDeploy(_) => None,
+                Command::Refresh | Command::PreviewDeploy(_) | Command::TrustHostKey(_) => None,
             })
             .collect()
     }
@@ -1090,5 +1116,34 @@ mod tests {
         }
         // Enter on Cancel runs nothing.
         assert!(press(&mut a, KeyCode::Enter).is_empty());
+    }
+
+    #[test]
+    fn an_unknown_host_key_is_asked_about_with_cancel_focused() {
+        let (mut a, _) = app();
+        let k = crate::host::UnknownKey {
+            host: "cs2".into(),
+            pattern: "10.0.0.12".into(),
+            key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKlh/j3pOQEQ6HF7ZXAYtenH0RXL5DC6Fr/wInAwJnOQ"
+                .into(),
+            fingerprint: "ssh-ed25519 SHA256:x".into(),
+            file: "/root/.ssh/known_hosts".into(),
+        };
+        update(&mut a, Event::UnknownHostKey(k.clone()));
+        match &a.mode {
+            Mode::Confirm(d) => {
+                assert_eq!(d.title, "Trust the host key of cs2?");
+                assert!(!d.focus_yes);
+                assert_eq!(d.body[0], "10.0.0.12 offers ssh-ed25519 SHA256:x.");
+            }
+            m => panic!("{m:?}"),
+        }
+        assert!(
+            press(&mut a, KeyCode::Enter).is_empty(),
+            "Cancel trusts nothing"
+        );
+        update(&mut a, Event::UnknownHostKey(k.clone()));
+        press(&mut a, KeyCode::Tab);
+        assert_eq!(press(&mut a, KeyCode::Enter), [Command::TrustHostKey(k)]);
     }
 }

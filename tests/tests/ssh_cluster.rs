@@ -719,12 +719,21 @@ fn terminal_ui_shows_every_host_and_follows_their_logs() {
         .unwrap();
     assert!(tool.status.success(), "{tool:?}");
 
+    // The console's known_hosts lacks h2: it asks, Cancel focused; Trust adds the key.
+    let tui_known = r.bed.dir.path().join("tui_known_hosts");
+    let without_h2: String = fs::read_to_string(&r.known_hosts)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{} ", r.bed.hosts[1].address)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&tui_known, without_h2).unwrap();
     let command = format!(
         "env RUST_BACKTRACE=0 SSH_AUTH_SOCK= {} -i {} --state {} --known-hosts {} --connect-timeout 2",
         r.moosectl.display(),
         r.inventory.display(),
         r.bed.dir.path().join("state").display(),
-        r.known_hosts.display()
+        tui_known.display()
     );
     let tmux = Tmux::start(&command);
     let rows = [
@@ -735,6 +744,10 @@ fn terminal_ui_shows_every_host_and_follows_their_logs() {
         ("h3", "chunkserver-9442", "running"),
         ("h3", "client", "mounted"),
     ];
+    tmux.wait(Duration::from_secs(30), "the host key question", |s| {
+        s.contains("Trust the host key of h2?")
+    });
+    tmux.keys(&["Tab", "Enter"]);
     tmux.keys(&["2"]);
     tmux.wait(Duration::from_secs(60), "every host's rows", |s| {
         rows.iter()
@@ -784,6 +797,12 @@ fn terminal_ui_shows_every_host_and_follows_their_logs() {
     r.bed
         .in_host(1, &["nft", "delete", "table", "inet", "drop22"])
         .unwrap();
+
+    assert_eq!(
+        fs::read_to_string(&tui_known).unwrap().lines().count(),
+        3,
+        "h2's key was added"
+    );
 
     // Quitting leaves no remote tail.
     tmux.keys(&["q"]);

@@ -32,6 +32,7 @@ fn options(known_hosts: &Path, accept: bool) -> Arc<SshOptions> {
         accept_new_host_keys: accept,
         connect_timeout: Duration::from_secs(3),
         home: None,
+        unknown_keys: Default::default(),
     })
 }
 

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 pub use local::Local;
-pub use ssh::{SshHost, SshOptions, SshTarget};
+pub use ssh::{SshHost, SshOptions, SshTarget, UnknownKey};
 
 /// A boxed future, so that [`Host`] can be used as `dyn Host`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -80,6 +80,31 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// The console user's home, for `~` in key paths and the default keys.
     pub home: Option<PathBuf>,
+    /// Unknown host keys refused so far, for the terminal UI to ask about.
+    pub unknown_keys: Arc<std::sync::Mutex<Vec<UnknownKey>>>,
+}
+
+/// A host key that was refused because no known_hosts entry names the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// The inventory host it was met for.
+    pub host: String,
+    /// `addr` or `[addr]:port`, as known_hosts writes it.
+    pub pattern: String,
+    /// `ssh-ed25519 AAAA...`.
+    pub key: String,
+    /// `ssh-ed25519 SHA256:...`.
+    pub fingerprint: String,
+    /// Where trusting it adds it.
+    pub file: PathBuf,
+}
+
+impl UnknownKey {
+    /// Adds the key to its known_hosts file.
+    pub fn trust(&self) -> std::io::Result<()> {
+        let key = PublicKey::from_openssh(&self.key).map_err(std::io::Error::other)?;
+        known_hosts::append(&self.file, &self.pattern, &key)
+    }
 }
 
 impl Default for SshOptions {
@@ -96,6 +121,7 @@ impl Default for SshOptions {
             accept_new_host_keys: false,
             connect_timeout: Duration::from_secs(10),
             home,
+            unknown_keys: Arc::default(),
         }
     }
 }
@@ -231,13 +257,27 @@ impl Checker {
                     )
                 })
             }
-            Verdict::Unknown => Err(format!(
+            Verdict::Unknown => {
+                let k = UnknownKey {
+                    host: self.name.clone(),
+                    pattern: self.pattern.clone(),
+                    key: known_hosts::line_for("", key).trim().to_string(),
+                    fingerprint: format!("{alg} {fp}"),
+                    file: self.options.known_hosts.clone(),
+                };
+                if let Ok(mut list) = self.options.unknown_keys.lock() {
+                    if !list.contains(&k) {
+                        list.push(k);
+                    }
+                }
+                Err(format!(
                 "{}: unknown host key of {}: {alg} {fp}; check it (ssh-keygen -lf on the host's \
                  key), then run again with --accept-new-host-keys to add it to {}",
-                self.name,
-                self.pattern,
-                self.options.known_hosts.display()
-            )),
+                    self.name,
+                    self.pattern,
+                    self.options.known_hosts.display()
+                ))
+            }
         }
     }
 }
