@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, and end-to-end tests with real daemons, a real FUSE mount and
-# real OpenSSH servers in network namespaces. As root it installs the Debian packages the
-# tests need; otherwise it says what is missing.
+# real OpenSSH servers in network namespaces (and sudo, for the non-root SSH logins). As root
+# it installs the Debian packages the tests need; otherwise it says what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 openssh-server iproute2 nftables tmux fio)
-commands=(fusermount3 sshd ip nft tmux fio)
+packages=(fuse3 openssh-server iproute2 nftables tmux fio sudo)
+commands=(fusermount3 sshd ip nft tmux fio sudo)
 
 missing=()
 for i in "${!commands[@]}"; do

@@ -89,6 +89,7 @@ pub const FLASH_TIME: Duration = Duration::from_secs(8);
 pub enum Confirmed {
     RunPlan(Plan),
     Quit,
+    TrustHostKey(crate::host::UnknownKey),
 }
 
 /// A question whose safe answer (Cancel) is the default.

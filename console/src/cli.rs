@@ -25,6 +25,30 @@ pub struct Cli {
     /// Machine-readable output: JSON, or one JSON object per line while a plan runs.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The known_hosts file to check SSH host keys against and add accepted keys to
+    /// [default: ~/.ssh/known_hosts]; /etc/ssh/ssh_known_hosts is checked too.
+    #[arg(long = "known-hosts", value_name = "FILE", global = true)]
+    pub known_hosts: Option<PathBuf>,
+    /// Add unknown SSH host keys to the known_hosts file instead of refusing them (a
+    /// changed key is always refused).
+    #[arg(long = "accept-new-host-keys", global = true)]
+    pub accept_new_host_keys: bool,
+    /// Seconds an SSH connection may take to open (TCP, handshake, login).
+    #[arg(
+        long = "connect-timeout",
+        value_name = "SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub connect_timeout: u64,
+    /// Hosts a deploy, stage or poll touches at once.
+    #[arg(
+        long = "parallel",
+        value_name = "N",
+        default_value_t = 16,
+        global = true
+    )]
+    pub parallel: usize,
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
@@ -79,6 +103,18 @@ pub enum Cmd {
         #[arg(short = 'P', long = "port", requires = "host")]
         port: Option<u16>,
     },
+    /// Push binaries and config files to the hosts of ROLE[@HOST] (all without it): checks
+    /// every host first, shows what changes, then stages and commits on all hosts.
+    Deploy {
+        /// ROLE[@HOST] whose hosts to deploy (all without it).
+        target: Option<String>,
+        /// Show what would change (with --json: as JSON) and change nothing.
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+        /// The folder with the moose-* binaries to push [default: next to moosectl].
+        #[arg(long = "binaries", value_name = "DIR")]
+        binaries: Option<PathBuf>,
+    },
     /// Print (or follow) the logs of ROLE[@HOST].
     Logs {
         /// ROLE[@HOST] whose logs to print (several are merged, each line prefixed).
@@ -97,6 +133,7 @@ pub enum PlanAction {
     Start,
     Stop,
     Restart,
+    Deploy,
 }
 
 impl From<PlanAction> for Action {
@@ -105,6 +142,7 @@ impl From<PlanAction> for Action {
             PlanAction::Start => Action::Start,
             PlanAction::Stop => Action::Stop,
             PlanAction::Restart => Action::Restart,
+            PlanAction::Deploy => Action::Deploy,
         }
     }
 }

@@ -23,6 +23,15 @@ pub enum Event {
     Log(LogEvent),
     /// The running plan moved on.
     Progress(Progress),
+    /// Something the console failed at, to show.
+    Error(String),
+    /// An SSH host offered a key that no known_hosts entry names.
+    UnknownHostKey(crate::host::UnknownKey),
+    /// What a deploy plan would change (the preflight of every host), or why it cannot run.
+    DeployPreview {
+        plan: Box<Plan>,
+        diff: Result<Vec<String>, Vec<String>>,
+    },
 }
 
 /// Work for the tasks outside the state: each runs on a tokio task and sends events back.
@@ -32,4 +41,8 @@ pub enum Command {
     RunPlan(Plan),
     /// Poll the monitor now instead of at the next second.
     Refresh,
+    /// Add this host key to its known_hosts file.
+    TrustHostKey(crate::host::UnknownKey),
+    /// Run deploy's preflight on the hosts of this deploy plan and send the diff.
+    PreviewDeploy(Plan),
 }

@@ -91,6 +91,26 @@ pub async fn run(cluster: &Cluster, plan: &Plan, progress: mpsc::Sender<Progress
                 title: stage.title.clone(),
             })
             .await;
+        // A deploy stage checks every host before any of them changes.
+        let deploys: Vec<&crate::plan::Step> = stage
+            .steps
+            .iter()
+            .filter(|s| s.kind == crate::plan::StepKind::Deploy)
+            .collect();
+        if deploys.len() > 1 {
+            if let Err(errors) = deploy::preflight_all(cluster, &deploys).await {
+                let message = format!(
+                    "{} failed at stage {} of {} ({}): {}; nothing was changed on any host",
+                    plan.action.as_str(),
+                    si + 1,
+                    plan.stages.len(),
+                    stage.title,
+                    errors.join("; ")
+                );
+                finish(&progress, false, message, started).await;
+                return false;
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (pi, step) in stage.steps.iter().enumerate() {
             let reporter = Reporter {
@@ -100,7 +120,10 @@ pub async fn run(cluster: &Cluster, plan: &Plan, progress: mpsc::Sender<Progress
                 name: step.name.clone(),
             };
             let (cluster, step, link) = (cluster.clone(), step.clone(), link.clone());
-            tasks.spawn(async move { run_step(&cluster, &step, &link, &reporter).await });
+            tasks.spawn(async move {
+                let _slot = cluster.slots.clone().acquire_owned().await;
+                run_step(&cluster, &step, &link, &reporter).await
+            });
         }
         let mut failures = Vec::new();
         while let Some(joined) = tasks.join_next().await {
@@ -207,7 +230,8 @@ async fn run_step(
     let acted = match (step.kind, inst) {
         (StepKind::Deploy, _) => {
             let work = deploy::Work::of(&cluster.model, &step.host, &step.instances);
-            match work.run(host.as_ref()).await {
+            let build = cluster.build().await;
+            match work.run(host.as_ref(), &build).await {
                 Ok(summary) => {
                     r.say(StepState::Done, summary).await;
                     return StepEnd::Done;

@@ -44,12 +44,13 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Some(cmd)
             if cli.readonly
-                && matches!(
-                    cmd,
-                    Cmd::Start { .. } | Cmd::Stop { .. } | Cmd::Restart { .. }
-                ) =>
+                && match cmd {
+                    Cmd::Start { .. } | Cmd::Stop { .. } | Cmd::Restart { .. } => true,
+                    Cmd::Deploy { dry_run, .. } => !dry_run,
+                    _ => false,
+                } =>
         {
-            anyhow::bail!("--readonly refuses start, stop and restart; run without --readonly to change the cluster")
+            anyhow::bail!("--readonly refuses deploy, start, stop and restart; run without --readonly to change the cluster")
         }
         Some(Cmd::Start { target }) => {
             headless::run_plan(&rt, &cluster, Action::Start, target.as_deref(), out)
@@ -66,6 +67,9 @@ fn run(cli: Cli) -> Result<bool> {
             follow,
             lines,
         }) => headless::logs(&rt, &cluster, &target, follow, lines, out),
+        Some(Cmd::Deploy {
+            target, dry_run, ..
+        }) => headless::deploy(&rt, &cluster, target.as_deref(), dry_run, cli.parallel, out),
     };
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
@@ -92,5 +96,27 @@ fn open(cli: &Cli) -> Result<Cluster> {
     for w in &model.warnings {
         eprintln!("moosectl: {w}");
     }
-    Ok(Cluster::new(model)?)
+    let mut ssh = moosectl::host::SshOptions {
+        accept_new_host_keys: cli.accept_new_host_keys,
+        connect_timeout: std::time::Duration::from_secs(cli.connect_timeout.max(1)),
+        ..Default::default()
+    };
+    if let Some(k) = &cli.known_hosts {
+        ssh.known_hosts =
+            std::path::absolute(k).with_context(|| format!("known_hosts file {}", k.display()))?;
+    }
+    let binaries = match &cli.command {
+        Some(Cmd::Deploy {
+            binaries: Some(b), ..
+        }) => Some(
+            std::path::absolute(b).with_context(|| format!("binaries folder {}", b.display()))?,
+        ),
+        _ => None,
+    };
+    let options = model::HostOptions {
+        ssh,
+        binaries,
+        parallel: cli.parallel.max(1),
+    };
+    Ok(Cluster::with_options(model, &options)?)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use moose_inventory::{Inventory, LoadError, LoadOptions, Role, RoleInstance, Transport};
 
-use crate::host::{Host, Local};
+use crate::host::{Host, Local, SshHost, SshOptions, SshTarget};
 
 /// Where `moose-mount` logs when it runs in the background and may write there
 /// (`daemons/client/src/mount.rs`); shared by every mount of a host.
@@ -19,16 +19,6 @@ pub enum ModelError {
     /// The inventory could not be loaded (the loader's message, which names the file).
     #[error("{0}")]
     Load(String),
-    #[error(
-        "host \"{host}\" (line {line} of {file}) uses transport \"ssh\", which this moosectl \
-         cannot use yet; run moosectl on that machine with transport = \"local\", or wait for \
-         the SSH transport"
-    )]
-    SshUnsupported {
-        host: String,
-        line: usize,
-        file: String,
-    },
     #[error("cannot find the folder of the moosectl executable: {0}")]
     OwnExe(String),
 }
@@ -51,6 +41,43 @@ pub struct Model {
 pub struct Cluster {
     pub model: Arc<Model>,
     pub hosts: BTreeMap<String, Arc<dyn Host>>,
+    /// Where the binaries to deploy are (`--binaries`, else next to moosectl).
+    pub build_dir: PathBuf,
+    /// The build, hashed once on first use.
+    build: Arc<tokio::sync::OnceCell<Arc<crate::deploy::Build>>>,
+    /// Bounds how many hosts (steps, probes) are worked on at once.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Unknown host keys the SSH hosts refused (the terminal UI asks about them).
+    pub unknown_keys: Arc<std::sync::Mutex<Vec<crate::host::UnknownKey>>>,
+}
+
+impl Cluster {
+    /// The build's programs that SSH hosts get (hashed on first call, off the runtime).
+    pub async fn build(&self) -> Arc<crate::deploy::Build> {
+        self.build
+            .get_or_init(|| async {
+                let dir = self.build_dir.clone();
+                let mut programs: std::collections::BTreeSet<&'static str> =
+                    std::collections::BTreeSet::new();
+                for h in &self.model.inventory.hosts {
+                    if h.transport != Transport::Ssh {
+                        continue;
+                    }
+                    for r in &h.roles {
+                        programs.insert(r.program());
+                        if *r == Role::Client {
+                            programs.insert("moose-tool");
+                        }
+                    }
+                }
+                let scan = tokio::task::spawn_blocking(move || {
+                    crate::deploy::Build::scan(&dir, &programs)
+                });
+                Arc::new(scan.await.unwrap_or_default())
+            })
+            .await
+            .clone()
+    }
 }
 
 impl Cluster {
@@ -221,10 +248,39 @@ impl Model {
     }
 }
 
+/// How the console reaches hosts: SSH settings shared by every SSH host, and where the
+/// build to deploy is.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub ssh: SshOptions,
+    /// The `moose-*` binaries to deploy (`--binaries`); default: next to moosectl.
+    pub binaries: Option<PathBuf>,
+    /// How many hosts a stage, deploy or poll touches at once (`--parallel`).
+    pub parallel: usize,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            ssh: SshOptions::default(),
+            binaries: None,
+            parallel: 16,
+        }
+    }
+}
+
 impl Cluster {
-    /// Builds the hosts and points every instance's commands at its host's binaries.
-    pub fn new(mut model: Model) -> Result<Cluster, ModelError> {
+    /// Builds the hosts and points every instance's commands at its host's binaries. No
+    /// network I/O: SSH connections open on first use.
+    pub fn new(model: Model) -> Result<Cluster, ModelError> {
+        Cluster::with_options(model, &HostOptions::default())
+    }
+
+    /// [`Cluster::new`] with the console's SSH settings.
+    pub fn with_options(mut model: Model, options: &HostOptions) -> Result<Cluster, ModelError> {
         let bin_dir = Local::own_bin_dir().map_err(|e| ModelError::OwnExe(e.to_string()))?;
+        let ssh_options = Arc::new(options.ssh.clone());
+        let install_dir = model.inventory.cluster.install_dir.clone();
         let mut hosts: BTreeMap<String, Arc<dyn Host>> = BTreeMap::new();
         for h in &model.inventory.hosts {
             match h.transport {
@@ -235,11 +291,13 @@ impl Cluster {
                     );
                 }
                 Transport::Ssh => {
-                    return Err(ModelError::SshUnsupported {
-                        host: h.name.clone(),
-                        line: h.line,
-                        file: model.inventory.source.clone(),
-                    })
+                    hosts.insert(
+                        h.name.clone(),
+                        Arc::new(SshHost::new(
+                            SshTarget::of(h, &install_dir),
+                            ssh_options.clone(),
+                        )),
+                    );
                 }
             }
         }
@@ -250,6 +308,10 @@ impl Cluster {
         Ok(Cluster {
             model: Arc::new(model),
             hosts,
+            build_dir: options.binaries.clone().unwrap_or(bin_dir),
+            build: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(options.parallel.max(1))),
+            unknown_keys: options.ssh.unknown_keys.clone(),
         })
     }
 }
@@ -378,18 +440,28 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn ssh_hosts_are_refused_with_the_reason() {
+    fn ssh_hosts_run_the_installed_binaries() {
         let loaded = moose_inventory::load_str(
             moose_inventory::THREE_HOSTS_EXAMPLE,
             "three-hosts.toml",
             &LoadOptions::default(),
         )
         .unwrap();
-        let e = Cluster::new(Model::new(loaded.inventory, vec![]))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.starts_with("host \"meta1\" (line "), "{e}");
-        assert!(e.contains("uses transport \"ssh\""), "{e}");
+        // No network I/O here: the connections open on first use.
+        let c = Cluster::new(Model::new(loaded.inventory, vec![])).unwrap();
+        assert_eq!(c.hosts.len(), 5);
+        let master = &c.model.instances[0];
+        assert_eq!(master.host, "meta1");
+        assert_eq!(
+            master.start.program,
+            PathBuf::from("/usr/local/bin/moose-master")
+        );
+        assert_eq!(c.host("app1").name(), "app1");
+        let w = crate::deploy::Work::of(&c.model, "app1", &[c.model.instances.len() - 1]);
+        assert_eq!(
+            w.describe()[0],
+            "push binaries that differ from the build to /usr/local/bin: moose-mount, moose-tool"
+        );
+        assert_eq!(w.login, Some(("admin".to_string(), true)));
     }
 }

@@ -17,6 +17,19 @@ use crate::probe::{self, MountProbe, Process};
 
 /// How often the monitor polls.
 pub const INTERVAL: Duration = Duration::from_secs(1);
+/// How long a poll waits for one host: a slower host's rows read `unreachable` for this
+/// poll (its connection attempt goes on, bounded by `--connect-timeout`), the others update.
+pub const HOST_WAIT: Duration = Duration::from_secs(2);
+
+/// Marks answers that mean the host could not be reached.
+fn unreachable(p: Process) -> Process {
+    match p {
+        Process::Unknown { reason } if reason.contains(": cannot reach ") => Process::Unknown {
+            reason: format!("unreachable: {reason}"),
+        },
+        p => p,
+    }
+}
 
 /// What one poll found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,24 +76,42 @@ pub async fn poll(cluster: &Cluster, link: &mut MasterLink) -> Snapshot {
     for (idx, inst) in model.instances.iter().enumerate() {
         let host = cluster.host(&inst.host);
         let inst = inst.clone();
+        let slots = cluster.slots.clone();
         tasks.spawn(async move {
-            let (process, mount) = if inst.role == Role::Client {
-                let probe = match &inst.mount_point {
-                    Some(mp) => probe::mount(host.as_ref(), mp).await,
-                    None => Err("no mount point".to_string()),
+            let work = async {
+                let (process, mount) = if inst.role == Role::Client {
+                    let probe = match &inst.mount_point {
+                        Some(mp) => probe::mount(host.as_ref(), mp).await,
+                        None => Err("no mount point".to_string()),
+                    };
+                    let process = match &probe {
+                        Ok(p) => match p.pids.first() {
+                            Some(&pid) => Process::Running { pid },
+                            None => Process::Stopped,
+                        },
+                        Err(e) => Process::Unknown { reason: e.clone() },
+                    };
+                    (process, Some(probe))
+                } else {
+                    (probe::daemon_status(host.as_ref(), &inst).await, None)
                 };
-                let process = match &probe {
-                    Ok(p) => match p.pids.first() {
-                        Some(&pid) => Process::Running { pid },
-                        None => Process::Stopped,
-                    },
-                    Err(e) => Process::Unknown { reason: e.clone() },
-                };
-                (process, Some(probe))
-            } else {
-                (probe::daemon_status(host.as_ref(), &inst).await, None)
+                (unreachable(process), mount)
             };
-            (idx, process, mount)
+            let _slot = slots.acquire_owned().await;
+            match tokio::time::timeout(HOST_WAIT, work).await {
+                Ok((process, mount)) => (idx, process, mount),
+                Err(_) => (
+                    idx,
+                    Process::Unknown {
+                        reason: format!(
+                            "unreachable: {} did not answer within {} s",
+                            inst.host,
+                            HOST_WAIT.as_secs()
+                        ),
+                    },
+                    None,
+                ),
+            }
         });
     }
     let master = master.await;
@@ -114,7 +145,12 @@ pub async fn poll(cluster: &Cluster, link: &mut MasterLink) -> Snapshot {
     for (host, list) in pids {
         let h = cluster.host(host);
         let name = host.to_string();
-        asks.spawn(async move { (name, probe::uptimes(h.as_ref(), &list).await) });
+        asks.spawn(async move {
+            let found = tokio::time::timeout(HOST_WAIT, probe::uptimes(h.as_ref(), &list))
+                .await
+                .unwrap_or_default();
+            (name, found)
+        });
     }
     while let Some(done) = asks.join_next().await {
         let Ok((host, found)) = done else { continue };

@@ -23,6 +23,8 @@ pub enum Action {
     Start,
     Stop,
     Restart,
+    /// Binaries, config files and folders only (the first stage of start).
+    Deploy,
 }
 
 impl Action {
@@ -31,6 +33,7 @@ impl Action {
             Action::Start => "start",
             Action::Stop => "stop",
             Action::Restart => "restart",
+            Action::Deploy => "deploy",
         }
     }
 }
@@ -376,6 +379,11 @@ pub fn build(model: &Model, action: Action, target: Option<&Target>) -> Result<P
         (Action::Start, t) => start(model, t),
         (Action::Stop, t) => stop(model, t),
         (Action::Restart, Some(t)) => restart(model, t),
+        (Action::Deploy, t) => {
+            let picked = model.select(t)?;
+            let stages = deploy_stage(model, &picked).into_iter().collect();
+            Ok(new_plan(model, Action::Deploy, t, stages))
+        }
         (Action::Restart, None) => {
             Err("restart needs a ROLE[@HOST], e.g. moosectl restart chunkserver-9422@cs1".into())
         }
@@ -468,7 +476,7 @@ mod tests {
         assert_eq!(
             client_only.stages[0].steps[0].does,
             [
-                "check binaries: moose-mount",
+                "check binaries: moose-mount, moose-tool",
                 "$ install -d -o root /var/lib/moosectl/mnt",
                 "(a mount point that is mounted already is left as it is)"
             ],

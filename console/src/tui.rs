@@ -85,10 +85,21 @@ fn event_loop(
         let (stx, mut srx) = mpsc::channel(2);
         rt.spawn(monitor::run(cluster.clone(), stx, refresh.clone()));
         let tx = tx.clone();
+        let unknown_keys = cluster.unknown_keys.clone();
         rt.spawn(async move {
             while let Some(s) = srx.recv().await {
                 if tx.send(Event::Monitor(Box::new(s))).await.is_err() {
                     return;
+                }
+                // Host keys refused since the last poll: the console asks about them.
+                let keys: Vec<_> = unknown_keys
+                    .lock()
+                    .map(|mut l| std::mem::take(&mut *l))
+                    .unwrap_or_default();
+                for k in keys {
+                    if tx.send(Event::UnknownHostKey(k)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -151,6 +162,29 @@ fn start(
 ) {
     match cmd {
         Command::Refresh => refresh.notify_one(),
+        Command::TrustHostKey(k) => {
+            if let Err(e) = k.trust() {
+                let _ = tx.try_send(Event::Error(format!(
+                    "cannot add the host key of {} to {}: {e}",
+                    k.host,
+                    k.file.display()
+                )));
+            }
+            refresh.notify_one();
+        }
+        Command::PreviewDeploy(plan) => {
+            let cluster = cluster.clone();
+            let tx = tx.clone();
+            rt.spawn(async move {
+                let diff = crate::deploy::preview(&cluster, &plan).await;
+                let _ = tx
+                    .send(Event::DeployPreview {
+                        plan: Box::new(plan),
+                        diff,
+                    })
+                    .await;
+            });
+        }
         Command::RunPlan(plan) => {
             let (ptx, mut prx) = mpsc::channel(256);
             let cluster = cluster.clone();

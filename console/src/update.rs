@@ -32,6 +32,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "X",
         "stop the cluster (asks first; clients → chunkservers → metaloggers → master)",
     ),
+    (
+        "D",
+        "deploy (checks every host, shows the diff, asks first)",
+    ),
     ("r", "restart the selected role (Servers pane; asks first)"),
     ("l", "logs of the selected role (Servers, Disks)"),
     (
@@ -117,6 +121,32 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             }
             app.snapshot = Some(*snap);
             app.dirty = true;
+            vec![]
+        }
+        Event::DeployPreview { plan, diff } => deploy_preview(app, *plan, diff),
+        Event::Error(text) => {
+            app.flash(Level::Error, text);
+            vec![]
+        }
+        Event::UnknownHostKey(k) => {
+            // Asked when nothing else is: the host asks again at its next attempt.
+            if matches!(app.mode, Mode::Normal) {
+                app.mode = Mode::Confirm(Dialog {
+                    title: format!("Trust the host key of {}?", k.host),
+                    body: vec![
+                        format!("{} offers {}.", k.pattern, k.fingerprint),
+                        "No known_hosts entry names it. Compare it with \
+                         ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host."
+                            .to_string(),
+                        format!("Trust adds it to {}.", k.file.display()),
+                        String::new(),
+                        "Tab moves to the button, Enter presses it, Esc cancels.".to_string(),
+                    ],
+                    yes: "Trust".to_string(),
+                    focus_yes: false,
+                    then: Confirmed::TrustHostKey(k),
+                });
+            }
             vec![]
         }
         Event::Log(ev) => {
@@ -259,6 +289,7 @@ fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Command> {
         }
         KeyCode::Char('S') => run_action(app, Action::Start, None),
         KeyCode::Char('X') => run_action(app, Action::Stop, None),
+        KeyCode::Char('D') => run_action(app, Action::Deploy, None),
         KeyCode::Char('r') => match selected_instance(app) {
             Some(idx) => {
                 let t = Target::of(&app.model.instances[idx]);
@@ -378,6 +409,51 @@ fn confirmed(app: &mut App, then: Confirmed) -> Vec<Command> {
             vec![]
         }
         Confirmed::RunPlan(plan) => launch(app, plan),
+        Confirmed::TrustHostKey(k) => vec![Command::TrustHostKey(k)],
+    }
+}
+
+/// Most diff lines a deploy dialog shows.
+const DEPLOY_DIALOG_LINES: usize = 40;
+
+/// The preflight came back: the diff in a dialog (Cancel focused), or the failing hosts.
+fn deploy_preview(
+    app: &mut App,
+    plan: Plan,
+    diff: Result<Vec<String>, Vec<String>>,
+) -> Vec<Command> {
+    match diff {
+        Err(errors) => {
+            app.flash(
+                Level::Error,
+                format!("deploy refused, nothing changed: {}", errors.join("; ")),
+            );
+            vec![]
+        }
+        Ok(lines) => {
+            let mut body: Vec<String> = lines.iter().take(DEPLOY_DIALOG_LINES).cloned().collect();
+            if lines.len() > DEPLOY_DIALOG_LINES {
+                body.push(format!(
+                    "… {} more lines (moosectl deploy --dry-run shows them all)",
+                    lines.len() - DEPLOY_DIALOG_LINES
+                ));
+            }
+            body.push(String::new());
+            body.push(
+                "Everything is staged on every host first, then put in place with a backup; \
+                 nothing is restarted."
+                    .to_string(),
+            );
+            body.push("Tab moves to the button, Enter presses it, Esc cancels.".to_string());
+            app.mode = Mode::Confirm(Dialog {
+                title: format!("Deploy cluster \"{}\"?", plan.cluster),
+                body,
+                yes: "Deploy".to_string(),
+                focus_yes: false,
+                then: Confirmed::RunPlan(plan),
+            });
+            vec![]
+        }
     }
 }
 
@@ -429,6 +505,13 @@ fn run_action(app: &mut App, action: Action, target: Option<Target>) -> Vec<Comm
     };
     if action == Action::Start {
         return launch(app, plan);
+    }
+    if action == Action::Deploy {
+        app.flash(
+            Level::Info,
+            "deploy: checking every host (the diff follows)".to_string(),
+        );
+        return vec![Command::PreviewDeploy(plan)];
     }
     let what = match &target {
         Some(t) => t.to_string(),
@@ -686,7 +769,7 @@ mod tests {
         cmds.iter()
             .filter_map(|c| match c {
                 Command::RunPlan(p) => Some((p.action, p.target.clone())),
-                Command::Refresh => None,
+                Command::Refresh | Command::PreviewDeploy(_) | Command::TrustHostKey(_) => None,
             })
             .collect()
     }
@@ -992,5 +1075,75 @@ mod tests {
         a.dirty = false;
         press(&mut a, KeyCode::F(12));
         assert!(!a.dirty, "an unbound key changes nothing");
+    }
+
+    #[test]
+    fn deploy_checks_first_then_asks_with_cancel_focused() {
+        let (mut a, _) = app();
+        let cmds = press(&mut a, KeyCode::Char('D'));
+        let plan = match cmds.as_slice() {
+            [Command::PreviewDeploy(p)] => p.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(plan.action, Action::Deploy);
+        assert_eq!(plan.stages.len(), 1);
+        let out = update(
+            &mut a,
+            Event::DeployPreview {
+                plan: Box::new(plan.clone()),
+                diff: Err(vec![
+                    "cs2: cannot reach 10.0.0.12:22: connection refused".into()
+                ]),
+            },
+        );
+        assert!(out.is_empty());
+        assert!(matches!(a.mode, Mode::Normal));
+        assert!(a.flash.as_ref().unwrap().text.contains("cs2: cannot reach"));
+        update(
+            &mut a,
+            Event::DeployPreview {
+                plan: Box::new(plan),
+                diff: Ok(vec!["local: nothing to push".into()]),
+            },
+        );
+        match &a.mode {
+            Mode::Confirm(d) => {
+                assert!(!d.focus_yes, "Cancel has the focus");
+                assert_eq!(d.yes, "Deploy");
+                assert_eq!(d.body[0], "local: nothing to push");
+            }
+            m => panic!("{m:?}"),
+        }
+        // Enter on Cancel runs nothing.
+        assert!(press(&mut a, KeyCode::Enter).is_empty());
+    }
+
+    #[test]
+    fn an_unknown_host_key_is_asked_about_with_cancel_focused() {
+        let (mut a, _) = app();
+        let k = crate::host::UnknownKey {
+            host: "cs2".into(),
+            pattern: "10.0.0.12".into(),
+            key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKlh/j3pOQEQ6HF7ZXAYtenH0RXL5DC6Fr/wInAwJnOQ"
+                .into(),
+            fingerprint: "ssh-ed25519 SHA256:x".into(),
+            file: "/root/.ssh/known_hosts".into(),
+        };
+        update(&mut a, Event::UnknownHostKey(k.clone()));
+        match &a.mode {
+            Mode::Confirm(d) => {
+                assert_eq!(d.title, "Trust the host key of cs2?");
+                assert!(!d.focus_yes);
+                assert_eq!(d.body[0], "10.0.0.12 offers ssh-ed25519 SHA256:x.");
+            }
+            m => panic!("{m:?}"),
+        }
+        assert!(
+            press(&mut a, KeyCode::Enter).is_empty(),
+            "Cancel trusts nothing"
+        );
+        update(&mut a, Event::UnknownHostKey(k.clone()));
+        press(&mut a, KeyCode::Tab);
+        assert_eq!(press(&mut a, KeyCode::Enter), [Command::TrustHostKey(k)]);
     }
 }

@@ -86,7 +86,11 @@ pub fn server_row(
             row.level = Level::Warn;
         }
         Process::Unknown { reason } => {
-            row.state = "unknown".into();
+            row.state = if reason.starts_with("unreachable") {
+                "unreachable".into()
+            } else {
+                "unknown".into()
+            };
             row.level = Level::Error;
             row.note = reason.clone();
         }

@@ -29,6 +29,7 @@
 //! address = "10.0.0.1"              # IPv4 address or host name the other hosts use
 //! transport = "ssh"                 # "ssh" (default) or "local" (this machine)
 //! ssh = { user = "root", port = 22, key = "~/.ssh/id_ed25519" }   # optional
+//! # ssh also takes jump = "[user@]host[:port]" and sudo = true (non-root: sudo -n -- ...)
 //! roles = ["master", "metalogger"]  # master, metalogger, chunkserver, client
 //!
 //! [[hosts]]
@@ -82,8 +83,8 @@ mod validate;
 pub use error::{Diagnostic, LoadError, Report, Severity};
 pub use load::{load_file, load_local_default, load_str, LoadOptions, Loaded};
 pub use model::{
-    Chunkserver, Client, Cluster, Disk, Export, Host, Inventory, Ports, Role, Ssh, TopologyEntry,
-    Transport,
+    Chunkserver, Client, Cluster, Disk, Export, Host, Inventory, Jump, Ports, Role, Ssh,
+    TopologyEntry, Transport,
 };
 pub use render::{commands, render, Command, RenderedFile, RoleInstance};
 

@@ -64,13 +64,17 @@ pub struct HostDoc {
     pub client: Option<Spanned<ClientDoc>>,
 }
 
-/// `ssh = { user, port, key }` of a host.
+/// `ssh = { user, port, key, jump, sudo }` of a host.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshDoc {
     pub user: Option<Spanned<String>>,
     pub port: Option<Spanned<i64>>,
     pub key: Option<Spanned<String>>,
+    /// `[user@]host[:port]`: reach the host through this SSH host.
+    pub jump: Option<Spanned<String>>,
+    /// Non-root logins run commands through `sudo -n --`.
+    pub sudo: Option<Spanned<bool>>,
 }
 
 /// One `[[hosts.chunkservers]]` entry.
@@ -310,6 +314,10 @@ pub struct Ssh {
     pub port: u16,
     /// Private key file as written (a leading `~` is the console user's home: not expanded here).
     pub key: Option<String>,
+    /// The host to go through, when the host is not reachable directly.
+    pub jump: Option<Jump>,
+    /// Whether commands run through `sudo -n --` (for a non-root user).
+    pub sudo: bool,
 }
 
 impl Default for Ssh {
@@ -318,7 +326,94 @@ impl Default for Ssh {
             user: "root".to_string(),
             port: 22,
             key: None,
+            jump: None,
+            sudo: false,
         }
+    }
+}
+
+/// A jump host, `[user@]host[:port]` (no user: the host's own ssh user; no port: 22).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Jump {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Jump {
+    /// Parses `[user@]host[:port]`; `[v6addr]:port` for IPv6. The error says what is wrong.
+    pub fn parse(s: &str) -> Result<Jump, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("it is empty".to_string());
+        }
+        let (user, rest) = match s.rsplit_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, s),
+        };
+        if let Some(u) = user {
+            let body = u.strip_suffix('$').unwrap_or(u);
+            if body.is_empty()
+                || !body
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(format!("\"{u}\" is not a valid user name"));
+            }
+        }
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let Some((h, after)) = inner.split_once(']') else {
+                return Err("a '[' has no closing ']'".to_string());
+            };
+            match after {
+                "" => (h, None),
+                p => match p.strip_prefix(':') {
+                    Some(p) => (h, Some(p)),
+                    None => return Err(format!("\"{after}\" after ']' is not :PORT")),
+                },
+            }
+        } else {
+            match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return Err(format!("\"{host}\" is not a host name or address"));
+        }
+        let port = match port {
+            None => 22,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("\"{p}\" is not a port from 1 to 65535")),
+            },
+        };
+        Ok(Jump {
+            user: user.map(str::to_string),
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for Jump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            f.write_str(&self.host)?;
+        }
+        if self.port != 22 {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
     }
 }
 

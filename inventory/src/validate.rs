@@ -14,7 +14,7 @@ use crate::error::Diags;
 use crate::load::LoadOptions;
 use crate::model::{
     Chunkserver, ChunkserverDoc, Client, ClientDoc, Cluster, ClusterDoc, Disk, Export, ExportDoc,
-    Host, HostDoc, Inventory, InventoryDoc, Ports, PortsDoc, Role, Ssh, SshDoc, TopologyDoc,
+    Host, HostDoc, Inventory, InventoryDoc, Jump, Ports, PortsDoc, Role, Ssh, SshDoc, TopologyDoc,
     TopologyEntry, Transport,
 };
 
@@ -66,6 +66,12 @@ pub(crate) fn validate(
         diags,
         base: options.base.as_deref(),
         this_machine: &options.this_machine,
+        ssh_used: doc.hosts.iter().any(|h| {
+            h.get_ref()
+                .transport
+                .as_ref()
+                .is_none_or(|t| t.get_ref() == "ssh")
+        }),
     };
     let (cluster, cluster_info) = match &doc.cluster {
         Some(c) => v.cluster(c),
@@ -139,6 +145,9 @@ struct Validator<'o, 'd, 'a> {
     diags: &'d mut Diags<'a>,
     base: Option<&'o Path>,
     this_machine: &'o [String],
+    /// Some host is reached over SSH: relative paths (relative to this machine's state
+    /// folder) mean nothing there.
+    ssh_used: bool,
 }
 
 impl Validator<'_, '_, '_> {
@@ -469,6 +478,28 @@ impl Validator<'_, '_, '_> {
                 );
             } else if self.plain_text(key, "the ssh key") {
                 out.key = Some(key.get_ref().clone());
+            }
+        }
+        if let Some(jump) = &doc.jump {
+            match Jump::parse(jump.get_ref()) {
+                Ok(j) => out.jump = Some(j),
+                Err(why) => self.diags.error(
+                    &jump.span(),
+                    format!(
+                        "the ssh jump \"{}\" is not [user@]host[:port]: {why}; write e.g. \
+                         jump = \"admin@bastion.example.com:2222\"",
+                        jump.get_ref().escape_debug()
+                    ),
+                ),
+            }
+        }
+        if let Some(sudo) = &doc.sudo {
+            out.sudo = *sudo.get_ref();
+            if out.sudo && out.user == "root" {
+                self.diags.warn(
+                    &sudo.span(),
+                    "sudo = true has no effect for the root login; remove it or set user",
+                );
             }
         }
         out
@@ -1291,6 +1322,17 @@ impl Validator<'_, '_, '_> {
         let p = Path::new(raw);
         if p.is_absolute() {
             return normalize(p);
+        }
+        if self.ssh_used {
+            self.diags.error(
+                &span,
+                format!(
+                    "{what} \"{raw}\" is relative, which is refused once a host is reached over \
+                     SSH (it would be relative to this machine's state folder); write an \
+                     absolute path such as \"{example}\""
+                ),
+            );
+            return p.to_path_buf();
         }
         match self.base {
             Some(base) => normalize(&base.join(p)),

@@ -227,7 +227,7 @@ x = 1
             "cluster.toml:4:1: unknown key \"colour\" in [cluster]; keys there are name, goal, user, group, install_dir, data_dir, config_dir, log_dir, ports",
             "cluster.toml:7:1: unknown key \"master_clients\" in [cluster.ports]; keys there are master_metalogger, master_chunkserver, master_client, chunkserver (did you mean \"master_client\"?)",
             "cluster.toml:11:1: unknown key \"adress\" in [[hosts]]; keys there are name, address, transport, ssh, roles, chunkservers, client (did you mean \"address\"?)",
-            "cluster.toml:14:9: unknown key \"usr\" in the ssh table; keys there are user, port, key (did you mean \"user\"?)",
+            "cluster.toml:14:9: unknown key \"usr\" in the ssh table; keys there are user, port, key, jump, sudo (did you mean \"user\"?)",
             "cluster.toml:17:30: unknown key \"size\" in a disk; keys there are path, limit, remove",
             "cluster.toml:20:1: unknown key \"mountpoint\" in [hosts.client]; keys there are mount, subfolder, options, password",
             "cluster.toml:26:1: unknown key \"opts\" in [[exports]]; keys there are address, path, options",
@@ -465,7 +465,7 @@ path = "/"
             "cluster.toml:23:1: this chunkserver of host \"cs2\" has no disks; add disks = [{ path = \"/srv/moosefs/d1\" }]",
             "cluster.toml:24:16: label \"ssd\" is not a letter from A to Z; MooseFS labels are single letters",
             "cluster.toml:24:23: label \"b\" must be an upper-case letter; write \"B\"",
-            "cluster.toml:32:19: the disk path \"disks/d1\" is not absolute, and relative paths need a base folder, which was not given; write an absolute path such as \"/srv/moosefs/d1\"",
+            "cluster.toml:32:19: the disk path \"disks/d1\" is relative, which is refused once a host is reached over SSH (it would be relative to this machine's state folder); write an absolute path such as \"/srv/moosefs/d1\"",
             "cluster.toml:32:39: disk limit \"lots\" is not a size; write e.g. \"100GiB\" (use at most this), \"-5GiB\" (keep this free), \"90%\" or \"-10%\"",
             "cluster.toml:32:58: disk path \"/srv/d 2\" contains a space, which the hdd file cannot hold; use a folder without spaces (or a symlink to it)",
             "cluster.toml:32:119: disk /srv/d3 is already used on host \"cs3\" (line 32); every disk line needs its own folder",
@@ -797,7 +797,7 @@ disks = [{ path = "/srv/d1" }]
             "cluster.toml:4:8: user \"m fs\" is not a valid account name; use letters, digits, '.', '_' and '-'",
             "cluster.toml:5:15: install_dir \"~/bin\" starts with '~', which is not expanded; write the full path, e.g. \"/usr/local/bin\"",
             "cluster.toml:6:12: data_dir \"data#1\" contains '#', which MooseFS config files read as a comment; choose another folder",
-            "cluster.toml:6:12: data_dir \"data#1\" is not absolute, and relative paths need a base folder, which was not given; write an absolute path such as \"/var/lib/moosefs\"",
+            "cluster.toml:6:12: data_dir \"data#1\" is relative, which is refused once a host is reached over SSH (it would be relative to this machine's state folder); write an absolute path such as \"/var/lib/moosefs\"",
             "cluster.toml:9:8: host name \"m 1\" is not allowed; use letters, digits, '.', '-' and '_'",
             "cluster.toml:10:11: address \"10.0.0.1 \" is neither an IPv4 address nor a host name; set what the other hosts use to reach this one, e.g. \"10.0.0.2\"",
             "cluster.toml:12:16: the ssh user is empty; remove it to log in as root, or name the account",
@@ -913,5 +913,74 @@ path = "/"
         text,
         &["cluster.toml:18:1: this chunkserver has no port, so it takes the default 9422 (cluster.ports.chunkserver), which is already used on host \"cs1\" by the chunkserver at line 15; give this chunkserver another port (port = ...)"],
         &[],
+    );
+}
+
+#[test]
+fn jump_and_sudo_are_checked_and_relative_paths_refused_with_ssh() {
+    let text = r#"[cluster]
+name = "c"
+data_dir = "data"
+
+[[hosts]]
+name = "m1"
+address = "10.0.0.1"
+ssh = { user = "admin", sudo = true, jump = "ops@bastion:2222" }
+roles = ["master"]
+
+[[hosts]]
+name = "m2"
+address = "10.0.0.2"
+ssh = { jump = "bastion:99999" }
+roles = ["metalogger"]
+
+[[hosts]]
+name = "m3"
+address = "10.0.0.3"
+ssh = { jump = "@bastion" }
+roles = ["metalogger"]
+
+[[exports]]
+address = "10.0.0.0/24"
+path = "/"
+"#;
+    let options = LoadOptions {
+        base: Some(PathBuf::from("/state")),
+        ..LoadOptions::default()
+    };
+    let e = moose_inventory::load_str(text, "cluster.toml", &options)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("cluster.toml:3:12: data_dir \"data\" is relative, which is refused once a host is reached over SSH"),
+        "{e}"
+    );
+    assert!(
+        e.contains("cluster.toml:14:16: the ssh jump \"bastion:99999\" is not [user@]host[:port]: \"99999\" is not a port from 1 to 65535"),
+        "{e}"
+    );
+    assert!(
+        e.contains("cluster.toml:20:16: the ssh jump \"@bastion\" is not [user@]host[:port]: \"\" is not a valid user name"),
+        "{e}"
+    );
+    let ok = text
+        .replace("data_dir = \"data\"", "data_dir = \"/var/lib/moosefs\"")
+        .replace("bastion:99999", "bastion")
+        .replace("\"@bastion\"", "\"root@[fd00::1]:22\"");
+    let loaded = moose_inventory::load_str(&ok, "cluster.toml", &options).unwrap();
+    let h = &loaded.inventory.hosts;
+    assert!(h[0].ssh.sudo);
+    let j = h[0].ssh.jump.as_ref().unwrap();
+    assert_eq!(
+        (j.user.as_deref(), j.host.as_str(), j.port),
+        (Some("ops"), "bastion", 2222)
+    );
+    assert_eq!(j.to_string(), "ops@bastion:2222");
+    assert_eq!(h[1].ssh.jump.as_ref().unwrap().port, 22);
+    let v6 = h[2].ssh.jump.as_ref().unwrap();
+    assert_eq!(
+        (v6.host.as_str(), v6.to_string().as_str()),
+        ("fd00::1", "root@[fd00::1]")
     );
 }

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod data;
+pub mod netns;
 
 pub use cluster::{ClusterSpec, LocalCluster};
 

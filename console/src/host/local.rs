@@ -11,7 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::{
-    push_bounded, BoxFuture, Finished, FollowEvent, Host, HostError, OutputLine, Stream, KEPT_LINES,
+    push_bounded, BoxFuture, Finished, FollowEvent, Host, HostError, OutputLine, Source, Stream,
+    KEPT_LINES,
 };
 
 /// How long a TCP connection may take to open.
@@ -199,6 +200,33 @@ impl Host for Local {
         })
     }
 
+    fn stage<'a>(
+        &'a self,
+        target: &'a Path,
+        source: Source<'a>,
+        mode: u32,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<PathBuf, HostError>> {
+        let this = self.clone();
+        let target_buf = target.to_path_buf();
+        let contents = match source {
+            Source::Bytes(b) => Ok(b.to_vec()),
+            Source::File(p) => Err(p.to_path_buf()),
+        };
+        let owner = owner.map(str::to_string);
+        Box::pin(async move {
+            let task = tokio::task::spawn_blocking(move || {
+                this.stage_blocking(&target_buf, contents, mode, owner.as_deref())
+            });
+            match task.await {
+                Ok(r) => r,
+                Err(e) => {
+                    Err(self.file_error("write", target, std::io::Error::other(e.to_string())))
+                }
+            }
+        })
+    }
+
     fn connect(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Stream>, HostError>> {
         Box::pin(async move {
             let fail = |cause: std::io::Error| HostError::Connect {
@@ -221,6 +249,62 @@ impl Host for Local {
 }
 
 impl Local {
+    /// The blocking part of [`Host::stage`]: `contents`, or a copy of the file named.
+    fn stage_blocking(
+        &self,
+        path: &Path,
+        contents: Result<Vec<u8>, PathBuf>,
+        mode: u32,
+        owner: Option<&str>,
+    ) -> Result<PathBuf, HostError> {
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(|e| self.file_error("create the folder", dir, e))?;
+        let ids = owner.map(|o| self.resolve_owner(o, path)).transpose()?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{name}.moosectl-{}-{nanos:08x}",
+            std::process::id()
+        ));
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+                .map_err(|e| self.file_error("create", &tmp, e))?;
+            match &contents {
+                Ok(bytes) => f
+                    .write_all(bytes)
+                    .map_err(|e| self.file_error("write", &tmp, e))?,
+                Err(src) => {
+                    let mut from =
+                        std::fs::File::open(src).map_err(|e| self.file_error("read", src, e))?;
+                    std::io::copy(&mut from, &mut f)
+                        .map_err(|e| self.file_error("write", &tmp, e))?;
+                }
+            }
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| self.file_error("set the permissions of", &tmp, e))?;
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+                    .map_err(|e| self.file_error("change the owner of", &tmp, e))?;
+            }
+            f.sync_all().map_err(|e| self.file_error("sync", &tmp, e))?;
+            Ok(tmp.clone())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
     /// The blocking part of [`Host::write_file`].
     fn write_atomically(
         &self,

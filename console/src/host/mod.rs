@@ -5,7 +5,9 @@
 //! [`Local`] is this machine; an SSH host implements the same trait, so no caller may assume
 //! that a host is the machine the console runs on.
 
+pub mod known_hosts;
 mod local;
+pub mod ssh;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 pub use local::Local;
+pub use ssh::{SshHost, SshOptions, SshTarget, UnknownKey};
 
 /// A boxed future, so that [`Host`] can be used as `dyn Host`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -107,6 +110,17 @@ pub enum HostError {
         path: PathBuf,
         reason: String,
     },
+    /// An SSH connection problem (the message says what and what to do).
+    #[error("{host}: {message}")]
+    Ssh { host: String, message: String },
+    #[error("{host}: cannot {what}: {reason}")]
+    Script {
+        host: String,
+        what: String,
+        reason: String,
+    },
+    #[error("{host}: {} is missing; run moosectl deploy", .path.display())]
+    NotDeployed { host: String, path: PathBuf },
     #[error(
         "{host}: {program} is missing: it must be next to moosectl in {}; build every workspace \
          binary with `{build}`",
@@ -166,7 +180,170 @@ pub trait Host: Send + Sync {
 
     /// Opens a TCP stream to `port` of this host.
     fn connect(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Stream>, HostError>>;
+
+    /// Writes `source` to a temporary file beside `target` (a name unique to this host and
+    /// console run), synced, with `mode` and `owner`; returns the temporary file. The target
+    /// is not touched: [`Host::commit`] or [`Host::discard`] follow.
+    fn stage<'a>(
+        &'a self,
+        target: &'a Path,
+        source: Source<'a>,
+        mode: u32,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<PathBuf, HostError>>;
+
+    /// What deploy checks first: the machine, the login, which of `dirs` can be written
+    /// (or created) and the sha256 of each of `files` that exists.
+    fn facts<'a>(
+        &'a self,
+        dirs: &'a [PathBuf],
+        files: &'a [PathBuf],
+    ) -> BoxFuture<'a, Result<Facts, HostError>> {
+        Box::pin(async move {
+            let mut args = vec![dirs.len().to_string()];
+            args.extend(dirs.iter().map(|d| d.to_string_lossy().into_owned()));
+            args.extend(files.iter().map(|f| f.to_string_lossy().into_owned()));
+            let f = self.run(&sh(FACTS_SCRIPT, args), None).await?;
+            if !f.success() {
+                return Err(HostError::Script {
+                    host: self.name().to_string(),
+                    what: "check the host".to_string(),
+                    reason: f.message(),
+                });
+            }
+            Ok(Facts::parse(&f.stdout))
+        })
+    }
+
+    /// The sha256 of each of `files` (absent when the file does not exist).
+    fn hashes<'a>(
+        &'a self,
+        files: &'a [PathBuf],
+    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<PathBuf, String>, HostError>> {
+        Box::pin(async move { Ok(self.facts(&[], files).await?.hashes) })
+    }
+
+    /// Puts staged files in place: for each `(temp, target)`, the old target is kept as
+    /// `DIR/.moosectl-backup/STAMP/NAME` (the last 5 stamps are kept), then the temp is
+    /// renamed over it and the folder synced.
+    fn commit<'a>(
+        &'a self,
+        staged: &'a [(PathBuf, PathBuf)],
+        stamp: &'a str,
+    ) -> BoxFuture<'a, Result<(), HostError>> {
+        Box::pin(async move {
+            if staged.is_empty() {
+                return Ok(());
+            }
+            let mut args = vec![stamp.to_string()];
+            for (t, f) in staged {
+                args.push(t.to_string_lossy().into_owned());
+                args.push(f.to_string_lossy().into_owned());
+            }
+            let f = self.run(&sh(COMMIT_SCRIPT, args), None).await?;
+            if f.success() {
+                Ok(())
+            } else {
+                Err(HostError::Script {
+                    host: self.name().to_string(),
+                    what: "put the staged files in place".to_string(),
+                    reason: f.message(),
+                })
+            }
+        })
+    }
+
+    /// Removes staged temporary files.
+    fn discard<'a>(&'a self, temps: &'a [PathBuf]) -> BoxFuture<'a, Result<(), HostError>> {
+        Box::pin(async move {
+            if temps.is_empty() {
+                return Ok(());
+            }
+            let mut args = vec!["-f".to_string(), "--".to_string()];
+            args.extend(temps.iter().map(|t| t.to_string_lossy().into_owned()));
+            let cmd = Command {
+                program: PathBuf::from("rm"),
+                args,
+            };
+            let f = self.run(&cmd, None).await?;
+            if f.success() {
+                Ok(())
+            } else {
+                Err(HostError::Script {
+                    host: self.name().to_string(),
+                    what: "remove the staged files".to_string(),
+                    reason: f.message(),
+                })
+            }
+        })
+    }
 }
+
+/// What [`Host::stage`] writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    Bytes(&'a [u8]),
+    /// A file of this machine (a binary of the build).
+    File(&'a Path),
+}
+
+/// What [`Host::facts`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// `uname -m`.
+    pub arch: String,
+    /// The uid commands run as (0 through sudo).
+    pub uid: Option<u32>,
+    /// Folders asked about that cannot be written or created.
+    pub unwritable: Vec<PathBuf>,
+    pub hashes: std::collections::BTreeMap<PathBuf, String>,
+}
+
+impl Facts {
+    fn parse(lines: &[String]) -> Facts {
+        let mut f = Facts::default();
+        for l in lines {
+            if let Some(a) = l.strip_prefix("arch=") {
+                f.arch = a.trim().to_string();
+            } else if let Some(u) = l.strip_prefix("uid=") {
+                f.uid = u.trim().parse().ok();
+            } else if let Some(d) = l.strip_prefix("nowrite=") {
+                f.unwritable.push(PathBuf::from(d));
+            } else if let Some(rest) = l.strip_prefix("sha=") {
+                if let Some((h, p)) = rest.split_once(' ') {
+                    f.hashes.insert(PathBuf::from(p), h.to_string());
+                }
+            }
+        }
+        f
+    }
+}
+
+/// `sh -c SCRIPT moosectl ARGS...`.
+fn sh(script: &str, args: Vec<String>) -> Command {
+    let mut a = vec!["-c".to_string(), script.to_string(), "moosectl".to_string()];
+    a.extend(args);
+    Command {
+        program: PathBuf::from("sh"),
+        args: a,
+    }
+}
+
+/// `$1` = how many folders follow, then the folders, then files to hash.
+const FACTS_SCRIPT: &str = "echo \"arch=$(uname -m)\"; echo \"uid=$(id -u)\"; n=$1; shift; \
+    while [ \"$n\" -gt 0 ]; do p=$1; while [ ! -e \"$p\" ]; do p=$(dirname -- \"$p\"); done; \
+    if [ -w \"$p\" ]; then echo \"write=$1\"; else echo \"nowrite=$1\"; fi; n=$((n-1)); shift; \
+    done; for f; do if [ -f \"$f\" ]; then h=$(sha256sum < \"$f\") || exit 1; \
+    echo \"sha=${h%% *} $f\"; fi; done";
+
+/// `$1` = stamp, then pairs of temp and target.
+const COMMIT_SCRIPT: &str = "set -e; s=$1; shift; while [ $# -ge 2 ]; do t=$1; f=$2; shift 2; \
+    d=$(dirname -- \"$f\"); if [ -e \"$f\" ]; then b=\"$d/.moosectl-backup/$s\"; \
+    mkdir -p -- \"$b\"; n=\"$b/$(basename -- \"$f\")\"; \
+    ln -f -- \"$f\" \"$n\" 2>/dev/null || cp -p -- \"$f\" \"$n\"; fi; mv -f -- \"$t\" \"$f\"; \
+    sync -- \"$d\" 2>/dev/null || true; if [ -d \"$d/.moosectl-backup\" ]; then \
+    ls -1 -- \"$d/.moosectl-backup\" | sort | head -n -5 | while IFS= read -r old; do \
+    rm -rf -- \"$d/.moosectl-backup/$old\"; done; fi; done";
 
 /// Keeps the last `max` entries of a growing list.
 pub(crate) fn push_bounded(v: &mut Vec<String>, line: String, max: usize) {

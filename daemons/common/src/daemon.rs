@@ -166,8 +166,14 @@ where
     F: FnOnce(DaemonContext) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    use clap::Parser;
-    let args = match DaemonArgs::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    // `-V/--version` prints `NAME VERSION` (moosectl deploy runs every pushed binary so).
+    let parsed = DaemonArgs::command()
+        .name(spec.name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .try_get_matches()
+        .and_then(|m| DaemonArgs::from_arg_matches(&m));
+    let args = match parsed {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();

@@ -5,7 +5,7 @@
 //! metalogger answers the nonce of the master's hello with `HMAC(secret, …)` over both sides'
 //! nonces, and the master proves it knows the secret the same way in its answer.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -23,7 +23,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// HMAC-SHA256 of the concatenation of `parts` (each prefixed with its length, so that the
 /// split between parts is part of what is signed).
 pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         m.update(&(p.len() as u64).to_be_bytes());
         m.update(p);
@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn hmac_known_answer() {
         // RFC 4231 test case 2 (no length prefixes: checked through the raw HMAC).
-        let mut m = <HmacSha256 as Mac>::new_from_slice(b"Jefe").unwrap();
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(b"Jefe").unwrap();
         m.update(b"what do ya want for nothing?");
         let hex: String = m
             .finalize()
