@@ -191,21 +191,7 @@ fn a_flipped_byte_in_one_copy_is_detected_and_read_from_another() {
     fs::write(mnt.join("precious"), &data).unwrap();
     c.unmount(&mnt).unwrap();
     // Flip one byte in the data area of the copy on the first chunkserver.
-    let files = c.chunk_files(0);
-    assert_eq!(files.len(), 1, "one chunk on cs0: {files:?}");
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&files[0])
-        .unwrap();
-    let pos = 8192 + 3 * 65536 + 17;
-    f.seek(SeekFrom::Start(pos)).unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(pos)).unwrap();
-    f.write_all(&[b[0] ^ 0xff]).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
+    flip_bits_in_the_only_chunk_of(&c, 0, 0xff);
     c.drop_caches();
     // Several fresh reads: whichever copy a read picks, the data is right.
     for _ in 0..4 {
@@ -230,21 +216,7 @@ fn a_partial_write_into_a_damaged_block_fails_over_and_keeps_the_data_right() {
     fs::write(mnt.join("patched"), &data).unwrap();
     c.unmount(&mnt).unwrap();
     // A bit flips in block 3 of the copy on the first chunkserver.
-    let files = c.chunk_files(0);
-    assert_eq!(files.len(), 1, "one chunk on cs0: {files:?}");
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&files[0])
-        .unwrap();
-    let pos = 8192 + 3 * 65536 + 17;
-    f.seek(SeekFrom::Start(pos)).unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(pos)).unwrap();
-    f.write_all(&[b[0] ^ 0x01]).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
+    flip_bits_in_the_only_chunk_of(&c, 0, 0x01);
     c.drop_caches();
     // Ten bytes written into the same block: the old bytes around them must not be taken
     // as they are on the damaged copy.
@@ -267,4 +239,23 @@ fn a_partial_write_into_a_damaged_block_fails_over_and_keeps_the_data_right() {
         c.unmount(&mnt).unwrap();
         c.drop_caches();
     }
+}
+
+/// Flips the bits of `mask` in one byte of block 3 of the data of the only chunk file on
+/// chunkserver `cs`, as a failing disk would.
+fn flip_bits_in_the_only_chunk_of(c: &LocalCluster, cs: usize, mask: u8) {
+    let files = c.chunk_files(cs);
+    assert_eq!(files.len(), 1, "one chunk on cs{cs}: {files:?}");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&files[0])
+        .unwrap();
+    let pos = 8192 + 3 * 65536 + 17;
+    f.seek(SeekFrom::Start(pos)).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(pos)).unwrap();
+    f.write_all(&[b[0] ^ mask]).unwrap();
+    f.sync_all().unwrap();
 }

@@ -100,6 +100,21 @@ impl Frame<'_> {
             Frame::Data(..) => Err(ProtoError::UnexpectedData),
         }
     }
+
+    /// Decodes the frame as every message type of every link, dropping the results: what a
+    /// fuzzer or a hostile-input test feeds each decoder with. Never panics.
+    pub fn decode_as_every_message(&self) {
+        use crate::msg::*;
+        let _ = self.decode::<ClEnvelope>();
+        let _ = self.decode::<ClResponse>();
+        let _ = self.decode::<CsToMaster>();
+        let _ = self.decode::<MasterToCs>();
+        let _ = self.decode::<ToCs>();
+        let _ = self.decode::<FromCs>();
+        let _ = self.decode::<MlToMaster>();
+        let _ = self.decode::<MasterToMl>();
+        let _ = self.decode::<crate::Hello>();
+    }
 }
 
 /// Reads frames into one reusable buffer: no allocation per frame once warmed up.
@@ -322,20 +337,11 @@ mod tests {
         /// an error, never a panic, and never allocate past the frame limit.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
-            use crate::msg::*;
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
                 let mut r = FrameReader::with_limit(&bytes[..], 1024);
                 while let Ok(frame) = r.next().await {
-                    let _ = frame.decode::<ClEnvelope>();
-                    let _ = frame.decode::<ClResponse>();
-                    let _ = frame.decode::<CsToMaster>();
-                    let _ = frame.decode::<MasterToCs>();
-                    let _ = frame.decode::<ToCs>();
-                    let _ = frame.decode::<FromCs>();
-                    let _ = frame.decode::<MlToMaster>();
-                    let _ = frame.decode::<MasterToMl>();
-                    let _ = frame.decode::<crate::Hello>();
+                    frame.decode_as_every_message();
                 }
             });
             for kind in [KIND_MSG, KIND_DATA, 77] {

@@ -76,15 +76,7 @@ impl Target for Frames {
             rt.block_on(async {
                 let mut r = FrameReader::with_limit(input, LIMIT);
                 while let Ok(frame) = r.next().await {
-                    let _ = frame.decode::<ClEnvelope>();
-                    let _ = frame.decode::<ClResponse>();
-                    let _ = frame.decode::<CsToMaster>();
-                    let _ = frame.decode::<MasterToCs>();
-                    let _ = frame.decode::<ToCs>();
-                    let _ = frame.decode::<FromCs>();
-                    let _ = frame.decode::<MlToMaster>();
-                    let _ = frame.decode::<MasterToMl>();
-                    let _ = frame.decode::<moose_proto::Hello>();
+                    frame.decode_as_every_message();
                 }
             })
         });
