@@ -164,6 +164,9 @@ fn a_new_file_system_is_only_made_in_an_empty_data_path() {
         out.contains("holds no metadata") && out.contains("notes.txt"),
         "{out}"
     );
+    // A failed start has ended its process and freed the lock by the time it returns.
+    let (running, out) = run("moose-master", &["-c", &cfg, "status"]);
+    assert!(!running && out.contains("is not running"), "{out}");
     fs::remove_file(dir.path().join("data/notes.txt")).unwrap();
     let (ok, out) = run("moose-master", &["-c", &cfg, "start"]);
     assert!(ok, "{out}");

@@ -436,7 +436,10 @@ where
         };
         body(ctx).await
     });
-    let code = match result {
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    // The lock goes before the waiting `start` hears of a failure, so it can be retried at once.
+    drop(lock);
+    match result {
         Ok(()) => {
             tracing::info!("{name} exited cleanly");
             ExitCode::SUCCESS
@@ -445,10 +448,7 @@ where
             tracing::error!("{name} failed: {e:#}");
             report_failure(&pipe, &format!("{e:#}"))
         }
-    };
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    drop(lock);
-    code
+    }
 }
 
 fn current_user() -> user::RunAs {
@@ -625,7 +625,7 @@ pub fn spawn_and_wait_ready(args: &[std::ffi::OsString]) -> Result<u32, SpawnFai
             Ok(())
         });
     }
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| SpawnFailure::Setup(format!("cannot start: {e}")))?;
     drop(write_end);
@@ -655,6 +655,9 @@ pub fn spawn_and_wait_ready(args: &[std::ffi::OsString]) -> Result<u32, SpawnFai
                 if line == "ready" {
                     return Ok(pid);
                 } else if let Some(msg) = line.strip_prefix("error ") {
+                    // A failed start must leave nothing behind: a `start` right after this
+                    // one would otherwise find the lock still held by the exiting child.
+                    wait_for_exit(&mut child, Duration::from_secs(10));
                     return Err(SpawnFailure::Failed {
                         pid,
                         msg: msg.to_string(),
@@ -664,6 +667,7 @@ pub fn spawn_and_wait_ready(args: &[std::ffi::OsString]) -> Result<u32, SpawnFai
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                wait_for_exit(&mut child, Duration::from_secs(10));
                 return Err(SpawnFailure::Exited { pid });
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -673,6 +677,17 @@ pub fn spawn_and_wait_ready(args: &[std::ffi::OsString]) -> Result<u32, SpawnFai
                     last_wait,
                 });
             }
+        }
+    }
+}
+
+/// Reaps `child` once it has exited, giving up after `limit`.
+fn wait_for_exit(child: &mut std::process::Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
 }
