@@ -4,6 +4,12 @@ use std::path::PathBuf;
 
 use moose_common::Config;
 
+use crate::changelog::SyncPolicy;
+
+/// How long a written change may wait for its fdatasync (like a journaling file system's
+/// commit interval); a client's fsync does not wait for it.
+const CHANGELOG_SYNC_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Keys moose-master reads (besides the common DATA_PATH / WORKING_USER / WORKING_GROUP).
 pub const KEYS: &[&str] = &[
     "EXPORTS_FILENAME",
@@ -47,8 +53,8 @@ pub struct MasterConfig {
     pub read_rep_limit: usize,
     /// Rebalance when chunkservers' disk usage differs by more than this many percent.
     pub acceptable_difference: f64,
-    /// Changes are fsynced before they are acknowledged (CHANGELOG_SAVE_MODE 2, the default).
-    pub changelog_fsync: bool,
+    /// When acknowledged changes reach the disk (CHANGELOG_SAVE_MODE).
+    pub changelog_sync: SyncPolicy,
     /// The cluster secret chunkservers and metaloggers prove at registration.
     pub auth_code: Option<String>,
     /// Seconds a session outlives its connection (open files stay open meanwhile).
@@ -115,12 +121,13 @@ impl MasterConfig {
             replications_delay: cfg.get_duration_secs("REPLICATIONS_DELAY_INIT", 60)?,
             write_rep_limit: first_limit(cfg, "CHUNKS_WRITE_REP_LIMIT", 4).max(1),
             read_rep_limit: first_limit(cfg, "CHUNKS_READ_REP_LIMIT", 8).max(1),
-            changelog_fsync: match cfg.get_u64("CHANGELOG_SAVE_MODE", 2)? {
-                2 => true,
-                0 | 1 => false,
+            changelog_sync: match cfg.get_u64("CHANGELOG_SAVE_MODE", 0)? {
+                2 => SyncPolicy::EveryChange,
+                0 | 1 => SyncPolicy::Within(CHANGELOG_SYNC_DELAY),
                 other => anyhow::bail!(
-                    "{}: CHANGELOG_SAVE_MODE = {other}: use 2 (fsync every change before the \
-                     reply, the default) or 1 (write it before the reply, no fsync)",
+                    "{}: CHANGELOG_SAVE_MODE = {other}: use 0 or 1 (write every change before \
+                     the reply, sync within a second and on every client fsync; the default) \
+                     or 2 (sync every change before the reply)",
                     cfg.path().display()
                 ),
             },
