@@ -119,6 +119,8 @@ struct Inner {
     /// Inodes open here: access mode (O_RDONLY/O_WRONLY/O_RDWR) and the caller of an open,
     /// to open them again in a new session before anything else is sent.
     opened: Mutex<HashMap<moose_proto::Inode, (i32, moose_proto::Cred)>>,
+    /// Folder attributes that came with answers to changes.
+    folders: crate::folders::FolderAttrs,
 }
 
 impl Inner {
@@ -159,9 +161,15 @@ impl MasterClient {
             }),
             session,
             opened: Mutex::new(HashMap::new()),
+            folders: Default::default(),
         });
         tokio::spawn(run(inner.clone(), conn));
         Ok((MasterClient { inner }, reply))
+    }
+
+    /// Folder attributes the master sent with its answers to changes.
+    pub fn folders(&self) -> &crate::folders::FolderAttrs {
+        &self.inner.folders
     }
 
     /// The current session (it changes after a reconnection).
@@ -522,6 +530,16 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
             Err(e) => return e,
         };
         let p = inner.lock().pending.remove(&resp.msgid);
+        if let Some(p) = &p {
+            // A folder may be gone or have moved: nothing cached can be trusted.
+            if matches!(
+                p.env.req,
+                ClRequest::RmDir { .. } | ClRequest::Rename { .. }
+            ) {
+                inner.folders.clear();
+            }
+        }
+        inner.folders.store(&resp.dirs);
         match p {
             Some(p) => {
                 let _ = p.tx.send(resp.result.map_err(CallError::Fs));
