@@ -5,8 +5,8 @@
 //! no longer than the kernel would have kept the same answer (the attribute timeout), so other
 //! mounts' changes show up as soon as they would anyway.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use moose_proto::{Attr, Inode};
@@ -20,8 +20,8 @@ pub struct FolderAttrs {
 }
 
 impl FolderAttrs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Inode, (Attr, Instant)>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Inode, (Attr, Instant)>> {
+        self.map.lock()
     }
 
     /// Keeps `attrs`, as the master just sent them.

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use fuser::{
@@ -72,10 +74,6 @@ struct Core {
     /// Open handles per inode; the lock orders Open/Release of one inode.
     opens: Mutex<HashMap<Inode, Arc<tokio::sync::Mutex<u32>>>>,
     absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Extended attribute names of POSIX ACLs, which are not supported.
@@ -216,12 +214,12 @@ impl Core {
     }
 
     fn open_counter(&self, inode: Inode) -> Arc<tokio::sync::Mutex<u32>> {
-        lock(&self.opens).entry(inode).or_default().clone()
+        self.opens.lock().entry(inode).or_default().clone()
     }
 
     /// Drops the counter of an inode nobody has open (`counter` is the caller's clone).
     fn drop_counter_if_unused(&self, inode: Inode, counter: &Arc<tokio::sync::Mutex<u32>>) {
-        let mut opens = lock(&self.opens);
+        let mut opens = self.opens.lock();
         if Arc::strong_count(counter) == 2 {
             if let Some(c) = opens.get(&inode) {
                 if Arc::ptr_eq(c, counter) {
@@ -266,7 +264,7 @@ impl Core {
         }
         *count += 1;
         let fh = self.new_fh();
-        lock(&self.files).insert(
+        self.files.lock().insert(
             fh,
             OpenFile {
                 last_end: 0,
@@ -318,7 +316,7 @@ impl Core {
     /// Closes a handle: writes the buffered data and, for the last handle of the inode, tells
     /// the master.
     async fn release_handle(&self, inode: Inode, fh: u64) -> Result<(), Errno> {
-        lock(&self.files).remove(&fh);
+        self.files.lock().remove(&fh);
         let flushed = self.writer.flush(inode).await.map_err(fs_errno);
         let counter = self.open_counter(inode);
         let mut count = counter.lock().await;
@@ -341,7 +339,7 @@ impl Core {
 
     /// Sequential detection for a read on handle `fh`.
     fn read_mode(&self, fh: u64, offset: u64, size: u32) -> ReadMode {
-        let mut files = lock(&self.files);
+        let mut files = self.files.lock();
         match files.get_mut(&fh) {
             Some(f) => {
                 let sequential = offset.abs_diff(f.last_end) <= SEQUENTIAL_SLACK;
@@ -394,7 +392,7 @@ impl Core {
     }
 
     fn xattr_absent(&self, inode: Inode, name: &[u8]) -> bool {
-        let map = lock(&self.absent_xattrs);
+        let map = self.absent_xattrs.lock();
         map.get(&(inode, name.to_vec()))
             .is_some_and(|at| at.elapsed() < self.attr_ttl)
     }
@@ -403,7 +401,7 @@ impl Core {
         if self.attr_ttl.is_zero() {
             return;
         }
-        let mut map = lock(&self.absent_xattrs);
+        let mut map = self.absent_xattrs.lock();
         if map.len() >= MAX_ABSENT_XATTRS {
             let ttl = self.attr_ttl;
             map.retain(|_, at| at.elapsed() < ttl);
@@ -415,7 +413,7 @@ impl Core {
     }
 
     fn forget_xattrs(&self, inode: Inode) {
-        lock(&self.absent_xattrs).retain(|(i, _), _| *i != inode);
+        self.absent_xattrs.lock().retain(|(i, _), _| *i != inode);
     }
 
     /// Lists a directory from FUSE `offset` into `sink`.
@@ -442,7 +440,9 @@ impl Core {
         // (the kernel asks again from there).
         let mut added = !matches!(resume, Resume::Master(_));
         loop {
-            let buffered = lock(&self.dirs)
+            let buffered = self
+                .dirs
+                .lock()
                 .get_mut(&fh)
                 .and_then(|b| b.take_if_at(cookie));
             let (mut entries, eof, epoch) = match buffered {
@@ -487,7 +487,7 @@ impl Core {
                 };
                 if sink.add_entry(&e.name, &fa, next) {
                     entries.push_front(e);
-                    if let Some(b) = lock(&self.dirs).get_mut(&fh) {
+                    if let Some(b) = self.dirs.lock().get_mut(&fh) {
                         b.store(cookie, entries, eof, epoch);
                     }
                     return Ok(());
@@ -1098,7 +1098,7 @@ impl Filesystem for MooseFs {
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fh = self.core.new_fh();
-        lock(&self.core.dirs).insert(fh, DirBuffer::default());
+        self.core.dirs.lock().insert(fh, DirBuffer::default());
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
@@ -1153,7 +1153,7 @@ impl Filesystem for MooseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        lock(&self.core.dirs).remove(&fh.0);
+        self.core.dirs.lock().remove(&fh.0);
         reply.ok();
     }
 

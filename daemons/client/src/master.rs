@@ -3,7 +3,9 @@
 //! re-sending of every unanswered request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use moose_proto::handshake::{say_hello, HandshakeError};
@@ -125,7 +127,7 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 }
 
@@ -217,7 +219,7 @@ impl MasterClient {
     /// Remembers an open of `inode` (flags as given to open), to repeat it in a new session.
     pub fn note_open(&self, inode: moose_proto::Inode, flags: i32, cred: moose_proto::Cred) {
         let mode = flags & libc::O_ACCMODE;
-        let mut opened = self.inner.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let mut opened = self.inner.opened.lock();
         let e = opened.entry(inode).or_insert((mode, cred.clone()));
         if mode != e.0 {
             e.0 = libc::O_RDWR;
@@ -227,11 +229,7 @@ impl MasterClient {
 
     /// The last handle on `inode` closed.
     pub fn note_release(&self, inode: moose_proto::Inode) {
-        self.inner
-            .opened
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&inode);
+        self.inner.opened.lock().remove(&inode);
     }
 
     /// Ends the session at the master now (its files are released at once rather than after
@@ -483,7 +481,6 @@ async fn reopen(inner: &Inner, conn: &mut Conn) {
     let opened: Vec<(moose_proto::Inode, i32, moose_proto::Cred)> = inner
         .opened
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
         .iter()
         .map(|(i, (f, c))| (*i, *f, c.clone()))
         .collect();
