@@ -36,6 +36,18 @@ pub fn bin_dir() -> PathBuf {
 /// A TCP port on 127.0.0.1 that was free a moment ago. Ports come from below the kernel's
 /// ephemeral range (so outgoing connections never take them meanwhile), each at most once
 /// per test process, starting at a random place so parallel test processes rarely meet.
+/// Whether process `pid` is still running: an ended process nobody has reaped yet (a zombie)
+/// is not.
+pub fn process_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    state != Some('Z')
+}
+
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 20_000;

@@ -65,7 +65,7 @@ fn verbs_lockfile_and_second_instance() {
     let (ok, out) = run("moose-master", &["-c", cfg, "stop"]);
     assert!(ok, "{out}");
     // `stop` returns once the process has exited.
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!moose_tests::process_running(pid as u32));
     let (ok, out) = run("moose-master", &["-c", cfg, "test"]);
     assert!(!ok);
     assert!(out.contains("is not running"), "{out}");

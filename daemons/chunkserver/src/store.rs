@@ -54,6 +54,10 @@ struct Entry {
     /// Changes whenever the file is replaced or renamed; keys the open-file cache.
     generation: u64,
     damaged: bool,
+    /// The folder entry of a chunk made empty by the master's order is synced with its first
+    /// data (a client's fsync), not when it is made: a chunk lost with its unsynced folder
+    /// entry held no data anybody was promised.
+    folder_synced: bool,
 }
 
 impl Entry {
@@ -262,6 +266,7 @@ impl Store {
             len,
             generation: self.generation(),
             damaged: false,
+            folder_synced: true,
         };
         match map.entry(chunk_id) {
             MapEntry::Vacant(v) => {
@@ -631,15 +636,30 @@ impl Store {
         }
     }
 
-    /// Makes an open chunk's data durable (fdatasync).
+    /// Makes an open chunk's data durable (fdatasync), and its name if that is not yet.
     pub fn sync(&self, h: &Handle) -> FsResult<()> {
-        h.file.sync_data().map_err(|e| {
+        let err = |e| {
             io_error(
                 &h.disk,
                 &format!("cannot sync chunk {:016X}", h.chunk.chunk_id),
                 e,
             )
-        })
+        };
+        h.file.sync_data().map_err(err)?;
+        let id = h.chunk.chunk_id;
+        let unsynced = lock(&self.chunks)
+            .get(&id)
+            .filter(|e| !e.folder_synced)
+            .map(|e| (e.path(id), e.generation));
+        if let Some((path, generation)) = unsynced {
+            chunkfile::sync_folder_of(&path).map_err(err)?;
+            if let Some(e) = lock(&self.chunks).get_mut(&id) {
+                if e.generation == generation {
+                    e.folder_synced = true;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Starts a new chunk in a temporary file on the disk with the most room. Fails if the
@@ -701,8 +721,12 @@ impl Store {
         })
     }
 
-    /// Gives a new chunk its final name and registers it.
-    pub fn commit_new(&self, mut new: NewChunk) -> FsResult<()> {
+    /// Gives a new chunk its final name and registers it, durably.
+    pub fn commit_new(&self, new: NewChunk) -> FsResult<()> {
+        self.commit(new, true)
+    }
+
+    fn commit(&self, mut new: NewChunk, sync_folder: bool) -> FsResult<()> {
         let len = match new.file.metadata() {
             Ok(m) => m.len(),
             Err(e) => return Err(io_error(&new.disk, "cannot stat a new chunk", e)),
@@ -725,7 +749,8 @@ impl Store {
             )
         })?;
         new.committed = true;
-        if let Err(e) = chunkfile::sync_folder_of(&path) {
+        if !sync_folder {
+        } else if let Err(e) = chunkfile::sync_folder_of(&path) {
             return Err(io_error(
                 &new.disk,
                 &format!("cannot sync the folder of {}", path.display()),
@@ -767,15 +792,16 @@ impl Store {
                 len,
                 generation: self.generation(),
                 damaged: false,
+                folder_synced: sync_folder,
             },
         );
         Ok(())
     }
 
-    /// Makes a new, empty chunk.
+    /// Makes a new, empty chunk (its folder entry is synced with its data, see [`Store::sync`]).
     pub fn create(&self, chunk: ChunkRef) -> FsResult<()> {
         let new = self.begin_new(chunk)?;
-        self.commit_new(new)
+        self.commit(new, false)
     }
 
     /// Removes the chunk if it has this version; a chunk that is already gone is fine.
@@ -830,6 +856,8 @@ impl Store {
             })?;
             e.version = new_version;
             e.generation = self.generation();
+            // Synced below, with the header, before the new version is confirmed.
+            e.folder_synced = true;
             new
         };
         self.files.remove(chunk.chunk_id);

@@ -1086,12 +1086,16 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let inode = core.to_master(ino);
         self.spawn(async move {
-            if let Err(e) = core.writer.fsync(inode).await {
+            // Once the data is written out, the master has recorded every change the fsync
+            // covers: its sync and the chunk copies' syncs run side by side.
+            if let Err(e) = core.writer.flush(inode).await {
                 return reply.error(fs_errno(e));
             }
-            match core.sync_metadata().await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
+            let (data, metadata) = tokio::join!(core.writer.fsync(inode), core.sync_metadata());
+            match (data, metadata) {
+                (Err(e), _) => reply.error(fs_errno(e)),
+                (Ok(()), Err(e)) => reply.error(e),
+                (Ok(()), Ok(())) => reply.ok(),
             }
         });
     }
