@@ -8,7 +8,9 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use moose_common::lockfile::{self, LockError, Lockfile};
@@ -18,7 +20,6 @@ use moose_proto::{DiskReport, CHUNK_SIZE};
 
 use crate::chunkfile::DATA_OFFSET;
 use crate::identity;
-use crate::sync::{lock, read, write};
 
 /// An amount of space: bytes, or a share of the file system's size.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -340,7 +341,7 @@ impl Disk {
                 );
             }
         }
-        let mut limit = lock(&self.limit);
+        let mut limit = self.limit.lock();
         if *limit != entry.limit {
             tracing::info!(
                 "hdd folder {}: space option changed from {:?} to {:?}",
@@ -357,12 +358,12 @@ impl Disk {
     }
 
     pub fn metaid(&self) -> Option<u64> {
-        *lock(&self.metaid)
+        *self.metaid.lock()
     }
 
     /// Records the cluster id on the disk if it has none yet.
     fn bind(&self, cluster_id: u64) -> Result<(), String> {
-        let mut metaid = lock(&self.metaid);
+        let mut metaid = self.metaid.lock();
         match *metaid {
             Some(id) if id == cluster_id => Ok(()),
             Some(id) => Err(self.foreign(id, cluster_id)),
@@ -409,7 +410,7 @@ impl Disk {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let limit = self.tolerance.count as usize;
-        let mut recent = lock(&self.recent_errors);
+        let mut recent = self.recent_errors.lock();
         while recent
             .front()
             .is_some_and(|&t| now.duration_since(t) > self.tolerance.period)
@@ -448,7 +449,7 @@ impl Disk {
         let frsize = st.fragment_size() as u64;
         let fs_total = (st.blocks() as u64).saturating_mul(frsize);
         let fs_avail = (st.blocks_available() as u64).saturating_mul(frsize);
-        let limit = *lock(&self.limit);
+        let limit = *self.limit.lock();
         Ok(compute_space(
             limit,
             fs_total,
@@ -519,12 +520,12 @@ impl DiskSet {
     }
 
     pub fn all(&self) -> Vec<Arc<Disk>> {
-        read(&self.disks).clone()
+        self.disks.read().clone()
     }
 
     /// The cluster this chunkserver's disks belong to, if known.
     pub fn cluster_id(&self) -> Option<u64> {
-        *lock(&self.cluster)
+        *self.cluster.lock()
     }
 
     /// Adds a disk found on reload, checking (or recording) its cluster id.
@@ -532,16 +533,16 @@ impl DiskSet {
         let cluster = self.cluster_id();
         match (cluster, disk.metaid()) {
             (Some(c), _) => disk.bind(c)?,
-            (None, Some(m)) => *lock(&self.cluster) = Some(m),
+            (None, Some(m)) => *self.cluster.lock() = Some(m),
             (None, None) => {}
         }
-        write(&self.disks).push(disk);
+        self.disks.write().push(disk);
         Ok(())
     }
 
     /// Checks that no disk belongs to a cluster other than `cluster_id`.
     pub fn check_cluster(&self, cluster_id: u64) -> Result<(), String> {
-        for d in read(&self.disks).iter() {
+        for d in self.disks.read().iter() {
             if let Some(m) = d.metaid() {
                 if m != cluster_id {
                     return Err(d.foreign(m, cluster_id));
@@ -553,7 +554,7 @@ impl DiskSet {
 
     /// Binds every disk to `cluster_id` (writing missing `.metaid` files).
     pub fn bind_cluster(&self, cluster_id: u64) -> Result<(), String> {
-        *lock(&self.cluster) = Some(cluster_id);
+        *self.cluster.lock() = Some(cluster_id);
         let problems: Vec<String> = self
             .all()
             .iter()

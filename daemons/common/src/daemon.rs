@@ -104,7 +104,7 @@ impl DaemonContext {
 /// still be reported to `start`. Programs that start themselves with [`spawn_and_wait_ready`]
 /// get theirs with [`ReadyPipe::from_env`].
 #[derive(Clone, Default)]
-pub struct ReadyPipe(std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>);
+pub struct ReadyPipe(std::sync::Arc<parking_lot::Mutex<Option<std::fs::File>>>);
 
 /// True in a process started by [`spawn_and_wait_ready`] (or by `start` without `-f`).
 pub fn is_ready_child() -> bool {
@@ -122,7 +122,7 @@ impl ReadyPipe {
         {
             // SAFETY: the parent passed us this descriptor and nothing else owns it.
             let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-            *pipe.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+            *pipe.0.lock() = Some(file);
         }
         std::env::remove_var(READY_FD_ENV);
         pipe
@@ -144,7 +144,7 @@ impl ReadyPipe {
     }
 
     fn say(&self, line: &str, last: bool) {
-        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.0.lock();
         if let Some(p) = guard.as_mut() {
             let _ = writeln!(p, "{}", line.replace('\n', " "));
         }
