@@ -5,6 +5,10 @@
 /// (`1.5TiB`). A bare number is bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
+    // A plain byte count is exact (the f64 path below rounds above 2^53).
+    if let Ok(bytes) = s.parse::<u64>() {
+        return Ok(bytes);
+    }
     let s = s.strip_suffix('B').unwrap_or(s);
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
