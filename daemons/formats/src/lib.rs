@@ -5,6 +5,8 @@
 
 pub mod cfg;
 pub mod daemon_cfg;
+pub mod exports;
+pub mod hdd;
 pub mod keys;
 pub mod stock_keys;
 pub mod suggest;

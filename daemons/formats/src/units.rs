@@ -44,6 +44,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Writes a size so that [`parse_size`] reads back the same bytes: with the largest binary
+/// suffix that divides it exactly (`4GiB`), else as plain bytes.
+pub fn format_size_exact(bytes: u64) -> String {
+    const SUFFIXES: [(&str, u32); 6] = [
+        ("EiB", 60),
+        ("PiB", 50),
+        ("TiB", 40),
+        ("GiB", 30),
+        ("MiB", 20),
+        ("KiB", 10),
+    ];
+    for (suffix, shift) in SUFFIXES {
+        let quotient = bytes >> shift;
+        // parse_size multiplies in f64: the quotient must be exact there.
+        if bytes != 0 && quotient << shift == bytes && quotient < 1 << 53 {
+            return format!("{quotient}{suffix}");
+        }
+    }
+    bytes.to_string()
+}
+
 /// Parses a duration in seconds: a plain number of seconds, `#.#T` with T one of
 /// `s m h d w`, or a combination such as `1w2d3h4m5s`.
 pub fn parse_duration_secs(text: &str) -> Result<u64, String> {

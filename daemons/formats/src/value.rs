@@ -136,7 +136,7 @@ impl CfgValue for Bytes {
         units::parse_size(text).map(Bytes)
     }
     fn render(&self) -> String {
-        self.0.to_string()
+        units::format_size_exact(self.0)
     }
     fn magnitude(&self) -> Option<f64> {
         Some(self.0 as f64)

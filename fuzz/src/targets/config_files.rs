@@ -68,6 +68,11 @@ impl Target for ExportsFile {
             let _ = moose_common::exports::parse_address(word);
             let _ = moose_common::exports::parse_options(word);
         }
+        let path = Path::new("fuzz.cfg");
+        if let Ok(file) = moose_formats::exports::ExportsFile::parse(path, &text) {
+            let again = moose_formats::exports::ExportsFile::parse(path, &file.render(""));
+            assert_eq!(again.ok().map(|f| f.lines.len()), Some(file.lines.len()));
+        }
     }
 }
 
