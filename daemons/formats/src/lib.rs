@@ -18,4 +18,4 @@ pub use daemon_cfg::{
     ChunkserverCfg, ChunkserverKeys, CommonKeys, MasterCfg, MasterKeys, MetaloggerCfg,
     MetaloggerKeys,
 };
-pub use keys::{DaemonCfg, KeySet, KeySpec};
+pub use keys::{DaemonCfg, DaemonKeys, KeySet, KeySpec};
