@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use moose_common::{CfgError, Config};
-use moose_formats::{ChunkserverCfg, ChunkserverKeys, KeySet};
+use moose_formats::{CfgError, ChunkserverCfg, ChunkserverKeys, Config, KeySet};
 
 use crate::hdd::Tolerance;
 

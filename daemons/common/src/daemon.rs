@@ -193,7 +193,7 @@ fn load_config(spec: &DaemonSpec, args: &DaemonArgs) -> Result<Config, String> {
     keys.extend_from_slice(spec.keys);
     let load = |p: &Path| -> Result<Config, String> {
         let mut cfg = Config::load(p, &keys).map_err(|e| e.to_string())?;
-        cfg.check_unknown_keys(&crate::stock_keys::for_daemon(spec.name))
+        cfg.check_unknown_keys(&moose_formats::stock_keys::for_daemon(spec.name))
             .map_err(|e| e.to_string())?;
         Ok(cfg)
     };

@@ -1,7 +1,7 @@
 //! Every file a daemon reads, with one owner each: the `KEY = VALUE` config files of the
-//! master, chunkserver and metalogger (typed, from one key table per daemon), and later the
-//! hdd and exports files. Each parses text with errors naming file and line and renders
-//! itself back as text; the daemons, the inventory and the tests all use these types.
+//! master, chunkserver and metalogger (typed, from one key table per daemon), the hdd file and
+//! the exports file. Each parses text with errors naming file and line and renders itself
+//! back as text; the daemons, the inventory and the test harness all use these types.
 
 pub mod cfg;
 pub mod daemon_cfg;

@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use moose_common::Config;
-use moose_formats::{KeySet, MasterCfg, MasterKeys};
+use moose_formats::{Config, KeySet, MasterCfg, MasterKeys};
 
 /// Keys moose-master reads (besides the common DATA_PATH / WORKING_USER / WORKING_GROUP).
 pub const KEYS: &[&str] = MasterKeys::NAMES;
