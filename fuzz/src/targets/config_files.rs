@@ -90,6 +90,14 @@ impl Target for HddFile {
 
     fn run(&self, input: &[u8]) {
         let text = String::from_utf8_lossy(input);
-        let _ = moose_chunkserver::hdd::parse(Path::new("fuzz-hdd.cfg"), &text);
+        let path = Path::new("/fuzz-hdd.cfg");
+        if let Ok(file) = moose_formats::hdd::parse(path, &text) {
+            let again = moose_formats::hdd::parse(path, &file.render("")).map(|f| f.entries);
+            let strip = |mut entries: Vec<moose_formats::hdd::HddEntry>| {
+                entries.iter_mut().for_each(|e| e.line = 0);
+                entries
+            };
+            assert_eq!(again.ok().map(strip), Some(strip(file.entries)));
+        }
     }
 }
