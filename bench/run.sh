@@ -4,8 +4,8 @@
 # I/O, create / `ls -l` / `rm -rf` of 10,000 files in one folder, fio 4 KiB random read at
 # queue depth 1 for 15 s. Needs root (FUSE, dropping caches) and fio.
 #   bench/run.sh [--quick]      --quick: 256 MiB and 1,000 files, for a smoke run
-#   CHANGELOG_SAVE_MODE=1 bench/run.sh   acknowledge metadata changes without fsync, like
-#                                        stock MooseFS (default 2: fsync before every reply)
+#   CHANGELOG_SAVE_MODE=2 bench/run.sh   sync every metadata change before its reply (default
+#                                        0: written before the reply, synced within a second)
 #   MOOSE_BIN=DIR bench/run.sh           use the binaries in DIR instead of building (to
 #                                        compare two builds)
 set -euo pipefail
@@ -46,7 +46,7 @@ MATOCS_LISTEN_HOST = 127.0.0.1
 MATOCS_LISTEN_PORT = $cs_port
 MATOCL_LISTEN_HOST = 127.0.0.1
 MATOCL_LISTEN_PORT = $cl_port
-CHANGELOG_SAVE_MODE = ${CHANGELOG_SAVE_MODE:-2}
+CHANGELOG_SAVE_MODE = ${CHANGELOG_SAVE_MODE:-0}
 CFG
 "$bin/moose-master" -c "$work/master.cfg" start >/dev/null
 for i in 1 2; do

@@ -677,6 +677,7 @@ pub(crate) mod tests {
             version: "0.1.0".into(),
             cluster_id: 0x1234,
             metadata_version: 77,
+            metadata_synced: 77,
             total_space: n as u64 * 4 * gib,
             avail_space: n as u64 * 4 * gib - (300 << 20),
             files: 12,

@@ -205,6 +205,12 @@ impl Core {
         self.master.call(req).await
     }
 
+    /// Waits until the master has every metadata change made so far on its disk: an fsync
+    /// covers the file's size and times, and the names leading to it.
+    async fn sync_metadata(&self) -> Result<(), Errno> {
+        expect_done("fsync", self.call(ClRequest::SyncMetadata).await)
+    }
+
     fn new_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
@@ -1050,9 +1056,12 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let inode = core.to_master(ino);
         self.spawn(async move {
-            match core.writer.fsync(inode).await {
+            if let Err(e) = core.writer.fsync(inode).await {
+                return reply.error(fs_errno(e));
+            }
+            match core.sync_metadata().await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(fs_errno(e)),
+                Err(e) => reply.error(e),
             }
         });
     }
@@ -1126,8 +1135,13 @@ impl Filesystem for MooseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes are made durable by the master when it answers them.
-        reply.ok();
+        let core = self.core.clone();
+        self.spawn(async move {
+            match core.sync_metadata().await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -74,8 +74,9 @@ crate::key_set! {
         acceptable_percentage_difference: f64 = "ACCEPTABLE_PERCENTAGE_DIFFERENCE", default 5.0,
             range Range::Above(0.0),
             "disk usage spread in percent that starts rebalancing (it goes on down to half)";
-        changelog_save_mode: u64 = "CHANGELOG_SAVE_MODE", default 2, range Range::Within(0.0, 2.0),
-            "2: every change is fsynced before it is acknowledged; 0 or 1: written, not fsynced";
+        changelog_save_mode: u64 = "CHANGELOG_SAVE_MODE", default 0, range Range::Within(0.0, 2.0),
+            "0 or 1: a change is written before its reply and synced within a second; 2: synced \
+             before its reply";
         auth_code: Name = "AUTH_CODE", default Name::default(), range Range::Any,
             "the cluster secret chunkservers and metaloggers prove (unset: none)";
         session_sustain_time: Seconds = "SESSION_SUSTAIN_TIME", default Seconds(86_400),

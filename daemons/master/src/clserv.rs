@@ -219,11 +219,19 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                             }
                             result
                         }
-                        Step::Durable(reply, version) => {
+                        Step::Recorded(reply, version) => {
                             s.note_reply(&reply);
                             let (m, tx) = (master.clone(), tx.clone());
                             tokio::spawn(async move {
-                                let result = m.durable(version).await.map(|()| reply);
+                                let result = m.recorded(version).await.map(|()| reply);
+                                let _ = tx.send(ClResponse { msgid, result }).await;
+                            });
+                            continue;
+                        }
+                        Step::Synced(reply, version) => {
+                            let (m, tx) = (master.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let result = m.synced(version).await.map(|()| reply);
                                 let _ = tx.send(ClResponse { msgid, result }).await;
                             });
                             continue;

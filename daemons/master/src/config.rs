@@ -5,6 +5,12 @@ use std::path::PathBuf;
 
 use moose_formats::{Config, KeySet, MasterCfg, MasterKeys};
 
+use crate::changelog::SyncPolicy;
+
+/// How long a written change may wait for its fdatasync (like a journaling file system's
+/// commit interval); a client's fsync does not wait for it.
+const CHANGELOG_SYNC_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Keys moose-master reads (besides the common DATA_PATH / WORKING_USER / WORKING_GROUP).
 pub const KEYS: &[&str] = MasterKeys::NAMES;
 
@@ -29,8 +35,8 @@ pub struct MasterConfig {
     pub read_rep_limit: usize,
     /// Rebalance when chunkservers' disk usage differs by more than this many percent.
     pub acceptable_difference: f64,
-    /// Changes are fsynced before they are acknowledged (CHANGELOG_SAVE_MODE 2, the default).
-    pub changelog_fsync: bool,
+    /// When acknowledged changes reach the disk (CHANGELOG_SAVE_MODE).
+    pub changelog_sync: SyncPolicy,
     /// The cluster secret chunkservers and metaloggers prove at registration.
     pub auth_code: Option<String>,
     /// Seconds a session outlives its connection (open files stay open meanwhile).
@@ -61,7 +67,10 @@ impl MasterConfig {
             replications_delay: k.replications_delay_init().0,
             write_rep_limit: usize::try_from(k.chunks_write_rep_limit().first())?,
             read_rep_limit: usize::try_from(k.chunks_read_rep_limit().first())?,
-            changelog_fsync: k.changelog_save_mode() == 2,
+            changelog_sync: match k.changelog_save_mode() {
+                2 => SyncPolicy::EveryChange,
+                _ => SyncPolicy::Within(CHANGELOG_SYNC_DELAY),
+            },
             acceptable_difference: k.acceptable_percentage_difference(),
             session_sustain: k.session_sustain_time().0,
             auth_code: k.auth_code.map(|n| n.0),

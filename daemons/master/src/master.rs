@@ -56,7 +56,7 @@ impl Master {
             meta.cluster_id,
             meta.version,
             cfg.back_logs,
-            cfg.changelog_fsync,
+            cfg.changelog_sync,
         )
         .context("cannot open the changelog")?;
         Ok(Master {
@@ -118,7 +118,7 @@ impl Master {
     }
 
     /// Applies `op` and queues it in the changelog. The caller holds the state lock (so
-    /// records stay in order) and must wait for [`Master::durable`] before replying.
+    /// records stay in order) and must wait for [`Master::recorded`] before replying.
     pub fn commit(&self, st: &mut State, op: Op) -> FsResult<(Applied, u64)> {
         let applied = st.apply(&op)?;
         st.meta.version += 1;
@@ -127,12 +127,14 @@ impl Master {
         Ok((applied, version))
     }
 
-    /// Waits until change `version` is on disk.
-    pub async fn durable(&self, version: u64) -> FsResult<()> {
-        self.log.wait_durable(version).await.map_err(|e| {
-            tracing::error!("changelog: {e}");
-            FsError::Io
-        })
+    /// Waits until change `version` may be acknowledged (see CHANGELOG_SAVE_MODE).
+    pub async fn recorded(&self, version: u64) -> FsResult<()> {
+        self.log.wait_recorded(version).await.map_err(log_failure)
+    }
+
+    /// Makes every change up to `version` durable on disk now and waits for it.
+    pub async fn synced(&self, version: u64) -> FsResult<()> {
+        self.log.sync(version).await.map_err(log_failure)
     }
 
     /// Writes a dump of the current state and rotates the changelog.
@@ -347,4 +349,9 @@ pub fn restore(from: &Path, data_path: &Path, default_goal: u8) -> anyhow::Resul
     }
     metadata::write(data_path, &metadata::encode(&meta))?;
     Ok(meta.version)
+}
+
+fn log_failure(e: String) -> FsError {
+    tracing::error!("changelog: {e}");
+    FsError::Io
 }

@@ -219,6 +219,9 @@ pub enum ClRequest {
     /// The mount is going away: release its files now rather than after
     /// `SESSION_SUSTAIN_TIME`.
     CloseSession,
+    /// Answered once every metadata change acknowledged so far is on the master's disk (a
+    /// client's `fsync`; changes are otherwise synced within a second).
+    SyncMetadata,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +340,10 @@ pub struct ClusterInfo {
     pub version: String,
     pub cluster_id: u64,
     pub metadata_version: u64,
+    /// Every change up to this version is synced to the master's disk (the rest is written
+    /// and survives a crash of the master process, not of its machine).
+    #[serde(default)]
+    pub metadata_synced: u64,
     pub total_space: u64,
     pub avail_space: u64,
     pub files: u64,

@@ -40,9 +40,10 @@ fn set_copy_versions(st: &mut State, chunk_id: u64, ok: &[u32], version: u32) {
     }
 }
 
-/// Makes `version + 1` the chunk's version in the changelog, durably, before any chunkserver
-/// is told: a master that dies after telling them then restarts at the new version, so no
-/// copy it raised looks newer than the metadata. (Copies still at the old version are the
+/// Makes `version + 1` the chunk's version in the changelog, synced to disk (whatever
+/// CHANGELOG_SAVE_MODE says), before any chunkserver is told: a master, or its machine, that
+/// dies after telling them then restarts at the new version, so no copy it raised looks newer
+/// than the metadata. (Copies still at the old version are the
 /// exact data of before the change; the health loop adopts them when nothing newer exists.)
 /// The chunk stays locked; on error the lock is released.
 async fn raise_version(m: &Master, chunk_id: u64, version: u32) -> FsResult<u32> {
@@ -61,7 +62,7 @@ async fn raise_version(m: &Master, chunk_id: u64, version: u32) -> FsResult<u32>
             }
         }
     };
-    if let Err(e) = m.durable(v).await {
+    if let Err(e) = m.synced(v).await {
         m.state().rt.write_locks.remove(&chunk_id);
         return Err(e);
     }
@@ -79,7 +80,7 @@ async fn restore_version(m: &Master, chunk_id: u64, version: u32) {
     };
     match v {
         Ok(v) => {
-            let _ = m.durable(v).await;
+            let _ = m.synced(v).await;
         }
         Err(e) => tracing::warn!("chunk {chunk_id:016X}: cannot restore version {version}: {e}"),
     }
@@ -346,7 +347,7 @@ async fn create_chunk(
         lock_chunk(st, chunk_id, s.id);
         (st.node(inode).map_or(0, |n| n.length()), v)
     };
-    m.durable(v).await?;
+    m.recorded(v).await?;
     Ok(lease(m, file_length, chunk, &ok))
 }
 

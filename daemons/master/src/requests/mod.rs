@@ -1,5 +1,5 @@
 //! File system requests of a session: permission checks, then an [`crate::ops::Op`] committed
-//! to the changelog, then the reply once the change is durable.
+//! to the changelog, then the reply once the change is recorded (see CHANGELOG_SAVE_MODE).
 
 mod data;
 mod names;
@@ -26,8 +26,10 @@ type Outcome = (ClReply, Option<u64>);
 pub enum Step {
     /// The answer is ready.
     Reply(FsResult<ClReply>),
-    /// The answer is ready once metadata version `.1` is durable.
-    Durable(ClReply, u64),
+    /// The answer is ready once metadata version `.1` is recorded in the changelog.
+    Recorded(ClReply, u64),
+    /// The answer is ready once metadata version `.1` is synced to disk.
+    Synced(ClReply, u64),
     /// The request waits for chunkservers: run [`handle_async`] on a task.
     Later(ClRequest),
 }
@@ -71,7 +73,8 @@ fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
         | ReportBadCopy { .. }
         | ClusterInfo
         | Nop
-        | CloseSession => [None, None],
+        | CloseSession
+        | SyncMetadata => [None, None],
     }
 }
 
@@ -137,6 +140,7 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
             names::set_attributes(m, s, inode, &set, &cred, now).map(|(a, v)| (ClReply::Attr(a), v))
         }
         ClRequest::Statfs => Ok((ClReply::Statfs(status::statfs(m)), None)),
+        ClRequest::SyncMetadata => return Step::Synced(ClReply::Done, m.state().meta.version),
         ClRequest::FileInfo { inode } => {
             status::file_info(m, inode).map(|f| (ClReply::FileInfo(f), None))
         }
@@ -167,7 +171,7 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         other => names::apply(m, s, other, now),
     };
     match r {
-        Ok((reply, Some(v))) => Step::Durable(reply, v),
+        Ok((reply, Some(v))) => Step::Recorded(reply, v),
         Ok((reply, None)) => Step::Reply(Ok(reply)),
         Err(e) => Step::Reply(Err(e)),
     }
@@ -191,11 +195,11 @@ pub async fn handle_async(m: &Master, s: &Session, req: ClRequest) -> FsResult<C
             if let Some(size) = set.size {
                 names::check_truncate(m, s, inode, size, &cred)?;
                 let v = data::truncate(m, s, inode, size, now).await?;
-                m.durable(v).await?;
+                m.recorded(v).await?;
             }
             let (a, v) = names::set_attributes(m, s, inode, &set, &cred, now)?;
             if let Some(v) = v {
-                m.durable(v).await?;
+                m.recorded(v).await?;
             }
             Ok(ClReply::Attr(a))
         }

@@ -200,6 +200,7 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         version: moose_proto::VERSION.to_string(),
         cluster_id,
         metadata_version: version,
+        metadata_synced: m.log.status().borrow().synced,
         total_space,
         avail_space,
         files,

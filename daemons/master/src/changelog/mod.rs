@@ -1,18 +1,20 @@
-//! The changelog: every metadata change is appended here, fsynced in groups, before the
-//! request that made it is answered.
+//! The changelog: every metadata change is appended here before the request that made it is
+//! answered (see [`writer`] for when it is synced).
 //!
 //! Files `changelog.N.mfs` (0 = current) start with `MOOSECL1` and the cluster id (u64 BE),
 //! then records `len:u32 | crc32:u32 | postcard(Record)`. A dump rotates the files, so a
 //! dump at version V plus the changelogs after it rebuild the state.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
 
 use crate::ops::Op;
+
+mod writer;
+pub use writer::{Changelog, SyncPolicy};
 
 use moose_proto::files::{
     changelog_header, CHANGELOG_HEADER_LEN as HEADER_LEN, CHANGELOG_SIGNATURE as SIGNATURE,
@@ -141,224 +143,6 @@ pub fn encode_record(rec: &Record) -> Vec<u8> {
     out
 }
 
-/// Durability as the writer reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogStatus {
-    /// Every record up to this version is on disk.
-    pub durable: u64,
-    /// Set when writing failed: the master cannot go on.
-    pub failed: Option<String>,
-}
-
-enum Cmd {
-    Record(u64, Vec<u8>),
-    /// Close the current file and start a new one (after a dump).
-    Rotate,
-    /// Remove the files beyond BACK_LOGS (once a dump covering them is on disk).
-    Prune,
-}
-
-/// Handle to the writer thread.
-pub struct Changelog {
-    tx: std::sync::mpsc::Sender<Cmd>,
-    status: watch::Receiver<LogStatus>,
-    stream: broadcast::Sender<(u64, std::sync::Arc<Vec<u8>>)>,
-}
-
-impl Changelog {
-    /// Opens `changelog.0.mfs` in `dir` for appending (creating it with a header if needed)
-    /// and starts the writer thread. `version` is the last version already on disk.
-    pub fn open(
-        dir: &Path,
-        cluster_id: u64,
-        version: u64,
-        back_logs: u32,
-        fsync: bool,
-    ) -> Result<Changelog, ChangelogError> {
-        let file = open_current(dir, cluster_id)?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stream, _) = broadcast::channel(1 << 16);
-        let (status_tx, status) = watch::channel(LogStatus {
-            durable: version,
-            failed: None,
-        });
-        let writer = Writer {
-            dir: dir.to_path_buf(),
-            cluster_id,
-            back_logs: back_logs.max(1),
-            fsync,
-            file: BufWriter::with_capacity(1 << 20, file),
-            status: status_tx,
-            durable: version,
-        };
-        std::thread::Builder::new()
-            .name("changelog".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|source| ChangelogError::Write {
-                path: dir.join(file_name(0)),
-                source,
-            })?;
-        Ok(Changelog { tx, status, stream })
-    }
-
-    /// Queues a record; call with the state lock held so records stay in version order.
-    pub fn append(&self, rec: &Record) {
-        let bytes = encode_record(rec);
-        if self.stream.receiver_count() > 0 {
-            let _ = self
-                .stream
-                .send((rec.version, std::sync::Arc::new(bytes.clone())));
-        }
-        let _ = self.tx.send(Cmd::Record(rec.version, bytes));
-    }
-
-    /// Queues a rotation; call with the state lock held, right after encoding a dump.
-    pub fn rotate(&self) {
-        let _ = self.tx.send(Cmd::Rotate);
-    }
-
-    /// Queues the removal of the files beyond BACK_LOGS; call only after a dump was written,
-    /// so that a dump that failed never costs the records it should have covered.
-    pub fn prune(&self) {
-        let _ = self.tx.send(Cmd::Prune);
-    }
-
-    /// Waits until `version` is durable. Errors if the changelog cannot be written.
-    pub async fn wait_durable(&self, version: u64) -> Result<(), String> {
-        let mut rx = self.status.clone();
-        let st = rx
-            .wait_for(|s| s.durable >= version || s.failed.is_some())
-            .await
-            .map_err(|_| "changelog writer stopped".to_string())?;
-        match &st.failed {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
-    }
-
-    pub fn status(&self) -> watch::Receiver<LogStatus> {
-        self.status.clone()
-    }
-
-    /// Live stream of encoded records, for metaloggers. Subscribe before taking the dump
-    /// they start from, so no change falls between the two.
-    pub fn subscribe(&self) -> broadcast::Receiver<(u64, std::sync::Arc<Vec<u8>>)> {
-        self.stream.subscribe()
-    }
-}
-
-fn open_current(dir: &Path, cluster_id: u64) -> Result<File, ChangelogError> {
-    let path = dir.join(file_name(0));
-    let werr = |source| ChangelogError::Write {
-        path: path.clone(),
-        source,
-    };
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .open(&path)
-        .map_err(werr)?;
-    let len = f.metadata().map_err(werr)?.len();
-    if len == 0 {
-        f.write_all(&changelog_header(cluster_id)).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-    }
-    Ok(f)
-}
-
-struct Writer {
-    dir: PathBuf,
-    cluster_id: u64,
-    back_logs: u32,
-    /// fdatasync every group (CHANGELOG_SAVE_MODE 2); otherwise a change is acknowledged once
-    /// it is in the kernel's page cache (survives a crash of the master, not of the machine).
-    fsync: bool,
-    file: BufWriter<File>,
-    status: watch::Sender<LogStatus>,
-    durable: u64,
-}
-
-impl Writer {
-    fn run(mut self, rx: std::sync::mpsc::Receiver<Cmd>) {
-        while let Ok(first) = rx.recv() {
-            // Group commit: take everything queued meanwhile, then one fsync for all of it.
-            let mut last = self.durable;
-            let mut batch = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-                if batch.len() >= 100_000 {
-                    break;
-                }
-            }
-            let result = (|| -> Result<(), ChangelogError> {
-                for cmd in batch {
-                    match cmd {
-                        Cmd::Record(v, bytes) => {
-                            self.file.write_all(&bytes).map_err(|e| self.err(e))?;
-                            last = v;
-                        }
-                        Cmd::Rotate => self.rotate()?,
-                        Cmd::Prune => self.prune(),
-                    }
-                }
-                self.file.flush().map_err(|e| self.err(e))?;
-                if self.fsync {
-                    self.file.get_ref().sync_data().map_err(|e| self.err(e))?;
-                }
-                Ok(())
-            })();
-            match result {
-                Ok(()) => {
-                    self.durable = last;
-                    self.status.send_modify(|s| s.durable = last);
-                }
-                Err(e) => {
-                    tracing::error!("{e}; the master cannot record changes and stops");
-                    self.status.send_modify(|s| s.failed = Some(e.to_string()));
-                    return;
-                }
-            }
-        }
-    }
-
-    fn err(&self, source: std::io::Error) -> ChangelogError {
-        ChangelogError::Write {
-            path: self.dir.join(file_name(0)),
-            source,
-        }
-    }
-
-    /// changelog.N.mfs → N+1 for every file (none is removed here: see [`Writer::prune`]),
-    /// then a new changelog.0.mfs; the folder is fsynced so the renames survive a crash.
-    fn rotate(&mut self) -> Result<(), ChangelogError> {
-        self.file.flush().map_err(|e| self.err(e))?;
-        self.file.get_ref().sync_data().map_err(|e| self.err(e))?;
-        let mut own: Vec<u32> = own_files(&self.dir).into_iter().map(|(n, _)| n).collect();
-        own.sort_unstable_by(|a, b| b.cmp(a));
-        for n in own {
-            let from = self.dir.join(file_name(n));
-            std::fs::rename(&from, self.dir.join(file_name(n + 1))).map_err(|e| self.err(e))?;
-        }
-        let f = open_current(&self.dir, self.cluster_id)?;
-        self.file = BufWriter::with_capacity(1 << 20, f);
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    fn prune(&self) {
-        for (n, path) in own_files(&self.dir) {
-            if n > self.back_logs {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!("cannot remove old changelog {}: {e}", path.display());
-                }
-            }
-        }
-    }
-}
-
 /// The master's own `changelog.N.mfs` files in `dir` (not a metalogger's), with N.
 fn own_files(dir: &Path) -> Vec<(u32, PathBuf)> {
     list_files(dir)
@@ -415,29 +199,6 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn append_rotate_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Changelog::open(dir.path(), 9, 0, 3, true).unwrap();
-        log.append(&rec(1));
-        log.append(&rec(2));
-        log.rotate();
-        log.append(&rec(3));
-        log.wait_durable(3).await.unwrap();
-        let old = read_file(&dir.path().join(file_name(1))).unwrap();
-        assert_eq!(old.records, vec![rec(1), rec(2)]);
-        assert_eq!(old.cluster_id, 9);
-        let cur = read_file(&dir.path().join(file_name(0))).unwrap();
-        assert_eq!(cur.records, vec![rec(3)]);
-        assert_eq!(
-            list_files(dir.path())
-                .iter()
-                .map(|f| f.0)
-                .collect::<Vec<_>>(),
-            vec![0, 1]
-        );
-    }
-
     #[test]
     fn torn_tail_is_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
@@ -467,34 +228,6 @@ mod tests {
         let r = read_file(&path).unwrap();
         assert_eq!(r.records, vec![rec(1)]);
         assert_eq!(r.torn_at, Some(good));
-    }
-
-    #[tokio::test]
-    async fn rotation_keeps_every_file_until_a_dump_prunes() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Changelog::open(dir.path(), 9, 0, 2, true).unwrap();
-        for v in 1..=4 {
-            log.append(&rec(v));
-            log.rotate();
-        }
-        log.append(&rec(5));
-        log.wait_durable(5).await.unwrap();
-        let numbers = || {
-            list_files(dir.path())
-                .iter()
-                .map(|f| f.0)
-                .collect::<Vec<_>>()
-        };
-        // Dumps that failed must not cost records: nothing is removed by rotation.
-        assert_eq!(numbers(), vec![0, 1, 2, 3, 4]);
-        assert_eq!(
-            read_file(&dir.path().join(file_name(4))).unwrap().records,
-            vec![rec(1)]
-        );
-        log.prune();
-        log.append(&rec(6));
-        log.wait_durable(6).await.unwrap();
-        assert_eq!(numbers(), vec![0, 1, 2]);
     }
 
     /// Changelog files: a valid header and records of many kinds, mutated; every record that
