@@ -43,9 +43,12 @@ pub enum CfgError {
         key: String,
         doc: String,
     },
-    /// Keys neither this daemon nor stock MooseFS knows, one message per line.
-    #[error("{}", .0.join("\n"))]
-    UnknownKeys(Vec<String>),
+    /// Keys neither this daemon nor stock MooseFS knows, one line each.
+    #[error("{}", unknown_key_lines(.path, .keys))]
+    UnknownKeys {
+        path: PathBuf,
+        keys: Vec<UnknownKey>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -162,31 +165,25 @@ impl Config {
     /// Sorts the unknown keys: a key stock MooseFS knows (`stock_keys`) is ignored with a
     /// warning; any other one is an error naming file, line and the nearest known key.
     pub fn check_unknown_keys(&mut self, stock_keys: &[&str]) -> Result<(), CfgError> {
-        let mut errors = Vec::new();
-        for u in &self.unknown {
-            let place = format!("{}:{}", self.path.display(), u.line);
-            if stock_keys.contains(&u.key.as_str()) {
-                self.warnings.push(format!(
-                    "{place}: {} is a stock MooseFS key that this daemon does not use; it is \
-                     ignored",
-                    u.key
-                ));
-            } else {
-                let hint = u
-                    .suggestion
-                    .as_ref()
-                    .map(|k| format!(" (did you mean {k}?)"))
-                    .unwrap_or_default();
-                errors.push(format!(
-                    "{place}: unknown key {}{hint}; fix or remove the line",
-                    u.key
-                ));
-            }
+        let (stock, unknown): (Vec<&UnknownKey>, Vec<&UnknownKey>) = self
+            .unknown
+            .iter()
+            .partition(|u| stock_keys.contains(&u.key.as_str()));
+        for u in stock {
+            self.warnings.push(format!(
+                "{}:{}: {} is a stock MooseFS key that this daemon does not use; it is ignored",
+                self.path.display(),
+                u.line,
+                u.key
+            ));
         }
-        if errors.is_empty() {
+        if unknown.is_empty() {
             Ok(())
         } else {
-            Err(CfgError::UnknownKeys(errors))
+            Err(CfgError::UnknownKeys {
+                path: self.path.clone(),
+                keys: unknown.into_iter().cloned().collect(),
+            })
         }
     }
 
@@ -255,6 +252,23 @@ impl Config {
             reason,
         }
     }
+}
+
+fn unknown_key_lines(path: &Path, keys: &[UnknownKey]) -> String {
+    let line = |u: &UnknownKey| {
+        let hint = u
+            .suggestion
+            .as_ref()
+            .map(|k| format!(" (did you mean {k}?)"))
+            .unwrap_or_default();
+        format!(
+            "{}:{}: unknown key {}{hint}; fix or remove the line",
+            path.display(),
+            u.line,
+            u.key
+        )
+    };
+    keys.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
 fn strip_inline_comment(value: &str) -> &str {

@@ -66,17 +66,31 @@ pub enum HddError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}:{line}: {msg}", .path.display())]
+    #[error("{}:{line}: {error}", .path.display())]
     Line {
         path: PathBuf,
         line: usize,
-        msg: String,
+        error: HddLineError,
     },
     #[error(
         "hdd file {} lists no data folders; add one folder per line, e.g. /mnt/hdd1",
         .path.display()
     )]
     Empty { path: PathBuf },
+}
+
+/// What is wrong with one line of the hdd file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HddLineError {
+    #[error(
+        "bad space option '{option}': {error} (examples: 1.5TiB or 60% = use at most this, \
+         -5GiB or -10% = keep this much free)"
+    )]
+    SpaceOption { option: String, error: LimitError },
+    #[error("the data folder path is missing")]
+    NoFolder,
+    #[error("folder {} is listed twice (first at line {first})", .folder.display())]
+    Twice { folder: PathBuf, first: usize },
 }
 
 /// Reads and parses the hdd file.
@@ -94,10 +108,10 @@ pub fn parse(path: &Path, text: &str) -> Result<HddFile, HddError> {
     let mut out = HddFile::default();
     for (idx, raw) in text.lines().enumerate() {
         let line = idx + 1;
-        let err = |msg: String| HddError::Line {
+        let err = |error: HddLineError| HddError::Line {
             path: path.to_path_buf(),
             line,
-            msg,
+            error,
         };
         let content = strip_comment(raw).trim();
         if content.is_empty() {
@@ -121,18 +135,18 @@ pub fn parse(path: &Path, text: &str) -> Result<HddFile, HddError> {
         let rest = rest.trim_start();
         let (folder, limit) = match rest.rsplit_once([' ', '\t']) {
             Some((folder, option)) => {
-                let limit = SpaceLimit::parse(option).map_err(|m| {
-                    err(format!(
-                        "bad space option '{option}': {m} (examples: 1.5TiB or 60% = use at most \
-                         this, -5GiB or -10% = keep this much free)"
-                    ))
+                let limit = SpaceLimit::parse(option).map_err(|error| {
+                    err(HddLineError::SpaceOption {
+                        option: option.to_string(),
+                        error,
+                    })
                 })?;
                 (folder.trim_end(), limit)
             }
             None => (rest, SpaceLimit::Default),
         };
         if folder.is_empty() {
-            return Err(err("the data folder path is missing".into()));
+            return Err(err(HddLineError::NoFolder));
         }
         let folder = Path::new(folder);
         // Rebuilding from components drops trailing slashes and `.` parts.
@@ -142,11 +156,10 @@ pub fn parse(path: &Path, text: &str) -> Result<HddFile, HddError> {
             base.join(folder).components().collect()
         };
         if let Some(prev) = out.entries.iter().find(|e| e.path == full) {
-            return Err(err(format!(
-                "folder {} is listed twice (first at line {})",
-                full.display(),
-                prev.line
-            )));
+            return Err(err(HddLineError::Twice {
+                folder: full,
+                first: prev.line,
+            }));
         }
         out.entries.push(HddEntry {
             path: full,
