@@ -8,10 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use toml::Spanned;
-
 use moose_formats::exports::{self, ExportOption, OptionError};
 use moose_formats::hdd::{LimitError, SpaceLimit};
+use toml::Spanned;
 
 use crate::error::Diags;
 use crate::load::LoadOptions;
