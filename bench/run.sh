@@ -76,6 +76,13 @@ fio_iops() {
     fio --minimal "$@" | awk -F';' '{ printf "%.0f", $8 }'
 }
 
+# Requests the master has served (to count round trips per file).
+served() {
+    "$bin/moose-tool" info --json -H 127.0.0.1 -P "$cl_port" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["ops_total"])'
+}
+per_file() { awk -v a="$1" -v b="$2" -v n="$files" 'BEGIN { printf "%.1f", (b - a - 1) / n }'; }
+
 declare -A result
 for goal in 1 2; do
     d=$mnt/goal$goal
@@ -86,13 +93,13 @@ for goal in 1 2; do
     result[read,$goal]=$(fio_mibs --name=r --filename="$d/seq" --rw=read --bs=1M --size=$size --direct=1 --ioengine=psync)
     rm -f "$d/seq"
     mkdir -p "$d/small"
-    t0=$(now); (cd "$d/small" && seq -f 'f%g' "$files" | xargs touch); t1=$(now)
-    result[create,$goal]=$(secs "$t0" "$t1")
+    o0=$(served); t0=$(now); (cd "$d/small" && seq -f 'f%g' "$files" | xargs touch); t1=$(now); o1=$(served)
+    result[create,$goal]=$(secs "$t0" "$t1"); result[create_rt,$goal]=$(per_file "$o0" "$o1")
     drop
-    t0=$(now); ls -l "$d/small" >/dev/null; t1=$(now)
-    result[ls,$goal]=$(secs "$t0" "$t1")
-    t0=$(now); rm -rf "$d/small"; t1=$(now)
-    result[rm,$goal]=$(secs "$t0" "$t1")
+    o0=$(served); t0=$(now); ls -l "$d/small" >/dev/null; t1=$(now); o1=$(served)
+    result[ls,$goal]=$(secs "$t0" "$t1"); result[ls_rt,$goal]=$(per_file "$o0" "$o1")
+    o0=$(served); t0=$(now); rm -rf "$d/small"; t1=$(now); o1=$(served)
+    result[rm,$goal]=$(secs "$t0" "$t1"); result[rm_rt,$goal]=$(per_file "$o0" "$o1")
     fio --name=prep --filename="$d/rand" --rw=write --bs=1M --size=256M --ioengine=psync --end_fsync=1 >/dev/null
     drop
     result[iops,$goal]=$(fio_iops --name=rr --filename="$d/rand" --rw=randread --bs=4k --size=256M --runtime=$runtime --time_based --direct=1 --ioengine=psync)
@@ -106,3 +113,6 @@ printf '%-44s %10s %10s\n' "create $files files (s)" "${result[create,1]}" "${re
 printf '%-44s %10s %10s\n' "ls -l of $files files (s)" "${result[ls,1]}" "${result[ls,2]}"
 printf '%-44s %10s %10s\n' "rm -rf of $files files (s)" "${result[rm,1]}" "${result[rm,2]}"
 printf '%-44s %10s %10s\n' "fio 4 KiB random read, QD1 (IOPS)" "${result[iops,1]}" "${result[iops,2]}"
+printf '%-44s %10s %10s\n' "master requests per file: create" "${result[create_rt,1]}" "${result[create_rt,2]}"
+printf '%-44s %10s %10s\n' "master requests per file: ls -l" "${result[ls_rt,1]}" "${result[ls_rt,2]}"
+printf '%-44s %10s %10s\n' "master requests per file: rm -rf" "${result[rm_rt,1]}" "${result[rm_rt,2]}"

@@ -1,8 +1,8 @@
 //! Credentials of the calling process: uid and gid from the kernel, supplementary groups from
 //! `/proc/PID/status`, cached briefly.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use moose_proto::Cred;
@@ -36,7 +36,7 @@ impl CredCache {
         }
         let now = Instant::now();
         {
-            let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            let map = self.map.lock();
             if let Some(e) = map.get(&pid) {
                 if e.uid == uid && e.gid == gid && now.duration_since(e.at) < GROUPS_TTL {
                     return Cred {
@@ -50,7 +50,7 @@ impl CredCache {
         let groups = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .map(|s| parse_groups(&s))
             .unwrap_or_default();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock();
         if map.len() >= MAX_ENTRIES {
             map.retain(|_, e| now.duration_since(e.at) < GROUPS_TTL);
             if map.len() >= MAX_ENTRIES {

@@ -3,9 +3,9 @@
 //! connections are kept per server and reused for reads and syncs; a write session ends its
 //! connection.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -126,7 +126,7 @@ impl CsPool {
     }
 
     fn take_idle(&self, addr: &CsAddr) -> Option<CsConn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock();
         let list = idle.get_mut(addr)?;
         while let Some((at, conn)) = list.pop() {
             if at.elapsed() < IDLE_MAX_AGE {
@@ -137,7 +137,7 @@ impl CsPool {
     }
 
     fn put_idle(&self, addr: &CsAddr, conn: CsConn) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock();
         let list = idle.entry(addr.clone()).or_default();
         list.retain(|(at, _)| at.elapsed() < IDLE_MAX_AGE);
         if list.len() < MAX_IDLE {

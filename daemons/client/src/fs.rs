@@ -7,7 +7,9 @@ use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use fuser::{
@@ -72,10 +74,6 @@ struct Core {
     /// Open handles per inode; the lock orders Open/Release of one inode.
     opens: Mutex<HashMap<Inode, Arc<tokio::sync::Mutex<u32>>>>,
     absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Extended attribute names of POSIX ACLs, which are not supported.
@@ -216,12 +214,12 @@ impl Core {
     }
 
     fn open_counter(&self, inode: Inode) -> Arc<tokio::sync::Mutex<u32>> {
-        lock(&self.opens).entry(inode).or_default().clone()
+        self.opens.lock().entry(inode).or_default().clone()
     }
 
     /// Drops the counter of an inode nobody has open (`counter` is the caller's clone).
     fn drop_counter_if_unused(&self, inode: Inode, counter: &Arc<tokio::sync::Mutex<u32>>) {
-        let mut opens = lock(&self.opens);
+        let mut opens = self.opens.lock();
         if Arc::strong_count(counter) == 2 {
             if let Some(c) = opens.get(&inode) {
                 if Arc::ptr_eq(c, counter) {
@@ -232,51 +230,19 @@ impl Core {
     }
 
     /// Opens `inode` at the master and counts the handle; returns the new handle.
-    async fn open_inode(
-        &self,
-        inode: Inode,
-        flags: i32,
-        cred: Cred,
-        fallback_root: bool,
-    ) -> Result<u64, Errno> {
+    async fn open_inode(&self, inode: Inode, flags: i32, cred: Cred) -> Result<u64, Errno> {
         let counter = self.open_counter(inode);
         let mut count = counter.lock().await;
-        let mut cred = cred;
-        let mut r = self
+        let r = self
             .call(ClRequest::Open {
                 inode,
                 flags,
                 cred: cred.clone(),
             })
             .await;
-        if fallback_root && matches!(r, Err(CallError::Fs(FsError::Access | FsError::Perm))) {
-            cred = Cred::root();
-            // The caller just created this file: O_CREAT grants the access asked whatever
-            // the new file's mode says.
-            r = self
-                .call(ClRequest::Open {
-                    inode,
-                    flags,
-                    cred: Cred::root(),
-                })
-                .await;
-        }
         let result = match r {
             Ok(ClReply::Attr(_)) | Ok(ClReply::Done) => {
-                self.master.note_open(inode, flags, cred);
-                if *count == 0 {
-                    self.reader.invalidate(inode);
-                }
-                *count += 1;
-                let fh = self.new_fh();
-                lock(&self.files).insert(
-                    fh,
-                    OpenFile {
-                        last_end: 0,
-                        run: 0,
-                    },
-                );
-                Ok(fh)
+                Ok(self.count_open(inode, flags, cred, &mut count))
             }
             Ok(other) => Err(unexpected("open", &other)),
             Err(e) => Err(errno(e)),
@@ -289,10 +255,68 @@ impl Core {
         result
     }
 
+    /// Records an open the master granted (`count` is the inode's open counter, held) and
+    /// returns the new handle.
+    fn count_open(&self, inode: Inode, flags: i32, cred: Cred, count: &mut u32) -> u64 {
+        self.master.note_open(inode, flags, cred);
+        if *count == 0 {
+            self.reader.invalidate(inode);
+        }
+        *count += 1;
+        let fh = self.new_fh();
+        self.files.lock().insert(
+            fh,
+            OpenFile {
+                last_end: 0,
+                run: 0,
+            },
+        );
+        fh
+    }
+
+    /// Creates and opens a regular file in one request to the master; returns its
+    /// attributes and the new handle.
+    async fn create_open(
+        &self,
+        parent: Inode,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        cred: Cred,
+    ) -> Result<(Attr, u64), CallError> {
+        let req = ClRequest::Create {
+            parent,
+            name,
+            mode: attr::perm_bits(mode),
+            umask: attr::perm_bits(umask),
+            flags,
+            cred: cred.clone(),
+        };
+        let a = match self.call(req).await? {
+            ClReply::Attr(a) => a,
+            other => {
+                tracing::error!("create: unexpected answer {other:?}");
+                return Err(CallError::Fs(FsError::Io));
+            }
+        };
+        // A new session re-opens the file as its creator could; O_CREAT granted more than the
+        // mode may allow, which only root gets back.
+        let again = if creator_may(a.mode, flags) {
+            cred
+        } else {
+            Cred::root()
+        };
+        let counter = self.open_counter(a.inode);
+        let mut count = counter.lock().await;
+        let fh = self.count_open(a.inode, flags, again, &mut count);
+        Ok((a, fh))
+    }
+
     /// Closes a handle: writes the buffered data and, for the last handle of the inode, tells
     /// the master.
     async fn release_handle(&self, inode: Inode, fh: u64) -> Result<(), Errno> {
-        lock(&self.files).remove(&fh);
+        self.files.lock().remove(&fh);
         let flushed = self.writer.flush(inode).await.map_err(fs_errno);
         let counter = self.open_counter(inode);
         let mut count = counter.lock().await;
@@ -315,7 +339,7 @@ impl Core {
 
     /// Sequential detection for a read on handle `fh`.
     fn read_mode(&self, fh: u64, offset: u64, size: u32) -> ReadMode {
-        let mut files = lock(&self.files);
+        let mut files = self.files.lock();
         match files.get_mut(&fh) {
             Some(f) => {
                 let sequential = offset.abs_diff(f.last_end) <= SEQUENTIAL_SLACK;
@@ -368,7 +392,7 @@ impl Core {
     }
 
     fn xattr_absent(&self, inode: Inode, name: &[u8]) -> bool {
-        let map = lock(&self.absent_xattrs);
+        let map = self.absent_xattrs.lock();
         map.get(&(inode, name.to_vec()))
             .is_some_and(|at| at.elapsed() < self.attr_ttl)
     }
@@ -377,7 +401,7 @@ impl Core {
         if self.attr_ttl.is_zero() {
             return;
         }
-        let mut map = lock(&self.absent_xattrs);
+        let mut map = self.absent_xattrs.lock();
         if map.len() >= MAX_ABSENT_XATTRS {
             let ttl = self.attr_ttl;
             map.retain(|_, at| at.elapsed() < ttl);
@@ -389,7 +413,7 @@ impl Core {
     }
 
     fn forget_xattrs(&self, inode: Inode) {
-        lock(&self.absent_xattrs).retain(|(i, _), _| *i != inode);
+        self.absent_xattrs.lock().retain(|(i, _), _| *i != inode);
     }
 
     /// Lists a directory from FUSE `offset` into `sink`.
@@ -416,7 +440,9 @@ impl Core {
         // (the kernel asks again from there).
         let mut added = !matches!(resume, Resume::Master(_));
         loop {
-            let buffered = lock(&self.dirs)
+            let buffered = self
+                .dirs
+                .lock()
                 .get_mut(&fh)
                 .and_then(|b| b.take_if_at(cookie));
             let (mut entries, eof, epoch) = match buffered {
@@ -461,7 +487,7 @@ impl Core {
                 };
                 if sink.add_entry(&e.name, &fa, next) {
                     entries.push_front(e);
-                    if let Some(b) = lock(&self.dirs).get_mut(&fh) {
+                    if let Some(b) = self.dirs.lock().get_mut(&fh) {
                         b.store(cookie, entries, eof, epoch);
                     }
                     return Ok(());
@@ -660,6 +686,10 @@ impl Filesystem for MooseFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
+        if let Some(a) = core.master.folders().get(inode, core.attr_ttl) {
+            let fa = attr::file_attr(&a, ino.0, a.size);
+            return reply.attr(&attr::ttl(core.attr_ttl), &fa);
+        }
         self.spawn(async move {
             let epoch = core.writer.epoch();
             match expect_attr("getattr", core.call(ClRequest::GetAttr { inode }).await) {
@@ -946,7 +976,7 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let inode = core.to_master(ino);
         self.spawn(async move {
-            match core.open_inode(inode, flags.0, cred, false).await {
+            match core.open_inode(inode, flags.0, cred).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(e),
             }
@@ -1068,7 +1098,7 @@ impl Filesystem for MooseFs {
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fh = self.core.new_fh();
-        lock(&self.core.dirs).insert(fh, DirBuffer::default());
+        self.core.dirs.lock().insert(fh, DirBuffer::default());
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
@@ -1123,7 +1153,7 @@ impl Filesystem for MooseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        lock(&self.core.dirs).remove(&fh.0);
+        self.core.dirs.lock().remove(&fh.0);
         reply.ok();
     }
 
@@ -1319,18 +1349,12 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let parent = core.to_master(parent);
         self.spawn(async move {
-            let mknod = ClRequest::MkNod {
-                parent,
-                name: name.clone(),
-                kind: FileKind::File,
-                mode: attr::perm_bits(mode),
-                umask: attr::perm_bits(umask),
-                rdev: 0,
-                cred: cred.clone(),
-            };
             let epoch = core.writer.epoch();
-            let (a, created) = match core.call(mknod).await {
-                Ok(ClReply::Attr(a)) => (a, true),
+            let created = core
+                .create_open(parent, name.clone(), mode, umask, flags, cred.clone())
+                .await;
+            let opened = match created {
+                Ok((a, fh)) => Ok((a, fh)),
                 Err(CallError::Fs(FsError::Exist)) if flags & libc::O_EXCL == 0 => {
                     // Created by someone else since the kernel's lookup: open it instead.
                     let lookup = ClRequest::Lookup {
@@ -1339,15 +1363,17 @@ impl Filesystem for MooseFs {
                         cred: cred.clone(),
                     };
                     match expect_attr("lookup", core.call(lookup).await) {
-                        Ok(a) => (a, false),
-                        Err(e) => return reply.error(e),
+                        Ok(a) => core
+                            .open_inode(a.inode, flags, cred)
+                            .await
+                            .map(|fh| (a, fh)),
+                        Err(e) => Err(e),
                     }
                 }
-                Ok(other) => return reply.error(unexpected("create", &other)),
-                Err(e) => return reply.error(errno(e)),
+                Err(e) => Err(errno(e)),
             };
-            match core.open_inode(a.inode, flags, cred, created).await {
-                Ok(fh) => {
+            match opened {
+                Ok((a, fh)) => {
                     let fa = core.fuse_attr_at(a, epoch).await;
                     reply.created(
                         &attr::ttl(core.entry_ttl.min(core.attr_ttl)),
@@ -1361,6 +1387,16 @@ impl Filesystem for MooseFs {
             }
         });
     }
+}
+
+/// Whether the owner bits of a new file's `mode` allow the access open `flags` ask for.
+fn creator_may(mode: u16, flags: i32) -> bool {
+    let need = match flags & libc::O_ACCMODE {
+        libc::O_WRONLY => 0o200,
+        libc::O_RDWR => 0o600,
+        _ => 0o400,
+    };
+    mode & need == need
 }
 
 /// Answers a getxattr/listxattr: the size when asked for 0 bytes, ERANGE when too small.

@@ -5,6 +5,7 @@ pub mod cred;
 pub mod csio;
 pub mod dirents;
 pub mod extents;
+pub mod folders;
 pub mod fs;
 pub mod master;
 pub mod mount;

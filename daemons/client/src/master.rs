@@ -3,7 +3,9 @@
 //! re-sending of every unanswered request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use moose_proto::handshake::{say_hello, HandshakeError};
@@ -119,11 +121,13 @@ struct Inner {
     /// Inodes open here: access mode (O_RDONLY/O_WRONLY/O_RDWR) and the caller of an open,
     /// to open them again in a new session before anything else is sent.
     opened: Mutex<HashMap<moose_proto::Inode, (i32, moose_proto::Cred)>>,
+    /// Folder attributes that came with answers to changes.
+    folders: crate::folders::FolderAttrs,
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 }
 
@@ -159,9 +163,15 @@ impl MasterClient {
             }),
             session,
             opened: Mutex::new(HashMap::new()),
+            folders: Default::default(),
         });
         tokio::spawn(run(inner.clone(), conn));
         Ok((MasterClient { inner }, reply))
+    }
+
+    /// Folder attributes the master sent with its answers to changes.
+    pub fn folders(&self) -> &crate::folders::FolderAttrs {
+        &self.inner.folders
     }
 
     /// The current session (it changes after a reconnection).
@@ -209,7 +219,7 @@ impl MasterClient {
     /// Remembers an open of `inode` (flags as given to open), to repeat it in a new session.
     pub fn note_open(&self, inode: moose_proto::Inode, flags: i32, cred: moose_proto::Cred) {
         let mode = flags & libc::O_ACCMODE;
-        let mut opened = self.inner.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let mut opened = self.inner.opened.lock();
         let e = opened.entry(inode).or_insert((mode, cred.clone()));
         if mode != e.0 {
             e.0 = libc::O_RDWR;
@@ -219,11 +229,7 @@ impl MasterClient {
 
     /// The last handle on `inode` closed.
     pub fn note_release(&self, inode: moose_proto::Inode) {
-        self.inner
-            .opened
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&inode);
+        self.inner.opened.lock().remove(&inode);
     }
 
     /// Ends the session at the master now (its files are released at once rather than after
@@ -475,7 +481,6 @@ async fn reopen(inner: &Inner, conn: &mut Conn) {
     let opened: Vec<(moose_proto::Inode, i32, moose_proto::Cred)> = inner
         .opened
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
         .iter()
         .map(|(i, (f, c))| (*i, *f, c.clone()))
         .collect();
@@ -522,6 +527,16 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
             Err(e) => return e,
         };
         let p = inner.lock().pending.remove(&resp.msgid);
+        if let Some(p) = &p {
+            // A folder may be gone or have moved: nothing cached can be trusted.
+            if matches!(
+                p.env.req,
+                ClRequest::RmDir { .. } | ClRequest::Rename { .. }
+            ) {
+                inner.folders.clear();
+            }
+        }
+        inner.folders.store(&resp.dirs);
         match p {
             Some(p) => {
                 let _ = p.tx.send(resp.result.map_err(CallError::Fs));

@@ -3,7 +3,9 @@
 //! segments filled ahead of sequential readers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use moose_proto::msg::{ChunkLocation, ClReply, ClRequest};
@@ -136,10 +138,6 @@ pub struct Reader {
     cache: Mutex<SegmentCache>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn backoff(round: u32) -> Duration {
     Duration::from_millis(100u64 << round.min(5)).min(Duration::from_secs(3))
 }
@@ -158,13 +156,13 @@ impl Reader {
     /// Forgets everything cached about the file (after a write or a size change).
     pub fn invalidate(&self, inode: Inode) {
         self.invalidate_data(inode);
-        lock(&self.locations).remove_file(inode);
+        self.locations.lock().remove_file(inode);
     }
 
     /// Forgets the cached data of the file, keeping its chunk locations (after a write into
     /// the buffer, which changes nothing at the master or the chunkservers yet).
     pub fn invalidate_data(&self, inode: Inode) {
-        lock(&self.cache).files.remove(&inode);
+        self.cache.lock().files.remove(&inode);
     }
 
     /// Reads up to `size` bytes at `offset`; fewer at the end of the file.
@@ -213,7 +211,7 @@ impl Reader {
 
     /// The bytes of `[offset, end)` if ready segments hold all of them (or reach the end).
     fn cached(&self, inode: Inode, offset: u64, end: u64) -> Option<Vec<u8>> {
-        let mut cache = lock(&self.cache);
+        let mut cache = self.cache.lock();
         cache.tick += 1;
         let tick = cache.tick;
         let file = cache.files.get_mut(&inode)?;
@@ -246,7 +244,7 @@ impl Reader {
 
     /// The cache slot of a segment, created (and the cache trimmed) if absent or stale.
     fn slot(&self, inode: Inode, seg: u64) -> Arc<Segment> {
-        let mut cache = lock(&self.cache);
+        let mut cache = self.cache.lock();
         cache.tick += 1;
         let tick = cache.tick;
         if !cache.files.contains_key(&inode) && cache.files.len() >= MAX_CACHED_FILES {
@@ -328,7 +326,7 @@ impl Reader {
         fresh: bool,
     ) -> Result<Arc<ChunkLocation>, FsError> {
         let generation = {
-            let locations = lock(&self.locations);
+            let locations = self.locations.lock();
             if !fresh {
                 if let Some(c) = locations.get(inode, index) {
                     if c.at.elapsed() < self.ttl {
@@ -351,7 +349,7 @@ impl Reader {
                 return Err(FsError::Io);
             }
         };
-        let mut locations = lock(&self.locations);
+        let mut locations = self.locations.lock();
         if locations.generation == generation {
             locations.insert(
                 inode,
@@ -367,7 +365,7 @@ impl Reader {
     }
 
     fn forget_location(&self, inode: Inode, index: u32) {
-        lock(&self.locations).remove(inode, index);
+        self.locations.lock().remove(inode, index);
     }
 
     /// Reads `[offset, offset + size)` from the chunkservers, stopping at the end of the file.

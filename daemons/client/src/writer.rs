@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use moose_proto::auth::ChunkToken;
@@ -160,7 +162,7 @@ struct FileBuf {
 
 impl FileBuf {
     fn lock(&self) -> MutexGuard<'_, FileState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 }
 
@@ -210,7 +212,7 @@ impl Writer {
     }
 
     fn files(&self) -> MutexGuard<'_, HashMap<Inode, Arc<FileBuf>>> {
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
+        self.files.lock()
     }
 
     fn file(&self, inode: Inode) -> Option<Arc<FileBuf>> {

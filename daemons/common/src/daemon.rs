@@ -321,7 +321,22 @@ fn signal(pid: i32, sig: i32) -> std::io::Result<()> {
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks existence.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie has ended: it only waits for a parent (or a missing init) to reap it.
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| process_state(&stat))
+        == Some('Z')
+}
+
+/// The state letter of a `/proc/PID/stat` line (after the parenthesised command name, which
+/// may itself hold spaces and parentheses).
+fn process_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 fn stop_and_wait(pid: i32, sig: i32, lock: &Path) -> Result<(), String> {
@@ -694,5 +709,34 @@ fn wait_for_exit(child: &mut std::process::Child, limit: Duration) {
             Ok(Some(_)) | Err(_) => return,
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_letter_follows_the_command_name() {
+        assert_eq!(process_state("42 (moose-master) S 1 42"), Some('S'));
+        assert_eq!(process_state("42 (a) (b) Z 1 42"), Some('Z'));
+        assert_eq!(process_state("garbage"), None);
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_zombie(pid) {
+            assert!(Instant::now() < deadline, "`true` did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !process_alive(pid),
+            "an ended, unreaped child counts as alive"
+        );
+        child.wait().unwrap();
+        assert!(process_alive(std::process::id() as i32));
     }
 }

@@ -219,12 +219,23 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                             }
                             result
                         }
-                        Step::Recorded(reply, version) => {
+                        Step::Recorded {
+                            reply,
+                            version,
+                            dirs,
+                        } => {
                             s.note_reply(&reply);
                             let (m, tx) = (master.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let result = m.recorded(version).await.map(|()| reply);
-                                let _ = tx.send(ClResponse { msgid, result }).await;
+                                let dirs = if result.is_ok() { dirs } else { Vec::new() };
+                                let _ = tx
+                                    .send(ClResponse {
+                                        msgid,
+                                        result,
+                                        dirs,
+                                    })
+                                    .await;
                             });
                             continue;
                         }
@@ -232,7 +243,13 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                             let (m, tx) = (master.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let result = m.synced(version).await.map(|()| reply);
-                                let _ = tx.send(ClResponse { msgid, result }).await;
+                                let _ = tx
+                                    .send(ClResponse {
+                                        msgid,
+                                        result,
+                                        dirs: Vec::new(),
+                                    })
+                                    .await;
                             });
                             continue;
                         }
@@ -243,7 +260,13 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                                 if let Ok(r) = &result {
                                     s.note_reply(r);
                                 }
-                                let _ = tx.send(ClResponse { msgid, result }).await;
+                                let _ = tx
+                                    .send(ClResponse {
+                                        msgid,
+                                        result,
+                                        dirs: Vec::new(),
+                                    })
+                                    .await;
                             });
                             continue;
                         }
@@ -251,7 +274,12 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                 }
             },
         };
-        if tx.send(ClResponse { msgid, result }).await.is_err() {
+        let response = ClResponse {
+            msgid,
+            result,
+            dirs: Vec::new(),
+        };
+        if tx.send(response).await.is_err() {
             break;
         }
     }

@@ -21,6 +21,10 @@ pub struct ClEnvelope {
 pub struct ClResponse {
     pub msgid: u32,
     pub result: Result<ClReply, FsError>,
+    /// Folders the request changed, as they are after it (the parent of a new or removed
+    /// name, a folder whose attributes were set): the kernel asks for them next, and the mount
+    /// answers from these for its attribute timeout.
+    pub dirs: Vec<Attr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +96,16 @@ pub enum ClRequest {
         mode: u16,
         umask: u16,
         rdev: u32,
+        cred: Cred,
+    },
+    /// Makes a regular file and opens it with `flags` in one step (open(2) with O_CREAT):
+    /// the creator gets the access asked for, whatever the new file's mode says.
+    Create {
+        parent: Inode,
+        name: Vec<u8>,
+        mode: u16,
+        umask: u16,
+        flags: i32,
         cred: Cred,
     },
     MkDir {

@@ -26,8 +26,13 @@ type Outcome = (ClReply, Option<u64>);
 pub enum Step {
     /// The answer is ready.
     Reply(FsResult<ClReply>),
-    /// The answer is ready once metadata version `.1` is recorded in the changelog.
-    Recorded(ClReply, u64),
+    /// The answer is ready once metadata `version` is recorded in the changelog; `dirs` are
+    /// the folders the request changed, as they are now.
+    Recorded {
+        reply: ClReply,
+        version: u64,
+        dirs: Vec<Attr>,
+    },
     /// The answer is ready once metadata version `.1` is synced to disk.
     Synced(ClReply, u64),
     /// The request waits for chunkservers: run [`handle_async`] on a task.
@@ -40,6 +45,7 @@ fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
     match req {
         Lookup { parent, .. }
         | MkNod { parent, .. }
+        | Create { parent, .. }
         | MkDir { parent, .. }
         | Symlink { parent, .. }
         | Unlink { parent, .. }
@@ -76,6 +82,46 @@ fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
         | CloseSession
         | SyncMetadata => [None, None],
     }
+}
+
+/// The inodes whose attributes a request may change, if they are folders.
+fn touched_folders(req: &ClRequest) -> Vec<Inode> {
+    use ClRequest::*;
+    match req {
+        MkNod { parent, .. }
+        | Create { parent, .. }
+        | MkDir { parent, .. }
+        | Symlink { parent, .. }
+        | Unlink { parent, .. }
+        | RmDir { parent, .. } => vec![*parent],
+        Rename {
+            parent, new_parent, ..
+        } => vec![*parent, *new_parent],
+        Link { new_parent, .. } => vec![*new_parent],
+        SetAttr { inode, .. }
+        | SetXattr { inode, .. }
+        | RemoveXattr { inode, .. }
+        | SetGoal { inode, .. } => vec![*inode],
+        _ => Vec::new(),
+    }
+}
+
+/// The attributes of those of `inodes` that are folders.
+fn folder_attrs(m: &Master, inodes: &[Inode]) -> Vec<Attr> {
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let st = m.state();
+    inodes
+        .iter()
+        .filter_map(|&i| {
+            st.meta
+                .nodes
+                .get(&i)
+                .filter(|n| n.is_dir())
+                .map(|n| n.attr(i))
+        })
+        .collect()
 }
 
 /// A subfolder session reaches only its folder: a folder must have the session's root among
@@ -132,6 +178,7 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
     if let Err(e) = check_scope(m, s, &req) {
         return Step::Reply(Err(e));
     }
+    let touched = touched_folders(&req);
     let r = match req {
         ClRequest::WriteChunk { .. } => return Step::Later(req),
         ClRequest::SetAttr { ref set, .. } if set.size.is_some() => return Step::Later(req),
@@ -171,7 +218,11 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         other => names::apply(m, s, other, now),
     };
     match r {
-        Ok((reply, Some(v))) => Step::Recorded(reply, v),
+        Ok((reply, Some(version))) => Step::Recorded {
+            reply,
+            version,
+            dirs: folder_attrs(m, &touched),
+        },
         Ok((reply, None)) => Step::Reply(Ok(reply)),
         Err(e) => Step::Reply(Err(e)),
     }

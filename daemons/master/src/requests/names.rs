@@ -70,6 +70,31 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             map_cred(s, cred),
             now,
         ),
+        ClRequest::Create {
+            parent,
+            name,
+            mode,
+            umask,
+            flags,
+            cred,
+        } => {
+            let created = create(
+                m,
+                st,
+                s,
+                parent,
+                name,
+                FileKind::File,
+                mode & !umask,
+                0,
+                map_cred(s, cred),
+                now,
+            )?;
+            if let (ClReply::Attr(a), _) = &created {
+                grant_open(st, s, a.inode, access_asked(flags));
+            }
+            Ok(created)
+        }
         ClRequest::MkDir {
             parent,
             name,
@@ -241,14 +266,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
         }
         ClRequest::Open { inode, flags, cred } => {
             let cred = map_cred(s, cred);
-            let mut mask = match flags & O_ACCMODE {
-                O_WRONLY => W,
-                O_RDWR => R | W,
-                _ => R,
-            };
-            if flags & O_TRUNC != 0 {
-                mask |= W;
-            }
+            let mask = access_asked(flags);
             let node = st.node(inode)?;
             if mask & W != 0 {
                 writable(s)?;
@@ -257,12 +275,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
                 }
             }
             check_access(st, s, inode, &cred, mask)?;
-            *st.rt.open.entry(inode).or_default() += 1;
-            let mut open = s.open.lock();
-            let rec = open.entry(inode).or_default();
-            rec.count += 1;
-            rec.grant |= mask & (R | W);
-            drop(open);
+            grant_open(st, s, inode, mask);
             done(ClReply::Attr(attr(st, inode)?))
         }
         ClRequest::Release { inode } => {
@@ -398,6 +411,29 @@ fn read_dir(st: &State, inode: Inode, cookie: u64, max: u32) -> FsResult<ClReply
     }
     let eof = iter.next().is_none();
     Ok(ClReply::Dir { entries, eof })
+}
+
+/// The access (R, W) that open flags ask for.
+fn access_asked(flags: i32) -> u32 {
+    let mask = match flags & O_ACCMODE {
+        O_WRONLY => W,
+        O_RDWR => R | W,
+        _ => R,
+    };
+    if flags & O_TRUNC != 0 {
+        mask | W
+    } else {
+        mask
+    }
+}
+
+/// Counts an open of `inode` by session `s` and grants it `mask` (R, W) for later requests.
+fn grant_open(st: &mut State, s: &Session, inode: Inode, mask: u32) {
+    *st.rt.open.entry(inode).or_default() += 1;
+    let mut open = s.open.lock();
+    let rec = open.entry(inode).or_default();
+    rec.count += 1;
+    rec.grant |= mask & (R | W);
 }
 
 fn inherited_gid(st: &State, parent: Inode, cred: &Cred) -> FsResult<u32> {
