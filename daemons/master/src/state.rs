@@ -2,7 +2,7 @@
 //! (where chunk copies are, write locks, open files). [`State::apply`] is the only code that
 //! changes `Meta`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use moose_proto::{ChunkRef, FileKind, FsError, FsResult, Inode, CHUNK_SIZE, MAX_NAME_LEN};
@@ -172,7 +172,7 @@ impl State {
                     return Err(FsError::Exist);
                 }
                 let data = match kind {
-                    FileKind::Dir => NodeData::Dir(Dir::new(*parent)),
+                    FileKind::Dir => NodeData::Dir(Box::new(Dir::new(*parent))),
                     FileKind::File => NodeData::File {
                         length: 0,
                         chunks: Default::default(),
@@ -193,7 +193,7 @@ impl State {
                         ctime: *time,
                         nlink: if is_dir { 2 } else { 1 },
                         goal,
-                        xattrs: BTreeMap::new(),
+                        xattrs: Default::default(),
                         data,
                     },
                 );

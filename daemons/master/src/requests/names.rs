@@ -401,7 +401,7 @@ fn read_dir(st: &State, inode: Inode, cookie: u64, max: u32) -> FsResult<ClReply
         let Some(child) = dir.get(name) else { continue };
         let Ok(node) = st.node(child) else { continue };
         entries.push(DirEntry {
-            name: name.clone(),
+            name: name.to_vec(),
             attr: node.attr(child),
             cookie: *edge,
         });
