@@ -32,5 +32,8 @@ fi
 [ -e /dev/fuse ] || { echo "test.sh: /dev/fuse is missing: this kernel has no FUSE" >&2; exit 1; }
 
 export RUST_BACKTRACE=0
+# Formatting and lints first: they fail fast, before minutes of building and testing.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 cargo test --workspace -- --test-threads=2

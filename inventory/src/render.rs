@@ -16,6 +16,13 @@
 
 use std::path::{Path, PathBuf};
 
+use moose_formats::exports::{ExportOption, ExportsFile, ExportsLine};
+use moose_formats::hdd::{HddEntry, HddFile, SpaceLimit};
+use moose_formats::value::Name;
+use moose_formats::{
+    ChunkserverCfg, ChunkserverKeys, CommonKeys, MasterCfg, MasterKeys, MetaloggerCfg,
+    MetaloggerKeys,
+};
 use serde::Serialize;
 
 use crate::model::{Chunkserver, Export, Host, Inventory, Role, Transport};
@@ -360,31 +367,14 @@ fn header(inv: &Inventory, host: &Host) -> String {
     )
 }
 
-/// `KEY = VALUE` lines.
-struct Cfg(String);
-
-impl Cfg {
-    fn new(inv: &Inventory, host: &Host) -> Cfg {
-        Cfg(header(inv, host))
-    }
-
-    fn set(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Cfg {
-        self.0.push_str(&format!("{key} = {value}\n"));
-        self
-    }
-
-    fn path(&mut self, key: &str, value: &Path) -> &mut Cfg {
-        self.set(key, value.display())
-    }
-
-    /// DATA_PATH, WORKING_USER and WORKING_GROUP (left out when empty: the user's group).
-    fn common(&mut self, inv: &Inventory, data: &Path) -> &mut Cfg {
-        self.path("DATA_PATH", data);
-        self.set("WORKING_USER", &inv.cluster.user);
-        if !inv.cluster.group.is_empty() {
-            self.set("WORKING_GROUP", &inv.cluster.group);
-        }
-        self
+/// DATA_PATH, WORKING_USER and WORKING_GROUP (left out when empty: the user's group).
+fn common_keys(inv: &Inventory, data: &Path) -> CommonKeys {
+    let c = &inv.cluster;
+    CommonKeys {
+        data_path: Some(data.to_path_buf()),
+        working_user: Some(c.user.clone()),
+        working_group: (!c.group.is_empty()).then(|| c.group.clone()),
+        ..CommonKeys::default()
     }
 }
 
@@ -395,35 +385,49 @@ fn master_cfg(inv: &Inventory, host: &Host) -> String {
     } else {
         "*"
     };
-    let mut cfg = Cfg::new(inv, host);
-    cfg.common(inv, &c.data_dir.join("master"))
-        .path("EXPORTS_FILENAME", &exports_path(inv));
+    let mut cfg = MasterCfg {
+        common: common_keys(inv, &c.data_dir.join("master")),
+        keys: MasterKeys {
+            exports_filename: Some(exports_path(inv)),
+            matoml_listen_host: Some(listen.to_string()),
+            matoml_listen_port: Some(c.ports.master_metalogger),
+            matocs_listen_host: Some(listen.to_string()),
+            matocs_listen_port: Some(c.ports.master_chunkserver),
+            matocl_listen_host: Some(listen.to_string()),
+            matocl_listen_port: Some(c.ports.master_client),
+            default_goal: Some(u64::from(c.goal)),
+            ..MasterKeys::default()
+        },
+        stock: Vec::new(),
+    };
     if !inv.topology.is_empty() {
-        cfg.path("TOPOLOGY_FILENAME", &topology_path(inv));
+        // A stock key moose-master does not read yet; the file is there for when it does.
+        cfg.stock.push((
+            "TOPOLOGY_FILENAME".to_string(),
+            topology_path(inv).display().to_string(),
+        ));
     }
-    cfg.set("MATOML_LISTEN_HOST", listen)
-        .set("MATOML_LISTEN_PORT", c.ports.master_metalogger)
-        .set("MATOCS_LISTEN_HOST", listen)
-        .set("MATOCS_LISTEN_PORT", c.ports.master_chunkserver)
-        .set("MATOCL_LISTEN_HOST", listen)
-        .set("MATOCL_LISTEN_PORT", c.ports.master_client)
-        .set("DEFAULT_GOAL", c.goal);
-    cfg.0
+    cfg.render(&header(inv, host))
 }
 
 fn exports_file(inv: &Inventory, host: &Host) -> String {
-    let mut out = header(inv, host);
-    for e in &inv.exports {
-        out.push_str(&e.address);
-        out.push(' ');
-        out.push_str(&e.path);
-        if !e.options.is_empty() {
-            out.push(' ');
-            out.push_str(&e.options.join(","));
-        }
-        out.push('\n');
-    }
-    out
+    let lines = inv
+        .exports
+        .iter()
+        .map(|e| ExportsLine {
+            line: 0,
+            address: e.address.clone(),
+            path: e.path.clone(),
+            // Validation has checked every option; a hand-built inventory's bad one is left out.
+            options: e
+                .options
+                .iter()
+                .flat_map(|o| o.split(','))
+                .filter_map(|o| ExportOption::parse(o).ok())
+                .collect(),
+        })
+        .collect();
+    ExportsFile { lines }.render(&header(inv, host))
 }
 
 fn topology_file(inv: &Inventory, host: &Host) -> String {
@@ -435,41 +439,56 @@ fn topology_file(inv: &Inventory, host: &Host) -> String {
 }
 
 fn metalogger_cfg(inv: &Inventory, host: &Host) -> String {
-    let mut cfg = Cfg::new(inv, host);
-    cfg.common(inv, &inv.cluster.data_dir.join("metalogger"))
-        .set("MASTER_HOST", master_address(inv))
-        .set("MASTER_PORT", inv.cluster.ports.master_metalogger);
-    cfg.0
+    MetaloggerCfg {
+        common: common_keys(inv, &inv.cluster.data_dir.join("metalogger")),
+        keys: MetaloggerKeys {
+            master_host: Some(master_address(inv).to_string()),
+            master_port: Some(inv.cluster.ports.master_metalogger),
+            ..MetaloggerKeys::default()
+        },
+        stock: Vec::new(),
+    }
+    .render(&header(inv, host))
 }
 
 fn chunkserver_cfg(inv: &Inventory, host: &Host, cs: &Chunkserver, name: &str) -> String {
-    let mut cfg = Cfg::new(inv, host);
-    cfg.common(inv, &inv.cluster.data_dir.join(name))
-        .set("MASTER_HOST", master_address(inv))
-        .set("MASTER_PORT", inv.cluster.ports.master_chunkserver)
-        .set("CSSERV_LISTEN_HOST", &host.address)
-        .set("CSSERV_LISTEN_PORT", cs.port)
-        .path("HDD_CONF_FILENAME", &hdd_path(inv, name));
-    if !cs.labels.is_empty() {
-        cfg.set("LABELS", cs.labels.join(","));
+    ChunkserverCfg {
+        common: common_keys(inv, &inv.cluster.data_dir.join(name)),
+        keys: ChunkserverKeys {
+            master_host: Some(Name(master_address(inv).to_string())),
+            master_port: Some(inv.cluster.ports.master_chunkserver),
+            csserv_listen_host: Some(host.address.clone()),
+            csserv_listen_port: Some(cs.port),
+            hdd_conf_filename: Some(hdd_path(inv, name)),
+            labels: (!cs.labels.is_empty()).then(|| cs.labels.join(",")),
+            ..ChunkserverKeys::default()
+        },
+        stock: Vec::new(),
     }
-    cfg.0
+    .render(&header(inv, host))
 }
 
 fn hdd_file(inv: &Inventory, host: &Host, cs: &Chunkserver) -> String {
-    let mut out = header(inv, host);
-    for d in &cs.disks {
-        if d.remove {
-            out.push('*');
-        }
-        out.push_str(&d.path.to_string_lossy());
-        if let Some(limit) = &d.limit {
-            out.push(' ');
-            out.push_str(limit);
-        }
-        out.push('\n');
+    let entries = cs
+        .disks
+        .iter()
+        .map(|d| HddEntry {
+            path: d.path.clone(),
+            line: 0,
+            marked_for_removal: d.remove,
+            // Validation has checked the limit; a hand-built inventory's bad one is left out.
+            limit: d
+                .limit
+                .as_deref()
+                .and_then(|l| SpaceLimit::parse(l).ok())
+                .unwrap_or_default(),
+        })
+        .collect();
+    HddFile {
+        entries,
+        warnings: Vec::new(),
     }
-    out
+    .render(&header(inv, host))
 }
 
 /// A word for a POSIX shell: as is when it only has safe characters, else single-quoted.
@@ -488,6 +507,47 @@ fn shell_quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every rendered file reads back with the parser of the daemon that reads it.
+    #[test]
+    fn rendered_files_parse_as_the_daemons_read_them() {
+        let base = Path::new("/state");
+        for text in [crate::LOCAL_DEFAULT, crate::THREE_HOSTS_EXAMPLE] {
+            let options = crate::LoadOptions {
+                base: Some(base.to_path_buf()),
+                ..Default::default()
+            };
+            let inv = crate::load_str(text, "i.toml", &options).unwrap().inventory;
+            for f in render(&inv) {
+                let (path, text) = (f.path.as_path(), f.contents.as_str());
+                let name = path.file_name().unwrap().to_string_lossy();
+                let parsed = if name.ends_with("-hdd.cfg") {
+                    moose_formats::hdd::parse(path, text)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else if name.ends_with("-exports.cfg") {
+                    ExportsFile::parse(path, text)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else if name.ends_with("-topology.cfg") {
+                    Ok(())
+                } else if name.starts_with("master") {
+                    MasterCfg::parse(path, text)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else if name.starts_with("metalogger") {
+                    MetaloggerCfg::parse(path, text)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else {
+                    ChunkserverCfg::parse(path, text)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                };
+                assert_eq!(parsed, Ok(()), "{}", path.display());
+            }
+        }
+    }
 
     #[test]
     fn shell_quoting() {

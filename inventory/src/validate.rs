@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
+use moose_formats::exports::{self, ExportOption, OptionError};
+use moose_formats::hdd::{LimitError, SpaceLimit};
 use toml::Spanned;
 
 use crate::error::Diags;
@@ -24,32 +26,6 @@ const DEFAULT_GOAL: u8 = 2;
 const ROLE_NAMES: [&str; 4] = ["master", "metalogger", "chunkserver", "client"];
 const TRANSPORT_NAMES: [&str; 2] = ["ssh", "local"];
 
-/// Exports options moose-master understands without a value.
-const EXPORT_FLAGS: [&str; 9] = [
-    "ro",
-    "readonly",
-    "rw",
-    "readwrite",
-    "alldirs",
-    "ignoregid",
-    "admin",
-    "dynamicip",
-    "canchangequota",
-];
-/// Exports options moose-master understands with a value.
-const EXPORT_VALUED: [&str; 5] = ["maproot", "mapall", "password", "mingoal", "maxgoal"];
-/// MooseFS exports options that moose-master refuses.
-const EXPORT_UNSUPPORTED: [&str; 9] = [
-    "minversion",
-    "mintrashtime",
-    "maxtrashtime",
-    "umask",
-    "mintrashretention",
-    "maxtrashretention",
-    "md5pass",
-    "disable",
-    "sclassgroups",
-];
 const EXPORT_OPTIONS_HELP: &str = "options are ro, readonly, rw, readwrite, alldirs, ignoregid, \
      admin, dynamicip, maproot=USER[:GROUP], mapall=USER[:GROUP], password=TEXT, mingoal=N, \
      maxgoal=N";
@@ -607,9 +583,10 @@ impl Validator<'_, '_, '_> {
             }
             let limit = dd.limit.as_ref().and_then(|l| {
                 let text = l.get_ref().trim();
-                match check_limit(text) {
-                    Ok(()) => Some(text.to_string()),
-                    Err(why) => {
+                match SpaceLimit::parse(text) {
+                    Ok(_) => Some(text.to_string()),
+                    Err(e) => {
+                        let why = limit_error(&e);
                         self.diags.error(
                             &l.span(),
                             format!(
@@ -752,7 +729,7 @@ impl Validator<'_, '_, '_> {
             }
         };
         let subfolder = match &doc.subfolder {
-            Some(s) if self.plain_text(s, "the subfolder") => normalize_fs_path(s.get_ref()),
+            Some(s) if self.plain_text(s, "the subfolder") => exports::normalize_path(s.get_ref()),
             _ => "/".to_string(),
         };
         let mut options = Vec::new();
@@ -978,7 +955,7 @@ impl Validator<'_, '_, '_> {
             );
             ".".to_string()
         } else {
-            normalize_fs_path(raw)
+            exports::normalize_path(raw)
         };
         let options = self.export_options(&doc.options);
         ExportInfo {
@@ -1009,55 +986,36 @@ impl Validator<'_, '_, '_> {
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
             {
-                let (key, value) = match part.split_once('=') {
-                    Some((k, v)) => (k.trim(), Some(v.trim())),
-                    None => (part, None),
-                };
+                let key = part.split_once('=').map_or(part, |(k, _)| k).trim();
                 let follows_password = std::mem::replace(&mut after_password, key == "password");
-                if EXPORT_FLAGS.contains(&key) {
-                    if value.is_some() {
-                        self.diags.error(
-                            &span,
-                            format!("exports option \"{key}\" takes no value; write just {key}"),
-                        );
+                let option = match ExportOption::parse(part) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.diags
+                            .error(&span, export_option_error(&e, part, follows_password));
                         continue;
                     }
-                    let mode = match key {
-                        "ro" | "readonly" => Some("ro"),
-                        "rw" | "readwrite" => Some("rw"),
-                        _ => None,
-                    };
-                    if let (Some(m), Some(prev)) = (mode, access) {
-                        if m != prev {
-                            self.diags.warn(
-                                &span,
-                                "this exports line is both read-only and read-write; the last \
-                                 one wins, keep only one",
-                            );
+                };
+                match option {
+                    ExportOption::Flag(flag) => {
+                        let mode = match flag {
+                            "ro" | "readonly" => Some("ro"),
+                            "rw" | "readwrite" => Some("rw"),
+                            _ => None,
+                        };
+                        if let (Some(m), Some(prev)) = (mode, access) {
+                            if m != prev {
+                                self.diags.warn(
+                                    &span,
+                                    "this exports line is both read-only and read-write; the \
+                                     last one wins, keep only one",
+                                );
+                            }
                         }
+                        access = mode.or(access);
                     }
-                    access = mode.or(access);
-                } else if EXPORT_VALUED.contains(&key) {
-                    let Some(value) = value.filter(|v| !v.is_empty()) else {
-                        self.diags.error(
-                            &span,
-                            format!(
-                                "exports option \"{key}\" needs a value, e.g. {}",
-                                valued_example(key)
-                            ),
-                        );
-                        continue;
-                    };
-                    if let Err(why) = check_export_value(key, value) {
-                        self.diags.error(&span, why);
-                        continue;
-                    }
-                    if let Ok(g) = value.parse::<u8>() {
-                        match key {
-                            "mingoal" => goals[0] = Some(g),
-                            "maxgoal" => goals[1] = Some(g),
-                            _ => {}
-                        }
+                    ExportOption::MinGoal(g) | ExportOption::MaxGoal(g) => {
+                        goals[usize::from(matches!(option, ExportOption::MaxGoal(_)))] = Some(g);
                         if let [Some(min), Some(max)] = goals {
                             if min > max {
                                 self.diags.error(
@@ -1070,38 +1028,9 @@ impl Validator<'_, '_, '_> {
                             }
                         }
                     }
-                } else if EXPORT_UNSUPPORTED.contains(&key) {
-                    self.diags.error(
-                        &span,
-                        format!(
-                            "exports option \"{key}\" is not supported by moose-master; remove \
-                             it"
-                        ),
-                    );
-                    continue;
-                } else {
-                    let known: Vec<&str> =
-                        EXPORT_FLAGS.iter().chain(&EXPORT_VALUED).copied().collect();
-                    let message = if follows_password {
-                        format!(
-                            "unknown exports option \"{}\" after a password=; an exports \
-                             password cannot contain commas, choose another",
-                            part.escape_debug()
-                        )
-                    } else {
-                        let hint = did_you_mean(key, &known);
-                        format!(
-                            "unknown exports option \"{}\"; {EXPORT_OPTIONS_HELP}{hint}",
-                            part.escape_debug()
-                        )
-                    };
-                    self.diags.error(&span, message);
-                    continue;
+                    _ => {}
                 }
-                out.push(match value {
-                    Some(v) => format!("{key}={v}"),
-                    None => key.to_string(),
-                });
+                out.push(option.render());
             }
         }
         out
@@ -1188,7 +1117,10 @@ impl Validator<'_, '_, '_> {
             let by_path: Vec<&Export> = by_ip
                 .iter()
                 .copied()
-                .filter(|e| admits_path(e, &client.subfolder))
+                .filter(|e| {
+                    let alldirs = e.options.iter().any(|o| o == "alldirs");
+                    exports::admits_path(&e.path, alldirs, &client.subfolder)
+                })
                 .collect();
             if by_path.is_empty() {
                 let paths: Vec<String> = by_ip
@@ -1352,7 +1284,7 @@ impl Validator<'_, '_, '_> {
 
     /// Checks an address in the exports/topology syntax; the range it covers when valid.
     fn address_range(&mut self, s: &Spanned<String>, what: &str) -> Option<(u32, u32)> {
-        match parse_address_range(s.get_ref().trim()) {
+        match exports::parse_address(s.get_ref().trim()) {
             Ok(r) => Some(r),
             Err(why) => {
                 self.diags.error(
@@ -1360,7 +1292,7 @@ impl Validator<'_, '_, '_> {
                     format!(
                         "{what} \"{}\": {why}; {}",
                         s.get_ref().escape_debug(),
-                        moose_common::exports::ADDRESS_FORMS
+                        exports::ADDRESS_FORMS
                     ),
                 );
                 None
@@ -1381,60 +1313,52 @@ fn valued_example(key: &str) -> &'static str {
     }
 }
 
-fn check_export_value(key: &str, value: &str) -> Result<(), String> {
-    match key {
-        "maproot" | "mapall" => {
-            let ok = |s: &str| {
-                !s.is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            };
-            let valid = match value.split_once(':') {
-                Some((u, g)) => ok(u) && ok(g),
-                None => ok(value),
-            };
-            if valid {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{key}={value}: expected USER or USER:GROUP (names or numbers), e.g. {key}=0"
-                ))
-            }
+/// The inventory's wording of an exports option error (the TOML form, with how to fix it).
+fn export_option_error(e: &OptionError, part: &str, follows_password: bool) -> String {
+    match e {
+        OptionError::TakesNoValue { key } => {
+            format!("exports option \"{key}\" takes no value; write just {key}")
         }
-        "password" => {
-            if value
-                .chars()
-                .any(|c| c.is_whitespace() || c == ',' || c == '#' || c.is_control())
-            {
-                Err(
-                    "an exports password cannot contain spaces, commas or '#'; choose another"
-                        .to_string(),
-                )
-            } else {
-                Ok(())
-            }
+        OptionError::NeedsValue { key } => format!(
+            "exports option \"{key}\" needs a value, e.g. {}",
+            valued_example(key)
+        ),
+        OptionError::BadGoal { key, value } => format!("{key}={value}: {e}"),
+        OptionError::Unsupported { key } => {
+            format!("exports option \"{key}\" is not supported by moose-master; remove it")
         }
-        _ => match value.parse::<u8>() {
-            Ok(g) if (1..=9).contains(&g) => Ok(()),
-            _ => Err(format!("{key}={value}: {key} takes a goal from 1 to 9")),
-        },
+        OptionError::Unknown { .. } if follows_password => format!(
+            "unknown exports option \"{}\" after a password=; an exports password cannot \
+             contain commas, choose another",
+            part.escape_debug()
+        ),
+        OptionError::Unknown { key } => {
+            let known: Vec<&str> = exports::FLAGS
+                .iter()
+                .chain(&exports::VALUED)
+                .copied()
+                .collect();
+            format!(
+                "unknown exports option \"{}\"; {EXPORT_OPTIONS_HELP}{}",
+                part.escape_debug(),
+                did_you_mean(key, &known)
+            )
+        }
+        OptionError::BadIds { .. } | OptionError::BadPassword | OptionError::GoalsCross { .. } => {
+            e.to_string()
+        }
     }
 }
 
-/// Whether an exports line admits a (normalized) subfolder, as moose-master decides it.
-fn admits_path(e: &Export, subfolder: &str) -> bool {
-    let alldirs = e.options.iter().any(|o| o == "alldirs");
-    subfolder == e.path
-        || (alldirs && (e.path == "/" || subfolder.starts_with(&format!("{}/", e.path))))
-}
-
-/// `/a/b` or `/` (as moose-master normalizes exports paths and subfolders).
-fn normalize_fs_path(p: &str) -> String {
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    format!("/{}", parts.join("/"))
+/// The inventory's wording of a disk limit error.
+fn limit_error(e: &LimitError) -> &'static str {
+    match e {
+        LimitError::NotSize(_) | LimitError::SharedDisk => "is not a size",
+        LimitError::NotPercentage(_) | LimitError::PercentOutOfRange => {
+            "is not a percentage from 0 to 100"
+        }
+        LimitError::Zero => "is zero",
+    }
 }
 
 /// Removes `.` and `..` without touching the file system.
@@ -1483,34 +1407,6 @@ fn is_host_name(s: &str) -> bool {
         })
 }
 
-/// The exports/topology address forms, exactly as moose-master reads them.
-fn parse_address_range(s: &str) -> Result<(u32, u32), String> {
-    if s.is_empty() {
-        return Err("the address is empty".to_string());
-    }
-    moose_common::exports::parse_address(s)
-}
-
-/// A disk space option: `SIZE`, `-SIZE`, `N%` or `-N%`.
-fn check_limit(text: &str) -> Result<(), String> {
-    let body = text.strip_prefix('-').unwrap_or(text);
-    if let Some(pct) = body.strip_suffix('%') {
-        return match pct.trim().parse::<f64>() {
-            Ok(p) if p > 0.0 && p <= 100.0 => Ok(()),
-            _ => Err("is not a percentage from 0 to 100".to_string()),
-        };
-    }
-    match parse_size(body) {
-        Some(0) => Err("is zero".to_string()),
-        Some(_) => Ok(()),
-        None => Err("is not a size".to_string()),
-    }
-}
-
-fn parse_size(text: &str) -> Option<u64> {
-    moose_common::units::parse_size(text).ok()
-}
-
 /// ` (did you mean "x"?)` when a candidate is close, else nothing.
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     suggest(word, candidates)
@@ -1518,7 +1414,7 @@ fn did_you_mean(word: &str, candidates: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) use moose_common::suggest::suggest;
+pub(crate) use moose_formats::suggest::suggest;
 
 #[cfg(test)]
 mod tests {
@@ -1534,6 +1430,7 @@ mod tests {
 
     #[test]
     fn address_forms() {
+        let parse_address_range = exports::parse_address;
         assert_eq!(parse_address_range("*"), Ok((0, u32::MAX)));
         assert_eq!(
             parse_address_range("10.0.0.0/24"),
@@ -1557,6 +1454,8 @@ mod tests {
 
     #[test]
     fn sizes_and_limits() {
+        let parse_size = |t| moose_formats::units::parse_size(t).ok();
+        let check_limit = SpaceLimit::parse;
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("256MiB"), Some(256 << 20));
         assert_eq!(parse_size("1.5TiB"), Some(3 << 39));
@@ -1576,8 +1475,8 @@ mod tests {
     fn paths_and_names() {
         assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
         assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
-        assert_eq!(normalize_fs_path("a//b/"), "/a/b");
-        assert_eq!(normalize_fs_path("/"), "/");
+        assert_eq!(exports::normalize_path("a//b/"), "/a/b");
+        assert_eq!(exports::normalize_path("/"), "/");
         assert!(is_host_name("cs1.example.com"));
         assert!(!is_host_name("10.0.0.256"));
         assert!(!is_host_name("-bad"));

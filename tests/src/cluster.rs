@@ -5,6 +5,13 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use moose_formats::exports::ExportsFile;
+use moose_formats::hdd::{HddEntry, HddFile, SpaceLimit};
+use moose_formats::value::Name;
+use moose_formats::{
+    ChunkserverCfg, ChunkserverKeys, CommonKeys, DaemonCfg, DaemonKeys, MasterCfg, MasterKeys,
+    MetaloggerCfg, MetaloggerKeys,
+};
 
 use crate::{bin_dir, free_port};
 
@@ -65,6 +72,26 @@ pub struct LocalCluster {
     spec: ClusterSpec,
 }
 
+/// DATA_PATH, and WORKING_USER root (the tests run as root and keep it).
+fn run_as_root(data: &Path) -> CommonKeys {
+    CommonKeys {
+        data_path: Some(data.to_path_buf()),
+        working_user: Some("root".into()),
+        ..CommonKeys::default()
+    }
+}
+
+/// The config text of `cfg` with a test's extra `KEY = VALUE` lines, read back by the daemon's
+/// own parser (so a misspelt extra key fails here, naming the line).
+fn with_extra<K: DaemonKeys>(cfg: DaemonCfg<K>, extra: &[String], path: &Path) -> Result<String> {
+    let mut text = cfg.render("");
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    Ok(DaemonCfg::<K>::parse(path, &text)?.render(""))
+}
+
 fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd
         .output()
@@ -95,24 +122,30 @@ impl LocalCluster {
         let master_data = root.join("master");
         std::fs::create_dir_all(&master_data)?;
         let exports_file = root.join("exports.cfg");
-        std::fs::write(&exports_file, spec.exports.join("\n") + "\n")?;
+        let exports = ExportsFile::parse(&exports_file, &(spec.exports.join("\n") + "\n"))?;
+        std::fs::write(&exports_file, exports.render(""))?;
         let (ml_port, cs_port, cl_port) = (free_port(), free_port(), free_port());
         let master_cfg = root.join("master.cfg");
-        let mut text = format!(
-            "DATA_PATH = {}\nWORKING_USER = root\nEXPORTS_FILENAME = {}\n\
-             MATOML_LISTEN_HOST = 127.0.0.1\nMATOML_LISTEN_PORT = {ml_port}\n\
-             MATOCS_LISTEN_HOST = 127.0.0.1\nMATOCS_LISTEN_PORT = {cs_port}\n\
-             MATOCL_LISTEN_HOST = 127.0.0.1\nMATOCL_LISTEN_PORT = {cl_port}\n\
-             DEFAULT_GOAL = {}\n",
-            master_data.display(),
-            exports_file.display(),
-            spec.default_goal
-        );
-        for l in &spec.master_extra {
-            text.push_str(l);
-            text.push('\n');
-        }
-        std::fs::write(&master_cfg, text)?;
+        let local = || Some("127.0.0.1".to_string());
+        let master = MasterCfg {
+            common: run_as_root(&master_data),
+            keys: MasterKeys {
+                exports_filename: Some(exports_file.clone()),
+                matoml_listen_host: local(),
+                matoml_listen_port: Some(ml_port),
+                matocs_listen_host: local(),
+                matocs_listen_port: Some(cs_port),
+                matocl_listen_host: local(),
+                matocl_listen_port: Some(cl_port),
+                default_goal: Some(u64::from(spec.default_goal)),
+                ..MasterKeys::default()
+            },
+            stock: Vec::new(),
+        };
+        std::fs::write(
+            &master_cfg,
+            with_extra(master, &spec.master_extra, &master_cfg)?,
+        )?;
         let mut cluster = LocalCluster {
             dir,
             bins,
@@ -132,13 +165,16 @@ impl LocalCluster {
             let data = root.join("metalogger");
             std::fs::create_dir_all(&data)?;
             let cfg = root.join("metalogger.cfg");
-            std::fs::write(
-                &cfg,
-                format!(
-                    "DATA_PATH = {}\nWORKING_USER = root\nMASTER_HOST = 127.0.0.1\nMASTER_PORT = {ml_port}\n",
-                    data.display()
-                ),
-            )?;
+            let metalogger = MetaloggerCfg {
+                common: run_as_root(&data),
+                keys: MetaloggerKeys {
+                    master_host: Some("127.0.0.1".into()),
+                    master_port: Some(ml_port),
+                    ..MetaloggerKeys::default()
+                },
+                stock: Vec::new(),
+            };
+            std::fs::write(&cfg, metalogger.render(""))?;
             cluster.metalogger = Some((cfg, data));
             cluster.start_metalogger()?;
         }
@@ -187,24 +223,35 @@ impl LocalCluster {
         let limit = shared_limit
             .or(limit.filter(|l| !l.contains("tmpfs:")))
             .unwrap_or("");
-        std::fs::write(&hdd, format!("{} {limit}\n", disk.display()))?;
+        let hdd_file = HddFile {
+            entries: vec![HddEntry {
+                path: disk.clone(),
+                line: 0,
+                marked_for_removal: false,
+                limit: match limit {
+                    "" => SpaceLimit::Default,
+                    limit => SpaceLimit::parse(limit)?,
+                },
+            }],
+            warnings: Vec::new(),
+        };
+        std::fs::write(&hdd, hdd_file.render(""))?;
         let port = free_port();
         let cfg = root.join(format!("cs{i}.cfg"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "DATA_PATH = {}\nWORKING_USER = root\nMASTER_HOST = 127.0.0.1\nMASTER_PORT = {}\n\
-                 CSSERV_LISTEN_HOST = 127.0.0.1\nCSSERV_LISTEN_PORT = {port}\nHDD_CONF_FILENAME = {}\n{}",
-                data.display(),
-                self.cs_port,
-                hdd.display(),
-                self.spec
-                    .chunkserver_extra
-                    .iter()
-                    .map(|l| format!("{l}\n"))
-                    .collect::<String>()
-            ),
-        )?;
+        let chunkserver = ChunkserverCfg {
+            common: run_as_root(&data),
+            keys: ChunkserverKeys {
+                master_host: Some(Name("127.0.0.1".into())),
+                master_port: Some(self.cs_port),
+                csserv_listen_host: Some("127.0.0.1".into()),
+                csserv_listen_port: Some(port),
+                hdd_conf_filename: Some(hdd.clone()),
+                ..ChunkserverKeys::default()
+            },
+            stock: Vec::new(),
+        };
+        let text = with_extra(chunkserver, &self.spec.chunkserver_extra, &cfg)?;
+        std::fs::write(&cfg, text)?;
         Ok(Chunkserver {
             cfg,
             data,

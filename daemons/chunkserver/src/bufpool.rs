@@ -1,9 +1,9 @@
 //! A pool of block-sized buffers, so the data path does not allocate per block.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::sync::lock;
+use parking_lot::Mutex;
 
 pub struct BufPool {
     free: Mutex<Vec<Vec<u8>>>,
@@ -23,7 +23,9 @@ impl BufPool {
 
     /// An empty buffer with room for `buf_size` bytes; it goes back to the pool when dropped.
     pub fn get(self: &Arc<Self>) -> PooledBuf {
-        let buf = lock(&self.free)
+        let buf = self
+            .free
+            .lock()
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(self.buf_size));
         PooledBuf {
@@ -34,7 +36,7 @@ impl BufPool {
 
     #[cfg(test)]
     pub fn idle(&self) -> usize {
-        lock(&self.free).len()
+        self.free.lock().len()
     }
 }
 
@@ -63,7 +65,7 @@ impl Drop for PooledBuf {
             return;
         }
         buf.clear();
-        let mut free = lock(&self.pool.free);
+        let mut free = self.pool.free.lock();
         if free.len() < self.pool.max_free {
             free.push(buf);
         }

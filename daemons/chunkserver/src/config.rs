@@ -3,47 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use moose_common::{CfgError, Config};
-use moose_proto::ports;
+use moose_formats::{CfgError, ChunkserverCfg, ChunkserverKeys, Config, KeySet};
 
 use crate::hdd::Tolerance;
 
 /// DATA_PATH when the config does not set it.
 pub const DEFAULT_DATA_PATH: &str = "/var/lib/moosefs";
-/// HDD_CONF_FILENAME when the config does not set it.
-pub const DEFAULT_HDD_FILE: &str = "/etc/moosefs/moose-hdd.cfg";
 /// Name of the file in DATA_PATH that keeps the id the master gave us.
 pub const ID_FILE: &str = "chunkserver.id";
 
 /// Keys this daemon reads besides the common ones (DATA_PATH, WORKING_USER, ...).
-pub const KEYS: &[&str] = &[
-    "MASTER_HOST",
-    "MASTER_PORT",
-    "BIND_HOST",
-    "CSSERV_LISTEN_HOST",
-    "CSSERV_LISTEN_PORT",
-    "HDD_CONF_FILENAME",
-    "HDD_LEAVE_SPACE_DEFAULT",
-    "MASTER_RECONNECTION_DELAY",
-    "MASTER_TIMEOUT",
-    "HDD_TEST_SPEED",
-    "HDD_ERROR_TOLERANCE_COUNT",
-    "HDD_ERROR_TOLERANCE_PERIOD",
-    "LABELS",
-    "AUTH_CODE",
-];
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error(transparent)]
-    Cfg(#[from] CfgError),
-    #[error("{}: {key} {reason}", .path.display())]
-    Invalid {
-        path: PathBuf,
-        key: &'static str,
-        reason: String,
-    },
-}
+pub const KEYS: &[&str] = ChunkserverKeys::NAMES;
 
 #[derive(Debug, Clone)]
 pub struct CsConfig {
@@ -77,74 +47,29 @@ fn is_wildcard(host: &str) -> bool {
 }
 
 impl CsConfig {
-    pub fn from_config(cfg: &Config, data_path: &Path) -> Result<CsConfig, ConfigError> {
-        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
-            path: cfg.path().to_path_buf(),
-            key,
-            reason: reason.to_string(),
-        };
-        let master_host = cfg.get_str("MASTER_HOST", "mfsmaster").trim().to_string();
-        if master_host.is_empty() {
-            return Err(invalid(
-                "MASTER_HOST",
-                "is empty; set it to the master's host name or address",
-            ));
-        }
-        let bind_host = cfg.get_str("BIND_HOST", "*").trim().to_string();
-        let seconds = |key: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            match cfg.get_duration_secs(key, default)? {
-                0 => Err(invalid(key, "must be at least 1 second")),
-                s => Ok(Duration::from_secs(s)),
-            }
-        };
-        let test_speed = match cfg.get("HDD_TEST_SPEED") {
-            None => 1.0,
-            Some(v) => match v.parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 => s,
-                _ => {
-                    return Err(invalid(
-                        "HDD_TEST_SPEED",
-                        &format!(
-                            "= {v}: expected MiB/s per disk, e.g. 1.0 or 0.5 (0 turns the \
-                             background test off)"
-                        ),
-                    ))
-                }
-            },
-        };
-        let error_count = match cfg.get_u64("HDD_ERROR_TOLERANCE_COUNT", 2)? {
-            0 => return Err(invalid("HDD_ERROR_TOLERANCE_COUNT", "must be at least 1")),
-            n => u32::try_from(n).unwrap_or(u32::MAX),
-        };
+    pub fn from_config(cfg: &Config, data_path: &Path) -> Result<CsConfig, CfgError> {
+        let k = ChunkserverCfg::from_config(cfg)?.keys;
+        let bind_host = k.bind_host();
         Ok(CsConfig {
             cfg_path: cfg.path().to_path_buf(),
             data_path: data_path.to_path_buf(),
-            master_port: cfg.get_port("MASTER_PORT", ports::MASTER_CHUNKSERVER)?,
-            master_host,
+            master_host: k.master_host().0,
+            master_port: k.master_port(),
             bind_host: (!matches!(bind_host.as_str(), "" | "*")).then_some(bind_host),
-            listen_host: cfg.get_str("CSSERV_LISTEN_HOST", "*").trim().to_string(),
-            listen_port: cfg.get_port("CSSERV_LISTEN_PORT", ports::CHUNKSERVER_DATA)?,
-            hdd_file: cfg.get_path("HDD_CONF_FILENAME", DEFAULT_HDD_FILE),
-            leave_space: cfg.get_size("HDD_LEAVE_SPACE_DEFAULT", 256 << 20)?,
-            reconnect_delay: seconds("MASTER_RECONNECTION_DELAY", 1)?,
-            master_timeout: seconds("MASTER_TIMEOUT", 10)?,
-            test_speed,
+            listen_host: k.csserv_listen_host(),
+            listen_port: k.csserv_listen_port(),
+            hdd_file: cfg.resolve(&k.hdd_conf_filename()),
+            leave_space: k.hdd_leave_space_default().0,
+            reconnect_delay: Duration::from_secs(k.master_reconnection_delay().0),
+            master_timeout: Duration::from_secs(k.master_timeout().0),
+            test_speed: k.hdd_test_speed(),
             error_tolerance: Tolerance {
-                count: error_count,
-                period: seconds("HDD_ERROR_TOLERANCE_PERIOD", 600)?,
+                // More errors than u32 holds would never be reached anyway.
+                count: u32::try_from(k.hdd_error_tolerance_count()).unwrap_or(u32::MAX),
+                period: Duration::from_secs(k.hdd_error_tolerance_period().0),
             },
-            labels: cfg.get_str("LABELS", "").trim().to_string(),
-            auth_code: match cfg.get("AUTH_CODE").map(str::trim) {
-                None => None,
-                Some("") => {
-                    return Err(invalid(
-                        "AUTH_CODE",
-                        "is empty; give it the cluster secret (the master's AUTH_CODE) or remove \
-                         the line",
-                    ))
-                }
-                Some(v) => Some(v.to_string()),
-            },
+            labels: k.labels(),
+            auth_code: k.auth_code.map(|n| n.0),
         })
     }
 
@@ -177,7 +102,7 @@ impl CsConfig {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<CsConfig, ConfigError> {
+    fn parse(text: &str) -> Result<CsConfig, CfgError> {
         let cfg = Config::parse(Path::new("/etc/moosefs/cs.cfg"), text, KEYS);
         CsConfig::from_config(&cfg, Path::new("/data"))
     }
@@ -191,7 +116,7 @@ mod tests {
         assert_eq!(c.bind_host, None);
         assert_eq!(c.bind_listen_host(), "0.0.0.0");
         assert_eq!(c.advertised_host(), "");
-        assert_eq!(c.hdd_file, PathBuf::from(DEFAULT_HDD_FILE));
+        assert_eq!(c.hdd_file, PathBuf::from("/etc/moosefs/moose-hdd.cfg"));
         assert_eq!(c.leave_space, 256 << 20);
         assert_eq!(c.reconnect_delay, Duration::from_secs(1));
         assert_eq!(c.master_timeout, Duration::from_secs(10));

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::sync::lock;
+use parking_lot::Mutex;
 
 pub struct FileCache {
     inner: Mutex<Inner>,
@@ -37,7 +37,7 @@ impl FileCache {
 
     /// The open file of `chunk_id` if it was opened for this `generation`.
     pub fn get(&self, chunk_id: u64, generation: u64) -> Option<Arc<File>> {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock();
         inner.tick += 1;
         let tick = inner.tick;
         let slot = inner.map.get_mut(&chunk_id)?;
@@ -49,7 +49,7 @@ impl FileCache {
     }
 
     pub fn insert(&self, chunk_id: u64, generation: u64, file: Arc<File>) {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock();
         inner.tick += 1;
         let tick = inner.tick;
         if inner.map.len() >= self.capacity && !inner.map.contains_key(&chunk_id) {
@@ -74,12 +74,12 @@ impl FileCache {
 
     /// Closes the cached file of `chunk_id` (after a rename or delete).
     pub fn remove(&self, chunk_id: u64) {
-        lock(&self.inner).map.remove(&chunk_id);
+        self.inner.lock().map.remove(&chunk_id);
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        lock(&self.inner).map.len()
+        self.inner.lock().map.len()
     }
 
     #[cfg(test)]

@@ -1,228 +1,21 @@
-//! The hdd file (one data folder per line) and the set of disks it names.
-//!
-//! Line syntax: `[PREFIX]PATH [SPACE-OPTION]`, `#` starts a comment. Prefix `*` marks the
-//! folder for removal (it keeps serving reads, gets no new chunks); `<`, `>` and `~` are
-//! accepted with a warning. Space option: `1.5TiB` / `60%` = use at most this, `-5GiB` /
-//! `-10%` = keep this much free.
+//! The set of disks the hdd file names (the file's syntax: moose-formats' `hdd`).
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use moose_common::lockfile::{self, LockError, Lockfile};
-use moose_common::units::parse_size;
 use moose_common::user::{self, RunAs};
 use moose_proto::{DiskReport, CHUNK_SIZE};
 
 use crate::chunkfile::DATA_OFFSET;
 use crate::identity;
-use crate::sync::{lock, read, write};
 
-/// An amount of space: bytes, or a share of the file system's size.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Amount {
-    Bytes(u64),
-    Percent(f64),
-}
-
-impl Amount {
-    fn of(self, fs_total: u64) -> u64 {
-        match self {
-            Amount::Bytes(b) => b,
-            Amount::Percent(p) => (fs_total as f64 * p / 100.0) as u64,
-        }
-    }
-}
-
-/// The space option of an hdd line.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum SpaceLimit {
-    /// Whole file system minus HDD_LEAVE_SPACE_DEFAULT.
-    #[default]
-    Default,
-    /// `1.5TiB`, `60%`: use at most this much for chunks.
-    UseAtMost(Amount),
-    /// `-5GiB`, `-10%`: keep this much of the file system free.
-    KeepFree(Amount),
-}
-
-/// One line of the hdd file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HddEntry {
-    pub path: PathBuf,
-    pub line: usize,
-    pub marked_for_removal: bool,
-    pub limit: SpaceLimit,
-}
-
-/// A parsed hdd file.
-#[derive(Debug, Clone, Default)]
-pub struct HddFile {
-    pub entries: Vec<HddEntry>,
-    /// Accepted but unsupported things, each naming file and line.
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HddError {
-    #[error(
-        "cannot read hdd file {} (HDD_CONF_FILENAME): {source}; create it with one data folder \
-         per line, e.g. /mnt/hdd1",
-        .path.display()
-    )]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}:{line}: {msg}", .path.display())]
-    Line {
-        path: PathBuf,
-        line: usize,
-        msg: String,
-    },
-    #[error(
-        "hdd file {} lists no data folders; add one folder per line, e.g. /mnt/hdd1",
-        .path.display()
-    )]
-    Empty { path: PathBuf },
-}
-
-/// Reads and parses the hdd file.
-pub fn load(path: &Path) -> Result<HddFile, HddError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HddError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(path, &text)
-}
-
-/// Parses hdd file text; relative folders are taken relative to the file's folder.
-pub fn parse(path: &Path, text: &str) -> Result<HddFile, HddError> {
-    let base = path.parent().unwrap_or(Path::new(""));
-    let mut out = HddFile::default();
-    for (idx, raw) in text.lines().enumerate() {
-        let line = idx + 1;
-        let err = |msg: String| HddError::Line {
-            path: path.to_path_buf(),
-            line,
-            msg,
-        };
-        let content = strip_comment(raw).trim();
-        if content.is_empty() {
-            continue;
-        }
-        let mut marked = false;
-        let mut rest = content;
-        while let Some(c) = rest.chars().next() {
-            match c {
-                '*' => marked = true,
-                '<' | '>' | '~' => out.warnings.push(format!(
-                    "{}:{line}: prefix '{c}' ({}) is not supported yet; the folder is used as a \
-                     normal disk",
-                    path.display(),
-                    prefix_meaning(c)
-                )),
-                _ => break,
-            }
-            rest = &rest[c.len_utf8()..];
-        }
-        let rest = rest.trim_start();
-        let (folder, limit) = match rest.rsplit_once([' ', '\t']) {
-            Some((folder, option)) => {
-                let limit = parse_limit(option).map_err(|m| {
-                    err(format!(
-                        "bad space option '{option}': {m} (examples: 1.5TiB or 60% = use at most \
-                         this, -5GiB or -10% = keep this much free)"
-                    ))
-                })?;
-                (folder.trim_end(), limit)
-            }
-            None => (rest, SpaceLimit::Default),
-        };
-        if folder.is_empty() {
-            return Err(err("the data folder path is missing".into()));
-        }
-        let folder = Path::new(folder);
-        // Rebuilding from components drops trailing slashes and `.` parts.
-        let full: PathBuf = if folder.is_absolute() {
-            folder.components().collect()
-        } else {
-            base.join(folder).components().collect()
-        };
-        if let Some(prev) = out.entries.iter().find(|e| e.path == full) {
-            return Err(err(format!(
-                "folder {} is listed twice (first at line {})",
-                full.display(),
-                prev.line
-            )));
-        }
-        out.entries.push(HddEntry {
-            path: full,
-            line,
-            marked_for_removal: marked,
-            limit,
-        });
-    }
-    if out.entries.is_empty() {
-        return Err(HddError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(out)
-}
-
-fn prefix_meaning(c: char) -> &'static str {
-    match c {
-        '<' => "move chunks to the other disks",
-        '>' => "pull chunks from the other disks",
-        _ => "compressed file system",
-    }
-}
-
-/// Drops a comment: the whole line if it starts with `#`, else from a `#` after a blank.
-fn strip_comment(line: &str) -> &str {
-    if line.trim_start().starts_with('#') {
-        return "";
-    }
-    let bytes = line.as_bytes();
-    for i in 1..bytes.len() {
-        if bytes[i] == b'#' && (bytes[i - 1] == b' ' || bytes[i - 1] == b'\t') {
-            return &line[..i];
-        }
-    }
-    line
-}
-
-fn parse_limit(option: &str) -> Result<SpaceLimit, String> {
-    if option.starts_with('=') {
-        return Err("'=' options (disk shared with other data) are not supported".into());
-    }
-    let (keep_free, body) = match option.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, option),
-    };
-    let amount = match body.strip_suffix('%') {
-        Some(num) => {
-            let p: f64 = num
-                .parse()
-                .map_err(|_| format!("'{body}' is not a percentage"))?;
-            if !(p > 0.0 && p <= 100.0) {
-                return Err("a percentage must be above 0 and at most 100".into());
-            }
-            Amount::Percent(p)
-        }
-        None => Amount::Bytes(parse_size(body)?),
-    };
-    if keep_free {
-        Ok(SpaceLimit::KeepFree(amount))
-    } else if amount == Amount::Bytes(0) {
-        Err("a limit of 0 bytes leaves no room for chunks".into())
-    } else {
-        Ok(SpaceLimit::UseAtMost(amount))
-    }
-}
+pub use moose_formats::hdd::{load, parse, Amount, HddEntry, HddError, HddFile, SpaceLimit};
 
 /// Total and available bytes a disk reports, from the file system's size and free space, the
 /// bytes already held by chunks and the disk's space option.
@@ -340,7 +133,7 @@ impl Disk {
                 );
             }
         }
-        let mut limit = lock(&self.limit);
+        let mut limit = self.limit.lock();
         if *limit != entry.limit {
             tracing::info!(
                 "hdd folder {}: space option changed from {:?} to {:?}",
@@ -357,12 +150,12 @@ impl Disk {
     }
 
     pub fn metaid(&self) -> Option<u64> {
-        *lock(&self.metaid)
+        *self.metaid.lock()
     }
 
     /// Records the cluster id on the disk if it has none yet.
     fn bind(&self, cluster_id: u64) -> Result<(), String> {
-        let mut metaid = lock(&self.metaid);
+        let mut metaid = self.metaid.lock();
         match *metaid {
             Some(id) if id == cluster_id => Ok(()),
             Some(id) => Err(self.foreign(id, cluster_id)),
@@ -409,7 +202,7 @@ impl Disk {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let limit = self.tolerance.count as usize;
-        let mut recent = lock(&self.recent_errors);
+        let mut recent = self.recent_errors.lock();
         while recent
             .front()
             .is_some_and(|&t| now.duration_since(t) > self.tolerance.period)
@@ -448,7 +241,7 @@ impl Disk {
         let frsize = st.fragment_size() as u64;
         let fs_total = (st.blocks() as u64).saturating_mul(frsize);
         let fs_avail = (st.blocks_available() as u64).saturating_mul(frsize);
-        let limit = *lock(&self.limit);
+        let limit = *self.limit.lock();
         Ok(compute_space(
             limit,
             fs_total,
@@ -519,12 +312,12 @@ impl DiskSet {
     }
 
     pub fn all(&self) -> Vec<Arc<Disk>> {
-        read(&self.disks).clone()
+        self.disks.read().clone()
     }
 
     /// The cluster this chunkserver's disks belong to, if known.
     pub fn cluster_id(&self) -> Option<u64> {
-        *lock(&self.cluster)
+        *self.cluster.lock()
     }
 
     /// Adds a disk found on reload, checking (or recording) its cluster id.
@@ -532,16 +325,16 @@ impl DiskSet {
         let cluster = self.cluster_id();
         match (cluster, disk.metaid()) {
             (Some(c), _) => disk.bind(c)?,
-            (None, Some(m)) => *lock(&self.cluster) = Some(m),
+            (None, Some(m)) => *self.cluster.lock() = Some(m),
             (None, None) => {}
         }
-        write(&self.disks).push(disk);
+        self.disks.write().push(disk);
         Ok(())
     }
 
     /// Checks that no disk belongs to a cluster other than `cluster_id`.
     pub fn check_cluster(&self, cluster_id: u64) -> Result<(), String> {
-        for d in read(&self.disks).iter() {
+        for d in self.disks.read().iter() {
             if let Some(m) = d.metaid() {
                 if m != cluster_id {
                     return Err(d.foreign(m, cluster_id));
@@ -553,7 +346,7 @@ impl DiskSet {
 
     /// Binds every disk to `cluster_id` (writing missing `.metaid` files).
     pub fn bind_cluster(&self, cluster_id: u64) -> Result<(), String> {
-        *lock(&self.cluster) = Some(cluster_id);
+        *self.cluster.lock() = Some(cluster_id);
         let problems: Vec<String> = self
             .all()
             .iter()
@@ -601,130 +394,9 @@ impl DiskSet {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
-
-    fn parse_ok(text: &str) -> HddFile {
-        parse(Path::new("/etc/moosefs/hdd.cfg"), text).unwrap()
-    }
-
-    fn parse_err(text: &str) -> String {
-        parse(Path::new("/etc/moosefs/hdd.cfg"), text)
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn all_line_forms() {
-        let f = parse_ok(
-            "# data folders\n\
-             /mnt/hdd1\n\
-             \n\
-             */mnt/hdd2   # leaving soon\n\
-             /mnt/hdd3 1.5TiB\n\
-             /mnt/hdd4\t60%\n\
-             /mnt/hdd5 -5GiB\n\
-             /mnt/hdd6 -10%\n\
-             relative/hdd7\n\
-             <~/mnt/hdd8\n",
-        );
-        let got: Vec<(&str, bool, SpaceLimit, usize)> = f
-            .entries
-            .iter()
-            .map(|e| {
-                (
-                    e.path.to_str().unwrap(),
-                    e.marked_for_removal,
-                    e.limit,
-                    e.line,
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("/mnt/hdd1", false, SpaceLimit::Default, 2),
-                ("/mnt/hdd2", true, SpaceLimit::Default, 4),
-                (
-                    "/mnt/hdd3",
-                    false,
-                    SpaceLimit::UseAtMost(Amount::Bytes(3 << 39)),
-                    5
-                ),
-                (
-                    "/mnt/hdd4",
-                    false,
-                    SpaceLimit::UseAtMost(Amount::Percent(60.0)),
-                    6
-                ),
-                (
-                    "/mnt/hdd5",
-                    false,
-                    SpaceLimit::KeepFree(Amount::Bytes(5 << 30)),
-                    7
-                ),
-                (
-                    "/mnt/hdd6",
-                    false,
-                    SpaceLimit::KeepFree(Amount::Percent(10.0)),
-                    8
-                ),
-                ("/etc/moosefs/relative/hdd7", false, SpaceLimit::Default, 9),
-                ("/mnt/hdd8", false, SpaceLimit::Default, 10),
-            ]
-        );
-        assert_eq!(f.warnings.len(), 2, "{:?}", f.warnings);
-        assert!(f.warnings[0].starts_with("/etc/moosefs/hdd.cfg:10: prefix '<'"));
-        assert!(
-            f.warnings[1].contains("prefix '~'") && f.warnings[1].contains("not supported yet")
-        );
-    }
-
-    #[test]
-    fn errors_name_file_and_line() {
-        let e = parse_err("/mnt/a\n/mnt/b 12X\n");
-        assert!(
-            e.starts_with("/etc/moosefs/hdd.cfg:2: bad space option '12X'"),
-            "{e}"
-        );
-        let e = parse_err("/mnt/a\n/mnt/b 150%\n");
-        assert!(
-            e.starts_with("/etc/moosefs/hdd.cfg:2:") && e.contains("at most 100"),
-            "{e}"
-        );
-        let e = parse_err("/mnt/a =50GiB\n");
-        assert!(
-            e.starts_with("/etc/moosefs/hdd.cfg:1:") && e.contains("'='"),
-            "{e}"
-        );
-        let e = parse_err("/mnt/a 0\n");
-        assert!(e.contains("leaves no room"), "{e}");
-        let e = parse_err("/mnt/a\n# x\n/mnt/a/\n");
-        assert!(
-            e.starts_with(
-                "/etc/moosefs/hdd.cfg:3: folder /mnt/a is listed twice (first at line 1)"
-            ),
-            "{e}"
-        );
-        let e = parse_err("/mnt/a\n*\n");
-        assert!(
-            e.starts_with("/etc/moosefs/hdd.cfg:2: the data folder path is missing"),
-            "{e}"
-        );
-        let e = parse_err("# nothing\n\n");
-        assert!(e.contains("lists no data folders"), "{e}");
-    }
-
-    #[test]
-    fn missing_file_is_explained() {
-        let e = load(Path::new("/nonexistent/moose-hdd.cfg"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("cannot read hdd file /nonexistent/moose-hdd.cfg"),
-            "{e}"
-        );
-        assert!(e.contains("one data folder per line"), "{e}");
-    }
 
     #[test]
     fn space_math() {

@@ -16,7 +16,6 @@ pub mod replicator;
 pub mod scrub;
 pub mod service;
 pub mod store;
-mod sync;
 
 use moose_common::DaemonSpec;
 

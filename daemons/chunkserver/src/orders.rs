@@ -3,15 +3,15 @@
 //! other in the order they came (a delete followed by a replicate of one chunk must not race).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use moose_proto::msg::CsToMaster;
 use moose_proto::{ChunkRef, CsAddr, FsResult};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::replicator;
 use crate::store::{blocking, Store};
-use crate::sync::lock;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Order {
@@ -60,7 +60,7 @@ impl Orders {
     /// Queues a job; its result is sent to `reply` as `OpDone`.
     pub fn submit(&self, job: Job, reply: Reply) {
         let chunk_id = job.chunk.chunk_id;
-        let mut queues = lock(&self.queues);
+        let mut queues = self.queues.lock();
         let item = match queues.get(&chunk_id) {
             Some(q) => match q.send((job, reply)) {
                 Ok(()) => return,
@@ -99,7 +99,7 @@ impl Orders {
             }
             // `submit` sends under the same lock: an empty queue seen here stays empty.
             let finished = {
-                let mut queues = lock(&self.queues);
+                let mut queues = self.queues.lock();
                 if rx.is_empty() {
                     queues.remove(&chunk_id);
                     true
@@ -204,6 +204,6 @@ mod tests {
         );
         // Workers go away once their queues are empty.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(lock(&orders.queues).is_empty());
+        assert!(orders.queues.lock().is_empty());
     }
 }

@@ -10,7 +10,9 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use moose_proto::msg::{CsToMaster, MarkedDisk};
 use moose_proto::{ChunkRef, DiskReport, FsError, FsResult, CHUNK_SIZE};
@@ -20,7 +22,6 @@ use crate::bufpool::BufPool;
 use crate::chunkfile::{self, Block, BS, DATA_OFFSET, ZERO_BLOCK_CRC};
 use crate::filecache::FileCache;
 use crate::hdd::{Disk, DiskSet};
-use crate::sync::{lock, read, write};
 
 /// Open chunk files kept in the cache.
 const FILE_CACHE_SIZE: usize = 256;
@@ -153,7 +154,7 @@ pub struct Writing {
 
 impl Drop for Writing {
     fn drop(&mut self) {
-        let mut writing = lock(&self.store.writing);
+        let mut writing = self.store.writing.lock();
         if let MapEntry::Occupied(mut o) = writing.entry(self.chunk_id) {
             *o.get_mut() -= 1;
             if *o.get() == 0 {
@@ -239,7 +240,7 @@ impl Store {
                     continue;
                 }
             };
-            let mut map = lock(&self.chunks);
+            let mut map = self.chunks.lock();
             for (chunk_id, version, len) in found {
                 if self.register(&mut map, disk, subdir, chunk_id, version, len) {
                     added += 1;
@@ -298,7 +299,8 @@ impl Store {
 
     /// Every chunk held, for registration with the master.
     pub fn chunk_refs(&self) -> Vec<ChunkRef> {
-        lock(&self.chunks)
+        self.chunks
+            .lock()
             .iter()
             .map(|(&chunk_id, e)| ChunkRef {
                 chunk_id,
@@ -309,7 +311,8 @@ impl Store {
 
     /// Chunks found damaged since start (reported again after a reconnection).
     pub fn damaged_refs(&self) -> Vec<ChunkRef> {
-        lock(&self.chunks)
+        self.chunks
+            .lock()
             .iter()
             .filter(|(_, e)| e.damaged)
             .map(|(&chunk_id, e)| ChunkRef {
@@ -320,12 +323,13 @@ impl Store {
     }
 
     pub fn chunk_count(&self) -> usize {
-        lock(&self.chunks).len()
+        self.chunks.lock().len()
     }
 
     /// The chunks on `disk`; damaged copies are left out when `with_damaged` is false.
     pub fn chunks_on(&self, disk: &Arc<Disk>, with_damaged: bool) -> Vec<ChunkRef> {
-        lock(&self.chunks)
+        self.chunks
+            .lock()
             .iter()
             .filter(|(_, e)| Arc::ptr_eq(&e.disk, disk) && (with_damaged || !e.damaged))
             .map(|(&chunk_id, e)| ChunkRef {
@@ -357,7 +361,7 @@ impl Store {
 
     /// Marks the chunk as being written until the returned guard is dropped.
     pub fn writing(self: &Arc<Self>, chunk_id: u64) -> Writing {
-        *lock(&self.writing).entry(chunk_id).or_insert(0) += 1;
+        *self.writing.lock().entry(chunk_id).or_insert(0) += 1;
         Writing {
             store: Arc::clone(self),
             chunk_id,
@@ -365,7 +369,7 @@ impl Store {
     }
 
     fn is_writing(&self, chunk_id: u64) -> bool {
-        lock(&self.writing).contains_key(&chunk_id)
+        self.writing.lock().contains_key(&chunk_id)
     }
 
     pub fn space_reports(&self) -> Vec<DiskReport> {
@@ -374,7 +378,7 @@ impl Store {
 
     /// Checks that the chunk is here at this version (no disk access).
     pub fn check(&self, chunk: ChunkRef) -> FsResult<()> {
-        match lock(&self.chunks).get(&chunk.chunk_id) {
+        match self.chunks.lock().get(&chunk.chunk_id) {
             None => Err(FsError::NoChunk),
             Some(e) if e.version != chunk.version => Err(FsError::WrongVersion),
             Some(_) => Ok(()),
@@ -393,7 +397,7 @@ impl Store {
         // look it up again then (a few times at most).
         for _ in 0..3 {
             let (generation, disk, path) = {
-                let map = lock(&self.chunks);
+                let map = self.chunks.lock();
                 let e = map.get(&chunk.chunk_id).ok_or(FsError::NoChunk)?;
                 if e.version != chunk.version {
                     return Err(FsError::WrongVersion);
@@ -458,7 +462,7 @@ impl Store {
     /// The chunk's file vanished: forget it and tell the master, unless the registry entry
     /// changed meanwhile (then the caller looks again).
     fn forget_lost(&self, chunk: ChunkRef, generation: u64, path: &Path) -> bool {
-        let mut map = lock(&self.chunks);
+        let mut map = self.chunks.lock();
         match map.get(&chunk.chunk_id) {
             Some(e) if e.generation == generation => {
                 if let Some(e) = map.remove(&chunk.chunk_id) {
@@ -480,7 +484,7 @@ impl Store {
     /// Records a damaged chunk, counts a disk error and tells the master (once per chunk).
     fn mark_damaged(&self, chunk: ChunkRef, disk: &Disk, why: &str) {
         disk.count_error();
-        let newly = match lock(&self.chunks).get_mut(&chunk.chunk_id) {
+        let newly = match self.chunks.lock().get_mut(&chunk.chunk_id) {
             Some(e) if e.version == chunk.version => !std::mem::replace(&mut e.damaged, true),
             _ => false,
         };
@@ -520,7 +524,7 @@ impl Store {
         let h = self.open_as(chunk, false)?;
         let mut table = [0u32; 1];
         let read = {
-            let _guard = read(self.stripe(chunk.chunk_id));
+            let _guard = self.stripe(chunk.chunk_id).read();
             chunkfile::read_crcs(&h.file, block, &mut table)
                 .and_then(|()| chunkfile::read_block(&h.file, block, &mut buf[..]))
         };
@@ -569,7 +573,7 @@ impl Store {
                 e,
             )
         };
-        let _guard = read(self.stripe(chunk.chunk_id));
+        let _guard = self.stripe(chunk.chunk_id).read();
         chunkfile::read_crcs(&h.file, first, &mut crcs[..count]).map_err(failed)?;
         for (i, block) in buf.chunks_exact_mut(BS).enumerate() {
             let n = first + i as u32;
@@ -604,7 +608,7 @@ impl Store {
         scratch: &mut Block,
     ) -> FsResult<()> {
         let result = {
-            let _guard = write(self.stripe(h.chunk.chunk_id));
+            let _guard = self.stripe(h.chunk.chunk_id).write();
             chunkfile::write_data(&h.file, offset, data, crc, scratch)
         };
         if let Some(m) = result
@@ -628,7 +632,7 @@ impl Store {
     /// Notes that the chunk's data now reaches at least `data_end` bytes (space accounting).
     pub fn note_extent(&self, h: &Handle, data_end: u64) {
         let len = DATA_OFFSET + data_end;
-        if let Some(e) = lock(&self.chunks).get_mut(&h.chunk.chunk_id) {
+        if let Some(e) = self.chunks.lock().get_mut(&h.chunk.chunk_id) {
             if len > e.len {
                 e.disk.resize(e.len, len);
                 e.len = len;
@@ -676,7 +680,7 @@ impl Store {
     }
 
     fn begin(&self, chunk: ChunkRef, replaces_stale: bool) -> FsResult<NewChunk> {
-        match lock(&self.chunks).get(&chunk.chunk_id) {
+        match self.chunks.lock().get(&chunk.chunk_id) {
             Some(e) if !replaces_stale || !e.replaceable_by(chunk.version) => {
                 return Err(FsError::Exist)
             }
@@ -733,7 +737,7 @@ impl Store {
         };
         let id = new.chunk.chunk_id;
         let path = chunkfile::chunk_path(&new.disk.path, new.subdir, id, new.chunk.version);
-        let mut map = lock(&self.chunks);
+        let mut map = self.chunks.lock();
         let stale = match map.get(&id) {
             None => None,
             Some(e) if new.replaces_stale && e.replaceable_by(new.chunk.version) => {
@@ -807,7 +811,7 @@ impl Store {
     /// Removes the chunk if it has this version; a chunk that is already gone is fine.
     pub fn delete(&self, chunk: ChunkRef) -> FsResult<()> {
         {
-            let mut map = lock(&self.chunks);
+            let mut map = self.chunks.lock();
             let Some(e) = map.get(&chunk.chunk_id) else {
                 return Ok(());
             };
@@ -840,7 +844,7 @@ impl Store {
             return self.check(chunk);
         }
         let path = {
-            let mut map = lock(&self.chunks);
+            let mut map = self.chunks.lock();
             let e = map.get_mut(&chunk.chunk_id).ok_or(FsError::NoChunk)?;
             if e.version != chunk.version {
                 return Err(FsError::WrongVersion);
@@ -887,7 +891,7 @@ impl Store {
         let h = self.open(chunk)?;
         let mut scratch = chunkfile::new_block();
         let result = {
-            let _guard = write(self.stripe(chunk.chunk_id));
+            let _guard = self.stripe(chunk.chunk_id).write();
             chunkfile::truncate(&h.file, length, &mut scratch)
         };
         result.map_err(|e| {
@@ -897,7 +901,7 @@ impl Store {
                 e,
             )
         })?;
-        if let Some(e) = lock(&self.chunks).get_mut(&chunk.chunk_id) {
+        if let Some(e) = self.chunks.lock().get_mut(&chunk.chunk_id) {
             let len = DATA_OFFSET + u64::from(length);
             e.disk.resize(e.len, len);
             e.len = len;

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::cfg::Config;
+use moose_formats::{CommonKeys, Config, KeySet};
+
 use crate::{lockfile, logging, user};
 
 /// Keys every daemon understands.
-pub const COMMON_KEYS: &[&str] = &["DATA_PATH", "WORKING_USER", "WORKING_GROUP", "FILE_UMASK"];
+pub const COMMON_KEYS: &[&str] = CommonKeys::NAMES;
 
 /// Environment variable naming the readiness pipe's file descriptor in the child.
 const READY_FD_ENV: &str = "MOOSE_READY_FD";
@@ -104,7 +105,7 @@ impl DaemonContext {
 /// still be reported to `start`. Programs that start themselves with [`spawn_and_wait_ready`]
 /// get theirs with [`ReadyPipe::from_env`].
 #[derive(Clone, Default)]
-pub struct ReadyPipe(std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>);
+pub struct ReadyPipe(std::sync::Arc<parking_lot::Mutex<Option<std::fs::File>>>);
 
 /// True in a process started by [`spawn_and_wait_ready`] (or by `start` without `-f`).
 pub fn is_ready_child() -> bool {
@@ -122,7 +123,7 @@ impl ReadyPipe {
         {
             // SAFETY: the parent passed us this descriptor and nothing else owns it.
             let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-            *pipe.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+            *pipe.0.lock() = Some(file);
         }
         std::env::remove_var(READY_FD_ENV);
         pipe
@@ -144,7 +145,7 @@ impl ReadyPipe {
     }
 
     fn say(&self, line: &str, last: bool) {
-        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.0.lock();
         if let Some(p) = guard.as_mut() {
             let _ = writeln!(p, "{}", line.replace('\n', " "));
         }
@@ -192,7 +193,8 @@ fn load_config(spec: &DaemonSpec, args: &DaemonArgs) -> Result<Config, String> {
     keys.extend_from_slice(spec.keys);
     let load = |p: &Path| -> Result<Config, String> {
         let mut cfg = Config::load(p, &keys).map_err(|e| e.to_string())?;
-        cfg.check_unknown_keys(&crate::stock_keys::for_daemon(spec.name))?;
+        cfg.check_unknown_keys(&moose_formats::stock_keys::for_daemon(spec.name))
+            .map_err(|e| e.to_string())?;
         Ok(cfg)
     };
     match &args.config {
@@ -226,7 +228,16 @@ where
         Ok(c) => c,
         Err(e) => return fail(name, e),
     };
-    let data_path = config.get_path("DATA_PATH", spec.default_data_path);
+    let common = match CommonKeys::from_config(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(name, e),
+    };
+    let data_path = config.resolve(
+        common
+            .data_path
+            .as_deref()
+            .unwrap_or(Path::new(spec.default_data_path)),
+    );
     let lock = lock_path(spec, &data_path);
     let running = lockfile::holder(&lock);
     match args.verb {
@@ -277,7 +288,7 @@ where
                 }
                 println!("{name} (pid {pid}) has stopped");
             }
-            start(spec, args, config, data_path, body)
+            start(spec, args, config, &common, data_path, body)
         }
         Verb::Start | Verb::Restore => {
             if let Some(pid) = running {
@@ -293,7 +304,7 @@ where
                     ),
                 );
             }
-            start(spec, args, config, data_path, body)
+            start(spec, args, config, &common, data_path, body)
         }
     }
 }
@@ -353,6 +364,7 @@ fn start<F, Fut>(
     spec: &DaemonSpec,
     args: DaemonArgs,
     config: Config,
+    common: &CommonKeys,
     data_path: PathBuf,
     body: F,
 ) -> ExitCode
@@ -374,18 +386,11 @@ where
         eprintln!("{name}: warning: {w}");
     }
 
-    let umask = config
-        .get("FILE_UMASK")
-        .and_then(|v| u32::from_str_radix(v, 8).ok())
-        .unwrap_or(0o027);
     // SAFETY: umask(2) cannot fail.
-    unsafe { libc::umask(umask as libc::mode_t) };
+    unsafe { libc::umask(common.file_umask().0 as libc::mode_t) };
 
     let run_as = if nix::unistd::Uid::current().is_root() {
-        match user::resolve(
-            &config.get_str("WORKING_USER", "mfs"),
-            &config.get_str("WORKING_GROUP", ""),
-        ) {
+        match user::resolve(&common.working_user(), &common.working_group()) {
             Ok(r) => r,
             Err(e) => return report_failure(&ready_pipe, &e),
         }

@@ -1,17 +1,23 @@
 //! The exports file (`ADDRESS PATH [OPTIONS]`, MooseFS syntax) and the decision which line, if
 //! any, admits a client.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
+pub use moose_formats::exports::{admits_path, normalize_path, parse_address, ADDRESS_FORMS};
+use moose_formats::exports::{ExportOption, ExportsFile, IdSpec};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{path}:{line}: {message}")]
-pub struct ExportsError {
-    pub path: PathBuf,
-    pub line: usize,
-    pub message: String,
+pub enum ExportsError {
+    #[error(transparent)]
+    File(#[from] moose_formats::exports::ExportsError),
+    #[error("{}:{line}: {message}", .path.display())]
+    Ids {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
 
 /// Parsed options of one exports line (MooseFS defaults: read-only, root mapped to 999:999).
@@ -61,9 +67,7 @@ impl ExportLine {
     }
 
     pub fn admits_path(&self, subdir: &str) -> bool {
-        subdir == self.path
-            || (self.opts.alldirs
-                && (self.path == "/" || subdir.starts_with(&format!("{}/", self.path))))
+        admits_path(&self.path, self.opts.alldirs, subdir)
     }
 
     /// MooseFS's preference among matching lines: rw over ro, unrestricted root over
@@ -114,83 +118,9 @@ pub struct Exports {
     pub lines: Vec<ExportLine>,
 }
 
-/// Normalizes a subfolder given by a client or an exports line: "/a/b", or "/" for the root.
-/// `..` is resolved here, before any exports line is matched (it never climbs above "/"), so
-/// `/data/../secret` is checked as `/secret`.
-pub fn normalize_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for s in p.split('/') {
-        match s {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-#[cfg(test)]
-mod normalize_tests {
-    use super::normalize_path;
-
-    #[test]
-    fn dot_dot_is_resolved_and_never_climbs_above_the_root() {
-        assert_eq!(normalize_path("/data/../secret"), "/secret");
-        assert_eq!(normalize_path("data/./a//b/"), "/data/a/b");
-        assert_eq!(normalize_path("/../../etc"), "/etc");
-        assert_eq!(normalize_path("/a/b/../.."), "/");
-        assert_eq!(normalize_path(""), "/");
-    }
-}
-
-fn ipv4(s: &str) -> Option<u32> {
-    s.parse::<Ipv4Addr>().ok().map(u32::from)
-}
-
-/// The address forms of exports (and topology) lines, as an inclusive range of IPv4 addresses.
-pub fn parse_address(s: &str) -> Result<(u32, u32), String> {
-    let ip = |t: &str| ipv4(t.trim()).ok_or(format!("'{t}' is not an IPv4 address"));
-    if s == "*" {
-        return Ok((0, u32::MAX));
-    }
-    if let Some((a, b)) = s.split_once('-') {
-        let (lo, hi) = (ip(a)?, ip(b)?);
-        if lo > hi {
-            return Err(format!("the range runs backwards ({a} is after {b})"));
-        }
-        return Ok((lo, hi));
-    }
-    if let Some((a, m)) = s.split_once('/') {
-        let base = ip(a)?;
-        let mask = if let Ok(bits) = m.parse::<u32>() {
-            if bits > 32 {
-                return Err(format!("/{bits} is too long, a prefix has at most 32 bits"));
-            }
-            u32::MAX.checked_shl(32 - bits).unwrap_or(0)
-        } else {
-            let mask = ipv4(m).ok_or(format!("'{m}' is neither a prefix length nor a netmask"))?;
-            if mask.leading_ones() + mask.trailing_zeros() != 32 {
-                return Err(format!("{m} is not a valid netmask"));
-            }
-            mask
-        };
-        return Ok((base & mask, (base & mask) | !mask));
-    }
-    let one = ip(s)?;
-    Ok((one, one))
-}
-
-/// What every address error ends with.
-pub const ADDRESS_FORMS: &str =
-    "addresses are *, A.B.C.D, A.B.C.D/BITS, A.B.C.D/NETMASK or A.B.C.D-E.F.G.H";
-
-fn parse_ids(value: &str) -> Result<(u32, u32), String> {
-    let (u, g) = match value.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (value, None),
-    };
+/// Resolves `USER[:GROUP]` on this host (a name's group defaults to its primary group).
+fn resolve_ids(ids: &IdSpec) -> Result<(u32, u32), String> {
+    let (u, g) = (ids.user.as_str(), ids.group.as_deref());
     let (uid, primary_gid) = if let Ok(n) = u.parse::<u32>() {
         (n, n)
     } else {
@@ -215,98 +145,64 @@ fn parse_ids(value: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-pub fn parse_options<'a>(text: &'a str) -> Result<ExportOptions, String> {
+/// Reads an option list (`rw,alldirs,maproot=0`) with user and group names resolved.
+pub fn parse_options(text: &str) -> Result<ExportOptions, String> {
+    let options = moose_formats::exports::parse_options(text).map_err(|e| e.to_string())?;
+    resolve_options(&options)
+}
+
+fn resolve_options(options: &[ExportOption]) -> Result<ExportOptions, String> {
     let mut o = ExportOptions::default();
-    for opt in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (key, value) = match opt.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (opt, None),
-        };
-        let need = |v: Option<&'a str>| v.ok_or(format!("option {key} needs a value ({key}=...)"));
-        match key {
-            "ro" | "readonly" => o.read_only = true,
-            "rw" | "readwrite" => o.read_only = false,
-            "alldirs" => o.alldirs = true,
-            "ignoregid" => o.ignoregid = true,
-            "admin" => o.admin = true,
-            "dynamicip" | "canchangequota" => {}
-            "maproot" => o.maproot = Some(parse_ids(need(value)?)?),
-            "mapall" => o.mapall = Some(parse_ids(need(value)?)?),
-            "password" => o.password = Some(need(value)?.to_string()),
-            "mingoal" | "maxgoal" => {
-                let v: u8 = need(value)?
-                    .parse()
-                    .ok()
-                    .filter(|g| (1..=9).contains(g))
-                    .ok_or(format!("{key} takes a goal from 1 to 9"))?;
-                if key == "mingoal" {
-                    o.mingoal = v
-                } else {
-                    o.maxgoal = v
-                }
-            }
-            "minversion" | "mintrashtime" | "maxtrashtime" | "umask" | "mintrashretention"
-            | "maxtrashretention" | "md5pass" | "disable" | "sclassgroups" => {
-                return Err(format!("option {key} is not supported by moose-master"))
-            }
-            other => return Err(format!("unknown option '{other}'")),
+    for opt in options {
+        match opt {
+            ExportOption::Flag("ro" | "readonly") => o.read_only = true,
+            ExportOption::Flag("rw" | "readwrite") => o.read_only = false,
+            ExportOption::Flag("alldirs") => o.alldirs = true,
+            ExportOption::Flag("ignoregid") => o.ignoregid = true,
+            ExportOption::Flag("admin") => o.admin = true,
+            // dynamicip, canchangequota: accepted, nothing to do.
+            ExportOption::Flag(_) => {}
+            ExportOption::MapRoot(ids) => o.maproot = Some(resolve_ids(ids)?),
+            ExportOption::MapAll(ids) => o.mapall = Some(resolve_ids(ids)?),
+            ExportOption::Password(p) => o.password = Some(p.clone()),
+            ExportOption::MinGoal(g) => o.mingoal = *g,
+            ExportOption::MaxGoal(g) => o.maxgoal = *g,
         }
-    }
-    if o.mingoal > o.maxgoal {
-        return Err(format!(
-            "mingoal {} is above maxgoal {}",
-            o.mingoal, o.maxgoal
-        ));
     }
     Ok(o)
 }
 
 impl Exports {
     pub fn load(path: &Path) -> Result<Exports, ExportsError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ExportsError {
-            path: path.to_path_buf(),
-            line: 0,
-            message: format!(
-                "cannot read the exports file: {e}; create it (e.g. a line '* / rw,alldirs,maproot=0') \
-                 or set EXPORTS_FILENAME"
-            ),
-        })?;
-        Exports::parse(path, &text)
+        Exports::resolve(path, ExportsFile::load(path)?)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Exports, ExportsError> {
+        Exports::resolve(path, ExportsFile::parse(path, text)?)
+    }
+
+    fn resolve(path: &Path, file: ExportsFile) -> Result<Exports, ExportsError> {
         let mut lines = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let err = |message: String| ExportsError {
+        for l in file.lines {
+            let opts = resolve_options(&l.options).map_err(|message| ExportsError::Ids {
                 path: path.to_path_buf(),
-                line: i + 1,
+                line: l.line,
                 message,
-            };
-            let mut words = line.split_whitespace();
-            let address = words.next().unwrap_or("");
-            let Some(dir) = words.next() else {
-                return Err(err(format!(
-                    "'{line}' has no path; the form is ADDRESS PATH [OPTIONS]"
-                )));
-            };
-            let opts_text = words.collect::<Vec<_>>().join("");
-            let (from, to) =
-                parse_address(address).map_err(|e| err(format!("{e}; {ADDRESS_FORMS}")))?;
-            let opts = parse_options(&opts_text).map_err(err)?;
-            if dir == "." {
+            })?;
+            if l.path == "." {
                 // The meta file system (trash) is not served; such lines admit nothing.
                 continue;
             }
+            // The file parser has checked the address.
+            let Ok((from, to)) = parse_address(&l.address) else {
+                continue;
+            };
             lines.push(ExportLine {
-                line: i + 1,
-                address: address.to_string(),
+                line: l.line,
                 from,
                 to,
-                path: normalize_path(dir),
+                path: normalize_path(&l.path),
+                address: l.address,
                 opts,
             });
         }
@@ -412,29 +308,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn address_forms() {
-        assert_eq!(parse_address("*"), Ok((0, u32::MAX)));
-        assert_eq!(
-            parse_address("10.0.0.0/8").unwrap().1,
-            u32::from(Ipv4Addr::new(10, 255, 255, 255))
-        );
-        assert_eq!(
-            parse_address("192.168.1.0/255.255.255.0").unwrap().1,
-            u32::from(Ipv4Addr::new(192, 168, 1, 255))
-        );
-        assert_eq!(
-            parse_address("10.0.0.5-10.0.0.9"),
-            Ok((
-                u32::from(Ipv4Addr::new(10, 0, 0, 5)),
-                u32::from(Ipv4Addr::new(10, 0, 0, 9))
-            ))
-        );
-        assert!(parse_address("10.0.0.9-10.0.0.5").is_err());
-        assert!(parse_address("10.0.0.0/33").is_err());
-        assert!(parse_address("10.0.0.0/255.0.255.0").is_err());
     }
 
     #[test]

@@ -1,16 +1,15 @@
 //! Pieces shared by every daemon: config files in MooseFS syntax, the daemon verbs
 //! (`start|stop|restart|reload|status|test|kill`), the lockfile, the run-as user and logging.
 
-pub mod cfg;
 pub mod daemon;
 pub mod exports;
 pub mod limits;
 pub mod lockfile;
 pub mod logging;
-pub mod stock_keys;
-pub mod suggest;
-pub mod units;
 pub mod user;
 
-pub use cfg::{CfgError, Config};
+// The file formats moved to moose-formats (which the inventory links without tokio); these
+// paths stay for the daemons.
 pub use daemon::{DaemonArgs, DaemonContext, DaemonSpec, ReadyPipe, SpawnFailure, Verb};
+pub use moose_formats::{cfg, stock_keys, suggest, units};
+pub use moose_formats::{CfgError, Config};

@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// How often one address's refusals are logged.
 pub const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(60);
@@ -42,7 +44,7 @@ impl RefusalLog {
         }
         let key = (ip, h.finish());
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.lock();
         if seen.len() > 10_000 {
             let period = self.period;
             seen.retain(|_, (at, _)| now.duration_since(*at) < period);

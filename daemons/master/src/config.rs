@@ -1,8 +1,9 @@
-//! The master's config keys.
+//! The master's settings, from its config file (keys, types and defaults: `MasterKeys` in
+//! moose-formats).
 
 use std::path::PathBuf;
 
-use moose_common::Config;
+use moose_formats::{Config, KeySet, MasterCfg, MasterKeys};
 
 use crate::changelog::SyncPolicy;
 
@@ -11,26 +12,7 @@ use crate::changelog::SyncPolicy;
 const CHANGELOG_SYNC_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Keys moose-master reads (besides the common DATA_PATH / WORKING_USER / WORKING_GROUP).
-pub const KEYS: &[&str] = &[
-    "EXPORTS_FILENAME",
-    "MATOML_LISTEN_HOST",
-    "MATOML_LISTEN_PORT",
-    "MATOCS_LISTEN_HOST",
-    "MATOCS_LISTEN_PORT",
-    "MATOCL_LISTEN_HOST",
-    "MATOCL_LISTEN_PORT",
-    "METADATA_SAVE_FREQ",
-    "BACK_LOGS",
-    "MATOCS_TIMEOUT",
-    "DEFAULT_GOAL",
-    "REPLICATIONS_DELAY_INIT",
-    "CHUNKS_WRITE_REP_LIMIT",
-    "CHUNKS_READ_REP_LIMIT",
-    "ACCEPTABLE_PERCENTAGE_DIFFERENCE",
-    "CHANGELOG_SAVE_MODE",
-    "AUTH_CODE",
-    "SESSION_SUSTAIN_TIME",
-];
+pub const KEYS: &[&str] = MasterKeys::NAMES;
 
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
@@ -61,88 +43,57 @@ pub struct MasterConfig {
     pub session_sustain: u64,
 }
 
-fn host(cfg: &Config, key: &str) -> String {
-    let h = cfg.get_str(key, "*");
-    if h == "*" {
+/// `*` (every address) as the listener binds it.
+fn bind_host(host: String) -> String {
+    if host == "*" {
         "0.0.0.0".to_string()
     } else {
-        h
-    }
-}
-
-/// First number of a MooseFS per-class limit list like `2,1,1,4`.
-fn first_limit(cfg: &Config, key: &str, default: usize) -> usize {
-    cfg.get(key)
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
-/// `AUTH_CODE`: the cluster secret; an empty value is a mistake, not "no secret".
-pub fn auth_code(cfg: &Config) -> anyhow::Result<Option<String>> {
-    match cfg.get("AUTH_CODE") {
-        None => Ok(None),
-        Some(v) if v.trim().is_empty() => anyhow::bail!(
-            "{}: AUTH_CODE is empty; give it the cluster secret (the same on the master, every \
-             chunkserver and every metalogger) or remove the line",
-            cfg.path().display()
-        ),
-        Some(v) => Ok(Some(v.trim().to_string())),
+        host
     }
 }
 
 impl MasterConfig {
     pub fn from_config(cfg: &Config, data_path: PathBuf) -> anyhow::Result<Self> {
-        let default_goal = cfg.get_u64("DEFAULT_GOAL", 2)?;
-        if !(1..=9).contains(&default_goal) {
-            anyhow::bail!(
-                "{}: DEFAULT_GOAL = {default_goal}: a goal is from 1 to 9",
-                cfg.path().display()
-            );
-        }
+        let k = MasterCfg::from_config(cfg)?.keys;
         Ok(MasterConfig {
-            exports_file: cfg.get_path("EXPORTS_FILENAME", "/etc/moosefs/moose-exports.cfg"),
-            ml_listen: (
-                host(cfg, "MATOML_LISTEN_HOST"),
-                cfg.get_port("MATOML_LISTEN_PORT", moose_proto::ports::MASTER_METALOGGER)?,
-            ),
-            cs_listen: (
-                host(cfg, "MATOCS_LISTEN_HOST"),
-                cfg.get_port("MATOCS_LISTEN_PORT", moose_proto::ports::MASTER_CHUNKSERVER)?,
-            ),
-            cl_listen: (
-                host(cfg, "MATOCL_LISTEN_HOST"),
-                cfg.get_port("MATOCL_LISTEN_PORT", moose_proto::ports::MASTER_CLIENT)?,
-            ),
-            save_every: cfg.get_u64("METADATA_SAVE_FREQ", 1)?.max(1) * 3600,
-            back_logs: cfg.get_u64("BACK_LOGS", 50)?.clamp(1, 10_000) as u32,
-            cs_timeout: cfg.get_duration_secs("MATOCS_TIMEOUT", 10)?.max(2),
-            default_goal: default_goal as u8,
-            replications_delay: cfg.get_duration_secs("REPLICATIONS_DELAY_INIT", 60)?,
-            write_rep_limit: first_limit(cfg, "CHUNKS_WRITE_REP_LIMIT", 4).max(1),
-            read_rep_limit: first_limit(cfg, "CHUNKS_READ_REP_LIMIT", 8).max(1),
-            changelog_sync: match cfg.get_u64("CHANGELOG_SAVE_MODE", 0)? {
+            exports_file: cfg.resolve(&k.exports_filename()),
+            ml_listen: (bind_host(k.matoml_listen_host()), k.matoml_listen_port()),
+            cs_listen: (bind_host(k.matocs_listen_host()), k.matocs_listen_port()),
+            cl_listen: (bind_host(k.matocl_listen_host()), k.matocl_listen_port()),
+            save_every: k.metadata_save_freq().saturating_mul(3600),
+            back_logs: u32::try_from(k.back_logs())?,
+            cs_timeout: k.matocs_timeout().0,
+            default_goal: u8::try_from(k.default_goal())?,
+            replications_delay: k.replications_delay_init().0,
+            write_rep_limit: usize::try_from(k.chunks_write_rep_limit().first())?,
+            read_rep_limit: usize::try_from(k.chunks_read_rep_limit().first())?,
+            changelog_sync: match k.changelog_save_mode() {
                 2 => SyncPolicy::EveryChange,
-                0 | 1 => SyncPolicy::Within(CHANGELOG_SYNC_DELAY),
-                other => anyhow::bail!(
-                    "{}: CHANGELOG_SAVE_MODE = {other}: use 0 or 1 (write every change before \
-                     the reply, sync within a second and on every client fsync; the default) \
-                     or 2 (sync every change before the reply)",
-                    cfg.path().display()
-                ),
+                _ => SyncPolicy::Within(CHANGELOG_SYNC_DELAY),
             },
-            acceptable_difference: match cfg.get("ACCEPTABLE_PERCENTAGE_DIFFERENCE") {
-                None => 5.0,
-                Some(v) => v.parse::<f64>().ok().filter(|p| *p > 0.0).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}: ACCEPTABLE_PERCENTAGE_DIFFERENCE = {v}: expected a positive number of percent",
-                        cfg.path().display()
-                    )
-                })?,
-            },
-            auth_code: auth_code(cfg)?,
-            session_sustain: cfg.get_duration_secs("SESSION_SUSTAIN_TIME", 86_400)?,
+            acceptable_difference: k.acceptable_percentage_difference(),
+            session_sustain: k.session_sustain_time().0,
+            auth_code: k.auth_code.map(|n| n.0),
             data_path,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports_are_the_protocol_ones() {
+        let k = MasterKeys::default();
+        assert_eq!(
+            k.matoml_listen_port(),
+            moose_proto::ports::MASTER_METALOGGER
+        );
+        assert_eq!(
+            k.matocs_listen_port(),
+            moose_proto::ports::MASTER_CHUNKSERVER
+        );
+        assert_eq!(k.matocl_listen_port(), moose_proto::ports::MASTER_CLIENT);
     }
 }

@@ -8,27 +8,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use moose_common::{DaemonContext, DaemonSpec};
+use moose_formats::{KeySet, MetaloggerCfg, MetaloggerKeys};
 use moose_proto::auth;
 use moose_proto::handshake::{say_hello_nonce, Role};
 use moose_proto::msg::{MasterToMl, MlToMaster};
 use moose_proto::{FrameReader, FrameWriter};
 use tokio::net::TcpStream;
 
-const KEYS: &[&str] = &[
-    "MASTER_HOST",
-    "MASTER_PORT",
-    "BIND_HOST",
-    "MASTER_TIMEOUT",
-    "MASTER_RECONNECTION_DELAY",
-    "BACK_LOGS",
-    "META_DOWNLOAD_FREQ",
-    "AUTH_CODE",
-];
-
 const SPEC: DaemonSpec = DaemonSpec {
     name: "moose-metalogger",
     default_config: "/etc/moosefs/moose-metalogger.cfg",
-    keys: KEYS,
+    keys: MetaloggerKeys::NAMES,
     default_data_path: "/var/lib/moosefs",
 };
 
@@ -47,27 +37,16 @@ struct Settings {
 }
 
 async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
-    let cfg = &ctx.config;
+    let k = MetaloggerCfg::from_config(&ctx.config)?.keys;
     let settings = Settings {
-        master: cfg.get_str("MASTER_HOST", "mfsmaster"),
-        port: cfg.get_port("MASTER_PORT", moose_proto::ports::MASTER_METALOGGER)?,
-        timeout: Duration::from_secs(cfg.get_duration_secs("MASTER_TIMEOUT", 10)?.max(2)),
-        reconnect: Duration::from_secs(
-            cfg.get_duration_secs("MASTER_RECONNECTION_DELAY", 1)?
-                .max(1),
-        ),
-        download_every: Duration::from_secs(cfg.get_u64("META_DOWNLOAD_FREQ", 24)?.max(1) * 3600),
-        auth_code: match cfg.get("AUTH_CODE").map(str::trim) {
-            None => None,
-            Some("") => bail!(
-                "{}: AUTH_CODE is empty; give it the cluster secret (the master's AUTH_CODE) or \
-                 remove the line",
-                cfg.path().display()
-            ),
-            Some(v) => Some(v.to_string()),
-        },
+        master: k.master_host(),
+        port: k.master_port(),
+        timeout: Duration::from_secs(k.master_timeout().0),
+        reconnect: Duration::from_secs(k.master_reconnection_delay().0),
+        download_every: Duration::from_secs(k.meta_download_freq().saturating_mul(3600)),
+        auth_code: k.auth_code.clone().map(|n| n.0),
     };
-    let back_logs = cfg.get_u64("BACK_LOGS", 50)?.clamp(1, 10_000) as u32;
+    let back_logs = u32::try_from(k.back_logs())?;
     let store = store::Store::new(ctx.data_path.clone(), back_logs);
     let mut shutdown = ctx.shutdown_signal();
     let mut announced = false;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use moose_common::Config;
+use moose_formats::{ChunkserverCfg, MasterCfg, MetaloggerCfg};
 
 use crate::Target;
 
@@ -13,17 +13,6 @@ pub struct HddFile;
 const MASTER_CFG: &str = "# master\nDATA_PATH = /var/lib/moosefs\nWORKING_USER = mfs\n\
 MATOCL_LISTEN_PORT = 9421 # inline\nMETADATA_SAVE_FREQ = 1\nREPLICATIONS_DELAY_INIT = 1h30m\n\
 HDD_LEAVE_SPACE_DEFAULT = 256MiB\nCHUNKS_WRITE_REP_LIMIT = 2,1,1,4\nMATOCS_TIMEOUT=10\n";
-
-const KEYS: &[&str] = &[
-    "DATA_PATH",
-    "WORKING_USER",
-    "MATOCL_LISTEN_PORT",
-    "METADATA_SAVE_FREQ",
-    "REPLICATIONS_DELAY_INIT",
-    "HDD_LEAVE_SPACE_DEFAULT",
-    "CHUNKS_WRITE_REP_LIMIT",
-    "MATOCS_TIMEOUT",
-];
 
 impl Target for CfgFile {
     fn name(&self) -> &'static str {
@@ -39,15 +28,16 @@ impl Target for CfgFile {
 
     fn run(&self, input: &[u8]) {
         let text = String::from_utf8_lossy(input);
-        let mut cfg = Config::parse(Path::new("fuzz.cfg"), &text, KEYS);
-        let _ = cfg.check_unknown_keys(&["NICE_LEVEL"]);
-        for key in KEYS {
-            let _ = cfg.get_u64(key, 1);
-            let _ = cfg.get_port(key, 1);
-            let _ = cfg.get_size(key, 1);
-            let _ = cfg.get_duration_secs(key, 1);
-            let _ = cfg.get_bool(key, false);
-            let _ = cfg.get_path(key, "/x");
+        let path = Path::new("fuzz.cfg");
+        // What parses renders back to text that parses to the same value.
+        if let Ok(cfg) = MasterCfg::parse(path, &text) {
+            assert_eq!(MasterCfg::parse(path, &cfg.render("")).ok(), Some(cfg));
+        }
+        if let Ok(cfg) = ChunkserverCfg::parse(path, &text) {
+            assert_eq!(ChunkserverCfg::parse(path, &cfg.render("")).ok(), Some(cfg));
+        }
+        if let Ok(cfg) = MetaloggerCfg::parse(path, &text) {
+            assert_eq!(MetaloggerCfg::parse(path, &cfg.render("")).ok(), Some(cfg));
         }
     }
 }
@@ -78,6 +68,11 @@ impl Target for ExportsFile {
             let _ = moose_common::exports::parse_address(word);
             let _ = moose_common::exports::parse_options(word);
         }
+        let path = Path::new("fuzz.cfg");
+        if let Ok(file) = moose_formats::exports::ExportsFile::parse(path, &text) {
+            let again = moose_formats::exports::ExportsFile::parse(path, &file.render(""));
+            assert_eq!(again.ok().map(|f| f.lines.len()), Some(file.lines.len()));
+        }
     }
 }
 
@@ -95,6 +90,14 @@ impl Target for HddFile {
 
     fn run(&self, input: &[u8]) {
         let text = String::from_utf8_lossy(input);
-        let _ = moose_chunkserver::hdd::parse(Path::new("fuzz-hdd.cfg"), &text);
+        let path = Path::new("/fuzz-hdd.cfg");
+        if let Ok(file) = moose_formats::hdd::parse(path, &text) {
+            let again = moose_formats::hdd::parse(path, &file.render("")).map(|f| f.entries);
+            let strip = |mut entries: Vec<moose_formats::hdd::HddEntry>| {
+                entries.iter_mut().for_each(|e| e.line = 0);
+                entries
+            };
+            assert_eq!(again.ok().map(strip), Some(strip(file.entries)));
+        }
     }
 }

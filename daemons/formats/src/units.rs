@@ -5,6 +5,10 @@
 /// (`1.5TiB`). A bare number is bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
+    // A plain byte count is exact (the f64 path below rounds above 2^53).
+    if let Ok(bytes) = s.parse::<u64>() {
+        return Ok(bytes);
+    }
     let s = s.strip_suffix('B').unwrap_or(s);
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -38,6 +42,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("'{text}' is out of range"));
     }
     Ok(bytes as u64)
+}
+
+/// Writes a size so that [`parse_size`] reads back the same bytes: with the largest binary
+/// suffix that divides it exactly (`4GiB`), else as plain bytes.
+pub fn format_size_exact(bytes: u64) -> String {
+    const SUFFIXES: [(&str, u32); 6] = [
+        ("EiB", 60),
+        ("PiB", 50),
+        ("TiB", 40),
+        ("GiB", 30),
+        ("MiB", 20),
+        ("KiB", 10),
+    ];
+    for (suffix, shift) in SUFFIXES {
+        let quotient = bytes >> shift;
+        // parse_size multiplies in f64: the quotient must be exact there.
+        if bytes != 0 && quotient << shift == bytes && quotient < 1 << 53 {
+            return format!("{quotient}{suffix}");
+        }
+    }
+    bytes.to_string()
 }
 
 /// Parses a duration in seconds: a plain number of seconds, `#.#T` with T one of

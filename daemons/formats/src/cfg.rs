@@ -8,22 +8,46 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::units;
+use crate::value::{CfgValue, Range};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CfgError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {}: {source}", .path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {key} = {value}: {reason}")]
+    #[error("{}:{line}: {key} = {value}: {reason}", .path.display())]
     BadValue {
         path: PathBuf,
         line: usize,
         key: String,
         value: String,
         reason: String,
+    },
+    #[error("{}:{line}: {key} must be {range} (the file says {key} = {value})", .path.display())]
+    OutOfRange {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        value: String,
+        range: String,
+    },
+    #[error(
+        "{}:{line}: {key} is empty; give it a value ({doc}) or remove the line",
+        .path.display()
+    )]
+    Empty {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        doc: String,
+    },
+    /// Keys neither this daemon nor stock MooseFS knows, one line each.
+    #[error("{}", unknown_key_lines(.path, .keys))]
+    UnknownKeys {
+        path: PathBuf,
+        keys: Vec<UnknownKey>,
     },
 }
 
@@ -82,7 +106,8 @@ impl Config {
                 continue;
             };
             let key = key.trim();
-            let value = strip_inline_comment(value).trim();
+            // Trimmed first: a value may start with '#' (`WORKING_USER = #1000`).
+            let value = strip_inline_comment(value.trim()).trim();
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 cfg.warnings.push(format!(
                     "{}: bad key name '{key}'; line ignored",
@@ -139,41 +164,82 @@ impl Config {
 
     /// Sorts the unknown keys: a key stock MooseFS knows (`stock_keys`) is ignored with a
     /// warning; any other one is an error naming file, line and the nearest known key.
-    pub fn check_unknown_keys(&mut self, stock_keys: &[&str]) -> Result<(), String> {
-        let mut errors = Vec::new();
-        for u in &self.unknown {
-            let place = format!("{}:{}", self.path.display(), u.line);
-            if stock_keys.contains(&u.key.as_str()) {
-                self.warnings.push(format!(
-                    "{place}: {} is a stock MooseFS key that this daemon does not use; it is \
-                     ignored",
-                    u.key
-                ));
-            } else {
-                let hint = u
-                    .suggestion
-                    .as_ref()
-                    .map(|k| format!(" (did you mean {k}?)"))
-                    .unwrap_or_default();
-                errors.push(format!(
-                    "{place}: unknown key {}{hint}; fix or remove the line",
-                    u.key
-                ));
-            }
+    pub fn check_unknown_keys(&mut self, stock_keys: &[&str]) -> Result<(), CfgError> {
+        let (stock, unknown): (Vec<&UnknownKey>, Vec<&UnknownKey>) = self
+            .unknown
+            .iter()
+            .partition(|u| stock_keys.contains(&u.key.as_str()));
+        for u in stock {
+            self.warnings.push(format!(
+                "{}:{}: {} is a stock MooseFS key that this daemon does not use; it is ignored",
+                self.path.display(),
+                u.line,
+                u.key
+            ));
         }
-        if errors.is_empty() {
+        if unknown.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("\n"))
+            Err(CfgError::UnknownKeys {
+                path: self.path.clone(),
+                keys: unknown.into_iter().cloned().collect(),
+            })
         }
+    }
+
+    /// The value of a key of the key table, when the file sets it: typed, range-checked.
+    pub fn typed<T: CfgValue>(
+        &self,
+        key: &str,
+        range: Range,
+        doc: &str,
+    ) -> Result<Option<T>, CfgError> {
+        let Some(entry) = self.entries.get(key) else {
+            return Ok(None);
+        };
+        if T::NON_EMPTY && entry.value.is_empty() {
+            return Err(CfgError::Empty {
+                path: self.path.clone(),
+                line: entry.line,
+                key: key.to_string(),
+                doc: doc.to_string(),
+            });
+        }
+        let value = T::parse(&entry.value).map_err(|reason| self.bad(key, reason))?;
+        match value.magnitude() {
+            Some(x) if !range.admits(x) => Err(CfgError::OutOfRange {
+                path: self.path.clone(),
+                line: entry.line,
+                key: key.to_string(),
+                value: entry.value.clone(),
+                range: range.describe(T::UNIT),
+            }),
+            _ => Ok(Some(value)),
+        }
+    }
+
+    /// A path from the file: relative paths are taken relative to the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().map(|d| d.join(p)).unwrap_or(p.into())
+        }
+    }
+
+    /// Values of the keys listed by [`Config::unknown_keys`], in file order, each once.
+    pub fn unknown_values(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for u in &self.unknown {
+            if out.iter().all(|(k, _)| *k != u.key) {
+                out.push((u.key.clone(), self.get(&u.key).unwrap_or("").to_string()));
+            }
+        }
+        out
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries.get(key).map(|e| e.value.as_str())
-    }
-
-    pub fn get_str(&self, key: &str, default: &str) -> String {
-        self.get(key).unwrap_or(default).to_string()
     }
 
     fn bad(&self, key: &str, reason: String) -> CfgError {
@@ -186,60 +252,23 @@ impl Config {
             reason,
         }
     }
+}
 
-    pub fn get_u64(&self, key: &str, default: u64) -> Result<u64, CfgError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| self.bad(key, "expected a whole number".into())),
-        }
-    }
-
-    pub fn get_port(&self, key: &str, default: u16) -> Result<u16, CfgError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => match v.parse::<u16>() {
-                Ok(p) if p > 0 => Ok(p),
-                _ => Err(self.bad(key, "expected a port number from 1 to 65535".into())),
-            },
-        }
-    }
-
-    pub fn get_bool(&self, key: &str, default: bool) -> Result<bool, CfgError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "1" | "yes" | "true" | "on" => Ok(true),
-                "0" | "no" | "false" | "off" => Ok(false),
-                _ => Err(self.bad(key, "expected 0 or 1".into())),
-            },
-        }
-    }
-
-    pub fn get_size(&self, key: &str, default: u64) -> Result<u64, CfgError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => units::parse_size(v).map_err(|r| self.bad(key, r)),
-        }
-    }
-
-    pub fn get_duration_secs(&self, key: &str, default: u64) -> Result<u64, CfgError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => units::parse_duration_secs(v).map_err(|r| self.bad(key, r)),
-        }
-    }
-
-    /// A path value; relative paths are taken relative to the config file's folder.
-    pub fn get_path(&self, key: &str, default: &str) -> PathBuf {
-        let p = PathBuf::from(self.get_str(key, default));
-        if p.is_absolute() {
-            p
-        } else {
-            self.path.parent().map(|d| d.join(&p)).unwrap_or(p)
-        }
-    }
+fn unknown_key_lines(path: &Path, keys: &[UnknownKey]) -> String {
+    let line = |u: &UnknownKey| {
+        let hint = u
+            .suggestion
+            .as_ref()
+            .map(|k| format!(" (did you mean {k}?)"))
+            .unwrap_or_default();
+        format!(
+            "{}:{}: unknown key {}{hint}; fix or remove the line",
+            path.display(),
+            u.line,
+            u.key
+        )
+    };
+    keys.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
 fn strip_inline_comment(value: &str) -> &str {
@@ -263,7 +292,8 @@ mod tests {
         let text = "# comment\n  DATA_PATH = /var/lib/mfs  \nMASTER_PORT=9420 # inline\n\n";
         let cfg = Config::parse(Path::new("x.cfg"), text, KEYS);
         assert_eq!(cfg.get("DATA_PATH"), Some("/var/lib/mfs"));
-        assert_eq!(cfg.get_port("MASTER_PORT", 1).unwrap(), 9420);
+        let port = cfg.typed::<u16>("MASTER_PORT", Range::Any, "port");
+        assert_eq!(port.unwrap(), Some(9420));
         assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
     }
 
@@ -286,7 +316,7 @@ mod tests {
         let mut cfg = Config::parse(Path::new("m.cfg"), text, KEYS);
         let err = cfg.check_unknown_keys(&["NICE_LEVEL"]).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "m.cfg:1: unknown key DATA_PAHT (did you mean DATA_PATH?); fix or remove the line"
         );
         let w = cfg.warnings().join("\n");
@@ -301,7 +331,10 @@ mod tests {
     #[test]
     fn bad_values_name_file_and_line() {
         let cfg = Config::parse(Path::new("c.cfg"), "\nMASTER_PORT = abc\n", KEYS);
-        let err = cfg.get_port("MASTER_PORT", 9420).unwrap_err().to_string();
+        let err = cfg
+            .typed::<u16>("MASTER_PORT", Range::Any, "port")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("c.cfg:2: MASTER_PORT = abc:"), "{err}");
     }
 
@@ -309,8 +342,8 @@ mod tests {
         #[test]
         fn parser_never_panics(text in "(?s).{0,400}") {
             let cfg = Config::parse(Path::new("f.cfg"), &text, KEYS);
-            let _ = cfg.get_port("MASTER_PORT", 1);
-            let _ = cfg.get_size("DATA_PATH", 1);
+            let _ = cfg.typed::<u16>("MASTER_PORT", Range::Any, "");
+            let _ = cfg.typed::<crate::value::Bytes>("DATA_PATH", Range::AtLeast(1.0), "");
         }
     }
 }
