@@ -651,13 +651,13 @@ impl Store {
         };
         h.file.sync_data().map_err(err)?;
         let id = h.chunk.chunk_id;
-        let unsynced = lock(&self.chunks)
+        let unsynced = self.chunks.lock()
             .get(&id)
             .filter(|e| !e.folder_synced)
             .map(|e| (e.path(id), e.generation));
         if let Some((path, generation)) = unsynced {
             chunkfile::sync_folder_of(&path).map_err(err)?;
-            if let Some(e) = lock(&self.chunks).get_mut(&id) {
+            if let Some(e) = self.chunks.lock().get_mut(&id) {
                 if e.generation == generation {
                     e.folder_synced = true;
                 }
