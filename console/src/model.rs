@@ -48,7 +48,7 @@ pub struct Cluster {
     /// Bounds how many hosts (steps, probes) are worked on at once.
     pub slots: Arc<tokio::sync::Semaphore>,
     /// Unknown host keys the SSH hosts refused (the terminal UI asks about them).
-    pub unknown_keys: Arc<std::sync::Mutex<Vec<crate::host::UnknownKey>>>,
+    pub unknown_keys: Arc<parking_lot::Mutex<Vec<crate::host::UnknownKey>>>,
 }
 
 impl Cluster {

@@ -92,10 +92,7 @@ fn event_loop(
                     return;
                 }
                 // Host keys refused since the last poll: the console asks about them.
-                let keys: Vec<_> = unknown_keys
-                    .lock()
-                    .map(|mut l| std::mem::take(&mut *l))
-                    .unwrap_or_default();
+                let keys = std::mem::take(&mut *unknown_keys.lock());
                 for k in keys {
                     if tx.send(Event::UnknownHostKey(k)).await.is_err() {
                         return;

@@ -81,7 +81,7 @@ pub struct SshOptions {
     /// The console user's home, for `~` in key paths and the default keys.
     pub home: Option<PathBuf>,
     /// Unknown host keys refused so far, for the terminal UI to ask about.
-    pub unknown_keys: Arc<std::sync::Mutex<Vec<UnknownKey>>>,
+    pub unknown_keys: Arc<parking_lot::Mutex<Vec<UnknownKey>>>,
 }
 
 /// A host key that was refused because no known_hosts entry names the host.
@@ -189,7 +189,7 @@ struct Checker {
     name: String,
     pattern: String,
     options: Arc<SshOptions>,
-    refusal: Arc<std::sync::Mutex<Option<String>>>,
+    refusal: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 impl client::Handler for Checker {
@@ -210,9 +210,7 @@ impl client::Handler for Checker {
         match verdict {
             Ok(()) => Ok(true),
             Err(why) => {
-                if let Ok(mut r) = self.refusal.lock() {
-                    *r = Some(why);
-                }
+                *self.refusal.lock() = Some(why);
                 Ok(false)
             }
         }
@@ -265,10 +263,9 @@ impl Checker {
                     fingerprint: format!("{alg} {fp}"),
                     file: self.options.known_hosts.clone(),
                 };
-                if let Ok(mut list) = self.options.unknown_keys.lock() {
-                    if !list.contains(&k) {
-                        list.push(k);
-                    }
+                let mut list = self.options.unknown_keys.lock();
+                if !list.contains(&k) {
+                    list.push(k);
                 }
                 Err(format!(
                 "{}: unknown host key of {}: {alg} {fp}; check it (ssh-keygen -lf on the host's \
@@ -556,7 +553,7 @@ impl SshHost {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let refusal = Arc::new(std::sync::Mutex::new(None));
+        let refusal = Arc::new(parking_lot::Mutex::new(None));
         let checker = Checker {
             name: self.target.name.clone(),
             pattern: known_hosts::host_pattern(address, port),
@@ -566,7 +563,7 @@ impl SshHost {
         let mut handle = match client::connect_stream(self.client_config(), stream, checker).await {
             Ok(h) => h,
             Err(e) => {
-                if let Some(why) = refusal.lock().ok().and_then(|mut r| r.take()) {
+                if let Some(why) = refusal.lock().take() {
                     // The message already names the host.
                     let name = format!("{}: ", self.target.name);
                     return Err(why.strip_prefix(&name).unwrap_or(&why).to_string());
