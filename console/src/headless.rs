@@ -2,9 +2,9 @@
 //! only on a terminal, never with `NO_COLOR`) or JSON.
 
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
+use moose_admin::status::{status_text, Tone};
 use moose_proto::msg::ClusterInfo;
 use serde_json::json;
 use tokio::runtime::Runtime;
@@ -14,7 +14,7 @@ use crate::exec::{self, Progress, StepState};
 use crate::fmt;
 use crate::host::FollowEvent;
 use crate::logs;
-use crate::master::{MasterConn, MasterLink};
+use crate::master::{MasterLink, QUERY_TIMEOUT};
 use crate::model::{Cluster, Target};
 use crate::monitor;
 use crate::plan::{self, Action};
@@ -235,75 +235,14 @@ pub fn status(rt: &Runtime, cluster: &Cluster, t: Option<&str>, out: Out) -> Res
 }
 
 fn print_master(info: &ClusterInfo, at: &str, out: Out) {
-    let used = info.total_space.saturating_sub(info.avail_space);
-    let connected = info.chunkservers.iter().filter(|c| c.connected).count();
-    println!(
-        "master {at} v{}, up {}, metadata version {}",
-        info.version,
-        fmt::duration(Duration::from_secs(info.uptime_secs)),
-        info.metadata_version
+    print!(
+        "{}",
+        status_text(info, at, |text, tone| match tone {
+            Tone::Ok => out.paint(text, Paint::Ok),
+            Tone::Warn => out.paint(text, Paint::Warn),
+            Tone::Bad => out.paint(text, Paint::Bad),
+        })
     );
-    println!(
-        "space {} used of {} ({} free); files {}, folders {}, chunks {}",
-        fmt::bytes(used),
-        fmt::bytes(info.total_space),
-        fmt::bytes(info.avail_space),
-        info.files,
-        info.dirs,
-        info.chunks
-    );
-    println!(
-        "chunkservers {connected} connected of {}; metaloggers {}; sessions {}",
-        info.chunkservers.len(),
-        info.metaloggers.len(),
-        info.sessions
-    );
-    let h = &info.health;
-    let n = |v: u64, bad: Paint| out.paint(&v.to_string(), if v == 0 { Paint::Ok } else { bad });
-    println!(
-        "chunks: missing {}, endangered {}, undergoal {}, stable {}, overgoal {}, pending deletion {}, replicating {}",
-        n(h.missing, Paint::Bad),
-        n(h.endangered, Paint::Bad),
-        n(h.undergoal, Paint::Warn),
-        h.stable,
-        h.overgoal,
-        h.pending_deletion,
-        h.replicating
-    );
-    for (goal, row) in h.matrix.iter().enumerate() {
-        if row.iter().all(|&c| c == 0) {
-            continue;
-        }
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(copies, c)| {
-                let label = if copies == row.len() - 1 {
-                    format!("{copies}+")
-                } else {
-                    copies.to_string()
-                };
-                format!("{c} with {label} copies")
-            })
-            .collect();
-        println!("  goal {goal}: {}", cells.join(", "));
-    }
-    for cs in &info.chunkservers {
-        println!(
-            "  chunkserver {} (id {}, {}): {} chunks, {} of {}",
-            cs.addr,
-            cs.id,
-            if cs.connected {
-                "connected"
-            } else {
-                "disconnected"
-            },
-            cs.chunks,
-            fmt::bytes(cs.used),
-            fmt::bytes(cs.total)
-        );
-    }
 }
 
 fn print_rows(rows: &[ServerRow], out: Out) {
@@ -373,8 +312,10 @@ fn print_rows(rows: &[ServerRow], out: Out) {
 /// `moosectl status -H HOST -P PORT`: one master, asked directly.
 pub fn status_direct(rt: &Runtime, host: &str, port: u16, out: Out) -> Result<bool> {
     let answer = rt.block_on(async {
-        let mut c = MasterConn::direct(host, port).await?;
-        c.cluster_info().await
+        moose_admin::connect(host, port, QUERY_TIMEOUT)
+            .await?
+            .cluster_info()
+            .await
     });
     match answer {
         Ok(info) => {
