@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use moosectl::cli::{Cli, Cmd};
-use moosectl::headless::{self, Out};
-use moosectl::model::{self, Cluster, Source};
-use moosectl::plan::Action;
+use moosectl::cli::args::{Cli, Cmd};
+use moosectl::cli::headless::{self, Out};
+use moosectl::engine::model::{self, Cluster, Source};
+use moosectl::engine::plan::Action;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -96,7 +96,7 @@ fn open(cli: &Cli) -> Result<Cluster> {
     for w in &model.warnings {
         eprintln!("moosectl: {w}");
     }
-    let mut ssh = moosectl::host::SshOptions {
+    let mut ssh = moosectl::engine::host::SshOptions {
         accept_new_host_keys: cli.accept_new_host_keys,
         connect_timeout: std::time::Duration::from_secs(cli.connect_timeout.max(1)),
         ..Default::default()

@@ -1,0 +1,10 @@
+//! The terminal UI: state, events, the one place that changes the state, and the panes.
+
+pub mod app;
+pub mod event;
+pub mod terminal;
+pub mod ui;
+pub mod update;
+pub mod view;
+
+pub use terminal::run;
