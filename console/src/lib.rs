@@ -4,7 +4,7 @@
 //!   hosts everything goes through, logs, deploy and the once-a-second monitor.
 //! - [`tui`]: the terminal UI. Events come in (keys, ticks, monitor snapshots, log lines, plan
 //!   progress) and go through [`tui::update::update`], which changes the plain-data
-//!   [`tui::app::App`] and returns [`tui::event::Command`]s; those run on tokio tasks and send
+//!   [`tui::app::App`] and returns [`tui::event::Effect`]s; those run on tokio tasks and send
 //!   events back. [`tui::ui::draw`] only renders the state.
 //! - [`cli`]: the command line and its headless subcommands.
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use moosectl::cli::args::{Cli, Cmd};
 use moosectl::cli::headless::{self, Out};
-use moosectl::engine::model::{self, Cluster, Source};
+use moosectl::engine::model::{self, Fleet, Source};
 use moosectl::engine::plan::Action;
 
 fn main() -> ExitCode {
@@ -76,7 +76,7 @@ fn run(cli: Cli) -> Result<bool> {
 }
 
 /// Loads the inventory (the built-in one without `-i`) under the state folder.
-fn open(cli: &Cli) -> Result<Cluster> {
+fn open(cli: &Cli) -> Result<Fleet> {
     let state_dir = match &cli.state {
         Some(s) => {
             std::path::absolute(s).with_context(|| format!("state folder {}", s.display()))?
@@ -118,5 +118,5 @@ fn open(cli: &Cli) -> Result<Cluster> {
         binaries,
         parallel: cli.parallel.max(1),
     };
-    Ok(Cluster::with_options(model, &options)?)
+    Ok(Fleet::with_options(model, &options)?)
 }

@@ -14,7 +14,7 @@ use crate::engine::exec::{self, Progress, StepState};
 use crate::engine::host::FollowEvent;
 use crate::engine::logs;
 use crate::engine::master::{MasterLink, QUERY_TIMEOUT};
-use crate::engine::model::{Cluster, Target};
+use crate::engine::model::{Fleet, Target};
 use crate::engine::monitor;
 use crate::engine::plan::{self, Action};
 use crate::fmt;
@@ -71,7 +71,7 @@ fn target(t: Option<&str>) -> Result<Option<Target>> {
 }
 
 /// `moosectl plan ACTION [TARGET]`.
-pub fn plan(cluster: &Cluster, action: Action, t: Option<&str>, out: Out) -> Result<bool> {
+pub fn plan(cluster: &Fleet, action: Action, t: Option<&str>, out: Out) -> Result<bool> {
     let t = target(t)?;
     let p = plan::build(&cluster.model, action, t.as_ref()).map_err(anyhow::Error::msg)?;
     if out.json {
@@ -85,7 +85,7 @@ pub fn plan(cluster: &Cluster, action: Action, t: Option<&str>, out: Out) -> Res
 /// `moosectl start|stop|restart`: prints the plan, runs it, prints its progress.
 pub fn run_plan(
     rt: &Runtime,
-    cluster: &Cluster,
+    cluster: &Fleet,
     action: Action,
     t: Option<&str>,
     out: Out,
@@ -160,7 +160,7 @@ pub fn run_plan(
 }
 
 /// `moosectl status [TARGET]`: the master's status and every role's state.
-pub fn status(rt: &Runtime, cluster: &Cluster, t: Option<&str>, out: Out) -> Result<bool> {
+pub fn status(rt: &Runtime, cluster: &Fleet, t: Option<&str>, out: Out) -> Result<bool> {
     let t = target(t)?;
     let picked = cluster
         .model
@@ -346,7 +346,7 @@ pub fn status_direct(rt: &Runtime, host: &str, port: u16, out: Out) -> Result<bo
 /// `moosectl logs TARGET [-f] [-n N]`.
 pub fn logs(
     rt: &Runtime,
-    cluster: &Cluster,
+    cluster: &Fleet,
     t: &str,
     follow: bool,
     lines: usize,
@@ -449,7 +449,7 @@ pub fn logs(
 /// stage everywhere and commit everywhere.
 pub fn deploy(
     rt: &Runtime,
-    cluster: &Cluster,
+    cluster: &Fleet,
     t: Option<&str>,
     dry_run: bool,
     parallel: usize,

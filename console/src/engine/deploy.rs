@@ -15,7 +15,7 @@ use moose_inventory::{Command, RenderedFile, Role, Transport};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::engine::host::{Host, HostError, Source};
+use crate::engine::host::{HostError, Machine, Source};
 use crate::engine::model::Model;
 use crate::engine::probe;
 
@@ -297,7 +297,7 @@ pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
 /// The preflight of every host of a deploy plan: the diff in lines, or one line per failing
 /// host.
 pub async fn preview(
-    cluster: &crate::engine::model::Cluster,
+    cluster: &crate::engine::model::Fleet,
     plan: &crate::engine::plan::Plan,
 ) -> Result<Vec<String>, Vec<String>> {
     let steps: Vec<&crate::engine::plan::Step> = plan
@@ -312,7 +312,7 @@ pub async fn preview(
 /// The preflight of the hosts of these deploy steps, side by side: the diff in lines, or one
 /// line per failing host.
 pub async fn preflight_all(
-    cluster: &crate::engine::model::Cluster,
+    cluster: &crate::engine::model::Fleet,
     steps: &[&crate::engine::plan::Step],
 ) -> Result<Vec<String>, Vec<String>> {
     let build = cluster.build().await;
@@ -419,7 +419,11 @@ impl Work {
     /// The preflight on `host`: connects, checks the machine type against the build, write
     /// access and the login, and compares what is there with what deploy would put there.
     /// Changes nothing.
-    pub async fn preflight(&self, host: &dyn Host, build: &Build) -> Result<Changes, DeployError> {
+    pub async fn preflight(
+        &self,
+        host: &dyn Machine,
+        build: &Build,
+    ) -> Result<Changes, DeployError> {
         let mut binaries = Vec::new();
         let mut targets = Vec::new();
         for &p in &self.binaries {
@@ -541,7 +545,11 @@ impl Work {
     /// Stages what `changes` pushes on `host`: each file in a temp beside its target,
     /// checked there by sha256; each binary run once with `--version`. On failure the temps
     /// made so far are removed before the error returns.
-    pub async fn stage(&self, host: &dyn Host, changes: &Changes) -> Result<Staged, DeployError> {
+    pub async fn stage(
+        &self,
+        host: &dyn Machine,
+        changes: &Changes,
+    ) -> Result<Staged, DeployError> {
         let mut staged: Staged = Vec::new();
         let mut expected: Vec<(PathBuf, String)> = Vec::new();
         let result = async {
@@ -616,7 +624,7 @@ impl Work {
     /// Puts what was staged in place (old files backed up), then makes the folders.
     pub async fn commit(
         &self,
-        host: &dyn Host,
+        host: &dyn Machine,
         staged: &Staged,
         stamp: &str,
     ) -> Result<String, DeployError> {
@@ -692,7 +700,7 @@ impl Work {
 
     /// Carries the work out on `host` alone (the deploy stage of a start plan): preflight,
     /// stage, commit; returns a one-line summary.
-    pub async fn run(&self, host: &dyn Host, build: &Build) -> Result<String, DeployError> {
+    pub async fn run(&self, host: &dyn Machine, build: &Build) -> Result<String, DeployError> {
         let changes = self.preflight(host, build).await?;
         let staged = self.stage(host, &changes).await?;
         let pushed = changes
@@ -718,7 +726,7 @@ impl Work {
 
     /// Makes the data and disk folders and the unmounted mount points, owned by the
     /// cluster's user; what was done, in words.
-    async fn make_folders(&self, host: &dyn Host) -> Result<Option<String>, DeployError> {
+    async fn make_folders(&self, host: &dyn Machine) -> Result<Option<String>, DeployError> {
         // A mounted mount point is the root of the file system: leave its owner alone.
         let mut unmounted = Vec::new();
         for m in &self.mount_points {

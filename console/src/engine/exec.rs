@@ -11,9 +11,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::engine::deploy;
-use crate::engine::host::{Finished, Host, HostError, OutputLine};
+use crate::engine::host::{Finished, HostError, Machine, OutputLine};
 use crate::engine::master::MasterLink;
-use crate::engine::model::Cluster;
+use crate::engine::model::Fleet;
 use crate::engine::plan::{Gate, Plan, Step, StepKind};
 use crate::engine::probe::{self, Process};
 
@@ -77,7 +77,7 @@ pub enum Progress {
 }
 
 /// Runs `plan` on `cluster`, reporting to `progress`; true when every stage passed.
-pub async fn run(cluster: &Cluster, plan: &Plan, progress: mpsc::Sender<Progress>) -> bool {
+pub async fn run(cluster: &Fleet, plan: &Plan, progress: mpsc::Sender<Progress>) -> bool {
     let started = Instant::now();
     let link = Arc::new(tokio::sync::Mutex::new(MasterLink::new(
         &cluster.model.master_address(),
@@ -215,7 +215,7 @@ enum Acted {
 }
 
 async fn run_step(
-    cluster: &Cluster,
+    cluster: &Fleet,
     step: &Step,
     link: &tokio::sync::Mutex<MasterLink>,
     r: &Reporter,
@@ -304,7 +304,7 @@ async fn run_step(
 
 /// Runs a step's command, showing each line it prints as the step's progress.
 async fn run_with_timeout(
-    host: &dyn Host,
+    host: &dyn Machine,
     cmd: &Command,
     r: &Reporter,
 ) -> Result<Finished, String> {
@@ -332,7 +332,7 @@ async fn run_with_timeout(
     }
 }
 
-async fn start_daemon(host: &dyn Host, i: &RoleInstance, r: &Reporter) -> Acted {
+async fn start_daemon(host: &dyn Machine, i: &RoleInstance, r: &Reporter) -> Acted {
     if let Process::Running { pid } = probe::daemon_status(host, i).await {
         return Acted::Already(format!("already running (pid {pid})"));
     }
@@ -353,7 +353,7 @@ fn with_log_hint(message: String, i: &RoleInstance) -> String {
     }
 }
 
-async fn stop_daemon(host: &dyn Host, i: &RoleInstance, r: &Reporter) -> Acted {
+async fn stop_daemon(host: &dyn Machine, i: &RoleInstance, r: &Reporter) -> Acted {
     match probe::daemon_status(host, i).await {
         Process::Stopped => return Acted::Already("not running".to_string()),
         Process::Unknown { reason } if reason.contains("is missing") => {
@@ -368,7 +368,7 @@ async fn stop_daemon(host: &dyn Host, i: &RoleInstance, r: &Reporter) -> Acted {
     }
 }
 
-async fn mount(host: &dyn Host, i: &RoleInstance, r: &Reporter) -> Acted {
+async fn mount(host: &dyn Machine, i: &RoleInstance, r: &Reporter) -> Acted {
     let Some(mp) = &i.mount_point else {
         return Acted::Failed("no mount point".to_string());
     };
@@ -436,7 +436,7 @@ async fn mount(host: &dyn Host, i: &RoleInstance, r: &Reporter) -> Acted {
     }
 }
 
-async fn unmount(host: &dyn Host, i: &RoleInstance, r: &Reporter) -> Acted {
+async fn unmount(host: &dyn Machine, i: &RoleInstance, r: &Reporter) -> Acted {
     let Some(mp) = &i.mount_point else {
         return Acted::Failed("no mount point".to_string());
     };
@@ -497,7 +497,7 @@ const UNMOUNT_PAUSE: Duration = Duration::from_millis(500);
 
 /// One unmount: the stop command, then its fallback; what was done, or the last message.
 async fn try_unmount(
-    host: &dyn Host,
+    host: &dyn Machine,
     i: &RoleInstance,
     mp: &std::path::Path,
     r: &Reporter,
@@ -526,8 +526,8 @@ async fn try_unmount(
 
 /// Checks a gate once: `Ok(what holds)` or `Err(what is missing)`.
 async fn check_gate(
-    cluster: &Cluster,
-    host: &dyn Host,
+    cluster: &Fleet,
+    host: &dyn Machine,
     inst: Option<&RoleInstance>,
     gate: &Gate,
     link: &tokio::sync::Mutex<MasterLink>,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::engine::host::{FollowEvent, Host};
+use crate::engine::host::{FollowEvent, Machine};
 
 /// Lines kept per source.
 pub const LINES_PER_SOURCE: usize = 5000;
@@ -183,7 +183,7 @@ pub struct LogEvent {
 
 /// Follows one source's file through its host until `out` is closed.
 pub async fn follow(
-    host: Arc<dyn Host>,
+    host: Arc<dyn Machine>,
     source: usize,
     path: PathBuf,
     out: mpsc::Sender<LogEvent>,

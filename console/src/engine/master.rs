@@ -6,7 +6,7 @@ use std::time::Duration;
 use moose_admin::{AdminClient, AdminError};
 use moose_proto::msg::ClusterInfo;
 
-use crate::engine::host::{Host, HostError, Stream};
+use crate::engine::host::{HostError, Machine, Stream};
 
 /// How long each step of a query may take (handshake, request, answer).
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,7 +36,7 @@ impl MasterLink {
     }
 
     /// Asks the master through `host`, reusing the open connection when there is one.
-    pub async fn query(&mut self, host: &dyn Host) -> Result<ClusterInfo, MasterError> {
+    pub async fn query(&mut self, host: &dyn Machine) -> Result<ClusterInfo, MasterError> {
         if let Some(c) = self.conn.as_mut() {
             match c.cluster_info().await {
                 Ok(info) => return Ok(info),

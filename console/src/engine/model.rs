@@ -1,5 +1,5 @@
 //! The cluster as the console sees it: the validated inventory, every role instance with the
-//! commands that really run on its host, and the [`Host`] of every machine.
+//! commands that really run on its host, and the [`Machine`] of every machine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use moose_inventory::{Inventory, LoadError, LoadOptions, Role, RoleInstance, Transport};
 
-use crate::engine::host::{Host, Local, SshHost, SshOptions, SshTarget};
+use crate::engine::host::{Local, Machine, SshHost, SshOptions, SshTarget};
 
 /// Where `moose-mount` logs when it runs in the background and may write there
 /// (`daemons/client/src/mount.rs`); shared by every mount of a host.
@@ -36,11 +36,12 @@ pub struct Model {
     pub ips: BTreeMap<String, Vec<String>>,
 }
 
-/// The model and the hosts to act through.
+/// The model and the machines to act through: the cluster as the console works on it (the
+/// inventory's `Cluster` is only its `[cluster]` table).
 #[derive(Clone)]
-pub struct Cluster {
+pub struct Fleet {
     pub model: Arc<Model>,
-    pub hosts: BTreeMap<String, Arc<dyn Host>>,
+    pub hosts: BTreeMap<String, Arc<dyn Machine>>,
     /// Where the binaries to deploy are (`--binaries`, else next to moosectl).
     pub build_dir: PathBuf,
     /// The build, hashed once on first use.
@@ -51,7 +52,7 @@ pub struct Cluster {
     pub unknown_keys: Arc<parking_lot::Mutex<Vec<crate::engine::host::UnknownKey>>>,
 }
 
-impl Cluster {
+impl Fleet {
     /// The build's programs that SSH hosts get (hashed on first call, off the runtime).
     pub async fn build(&self) -> Arc<crate::engine::deploy::Build> {
         self.build
@@ -80,17 +81,17 @@ impl Cluster {
     }
 }
 
-impl Cluster {
+impl Fleet {
     /// The host an instance runs on.
-    pub fn host(&self, name: &str) -> Arc<dyn Host> {
+    pub fn host(&self, name: &str) -> Arc<dyn Machine> {
         self.hosts
             .get(name)
             .cloned()
-            .expect("every inventory host has a Host")
+            .expect("every inventory host has a Machine")
     }
 
     /// The master's host, if the inventory has a master.
-    pub fn master_host(&self) -> Option<Arc<dyn Host>> {
+    pub fn master_host(&self) -> Option<Arc<dyn Machine>> {
         self.model
             .instances
             .iter()
@@ -179,7 +180,7 @@ fn this_machine() -> Vec<String> {
 
 impl Model {
     /// The model with instance commands as written in the inventory (install_dir); see
-    /// [`Cluster::new`] for the commands as each host runs them.
+    /// [`Fleet::new`] for the commands as each host runs them.
     /// Host names are looked up here (blocking): call it before any async work starts.
     pub fn new(inventory: Inventory, warnings: Vec<String>) -> Model {
         let instances = moose_inventory::commands(&inventory);
@@ -269,19 +270,19 @@ impl Default for HostOptions {
     }
 }
 
-impl Cluster {
+impl Fleet {
     /// Builds the hosts and points every instance's commands at its host's binaries. No
     /// network I/O: SSH connections open on first use.
-    pub fn new(model: Model) -> Result<Cluster, ModelError> {
-        Cluster::with_options(model, &HostOptions::default())
+    pub fn new(model: Model) -> Result<Fleet, ModelError> {
+        Fleet::with_options(model, &HostOptions::default())
     }
 
-    /// [`Cluster::new`] with the console's SSH settings.
-    pub fn with_options(mut model: Model, options: &HostOptions) -> Result<Cluster, ModelError> {
+    /// [`Fleet::new`] with the console's SSH settings.
+    pub fn with_options(mut model: Model, options: &HostOptions) -> Result<Fleet, ModelError> {
         let bin_dir = Local::own_bin_dir().map_err(|e| ModelError::OwnExe(e.to_string()))?;
         let ssh_options = Arc::new(options.ssh.clone());
         let install_dir = model.inventory.cluster.install_dir.clone();
-        let mut hosts: BTreeMap<String, Arc<dyn Host>> = BTreeMap::new();
+        let mut hosts: BTreeMap<String, Arc<dyn Machine>> = BTreeMap::new();
         for h in &model.inventory.hosts {
             match h.transport {
                 Transport::Local => {
@@ -305,7 +306,7 @@ impl Cluster {
             let host = &hosts[&inst.host];
             relocate(inst, host.as_ref(), &model.inventory.cluster.install_dir);
         }
-        Ok(Cluster {
+        Ok(Fleet {
             model: Arc::new(model),
             hosts,
             build_dir: options.binaries.clone().unwrap_or(bin_dir),
@@ -317,7 +318,7 @@ impl Cluster {
 }
 
 /// Points the commands of `inst` that run a `moose-*` program at the host's copy.
-fn relocate(inst: &mut RoleInstance, host: &dyn Host, install_dir: &Path) {
+fn relocate(inst: &mut RoleInstance, host: &dyn Machine, install_dir: &Path) {
     for cmd in [
         Some(&mut inst.start),
         Some(&mut inst.stop),
@@ -426,7 +427,7 @@ pub(crate) mod tests {
 
     #[test]
     fn commands_run_the_binaries_next_to_moosectl() {
-        let c = Cluster::new(local_model()).unwrap();
+        let c = Fleet::new(local_model()).unwrap();
         let dir = Local::own_bin_dir().unwrap();
         let master = &c.model.instances[0];
         assert_eq!(master.start.program, dir.join("moose-master"));
@@ -448,7 +449,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         // No network I/O here: the connections open on first use.
-        let c = Cluster::new(Model::new(loaded.inventory, vec![])).unwrap();
+        let c = Fleet::new(Model::new(loaded.inventory, vec![])).unwrap();
         assert_eq!(c.hosts.len(), 5);
         let master = &c.model.instances[0];
         assert_eq!(master.host, "meta1");

@@ -1,5 +1,5 @@
 //! The status monitor: every second, the master's `ClusterInfo` (Admin connection through the
-//! master host's [`Host::connect`]) and each instance's state (daemons: their `status` verb;
+//! master host's [`Machine::connect`]) and each instance's state (daemons: their `status` verb;
 //! clients: `/proc/mounts` and `statvfs`), as one [`Snapshot`].
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
 use crate::engine::master::MasterLink;
-use crate::engine::model::Cluster;
+use crate::engine::model::Fleet;
 use crate::engine::probe::{self, MountProbe, Process};
 
 /// How often the monitor polls.
@@ -61,7 +61,7 @@ fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Er
 }
 
 /// Polls once.
-pub async fn poll(cluster: &Cluster, link: &mut MasterLink) -> Snapshot {
+pub async fn poll(cluster: &Fleet, link: &mut MasterLink) -> Snapshot {
     let model = &cluster.model;
     let master = async {
         match cluster.master_host() {
@@ -171,7 +171,7 @@ pub async fn poll(cluster: &Cluster, link: &mut MasterLink) -> Snapshot {
 }
 
 /// Polls every [`INTERVAL`] (and at once when `now` is notified) until `out` is closed.
-pub async fn run(cluster: Cluster, out: mpsc::Sender<Snapshot>, now: Arc<Notify>) {
+pub async fn run(cluster: Fleet, out: mpsc::Sender<Snapshot>, now: Arc<Notify>) {
     let mut link = MasterLink::new(
         &cluster.model.master_address(),
         cluster.model.master_client_port(),

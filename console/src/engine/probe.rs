@@ -1,4 +1,4 @@
-//! Questions asked on a host with small POSIX shell scripts (run through [`Host::run`], so
+//! Questions asked on a host with small POSIX shell scripts (run through [`Machine::run`], so
 //! they work the same on this machine and over SSH): is a daemon running, is a mount there,
 //! who holds a busy mount, how long has a process been running.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use moose_inventory::{Command, RoleInstance};
 use serde::Serialize;
 
-use crate::engine::host::{Host, HostError};
+use crate::engine::host::{HostError, Machine};
 
 /// How long a probe may take before its answer counts as unknown.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +52,7 @@ pub fn parse_status(code: Option<i32>, stdout: &[String], message: &str) -> Proc
 }
 
 /// Runs the instance's `status` command.
-pub async fn daemon_status(host: &dyn Host, inst: &RoleInstance) -> Process {
+pub async fn daemon_status(host: &dyn Machine, inst: &RoleInstance) -> Process {
     let Some(cmd) = &inst.status else {
         return Process::Unknown {
             reason: "no status command".into(),
@@ -188,7 +188,7 @@ pub fn parse_mount_probe(lines: &[String]) -> MountProbe {
 }
 
 /// Probes a mount point on its host.
-pub async fn mount(host: &dyn Host, mount_point: &Path) -> Result<MountProbe, String> {
+pub async fn mount(host: &dyn Machine, mount_point: &Path) -> Result<MountProbe, String> {
     let m = mount_point.to_string_lossy();
     let cmd = sh(MOUNT_SCRIPT, &[&m]);
     match tokio::time::timeout(PROBE_TIMEOUT, host.run(&cmd, None)).await {
@@ -251,7 +251,7 @@ pub fn parse_holders(lines: &[String]) -> Vec<Holder> {
 }
 
 /// The processes holding `mount_point` on its host (scans `/proc/*/fd`, `cwd` and `root`).
-pub async fn holders(host: &dyn Host, mount_point: &Path) -> Result<Vec<Holder>, HostError> {
+pub async fn holders(host: &dyn Machine, mount_point: &Path) -> Result<Vec<Holder>, HostError> {
     let cmd = sh(HOLDERS_SCRIPT, &[&mount_point.to_string_lossy()]);
     let f = host.run(&cmd, None).await?;
     Ok(parse_holders(&f.stdout))
@@ -286,7 +286,7 @@ pub fn parse_uptimes(lines: &[String]) -> Vec<(u32, Duration)> {
 }
 
 /// Uptimes of `pids` on `host` (missing processes are left out).
-pub async fn uptimes(host: &dyn Host, pids: &[u32]) -> Vec<(u32, Duration)> {
+pub async fn uptimes(host: &dyn Machine, pids: &[u32]) -> Vec<(u32, Duration)> {
     if pids.is_empty() {
         return Vec::new();
     }

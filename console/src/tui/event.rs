@@ -36,7 +36,7 @@ pub enum Event {
 
 /// Work for the tasks outside the state: each runs on a tokio task and sends events back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum Effect {
     /// Carry out this plan.
     RunPlan(Plan),
     /// Poll the monitor now instead of at the next second.

@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::engine::exec;
 use crate::engine::logs;
-use crate::engine::model::Cluster;
+use crate::engine::model::Fleet;
 use crate::engine::monitor;
 use crate::tui::app::App;
-use crate::tui::event::{Command, Event};
+use crate::tui::event::{Effect, Event};
 use crate::tui::ui;
 use crate::tui::update::update;
 
@@ -27,7 +27,7 @@ const QUEUE: usize = 1024;
 const BATCH: usize = 512;
 
 /// Runs the console until the user quits.
-pub fn run(rt: &Handle, cluster: Cluster, readonly: bool) -> Result<()> {
+pub fn run(rt: &Handle, cluster: Fleet, readonly: bool) -> Result<()> {
     let mono = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let result = event_loop(rt, &mut terminal, cluster, readonly, mono);
@@ -38,7 +38,7 @@ pub fn run(rt: &Handle, cluster: Cluster, readonly: bool) -> Result<()> {
 fn event_loop(
     rt: &Handle,
     terminal: &mut ratatui::DefaultTerminal,
-    cluster: Cluster,
+    cluster: Fleet,
     readonly: bool,
     mono: bool,
 ) -> Result<()> {
@@ -152,14 +152,14 @@ fn event_loop(
 /// Starts a command on the runtime; its results come back as events.
 fn start(
     rt: &Handle,
-    cluster: &Cluster,
+    cluster: &Fleet,
     tx: &mpsc::Sender<Event>,
     refresh: &Arc<Notify>,
-    cmd: Command,
+    cmd: Effect,
 ) {
     match cmd {
-        Command::Refresh => refresh.notify_one(),
-        Command::TrustHostKey(k) => {
+        Effect::Refresh => refresh.notify_one(),
+        Effect::TrustHostKey(k) => {
             if let Err(e) = k.trust() {
                 let _ = tx.try_send(Event::Error(format!(
                     "cannot add the host key of {} to {}: {e}",
@@ -169,7 +169,7 @@ fn start(
             }
             refresh.notify_one();
         }
-        Command::PreviewDeploy(plan) => {
+        Effect::PreviewDeploy(plan) => {
             let cluster = cluster.clone();
             let tx = tx.clone();
             rt.spawn(async move {
@@ -182,7 +182,7 @@ fn start(
                     .await;
             });
         }
-        Command::RunPlan(plan) => {
+        Effect::RunPlan(plan) => {
             let (ptx, mut prx) = mpsc::channel(256);
             let cluster = cluster.clone();
             rt.spawn(async move { exec::run(&cluster, &plan, ptx).await });

@@ -1,4 +1,4 @@
-//! `update(&mut App, Event) -> Vec<Command>`: every change of the console state, and the only
+//! `update(&mut App, Event) -> Vec<Effect>`: every change of the console state, and the only
 //! place where actions are allowed or refused (read-only mode, one operation at a time).
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -10,7 +10,7 @@ use crate::engine::host::FollowEvent;
 use crate::engine::model::Target;
 use crate::engine::plan::{self, Action, Plan};
 use crate::tui::app::{App, Confirmed, Dialog, Level, Mode, Operation, Pane};
-use crate::tui::event::{Command, Event};
+use crate::tui::event::{Effect, Event};
 use crate::tui::view;
 
 /// The key table: what `?` shows, in order.
@@ -87,7 +87,7 @@ pub const PALETTE: &[(&str, &str)] = &[
     ("quit", "quit (also :q)"),
 ];
 
-pub fn update(app: &mut App, event: Event) -> Vec<Command> {
+pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
     match event {
         Event::Key(key) => {
             if key.kind == KeyEventKind::Release {
@@ -179,9 +179,9 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
                     Progress::Finished { ok, message, .. } => {
                         let level = if *ok { Level::Info } else { Level::Error };
                         app.flash(level, message.clone());
-                        out.push(Command::Refresh);
+                        out.push(Effect::Refresh);
                     }
-                    Progress::Stage { .. } => out.push(Command::Refresh),
+                    Progress::Stage { .. } => out.push(Effect::Refresh),
                     Progress::Step { .. } => {}
                 }
             }
@@ -191,7 +191,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
     }
 }
 
-fn key_event(app: &mut App, key: KeyEvent) -> Vec<Command> {
+fn key_event(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
     match std::mem::take(&mut app.mode) {
         Mode::Normal => normal_key(app, key, ctrl),
@@ -258,10 +258,10 @@ fn set_filter(app: &mut App, text: String) {
     }
 }
 
-fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Command> {
+fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Effect> {
     match key.code {
         KeyCode::Char('c') if ctrl => quit(app),
-        KeyCode::Char('r') if ctrl => vec![Command::Refresh],
+        KeyCode::Char('r') if ctrl => vec![Effect::Refresh],
         KeyCode::Char('q') => quit(app),
         KeyCode::Tab => {
             app.pane = Pane::ALL[(app.pane.index() + 1) % Pane::ALL.len()];
@@ -381,7 +381,7 @@ fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Command> {
     }
 }
 
-fn quit(app: &mut App) -> Vec<Command> {
+fn quit(app: &mut App) -> Vec<Effect> {
     if let Some(op) = app.operation.as_ref().filter(|o| o.running()) {
         app.mode = Mode::Confirm(Dialog {
             title: "Quit while an operation runs?".to_string(),
@@ -402,14 +402,14 @@ fn quit(app: &mut App) -> Vec<Command> {
     vec![]
 }
 
-fn confirmed(app: &mut App, then: Confirmed) -> Vec<Command> {
+fn confirmed(app: &mut App, then: Confirmed) -> Vec<Effect> {
     match then {
         Confirmed::Quit => {
             app.quit = true;
             vec![]
         }
         Confirmed::RunPlan(plan) => launch(app, plan),
-        Confirmed::TrustHostKey(k) => vec![Command::TrustHostKey(k)],
+        Confirmed::TrustHostKey(k) => vec![Effect::TrustHostKey(k)],
     }
 }
 
@@ -421,7 +421,7 @@ fn deploy_preview(
     app: &mut App,
     plan: Plan,
     diff: Result<Vec<String>, Vec<String>>,
-) -> Vec<Command> {
+) -> Vec<Effect> {
     match diff {
         Err(errors) => {
             app.flash(
@@ -480,19 +480,19 @@ fn allowed(app: &mut App, action: Action) -> bool {
     true
 }
 
-/// Starts carrying out `plan`: the only place a [`Command::RunPlan`] is made.
-fn launch(app: &mut App, plan: Plan) -> Vec<Command> {
+/// Starts carrying out `plan`: the only place a [`Effect::RunPlan`] is made.
+fn launch(app: &mut App, plan: Plan) -> Vec<Effect> {
     if !allowed(app, plan.action) {
         return vec![];
     }
     app.operation = Some(Operation::new(plan.clone(), app.now));
     app.show_operation = true;
-    vec![Command::RunPlan(plan)]
+    vec![Effect::RunPlan(plan)]
 }
 
 /// Builds the plan of `action`; start runs at once (the plan shows in the operation panel
 /// as it runs), stop and restart ask first with the plan in the dialog.
-fn run_action(app: &mut App, action: Action, target: Option<Target>) -> Vec<Command> {
+fn run_action(app: &mut App, action: Action, target: Option<Target>) -> Vec<Effect> {
     if !allowed(app, action) {
         return vec![];
     }
@@ -511,7 +511,7 @@ fn run_action(app: &mut App, action: Action, target: Option<Target>) -> Vec<Comm
             Level::Info,
             "deploy: checking every host (the diff follows)".to_string(),
         );
-        return vec![Command::PreviewDeploy(plan)];
+        return vec![Effect::PreviewDeploy(plan)];
     }
     let what = match &target {
         Some(t) => t.to_string(),
@@ -626,7 +626,7 @@ pub fn complete(line: &str) -> String {
 }
 
 /// Carries out a palette line.
-fn palette(app: &mut App, line: &str) -> Vec<Command> {
+fn palette(app: &mut App, line: &str) -> Vec<Effect> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let Some((&cmd, args)) = words.split_first() else {
         return vec![];
@@ -647,7 +647,7 @@ fn palette(app: &mut App, line: &str) -> Vec<Command> {
             app.mode = Mode::Help;
             vec![]
         }
-        "refresh" => vec![Command::Refresh],
+        "refresh" => vec![Effect::Refresh],
         "start" | "stop" => {
             let action = if cmd == "start" {
                 Action::Start
@@ -755,7 +755,7 @@ mod tests {
     use crate::engine::exec::StepState;
     use crate::tui::ui::tests::{app, snapshot};
 
-    fn press(app: &mut App, code: KeyCode) -> Vec<Command> {
+    fn press(app: &mut App, code: KeyCode) -> Vec<Effect> {
         update(app, Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
     }
 
@@ -765,11 +765,11 @@ mod tests {
         }
     }
 
-    fn run_plans(cmds: &[Command]) -> Vec<(Action, Option<String>)> {
+    fn run_plans(cmds: &[Effect]) -> Vec<(Action, Option<String>)> {
         cmds.iter()
             .filter_map(|c| match c {
-                Command::RunPlan(p) => Some((p.action, p.target.clone())),
-                Command::Refresh | Command::PreviewDeploy(_) | Command::TrustHostKey(_) => None,
+                Effect::RunPlan(p) => Some((p.action, p.target.clone())),
+                Effect::Refresh | Effect::PreviewDeploy(_) | Effect::TrustHostKey(_) => None,
             })
             .collect()
     }
@@ -1082,7 +1082,7 @@ mod tests {
         let (mut a, _) = app();
         let cmds = press(&mut a, KeyCode::Char('D'));
         let plan = match cmds.as_slice() {
-            [Command::PreviewDeploy(p)] => p.clone(),
+            [Effect::PreviewDeploy(p)] => p.clone(),
             other => panic!("{other:?}"),
         };
         assert_eq!(plan.action, Action::Deploy);
@@ -1144,6 +1144,6 @@ mod tests {
         );
         update(&mut a, Event::UnknownHostKey(k.clone()));
         press(&mut a, KeyCode::Tab);
-        assert_eq!(press(&mut a, KeyCode::Enter), [Command::TrustHostKey(k)]);
+        assert_eq!(press(&mut a, KeyCode::Enter), [Effect::TrustHostKey(k)]);
     }
 }

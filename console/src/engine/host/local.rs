@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::{
-    push_bounded, BoxFuture, Finished, FollowEvent, Host, HostError, OutputLine, Source, Stream,
+    push_bounded, BoxFuture, Finished, FollowEvent, HostError, Machine, OutputLine, Source, Stream,
     KEPT_LINES,
 };
 
@@ -72,7 +72,7 @@ impl Local {
     }
 }
 
-impl Host for Local {
+impl Machine for Local {
     fn name(&self) -> &str {
         &self.name
     }
@@ -249,7 +249,7 @@ impl Host for Local {
 }
 
 impl Local {
-    /// The blocking part of [`Host::stage`]: `contents`, or a copy of the file named.
+    /// The blocking part of [`Machine::stage`]: `contents`, or a copy of the file named.
     fn stage_blocking(
         &self,
         path: &Path,
@@ -305,7 +305,7 @@ impl Local {
         result
     }
 
-    /// The blocking part of [`Host::write_file`].
+    /// The blocking part of [`Machine::write_file`].
     fn write_atomically(
         &self,
         path: &Path,

@@ -1,7 +1,7 @@
 //! Hosts: how the console reaches a machine of the cluster.
 //!
-//! Everything the console does on a machine goes through the [`Host`] of that machine: running
-//! a command, writing, reading and following files, opening a TCP stream to one of its ports.
+//! Everything the console does on a machine goes through its [`Machine`] (named so apart from
+//! the inventory's `Host`, which describes the machine): running a command, writing, reading and following files, opening a TCP stream to one of its ports.
 //! [`Local`] is this machine; an SSH host implements the same trait, so no caller may assume
 //! that a host is the machine the console runs on.
 
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 pub use local::Local;
 pub use ssh::{SshHost, SshOptions, SshTarget, UnknownKey};
 
-/// A boxed future, so that [`Host`] can be used as `dyn Host`.
+/// A boxed future, so that [`Machine`] can be used as `dyn Machine`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A byte stream to a port of a host.
@@ -135,7 +135,7 @@ pub enum HostError {
 }
 
 /// A machine of the cluster, as the console reaches it.
-pub trait Host: Send + Sync {
+pub trait Machine: Send + Sync {
     /// The host's name in the inventory.
     fn name(&self) -> &str;
 
@@ -183,7 +183,7 @@ pub trait Host: Send + Sync {
 
     /// Writes `source` to a temporary file beside `target` (a name unique to this host and
     /// console run), synced, with `mode` and `owner`; returns the temporary file. The target
-    /// is not touched: [`Host::commit`] or [`Host::discard`] follow.
+    /// is not touched: [`Machine::commit`] or [`Machine::discard`] follow.
     fn stage<'a>(
         &'a self,
         target: &'a Path,
@@ -279,7 +279,7 @@ pub trait Host: Send + Sync {
     }
 }
 
-/// What [`Host::stage`] writes.
+/// What [`Machine::stage`] writes.
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
     Bytes(&'a [u8]),
@@ -287,7 +287,7 @@ pub enum Source<'a> {
     File(&'a Path),
 }
 
-/// What [`Host::facts`] found.
+/// What [`Machine::facts`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     /// `uname -m`.

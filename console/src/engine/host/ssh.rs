@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::known_hosts::{self, Verdict};
 use super::{
-    push_bounded, BoxFuture, Finished, FollowEvent, Host, HostError, OutputLine, Source, Stream,
+    push_bounded, BoxFuture, Finished, FollowEvent, HostError, Machine, OutputLine, Source, Stream,
     KEPT_LINES,
 };
 
@@ -983,7 +983,7 @@ fn russh_reason(e: &russh::Error) -> String {
     }
 }
 
-impl Host for SshHost {
+impl Machine for SshHost {
     fn name(&self) -> &str {
         &self.target.name
     }

@@ -80,7 +80,7 @@ pub(crate) fn render(app: &App, w: u16, h: u16) -> String {
     t.backend().to_string()
 }
 
-fn key(app: &mut App, code: KeyCode) -> Vec<crate::tui::event::Command> {
+fn key(app: &mut App, code: KeyCode) -> Vec<crate::tui::event::Effect> {
     update(app, Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
