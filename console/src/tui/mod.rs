@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod event;
+pub mod keys;
 pub mod terminal;
 pub mod ui;
 pub mod update;

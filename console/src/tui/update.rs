@@ -11,58 +11,8 @@ use crate::engine::model::Target;
 use crate::engine::plan::{self, Action, Plan};
 use crate::tui::app::{App, Confirmed, Dialog, Level, Mode, Operation, Pane};
 use crate::tui::event::{Effect, Event};
+use crate::tui::keys::{self, Intent};
 use crate::tui::view;
-
-/// The key table: what `?` shows, in order.
-pub const KEYS: &[(&str, &str)] = &[
-    ("Tab / Shift-Tab", "next / previous pane"),
-    (
-        "1-6",
-        "Overview, Servers, Disks, Replication, Logs, Exports",
-    ),
-    (
-        "↑ ↓ j k PgUp PgDn g G",
-        "move the selection / scroll the log",
-    ),
-    (
-        "S",
-        "start the cluster (plan: master → metaloggers → chunkservers → clients)",
-    ),
-    (
-        "X",
-        "stop the cluster (asks first; clients → chunkservers → metaloggers → master)",
-    ),
-    (
-        "D",
-        "deploy (checks every host, shows the diff, asks first)",
-    ),
-    ("r", "restart the selected role (Servers pane; asks first)"),
-    ("l", "logs of the selected role (Servers, Disks)"),
-    (
-        "[ ]",
-        "Logs: previous / next source (all, master, each chunkserver, ...)",
-    ),
-    ("f", "Logs: follow the newest line on / off"),
-    (
-        "/",
-        "filter the rows or log lines (text, !text for lines without it); Esc clears",
-    ),
-    (
-        ":",
-        "command palette (Tab completes; :help lists the commands)",
-    ),
-    (
-        "o",
-        "show / hide the operation panel (the running or last plan)",
-    ),
-    ("Ctrl-R", "poll the cluster now"),
-    (
-        "Esc",
-        "close a dialog, clear the filter, hide a finished operation",
-    ),
-    ("?", "this help"),
-    ("q / Ctrl-C", "quit (asks first while an operation runs)"),
-];
 
 /// The palette commands: what `:help` and Tab completion know.
 pub const PALETTE: &[(&str, &str)] = &[
@@ -259,38 +209,50 @@ fn set_filter(app: &mut App, text: String) {
 }
 
 fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Effect> {
-    match key.code {
-        KeyCode::Char('c') if ctrl => quit(app),
-        KeyCode::Char('r') if ctrl => vec![Effect::Refresh],
-        KeyCode::Char('q') => quit(app),
-        KeyCode::Tab => {
+    match keys::intent(key.code, ctrl) {
+        Some(intent) => act(app, intent),
+        None => unbound(app),
+    }
+}
+
+/// A key that means nothing here changes nothing, not even the screen.
+fn unbound(app: &mut App) -> Vec<Effect> {
+    app.dirty = false;
+    vec![]
+}
+
+fn act(app: &mut App, intent: Intent) -> Vec<Effect> {
+    match intent {
+        Intent::Quit => quit(app),
+        Intent::Refresh => vec![Effect::Refresh],
+        Intent::NextPane => {
             app.pane = Pane::ALL[(app.pane.index() + 1) % Pane::ALL.len()];
             vec![]
         }
-        KeyCode::BackTab => {
+        Intent::PreviousPane => {
             app.pane = Pane::ALL[(app.pane.index() + Pane::ALL.len() - 1) % Pane::ALL.len()];
             vec![]
         }
-        KeyCode::Char(c @ '1'..='6') => {
-            app.pane = Pane::ALL[c as usize - '1' as usize];
+        Intent::Pane(k) => {
+            app.pane = Pane::ALL[k];
             vec![]
         }
-        KeyCode::Char(':') => {
+        Intent::Palette => {
             app.mode = Mode::Palette(Input::default());
             vec![]
         }
-        KeyCode::Char('/') => {
+        Intent::Filter => {
             app.mode = Mode::Filter(Input::new(app.filter(app.pane).to_string()));
             vec![]
         }
-        KeyCode::Char('?') => {
+        Intent::Help => {
             app.mode = Mode::Help;
             vec![]
         }
-        KeyCode::Char('S') => run_action(app, Action::Start, None),
-        KeyCode::Char('X') => run_action(app, Action::Stop, None),
-        KeyCode::Char('D') => run_action(app, Action::Deploy, None),
-        KeyCode::Char('r') => match selected_instance(app) {
+        Intent::Start => run_action(app, Action::Start, None),
+        Intent::Stop => run_action(app, Action::Stop, None),
+        Intent::Deploy => run_action(app, Action::Deploy, None),
+        Intent::Restart => match selected_instance(app) {
             Some(idx) => {
                 let t = Target::of(&app.model.instances[idx]);
                 run_action(app, Action::Restart, Some(t))
@@ -303,7 +265,7 @@ fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Effect> {
                 vec![]
             }
         },
-        KeyCode::Char('l') => {
+        Intent::LogsOfSelection => {
             match selected_instance(app) {
                 Some(idx) => {
                     app.log_source = app.log_source_of.get(idx).copied();
@@ -318,20 +280,25 @@ fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Effect> {
             }
             vec![]
         }
-        KeyCode::Char('[') if app.pane == Pane::Logs => {
+        Intent::PreviousLogSource | Intent::NextLogSource | Intent::ToggleFollow
+            if app.pane != Pane::Logs =>
+        {
+            unbound(app)
+        }
+        Intent::PreviousLogSource => {
             cycle_log_source(app, false);
             vec![]
         }
-        KeyCode::Char(']') if app.pane == Pane::Logs => {
+        Intent::NextLogSource => {
             cycle_log_source(app, true);
             vec![]
         }
-        KeyCode::Char('f') if app.pane == Pane::Logs => {
+        Intent::ToggleFollow => {
             app.log_follow = !app.log_follow;
             app.log_scroll = 0;
             vec![]
         }
-        KeyCode::Char('o') => {
+        Intent::TogglePlan => {
             if app.operation.is_some() {
                 app.show_operation = !app.show_operation;
             } else {
@@ -342,7 +309,7 @@ fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Effect> {
             }
             vec![]
         }
-        KeyCode::Esc => {
+        Intent::Escape => {
             if !app.filter(app.pane).is_empty() {
                 set_filter(app, String::new());
             } else if app.operation.as_ref().is_some_and(|o| !o.running()) {
@@ -350,32 +317,28 @@ fn normal_key(app: &mut App, key: KeyEvent, ctrl: bool) -> Vec<Effect> {
             }
             vec![]
         }
-        KeyCode::Up | KeyCode::Char('k') => {
+        Intent::Up => {
             move_selection(app, -1);
             vec![]
         }
-        KeyCode::Down | KeyCode::Char('j') => {
+        Intent::Down => {
             move_selection(app, 1);
             vec![]
         }
-        KeyCode::PageUp => {
+        Intent::PageUp => {
             move_selection(app, -(page(app) as isize));
             vec![]
         }
-        KeyCode::PageDown => {
+        Intent::PageDown => {
             move_selection(app, page(app) as isize);
             vec![]
         }
-        KeyCode::Home | KeyCode::Char('g') => {
+        Intent::Top => {
             move_selection(app, isize::MIN / 2);
             vec![]
         }
-        KeyCode::End | KeyCode::Char('G') => {
+        Intent::Bottom => {
             move_selection(app, isize::MAX / 2);
-            vec![]
-        }
-        _ => {
-            app.dirty = false;
             vec![]
         }
     }

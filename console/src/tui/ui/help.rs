@@ -1,4 +1,4 @@
-//! `?`: the keys and palette commands, from the tables in [`crate::tui::update`].
+//! `?`: the keys (from the key map) and the palette commands.
 
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -6,14 +6,15 @@ use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::Theme;
-use crate::tui::update::{KEYS, PALETTE};
+use crate::tui::keys::KEYS;
+use crate::tui::update::PALETTE;
 
 pub fn draw(frame: &mut Frame, area: Rect, t: &Theme) {
     let mut lines = vec![Line::styled("Keys", t.bold())];
-    for (k, what) in KEYS {
+    for row in KEYS {
         lines.push(Line::from(vec![
-            Span::styled(format!("  {k:<24}"), t.accent()),
-            Span::raw(*what),
+            Span::styled(format!("  {:<24}", row.keys), t.accent()),
+            Span::raw(row.does),
         ]));
     }
     lines.push(Line::raw(""));
