@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use moosectl::cli::args::{Cli, Cmd};
+use moosectl::cli::args::{Cli, Cmd, Verb};
 use moosectl::cli::headless::{self, Out};
 use moosectl::engine::model::{self, Fleet, Source};
 use moosectl::engine::plan::Action;
@@ -39,26 +39,28 @@ fn run(cli: Cli) -> Result<bool> {
     let cluster = open(&cli)?;
     let result = match cli.command {
         None => moosectl::tui::run(rt.handle(), cluster, cli.readonly).map(|()| true),
-        Some(Cmd::Plan { action, target }) => {
+        Some(Cmd::Verb(Verb::Plan { action, target })) => {
             headless::plan(&cluster, action.into(), target.as_deref(), out)
         }
         Some(cmd)
             if cli.readonly
                 && match cmd {
-                    Cmd::Start { .. } | Cmd::Stop { .. } | Cmd::Restart { .. } => true,
+                    Cmd::Verb(Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. }) => {
+                        true
+                    }
                     Cmd::Deploy { dry_run, .. } => !dry_run,
                     _ => false,
                 } =>
         {
             anyhow::bail!("--readonly refuses deploy, start, stop and restart; run without --readonly to change the cluster")
         }
-        Some(Cmd::Start { target }) => {
+        Some(Cmd::Verb(Verb::Start { target })) => {
             headless::run_plan(&rt, &cluster, Action::Start, target.as_deref(), out)
         }
-        Some(Cmd::Stop { target }) => {
+        Some(Cmd::Verb(Verb::Stop { target })) => {
             headless::run_plan(&rt, &cluster, Action::Stop, target.as_deref(), out)
         }
-        Some(Cmd::Restart { target }) => {
+        Some(Cmd::Verb(Verb::Restart { target })) => {
             headless::run_plan(&rt, &cluster, Action::Restart, Some(&target), out)
         }
         Some(Cmd::Status { target, .. }) => headless::status(&rt, &cluster, target.as_deref(), out),

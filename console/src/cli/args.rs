@@ -66,8 +66,10 @@ Examples:
 
 Exit status: 0 when the action or check succeeded, 1 when it failed, 2 for usage errors.";
 
+/// The actions on a cluster: subcommands of the command line and commands of the TUI's
+/// palette alike.
 #[derive(Debug, Subcommand)]
-pub enum Cmd {
+pub enum Verb {
     /// Print the plan of an action (stages, steps, gates) without running it.
     Plan {
         #[arg(value_enum)]
@@ -91,6 +93,12 @@ pub enum Cmd {
         /// ROLE[@HOST]: a role or an instance name (chunkserver-19422), optionally @HOST.
         target: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    #[command(flatten)]
+    Verb(Verb),
     /// The state of every role and the master's status; exits 1 unless the master answers
     /// and every role runs.
     Status {

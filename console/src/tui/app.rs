@@ -50,19 +50,6 @@ impl Pane {
     pub fn index(self) -> usize {
         Pane::ALL.iter().position(|p| *p == self).unwrap_or(0)
     }
-
-    /// The pane a palette word names (`:servers`, `:chunks`, ...).
-    pub fn from_word(w: &str) -> Option<Pane> {
-        Some(match w {
-            "overview" | "o" | "info" => Pane::Overview,
-            "servers" | "s" | "roles" | "mounts" => Pane::Servers,
-            "disks" | "d" | "hdd" => Pane::Disks,
-            "replication" | "r" | "chunks" | "matrix" => Pane::Replication,
-            "logs" | "l" | "log" => Pane::Logs,
-            "exports" | "e" => Pane::Exports,
-            _ => return None,
-        })
-    }
 }
 
 /// How loud a message is.

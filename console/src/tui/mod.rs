@@ -3,6 +3,7 @@
 pub mod app;
 pub mod event;
 pub mod keys;
+pub mod palette;
 pub mod terminal;
 pub mod ui;
 pub mod update;

@@ -5,6 +5,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tui_input::backend::crossterm::EventHandler;
 use tui_input::Input;
 
+use crate::cli::args::Verb;
 use crate::engine::exec::Progress;
 use crate::engine::host::FollowEvent;
 use crate::engine::model::Target;
@@ -12,30 +13,8 @@ use crate::engine::plan::{self, Action, Plan};
 use crate::tui::app::{App, Confirmed, Dialog, Level, Mode, Operation, Pane};
 use crate::tui::event::{Effect, Event};
 use crate::tui::keys::{self, Intent};
+use crate::tui::palette::{self, PaletteCmd};
 use crate::tui::view;
-
-/// The palette commands: what `:help` and Tab completion know.
-pub const PALETTE: &[(&str, &str)] = &[
-    ("overview", "Overview pane"),
-    ("servers", "Servers pane"),
-    ("disks", "Disks pane"),
-    ("replication", "Replication pane (also :chunks)"),
-    ("logs", "Logs pane; :logs ROLE[@HOST] picks the source"),
-    ("exports", "Exports pane"),
-    ("start", "start the cluster, or :start ROLE[@HOST]"),
-    (
-        "stop",
-        "stop the cluster, or :stop ROLE[@HOST] (asks first)",
-    ),
-    ("restart", ":restart ROLE[@HOST] (asks first)"),
-    (
-        "plan",
-        ":plan start|stop [ROLE[@HOST]]: show a plan without running it",
-    ),
-    ("refresh", "poll the cluster now"),
-    ("help", "the keys and commands"),
-    ("quit", "quit (also :q)"),
-];
 
 pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
     match event {
@@ -165,7 +144,7 @@ fn key_event(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             KeyCode::Esc => vec![],
             KeyCode::Enter => palette(app, input.value()),
             KeyCode::Tab => {
-                let done = complete(input.value());
+                let done = palette::complete(input.value());
                 app.mode = Mode::Palette(Input::new(done));
                 vec![]
             }
@@ -572,139 +551,101 @@ fn move_selection(app: &mut App, delta: isize) {
         (app.selected[i] as isize + delta).clamp(0, rows.saturating_sub(1) as isize) as usize;
 }
 
-/// Completes the first word of a palette line.
-pub fn complete(line: &str) -> String {
-    if line.contains(' ') {
-        return line.to_string();
-    }
-    let found: Vec<&str> = PALETTE
-        .iter()
-        .map(|(c, _)| *c)
-        .filter(|c| c.starts_with(line))
-        .collect();
-    match found[..] {
-        [one] => format!("{one} "),
-        _ => line.to_string(),
+/// Carries out a palette line.
+fn palette(app: &mut App, line: &str) -> Vec<Effect> {
+    let cmd = match palette::parse(line) {
+        Ok(Some(cmd)) => cmd,
+        Ok(None) => return vec![],
+        Err(e) => {
+            app.flash(Level::Error, e);
+            return vec![];
+        }
+    };
+    let pane = match cmd {
+        PaletteCmd::Quit => return quit(app),
+        PaletteCmd::Help => {
+            app.mode = Mode::Help;
+            return vec![];
+        }
+        PaletteCmd::Refresh => return vec![Effect::Refresh],
+        PaletteCmd::Logs { target } => return show_logs(app, target.as_deref()),
+        PaletteCmd::Verb(verb) => return palette_verb(app, verb),
+        PaletteCmd::Overview => Pane::Overview,
+        PaletteCmd::Servers => Pane::Servers,
+        PaletteCmd::Disks => Pane::Disks,
+        PaletteCmd::Replication => Pane::Replication,
+        PaletteCmd::Exports => Pane::Exports,
+    };
+    app.pane = pane;
+    vec![]
+}
+
+/// `ROLE[@HOST]` as typed in the palette; a bad one is flashed.
+fn palette_target(app: &mut App, text: Option<&str>) -> Result<Option<Target>, ()> {
+    match text.map(Target::parse).transpose() {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            app.flash(Level::Error, e);
+            Err(())
+        }
     }
 }
 
-/// Carries out a palette line.
-fn palette(app: &mut App, line: &str) -> Vec<Effect> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let Some((&cmd, args)) = words.split_first() else {
+/// `:logs [ROLE[@HOST]]`: the Logs pane, following that source (or all of them).
+fn show_logs(app: &mut App, target: Option<&str>) -> Vec<Effect> {
+    app.pane = Pane::Logs;
+    match palette_target(app, target) {
+        Ok(Some(t)) => match app.model.select(Some(&t)) {
+            Ok(found) => {
+                app.log_source = found
+                    .first()
+                    .and_then(|&k| app.log_source_of.get(k).copied());
+            }
+            Err(e) => app.flash(Level::Error, e),
+        },
+        Ok(None) => app.log_source = None,
+        Err(()) => {}
+    }
+    app.log_follow = true;
+    app.log_scroll = 0;
+    vec![]
+}
+
+/// The actions the palette shares with the command line.
+fn palette_verb(app: &mut App, verb: Verb) -> Vec<Effect> {
+    let (action, target) = match &verb {
+        Verb::Start { target } => (Action::Start, target.as_deref()),
+        Verb::Stop { target } => (Action::Stop, target.as_deref()),
+        Verb::Restart { target } => (Action::Restart, Some(target.as_str())),
+        Verb::Plan { action, target } => (Action::from(*action), target.as_deref()),
+    };
+    let Ok(target) = palette_target(app, target) else {
         return vec![];
     };
-    let target = |app: &mut App, arg: Option<&&str>| -> Result<Option<Target>, ()> {
-        match arg.map(|a| Target::parse(a)) {
-            None => Ok(None),
-            Some(Ok(t)) => Ok(Some(t)),
-            Some(Err(e)) => {
-                app.flash(Level::Error, e);
-                Err(())
-            }
-        }
-    };
-    match cmd {
-        "q" | "q!" | "quit" | "exit" => quit(app),
-        "help" | "h" => {
-            app.mode = Mode::Help;
-            vec![]
-        }
-        "refresh" => vec![Effect::Refresh],
-        "start" | "stop" => {
-            let action = if cmd == "start" {
-                Action::Start
-            } else {
-                Action::Stop
-            };
-            match target(app, args.first()) {
-                Ok(t) => run_action(app, action, t),
-                Err(()) => vec![],
-            }
-        }
-        "restart" => match target(app, args.first()) {
-            Ok(Some(t)) => run_action(app, Action::Restart, Some(t)),
-            Ok(None) => {
-                app.flash(
-                    Level::Error,
-                    "restart needs ROLE[@HOST], e.g. :restart chunkserver-19422",
-                );
-                vec![]
-            }
-            Err(()) => vec![],
-        },
-        "plan" => {
-            let action = match args.first().copied() {
-                Some("start") | None => Action::Start,
-                Some("stop") => Action::Stop,
-                Some("restart") => Action::Restart,
-                Some(other) => {
-                    app.flash(
-                        Level::Error,
-                        format!("no plan \"{other}\": start, stop or restart"),
-                    );
-                    return vec![];
-                }
-            };
-            let Ok(t) = target(app, args.get(1)) else {
-                return vec![];
-            };
-            match plan::build(&app.model, action, t.as_ref()) {
-                Ok(p) => {
-                    let mut body = plan_lines(&p);
-                    body.push(String::new());
-                    body.push("Tab moves to the button, Enter presses it, Esc closes.".to_string());
-                    app.mode = Mode::Confirm(Dialog {
-                        title: format!("{} plan for cluster \"{}\"", p.action.as_str(), p.cluster),
-                        body,
-                        yes: format!("Run {}", p.action.as_str()),
-                        focus_yes: false,
-                        then: Confirmed::RunPlan(p),
-                    });
-                }
-                Err(e) => app.flash(Level::Error, e),
-            }
-            vec![]
-        }
-        "logs" | "log" | "l" => {
-            app.pane = Pane::Logs;
-            match target(app, args.first()) {
-                Ok(Some(t)) => match app.model.select(Some(&t)) {
-                    Ok(found) => {
-                        app.log_source = found
-                            .first()
-                            .and_then(|&k| app.log_source_of.get(k).copied());
-                    }
-                    Err(e) => app.flash(Level::Error, e),
-                },
-                Ok(None) => app.log_source = None,
-                Err(()) => {}
-            }
-            app.log_follow = true;
-            app.log_scroll = 0;
-            vec![]
-        }
-        other => match Pane::from_word(other) {
-            Some(p) => {
-                app.pane = p;
-                vec![]
-            }
-            None => {
-                app.flash(
-                    Level::Error,
-                    format!(
-                        "unknown command :{other}; commands: {}",
-                        PALETTE
-                            .iter()
-                            .map(|(c, _)| *c)
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    ),
-                );
-                vec![]
-            }
-        },
+    if !matches!(verb, Verb::Plan { .. }) {
+        return run_action(app, action, target);
     }
+    // A deploy runs only after its preview (D), never straight from a plan dialog.
+    if action == Action::Deploy {
+        app.flash(Level::Error, "no plan \"deploy\": start, stop or restart");
+        return vec![];
+    }
+    match plan::build(&app.model, action, target.as_ref()) {
+        Ok(p) => {
+            let mut body = plan_lines(&p);
+            body.push(String::new());
+            body.push("Tab moves to the button, Enter presses it, Esc closes.".to_string());
+            app.mode = Mode::Confirm(Dialog {
+                title: format!("{} plan for cluster \"{}\"", p.action.as_str(), p.cluster),
+                body,
+                yes: format!("Run {}", p.action.as_str()),
+                focus_yes: false,
+                then: Confirmed::RunPlan(p),
+            });
+        }
+        Err(e) => app.flash(Level::Error, e),
+    }
+    vec![]
 }
 
 #[cfg(test)]

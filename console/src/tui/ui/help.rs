@@ -7,7 +7,7 @@ use ratatui::Frame;
 
 use super::Theme;
 use crate::tui::keys::KEYS;
-use crate::tui::update::PALETTE;
+use crate::tui::palette::PALETTE;
 
 pub fn draw(frame: &mut Frame, area: Rect, t: &Theme) {
     let mut lines = vec![Line::styled("Keys", t.bold())];

@@ -173,7 +173,7 @@ fn footer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         ];
         if prefix == ":" {
             let word = input.value().split(' ').next().unwrap_or("");
-            let hints: Vec<&str> = crate::tui::update::PALETTE
+            let hints: Vec<&str> = crate::tui::palette::PALETTE
                 .iter()
                 .map(|(c, _)| *c)
                 .filter(|c| !word.is_empty() && c.starts_with(word) && !input.value().contains(' '))
