@@ -13,22 +13,17 @@ use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot resolve master host '{host}': {source}")]
-    Resolve {
-        host: String,
-        source: std::io::Error,
-    },
-    #[error("cannot connect to {peer}: {source}")]
-    Connect {
-        peer: String,
-        source: std::io::Error,
-    },
+    // The causes are part of the message, not error sources: an `{e:#}` chain would repeat them.
+    #[error("cannot resolve master host '{host}': {cause}")]
+    Resolve { host: String, cause: std::io::Error },
+    #[error("cannot connect to {peer}: {cause}")]
+    Connect { peer: String, cause: std::io::Error },
     #[error("{peer} did not answer within {secs} s")]
     Timeout { peer: String, secs: u64 },
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
-    #[error("{peer}: {source}")]
-    Proto { peer: String, source: ProtoError },
+    #[error("{peer}: {cause}")]
+    Proto { peer: String, cause: ProtoError },
     #[error("{peer} answered with an error: {reason}")]
     Refused { peer: String, reason: String },
     #[error("{peer} sent an unexpected answer")]
@@ -74,9 +69,9 @@ impl<S: AsyncRead + AsyncWrite> AdminClient<S> {
         let msgid = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let (peer, timeout) = (self.peer.as_str(), self.timeout);
-        let proto = |source| AdminError::Proto {
+        let proto = |cause| AdminError::Proto {
             peer: peer.to_string(),
-            source,
+            cause,
         };
         let env = ClEnvelope {
             msgid,
@@ -118,9 +113,9 @@ pub async fn connect(
     } else {
         format!("master {host}:{port}")
     };
-    let resolve = |source| AdminError::Resolve {
+    let resolve = |cause| AdminError::Resolve {
         host: host.to_string(),
-        source,
+        cause,
     };
     let addrs: Vec<SocketAddr> = within(&peer, timeout, tokio::net::lookup_host((host, port)))
         .await?
@@ -136,7 +131,7 @@ pub async fn connect(
             Err(e) => last = e,
         }
     }
-    Err(AdminError::Connect { peer, source: last })
+    Err(AdminError::Connect { peer, cause: last })
 }
 
 async fn within<T>(
