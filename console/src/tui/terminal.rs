@@ -1,7 +1,7 @@
 //! The terminal UI loop. It runs on its own thread (drawing writes to the terminal, which
 //! blocks): events come in from the key reader thread and from tokio tasks (ticks, monitor
 //! snapshots, log lines, plan progress) through one bounded channel; each is given to
-//! `update`, the commands it returns are started on the runtime, and the screen is drawn
+//! `update`, the effects it returns are started on the runtime, and the screen is drawn
 //! when something visible changed, after every queued event has been handled.
 
 use std::sync::Arc;

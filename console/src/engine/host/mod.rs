@@ -1,7 +1,8 @@
 //! Hosts: how the console reaches a machine of the cluster.
 //!
 //! Everything the console does on a machine goes through its [`Machine`] (named so apart from
-//! the inventory's `Host`, which describes the machine): running a command, writing, reading and following files, opening a TCP stream to one of its ports.
+//! the inventory's `Host`, which describes the machine): running a command, writing, reading
+//! and following files, opening a TCP stream to one of its ports.
 //! [`Local`] is this machine; an SSH host implements the same trait, so no caller may assume
 //! that a host is the machine the console runs on.
 
