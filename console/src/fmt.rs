@@ -2,31 +2,9 @@
 
 use std::time::Duration;
 
-/// Bytes in binary units with one decimal: `0 B`, `512 B`, `1.5 KiB`, `4.0 GiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-/// A duration as the two largest units: `42s`, `3m05s`, `2h07m`, `5d03h`.
-pub fn duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
-    }
-}
+// Shared with the daemons' tools, so sizes and uptimes read the same everywhere.
+pub use moose_admin::status::duration;
+pub use moose_common::units::human_bytes as bytes;
 
 /// Elapsed time of an operation: `0.4 s`, `12.3 s`, then as [`duration`].
 pub fn elapsed(d: Duration) -> String {

@@ -1,25 +1,14 @@
-//! `moosectl`: the console of a MooseFS-style cluster.
+//! `moosectl`: the console of a MooseFS-style cluster, in three parts.
 //!
-//! Events come in (keys, ticks, monitor snapshots, log lines, plan progress) and go through
-//! [`update::update`], which changes the plain-data [`app::App`] and returns
-//! [`event::Command`]s; those run on tokio tasks and send events back. [`ui::draw`] only
-//! renders the state. Everything done on a machine goes through its [`host::Host`].
+//! - [`engine`]: what the console does to a cluster: plans and their execution, probes, the
+//!   hosts everything goes through, logs, deploy and the once-a-second monitor.
+//! - [`tui`]: the terminal UI. Events come in (keys, ticks, monitor snapshots, log lines, plan
+//!   progress) and go through [`tui::update::update`], which changes the plain-data
+//!   [`tui::app::App`] and returns [`tui::event::Effect`]s; those run on tokio tasks and send
+//!   events back. [`tui::ui::draw`] only renders the state.
+//! - [`cli`]: the command line and its headless subcommands.
 
-pub mod app;
 pub mod cli;
-pub mod deploy;
-pub mod event;
-pub mod exec;
+pub mod engine;
 pub mod fmt;
-pub mod headless;
-pub mod host;
-pub mod logs;
-pub mod master;
-pub mod model;
-pub mod monitor;
-pub mod plan;
-pub mod probe;
 pub mod tui;
-pub mod ui;
-pub mod update;
-pub mod view;

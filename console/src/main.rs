@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use moosectl::cli::{Cli, Cmd};
-use moosectl::headless::{self, Out};
-use moosectl::model::{self, Cluster, Source};
-use moosectl::plan::Action;
+use moosectl::cli::args::{Cli, Cmd, Verb};
+use moosectl::cli::headless::{self, Out};
+use moosectl::engine::model::{self, Fleet, Source};
+use moosectl::engine::plan::Action;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,26 +39,28 @@ fn run(cli: Cli) -> Result<bool> {
     let cluster = open(&cli)?;
     let result = match cli.command {
         None => moosectl::tui::run(rt.handle(), cluster, cli.readonly).map(|()| true),
-        Some(Cmd::Plan { action, target }) => {
+        Some(Cmd::Verb(Verb::Plan { action, target })) => {
             headless::plan(&cluster, action.into(), target.as_deref(), out)
         }
         Some(cmd)
             if cli.readonly
                 && match cmd {
-                    Cmd::Start { .. } | Cmd::Stop { .. } | Cmd::Restart { .. } => true,
+                    Cmd::Verb(Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. }) => {
+                        true
+                    }
                     Cmd::Deploy { dry_run, .. } => !dry_run,
                     _ => false,
                 } =>
         {
             anyhow::bail!("--readonly refuses deploy, start, stop and restart; run without --readonly to change the cluster")
         }
-        Some(Cmd::Start { target }) => {
+        Some(Cmd::Verb(Verb::Start { target })) => {
             headless::run_plan(&rt, &cluster, Action::Start, target.as_deref(), out)
         }
-        Some(Cmd::Stop { target }) => {
+        Some(Cmd::Verb(Verb::Stop { target })) => {
             headless::run_plan(&rt, &cluster, Action::Stop, target.as_deref(), out)
         }
-        Some(Cmd::Restart { target }) => {
+        Some(Cmd::Verb(Verb::Restart { target })) => {
             headless::run_plan(&rt, &cluster, Action::Restart, Some(&target), out)
         }
         Some(Cmd::Status { target, .. }) => headless::status(&rt, &cluster, target.as_deref(), out),
@@ -76,7 +78,7 @@ fn run(cli: Cli) -> Result<bool> {
 }
 
 /// Loads the inventory (the built-in one without `-i`) under the state folder.
-fn open(cli: &Cli) -> Result<Cluster> {
+fn open(cli: &Cli) -> Result<Fleet> {
     let state_dir = match &cli.state {
         Some(s) => {
             std::path::absolute(s).with_context(|| format!("state folder {}", s.display()))?
@@ -96,7 +98,7 @@ fn open(cli: &Cli) -> Result<Cluster> {
     for w in &model.warnings {
         eprintln!("moosectl: {w}");
     }
-    let mut ssh = moosectl::host::SshOptions {
+    let mut ssh = moosectl::engine::host::SshOptions {
         accept_new_host_keys: cli.accept_new_host_keys,
         connect_timeout: std::time::Duration::from_secs(cli.connect_timeout.max(1)),
         ..Default::default()
@@ -118,5 +120,5 @@ fn open(cli: &Cli) -> Result<Cluster> {
         binaries,
         parallel: cli.parallel.max(1),
     };
-    Ok(Cluster::with_options(model, &options)?)
+    Ok(Fleet::with_options(model, &options)?)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use moose_inventory::Command;
 use moose_tests::netns::SshBed;
-use moosectl::host::{FollowEvent, Host, SshHost, SshOptions, SshTarget};
+use moosectl::engine::host::{FollowEvent, Machine, SshHost, SshOptions, SshTarget};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 

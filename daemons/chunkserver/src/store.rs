@@ -651,7 +651,9 @@ impl Store {
         };
         h.file.sync_data().map_err(err)?;
         let id = h.chunk.chunk_id;
-        let unsynced = self.chunks.lock()
+        let unsynced = self
+            .chunks
+            .lock()
             .get(&id)
             .filter(|e| !e.folder_synced)
             .map(|e| (e.path(id), e.generation));

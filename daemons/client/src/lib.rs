@@ -11,7 +11,6 @@ pub mod master;
 pub mod mount;
 pub mod mountinfo;
 pub mod options;
-pub mod proof;
 pub mod reader;
 pub mod tool;
 pub mod writer;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use moose_common::exports::password_proof;
 use moose_proto::handshake::{say_hello, HandshakeError};
 use moose_proto::msg::{
     ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest,
@@ -17,14 +18,14 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::proof::{password_proof, BadChallenge};
-
 /// How long one connection attempt (resolve, connect, handshake, registration) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// `msgid` used by the registration exchange and keep-alives, never by other requests.
 const REGISTER_MSGID: u32 = 0;
+/// Length of the master's password challenge.
+const CHALLENGE_LEN: usize = 32;
 /// A `Nop` goes out when nothing else did for this long (the master drops connections that
 /// stay silent for a minute).
 const KEEPALIVE: Duration = Duration::from_secs(10);
@@ -72,8 +73,8 @@ pub enum ConnectError {
     Link { addr: String, cause: ProtoError },
     #[error("master {addr} answered the registration with an unexpected message")]
     Unexpected { addr: String },
-    #[error("master {addr}: {cause}")]
-    Challenge { addr: String, cause: BadChallenge },
+    #[error("master {addr}: the master sent a challenge of {len} bytes, expected {CHALLENGE_LEN}")]
+    Challenge { addr: String, len: usize },
 }
 
 /// Why a request got no answer from the file system.
@@ -365,12 +366,13 @@ async fn open_session_inner(
                     })
                 }
             };
-            Some(
-                password_proof(&challenge, pw).map_err(|cause| ConnectError::Challenge {
+            if challenge.len() != CHALLENGE_LEN {
+                return Err(ConnectError::Challenge {
                     addr: addr.to_string(),
-                    cause,
-                })?,
-            )
+                    len: challenge.len(),
+                });
+            }
+            Some(password_proof(&challenge, pw))
         }
     };
     let req = ClRequest::Register(RegisterRequest {
@@ -587,5 +589,21 @@ async fn send_one(
             Ok(())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_proof_matches_the_reference() {
+        // Reference computed independently with Python's hashlib.
+        let challenge: Vec<u8> = (0u8..32).collect();
+        let hex: String = password_proof(&challenge, "secret")
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        assert_eq!(hex, "52e26806aa4187d43d08d5bc6b284a96");
     }
 }

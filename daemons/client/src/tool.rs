@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use moose_admin::status::status_text;
 use moose_proto::msg::{ChunkInfo, ClReply, ClRequest, CopyState, SetGoalReply};
 use moose_proto::{Cred, Inode, MAX_GOAL};
 use serde_json::{json, Value};
@@ -215,6 +217,9 @@ async fn one(
     }
 }
 
+/// How long `moose-tool info` waits for each step of its query.
+const INFO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `moose-tool info`: the master's view of the cluster.
 pub fn info(host: &str, port: u16, json_out: bool) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -227,11 +232,12 @@ pub fn info(host: &str, port: u16, json_out: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(moose_proto::admin::cluster_info(
-        host,
-        port,
-        std::time::Duration::from_secs(10),
-    ));
+    let result = rt.block_on(async {
+        moose_admin::connect(host, port, INFO_TIMEOUT)
+            .await?
+            .cluster_info()
+            .await
+    });
     let info = match result {
         Ok(i) => i,
         Err(e) => {
@@ -248,73 +254,10 @@ pub fn info(host: &str, port: u16, json_out: bool) -> ExitCode {
             }
         }
     } else {
-        print!("{}", format_info(&info));
+        let at = format!("{host}:{port}");
+        print!("{}", status_text(&info, &at, |s, _| s.to_string()));
     }
     ExitCode::SUCCESS
-}
-
-/// Plain-text cluster status.
-pub fn format_info(i: &moose_proto::msg::ClusterInfo) -> String {
-    use moose_common::units::human_bytes;
-    let h = &i.health;
-    let mut out = format!(
-        "master version {}, cluster {:016X}, metadata version {}, up {} s\n\
-         space: {} total, {} available\n\
-         objects: {} files, {} folders, {} chunks; {} sessions; {} metaloggers\n\
-         chunks: missing {} / endangered {} / undergoal {} / stable {} / overgoal {} / pending deletion {} / replicating {}\n",
-        i.version,
-        i.cluster_id,
-        i.metadata_version,
-        i.uptime_secs,
-        human_bytes(i.total_space),
-        human_bytes(i.avail_space),
-        i.files,
-        i.dirs,
-        i.chunks,
-        i.sessions,
-        i.metaloggers.len(),
-        h.missing,
-        h.endangered,
-        h.undergoal,
-        h.stable,
-        h.overgoal,
-        h.pending_deletion,
-        h.replicating,
-    );
-    if h.to_repair > 0 {
-        out.push_str(&format!(
-            "chunks needing repair: {} (no copy has the metadata's version; see the master's log)\n",
-            h.to_repair
-        ));
-    }
-    if h.moved_total > 0 {
-        out.push_str(&format!(
-            "rebalancing moves since start: {}\n",
-            h.moved_total
-        ));
-    }
-    for m in &i.metaloggers {
-        out.push_str(&format!(
-            "metalogger {}: has version {}\n",
-            m.addr, m.version
-        ));
-    }
-    for c in &i.chunkservers {
-        out.push_str(&format!(
-            "chunkserver {} {}: {}, {} chunks, {} used of {}\n",
-            c.id,
-            c.addr,
-            if c.connected {
-                "connected"
-            } else {
-                "disconnected"
-            },
-            c.chunks,
-            human_bytes(c.used),
-            human_bytes(c.total)
-        ));
-    }
-    out
 }
 
 /// Runs the command on every path; returns the exit code (failure if any path failed).

@@ -5,7 +5,6 @@
 //! raw bytes so that it is never re-encoded. The message types live in [`msg`] and know nothing
 //! about the encoding, which lives in [`frame`].
 
-pub mod admin;
 pub mod auth;
 pub mod files;
 pub mod frame;

@@ -1,0 +1,619 @@
+//! The subcommands: every action of the console without the terminal UI, as text (coloured
+//! only on a terminal, never with `NO_COLOR`) or JSON.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, Result};
+use moose_admin::status::{status_text, Tone};
+use moose_proto::msg::ClusterInfo;
+use serde_json::json;
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+use crate::engine::exec::{self, Progress, StepState};
+use crate::engine::host::FollowEvent;
+use crate::engine::logs;
+use crate::engine::master::{MasterLink, QUERY_TIMEOUT};
+use crate::engine::model::{Fleet, Target};
+use crate::engine::monitor;
+use crate::engine::plan::{self, Action};
+use crate::fmt;
+use crate::tui::view::{self, ServerRow};
+
+/// How output is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub json: bool,
+    color: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Paint {
+    Ok,
+    Warn,
+    Bad,
+    Dim,
+    Bold,
+}
+
+impl Out {
+    pub fn new(json: bool) -> Out {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Out {
+            json,
+            color: !json && !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+
+    fn paint(&self, text: &str, p: Paint) -> String {
+        if !self.color {
+            return text.to_string();
+        }
+        let code = match p {
+            Paint::Ok => "32",
+            Paint::Warn => "33",
+            Paint::Bad => "1;31",
+            Paint::Dim => "2",
+            Paint::Bold => "1",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{v}");
+    let _ = o.flush();
+}
+
+fn target(t: Option<&str>) -> Result<Option<Target>> {
+    t.map(Target::parse).transpose().map_err(anyhow::Error::msg)
+}
+
+/// `moosectl plan ACTION [TARGET]`.
+pub fn plan(cluster: &Fleet, action: Action, t: Option<&str>, out: Out) -> Result<bool> {
+    let t = target(t)?;
+    let p = plan::build(&cluster.model, action, t.as_ref()).map_err(anyhow::Error::msg)?;
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        print!("{}", p.describe());
+    }
+    Ok(true)
+}
+
+/// `moosectl start|stop|restart`: prints the plan, runs it, prints its progress.
+pub fn run_plan(
+    rt: &Runtime,
+    cluster: &Fleet,
+    action: Action,
+    t: Option<&str>,
+    out: Out,
+) -> Result<bool> {
+    let t = target(t)?;
+    let p = plan::build(&cluster.model, action, t.as_ref()).map_err(anyhow::Error::msg)?;
+    if out.json {
+        print_json(&json!({ "event": "plan", "plan": p }));
+    } else {
+        print!("{}", p.describe());
+        println!();
+    }
+    let (tx, mut rx) = mpsc::channel::<Progress>(256);
+    let task = {
+        let (cluster, p) = (cluster.clone(), p.clone());
+        rt.spawn(async move { exec::run(&cluster, &p, tx).await })
+    };
+    let stages = p.stages.len();
+    let mut last: Vec<(String, StepState, String)> = Vec::new();
+    while let Some(ev) = rx.blocking_recv() {
+        if out.json {
+            print_json(&serde_json::to_value(&ev)?);
+            continue;
+        }
+        match ev {
+            Progress::Stage { stage, title } => {
+                println!(
+                    "{}",
+                    out.paint(&format!("[{}/{stages}] {title}", stage + 1), Paint::Bold)
+                );
+            }
+            Progress::Step {
+                name,
+                state,
+                message,
+                ..
+            } => {
+                if state == StepState::Running {
+                    continue;
+                }
+                let key = (name.clone(), state, message.clone());
+                if last.contains(&key) {
+                    continue;
+                }
+                last.push(key);
+                let paint = match state {
+                    StepState::Done => Paint::Ok,
+                    StepState::Failed => Paint::Bad,
+                    StepState::Skipped => Paint::Warn,
+                    _ => Paint::Dim,
+                };
+                println!("  {name}: {} {message}", out.paint(state.as_str(), paint));
+            }
+            Progress::Finished {
+                ok,
+                message,
+                elapsed_ms,
+            } => {
+                let text = format!("{message} ({:.1} s)", elapsed_ms as f64 / 1000.0);
+                println!(
+                    "{}",
+                    out.paint(&text, if ok { Paint::Ok } else { Paint::Bad })
+                );
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+    let ok = rt
+        .block_on(task)
+        .context("the plan's task ended abnormally")?;
+    Ok(ok)
+}
+
+/// `moosectl status [TARGET]`: the master's status and every role's state.
+pub fn status(rt: &Runtime, cluster: &Fleet, t: Option<&str>, out: Out) -> Result<bool> {
+    let t = target(t)?;
+    let picked = cluster
+        .model
+        .select(t.as_ref())
+        .map_err(anyhow::Error::msg)?;
+    let snap = {
+        let c = cluster.clone();
+        rt.block_on(async move {
+            let mut link = MasterLink::new(&c.model.master_address(), c.model.master_client_port());
+            monitor::poll(&c, &mut link).await
+        })
+    };
+    let rows: Vec<ServerRow> = view::server_rows(&cluster.model, Some(&snap))
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| picked.contains(k))
+        .map(|(_, r)| r)
+        .collect();
+    let healthy = snap.master.is_ok()
+        && rows
+            .iter()
+            .all(|r| r.state == "running" || r.state == "mounted");
+    if out.json {
+        let master = match &snap.master {
+            Ok(info) => json!(info),
+            Err(e) => json!({ "error": e }),
+        };
+        let instances: Vec<serde_json::Value> = picked
+            .iter()
+            .zip(&rows)
+            .map(|(&k, r)| {
+                let mut v = json!(r);
+                v["probe"] = json!(snap.instances[k]);
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "cluster": cluster.model.inventory.cluster.name,
+                "inventory": cluster.model.inventory.source,
+                "ok": healthy,
+                "master": master,
+                "instances": instances,
+            }))?
+        );
+        return Ok(healthy);
+    }
+    println!(
+        "{} {}",
+        out.paint(
+            &format!("cluster {}", cluster.model.inventory.cluster.name),
+            Paint::Bold
+        ),
+        out.paint(&format!("({})", cluster.model.inventory.source), Paint::Dim)
+    );
+    match &snap.master {
+        Ok(info) => print_master(
+            info,
+            &format!(
+                "{}:{}",
+                cluster.model.master_address(),
+                cluster.model.master_client_port()
+            ),
+            out,
+        ),
+        Err(e) => println!("{}", out.paint(e, Paint::Bad)),
+    }
+    println!();
+    print_rows(&rows, out);
+    Ok(healthy)
+}
+
+fn print_master(info: &ClusterInfo, at: &str, out: Out) {
+    print!(
+        "{}",
+        status_text(info, at, |text, tone| match tone {
+            Tone::Ok => out.paint(text, Paint::Ok),
+            Tone::Warn => out.paint(text, Paint::Warn),
+            Tone::Bad => out.paint(text, Paint::Bad),
+        })
+    );
+}
+
+fn print_rows(rows: &[ServerRow], out: Out) {
+    let header = [
+        "HOST",
+        "ROLE",
+        "INSTANCE",
+        "STATE",
+        "PID",
+        "VERSION",
+        "UPTIME",
+        "REGISTERED",
+    ];
+    let table: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.host.clone(),
+                r.role.as_str().to_string(),
+                r.instance.clone(),
+                r.state.clone(),
+                r.pid.map_or("-".into(), |p| p.to_string()),
+                if r.version.is_empty() {
+                    "-".into()
+                } else {
+                    r.version.clone()
+                },
+                r.uptime.map_or("-".into(), fmt::duration),
+                r.registered.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.len());
+    for row in &table {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!(
+        "{}",
+        out.paint(&line(header.map(str::to_string).to_vec()), Paint::Dim)
+    );
+    for (row, r) in table.iter().zip(rows) {
+        let text = line(row.to_vec());
+        let paint = match r.level {
+            crate::tui::app::Level::Info => None,
+            crate::tui::app::Level::Warn => Some(Paint::Warn),
+            crate::tui::app::Level::Error => Some(Paint::Bad),
+        };
+        println!("{}", paint.map_or(text.clone(), |p| out.paint(&text, p)));
+        if !r.note.is_empty() {
+            println!("    {}", out.paint(&r.note, paint.unwrap_or(Paint::Dim)));
+        }
+    }
+}
+
+/// `moosectl status -H HOST -P PORT`: one master, asked directly.
+pub fn status_direct(rt: &Runtime, host: &str, port: u16, out: Out) -> Result<bool> {
+    let answer = rt.block_on(async {
+        moose_admin::connect(host, port, QUERY_TIMEOUT)
+            .await?
+            .cluster_info()
+            .await
+    });
+    match answer {
+        Ok(info) => {
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_master(&info, &format!("{host}:{port}"), out);
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            if out.json {
+                println!(
+                    "{}",
+                    json!({ "error": format!("master not reachable: {e}") })
+                );
+                Ok(false)
+            } else {
+                Err(anyhow::Error::new(e).context(format!(
+                    "cannot get the status of the master at {host}:{port}; is it running, and is \
+                     {port} its client port (MATOCL_LISTEN_PORT)?"
+                )))
+            }
+        }
+    }
+}
+
+/// `moosectl logs TARGET [-f] [-n N]`.
+pub fn logs(
+    rt: &Runtime,
+    cluster: &Fleet,
+    t: &str,
+    follow: bool,
+    lines: usize,
+    out: Out,
+) -> Result<bool> {
+    let t = Target::parse(t).map_err(anyhow::Error::msg)?;
+    let picked = cluster.model.select(Some(&t)).map_err(anyhow::Error::msg)?;
+    // One source per log file (mounts of a host share theirs).
+    let mut sources: Vec<(String, String, std::path::PathBuf)> = Vec::new();
+    for &k in &picked {
+        let i = &cluster.model.instances[k];
+        let path = cluster.model.log_of(i);
+        if !sources.iter().any(|(_, h, p)| *h == i.host && *p == path) {
+            sources.push((format!("{}@{}", i.name, i.host), i.host.clone(), path));
+        }
+    }
+    let prefix = sources.len() > 1;
+    let show = |label: &str, line: &str, notice: bool| {
+        if out.json {
+            print_json(&json!({ "source": label, "line": line, "notice": notice }));
+        } else {
+            let text = if notice {
+                out.paint(line, Paint::Dim)
+            } else {
+                line.to_string()
+            };
+            if prefix {
+                println!("{} {text}", out.paint(&format!("{label} │"), Paint::Dim));
+            } else {
+                println!("{text}");
+            }
+        }
+    };
+    let mut ok = true;
+    if !follow {
+        for (label, host, path) in &sources {
+            let h = cluster.host(host);
+            let cmd = moose_inventory::Command {
+                program: "tail".into(),
+                args: vec![
+                    "-n".into(),
+                    lines.to_string(),
+                    "--".into(),
+                    path.to_string_lossy().into_owned(),
+                ],
+            };
+            let done = rt.block_on(async { h.run(&cmd, None).await })?;
+            if done.success() {
+                for l in &done.stdout {
+                    show(label, l, false);
+                }
+            } else {
+                ok = false;
+                show(
+                    label,
+                    &format!(
+                        "cannot read {} on {host}: {}",
+                        path.display(),
+                        done.message()
+                    ),
+                    true,
+                );
+            }
+        }
+        return Ok(ok);
+    }
+    let (tx, mut rx) = mpsc::channel::<logs::LogEvent>(256);
+    for (k, (_, host, path)) in sources.iter().enumerate() {
+        rt.spawn(logs::follow(
+            cluster.host(host),
+            k,
+            path.clone(),
+            tx.clone(),
+        ));
+    }
+    drop(tx);
+    let mut first = vec![true; sources.len()];
+    while let Some(ev) = rx.blocking_recv() {
+        let label = &sources[ev.source].0;
+        match ev.event {
+            FollowEvent::Lines(ls) => {
+                // The first batch is the history: keep only the last `lines` of it.
+                let skip = if std::mem::take(&mut first[ev.source]) {
+                    ls.len().saturating_sub(lines)
+                } else {
+                    0
+                };
+                for l in ls.iter().skip(skip) {
+                    show(label, l, false);
+                }
+            }
+            FollowEvent::Notice(n) => show(label, &n, true),
+        }
+        let _ = std::io::stdout().flush();
+    }
+    Ok(ok)
+}
+
+/// `moosectl deploy [ROLE[@HOST]] [--dry-run]`: preflight on every host, the diff, then
+/// stage everywhere and commit everywhere.
+pub fn deploy(
+    rt: &Runtime,
+    cluster: &Fleet,
+    t: Option<&str>,
+    dry_run: bool,
+    parallel: usize,
+    out: Out,
+) -> Result<bool> {
+    use crate::engine::deploy::{backup_stamp, Changes, Work};
+    let t = target(t)?;
+    let picked = cluster
+        .model
+        .select(t.as_ref())
+        .map_err(anyhow::Error::msg)?;
+    let names: std::collections::BTreeSet<&str> = picked
+        .iter()
+        .map(|&i| cluster.model.instances[i].host.as_str())
+        .collect();
+    let works: Vec<Work> = cluster
+        .model
+        .inventory
+        .hosts
+        .iter()
+        .filter(|h| names.contains(h.name.as_str()))
+        .map(|h| Work::of(&cluster.model, &h.name, &picked))
+        .collect();
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    rt.block_on(async {
+        // The build's programs these hosts get, hashed once.
+        let programs: std::collections::BTreeSet<&'static str> = works
+            .iter()
+            .flat_map(|w| w.binaries.iter().copied())
+            .collect();
+        let dir = cluster.build_dir.clone();
+        let build = std::sync::Arc::new(
+            tokio::task::spawn_blocking(move || {
+                crate::engine::deploy::Build::scan(&dir, &programs)
+            })
+            .await
+            .unwrap_or_default(),
+        );
+        // 1. Preflight everywhere, before any change.
+        let checks = futures_join(works.iter().map(|w| {
+            let host = cluster.host(&w.host);
+            let build = build.clone();
+            let limit = limit.clone();
+            async move {
+                let _slot = limit.acquire().await;
+                w.preflight(host.as_ref(), &build).await
+            }
+        }))
+        .await;
+        let mut failed = false;
+        let mut all: Vec<Changes> = Vec::new();
+        for r in checks {
+            match r {
+                Ok(c) => all.push(c),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("moosectl: {e}");
+                }
+            }
+        }
+        if failed {
+            eprintln!("moosectl: deploy stopped before changing anything");
+            return Ok(false);
+        }
+        // 2. The diff.
+        if out.json {
+            let v = json!({
+                "cluster": cluster.model.inventory.cluster.name,
+                "hosts": all,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            for c in &all {
+                print!("{}", c.describe());
+            }
+        }
+        if dry_run {
+            return Ok(true);
+        }
+        // 3. Stage everywhere.
+        let staged = futures_join(works.iter().zip(&all).map(|(w, c)| {
+            let host = cluster.host(&w.host);
+            let limit = limit.clone();
+            async move {
+                let _slot = limit.acquire().await;
+                w.stage(host.as_ref(), c).await
+            }
+        }))
+        .await;
+        if staged.iter().any(Result::is_err) {
+            for r in &staged {
+                if let Err(e) = r {
+                    eprintln!("moosectl: {e}");
+                }
+            }
+            // Hosts that staged keep running the old version: remove their temps.
+            let _ = futures_join(works.iter().zip(&staged).map(|(w, r)| {
+                let host = cluster.host(&w.host);
+                async move {
+                    if let Ok(s) = r {
+                        let temps: Vec<_> = s.iter().map(|(t, _)| t.clone()).collect();
+                        let _ = host.discard(&temps).await;
+                    }
+                }
+            }))
+            .await;
+            eprintln!("moosectl: deploy failed while staging; nothing was replaced");
+            return Ok(false);
+        }
+        // 4. Commit everywhere.
+        let stamp = backup_stamp();
+        let committed = futures_join(works.iter().zip(&staged).map(|(w, r)| {
+            let host = cluster.host(&w.host);
+            let limit = limit.clone();
+            let stamp = stamp.clone();
+            async move {
+                let _slot = limit.acquire().await;
+                let s = r.as_ref().expect("every host staged");
+                w.commit(host.as_ref(), s, &stamp).await
+            }
+        }))
+        .await;
+        let mut ok = true;
+        for (w, r) in works.iter().zip(committed) {
+            match r {
+                Ok(summary) => {
+                    if !out.json {
+                        println!("{}: {summary}", w.host);
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    eprintln!("moosectl: {e}");
+                }
+            }
+        }
+        Ok(ok)
+    })
+}
+
+/// Runs futures side by side and collects their results in order.
+async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..set.len()).collect();
+    std::future::poll_fn(|cx| {
+        pending.retain(|&i| match set[i].as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => {
+                out[i] = Some(v);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("every future finished"))
+        .collect()
+}
