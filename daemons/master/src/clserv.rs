@@ -1,9 +1,7 @@
 //! The client port (9421): mounts, moose-tool and status queries. Each connection registers a
 //! session (checked against the exports), then sends requests that are answered out of order.
 
-use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,75 +16,12 @@ use tokio::sync::mpsc;
 use crate::master::Master;
 use crate::ops::Op;
 use crate::requests::{self, Step};
-use moose_common::exports::{normalize_path, ExportLine};
+use crate::sessions::Session;
+use moose_common::exports::normalize_path;
 
 /// A client connection that sends nothing for this long is closed (mounts send a `Nop` every
 /// few seconds when idle); its session is kept for `SESSION_SUSTAIN_TIME`.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Handles a session holds on one inode, and the access its opens were granted (R and W
-/// bits of [`crate::access`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OpenRec {
-    pub count: u32,
-    pub grant: u32,
-}
-
-/// A registered mount or tool.
-pub struct Session {
-    pub id: u64,
-    pub ip: IpAddr,
-    pub root: Inode,
-    pub read_only: bool,
-    pub maproot: Option<(u32, u32)>,
-    pub mapall: Option<(u32, u32)>,
-    pub ignoregid: bool,
-    pub mingoal: u8,
-    pub maxgoal: u8,
-    /// Open handles per inode in this session.
-    pub open: Mutex<HashMap<Inode, OpenRec>>,
-    /// A subfolder session: the files (not folders) it has been shown, the only ones it may
-    /// name (folders are checked by their ancestry instead).
-    pub known: Mutex<HashSet<Inode>>,
-    pub tool: bool,
-}
-
-impl Session {
-    fn new(id: u64, ip: IpAddr, root: Inode, line: &ExportLine, tool: bool) -> Self {
-        Session {
-            id,
-            ip,
-            root,
-            read_only: line.opts.read_only,
-            maproot: line.opts.maproot,
-            mapall: line.opts.mapall,
-            ignoregid: line.opts.ignoregid,
-            mingoal: line.opts.mingoal,
-            maxgoal: line.opts.maxgoal,
-            open: Mutex::new(HashMap::new()),
-            known: Mutex::new(HashSet::new()),
-            tool,
-        }
-    }
-
-    /// Remembers the inodes a reply shows a subfolder session (it may name them later).
-    pub fn note_reply(&self, reply: &ClReply) {
-        if self.root == moose_proto::ROOT_INODE {
-            return;
-        }
-        match reply {
-            ClReply::Attr(a) => {
-                self.known.lock().insert(a.inode);
-            }
-            ClReply::Dir { entries, .. } => {
-                self.known
-                    .lock()
-                    .extend(entries.iter().map(|e| e.attr.inode));
-            }
-            _ => {}
-        }
-    }
-}
 
 /// Serves one client connection until it ends.
 pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {

@@ -12,7 +12,7 @@ use moose_proto::{FsError, FsResult, Timespec};
 
 use crate::changelog::{self, Changelog, Record};
 use crate::config::MasterConfig;
-use crate::csserv::CsRegistry;
+use crate::cs_registry::CsRegistry;
 use crate::known_servers::KnownServers;
 use crate::metadata;
 use crate::namespace::Meta;
@@ -30,7 +30,7 @@ pub struct Master {
     next_session: AtomicU64,
     /// Counters of served requests (for ops/s in the console).
     pub ops_served: AtomicU64,
-    pub metaloggers: Mutex<crate::mlserv::Metaloggers>,
+    pub metaloggers: Mutex<crate::ml_registry::Metaloggers>,
     pub sessions: AtomicU64,
     /// Replications and deletions running now, and copies made since start.
     pub replicating: AtomicU64,

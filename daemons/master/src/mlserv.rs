@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moose_proto::handshake::Role;
-use moose_proto::msg::{MasterToMl, MetaloggerInfo, MlToMaster};
+use moose_proto::msg::{MasterToMl, MlToMaster};
 use moose_proto::{FrameReader, FrameWriter};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -182,35 +182,5 @@ fn keep(
             anyhow::bail!("metalogger fell {n} changes behind; it will download a new dump")
         }
         Err(RecvError::Closed) => anyhow::bail!("master is stopping"),
-    }
-}
-
-/// Connected metaloggers, for status queries.
-#[derive(Default)]
-pub struct Metaloggers {
-    next: u64,
-    list: Vec<(u64, MetaloggerInfo)>,
-}
-
-impl Metaloggers {
-    pub fn add(&mut self, addr: String) -> u64 {
-        self.next += 1;
-        self.list
-            .push((self.next, MetaloggerInfo { addr, version: 0 }));
-        self.next
-    }
-
-    pub fn synced(&mut self, id: u64, version: u64) {
-        if let Some((_, m)) = self.list.iter_mut().find(|(i, _)| *i == id) {
-            m.version = version;
-        }
-    }
-
-    pub fn remove(&mut self, id: u64) {
-        self.list.retain(|(i, _)| *i != id);
-    }
-
-    pub fn list(&self) -> Vec<MetaloggerInfo> {
-        self.list.iter().map(|(_, m)| m.clone()).collect()
     }
 }

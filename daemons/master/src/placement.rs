@@ -3,7 +3,7 @@
 
 use moose_proto::{CsAddr, FsError, FsResult};
 
-use crate::csserv::CsView;
+use crate::cs_registry::CsView;
 
 /// Picks up to `goal` distinct writable servers, most available space first, skipping
 /// `exclude`. Fewer than `goal` servers gives fewer copies (the chunk is then undergoal and

@@ -10,7 +10,7 @@
 
 use moose_proto::ChunkRef;
 
-use crate::csserv::CsView;
+use crate::cs_registry::CsView;
 
 /// A copy of `chunk` made on `to` from `from`, after which the copy on `from` is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

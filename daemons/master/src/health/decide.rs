@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use moose_proto::ChunkRef;
 
-use crate::csserv::CsView;
+use crate::cs_registry::CsView;
 use crate::placement;
 use crate::rebalance;
 use crate::state::{Copy, State};

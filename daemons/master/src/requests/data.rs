@@ -9,11 +9,11 @@ use moose_proto::{ChunkRef, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
 use rand::seq::SliceRandom;
 
 use super::MAX_FILE_SIZE;
-use crate::clserv::Session;
 use crate::master::Master;
 use crate::namespace::NodeData;
 use crate::ops::Op;
 use crate::placement;
+use crate::sessions::Session;
 use crate::state::{Copy, State, WriteLock};
 
 /// Copies of `chunk_id` at `version` that can be read and written (damaged ones cannot).

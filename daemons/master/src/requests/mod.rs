@@ -12,8 +12,8 @@ use moose_proto::{Attr, ChunkRef, Cred, FsError, FsResult, Inode, Timespec, CHUN
 pub use status::cluster_info;
 
 use crate::access::may;
-use crate::clserv::Session;
 use crate::master::Master;
+use crate::sessions::Session;
 use crate::state::State;
 
 /// Largest file: 2^31 chunks of 64 MiB.

@@ -9,10 +9,10 @@ use moose_proto::{
 
 use super::{attr, check_access, map_cred, writable, xattr, Outcome, MAX_FILE_SIZE};
 use crate::access::{check_owner_change, check_times, sticky_allows, R, W, X};
-use crate::clserv::Session;
 use crate::master::Master;
 use crate::namespace::NodeData;
 use crate::ops::Op;
+use crate::sessions::Session;
 use crate::state::{check_name, Applied, State};
 
 const O_ACCMODE: i32 = 3;

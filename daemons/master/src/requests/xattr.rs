@@ -6,9 +6,9 @@ use moose_proto::{Cred, FileKind, FsError, FsResult, Inode, Timespec, MAX_XATTR_
 
 use super::{check_access, map_cred, writable, Outcome};
 use crate::access::{R, W};
-use crate::clserv::Session;
 use crate::master::Master;
 use crate::ops::Op;
+use crate::sessions::Session;
 use crate::state::State;
 
 const XATTR_CREATE: u32 = 1;

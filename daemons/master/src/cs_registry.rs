@@ -1,0 +1,224 @@
+//! The chunkserver registry: every chunkserver the master knows (connected now or earlier),
+//! their space, the orders sent to them and the answers awaited.
+
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moose_proto::msg::MasterToCs;
+use moose_proto::{CsAddr, DiskReport, FsError};
+use tokio::sync::{mpsc, oneshot};
+
+pub type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), FsError>>>>>;
+
+/// A chunkserver the master knows (connected now or earlier).
+pub struct CsEntry {
+    pub id: u32,
+    pub addr: CsAddr,
+    pub version: String,
+    pub connected: bool,
+    pub disks: Vec<DiskReport>,
+    /// Left with a goodbye (graceful stop) rather than by losing the connection.
+    pub left_gracefully: bool,
+    pub tx: Option<mpsc::Sender<MasterToCs>>,
+    pub pending: Pending,
+}
+
+impl CsEntry {
+    pub fn total(&self) -> u64 {
+        self.disks.iter().map(|d| d.total).sum()
+    }
+
+    pub fn avail(&self) -> u64 {
+        self.disks
+            .iter()
+            .filter(|d| !d.marked_for_removal && !d.damaged)
+            .map(|d| d.avail)
+            .sum()
+    }
+
+    pub fn used(&self) -> u64 {
+        self.disks.iter().map(|d| d.used).sum()
+    }
+
+    /// Space of the disks that take new chunks (neither marked for removal nor damaged).
+    pub fn usable_total(&self) -> u64 {
+        self.disks
+            .iter()
+            .filter(|d| !d.marked_for_removal && !d.damaged)
+            .map(|d| d.total)
+            .sum()
+    }
+
+    /// Share of the space of its usable disks that is taken.
+    pub fn usage(&self) -> f64 {
+        let (mut total, mut avail) = (0u64, 0u64);
+        for d in self
+            .disks
+            .iter()
+            .filter(|d| !d.marked_for_removal && !d.damaged)
+        {
+            total += d.total;
+            avail += d.avail;
+        }
+        if total == 0 {
+            1.0
+        } else {
+            1.0 - avail as f64 / total as f64
+        }
+    }
+
+    /// Can take new chunks: connected and has a usable disk with room.
+    pub fn writable(&self) -> bool {
+        self.connected
+            && self
+                .disks
+                .iter()
+                .any(|d| !d.marked_for_removal && !d.damaged && d.avail > moose_proto::CHUNK_SIZE)
+    }
+}
+
+/// Placement view of one chunkserver.
+#[derive(Debug, Clone)]
+pub struct CsView {
+    pub id: u32,
+    pub avail: u64,
+    /// Space of its usable disks.
+    pub total: u64,
+    /// When its last space report arrived.
+    pub reported: Option<Instant>,
+    /// Share of the usable space in use, 0.0 to 1.0.
+    pub usage: f64,
+    pub writable: bool,
+}
+
+pub struct CsRegistry {
+    entries: Mutex<HashMap<u32, CsEntry>>,
+    next_req: AtomicU64,
+    timeout: Duration,
+    /// When each chunkserver's last space report arrived (rebalancing waits for fresh ones).
+    reported: Mutex<HashMap<u32, Instant>>,
+}
+
+impl CsRegistry {
+    pub fn new(timeout_secs: u64) -> Self {
+        CsRegistry {
+            entries: Mutex::new(HashMap::new()),
+            next_req: AtomicU64::new(1),
+            timeout: Duration::from_secs(timeout_secs),
+            reported: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long a chunkserver may stay silent (MATOCS_TIMEOUT).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A space report from chunkserver `id` arrived now.
+    pub fn note_space_report(&self, id: u32) {
+        self.reported.lock().insert(id, Instant::now());
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<u32, CsEntry>> {
+        self.entries.lock()
+    }
+
+    /// Connected chunkservers, for placement decisions.
+    pub fn connected(&self) -> Vec<CsView> {
+        self.lock()
+            .values()
+            .filter(|e| e.connected)
+            .map(|e| CsView {
+                id: e.id,
+                avail: e.avail(),
+                total: e.usable_total(),
+                reported: self.reported.lock().get(&e.id).copied(),
+                usage: e.usage(),
+                writable: e.writable(),
+            })
+            .collect()
+    }
+
+    pub fn is_connected(&self, id: u32) -> bool {
+        self.lock().get(&id).is_some_and(|e| e.connected)
+    }
+
+    pub fn addr(&self, id: u32) -> Option<CsAddr> {
+        self.lock().get(&id).map(|e| e.addr.clone())
+    }
+
+    pub fn id_of(&self, addr: &CsAddr) -> Option<u32> {
+        self.lock().values().find(|e| &e.addr == addr).map(|e| e.id)
+    }
+
+    /// Adds a registering chunkserver, keeping the id it had (by its saved id or address) or
+    /// giving it a new one. Refuses a second chunkserver on an address already connected.
+    pub fn admit(&self, mut entry: CsEntry) -> Result<u32, String> {
+        let mut entries = self.lock();
+        if let Some(e) = entries
+            .values()
+            .find(|e| e.addr == entry.addr && e.connected)
+        {
+            return Err(format!(
+                "a chunkserver at {} is already connected (id {}); two chunkservers on one \
+                 host need distinct CSSERV_LISTEN_PORT values",
+                entry.addr, e.id
+            ));
+        }
+        let wanted = entry.id;
+        if let Some(holder) = entries.get(&wanted).filter(|e| wanted != 0 && e.connected) {
+            return Err(format!(
+                "chunkserver id {wanted} belongs to the chunkserver at {} that is connected now; \
+                 an id is never handed to a second server. If this is a copy of that server's \
+                 DATA_PATH (a cloned machine), remove chunkserver.id from this one's DATA_PATH \
+                 so that it gets an id of its own",
+                holder.addr
+            ));
+        }
+        let known = entries
+            .values()
+            .find(|e| (wanted != 0 && e.id == wanted) || e.addr == entry.addr)
+            .map(|e| e.id);
+        let id = match known {
+            Some(id) => id,
+            None if wanted != 0 && !entries.contains_key(&wanted) => wanted,
+            None => entries.keys().max().copied().unwrap_or(0) + 1,
+        };
+        entry.id = id;
+        entries.insert(id, entry);
+        Ok(id)
+    }
+
+    /// Sends an order to chunkserver `id` and waits for its result.
+    pub async fn order(
+        &self,
+        id: u32,
+        make: impl FnOnce(u64) -> MasterToCs,
+    ) -> Result<(), FsError> {
+        let req_id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let sender = {
+            let entries = self.lock();
+            let e = entries
+                .get(&id)
+                .filter(|e| e.connected)
+                .ok_or(FsError::Io)?;
+            e.pending.lock().insert(req_id, tx);
+            e.tx.clone().ok_or(FsError::Io)?
+        };
+        sender.send(make(req_id)).await.map_err(|_| FsError::Io)?;
+        match tokio::time::timeout(self.timeout * 3, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(FsError::Io),
+            Err(_) => {
+                if let Some(e) = self.lock().get(&id) {
+                    e.pending.lock().remove(&req_id);
+                }
+                Err(FsError::TimedOut)
+            }
+        }
+    }
+}
