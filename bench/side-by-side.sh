@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# Side by side with stock MooseFS 3.0.117: starts ours (master, two chunkservers and a mount
+# on 127.0.0.1, as bench/run.sh does) and stock MooseFS (the same, in a private network
+# namespace, since stock refuses chunkservers on 127.0.0.0/8), all data under one /tmp folder
+# on the same disk, then runs every workload alternately ours/stock at goal 1 and goal 2 and
+# prints medians and the time ratio ours/stock (lower is better; < 1 means we win).
+# Needs root (FUSE, namespaces, drop_caches), fio, python3 with sqlite3.
+#   bench/side-by-side.sh [--quick] [--reps N] [--no-programs]
+#     --quick        256 MiB, 1,000 files, 100 sqlite commits, /usr/include/linux, 2 reps
+#     --reps N       repetitions (default 3); the order ours/stock flips on every one
+#     --no-programs  skip the "real programs" workloads (tar extract, cp -a, rm -rf of a tree)
+#   MOOSE_BIN=DIR  our binaries (default: cargo build --release)
+#   STOCK_NICE=N   stock daemons' NICE_LEVEL (default 0 like ours; stock's own default is -19)
+#   CHANGELOG_SAVE_MODE=N  our master's mode (default 0, as in bench/run.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+size=1G size_mib=1024 files=10000 runtime=15 commits=1000 reps=3 tree_src=/usr/include programs=1
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) size=256M size_mib=256 files=1000 runtime=3 commits=100 reps=2 tree_src=/usr/include/linux ;;
+        --reps) reps=$2; shift ;;
+        --no-programs) programs=0 ;;
+        *) echo "usage: bench/side-by-side.sh [--quick] [--reps N] [--no-programs]" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$(id -u)" = 0 ] || { echo "side-by-side: run as root (FUSE, namespaces, drop_caches)" >&2; exit 1; }
+command -v fio >/dev/null || { echo "side-by-side: fio is missing: apt-get install fio" >&2; exit 1; }
+if ! command -v mfsmaster >/dev/null || ! command -v mfsmount >/dev/null || ! command -v mfssetgoal >/dev/null ||
+    ! command -v mfschunkserver >/dev/null; then
+    echo "side-by-side: installing stock MooseFS (Debian packages)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        moosefs-master moosefs-chunkserver moosefs-client moosefs-cli >/dev/null
+fi
+
+if [ -n "${MOOSE_BIN:-}" ]; then
+    bin=$MOOSE_BIN
+else
+    cargo build --release --bins -q
+    bin=${CARGO_TARGET_DIR:-$PWD/target}/release
+fi
+
+work=$(mktemp -d /tmp/moose-side.XXXXXX)
+chmod 755 "$work"   # stock daemons drop to user mfs, which must reach its folders
+ns=mside$$           # our own namespace: its addresses exist nowhere else
+nsx=(nsenter "--net=/run/netns/$ns")   # network namespace only: mounts stay visible here
+o=$work/ours s=$work/stock
+declare -A mnt=([ours]=$o/mnt [stock]=$s/mnt)
+stock_pids=()   # mount, chunkservers, master: stopped in this order
+
+alive() {   # a child that exited stays a zombie until waited for: not alive
+    local st
+    st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || return 0
+    for _ in $(seq 100); do alive "$1" || break; sleep 0.2; done
+    if alive "$1"; then kill -KILL "$1" 2>/dev/null || true; fi
+    wait "$1" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    echo "side-by-side: cleaning up (stock's undeleted chunks can take a while)" >&2
+    if [ "$rc" != 0 ] && [ -d "$s" ]; then   # stock logs to stderr only (no syslog here)
+        for l in "$s"/*.log; do [ -e "$l" ] && { echo "== $l"; tail -n 5 "$l"; }; done >&2
+    fi
+    for m in "${mnt[@]}"; do
+        mountpoint -q "$m" && { umount "$m" 2>/dev/null || umount -l "$m"; }
+    done
+    for p in "${stock_pids[@]}"; do stop_pid "$p"; done
+    for c in "$o"/cs*.cfg; do [ -e "$c" ] && "$bin/moose-chunkserver" -c "$c" stop >/dev/null 2>&1; done
+    [ -e "$o/master.cfg" ] && "$bin/moose-master" -c "$o/master.cfg" stop >/dev/null 2>&1
+    ip netns del "$ns" 2>/dev/null
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() {   # wait_for SECONDS WHAT COMMAND...: polls until COMMAND succeeds
+    local n=$(($1 * 10)) what=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        n=$((n - 1))
+        [ "$n" -gt 0 ] || { echo "side-by-side: $what did not come up" >&2; return 1; }
+        sleep 0.1
+    done
+}
+has_space() { [ "$(stat -f -c %b "$1")" -gt 0 ]; }
+
+# --- ours: exactly as bench/run.sh, on 127.0.0.1 ---
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 10000)); }
+mkdir -p "$o/master" "${mnt[ours]}"
+echo "* / rw,alldirs,maproot=0" > "$o/exports.cfg"
+cs_port=$(port); cl_port=$(port); ml_port=$(port)
+cat > "$o/master.cfg" <<CFG
+DATA_PATH = $o/master
+WORKING_USER = root
+EXPORTS_FILENAME = $o/exports.cfg
+MATOML_LISTEN_HOST = 127.0.0.1
+MATOML_LISTEN_PORT = $ml_port
+MATOCS_LISTEN_HOST = 127.0.0.1
+MATOCS_LISTEN_PORT = $cs_port
+MATOCL_LISTEN_HOST = 127.0.0.1
+MATOCL_LISTEN_PORT = $cl_port
+CHANGELOG_SAVE_MODE = ${CHANGELOG_SAVE_MODE:-0}
+CFG
+"$bin/moose-master" -c "$o/master.cfg" start >/dev/null
+for i in 1 2; do
+    mkdir -p "$o/cs$i" "$o/disk$i"
+    echo "$o/disk$i" > "$o/hdd$i.cfg"
+    cat > "$o/cs$i.cfg" <<CFG
+DATA_PATH = $o/cs$i
+WORKING_USER = root
+MASTER_HOST = 127.0.0.1
+MASTER_PORT = $cs_port
+CSSERV_LISTEN_HOST = 127.0.0.1
+CSSERV_LISTEN_PORT = $(port)
+HDD_CONF_FILENAME = $o/hdd$i.cfg
+CFG
+    "$bin/moose-chunkserver" -c "$o/cs$i.cfg" start >/dev/null
+done
+"$bin/moose-mount" "${mnt[ours]}" -H 127.0.0.1 -P "$cl_port" >/dev/null
+wait_for 15 "our chunkservers' space" has_space "${mnt[ours]}"
+
+# --- stock: the recipe of shared/reference/moosefs-observed.md, section 2 ---
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+for a in 1 2 3; do ip -n "$ns" addr add "10.99.0.$a/32" dev lo; done
+mkdir -p "$s"/{master,cs1,cs2,hdd1,hdd2} "${mnt[stock]}"
+chown mfs:mfs "$s"/{master,cs1,cs2,hdd1,hdd2}
+install -o mfs -g mfs -m 640 /var/lib/mfs/metadata.mfs.empty "$s/master/metadata.mfs"
+printf '%s\n' "10.99.0.0/24 / rw,alldirs,admin,maproot=0:0" "10.99.0.0/24 . rw" > "$s/exports.cfg"
+: > "$s/topology.cfg"
+nice_level=${STOCK_NICE:-0}
+cat > "$s/master.cfg" <<CFG
+DATA_PATH = $s/master
+NICE_LEVEL = $nice_level
+EXPORTS_FILENAME = $s/exports.cfg
+TOPOLOGY_FILENAME = $s/topology.cfg
+MATOML_LISTEN_HOST = 10.99.0.1
+MATOCS_LISTEN_HOST = 10.99.0.1
+MATOCL_LISTEN_HOST = 10.99.0.1
+CFG
+# -f: stderr is the log and $! is the daemon itself (nsenter execs it).
+"${nsx[@]}" mfsmaster -c "$s/master.cfg" -f </dev/null >"$s/master.log" 2>&1 &
+stock_master=$!
+wait_for 15 "stock master" "${nsx[@]}" bash -c 'echo > /dev/tcp/10.99.0.1/9421'
+for i in 1 2; do
+    echo "$s/hdd$i" > "$s/hdd$i.cfg"
+    cat > "$s/cs$i.cfg" <<CFG
+DATA_PATH = $s/cs$i
+NICE_LEVEL = $nice_level
+HDD_CONF_FILENAME = $s/hdd$i.cfg
+MASTER_HOST = 10.99.0.1
+BIND_HOST = 10.99.0.$((i + 1))
+CSSERV_LISTEN_HOST = 10.99.0.$((i + 1))
+CSSERV_LISTEN_PORT = $((9412 + 10 * i))
+CFG
+    "${nsx[@]}" mfschunkserver -c "$s/cs$i.cfg" -f </dev/null >"$s/cs$i.log" 2>&1 &
+    stock_pids=("$!" "${stock_pids[@]}")
+done
+"${nsx[@]}" mfsmount -f "${mnt[stock]}" -H 10.99.0.1 </dev/null >"$s/mount.log" 2>&1 &
+stock_pids=("$!" "${stock_pids[@]}" "$stock_master")
+wait_for 15 "stock mount" mountpoint -q "${mnt[stock]}"
+# The master learns the chunkservers' space ~1.3 s after they register.
+wait_for 20 "stock chunkservers' space" has_space "${mnt[stock]}"
+"${nsx[@]}" mfssettrashtime -r 0 "${mnt[stock]}" >/dev/null   # default keeps deleted files 24 h
+
+setgoal() {   # setgoal FS GOAL DIR
+    if [ "$1" = ours ]; then "$bin/moose-tool" setgoal -r "$2" "$3" >/dev/null
+    else "${nsx[@]}" mfssetgoal -r "$2" "$3" >/dev/null; fi
+}
+for fs in ours stock; do
+    for g in 1 2; do mkdir -p "${mnt[$fs]}/g$g"; setgoal "$fs" "$g" "${mnt[$fs]}/g$g"; done
+done
+# A wrong goal would make the comparison meaningless: check stock took it.
+"${nsx[@]}" mfsgetgoal "${mnt[stock]}/g2" | grep -q ': 2$' ||
+    { echo "side-by-side: stock did not take goal 2" >&2; exit 1; }
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+fio_mibs() { fio --minimal "$@" | awk -F';' '{ r = $7; w = $48; printf "%.1f", (r > w ? r : w) / 1024 }'; }
+fio_iops() { fio --minimal "$@" | awk -F';' '{ printf "%.0f", $8 }'; }
+declare -A vals   # "metric,goal,fs" -> the figures of every repetition
+add() { vals[$1,$2,$3]+="$4 "; }
+
+w_seq() {   # fio sequential write, then cold read, of one file
+    local d=${mnt[$1]}/g$2
+    sync
+    add write "$2" "$1" "$(fio_mibs --name=w --filename="$d/seq" --rw=write --bs=1M --size=$size --direct=1 --ioengine=psync --end_fsync=1)"
+    drop
+    add read "$2" "$1" "$(fio_mibs --name=r --filename="$d/seq" --rw=read --bs=1M --size=$size --direct=1 --ioengine=psync)"
+    rm -f "$d/seq"
+}
+w_small() {   # create, ls -l (cold), rm -rf of $files empty files in one folder
+    local d=${mnt[$1]}/g$2/small t0 t1 t2 t3
+    mkdir "$d"; sync
+    t0=$(now); (cd "$d" && seq -f 'f%g' "$files" | xargs touch); t1=$(now)
+    drop
+    t2=$(now); ls -l "$d" >/dev/null; t3=$(now)
+    add create "$2" "$1" "$(secs "$t0" "$t1")"; add ls "$2" "$1" "$(secs "$t2" "$t3")"
+    t0=$(now); rm -rf "$d"; t1=$(now)
+    add rm "$2" "$1" "$(secs "$t0" "$t1")"
+}
+w_rand() {   # 4 KiB random reads at QD1 on a 256 MiB file written once per cluster and goal
+    local f=${mnt[$1]}/g$2/rand
+    [ -e "$f" ] || fio --name=prep --filename="$f" --rw=write --bs=1M --size=256M --ioengine=psync --end_fsync=1 >/dev/null
+    drop
+    add iops "$2" "$1" "$(fio_iops --name=rr --filename="$f" --rw=randread --bs=4k --size=256M --runtime=$runtime --time_based --direct=1 --ioengine=psync)"
+}
+w_sqlite() {   # ms per commit of single-row inserts in autocommit mode (a journal file per commit)
+    local d=${mnt[$1]}/g$2
+    sync
+    add sqlite "$2" "$1" "$(python3 - "$d/bench.db" "$commits" <<'PY'
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("create table t (id integer primary key, v text)")
+n = int(sys.argv[2])
+t = time.perf_counter()
+for i in range(n):
+    db.execute("insert into t (v) values (?)", ("x" * 100,))
+print("%.2f" % ((time.perf_counter() - t) * 1000 / n))
+PY
+)"
+    rm -f "$d/bench.db" "$d/bench.db-journal"
+}
+w_tree() {   # real programs: tar extract of a copy of $tree_src, cp -a of it, rm -rf of both
+    local d=${mnt[$1]}/g$2 t0 t1 t2 t3
+    mkdir "$d/tree"; sync
+    t0=$(now); tar -xf "$work/tree.tar" -C "$d/tree"; t1=$(now)
+    cp -a "$d/tree" "$d/tree2"; t2=$(now)
+    rm -rf "$d/tree" "$d/tree2"; t3=$(now)
+    add tar "$2" "$1" "$(secs "$t0" "$t1")"; add cp "$2" "$1" "$(secs "$t1" "$t2")"; add rmtree "$2" "$1" "$(secs "$t2" "$t3")"
+}
+
+workloads=(w_seq w_small w_rand w_sqlite)
+if [ "$programs" = 1 ]; then
+    tar -cf "$work/tree.tar" -C "$(dirname "$tree_src")" "$(basename "$tree_src")"   # read from local disk, same for both
+    workloads+=(w_tree)
+fi
+echo "load before: $(uptime)" >&2
+for rep in $(seq "$reps"); do
+    order=(ours stock)
+    [ $((rep % 2)) = 0 ] && order=(stock ours)   # flip so neither side always goes first
+    for g in 1 2; do
+        for w in "${workloads[@]}"; do
+            for fs in "${order[@]}"; do
+                echo "rep $rep/$reps goal $g $w $fs" >&2
+                "$w" "$fs" "$g"
+            done
+        done
+    done
+done
+echo "load after: $(uptime)" >&2
+# Stock deletes chunks of removed files lazily (a few per second): what is still on disk is
+# deletion work it has not paid for yet. Both hold only the random-read files (768 MiB) by now.
+sleep 2
+disk_ours=$(du -smc "$o"/disk1 "$o"/disk2 | awk 'END { print $1 }')
+disk_stock=$(du -smc "$s"/hdd1 "$s"/hdd2 | awk 'END { print $1 }')
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+med() { median <<< "${vals[$1,$2,$3]}"; }
+# row LABEL METRIC KIND DIGITS: KIND "rate" (higher is better) turns into time as its inverse.
+row() {
+    local g ours stock
+    for g in 1 2; do
+        ours=$(med "$2" "$g" ours); stock=$(med "$2" "$g" stock)
+        awk -v l="$1" -v g="$g" -v a="$ours" -v b="$stock" -v k="$3" -v d="$4" 'BEGIN {
+            r = (k == "rate") ? b / a : a / b
+            printf "%-46s %4s %10.*f %10.*f %8.2f\n", l, g, d, a, d, b, r }'
+    done
+}
+sumrow() {   # sumrow LABEL METRIC...: the sum of medians, as a time
+    local label=$1 g m ours stock
+    shift
+    for g in 1 2; do
+        ours=0 stock=0
+        for m in "$@"; do
+            ours=$(awk -v x="$ours" -v y="$(med "$m" "$g" ours)" 'BEGIN { print x + y }')
+            stock=$(awk -v x="$stock" -v y="$(med "$m" "$g" stock)" 'BEGIN { print x + y }')
+        done
+        awk -v l="$label" -v g="$g" -v a="$ours" -v b="$stock" 'BEGIN {
+            printf "%-46s %4s %10.2f %10.2f %8.2f\n", l, g, a, b, a / b }'
+    done
+}
+printf 'medians of %s runs; %s MiB files, %s small files, %s commits; ratio = time ours/stock (< 1: we win)\n' \
+    "$reps" "$size_mib" "$files" "$commits"
+printf '%-46s %4s %10s %10s %8s\n' workload goal ours stock ratio
+row "fio seq write, 1 MiB direct, end fsync (MiB/s)" write rate 0
+row "fio seq read, 1 MiB direct, cold (MiB/s)" read rate 0
+row "create $files files, touch (s)" create time 2
+row "ls -l of $files files, cold (s)" ls time 2
+row "rm -rf of $files files (s)" rm time 2
+sumrow "create + ls -l + rm -rf (s)" create ls rm
+row "fio 4 KiB random read QD1, ${runtime} s (IOPS)" iops rate 0
+row "sqlite autocommit insert (ms per commit)" sqlite time 1
+if [ "$programs" = 1 ]; then
+    row "tar -x of $tree_src (s)" tar time 2
+    row "cp -a of the tree (s)" cp time 2
+    row "rm -rf of both trees (s)" rmtree time 2
+    sumrow "real programs: tar + cp + rm (s)" tar cp rmtree
+fi
+printf 'chunk data on disk after the run (MiB): ours %s, stock %s\n' "$disk_ours" "$disk_stock"
