@@ -32,8 +32,17 @@ fi
 [ -e /dev/fuse ] || { echo "test.sh: /dev/fuse is missing: this kernel has no FUSE" >&2; exit 1; }
 
 export RUST_BACKTRACE=0
-# Formatting and lints first: they fail fast, before minutes of building and testing.
-cargo fmt --all --check
-cargo clippy --workspace --all-targets -- -D warnings
+# Formatting and lints first: they fail fast, before minutes of building and testing. A Rust
+# installed without rustfmt or clippy gets them from rustup when it can.
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
+        rustup component add "$([ "$tool" = fmt ] && echo rustfmt || echo clippy)" >/dev/null 2>&1 || true
+    fi
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        echo "test.sh: cargo $tool is missing and rustup cannot add it: the $tool check is NOT run" >&2
+    fi
+done
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all --check; fi
+if cargo clippy --version >/dev/null 2>&1; then cargo clippy --workspace --all-targets -- -D warnings; fi
 cargo build --workspace --bins
 cargo test --workspace -- --test-threads=2
