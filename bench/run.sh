@@ -10,6 +10,8 @@
 #                                        compare two builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/ours.sh
+source bench/ours.sh
 
 size=1G files=10000 runtime=15
 if [ "${1:-}" = "--quick" ]; then size=256M files=1000 runtime=3; fi
@@ -25,45 +27,11 @@ fi
 work=$(mktemp -d /tmp/moose-bench.XXXXXX)
 mnt=$work/mnt
 cleanup() {
-    umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-    for c in "$work"/cs*.cfg; do [ -e "$c" ] && "$bin/moose-chunkserver" -c "$c" stop >/dev/null 2>&1 || true; done
-    "$bin/moose-master" -c "$work/master.cfg" stop >/dev/null 2>&1 || true
+    stop_ours "$work" "$mnt"
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 10000)); }
-mkdir -p "$work/master" "$mnt"
-echo "* / rw,alldirs,maproot=0" > "$work/exports.cfg"
-cs_port=$(port); cl_port=$(port); ml_port=$(port)
-cat > "$work/master.cfg" <<CFG
-DATA_PATH = $work/master
-WORKING_USER = root
-EXPORTS_FILENAME = $work/exports.cfg
-MATOML_LISTEN_HOST = 127.0.0.1
-MATOML_LISTEN_PORT = $ml_port
-MATOCS_LISTEN_HOST = 127.0.0.1
-MATOCS_LISTEN_PORT = $cs_port
-MATOCL_LISTEN_HOST = 127.0.0.1
-MATOCL_LISTEN_PORT = $cl_port
-CHANGELOG_SAVE_MODE = ${CHANGELOG_SAVE_MODE:-0}
-CFG
-"$bin/moose-master" -c "$work/master.cfg" start >/dev/null
-for i in 1 2; do
-    mkdir -p "$work/cs$i" "$work/disk$i"
-    echo "$work/disk$i" > "$work/hdd$i.cfg"
-    cat > "$work/cs$i.cfg" <<CFG
-DATA_PATH = $work/cs$i
-WORKING_USER = root
-MASTER_HOST = 127.0.0.1
-MASTER_PORT = $cs_port
-CSSERV_LISTEN_HOST = 127.0.0.1
-CSSERV_LISTEN_PORT = $(port)
-HDD_CONF_FILENAME = $work/hdd$i.cfg
-CFG
-    "$bin/moose-chunkserver" -c "$work/cs$i.cfg" start >/dev/null
-done
-"$bin/moose-mount" "$mnt" -H 127.0.0.1 -P "$cl_port" >/dev/null
+start_ours "$work" "$mnt"
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }

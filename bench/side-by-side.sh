@@ -14,6 +14,8 @@
 #   CHANGELOG_SAVE_MODE=N  our master's mode (default 0, as in bench/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/ours.sh
+source bench/ours.sh
 
 size=1G size_mib=1024 files=10000 runtime=15 commits=1000 reps=3 tree_src=/usr/include programs=1
 while [ $# -gt 0 ]; do
@@ -72,8 +74,7 @@ cleanup() {
         mountpoint -q "$m" && { umount "$m" 2>/dev/null || umount -l "$m"; }
     done
     for p in "${stock_pids[@]}"; do stop_pid "$p"; done
-    for c in "$o"/cs*.cfg; do [ -e "$c" ] && "$bin/moose-chunkserver" -c "$c" stop >/dev/null 2>&1; done
-    [ -e "$o/master.cfg" ] && "$bin/moose-master" -c "$o/master.cfg" stop >/dev/null 2>&1
+    stop_ours "$o" "${mnt[ours]}"
     ip netns del "$ns" 2>/dev/null
     rm -rf "$work"
     exit "$rc"
@@ -93,38 +94,7 @@ wait_for() {   # wait_for SECONDS WHAT COMMAND...: polls until COMMAND succeeds
 has_space() { [ "$(stat -f -c %b "$1")" -gt 0 ]; }
 
 # --- ours: exactly as bench/run.sh, on 127.0.0.1 ---
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 10000)); }
-mkdir -p "$o/master" "${mnt[ours]}"
-echo "* / rw,alldirs,maproot=0" > "$o/exports.cfg"
-cs_port=$(port); cl_port=$(port); ml_port=$(port)
-cat > "$o/master.cfg" <<CFG
-DATA_PATH = $o/master
-WORKING_USER = root
-EXPORTS_FILENAME = $o/exports.cfg
-MATOML_LISTEN_HOST = 127.0.0.1
-MATOML_LISTEN_PORT = $ml_port
-MATOCS_LISTEN_HOST = 127.0.0.1
-MATOCS_LISTEN_PORT = $cs_port
-MATOCL_LISTEN_HOST = 127.0.0.1
-MATOCL_LISTEN_PORT = $cl_port
-CHANGELOG_SAVE_MODE = ${CHANGELOG_SAVE_MODE:-0}
-CFG
-"$bin/moose-master" -c "$o/master.cfg" start >/dev/null
-for i in 1 2; do
-    mkdir -p "$o/cs$i" "$o/disk$i"
-    echo "$o/disk$i" > "$o/hdd$i.cfg"
-    cat > "$o/cs$i.cfg" <<CFG
-DATA_PATH = $o/cs$i
-WORKING_USER = root
-MASTER_HOST = 127.0.0.1
-MASTER_PORT = $cs_port
-CSSERV_LISTEN_HOST = 127.0.0.1
-CSSERV_LISTEN_PORT = $(port)
-HDD_CONF_FILENAME = $o/hdd$i.cfg
-CFG
-    "$bin/moose-chunkserver" -c "$o/cs$i.cfg" start >/dev/null
-done
-"$bin/moose-mount" "${mnt[ours]}" -H 127.0.0.1 -P "$cl_port" >/dev/null
+start_ours "$o" "${mnt[ours]}"
 wait_for 15 "our chunkservers' space" has_space "${mnt[ours]}"
 
 # --- stock: the recipe of shared/reference/moosefs-observed.md, section 2 ---
