@@ -755,13 +755,14 @@ impl Store {
             )
         })?;
         new.committed = true;
-        if !sync_folder {
-        } else if let Err(e) = chunkfile::sync_folder_of(&path) {
-            return Err(io_error(
-                &new.disk,
-                &format!("cannot sync the folder of {}", path.display()),
-                e,
-            ));
+        if sync_folder {
+            chunkfile::sync_folder_of(&path).map_err(|e| {
+                io_error(
+                    &new.disk,
+                    &format!("cannot sync the folder of {}", path.display()),
+                    e,
+                )
+            })?;
         }
         if let Some((old_path, old_version)) = stale {
             // A damaged copy of the same version in the same folder was overwritten by the
