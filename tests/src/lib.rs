@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod data;
 pub mod netns;
+pub mod tmux;
 
 pub use cluster::{ClusterSpec, LocalCluster};
 

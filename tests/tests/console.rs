@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use moose_tests::data::{assert_same, random_bytes};
+use moose_tests::tmux::Tmux;
 use moose_tests::{bin_dir, free_port, fuse_available};
 use serde_json::Value;
 
@@ -423,90 +424,6 @@ fn stop_names_who_holds_a_busy_mount() {
     c.assert_all_gone();
 }
 
-/// A tmux session that is killed when the test ends.
-struct Tmux {
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let name = format!("moosectl-test-{}", std::process::id());
-        let out = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                "160",
-                "-y",
-                "48",
-                command,
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tmux ({e}); install it: apt-get install tmux"));
-        assert!(
-            out.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmux { name }
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            let out = Command::new("tmux")
-                .args(["send-keys", "-t", &self.name, k])
-                .output()
-                .expect("tmux send-keys");
-            assert!(
-                out.status.success(),
-                "tmux send-keys {k}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn wait(&self, limit: Duration, what: &str, mut cond: impl FnMut(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if cond(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out after {limit:?} waiting for {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn alive(&self) -> bool {
-        Command::new("tmux")
-            .args(["has-session", "-t", &self.name])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .output();
-    }
-}
-
 /// The state column of a Servers row: `local ROLE INSTANCE STATE ...`.
 fn state_of(screen: &str, instance: &str) -> Option<String> {
     screen.lines().find_map(|l| {
@@ -538,7 +455,7 @@ fn terminal_ui_starts_shows_and_stops_the_cluster() {
         c.inventory.display(),
         c.state.display()
     );
-    let tmux = Tmux::start(&command);
+    let tmux = Tmux::start("moosectl-test", 160, &command);
     tmux.wait(Duration::from_secs(20), "the console", |s| {
         s.contains("1 Overview")
     });

@@ -12,6 +12,21 @@ use std::time::Duration;
 use moose_tests::data::random_bytes;
 use moose_tests::{ClusterSpec, LocalCluster};
 
+/// A cluster of `chunkservers` at `goal`, mounted.
+fn mounted_cluster(chunkservers: usize, goal: u8) -> (LocalCluster, std::path::PathBuf) {
+    if let Err(why) = moose_tests::fuse_available() {
+        panic!("cannot run the crash tests: {why}");
+    }
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers,
+        default_goal: goal,
+        ..Default::default()
+    })
+    .expect("cluster starts");
+    let mnt = c.mount().unwrap();
+    (c, mnt)
+}
+
 /// A file the writer appends to, and how much of `data` a fsync acknowledged.
 struct Written {
     name: String,
@@ -56,16 +71,7 @@ fn write_loop(mnt: &Path, stop: &AtomicBool) -> Vec<Written> {
 
 #[test]
 fn twenty_kill_9s_of_the_master_during_writes_lose_no_fsynced_byte() {
-    if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the crash tests: {why}");
-    }
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        default_goal: 2,
-        ..Default::default()
-    })
-    .expect("cluster starts");
-    let mnt = c.mount().unwrap();
+    let (mut c, mnt) = mounted_cluster(2, 2);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (mnt, stop) = (mnt.clone(), stop.clone());
@@ -139,17 +145,8 @@ fn create_loop(dir: &Path, writer: usize, stop: &AtomicBool) -> Vec<String> {
 
 #[test]
 fn a_kill_9_under_concurrent_creates_loses_no_acknowledged_create() {
-    if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the crash tests: {why}");
-    }
     // The default CHANGELOG_SAVE_MODE: changes are written before the reply, synced later.
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 1,
-        default_goal: 1,
-        ..Default::default()
-    })
-    .expect("cluster starts");
-    let mnt = c.mount().unwrap();
+    let (mut c, mnt) = mounted_cluster(1, 1);
     let dir = mnt.join("creates");
     fs::create_dir(&dir).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -196,16 +193,7 @@ fn synced_and_version(c: &LocalCluster) -> (u64, u64) {
 
 #[test]
 fn fsync_returns_only_after_the_masters_changelog_is_synced_past_the_change() {
-    if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the crash tests: {why}");
-    }
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 1,
-        default_goal: 1,
-        ..Default::default()
-    })
-    .expect("cluster starts");
-    let mnt = c.mount().unwrap();
+    let (c, mnt) = mounted_cluster(1, 1);
     for round in 0..5 {
         // A file: created and written, then fsynced.
         let path = mnt.join(format!("file{round}"));

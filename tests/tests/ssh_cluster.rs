@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use moose_tests::data::{assert_same, random_bytes};
 use moose_tests::netns::SshBed;
+use moose_tests::tmux::Tmux;
 use moose_tests::{bin_dir, fuse_available};
 use serde_json::Value;
 
@@ -603,82 +604,6 @@ fn bad_input_is_refused_before_any_change() {
     assert!(r.root.join("bin/moose-chunkserver").exists());
 }
 
-/// A tmux session that is killed when the test ends.
-struct Tmux {
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let name = format!("moosectl-ssh-test-{}", std::process::id());
-        let out = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                "180",
-                "-y",
-                "48",
-                command,
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tmux ({e}); install it: apt-get install tmux"));
-        assert!(out.status.success(), "tmux: {out:?}");
-        Tmux { name }
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            let out = Command::new("tmux")
-                .args(["send-keys", "-t", &self.name, k])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "tmux send-keys {k}: {out:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn wait(&self, limit: Duration, what: &str, cond: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if cond(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "waited {limit:?} for {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn alive(&self) -> bool {
-        Command::new("tmux")
-            .args(["has-session", "-t", &self.name])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .output();
-    }
-}
-
 /// The state column of a Servers row `HOST ROLE INSTANCE STATE ...`.
 fn state_of(screen: &str, host: &str, instance: &str) -> Option<String> {
     screen.lines().find_map(|l| {
@@ -735,7 +660,7 @@ fn terminal_ui_shows_every_host_and_follows_their_logs() {
         r.bed.dir.path().join("state").display(),
         tui_known.display()
     );
-    let tmux = Tmux::start(&command);
+    let tmux = Tmux::start("moosectl-ssh-test", 180, &command);
     let rows = [
         ("h1", "master", "running"),
         ("h1", "metalogger", "running"),

@@ -357,19 +357,21 @@ mod tests {
         version: 5,
     };
 
+    /// Chunk 1 (version 5) copied from `source` to `target`.
+    fn copy(source: u32, target: u32, is_move: bool) -> Action {
+        Action::Replicate {
+            chunk: V5,
+            source,
+            target,
+            is_move,
+        }
+    }
+
     #[test]
     fn an_undergoal_chunk_is_copied_from_a_holder_to_another_server() {
         let mut st = state(2, &[(1, 5)]);
         let d = run(&mut st, &[server(1, 10), server(2, 10)]);
-        assert_eq!(
-            d.actions,
-            vec![Action::Replicate {
-                chunk: V5,
-                source: 1,
-                target: 2,
-                is_move: false
-            }]
-        );
+        assert_eq!(d.actions, vec![copy(1, 2, false)]);
     }
 
     #[test]
@@ -392,12 +394,7 @@ mod tests {
             cs: 2,
             chunk: stale
         }));
-        assert!(d.actions.contains(&Action::Replicate {
-            chunk: V5,
-            source: 1,
-            target: 2,
-            is_move: false
-        }));
+        assert!(d.actions.contains(&copy(1, 2, false)));
     }
 
     #[test]
@@ -436,15 +433,7 @@ mod tests {
         let mut st = state(1, &[(1, 5)]);
         st.rt.marked.insert((1, 1), "/disk1".into());
         let d = run(&mut st, &[server(1, 10), server(2, 10)]);
-        assert_eq!(
-            d.actions,
-            vec![Action::Replicate {
-                chunk: V5,
-                source: 1,
-                target: 2,
-                is_move: false
-            }]
-        );
+        assert_eq!(d.actions, vec![copy(1, 2, false)]);
         // With the goal met elsewhere the marked copy stays (the admin removes the disk).
         let mut st = state(1, &[(1, 5), (2, 5)]);
         st.rt.marked.insert((1, 1), "/disk1".into());
@@ -471,15 +460,7 @@ mod tests {
     fn rebalancing_moves_a_stable_chunk_from_the_fullest_to_the_emptiest_server() {
         let mut st = state(1, &[(1, 5)]);
         let d = run(&mut st, &[server(1, 60), server(2, 5)]);
-        assert_eq!(
-            d.actions,
-            vec![Action::Replicate {
-                chunk: V5,
-                source: 1,
-                target: 2,
-                is_move: true
-            }]
-        );
+        assert_eq!(d.actions, vec![copy(1, 2, true)]);
         // Within the acceptable difference nothing moves.
         let mut st = state(1, &[(1, 5)]);
         let d = run(&mut st, &[server(1, 12), server(2, 10)]);
