@@ -41,6 +41,8 @@ CFG
         "$bin/moose-chunkserver" -c "$work/cs$i.cfg" start >/dev/null
     done
     "$bin/moose-mount" "$mnt" -H 127.0.0.1 -P "$cl_port" >/dev/null
+    # As the stock side: deleted files are freed at once, not kept in the trash for a day.
+    "$bin/moose-tool" settrashtime -r 0 "$mnt" >/dev/null
 }
 
 # stop_ours WORK MNT: unmounts and stops whatever start_ours started (safe to call twice).

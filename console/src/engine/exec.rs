@@ -715,6 +715,8 @@ pub(crate) mod tests {
             uptime_secs: 3725,
             ops_total: 1000,
             sessions: 1,
+            trash_files: 2,
+            trash_bytes: 10 << 20,
             health: ChunkHealth {
                 matrix: {
                     let mut m = vec![vec![0u64; 11]; 10];

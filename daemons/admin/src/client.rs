@@ -173,6 +173,8 @@ mod tests {
             uptime_secs: 3,
             ops_total: 0,
             sessions: 0,
+            trash_files: 0,
+            trash_bytes: 0,
             health: ChunkHealth::default(),
         }
     }

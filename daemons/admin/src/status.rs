@@ -50,6 +50,11 @@ pub fn status_text(info: &ClusterInfo, at: &str, paint: impl Fn(&str, Tone) -> S
         info.chunks
     ));
     line(format!(
+        "trash {} files, {}",
+        info.trash_files,
+        human_bytes(info.trash_bytes)
+    ));
+    line(format!(
         "chunkservers {connected} connected of {}; metaloggers {}; sessions {}",
         info.chunkservers.len(),
         info.metaloggers.len(),
@@ -157,6 +162,8 @@ mod tests {
             uptime_secs: 185,
             ops_total: 0,
             sessions: 1,
+            trash_files: 2,
+            trash_bytes: 10 << 20,
             health: ChunkHealth {
                 matrix,
                 undergoal: 1,
@@ -174,6 +181,7 @@ mod tests {
             text,
             "master 127.0.0.1:19421 v0.1.0, up 3m05s, metadata version 3, cluster 0000000000000ABC\n\
              space 10.0 MiB used of 12.0 GiB (12.0 GiB free); files 1, folders 1, chunks 5\n\
+             trash 2 files, 10.0 MiB\n\
              chunkservers 1 connected of 1; metaloggers 1; sessions 1\n\
              chunks: missing 0, endangered 0, undergoal 1, stable 4, overgoal 0, pending deletion 0, replicating 0\n\
              rebalancing moves since start: 2\n\

@@ -8,6 +8,7 @@ pub mod extents;
 pub mod folders;
 pub mod fs;
 pub mod master;
+pub mod meta;
 pub mod mount;
 pub mod mountinfo;
 pub mod options;

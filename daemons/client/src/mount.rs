@@ -14,6 +14,7 @@ use moose_common::daemon::{is_ready_child, spawn_and_wait_ready, ReadyPipe, Spaw
 use crate::csio::CsPool;
 use crate::fs::{FsConfig, MooseFs};
 use crate::master::{MasterClient, SessionParams};
+use crate::meta::MetaFs;
 use crate::mountinfo::{normalize_subdir, Source, SUBTYPE};
 use crate::options::{KernelFlag, MountOptions};
 use crate::reader::Reader;
@@ -34,6 +35,8 @@ pub struct MountArgs {
     pub subdir: String,
     pub options: Vec<String>,
     pub foreground: bool,
+    /// Mount the meta file system (the trash), as stock's `mfsmount -m`.
+    pub meta: bool,
 }
 
 struct Prepared {
@@ -43,8 +46,14 @@ struct Prepared {
 }
 
 fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
-    let opts = MountOptions::parse(&args.options)?;
-    let subdir = normalize_subdir(&args.subdir).map_err(anyhow::Error::msg)?;
+    let mut opts = MountOptions::parse(&args.options)?;
+    opts.meta |= args.meta;
+    // The master knows the meta file system as the folder ".".
+    let subdir = if opts.meta {
+        ".".to_string()
+    } else {
+        normalize_subdir(&args.subdir).map_err(anyhow::Error::msg)?
+    };
     if args.host.is_empty() {
         bail!("the master host (-H) is empty");
     }
@@ -190,20 +199,44 @@ fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()>
         reply.params
     );
     let read_only = p.opts.read_only || reply.read_only;
-    let fs = {
-        let _guard = rt.enter();
-        let cs = Arc::new(CsPool::default());
-        let reader = Arc::new(Reader::new(master.clone(), cs.clone(), p.opts.attr_cache));
-        let writer = Writer::new(master.clone(), cs, reader.clone(), p.opts.write_cache_bytes);
-        let config = FsConfig {
-            attr_ttl: p.opts.attr_cache,
-            entry_ttl: p.opts.entry_cache,
-        };
-        MooseFs::new(master, reader, writer, &config, rt.handle().clone())
-    };
     let cfg = fuse_config(&p.source, &p.opts, read_only);
+    let cs = Arc::new(CsPool::default());
+    let reader = Arc::new(Reader::new(master.clone(), cs.clone(), p.opts.attr_cache));
+    let result = if p.opts.meta {
+        let fs = MetaFs::new(
+            master,
+            reader,
+            p.opts.flat_trash,
+            p.opts.entry_cache,
+            rt.handle().clone(),
+        );
+        serve_session(fs, &rt, p, pipe, &cfg)
+    } else {
+        let fs = {
+            let _guard = rt.enter();
+            let writer = Writer::new(master.clone(), cs, reader.clone(), p.opts.write_cache_bytes);
+            let config = FsConfig {
+                attr_ttl: p.opts.attr_cache,
+                entry_ttl: p.opts.entry_cache,
+            };
+            MooseFs::new(master, reader, writer, &config, rt.handle().clone())
+        };
+        serve_session(fs, &rt, p, pipe, &cfg)
+    };
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// Mounts `fs` and serves it until it is unmounted.
+fn serve_session<F: fuser::Filesystem>(
+    fs: F,
+    rt: &tokio::runtime::Runtime,
+    p: &Prepared,
+    pipe: &ReadyPipe,
+    cfg: &fuser::Config,
+) -> anyhow::Result<()> {
     pipe.progress(&format!("mounting on {}", p.mountpoint.display()));
-    let mut session = fuser::Session::new(fs, &p.mountpoint, &cfg)
+    let mut session = fuser::Session::new(fs, &p.mountpoint, cfg)
         .with_context(|| format!("cannot mount on {}", p.mountpoint.display()))?;
     rt.spawn(unmount_on_signal(
         p.mountpoint.clone(),
@@ -212,7 +245,6 @@ fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()>
     tracing::info!("{} mounted on {}", p.source, p.mountpoint.display());
     pipe.ready();
     let result = session.run();
-    rt.shutdown_timeout(Duration::from_secs(2));
     result.with_context(|| format!("serving {} failed", p.mountpoint.display()))?;
     tracing::info!("{} unmounted", p.mountpoint.display());
     Ok(())

@@ -88,10 +88,14 @@ pub struct Source {
 pub struct BadSource(pub String);
 
 impl Source {
-    /// Parses `HOST:PORT:/SUBDIR` (an IPv6 host may be in brackets).
+    /// Parses `HOST:PORT:/SUBDIR` (an IPv6 host may be in brackets), or `HOST:PORT:.` for
+    /// a meta mount.
     pub fn parse(s: &str) -> Result<Source, BadSource> {
         let err = || BadSource(s.to_string());
-        let cut = s.find(":/").ok_or_else(err)?;
+        let cut = s
+            .find(":/")
+            .or_else(|| s.strip_suffix(":.").map(str::len))
+            .ok_or_else(err)?;
         let (left, subdir) = (&s[..cut], &s[cut + 1..]);
         let (host, port) = left.rsplit_once(':').ok_or_else(err)?;
         let host = host
@@ -236,5 +240,8 @@ bad line
         assert_eq!(normalize_subdir("").unwrap(), "/");
         assert_eq!(normalize_subdir("a//b/./c/").unwrap(), "/a/b/c");
         assert!(normalize_subdir("/a/../b").is_err());
+        let meta = Source::parse("mfsmaster:9421:.").unwrap();
+        assert_eq!(meta.subdir, ".");
+        assert_eq!(meta.to_string(), "mfsmaster:9421:.");
     }
 }

@@ -50,6 +50,11 @@ pub struct MountOptions {
     pub write_cache_bytes: u64,
     pub password: Option<String>,
     pub flags: Vec<KernelFlag>,
+    /// Mount the meta file system (the trash) instead of files: `-m` or `mfsmeta`.
+    pub meta: bool,
+    /// Meta mount: list every file of the trash in `trash/` rather than in the 4096
+    /// `trash/XXX` buckets (stock's `mfsflattrash`).
+    pub flat_trash: bool,
 }
 
 impl Default for MountOptions {
@@ -64,6 +69,8 @@ impl Default for MountOptions {
             write_cache_bytes: DEFAULT_WRITE_CACHE_MIB << 20,
             password: None,
             flags: Vec::new(),
+            meta: false,
+            flat_trash: false,
         }
     }
 }
@@ -147,6 +154,14 @@ impl MountOptions {
                     return Err(bad(name, v, "too large (MiB)"));
                 }
                 self.write_cache_bytes = mib << 20;
+            }
+            "mfsmeta" => {
+                no_value(name, value)?;
+                self.meta = true;
+            }
+            "mfsflattrash" => {
+                no_value(name, value)?;
+                self.flat_trash = true;
             }
             "mfspassword" => self.password = Some(need_value(name, value)?.to_string()),
             _ => return Err(OptionError::Unknown(item.to_string())),

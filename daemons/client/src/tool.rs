@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use moose_admin::status::status_text;
 use moose_proto::msg::{ChunkInfo, ClReply, ClRequest, CopyState, SetGoalReply};
-use moose_proto::{Cred, Inode, MAX_GOAL};
+use moose_proto::{Cred, FsError, Inode, MAX_GOAL};
 use serde_json::{json, Value};
 
-use crate::master::{MasterClient, SessionParams};
+use crate::master::{CallError, MasterClient, SessionParams};
 use crate::mountinfo::{mount_of, parse_mountinfo, Source, FSTYPE};
 
 const NAME: &str = "moose-tool";
@@ -21,9 +21,19 @@ const NAME: &str = "moose-tool";
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    SetGoal { goal: u8, recursive: bool },
+    SetGoal {
+        goal: u8,
+        recursive: bool,
+    },
     GetGoal,
     FileInfo,
+    SetTrashTime {
+        seconds: u32,
+        recursive: bool,
+    },
+    GetTrashTime,
+    /// Puts a file of a meta mount's trash back at its path.
+    Undelete,
 }
 
 /// A path resolved to its mount and master inode.
@@ -166,6 +176,12 @@ async fn one(
     json_out: bool,
 ) -> anyhow::Result<Value> {
     let target = resolve(path)?;
+    if (target.source.subdir == ".") != (*cmd == Command::Undelete) {
+        if *cmd == Command::Undelete {
+            bail!("not in a meta mount (moose-mount -m); name a file in its trash/");
+        }
+        bail!("in a meta mount: name a file of a normal mount");
+    }
     let (client, root) = sessions.get(&target).await?;
     let inode = if target.st_ino == 1 {
         root
@@ -205,6 +221,38 @@ async fn one(
                 other => bail!("unexpected answer from the master: {other:?}"),
             }
         }
+        Command::GetTrashTime => match client.call(ClRequest::GetTrashTime { inode }).await? {
+            ClReply::TrashTime(t) => {
+                if !json_out {
+                    println!("{shown}: {t}");
+                }
+                Ok(json!({ "path": shown, "trash_time": t }))
+            }
+            other => bail!("unexpected answer from the master: {other:?}"),
+        },
+        Command::SetTrashTime { seconds, recursive } => {
+            let req = ClRequest::SetTrashTime {
+                inode,
+                trash_time: *seconds,
+                recursive: *recursive,
+                cred: own_cred(),
+            };
+            match client.call(req).await? {
+                ClReply::TrashTimeSet(r) => {
+                    if !json_out {
+                        print!("{shown}:\n{}", format_settrashtime(&r));
+                    }
+                    Ok(json!({
+                        "path": shown,
+                        "changed": r.changed,
+                        "unchanged": r.unchanged,
+                        "permission_denied": r.not_permitted,
+                    }))
+                }
+                other => bail!("unexpected answer from the master: {other:?}"),
+            }
+        }
+        Command::Undelete => undelete(&client, path, &shown, json_out).await,
         Command::FileInfo => match client.call(ClRequest::FileInfo { inode }).await? {
             ClReply::FileInfo(chunks) => {
                 if !json_out {
@@ -214,6 +262,50 @@ async fn one(
             }
             other => bail!("unexpected answer from the master: {other:?}"),
         },
+    }
+}
+
+/// Text of a `settrashtime` answer (after the `PATH:` line), as stock's `mfssettrashtime`.
+pub fn format_settrashtime(r: &SetGoalReply) -> String {
+    format!(
+        " inodes with trashtime changed: {}\n inodes with trashtime not changed: {}\n inodes with permission denied: {}\n",
+        r.changed, r.unchanged, r.not_permitted
+    )
+}
+
+/// `undelete`: the file named `IIIIIIII|…` in a meta mount goes back to its path.
+async fn undelete(
+    client: &MasterClient,
+    path: &Path,
+    shown: &str,
+    json_out: bool,
+) -> anyhow::Result<Value> {
+    let name = path
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    let inode = crate::meta::inode_of_name(&name).ok_or_else(|| {
+        anyhow!("not a file of the trash (its name must start with its inode in hex and '|')")
+    })?;
+    let original = match client.call(ClRequest::TrashGet { inode }).await {
+        Ok(ClReply::TrashEntry(e)) => format!("/{}", String::from_utf8_lossy(&e.path)),
+        Ok(other) => bail!("unexpected answer from the master: {other:?}"),
+        Err(e) => bail!("not in the trash any more ({e})"),
+    };
+    match client.call(ClRequest::Undelete { inode }).await {
+        Ok(_) => {
+            if !json_out {
+                println!("{shown}: restored to {original}");
+            }
+            Ok(json!({ "path": shown, "restored_to": original }))
+        }
+        Err(CallError::Fs(FsError::Exist)) => bail!(
+            "cannot restore it: {original} already exists; move that file away, then try again"
+        ),
+        Err(CallError::Fs(FsError::NotDir)) => {
+            bail!("cannot restore it to {original}: a part of that path is not a folder")
+        }
+        Err(e) => bail!("cannot restore it to {original}: {e}"),
     }
 }
 

@@ -56,7 +56,7 @@ pub struct ExportLine {
     pub address: String,
     pub from: u32,
     pub to: u32,
-    /// "/" or "/a/b" (normalized); "." is the meta file system (not served).
+    /// "/" or "/a/b" (normalized); "." is the meta file system (trash).
     pub path: String,
     pub opts: ExportOptions,
 }
@@ -116,6 +116,8 @@ impl ExportLine {
 pub struct Exports {
     pub path: PathBuf,
     pub lines: Vec<ExportLine>,
+    /// Lines whose path is `.`: they admit meta mounts (`moose-mount -m`) only.
+    pub meta_lines: Vec<ExportLine>,
 }
 
 /// Resolves `USER[:GROUP]` on this host (a name's group defaults to its primary group).
@@ -183,32 +185,72 @@ impl Exports {
 
     fn resolve(path: &Path, file: ExportsFile) -> Result<Exports, ExportsError> {
         let mut lines = Vec::new();
+        let mut meta_lines = Vec::new();
         for l in file.lines {
             let opts = resolve_options(&l.options).map_err(|message| ExportsError::Ids {
                 path: path.to_path_buf(),
                 line: l.line,
                 message,
             })?;
-            if l.path == "." {
-                // The meta file system (trash) is not served; such lines admit nothing.
-                continue;
-            }
             // The file parser has checked the address.
             let Ok((from, to)) = parse_address(&l.address) else {
                 continue;
             };
-            lines.push(ExportLine {
+            let meta = l.path == ".";
+            let line = ExportLine {
                 line: l.line,
                 from,
                 to,
-                path: normalize_path(&l.path),
+                path: if meta {
+                    ".".into()
+                } else {
+                    normalize_path(&l.path)
+                },
                 address: l.address,
                 opts,
-            });
+            };
+            if meta {
+                meta_lines.push(line);
+            } else {
+                lines.push(line);
+            }
         }
         Ok(Exports {
             path: path.to_path_buf(),
             lines,
+            meta_lines,
+        })
+    }
+
+    /// Picks the `.` line that admits `ip` to the meta file system, or says why none does.
+    pub fn admit_meta(
+        &self,
+        ip: IpAddr,
+        proof: Option<&[u8]>,
+        challenge: Option<&[u8]>,
+    ) -> Result<&ExportLine, String> {
+        let ip4 = ipv4_of(ip);
+        let mut candidates: Vec<&ExportLine> = self
+            .meta_lines
+            .iter()
+            .filter(|l| match ip4 {
+                Some(a) => l.admits_ip(a),
+                None => l.from == 0 && l.to == u32::MAX,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(format!(
+                "no exports line with path '.' admits {ip} to the meta file system (exports \
+                 file {}); add a line like '{ip} . rw'",
+                self.path.display()
+            ));
+        }
+        candidates.sort_by_key(|l| std::cmp::Reverse(l.rank()));
+        pick_by_password(candidates, proof, challenge).map_err(|why| {
+            format!(
+                "{why} for the meta file system from {ip} (exports file {})",
+                self.path.display()
+            )
         })
     }
 
@@ -221,10 +263,7 @@ impl Exports {
         challenge: Option<&[u8]>,
     ) -> Result<&ExportLine, String> {
         let subdir = normalize_path(subdir);
-        let ip4 = match ip {
-            IpAddr::V4(v4) => Some(u32::from(v4)),
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(u32::from),
-        };
+        let ip4 = ipv4_of(ip);
         let by_ip: Vec<&ExportLine> = self
             .lines
             .iter()
@@ -263,28 +302,43 @@ impl Exports {
             ));
         }
         candidates.sort_by_key(|l| std::cmp::Reverse(l.rank()));
-        let mut password_failure = None;
-        for line in candidates {
-            match &line.opts.password {
-                None => return Ok(line),
-                Some(pass) => match (proof, challenge) {
-                    (Some(p), Some(c)) if p == password_proof(c, pass).as_slice() => {
-                        return Ok(line)
-                    }
-                    (Some(_), _) => password_failure = Some("incorrect password"),
-                    (None, _) => {
-                        password_failure
-                            .get_or_insert("a password is needed (mount with -o mfspassword=...)");
-                    }
-                },
-            }
-        }
-        Err(format!(
-            "{} for {subdir} from {ip} (exports file {})",
-            password_failure.unwrap_or("refused"),
-            self.path.display()
-        ))
+        pick_by_password(candidates, proof, challenge).map_err(|why| {
+            format!(
+                "{why} for {subdir} from {ip} (exports file {})",
+                self.path.display()
+            )
+        })
     }
+}
+
+fn ipv4_of(ip: IpAddr) -> Option<u32> {
+    match ip {
+        IpAddr::V4(v4) => Some(u32::from(v4)),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(u32::from),
+    }
+}
+
+/// The first of `candidates` (best first) whose password, if any, the client proved.
+fn pick_by_password<'a>(
+    candidates: Vec<&'a ExportLine>,
+    proof: Option<&[u8]>,
+    challenge: Option<&[u8]>,
+) -> Result<&'a ExportLine, &'static str> {
+    let mut password_failure = None;
+    for line in candidates {
+        match &line.opts.password {
+            None => return Ok(line),
+            Some(pass) => match (proof, challenge) {
+                (Some(p), Some(c)) if p == password_proof(c, pass).as_slice() => return Ok(line),
+                (Some(_), _) => password_failure = Some("incorrect password"),
+                (None, _) => {
+                    password_failure
+                        .get_or_insert("a password is needed (mount with -o mfspassword=...)");
+                }
+            },
+        }
+    }
+    Err(password_failure.unwrap_or("refused"))
 }
 
 /// The proof a client sends for a password: md5(challenge[..16] ‖ md5(password) ‖ challenge[16..]).
@@ -314,6 +368,17 @@ mod tests {
     fn errors_name_file_and_line() {
         let e = Exports::parse(Path::new("e.cfg"), "\n* / rw,bogus\n").unwrap_err();
         assert_eq!(e.to_string(), "e.cfg:2: unknown option 'bogus'");
+    }
+
+    #[test]
+    fn only_dot_lines_admit_the_meta_file_system() {
+        let ex = parse("* / rw,alldirs\n10.0.0.0/8 . rw\n");
+        assert_eq!(ex.admit_meta(ip("10.1.2.3"), None, None).unwrap().line, 2);
+        let why = ex.admit_meta(ip("192.168.1.1"), None, None).unwrap_err();
+        assert!(why.contains("path '.'"), "{why}");
+        // A "." line admits no normal mount.
+        let ex = parse("10.0.0.0/8 . rw\n");
+        assert!(ex.admit(ip("10.1.2.3"), "/", None, None).is_err());
     }
 
     #[test]

@@ -139,6 +139,7 @@ mod tests {
             ctime: Timespec::default(),
             nlink: 1,
             goal: 1,
+            trash_time: 0,
             xattrs: Default::default(),
             data: NodeData::File {
                 length: 0,

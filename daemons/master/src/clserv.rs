@@ -255,9 +255,19 @@ fn register(
     reg: &RegisterRequest,
     challenge: Option<&[u8]>,
 ) -> Result<(Arc<Session>, ClReply), String> {
-    let subdir = normalize_path(&reg.subdir);
+    // As in stock MooseFS, the meta file system is asked for as the folder ".".
+    let meta = reg.subdir == ".";
+    let subdir = if meta {
+        ".".to_string()
+    } else {
+        normalize_path(&reg.subdir)
+    };
     let exports = master.exports.read();
-    let line = exports.admit(peer.ip(), &subdir, reg.password_proof.as_deref(), challenge)?;
+    let line = if meta {
+        exports.admit_meta(peer.ip(), reg.password_proof.as_deref(), challenge)?
+    } else {
+        exports.admit(peer.ip(), &subdir, reg.password_proof.as_deref(), challenge)?
+    };
     if let Some((id, key)) = &reg.resume {
         match master.session_table.resume(*id, key) {
             Some(s) if s.ip == peer.ip() => {
@@ -296,7 +306,7 @@ fn register(
     }
     let st = master.state();
     let mut root = moose_proto::ROOT_INODE;
-    for part in subdir.split('/').filter(|p| !p.is_empty()) {
+    for part in subdir.split('/').filter(|p| !p.is_empty() && !meta) {
         root = st.lookup(root, part.as_bytes()).map_err(|e| {
             format!("folder {subdir} does not exist in the file system ({e}); create it from a mount of / first")
         })?;
@@ -307,7 +317,9 @@ fn register(
     let cluster_id = st.meta.cluster_id;
     drop(st);
     let id = master.new_session_id();
-    let session = Arc::new(Session::new(id, peer.ip(), root, line, reg.tool));
+    let mut session = Session::new(id, peer.ip(), root, line, reg.tool);
+    session.meta = meta;
+    let session = Arc::new(session);
     let session_key = moose_proto::auth::random_bytes(16);
     master
         .session_table
@@ -359,7 +371,7 @@ pub fn release_session(master: &Master, s: &Session) {
         };
         if left == 0 {
             st.rt.open.remove(&inode);
-            if st.meta.nodes.get(&inode).is_some_and(|n| n.nlink == 0) {
+            if st.is_orphan(inode) {
                 let _ = master.commit(&mut st, Op::Purge { inode });
             }
         }

@@ -20,6 +20,7 @@ mod rebalance;
 mod requests;
 mod sessions;
 mod state;
+mod trash;
 mod trust;
 
 use std::process::ExitCode;
@@ -116,6 +117,7 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     tokio::spawn(health::run(m.clone(), shutdown.clone()));
     tokio::spawn(sessions::expire_loop(m.clone()));
     tokio::spawn(dump_loop(m.clone()));
+    tokio::spawn(trash::purge_loop(m.clone()));
     ctx.ready();
     tracing::info!("moose-master ready");
 

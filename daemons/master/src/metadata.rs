@@ -1,8 +1,10 @@
 //! Metadata dumps: `metadata.mfs` in DATA_PATH, written to a temporary file, fsynced and renamed
 //! into place; the previous dump is kept as `metadata.mfs.1`.
 //!
-//! Layout: `MOOSEMD1`, cluster id (u64 BE), version (u64 BE), body length (u64 BE), the body
+//! Layout: `MOOSEMD2`, cluster id (u64 BE), version (u64 BE), body length (u64 BE), the body
 //! (postcard-encoded [`Meta`]), CRC32 of the body (u32 BE), `MOOSEEOF`.
+//!
+//! `MOOSEMD1` dumps (before trash times and the trash) are still read: see [`v1`].
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,7 +16,9 @@ pub const DUMP_FILE: &str = "metadata.mfs";
 pub const PREVIOUS_DUMP_FILE: &str = "metadata.mfs.1";
 /// The dump a metalogger keeps (same format).
 pub const METALOGGER_DUMP_FILE: &str = "metadata_ml.mfs";
-const SIGNATURE: &[u8; 8] = b"MOOSEMD1";
+const SIGNATURE: &[u8; 8] = b"MOOSEMD2";
+/// Dumps written before the trash existed.
+const SIGNATURE_V1: &[u8; 8] = b"MOOSEMD1";
 const EOF_MARK: &[u8; 8] = b"MOOSEEOF";
 
 #[derive(Debug, thiserror::Error)]
@@ -87,20 +91,20 @@ pub fn write(dir: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
     Ok(())
 }
 
-fn check_header(path: &Path, bytes: &[u8]) -> Result<(u64, u64), MetadataError> {
+/// Checks the header; returns whether the dump is of the older (v1) layout.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<bool, MetadataError> {
     if bytes.len() >= 4 && &bytes[..4] == b"MFSM" {
         return Err(MetadataError::StockMooseFs {
             path: path.to_path_buf(),
             sig: String::from_utf8_lossy(&bytes[..bytes.len().min(8)]).into_owned(),
         });
     }
-    if bytes.len() < 44 || &bytes[..8] != SIGNATURE {
+    if bytes.len() < 44 || (&bytes[..8] != SIGNATURE && &bytes[..8] != SIGNATURE_V1) {
         return Err(MetadataError::NotOurs {
             path: path.to_path_buf(),
         });
     }
-    let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
-    Ok((u64_at(8), u64_at(16)))
+    Ok(&bytes[..8] == SIGNATURE_V1)
 }
 
 /// Reads and verifies a dump.
@@ -109,7 +113,7 @@ pub fn load(path: &Path) -> Result<Meta, MetadataError> {
         path: path.to_path_buf(),
         source,
     })?;
-    check_header(path, &bytes)?;
+    let old_layout = check_header(path, &bytes)?;
     let damaged = |what: &str| MetadataError::Damaged {
         path: path.to_path_buf(),
         what: what.to_string(),
@@ -130,7 +134,84 @@ pub fn load(path: &Path) -> Result<Meta, MetadataError> {
     if crc32fast::hash(body) != crc {
         return Err(damaged("checksum mismatch"));
     }
-    postcard::from_bytes(body).map_err(|e| damaged(&format!("cannot decode: {e}")))
+    let decoded = if old_layout {
+        postcard::from_bytes::<v1::Meta>(body).map(v1::Meta::upgrade)
+    } else {
+        postcard::from_bytes(body)
+    };
+    decoded.map_err(|e| damaged(&format!("cannot decode: {e}")))
+}
+
+/// The layout of `MOOSEMD1` dumps: no trash time per node, no trash. Read as if every node
+/// had the default trash time, as a stock MooseFS would have.
+mod v1 {
+    use std::collections::{BTreeMap, HashMap};
+
+    use moose_proto::{FileKind, Inode, Timespec};
+    use serde::Deserialize;
+
+    use crate::namespace::{self, ChunkMeta, NodeData, Xattrs};
+    use crate::trash::DEFAULT_TRASH_TIME;
+
+    #[derive(Deserialize)]
+    pub struct Node {
+        kind: FileKind,
+        mode: u16,
+        uid: u32,
+        gid: u32,
+        atime: Timespec,
+        mtime: Timespec,
+        ctime: Timespec,
+        nlink: u32,
+        goal: u8,
+        xattrs: Xattrs,
+        data: NodeData,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Meta {
+        cluster_id: u64,
+        version: u64,
+        next_inode: Inode,
+        next_chunk_id: u64,
+        nodes: HashMap<Inode, Node>,
+        chunks: HashMap<u64, ChunkMeta>,
+    }
+
+    impl Meta {
+        pub fn upgrade(self) -> namespace::Meta {
+            let nodes = self
+                .nodes
+                .into_iter()
+                .map(|(i, n)| {
+                    let node = namespace::Node {
+                        kind: n.kind,
+                        mode: n.mode,
+                        uid: n.uid,
+                        gid: n.gid,
+                        atime: n.atime,
+                        mtime: n.mtime,
+                        ctime: n.ctime,
+                        nlink: n.nlink,
+                        goal: n.goal,
+                        trash_time: DEFAULT_TRASH_TIME,
+                        xattrs: n.xattrs,
+                        data: n.data,
+                    };
+                    (i, node)
+                })
+                .collect();
+            namespace::Meta {
+                cluster_id: self.cluster_id,
+                version: self.version,
+                next_inode: self.next_inode,
+                next_chunk_id: self.next_chunk_id,
+                nodes,
+                chunks: self.chunks,
+                trash: BTreeMap::new(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +239,80 @@ mod tests {
             load(&path),
             Err(MetadataError::StockMooseFs { .. })
         ));
+    }
+
+    /// A dump as the code before the trash wrote it still loads, with default trash times.
+    #[test]
+    fn reads_dumps_of_the_older_layout() {
+        use moose_proto::FileKind;
+        use std::collections::HashMap;
+
+        #[derive(Serialize)]
+        struct OldNode {
+            kind: FileKind,
+            mode: u16,
+            uid: u32,
+            gid: u32,
+            atime: Timespec,
+            mtime: Timespec,
+            ctime: Timespec,
+            nlink: u32,
+            goal: u8,
+            xattrs: crate::namespace::Xattrs,
+            data: crate::namespace::NodeData,
+        }
+        #[derive(Serialize)]
+        struct OldMeta {
+            cluster_id: u64,
+            version: u64,
+            next_inode: u64,
+            next_chunk_id: u64,
+            nodes: HashMap<u64, OldNode>,
+            chunks: HashMap<u64, crate::namespace::ChunkMeta>,
+        }
+        use serde::Serialize;
+        let now = Timespec::now();
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            1,
+            OldNode {
+                kind: FileKind::Dir,
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                nlink: 2,
+                goal: 2,
+                xattrs: Default::default(),
+                data: crate::namespace::NodeData::Dir(Box::new(crate::namespace::Dir::new(1))),
+            },
+        );
+        let old = OldMeta {
+            cluster_id: 9,
+            version: 3,
+            next_inode: 2,
+            next_chunk_id: 1,
+            nodes,
+            chunks: HashMap::new(),
+        };
+        let body = postcard::to_allocvec(&old).unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(SIGNATURE_V1);
+        bytes.extend_from_slice(&9u64.to_be_bytes());
+        bytes.extend_from_slice(&3u64.to_be_bytes());
+        bytes.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        bytes.extend_from_slice(EOF_MARK);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DUMP_FILE);
+        std::fs::write(&path, &bytes).unwrap();
+        let meta = load(&path).unwrap();
+        assert_eq!(meta.version, 3);
+        assert_eq!(meta.nodes[&1].goal, 2);
+        assert_eq!(meta.nodes[&1].trash_time, crate::trash::DEFAULT_TRASH_TIME);
+        assert!(meta.trash.is_empty());
     }
 }

@@ -242,6 +242,8 @@ pub struct Node {
     pub ctime: Timespec,
     pub nlink: u32,
     pub goal: u8,
+    /// Seconds the file stays in the trash once deleted (0 = freed at once).
+    pub trash_time: u32,
     pub xattrs: Xattrs,
     pub data: NodeData,
 }
@@ -314,6 +316,17 @@ pub struct Meta {
     pub next_chunk_id: u64,
     pub nodes: HashMap<Inode, Node>,
     pub chunks: HashMap<u64, ChunkMeta>,
+    /// Deleted files kept in the trash (their nodes stay in `nodes`, with no link).
+    pub trash: BTreeMap<Inode, Trashed>,
+}
+
+/// Where a file in the trash was, and when it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trashed {
+    /// Its path relative to the root, without the leading '/'.
+    pub path: Vec<u8>,
+    /// Unix seconds of the deletion; it is purged `trash_time` seconds later.
+    pub deleted: i64,
 }
 
 impl Meta {
@@ -332,6 +345,7 @@ impl Meta {
                 ctime: now,
                 nlink: 2,
                 goal: default_goal,
+                trash_time: crate::trash::DEFAULT_TRASH_TIME,
                 xattrs: Xattrs::default(),
                 data: NodeData::Dir(Box::new(Dir::new(ROOT_INODE))),
             },
@@ -343,6 +357,7 @@ impl Meta {
             next_chunk_id: 1,
             nodes,
             chunks: HashMap::new(),
+            trash: BTreeMap::new(),
         }
     }
 

@@ -112,4 +112,24 @@ pub enum Op {
     Purge {
         inode: Inode,
     },
+    /// Sets the trash time of `inode` (and everything below it when recursive) where `uid`
+    /// may.
+    SetTrashTime {
+        inode: Inode,
+        trash_time: u32,
+        recursive: bool,
+        uid: u32,
+        time: Timespec,
+    },
+    /// Frees a file in the trash (its time is up, or an admin removed it).
+    TrashPurge {
+        inode: Inode,
+    },
+    /// Puts a file in the trash back at its path; `new_dirs` are the inodes of the folders of
+    /// that path that no longer exist, outermost first.
+    Undelete {
+        inode: Inode,
+        new_dirs: Vec<Inode>,
+        time: Timespec,
+    },
 }

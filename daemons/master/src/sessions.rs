@@ -121,6 +121,8 @@ pub struct Session {
     /// name (folders are checked by their ancestry instead).
     pub known: Mutex<HashSet<Inode>>,
     pub tool: bool,
+    /// A meta session (`moose-mount -m`, `moose-tool undelete`): it sees the trash only.
+    pub meta: bool,
 }
 
 impl Session {
@@ -138,6 +140,7 @@ impl Session {
             open: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),
             tool,
+            meta: false,
         }
     }
 

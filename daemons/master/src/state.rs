@@ -106,7 +106,7 @@ impl State {
         self.meta.nodes.get(&inode).ok_or(FsError::NoEnt)
     }
 
-    fn node_mut(&mut self, inode: Inode) -> FsResult<&mut Node> {
+    pub(crate) fn node_mut(&mut self, inode: Inode) -> FsResult<&mut Node> {
         self.meta.nodes.get_mut(&inode).ok_or(FsError::NoEnt)
     }
 
@@ -127,6 +127,12 @@ impl State {
             return Ok(dir.parent);
         }
         dir.get(name).ok_or(FsError::NoEnt)
+    }
+
+    /// Unlinked while open, not in the trash: freed when its last handle closes.
+    pub fn is_orphan(&self, inode: Inode) -> bool {
+        self.meta.nodes.get(&inode).is_some_and(|n| n.nlink == 0)
+            && !self.meta.trash.contains_key(&inode)
     }
 
     pub fn is_open(&self, inode: Inode) -> bool {
@@ -164,6 +170,7 @@ impl State {
                 check_name(name)?;
                 let p = self.node(*parent)?;
                 let goal = p.goal;
+                let trash_time = p.trash_time;
                 let dir = p.dir().ok_or(FsError::NotDir)?;
                 if dir.get(name).is_some() {
                     return Err(FsError::Exist);
@@ -193,6 +200,7 @@ impl State {
                         ctime: *time,
                         nlink: if is_dir { 2 } else { 1 },
                         goal,
+                        trash_time,
                         xattrs: Default::default(),
                         data,
                     },
@@ -479,11 +487,24 @@ impl State {
                 })
             }
             Op::Purge { inode } => {
-                if self.meta.nodes.get(inode).is_some_and(|n| n.nlink == 0) {
+                if self.is_orphan(*inode) {
                     self.purge(*inode);
                 }
                 Ok(Applied::Done)
             }
+            Op::SetTrashTime {
+                inode,
+                trash_time,
+                recursive,
+                uid,
+                time,
+            } => self.set_trash_time(*inode, *trash_time, *recursive, *uid, *time),
+            Op::TrashPurge { inode } => self.purge_trashed(*inode),
+            Op::Undelete {
+                inode,
+                new_dirs,
+                time,
+            } => self.undelete(*inode, new_dirs, *time),
         }
     }
 
@@ -514,14 +535,19 @@ impl State {
         } else {
             c.nlink.saturating_sub(1)
         };
-        if c.nlink == 0 && !keep {
-            self.purge(child);
+        if c.nlink == 0 {
+            if self.goes_to_trash(child, keep) {
+                self.move_to_trash(parent, name, child, time);
+            } else if !keep {
+                self.purge(child);
+            }
         }
         Ok(())
     }
 
     /// Deletes a node and drops its chunks.
-    fn purge(&mut self, inode: Inode) {
+    pub(crate) fn purge(&mut self, inode: Inode) {
+        self.meta.trash.remove(&inode);
         if let Some(node) = self.meta.nodes.remove(&inode) {
             if let NodeData::File { chunks, .. } = node.data {
                 for c in chunks.ids().collect::<Vec<_>>() {
@@ -650,7 +676,7 @@ impl State {
         self.meta
             .nodes
             .iter()
-            .filter(|(_, n)| n.nlink == 0)
+            .filter(|(i, n)| n.nlink == 0 && !self.meta.trash.contains_key(i))
             .map(|(i, _)| Op::Purge { inode: *i })
             .collect()
     }
@@ -835,6 +861,8 @@ mod tests {
     fn open_file_survives_unlink_until_purge() {
         let mut st = fresh();
         create(&mut st, ROOT_INODE, "f", 2, FileKind::File);
+        // Without a trash time: an open file is kept as an orphan, not in the trash.
+        st.node_mut(2).unwrap().trash_time = 0;
         st.apply(&Op::Unlink {
             parent: ROOT_INODE,
             name: b"f".to_vec(),

@@ -236,6 +236,50 @@ pub enum ClRequest {
     /// Answered once every metadata change acknowledged so far is on the master's disk (a
     /// client's `fsync`; changes are otherwise synced within a second).
     SyncMetadata,
+    /// Sets the trash time (seconds a deleted file stays in the trash; 0 = none) of `inode`,
+    /// and of everything below it when recursive, where the caller may.
+    SetTrashTime {
+        inode: Inode,
+        trash_time: u32,
+        recursive: bool,
+        cred: Cred,
+    },
+    GetTrashTime {
+        inode: Inode,
+    },
+    /// Meta sessions only: files in the trash with an inode above `after`, in inode order;
+    /// only those of trash bucket `bucket` (inode % [`TRASH_BUCKETS`]) when given.
+    TrashList {
+        bucket: Option<u32>,
+        after: Inode,
+        max: u32,
+    },
+    /// Meta sessions only: one file in the trash.
+    TrashGet {
+        inode: Inode,
+    },
+    /// Meta sessions only: frees a file in the trash now.
+    TrashPurge {
+        inode: Inode,
+    },
+    /// Meta sessions only: puts a file in the trash back at its path, re-creating missing
+    /// folders; `Exist` when that name is taken.
+    Undelete {
+        inode: Inode,
+    },
+}
+
+/// Trash buckets of the meta mount (`trash/000` … `trash/FFF`), as in stock MooseFS.
+pub const TRASH_BUCKETS: u32 = 4096;
+
+/// A file in the trash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    pub attr: Attr,
+    /// Where it was, relative to the root, without the leading '/'.
+    pub path: Vec<u8>,
+    /// When it is purged (Unix seconds).
+    pub expires: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,6 +305,13 @@ pub enum ClReply {
     FileInfo(Vec<ChunkInfo>),
     Cluster(ClusterInfo),
     Done,
+    TrashTimeSet(SetGoalReply),
+    TrashTime(u32),
+    Trash {
+        entries: Vec<TrashEntry>,
+        eof: bool,
+    },
+    TrashEntry(TrashEntry),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,6 +423,11 @@ pub struct ClusterInfo {
     /// Registered mounts and tool sessions.
     pub sessions: u64,
     pub health: ChunkHealth,
+    /// Deleted files kept in the trash, and their total length.
+    #[serde(default)]
+    pub trash_files: u64,
+    #[serde(default)]
+    pub trash_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! `moose-mount MOUNTPOINT -H HOST [-P PORT] [-S SUBDIR] [-o OPTS] [-f]`
+//! `moose-mount MOUNTPOINT -H HOST [-P PORT] [-S SUBDIR] [-m] [-o OPTS] [-f]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +25,10 @@ struct Args {
     /// mfswritecachesize=MiB, mfspassword=TEXT, nosuid, noexec, …).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
+    /// Mount the meta file system (the trash) instead of files, as `mfsmount -m`; the master
+    /// admits it by an exports line whose path is `.`.
+    #[arg(short = 'm', long = "meta")]
+    meta: bool,
     /// Stay in the foreground and log to stderr.
     #[arg(short = 'f', long = "foreground")]
     foreground: bool,
@@ -39,5 +43,6 @@ fn main() -> ExitCode {
         subdir: a.subdir,
         options: a.options,
         foreground: a.foreground,
+        meta: a.meta,
     })
 }

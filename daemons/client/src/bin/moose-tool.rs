@@ -1,5 +1,6 @@
 //! `moose-tool setgoal [-r] N PATH…`, `moose-tool getgoal PATH…`, `moose-tool fileinfo PATH…`,
-//! `moose-tool info [-H HOST] [-P PORT]`
+//! `moose-tool settrashtime [-r] SECONDS PATH…`, `moose-tool gettrashtime PATH…`,
+//! `moose-tool undelete PATH_IN_META_MOUNT…`, `moose-tool info [-H HOST] [-P PORT]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,26 @@ enum Cmd {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Sets the trash time (seconds a deleted file is kept; 0 = none) of files and folders.
+    Settrashtime {
+        /// Also every file and folder below.
+        #[arg(short = 'r')]
+        recursive: bool,
+        /// Seconds.
+        seconds: u32,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Shows the trash time of files and folders.
+    Gettrashtime {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Puts files of a meta mount's trash (moose-mount -m) back at their paths.
+    Undelete {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Shows the cluster's state as the master sees it (like mfscli -SIN -SCS).
     Info {
         /// Master host.
@@ -61,6 +82,13 @@ fn main() -> ExitCode {
         } => (Command::SetGoal { goal, recursive }, paths),
         Cmd::Getgoal { paths } => (Command::GetGoal, paths),
         Cmd::Fileinfo { paths } => (Command::FileInfo, paths),
+        Cmd::Settrashtime {
+            recursive,
+            seconds,
+            paths,
+        } => (Command::SetTrashTime { seconds, recursive }, paths),
+        Cmd::Gettrashtime { paths } => (Command::GetTrashTime, paths),
+        Cmd::Undelete { paths } => (Command::Undelete, paths),
         Cmd::Info { host, port } => return moose_client::tool::info(&host, port, a.json),
     };
     run(cmd, &paths, a.json)

@@ -4,6 +4,7 @@
 mod data;
 mod names;
 mod status;
+mod trash;
 mod xattr;
 
 use moose_proto::msg::{ClReply, ClRequest};
@@ -72,7 +73,11 @@ fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
         | RemoveXattr { inode, .. }
         | SetGoal { inode, .. }
         | GetGoal { inode }
-        | FileInfo { inode } => [Some(*inode), None],
+        | FileInfo { inode }
+        | SetTrashTime { inode, .. }
+        | GetTrashTime { inode } => [Some(*inode), None],
+        // Meta sessions only; they name inodes in the trash.
+        TrashList { .. } | TrashGet { .. } | TrashPurge { .. } | Undelete { .. } => [None, None],
         GetChallenge
         | Register(_)
         | Statfs
@@ -101,7 +106,8 @@ fn touched_folders(req: &ClRequest) -> Vec<Inode> {
         SetAttr { inode, .. }
         | SetXattr { inode, .. }
         | RemoveXattr { inode, .. }
-        | SetGoal { inode, .. } => vec![*inode],
+        | SetGoal { inode, .. }
+        | SetTrashTime { inode, .. } => vec![*inode],
         _ => Vec::new(),
     }
 }
@@ -175,6 +181,9 @@ fn not_granted(s: &Session, inode: Inode, what: &str) -> FsError {
 /// Answers what can be answered at once, under one hold of the state lock, without a task.
 pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
     let now = Timespec::now();
+    if s.meta {
+        return trash::meta_request(m, s, req, now);
+    }
     if let Err(e) = check_scope(m, s, &req) {
         return Step::Reply(Err(e));
     }
@@ -215,6 +224,13 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         ClRequest::GetChallenge | ClRequest::Register(_) | ClRequest::ClusterInfo => {
             Err(FsError::Inval)
         }
+        ClRequest::SetTrashTime { .. } | ClRequest::GetTrashTime { .. } => {
+            trash::trash_time(m, s, req, now)
+        }
+        ClRequest::TrashList { .. }
+        | ClRequest::TrashGet { .. }
+        | ClRequest::TrashPurge { .. }
+        | ClRequest::Undelete { .. } => Err(FsError::Perm),
         other => names::apply(m, s, other, now),
     };
     match r {

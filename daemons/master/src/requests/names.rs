@@ -290,7 +290,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             });
             if left == Some(0) {
                 st.rt.open.remove(&inode);
-                if st.meta.nodes.get(&inode).is_some_and(|n| n.nlink == 0) {
+                if st.is_orphan(inode) {
                     let (_, v) = m.commit(st, Op::Purge { inode })?;
                     return Ok((ClReply::Done, Some(v)));
                 }
@@ -428,7 +428,7 @@ fn access_asked(flags: i32) -> u32 {
 }
 
 /// Counts an open of `inode` by session `s` and grants it `mask` (R, W) for later requests.
-fn grant_open(st: &mut State, s: &Session, inode: Inode, mask: u32) {
+pub(super) fn grant_open(st: &mut State, s: &Session, inode: Inode, mask: u32) {
     *st.rt.open.entry(inode).or_default() += 1;
     let mut open = s.open.lock();
     let rec = open.entry(inode).or_default();

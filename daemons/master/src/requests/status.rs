@@ -172,6 +172,7 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
             removal_progress(&st),
         )
     };
+    let (trash_files, trash_bytes) = m.state().trash_totals();
     health.pending_deletion += m.deleting.load(Relaxed);
     health.replicating = m.replicating.load(Relaxed);
     health.replicated_total = m.replicated_total.load(Relaxed);
@@ -212,5 +213,7 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         ops_total: m.ops_served.load(Relaxed),
         sessions: m.sessions.load(Relaxed),
         health,
+        trash_files,
+        trash_bytes,
     }
 }
