@@ -80,7 +80,15 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, t: &Theme) {
                 fmt::bytes(info.avail_space)
             ),
         ),
-        kv("files", fmt::count(info.files)),
+        kv(
+            "files",
+            format!(
+                "{} · in the trash {} ({})",
+                fmt::count(info.files),
+                fmt::count(info.trash_files),
+                fmt::bytes(info.trash_bytes)
+            ),
+        ),
         kv("folders", fmt::count(info.dirs)),
         kv("chunks", fmt::count(info.chunks)),
         kv("sessions", fmt::count(info.sessions)),
