@@ -79,6 +79,18 @@ fn a_removed_file_is_shown_read_restored_and_purged_through_the_meta_mount() {
     );
     assert!(meta.join("trash/undel").is_dir());
     assert_same("read in the trash", &fs::read(&entry).unwrap(), &data);
+    // Stock's flat view lists it in trash/ itself.
+    let flat = c.mount_with(&["-m", "-o", "mfsflattrash"]).unwrap();
+    let listed: Vec<_> = fs::read_dir(flat.join("trash"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        listed.contains(&entry.file_name().unwrap().to_owned()),
+        "{listed:?}"
+    );
+    assert_eq!(listed.len(), 2, "undel/ and the file: {listed:?}");
+    c.unmount(&flat).unwrap();
 
     // mv into undel/ puts it back, with the same content.
     let undel = meta.join("trash/undel").join(entry.file_name().unwrap());

@@ -204,7 +204,8 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         metadata_synced: m.log.status().borrow().synced,
         total_space,
         avail_space,
-        files,
+        // As stock: files in the trash are counted there, not here.
+        files: files.saturating_sub(trash_files),
         dirs,
         chunks,
         chunkservers,
