@@ -46,6 +46,8 @@ pub struct Runtime {
     /// No copy of them is deleted; they wait for a server that has the right version, or
     /// for an admin (see the health loop).
     pub to_repair: std::collections::BTreeMap<u64, Inode>,
+    /// Files in the trash by the time they are to be freed (see `trash.rs`).
+    pub trash_by_expiry: std::collections::BTreeSet<(i64, Inode)>,
 }
 
 impl Runtime {
@@ -96,10 +98,12 @@ pub fn check_name(name: &[u8]) -> FsResult<()> {
 
 impl State {
     pub fn new(meta: Meta) -> Self {
-        State {
+        let mut st = State {
             meta,
             rt: Runtime::default(),
-        }
+        };
+        st.index_trash();
+        st
     }
 
     pub fn node(&self, inode: Inode) -> FsResult<&Node> {
@@ -547,7 +551,7 @@ impl State {
 
     /// Deletes a node and drops its chunks.
     pub(crate) fn purge(&mut self, inode: Inode) {
-        self.meta.trash.remove(&inode);
+        self.untrash(inode);
         if let Some(node) = self.meta.nodes.remove(&inode) {
             if let NodeData::File { chunks, .. } = node.data {
                 for c in chunks.ids().collect::<Vec<_>>() {

@@ -51,6 +51,29 @@ impl State {
                 deleted: time.sec,
             },
         );
+        if let Some(at) = self.trash_expiry(inode) {
+            self.rt.trash_by_expiry.insert((at, inode));
+        }
+    }
+
+    /// Takes `inode` out of the trash (freed or put back).
+    pub(crate) fn untrash(&mut self, inode: Inode) {
+        if let Some(at) = self.trash_expiry(inode) {
+            self.rt.trash_by_expiry.remove(&(at, inode));
+        }
+        self.meta.trash.remove(&inode);
+    }
+
+    /// Builds the expiry index of a loaded trash (a file's trash time does not change while
+    /// it is there: no folder reaches it).
+    pub(crate) fn index_trash(&mut self) {
+        let index = self
+            .meta
+            .trash
+            .keys()
+            .filter_map(|&i| self.trash_expiry(i).map(|at| (at, i)))
+            .collect();
+        self.rt.trash_by_expiry = index;
     }
 
     /// The path of folder `dir` relative to the root ("" for the root).
@@ -93,11 +116,12 @@ impl State {
     /// Files in the trash whose time is up at `now`, not open (they wait for their last
     /// close), at most `max`.
     pub fn expired_trash(&self, now: i64, max: usize) -> Vec<Inode> {
-        self.meta
-            .trash
-            .keys()
-            .copied()
-            .filter(|&i| self.trash_expiry(i).is_some_and(|e| e <= now) && !self.is_open(i))
+        self.rt
+            .trash_by_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, i)| *i)
+            .filter(|&i| !self.is_open(i))
             .take(max)
             .collect()
     }
@@ -123,6 +147,10 @@ impl State {
         time: Timespec,
     ) -> FsResult<Applied> {
         self.node(inode)?;
+        if self.meta.trash.contains_key(&inode) {
+            // Its time is fixed once there (the expiry index relies on it).
+            return Err(FsError::NoEnt);
+        }
         let (mut changed, mut unchanged, mut not_permitted) = (0, 0, 0);
         let mut stack = vec![inode];
         while let Some(ino) = stack.pop() {
@@ -235,7 +263,7 @@ impl State {
             })?;
             parent = dir;
         }
-        self.meta.trash.remove(&inode);
+        self.untrash(inode);
         let n = self.node_mut(inode)?;
         n.nlink = 1;
         n.ctime = time;
@@ -374,6 +402,9 @@ mod tests {
         assert_eq!(st.orphans(), vec![], "a trashed file is no orphan");
         assert_eq!(st.expired_trash(100 + 86399, 10), vec![]);
         assert_eq!(st.expired_trash(100 + 86400, 10), vec![4]);
+        // A state loaded from a dump finds it due at the same time.
+        let loaded = State::new(st.meta.clone());
+        assert_eq!(loaded.expired_trash(100 + 86400, 10), vec![4]);
         // Its folders went meanwhile: they are made again.
         st.apply(&Op::RmDir {
             parent: 2,
@@ -400,6 +431,7 @@ mod tests {
         assert_eq!(st.lookup(9, b"f"), Ok(4));
         assert_eq!(st.node(4).unwrap().nlink, 1);
         assert!(st.meta.trash.is_empty());
+        assert!(st.rt.trash_by_expiry.is_empty());
     }
 
     #[test]
