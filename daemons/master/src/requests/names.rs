@@ -267,6 +267,10 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
         ClRequest::Open { inode, flags, cred } => {
             let cred = map_cred(s, cred);
             let mask = access_asked(flags);
+            if st.trash_path(inode).is_some() {
+                // Reached through the meta file system only.
+                return Err(FsError::NoEnt);
+            }
             let node = st.node(inode)?;
             if mask & W != 0 {
                 writable(s)?;
