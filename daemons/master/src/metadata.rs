@@ -142,8 +142,10 @@ pub fn load(path: &Path) -> Result<Meta, MetadataError> {
     decoded.map_err(|e| damaged(&format!("cannot decode: {e}")))
 }
 
-/// The layout of `MOOSEMD1` dumps: no trash time per node, no trash. Read as if every node
-/// had the default trash time, as a stock MooseFS would have.
+/// The layout of `MOOSEMD1` dumps: no trash time per node, no trash. Every node is read with
+/// trash time 0, which is how that version behaved: the changelogs written after such a dump
+/// then replay exactly as they did (an unlink frees the file), and the admin turns the trash
+/// on with `settrashtime`.
 mod v1 {
     use std::collections::{BTreeMap, HashMap};
 
@@ -151,7 +153,6 @@ mod v1 {
     use serde::Deserialize;
 
     use crate::namespace::{self, ChunkMeta, NodeData, Xattrs};
-    use crate::trash::DEFAULT_TRASH_TIME;
 
     #[derive(Deserialize)]
     pub struct Node {
@@ -194,7 +195,7 @@ mod v1 {
                         ctime: n.ctime,
                         nlink: n.nlink,
                         goal: n.goal,
-                        trash_time: DEFAULT_TRASH_TIME,
+                        trash_time: 0,
                         xattrs: n.xattrs,
                         data: n.data,
                     };
@@ -312,7 +313,7 @@ mod tests {
         let meta = load(&path).unwrap();
         assert_eq!(meta.version, 3);
         assert_eq!(meta.nodes[&1].goal, 2);
-        assert_eq!(meta.nodes[&1].trash_time, crate::trash::DEFAULT_TRASH_TIME);
+        assert_eq!(meta.nodes[&1].trash_time, 0);
         assert!(meta.trash.is_empty());
     }
 }
