@@ -174,6 +174,7 @@ mod tests {
             ops_total: 0,
             sessions: 0,
             health: ChunkHealth::default(),
+            quotas: vec![],
         }
     }
 

@@ -2,7 +2,8 @@
 //! into place; the previous dump is kept as `metadata.mfs.1`.
 //!
 //! Layout: `MOOSEMD1`, cluster id (u64 BE), version (u64 BE), body length (u64 BE), the body
-//! (postcard-encoded [`Meta`]), CRC32 of the body (u32 BE), `MOOSEEOF`.
+//! (postcard-encoded [`Meta`], then the folder quotas if there are any), CRC32 of the body
+//! (u32 BE), `MOOSEEOF`. A dump written before quotas existed is the same without them.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -46,7 +47,12 @@ pub enum MetadataError {
 
 /// Encodes a dump in memory (done under the state lock; the slow write happens elsewhere).
 pub fn encode(meta: &Meta) -> Vec<u8> {
-    let body = postcard::to_allocvec(meta).unwrap_or_default();
+    let mut body = postcard::to_allocvec(meta).unwrap_or_default();
+    // Sections added later follow the first one; a dump without them loads with none.
+    if !meta.quotas.is_empty() {
+        let quotas: Vec<_> = meta.quotas.iter().collect();
+        body.extend(postcard::to_allocvec(&quotas).unwrap_or_default());
+    }
     let mut out = Vec::with_capacity(body.len() + 44);
     out.extend_from_slice(SIGNATURE);
     out.extend_from_slice(&meta.cluster_id.to_be_bytes());
@@ -130,7 +136,15 @@ pub fn load(path: &Path) -> Result<Meta, MetadataError> {
     if crc32fast::hash(body) != crc {
         return Err(damaged("checksum mismatch"));
     }
-    postcard::from_bytes(body).map_err(|e| damaged(&format!("cannot decode: {e}")))
+    let (mut meta, rest): (Meta, _) =
+        postcard::take_from_bytes(body).map_err(|e| damaged(&format!("cannot decode: {e}")))?;
+    if !rest.is_empty() {
+        let quotas: Vec<(moose_proto::Inode, moose_proto::msg::QuotaLimits)> =
+            postcard::from_bytes(rest)
+                .map_err(|e| damaged(&format!("cannot decode the quotas: {e}")))?;
+        meta.quotas = quotas.into_iter().collect();
+    }
+    Ok(meta)
 }
 
 #[cfg(test)]
@@ -148,6 +162,16 @@ mod tests {
         let back = load(&path).unwrap();
         assert_eq!(back.cluster_id, 77);
         assert_eq!(back.version, 5);
+        assert!(back.quotas.is_empty());
+        let mut with_quota = meta.clone();
+        let q = moose_proto::msg::QuotaLimits {
+            grace: Some(9),
+            ..Default::default()
+        };
+        with_quota.quotas.insert(1, q);
+        write(dir.path(), &encode(&with_quota)).unwrap();
+        assert_eq!(load(&path).unwrap().quotas.get(&1), Some(&q));
+        write(dir.path(), &encode(&meta)).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xff;

@@ -85,10 +85,10 @@ impl ChunkTable {
         }
     }
 
-    /// Drops every chunk at `keep` or after; returns their ids.
-    pub fn truncate(&mut self, keep: u64) -> Vec<u64> {
+    /// Drops every chunk at `keep` or after; returns them (index, id).
+    pub fn truncate(&mut self, keep: u64) -> Vec<(u32, u64)> {
         match u32::try_from(keep) {
-            Ok(k) => self.0.split_off(&k).into_values().collect(),
+            Ok(k) => self.0.split_off(&k).into_iter().collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -299,7 +299,8 @@ impl Node {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ChunkMeta {
     pub version: u32,
-    /// The file the chunk belongs to (no snapshots: one owner).
+    /// A file holding the chunk (one of them for a chunk shared by snapshots, see
+    /// [`crate::snapshot::Shares`]).
     pub inode: Inode,
     pub index: u32,
 }
@@ -314,6 +315,9 @@ pub struct Meta {
     pub next_chunk_id: u64,
     pub nodes: HashMap<Inode, Node>,
     pub chunks: HashMap<u64, ChunkMeta>,
+    /// Folder quotas. Dumped after the rest (see `metadata`), so dumps without them load.
+    #[serde(skip)]
+    pub quotas: crate::quota::Quotas,
 }
 
 impl Meta {
@@ -343,6 +347,7 @@ impl Meta {
             next_chunk_id: 1,
             nodes,
             chunks: HashMap::new(),
+            quotas: Default::default(),
         }
     }
 
@@ -373,7 +378,7 @@ mod tests {
             back.iter().collect::<Vec<_>>(),
             vec![(0, 5), (2, 6), (5, 9)]
         );
-        assert_eq!(t.truncate(1), vec![6, 7]);
+        assert_eq!(t.truncate(1), vec![(2, 6), (1 << 30, 7)]);
         assert_eq!(t.iter().collect::<Vec<_>>(), vec![(0, 5)]);
     }
 

@@ -172,6 +172,12 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
             removal_progress(&st),
         )
     };
+    let quotas = {
+        let mut st = m.state();
+        crate::quota::tick(&mut st);
+        let dirs: Vec<_> = st.meta.quotas.keys().copied().collect();
+        crate::quota::reports(&st, &dirs, m.cfg.quota_grace)
+    };
     health.pending_deletion += m.deleting.load(Relaxed);
     health.replicating = m.replicating.load(Relaxed);
     health.replicated_total = m.replicated_total.load(Relaxed);
@@ -212,5 +218,6 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         ops_total: m.ops_served.load(Relaxed),
         sessions: m.sessions.load(Relaxed),
         health,
+        quotas,
     }
 }
