@@ -42,6 +42,11 @@ impl Shares {
         self.holders.contains_key(&chunk_id)
     }
 
+    /// Every holder of a shared chunk (`None`: held once, by its recorded holder).
+    pub fn holders(&self, chunk_id: u64) -> Option<&[(Inode, u32)]> {
+        self.holders.get(&chunk_id).map(Vec::as_slice)
+    }
+
     /// One more holder of `chunk_id` (whose first holder is in `meta`).
     fn add(&mut self, meta: &Meta, chunk_id: u64, holder: (Inode, u32)) {
         let v = self.holders.entry(chunk_id).or_insert_with(|| {
@@ -81,6 +86,15 @@ impl Shares {
             }
             _ => true,
         }
+    }
+}
+
+/// See [`State::chunk_goal`] (split out so it can borrow beside the runtime state).
+pub fn chunk_goal(meta: &Meta, shares: &Shares, chunk_id: u64, holder: Inode) -> Option<u8> {
+    let goal_of = |i: &Inode| meta.nodes.get(i).map(|n| n.goal);
+    match shares.holders(chunk_id) {
+        Some(h) => h.iter().filter_map(|(i, _)| goal_of(i)).max(),
+        None => goal_of(&holder),
     }
 }
 
@@ -344,6 +358,16 @@ mod tests {
             .unwrap();
         assert!(st.shares.is_shared(10));
         assert_eq!(st.meta.next_inode, 6);
+        // A shared chunk must meet the highest goal of the files holding it.
+        st.apply(&Op::SetGoal {
+            inode: 5,
+            goal: 3,
+            recursive: false,
+            uid: 0,
+            time: t(5),
+        })
+        .unwrap();
+        assert_eq!(st.chunk_goal(10, 3), Some(3));
         assert_eq!(st.node(ROOT_INODE).unwrap().nlink, 4);
         // The original goes: the chunk stays, held by the copy.
         st.apply(&Op::Unlink {

@@ -140,6 +140,12 @@ impl State {
         dir.get(name).ok_or(FsError::NoEnt)
     }
 
+    /// The goal a chunk must meet: its file's, or for a chunk shared by snapshots the highest
+    /// goal of the files holding it. `None` when no holder exists.
+    pub fn chunk_goal(&self, chunk_id: u64, holder: Inode) -> Option<u8> {
+        snapshot::chunk_goal(&self.meta, &self.shares, chunk_id, holder)
+    }
+
     pub fn is_open(&self, inode: Inode) -> bool {
         self.rt.open.get(&inode).copied().unwrap_or(0) > 0
     }
