@@ -4,7 +4,7 @@
 //! holds a byte beyond the limit and holds every byte acknowledged.
 //!
 //! Answers are kept for a second: a cluster without quotas costs one question a second, a
-//! file under a quota one question per second of writing.
+//! file under a quota one question per second of writing (and one more at the limit).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ struct Inner {
 /// How many of `len` bytes at `offset` may be written, given that the file may grow to `end`.
 pub fn admitted(offset: u64, len: u64, end: u64) -> Result<u64, FsError> {
     let want = offset.saturating_add(len);
-    if end >= want {
+    if end >= want || len == 0 {
         Ok(len)
     } else if end > offset {
         Ok(end - offset)
@@ -64,10 +64,7 @@ impl Grants {
             }
             g.files.retain(|_, (_, until)| *until > now);
         }
-        match master
-            .call(ClRequest::QuotaAllowance { inode, end: want })
-            .await?
-        {
+        match master.call(ClRequest::QuotaAllowance { inode }).await? {
             ClReply::Allowance { end, quotas } => {
                 let mut g = self.inner.lock();
                 if quotas {
@@ -93,5 +90,10 @@ mod tests {
         assert_eq!(admitted(900, 200, 1000), Ok(100));
         assert_eq!(admitted(1000, 200, 1000), Err(FsError::Quota));
         assert_eq!(admitted(5000, 1, 1000), Err(FsError::Quota));
+        assert_eq!(
+            admitted(5000, 0, 1000),
+            Ok(0),
+            "an empty write is no growth"
+        );
     }
 }

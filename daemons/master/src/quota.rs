@@ -180,22 +180,22 @@ fn check(st: &State, folders: &[Inode], add: &DirStats, default_grace: u64) -> F
     Ok(())
 }
 
-/// How long file `inode` may become (at most `end`) under the limits in force of every
-/// quota above it. Never less than its length now (writes within a file add no length).
-pub fn allowance(st: &State, inode: Inode, end: u64, default_grace: u64) -> FsResult<u64> {
+/// How long file `inode` may become under the limits in force of every quota above it
+/// (`u64::MAX`: no limit). Never less than its length now (writes within a file add nothing).
+pub fn allowance(st: &State, inode: Inode, default_grace: u64) -> FsResult<u64> {
     let n = st.node(inode)?;
     let NodeData::File { length, .. } = &n.data else {
         return Err(FsError::Inval);
     };
     let length = *length;
-    if end <= length || st.meta.quotas.is_empty() {
-        return Ok(end);
+    if st.meta.quotas.is_empty() {
+        return Ok(u64::MAX);
     }
     let goal = u64::from(n.goal.max(1));
     let now = unix_now();
     // The last block is counted whole already: writes may fill it.
     let stored_end = length.div_ceil(BLOCK) * BLOCK;
-    let mut allowed = end;
+    let mut allowed = u64::MAX;
     for q in quota_folders(st, st.tree.parents(inode)) {
         let Some(limits) = st.meta.quotas.get(&q) else {
             continue;
@@ -372,8 +372,7 @@ mod tests {
             })),
         })
         .unwrap();
-        assert_eq!(allowance(&st, 3, 20 * mib, 0), Ok(10 * mib));
-        assert_eq!(allowance(&st, 3, mib, 0), Ok(mib));
+        assert_eq!(allowance(&st, 3, 0), Ok(10 * mib));
         // With 1 MiB + 1 byte stored, the partial block may be filled, then 9 MiB - 64 KiB.
         st.apply(&Op::AddChunk {
             inode: 3,
@@ -389,7 +388,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(crate::dirinfo::chunk_size(0, mib + 1), mib + BLOCK);
-        assert_eq!(allowance(&st, 3, 20 * mib, 0), Ok(10 * mib));
+        assert_eq!(allowance(&st, 3, 0), Ok(10 * mib));
         // Inodes: the folder and the file are two of three.
         let create = |inode, name: &str| Op::Create {
             parent: 2,
@@ -423,7 +422,7 @@ mod tests {
         })
         .unwrap();
         // Within the limit, growth past it is allowed (the grace period starts).
-        assert_eq!(allowance(&st, 3, 1000, 0), Ok(1000));
+        assert_eq!(allowance(&st, 3, 0), Ok(u64::MAX));
         st.apply(&Op::WriteEnd {
             inode: 3,
             length: 200,
@@ -432,8 +431,7 @@ mod tests {
         .unwrap();
         tick(&mut st);
         // A grace period of 0 is over at once: no more growth, rewrites are fine.
-        assert_eq!(allowance(&st, 3, 1000, 0), Ok(200));
-        assert_eq!(allowance(&st, 3, 150, 0), Ok(150));
+        assert_eq!(allowance(&st, 3, 0), Ok(200));
         let r = reports(&st, &[2], 7);
         assert_eq!(r[0].path, "/q");
         assert_eq!(r[0].grace, 0);
@@ -445,7 +443,7 @@ mod tests {
             quota: None,
         })
         .unwrap();
-        assert_eq!(allowance(&st, 3, 1000, 0), Ok(1000));
+        assert_eq!(allowance(&st, 3, 0), Ok(u64::MAX));
         assert_eq!(
             st.apply(&Op::SetQuota {
                 inode: 2,

@@ -262,11 +262,10 @@ pub enum ClRequest {
         inode: Inode,
         under: bool,
     },
-    /// Before a write(2) extends a file to `end`: how far it may grow under the quotas of
-    /// the folders holding it. Answered with [`ClReply::Allowance`].
+    /// Before a write(2) extends a file past what was last allowed: how far it may grow
+    /// under the quotas of the folders holding it. Answered with [`ClReply::Allowance`].
     QuotaAllowance {
         inode: Inode,
-        end: u64,
     },
     /// `statfs` inside the mount: under a folder with a size quota, the quota is the size.
     StatfsAt {
@@ -299,8 +298,8 @@ pub enum ClReply {
     Done,
     DirInfo(DirStats),
     Quotas(Vec<QuotaReport>),
-    /// A file may grow up to `end` bytes; `quotas` is false when the cluster has none (the
-    /// client then need not ask again for a while).
+    /// A file may grow up to `end` bytes (`u64::MAX`: no limit); `quotas` is false when the
+    /// cluster has none (the client then need not ask again for a while).
     Allowance {
         end: u64,
         quotas: bool,

@@ -79,7 +79,7 @@ fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
         | DirInfo { inode }
         | SetQuota { inode, .. }
         | GetQuota { inode, .. }
-        | QuotaAllowance { inode, .. }
+        | QuotaAllowance { inode }
         | StatfsAt { inode } => [Some(*inode), None],
         Snapshot { src, parent, .. } => [Some(*src), Some(*parent)],
         GetChallenge
@@ -206,7 +206,7 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         ClRequest::DirInfo { inode } => snapshot::dir_info(m, inode),
         ClRequest::SetQuota { inode, quota, cred } => quota::set(m, s, inode, quota, cred),
         ClRequest::GetQuota { inode, under } => quota::get(m, inode, under),
-        ClRequest::QuotaAllowance { inode, end } => quota::allowance(m, inode, end),
+        ClRequest::QuotaAllowance { inode } => quota::allowance(m, inode),
         ClRequest::StatfsAt { inode } => quota::statfs_at(m, inode),
         ClRequest::Snapshot {
             src,

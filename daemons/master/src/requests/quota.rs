@@ -58,9 +58,9 @@ pub fn get(m: &Master, inode: Inode, under: bool) -> FsResult<Outcome> {
 }
 
 /// How far a file may grow.
-pub fn allowance(m: &Master, inode: Inode, end: u64) -> FsResult<Outcome> {
+pub fn allowance(m: &Master, inode: Inode) -> FsResult<Outcome> {
     let st = m.state();
-    let end = quota::allowance(&st, inode, end, m.cfg.quota_grace)?;
+    let end = quota::allowance(&st, inode, m.cfg.quota_grace)?;
     Ok((
         ClReply::Allowance {
             end,
