@@ -126,22 +126,16 @@ pub fn admit(st: &State, op: &Op, default_grace: u64) -> FsResult<()> {
             parent,
             name,
             new_parent,
-            exchange: false,
+            new_name,
+            exchange,
             ..
         } if parent != new_parent => {
-            let Some(child) = st.dir(*parent).ok().and_then(|d| d.get(name)) else {
-                return Ok(());
-            };
-            let Some(s) = st.tree.of(&st.meta, child) else {
-                return Ok(());
-            };
-            // Only the folders the tree moves into gain anything.
-            let from: HashSet<Inode> = quota_folders(st, &[*parent]).into_iter().collect();
-            let into: Vec<Inode> = quota_folders(st, &[*new_parent])
-                .into_iter()
-                .filter(|q| !from.contains(q))
-                .collect();
-            return check(st, &into, &s, default_grace);
+            moves_into(st, *parent, name, *new_parent, default_grace)?;
+            if *exchange {
+                // The other tree moves the other way (each direction checked on its own).
+                moves_into(st, *new_parent, new_name, *parent, default_grace)?;
+            }
+            return Ok(());
         }
         Op::SetLength { inode, length, .. } => {
             let Some(n) = st.meta.nodes.get(inode) else {
@@ -162,6 +156,23 @@ pub fn admit(st: &State, op: &Op, default_grace: u64) -> FsResult<()> {
     };
     let folders = quota_folders(st, &dirs);
     check(st, &folders, &add, default_grace)
+}
+
+/// The tree named `name` in `from` moving under `to`: only the quota folders above `to` and
+/// not above `from` gain anything.
+fn moves_into(st: &State, from: Inode, name: &[u8], to: Inode, default_grace: u64) -> FsResult<()> {
+    let Some(child) = st.dir(from).ok().and_then(|d| d.get(name)) else {
+        return Ok(());
+    };
+    let Some(s) = st.tree.of(&st.meta, child) else {
+        return Ok(());
+    };
+    let left: HashSet<Inode> = quota_folders(st, &[from]).into_iter().collect();
+    let into: Vec<Inode> = quota_folders(st, &[to])
+        .into_iter()
+        .filter(|q| !left.contains(q))
+        .collect();
+    check(st, &into, &s, default_grace)
 }
 
 fn check(st: &State, folders: &[Inode], add: &DirStats, default_grace: u64) -> FsResult<()> {
@@ -404,6 +415,26 @@ mod tests {
         admit(&st, &create(4, "g"), 0).unwrap();
         st.apply(&create(4, "g")).unwrap();
         assert_eq!(admit(&st, &create(5, "h"), 0), Err(FsError::Quota));
+        // Moving a file in from outside counts too; moving one out does not.
+        let rename = |parent, new_parent, name: &str| Op::Rename {
+            parent,
+            name: name.as_bytes().to_vec(),
+            new_parent,
+            new_name: name.as_bytes().to_vec(),
+            exchange: false,
+            keep_target: false,
+            time: t(4),
+        };
+        let mut outside = create(6, "x");
+        if let Op::Create { parent, .. } = &mut outside {
+            *parent = ROOT_INODE;
+        }
+        st.apply(&outside).unwrap();
+        assert_eq!(
+            admit(&st, &rename(ROOT_INODE, 2, "x"), 0),
+            Err(FsError::Quota)
+        );
+        assert_eq!(admit(&st, &rename(2, ROOT_INODE, "g"), 0), Ok(()));
     }
 
     #[test]
