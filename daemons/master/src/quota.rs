@@ -229,6 +229,28 @@ pub fn allowance(st: &State, inode: Inode, default_grace: u64) -> FsResult<u64> 
     Ok(allowed.max(length))
 }
 
+/// A new chunk for file `inode` (a write lease into a hole): refused when a size or real
+/// size limit in force above it is already reached, whatever the client asked before.
+pub fn may_add_chunk(st: &State, inode: Inode, default_grace: u64) -> FsResult<()> {
+    if st.meta.quotas.is_empty() {
+        return Ok(());
+    }
+    let now = unix_now();
+    for q in quota_folders(st, st.tree.parents(inode)) {
+        let Some(limits) = st.meta.quotas.get(&q) else {
+            continue;
+        };
+        let usage = st.tree.totals(q).unwrap_or_default();
+        for l in effective(st, q, limits, now, default_grace) {
+            let full = |limit: Option<u64>, used: u64| limit.is_some_and(|lim| used >= lim);
+            if full(l.size, usage.size) || full(l.realsize, usage.realsize) {
+                return Err(FsError::Quota);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Starts or stops the grace clock of every quota (run every second, and before reports).
 pub fn tick(st: &mut State) {
     let now = unix_now();
@@ -399,6 +421,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(crate::dirinfo::chunk_size(0, mib + 1), mib + BLOCK);
+        assert_eq!(allowance(&st, 3, 0), Ok(10 * mib));
+        assert_eq!(may_add_chunk(&st, 3, 0), Ok(()));
+        st.apply(&Op::WriteEnd {
+            inode: 3,
+            length: 10 * mib,
+            time: t(2),
+        })
+        .unwrap();
+        assert_eq!(
+            may_add_chunk(&st, 3, 0),
+            Err(FsError::Quota),
+            "the size is reached"
+        );
         assert_eq!(allowance(&st, 3, 0), Ok(10 * mib));
         // Inodes: the folder and the file are two of three.
         let create = |inode, name: &str| Op::Create {

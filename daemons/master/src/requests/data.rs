@@ -352,6 +352,8 @@ fn plan_write(m: &Master, s: &Session, inode: Inode, index: u32) -> FsResult<Wri
     let (_, chunks, goal) = file_chunks(st, inode)?;
     match chunks.get(index as usize).copied() {
         None => {
+            // The mount asks before writing (see quota_grant); this holds whatever it does.
+            crate::quota::may_add_chunk(st, inode, m.cfg.quota_grace)?;
             if !st.rt.creating.insert((inode, index)) {
                 return Err(FsError::Locked);
             }
