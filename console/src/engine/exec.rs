@@ -736,6 +736,7 @@ pub(crate) mod tests {
                 moved_total: 0,
                 to_repair: 0,
             },
+            quotas: vec![],
         }
     }
 

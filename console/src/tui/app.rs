@@ -24,16 +24,18 @@ pub enum Pane {
     Replication,
     Logs,
     Exports,
+    Quotas,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 6] = [
+    pub const ALL: [Pane; 7] = [
         Pane::Overview,
         Pane::Servers,
         Pane::Disks,
         Pane::Replication,
         Pane::Logs,
         Pane::Exports,
+        Pane::Quotas,
     ];
 
     pub fn title(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Pane {
             Pane::Replication => "Replication",
             Pane::Logs => "Logs",
             Pane::Exports => "Exports",
+            Pane::Quotas => "Quotas",
         }
     }
 
@@ -258,9 +261,9 @@ pub struct App {
     /// Lines above the newest when not following.
     pub log_scroll: usize,
     /// Selected row per pane.
-    pub selected: [usize; 6],
+    pub selected: [usize; 7],
     /// Filter text per pane.
-    pub filters: [String; 6],
+    pub filters: [String; 7],
     pub operation: Option<Operation>,
     /// The operation panel is shown.
     pub show_operation: bool,
@@ -311,7 +314,7 @@ impl App {
             log_source: None,
             log_follow: true,
             log_scroll: 0,
-            selected: [0; 6],
+            selected: [0; 7],
             filters: Default::default(),
             operation: None,
             show_operation: false,

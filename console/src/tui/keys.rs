@@ -76,8 +76,8 @@ pub const KEYS: &[KeyRow] = &[
         ],
     },
     KeyRow {
-        keys: "1-6",
-        does: "Overview, Servers, Disks, Replication, Logs, Exports",
+        keys: "1-7",
+        does: "Overview, Servers, Disks, Replication, Logs, Exports, Quotas",
         bindings: &[
             (key('1'), Intent::Pane(0)),
             (key('2'), Intent::Pane(1)),
@@ -85,6 +85,7 @@ pub const KEYS: &[KeyRow] = &[
             (key('4'), Intent::Pane(3)),
             (key('5'), Intent::Pane(4)),
             (key('6'), Intent::Pane(5)),
+            (key('7'), Intent::Pane(6)),
         ],
     },
     KeyRow {

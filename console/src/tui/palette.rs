@@ -36,6 +36,8 @@ pub enum PaletteCmd {
     },
     #[command(aliases = ["e"])]
     Exports,
+    #[command(aliases = ["quota"])]
+    Quotas,
     #[command(flatten)]
     Verb(Verb),
     Refresh,
@@ -54,6 +56,7 @@ pub const PALETTE: &[(&str, &str)] = &[
     ("replication", "Replication pane (also :chunks)"),
     ("logs", "Logs pane; :logs ROLE[@HOST] picks the source"),
     ("exports", "Exports pane"),
+    ("quotas", "Quotas pane: every folder quota, usage and grace"),
     ("start", "start the cluster, or :start ROLE[@HOST]"),
     (
         "stop",

@@ -544,6 +544,7 @@ fn move_selection(app: &mut App, delta: isize) {
         Pane::Servers => view::visible_servers(app).len(),
         Pane::Disks => view::visible_disks(app).len(),
         Pane::Exports => view::visible_exports(app).len(),
+        Pane::Quotas => app.info().map_or(0, |i| i.quotas.len()),
         _ => 0,
     };
     let i = app.pane.index();
@@ -575,6 +576,7 @@ fn palette(app: &mut App, line: &str) -> Vec<Effect> {
         PaletteCmd::Disks => Pane::Disks,
         PaletteCmd::Replication => Pane::Replication,
         PaletteCmd::Exports => Pane::Exports,
+        PaletteCmd::Quotas => Pane::Quotas,
     };
     app.pane = pane;
     vec![]
@@ -686,6 +688,8 @@ mod tests {
         assert_eq!(a.pane, Pane::Servers);
         press(&mut a, KeyCode::BackTab);
         press(&mut a, KeyCode::BackTab);
+        assert_eq!(a.pane, Pane::Quotas);
+        press(&mut a, KeyCode::Char('6'));
         assert_eq!(a.pane, Pane::Exports);
         press(&mut a, KeyCode::Char('4'));
         assert_eq!(a.pane, Pane::Replication);

@@ -176,6 +176,7 @@ mod tests {
             trash_files: 0,
             trash_bytes: 0,
             health: ChunkHealth::default(),
+            quotas: vec![],
         }
     }
 

@@ -81,6 +81,24 @@ pub fn status_text(info: &ClusterInfo, at: &str, paint: impl Fn(&str, Tone) -> S
     if h.moved_total > 0 {
         line(format!("rebalancing moves since start: {}", h.moved_total));
     }
+    if !info.quotas.is_empty() {
+        let over_soft = info
+            .quotas
+            .iter()
+            .filter(|q| q.grace_left().is_some())
+            .count() as u64;
+        let acting_hard = info
+            .quotas
+            .iter()
+            .filter(|q| q.grace_left() == Some(0))
+            .count() as u64;
+        line(format!(
+            "quotas {}: over a soft limit {}, past the grace period {}",
+            info.quotas.len(),
+            n(over_soft, Tone::Warn),
+            n(acting_hard, Tone::Bad)
+        ));
+    }
     for (goal, row) in h.matrix.iter().enumerate() {
         let cells: Vec<String> = row
             .iter()
@@ -171,6 +189,7 @@ mod tests {
                 moved_total: 2,
                 ..ChunkHealth::default()
             },
+            quotas: vec![],
         }
     }
 

@@ -591,6 +591,11 @@ async fn read_orders(
                 source,
                 token,
             } => (req_id, chunk, Order::Replicate { source, token }),
+            MasterToCs::Duplicate {
+                req_id,
+                chunk,
+                copy,
+            } => (req_id, chunk, Order::Duplicate { copy }),
         };
         tracing::debug!(
             "order {req_id}: {order:?} chunk {:016X} v{}",

@@ -1,4 +1,5 @@
-//! The master's orders (create, delete, set version, truncate, replicate), each answered by
+//! The master's orders (create, delete, set version, truncate, replicate, duplicate), each
+//! answered by
 //! `OpDone`. Orders run concurrently, except that orders for the same chunk run one after the
 //! other in the order they came (a delete followed by a replicate of one chunk must not race).
 
@@ -27,6 +28,10 @@ pub enum Order {
     Replicate {
         source: CsAddr,
         token: moose_proto::auth::ChunkToken,
+    },
+    /// Copy on write: a new chunk `copy` with this chunk's data.
+    Duplicate {
+        copy: ChunkRef,
     },
 }
 
@@ -132,6 +137,10 @@ impl Orders {
             }
             Order::Replicate { source, token } => {
                 replicator::replicate(store, chunk, source, token).await
+            }
+            Order::Duplicate { copy } => {
+                let copy = *copy;
+                blocking(move || store.duplicate(chunk, copy)).await
             }
         }
     }

@@ -886,6 +886,25 @@ impl Store {
             })
     }
 
+    /// Copy on write: a new chunk `copy` holding the data of `chunk` (CRCs checked on the way),
+    /// durable before it is registered. Blocks of zeros stay holes.
+    pub fn duplicate(&self, chunk: ChunkRef, copy: ChunkRef) -> FsResult<()> {
+        let len = self.data_length(chunk)? as usize;
+        let new = self.begin_new(copy)?;
+        let mut buf = vec![0u8; BS];
+        let mut crc = [0u32; 1];
+        for block in 0..len.div_ceil(BS) {
+            self.read_blocks(chunk, block as u32, &mut buf, &mut crc)?;
+            if crc[0] == ZERO_BLOCK_CRC && buf.iter().all(|&b| b == 0) {
+                continue;
+            }
+            let data = &buf[..(len - block * BS).min(BS)];
+            new.write_block(block as u32, data, crc[0])?;
+        }
+        new.sync()?;
+        self.commit_new(new)
+    }
+
     /// Cuts the chunk to `length` bytes and gives it `new_version`.
     pub fn truncate(&self, chunk: ChunkRef, new_version: u32, length: u32) -> FsResult<()> {
         if u64::from(length) > CHUNK_SIZE {
@@ -1123,6 +1142,28 @@ pub(crate) mod tests {
         assert!(back[100..].iter().all(|&b| b == 0));
         assert_eq!(store.space_reports()[0].used, DATA_OFFSET + 100);
         assert_eq!(store.truncate(new, 3, u32::MAX), Err(FsError::Inval));
+    }
+
+    #[test]
+    fn duplicate_copies_data_into_a_new_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        let mut data = vec![3u8; 2 * BS + 10];
+        data[BS..2 * BS].fill(0);
+        write_all(&store, C, 0, &data);
+        let copy = ChunkRef {
+            chunk_id: 99,
+            version: 1,
+        };
+        store.duplicate(C, copy).unwrap();
+        let back = read_all(&store, copy, 3).unwrap();
+        assert_eq!(&back[..data.len()], &data[..]);
+        assert!(back[data.len()..].iter().all(|&b| b == 0));
+        // The source is untouched by writes to the copy, and a second copy is refused.
+        write_all(&store, copy, 0, &[9u8; 10]);
+        assert_eq!(read_all(&store, C, 1).unwrap()[..10], [3u8; 10]);
+        assert_eq!(store.duplicate(C, copy), Err(FsError::Exist));
     }
 
     #[test]

@@ -74,6 +74,8 @@ struct Core {
     /// Open handles per inode; the lock orders Open/Release of one inode.
     opens: Mutex<HashMap<Inode, Arc<tokio::sync::Mutex<u32>>>>,
     absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
+    /// How far files may grow under quotas.
+    grants: crate::quota_grant::Grants,
 }
 
 /// Extended attribute names of POSIX ACLs, which are not supported.
@@ -588,6 +590,7 @@ impl MooseFs {
             dirs: Mutex::new(HashMap::new()),
             opens: Mutex::new(HashMap::new()),
             absent_xattrs: Mutex::new(HashMap::new()),
+            grants: Default::default(),
         });
         rt.spawn(follow_sessions(master, Arc::downgrade(&core)));
         MooseFs { core, rt }
@@ -1024,16 +1027,26 @@ impl Filesystem for MooseFs {
         {
             return reply.error(Errno::EFBIG);
         }
-        let Ok(written) = u32::try_from(len) else {
+        if u32::try_from(len).is_err() {
             return reply.error(Errno::EINVAL);
-        };
+        }
         let core = self.core.clone();
         let inode = core.to_master(ino);
-        let data = data.to_vec();
+        let mut data = data.to_vec();
         self.spawn(async move {
+            // Quotas: only what the master allows is written and acknowledged.
+            let allowed = match core
+                .grants
+                .admit(&core.master, inode, offset, data.len() as u64)
+                .await
+            {
+                Ok(n) => n as usize,
+                Err(e) => return reply.error(errno(e)),
+            };
+            data.truncate(allowed);
             core.reader.invalidate_data(inode);
             core.writer.write(inode, offset, &data).await;
-            reply.written(written);
+            reply.written(allowed as u32);
         });
     }
 
@@ -1178,10 +1191,12 @@ impl Filesystem for MooseFs {
         });
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let core = self.core.clone();
+        let inode = core.to_master(ino);
         self.spawn(async move {
-            match core.call(ClRequest::Statfs).await {
+            // At the inode: inside a folder with a size quota, the quota is the size.
+            match core.call(ClRequest::StatfsAt { inode }).await {
                 Ok(ClReply::Statfs(s)) => {
                     let files = s.inodes.max(u32::MAX as u64);
                     reply.statfs(

@@ -37,22 +37,29 @@ pub enum Command {
 }
 
 /// A path resolved to its mount and master inode.
-struct Target {
+pub(crate) struct Target {
     /// Canonical path of the mount point.
-    mount_point: PathBuf,
+    pub(crate) mount_point: PathBuf,
     source: Source,
     /// `stat` inode (1 = the mount's root).
     st_ino: u64,
 }
 
+impl Target {
+    /// The folder of the file system the mount shows (`/` for all of it).
+    pub(crate) fn subdir(&self) -> &str {
+        &self.source.subdir
+    }
+}
+
 /// Connections per mount, opened on first use.
 #[derive(Default)]
-struct Sessions {
+pub(crate) struct Sessions {
     by_mount: HashMap<PathBuf, (MasterClient, Inode)>,
 }
 
 impl Sessions {
-    async fn get(&mut self, t: &Target) -> anyhow::Result<(MasterClient, Inode)> {
+    pub(crate) async fn get(&mut self, t: &Target) -> anyhow::Result<(MasterClient, Inode)> {
         if let Some(s) = self.by_mount.get(&t.mount_point) {
             return Ok(s.clone());
         }
@@ -69,9 +76,15 @@ impl Sessions {
         self.by_mount.insert(t.mount_point.clone(), s.clone());
         Ok(s)
     }
+
+    /// The master of the target's mount, and the target's inode there.
+    pub(crate) async fn inode_of(&mut self, t: &Target) -> anyhow::Result<(MasterClient, Inode)> {
+        let (client, root) = self.get(t).await?;
+        Ok((client, if t.st_ino == 1 { root } else { t.st_ino }))
+    }
 }
 
-fn resolve(path: &Path) -> anyhow::Result<Target> {
+pub(crate) fn resolve(path: &Path) -> anyhow::Result<Target> {
     let canonical = std::fs::canonicalize(path)?;
     let meta = std::fs::metadata(&canonical)?;
     let text = std::fs::read_to_string("/proc/self/mountinfo")
@@ -94,7 +107,7 @@ fn resolve(path: &Path) -> anyhow::Result<Target> {
     })
 }
 
-fn own_cred() -> Cred {
+pub(crate) fn own_cred() -> Cred {
     Cred {
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
@@ -182,12 +195,7 @@ async fn one(
         }
         bail!("in a meta mount: name a file of a normal mount");
     }
-    let (client, root) = sessions.get(&target).await?;
-    let inode = if target.st_ino == 1 {
-        root
-    } else {
-        target.st_ino
-    };
+    let (client, inode) = sessions.inode_of(&target).await?;
     let shown = path.display().to_string();
     match cmd {
         Command::GetGoal => match client.call(ClRequest::GetGoal { inode }).await? {

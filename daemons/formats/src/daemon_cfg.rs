@@ -81,6 +81,10 @@ crate::key_set! {
             "the cluster secret chunkservers and metaloggers prove (unset: none)";
         session_sustain_time: Seconds = "SESSION_SUSTAIN_TIME", default Seconds(86_400),
             range Range::Any, "how long a mount's session outlives a lost connection";
+        quota_default_grace_period: Seconds = "QUOTA_DEFAULT_GRACE_PERIOD",
+            default Seconds(604_800), range Range::Any,
+            "how long a soft quota may be exceeded before it acts as a hard one (setquota -p \
+             overrides it per folder)";
     }
 }
 

@@ -41,6 +41,8 @@ pub struct MasterConfig {
     pub auth_code: Option<String>,
     /// Seconds a session outlives its connection (open files stay open meanwhile).
     pub session_sustain: u64,
+    /// Seconds a soft quota may be exceeded when its folder sets no grace period.
+    pub quota_grace: u64,
 }
 
 /// `*` (every address) as the listener binds it.
@@ -73,6 +75,7 @@ impl MasterConfig {
             },
             acceptable_difference: k.acceptable_percentage_difference(),
             session_sustain: k.session_sustain_time().0,
+            quota_grace: k.quota_default_grace_period().0,
             auth_code: k.auth_code.map(|n| n.0),
             data_path,
         })

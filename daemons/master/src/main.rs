@@ -6,6 +6,7 @@ mod clserv;
 mod config;
 mod cs_registry;
 mod csserv;
+mod dirinfo;
 mod health;
 mod known_servers;
 mod link;
@@ -16,9 +17,11 @@ mod mlserv;
 mod namespace;
 mod ops;
 mod placement;
+mod quota;
 mod rebalance;
 mod requests;
 mod sessions;
+mod snapshot;
 mod state;
 mod trash;
 mod trust;
@@ -118,6 +121,7 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     tokio::spawn(sessions::expire_loop(m.clone()));
     tokio::spawn(dump_loop(m.clone()));
     tokio::spawn(trash::purge_loop(m.clone()));
+    tokio::spawn(requests::quota_clock_loop(m.clone()));
     ctx.ready();
     tracing::info!("moose-master ready");
 

@@ -120,6 +120,7 @@ impl Master {
     /// Applies `op` and queues it in the changelog. The caller holds the state lock (so
     /// records stay in order) and must wait for [`Master::recorded`] before replying.
     pub fn commit(&self, st: &mut State, op: Op) -> FsResult<(Applied, u64)> {
+        crate::quota::admit(st, &op, self.cfg.quota_grace)?;
         let applied = st.apply(&op)?;
         st.meta.version += 1;
         let version = st.meta.version;

@@ -4,7 +4,7 @@
 //! Layout: `MOOSEMD2`, cluster id (u64 BE), version (u64 BE), body length (u64 BE), the body
 //! (postcard-encoded [`Meta`]), CRC32 of the body (u32 BE), `MOOSEEOF`.
 //!
-//! `MOOSEMD1` dumps (before trash times and the trash) are still read: see [`v1`].
+//! `MOOSEMD1` dumps (before trash times, the trash and quotas) are still read: see [`v1`].
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -210,6 +210,7 @@ mod v1 {
                 nodes,
                 chunks: self.chunks,
                 trash: BTreeMap::new(),
+                quotas: Default::default(),
             }
         }
     }
@@ -230,6 +231,16 @@ mod tests {
         let back = load(&path).unwrap();
         assert_eq!(back.cluster_id, 77);
         assert_eq!(back.version, 5);
+        assert!(back.quotas.is_empty());
+        let mut with_quota = meta.clone();
+        let q = moose_proto::msg::QuotaLimits {
+            grace: Some(9),
+            ..Default::default()
+        };
+        with_quota.quotas.insert(1, q);
+        write(dir.path(), &encode(&with_quota)).unwrap();
+        assert_eq!(load(&path).unwrap().quotas.get(&1), Some(&q));
+        write(dir.path(), &encode(&meta)).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xff;
@@ -242,7 +253,7 @@ mod tests {
         ));
     }
 
-    /// A dump as the code before the trash wrote it still loads, with default trash times.
+    /// A dump as the code before the trash wrote it still loads, with trash time 0 and no quotas.
     #[test]
     fn reads_dumps_of_the_older_layout() {
         use moose_proto::FileKind;

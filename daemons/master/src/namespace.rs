@@ -85,10 +85,10 @@ impl ChunkTable {
         }
     }
 
-    /// Drops every chunk at `keep` or after; returns their ids.
-    pub fn truncate(&mut self, keep: u64) -> Vec<u64> {
+    /// Drops every chunk at `keep` or after; returns them (index, id).
+    pub fn truncate(&mut self, keep: u64) -> Vec<(u32, u64)> {
         match u32::try_from(keep) {
-            Ok(k) => self.0.split_off(&k).into_values().collect(),
+            Ok(k) => self.0.split_off(&k).into_iter().collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -301,7 +301,8 @@ impl Node {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ChunkMeta {
     pub version: u32,
-    /// The file the chunk belongs to (no snapshots: one owner).
+    /// A file holding the chunk (one of them for a chunk shared by snapshots, see
+    /// [`crate::snapshot::Shares`]).
     pub inode: Inode,
     pub index: u32,
 }
@@ -318,6 +319,8 @@ pub struct Meta {
     pub chunks: HashMap<u64, ChunkMeta>,
     /// Deleted files kept in the trash (their nodes stay in `nodes`, with no link).
     pub trash: BTreeMap<Inode, Trashed>,
+    /// Folder quotas.
+    pub quotas: crate::quota::Quotas,
 }
 
 /// Where a file in the trash was, and when it was deleted.
@@ -358,6 +361,7 @@ impl Meta {
             nodes,
             chunks: HashMap::new(),
             trash: BTreeMap::new(),
+            quotas: Default::default(),
         }
     }
 
@@ -388,7 +392,7 @@ mod tests {
             back.iter().collect::<Vec<_>>(),
             vec![(0, 5), (2, 6), (5, 9)]
         );
-        assert_eq!(t.truncate(1), vec![6, 7]);
+        assert_eq!(t.truncate(1), vec![(2, 6), (1 << 30, 7)]);
         assert_eq!(t.iter().collect::<Vec<_>>(), vec![(0, 5)]);
     }
 

@@ -132,4 +132,31 @@ pub enum Op {
         new_dirs: Vec<Inode>,
         time: Timespec,
     },
+    /// A snapshot: a copy of `src` (a file or a whole tree) named `name` in `parent`, sharing
+    /// every chunk. New nodes are numbered from `first_inode` in the order of
+    /// [`crate::snapshot::walk`]. With `replace`, an existing `name` and its whole tree go
+    /// first; its files listed in `keep` were open and stay as orphans.
+    Snapshot {
+        src: Inode,
+        parent: Inode,
+        name: Vec<u8>,
+        first_inode: Inode,
+        replace: bool,
+        keep: Vec<Inode>,
+        time: Timespec,
+    },
+    /// Copy on write: chunk `index` of `inode` was `old`, shared with other files; it is now
+    /// `new`, a copy the chunkservers made.
+    CopyChunk {
+        inode: Inode,
+        index: u32,
+        old: u64,
+        new: u64,
+        version: u32,
+    },
+    /// Sets (`None`: removes) the quota of folder `inode`.
+    SetQuota {
+        inode: Inode,
+        quota: Option<moose_proto::msg::QuotaLimits>,
+    },
 }

@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use moose_proto::{ChunkRef, FileKind, FsError, FsResult, Inode, CHUNK_SIZE, MAX_NAME_LEN};
 
+use crate::dirinfo::Tree;
 use crate::namespace::{ChunkMeta, Dir, Meta, Node, NodeData};
 use crate::ops::Op;
+use crate::snapshot::{self, Shares};
 
 /// A copy of a chunk on a chunkserver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,12 @@ pub enum Applied {
 pub struct State {
     pub meta: Meta,
     pub rt: Runtime,
+    /// Per-folder counters (derived from `meta`).
+    pub tree: Tree,
+    /// Holders of shared chunks (derived from `meta`).
+    pub shares: Shares,
+    /// Since when soft quota limits are exceeded.
+    pub quota_clock: crate::quota::Clock,
 }
 
 pub fn check_name(name: &[u8]) -> FsResult<()> {
@@ -99,6 +107,9 @@ pub fn check_name(name: &[u8]) -> FsResult<()> {
 impl State {
     pub fn new(meta: Meta) -> Self {
         let mut st = State {
+            tree: Tree::build(&meta),
+            shares: Shares::build(&meta),
+            quota_clock: Default::default(),
             meta,
             rt: Runtime::default(),
         };
@@ -139,6 +150,12 @@ impl State {
             && !self.meta.trash.contains_key(&inode)
     }
 
+    /// The goal a chunk must meet: its file's, or for a chunk shared by snapshots the highest
+    /// goal of the files holding it. `None` when no holder exists.
+    pub fn chunk_goal(&self, chunk_id: u64, holder: Inode) -> Option<u8> {
+        snapshot::chunk_goal(&self.meta, &self.shares, chunk_id, holder)
+    }
+
     pub fn is_open(&self, inode: Inode) -> bool {
         self.rt.open.get(&inode).copied().unwrap_or(0) > 0
     }
@@ -157,8 +174,84 @@ impl State {
     }
 
     /// Applies one change. Validates everything before touching anything, so an error leaves
-    /// the state as it was.
+    /// the state as it was. The folder counters follow.
     pub fn apply(&mut self, op: &Op) -> FsResult<Applied> {
+        let (edges, files, gone) = self.touched(op);
+        let pending = self.tree.before(&self.meta, edges, files, gone);
+        let r = self.apply_op(op);
+        if r.is_ok() {
+            self.tree.after(&self.meta, pending);
+            if !self.meta.quotas.is_empty()
+                && matches!(
+                    op,
+                    Op::RmDir { .. } | Op::Rename { .. } | Op::Snapshot { .. }
+                )
+            {
+                // A removed folder takes its quota with it.
+                let nodes = &self.meta.nodes;
+                self.meta.quotas.retain(|d, _| nodes.contains_key(d));
+            }
+        } else {
+            self.tree.restore(&self.meta, pending);
+        }
+        r
+    }
+
+    /// What an op may change, for the counters: (folder, name) edges, files whose content
+    /// changes, nodes that may go.
+    #[allow(clippy::type_complexity)]
+    fn touched(&self, op: &Op) -> (Vec<(Inode, Vec<u8>)>, Vec<Inode>, Vec<Inode>) {
+        match op {
+            Op::Create { parent, name, .. }
+            | Op::Symlink { parent, name, .. }
+            | Op::Link { parent, name, .. }
+            | Op::Unlink { parent, name, .. }
+            | Op::RmDir { parent, name, .. }
+            | Op::Snapshot { parent, name, .. } => (vec![(*parent, name.clone())], vec![], vec![]),
+            Op::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                ..
+            } => (
+                vec![(*parent, name.clone()), (*new_parent, new_name.clone())],
+                vec![],
+                vec![],
+            ),
+            Op::SetLength { inode, .. }
+            | Op::AddChunk { inode, .. }
+            | Op::WriteEnd { inode, .. }
+            | Op::CopyChunk { inode, .. } => (vec![], vec![*inode], vec![]),
+            Op::SetGoal {
+                inode, recursive, ..
+            } => {
+                let files = if *recursive {
+                    snapshot::walk(&self.meta, *inode)
+                        .into_iter()
+                        .map(|(i, _, _)| i)
+                        .collect()
+                } else {
+                    vec![*inode]
+                };
+                (vec![], files, vec![])
+            }
+            Op::Purge { inode } | Op::TrashPurge { inode } => (vec![], vec![], vec![*inode]),
+            // The file comes back under its nearest existing folder, with any folders missing.
+            Op::Undelete { inode, .. } => match self.undelete_edge(*inode) {
+                Some(edge) => (vec![edge], vec![], vec![]),
+                None => (vec![], vec![], vec![]),
+            },
+            Op::SetTrashTime { .. }
+            | Op::SetAttr { .. }
+            | Op::SetQuota { .. }
+            | Op::SetChunkVersion { .. }
+            | Op::SetXattr { .. }
+            | Op::RemoveXattr { .. } => (vec![], vec![], vec![]),
+        }
+    }
+
+    pub(crate) fn apply_op(&mut self, op: &Op) -> FsResult<Applied> {
         match op {
             Op::Create {
                 parent,
@@ -230,7 +323,7 @@ impl State {
                 gid,
                 time,
             } => {
-                self.apply(&Op::Create {
+                self.apply_op(&Op::Create {
                     parent: *parent,
                     name: name.clone(),
                     inode: *inode,
@@ -376,8 +469,8 @@ impl State {
                 }
                 n.mtime = *time;
                 n.ctime = *time;
-                for c in dropped {
-                    self.drop_chunk(c);
+                for (index, c) in dropped {
+                    self.release_chunk(*inode, index, c);
                 }
                 if let Some((cid, version)) = trunc_chunk {
                     if let Some(c) = self.meta.chunks.get_mut(cid) {
@@ -509,6 +602,39 @@ impl State {
                 new_dirs,
                 time,
             } => self.undelete(*inode, new_dirs, *time),
+            Op::Snapshot {
+                src,
+                parent,
+                name,
+                first_inode,
+                replace,
+                keep,
+                time,
+            } => snapshot::apply(
+                self,
+                *src,
+                *parent,
+                name,
+                *first_inode,
+                *replace,
+                keep,
+                *time,
+            )
+            .map(Applied::Node),
+            Op::CopyChunk {
+                inode,
+                index,
+                old,
+                new,
+                version,
+            } => {
+                snapshot::copy_chunk(self, *inode, *index, *old, *new, *version)?;
+                Ok(Applied::Done)
+            }
+            Op::SetQuota { inode, quota } => {
+                crate::quota::set(&mut self.meta, *inode, *quota)?;
+                Ok(Applied::Done)
+            }
         }
     }
 
@@ -549,15 +675,26 @@ impl State {
         Ok(())
     }
 
-    /// Deletes a node and drops its chunks.
+    /// Deletes a node and drops its chunks (its references to shared ones).
     pub(crate) fn purge(&mut self, inode: Inode) {
         self.untrash(inode);
         if let Some(node) = self.meta.nodes.remove(&inode) {
             if let NodeData::File { chunks, .. } = node.data {
-                for c in chunks.ids().collect::<Vec<_>>() {
-                    self.drop_chunk(c);
+                for (index, c) in chunks.iter() {
+                    self.release_chunk(inode, index, c);
                 }
             }
+        }
+    }
+
+    /// File `inode` no longer holds `chunk_id` at `index`: the chunk goes unless another file
+    /// (a snapshot) still holds it.
+    fn release_chunk(&mut self, inode: Inode, index: u32, chunk_id: u64) {
+        if self
+            .shares
+            .release(&mut self.meta.chunks, chunk_id, (inode, index))
+        {
+            self.drop_chunk(chunk_id);
         }
     }
 

@@ -225,6 +225,14 @@ impl State {
         })
     }
 
+    /// The (folder, name) edge an undelete of `inode` adds: its first missing folder, or the
+    /// file's own name.
+    pub(crate) fn undelete_edge(&self, inode: Inode) -> Option<(Inode, Vec<u8>)> {
+        let plan = self.undelete_plan(inode).ok()?;
+        let name = plan.missing.into_iter().next().unwrap_or(plan.name);
+        Some((plan.parent, name))
+    }
+
     /// How many folders an undelete of `inode` has to create (or why it cannot be done).
     pub fn undelete_needs(&self, inode: Inode) -> FsResult<usize> {
         Ok(self.undelete_plan(inode)?.missing.len())
@@ -249,8 +257,9 @@ impl State {
             return Err(FsError::Exist);
         }
         let mut parent = plan.parent;
+        // `apply_op`, not `apply`: the folder counters are kept by the Undelete op as a whole.
         for (name, &dir) in plan.missing.into_iter().zip(new_dirs) {
-            self.apply(&Op::Create {
+            self.apply_op(&Op::Create {
                 parent,
                 name,
                 inode: dir,

@@ -267,6 +267,41 @@ pub enum ClRequest {
     Undelete {
         inode: Inode,
     },
+    /// Counters of a folder's tree, or of a file (`moose-tool dirinfo`).
+    DirInfo {
+        inode: Inode,
+    },
+    /// A snapshot of `src` named `name` in `parent` (`moose-tool makesnapshot`); `replace`
+    /// (`-o`) replaces what has that name.
+    Snapshot {
+        src: Inode,
+        parent: Inode,
+        name: Vec<u8>,
+        replace: bool,
+        cred: Cred,
+    },
+    /// Sets (or with `None` removes) the quota of a folder (`moose-tool setquota`,
+    /// `delquota`); root only.
+    SetQuota {
+        inode: Inode,
+        quota: Option<QuotaLimits>,
+        cred: Cred,
+    },
+    /// The quota of one folder (`getquota`), or with `under` every quota in its tree
+    /// (`repquota`); answered with [`ClReply::Quotas`].
+    GetQuota {
+        inode: Inode,
+        under: bool,
+    },
+    /// Before a write(2) extends a file past what was last allowed: how far it may grow
+    /// under the quotas of the folders holding it. Answered with [`ClReply::Allowance`].
+    QuotaAllowance {
+        inode: Inode,
+    },
+    /// `statfs` inside the mount: under a folder with a size quota, the quota is the size.
+    StatfsAt {
+        inode: Inode,
+    },
 }
 
 /// Trash buckets of the meta mount (`trash/000` … `trash/FFF`), as in stock MooseFS.
@@ -312,6 +347,90 @@ pub enum ClReply {
         eof: bool,
     },
     TrashEntry(TrashEntry),
+    DirInfo(DirStats),
+    Quotas(Vec<QuotaReport>),
+    /// A file may grow up to `end` bytes (`u64::MAX`: no limit); `quotas` is false when the
+    /// cluster has none (the client then need not ask again for a while).
+    Allowance {
+        end: u64,
+        quotas: bool,
+    },
+}
+
+/// Limits of one kind (`None`: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub inodes: Option<u64>,
+    pub length: Option<u64>,
+    pub size: Option<u64>,
+    pub realsize: Option<u64>,
+}
+
+/// A folder's quota as `setquota` sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLimits {
+    pub soft: Limits,
+    pub hard: Limits,
+    /// Seconds a soft limit may be exceeded (`None`: the master's QUOTA_DEFAULT_GRACE_PERIOD).
+    pub grace: Option<u64>,
+}
+
+/// A quota with its folder's usage (getquota, repquota, the console).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaReport {
+    pub inode: Inode,
+    /// The folder's path from the file system's root.
+    pub path: String,
+    pub limits: QuotaLimits,
+    /// The grace period in force (the folder's or the default), seconds.
+    pub grace: u64,
+    pub usage: DirStats,
+    /// Seconds since a soft limit is exceeded (`None`: within every soft limit).
+    pub soft_exceeded_for: Option<u64>,
+}
+
+impl QuotaReport {
+    /// Seconds of grace left while over a soft limit; `Some(0)` once it acts as a hard limit.
+    pub fn grace_left(&self) -> Option<u64> {
+        self.soft_exceeded_for.map(|s| self.grace.saturating_sub(s))
+    }
+}
+
+/// What `moose-tool dirinfo` shows: figures of a tree, the folder itself included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirStats {
+    pub inodes: u64,
+    pub dirs: u64,
+    pub files: u64,
+    pub chunks: u64,
+    /// Sum of the files' lengths.
+    pub length: u64,
+    /// Bytes of their chunks (whole 64 KiB blocks).
+    pub size: u64,
+    /// `size` times each file's goal.
+    pub realsize: u64,
+}
+
+impl DirStats {
+    pub fn add(&mut self, o: &DirStats) {
+        self.inodes = self.inodes.saturating_add(o.inodes);
+        self.dirs = self.dirs.saturating_add(o.dirs);
+        self.files = self.files.saturating_add(o.files);
+        self.chunks = self.chunks.saturating_add(o.chunks);
+        self.length = self.length.saturating_add(o.length);
+        self.size = self.size.saturating_add(o.size);
+        self.realsize = self.realsize.saturating_add(o.realsize);
+    }
+
+    pub fn sub(&mut self, o: &DirStats) {
+        self.inodes = self.inodes.saturating_sub(o.inodes);
+        self.dirs = self.dirs.saturating_sub(o.dirs);
+        self.files = self.files.saturating_sub(o.files);
+        self.chunks = self.chunks.saturating_sub(o.chunks);
+        self.length = self.length.saturating_sub(o.length);
+        self.size = self.size.saturating_sub(o.size);
+        self.realsize = self.realsize.saturating_sub(o.realsize);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +547,9 @@ pub struct ClusterInfo {
     pub trash_files: u64,
     #[serde(default)]
     pub trash_bytes: u64,
+    /// Every folder quota with its usage.
+    #[serde(default)]
+    pub quotas: Vec<QuotaReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -555,6 +677,12 @@ pub enum MasterToCs {
         token: ChunkToken,
     },
     Nop,
+    /// Copy on write: makes `copy` (a new chunk) from this server's copy of `chunk`.
+    Duplicate {
+        req_id: u64,
+        chunk: ChunkRef,
+        copy: ChunkRef,
+    },
 }
 
 // ------------------------------------------------------------------------------------------

@@ -78,6 +78,9 @@ pub enum FsError {
     TooLarge,
     #[error("device or resource busy")]
     Busy,
+    /// A quota's hard limit (or a soft one past its grace period) would be exceeded.
+    #[error("disk quota exceeded")]
+    Quota,
 }
 
 impl FsError {
@@ -113,6 +116,7 @@ impl FsError {
             FsError::TimedOut => libc_errno::ETIMEDOUT,
             FsError::TooLarge => libc_errno::E2BIG,
             FsError::Busy => libc_errno::EBUSY,
+            FsError::Quota => libc_errno::EDQUOT,
         }
     }
 }
@@ -138,6 +142,7 @@ mod libc_errno {
     pub const ERANGE: i32 = 34;
     pub const ENAMETOOLONG: i32 = 36;
     pub const ENOTEMPTY: i32 = 39;
+    pub const EDQUOT: i32 = 122;
     pub const ELOOP: i32 = 40;
     pub const ENODATA: i32 = 61;
     pub const EOPNOTSUPP: i32 = 95;

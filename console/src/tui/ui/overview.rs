@@ -128,6 +128,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, t: &Theme) {
                 fmt::count(h.replicated_total)
             ),
         ),
+        quota_line(info, t),
     ];
     frame.render_widget(
         Paragraph::new(r).block(Block::new().title(Span::styled("Chunk health", t.bold()))),
@@ -164,6 +165,28 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, t: &Theme) {
             .style(t.accent()),
         spark,
     );
+}
+
+/// `quotas  3: 1 over a soft limit, 0 past the grace period`.
+fn quota_line<'a>(info: &moose_proto::msg::ClusterInfo, t: &Theme) -> Line<'a> {
+    let over = info
+        .quotas
+        .iter()
+        .filter(|q| q.grace_left().is_some())
+        .count() as u64;
+    let hard = info
+        .quotas
+        .iter()
+        .filter(|q| q.grace_left() == Some(0))
+        .count() as u64;
+    Line::from(vec![
+        Span::styled(format!("{:<18}", "quotas"), t.dim()),
+        Span::raw(format!("{}: ", fmt::count(info.quotas.len() as u64))),
+        Span::styled(fmt::count(over), t.count(over, Level::Warn)),
+        Span::raw(" over soft, "),
+        Span::styled(fmt::count(hard), t.count(hard, Level::Error)),
+        Span::raw(" past grace"),
+    ])
 }
 
 /// `roles  master running · metaloggers 1/1 · chunkservers 3/3 · clients 1/1 mounted`.

@@ -202,6 +202,94 @@ fn exports() {
     insta::assert_snapshot!(render(&app, 140, 20));
 }
 
+/// Quotas: one within its limits, one over its soft limit in grace, one at a hard limit.
+#[test]
+fn quotas() {
+    use moose_proto::msg::{DirStats, Limits, QuotaLimits, QuotaReport};
+    let (mut app, t0) = app();
+    let mut i = info(3);
+    let report =
+        |path: &str, soft: Limits, hard: Limits, usage: DirStats, over: Option<u64>| QuotaReport {
+            inode: 2,
+            path: path.into(),
+            limits: QuotaLimits {
+                soft,
+                hard,
+                grace: None,
+            },
+            grace: 604_800,
+            usage,
+            soft_exceeded_for: over,
+        };
+    let mib = 1 << 20;
+    i.quotas = vec![
+        report(
+            "/home/ann",
+            Limits::default(),
+            Limits {
+                size: Some(100 * mib),
+                ..Default::default()
+            },
+            DirStats {
+                inodes: 40,
+                size: 25 * mib,
+                length: 24 * mib,
+                ..Default::default()
+            },
+            None,
+        ),
+        report(
+            "/projects",
+            Limits {
+                inodes: Some(1000),
+                ..Default::default()
+            },
+            Limits::default(),
+            DirStats {
+                inodes: 1200,
+                ..Default::default()
+            },
+            Some(3600),
+        ),
+        report(
+            "/scratch",
+            Limits::default(),
+            Limits {
+                length: Some(10 * mib),
+                ..Default::default()
+            },
+            DirStats {
+                inodes: 3,
+                length: 10 * mib,
+                ..Default::default()
+            },
+            None,
+        ),
+    ];
+    update(&mut app, Event::Monitor(Box::new(snapshot(t0, Ok(i)))));
+    let overview = render(&app, 160, 40);
+    assert!(
+        overview.contains("quotas            3: 1 over soft, 0 past grace"),
+        "{overview}"
+    );
+    key(&mut app, KeyCode::Char('7'));
+    let pane = render(&app, 160, 20);
+    for fact in [
+        "Quotas (3)",
+        "/home/ann",
+        "[##--------] 25%",
+        "over soft",
+        "6d23h",
+        "[##########] 120%",
+        "at hard limit",
+    ] {
+        assert!(pane.contains(fact), "{fact} missing:\n{pane}");
+    }
+    insta::assert_snapshot!(pane);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.selected[crate::tui::app::Pane::Quotas.index()], 1);
+}
+
 #[test]
 fn stop_dialog_defaults_to_cancel() {
     let (mut app, t0) = app();

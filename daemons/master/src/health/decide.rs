@@ -139,12 +139,8 @@ pub fn decide(
                 });
             }
         }
-        let goal = st
-            .meta
-            .nodes
-            .get(&meta.inode)
-            .map(|n| n.goal as usize)
-            .unwrap_or(1);
+        let goal = crate::snapshot::chunk_goal(&st.meta, &st.shares, chunk_id, meta.inode)
+            .map_or(1, usize::from);
         let chunk = ChunkRef {
             chunk_id,
             version: meta.version,

@@ -194,6 +194,13 @@ enum WritePlan {
         version: u32,
         copies: Vec<u32>,
     },
+    /// A chunk shared with a snapshot: copy it first (copy on write), then write the copy.
+    Copy {
+        chunk_id: u64,
+        version: u32,
+        copies: Vec<u32>,
+        new_id: u64,
+    },
 }
 
 /// Gives the client a chunk to write: a new one (created on `goal` servers) or the existing
@@ -246,7 +253,97 @@ pub async fn write_chunk(
                 &ok,
             ))
         }
+        WritePlan::Copy {
+            chunk_id,
+            version,
+            copies,
+            new_id,
+        } => {
+            let (copy, ok) = unshare(m, s, inode, index, chunk_id, version, copies, new_id).await?;
+            let file_length = {
+                let mut st = m.state();
+                lock_chunk(&mut st, copy.chunk_id, s.id);
+                st.node(inode).map_or(0, |n| n.length())
+            };
+            Ok(lease(m, file_length, copy, &ok))
+        }
     }
+}
+
+/// Copy on write: every server holding a valid copy of the shared chunk `old` duplicates it
+/// into the new chunk `new_id` (version 1), then the file's slot is switched to the copy in
+/// one op, recorded before it is used. `old` must be locked by this session; the lock is
+/// released. Returns the copy and the servers holding it.
+#[allow(clippy::too_many_arguments)]
+async fn unshare(
+    m: &Master,
+    s: &Session,
+    inode: Inode,
+    index: u32,
+    old: u64,
+    version: u32,
+    copies: Vec<u32>,
+    new_id: u64,
+) -> FsResult<(ChunkRef, Vec<u32>)> {
+    let source = ChunkRef {
+        chunk_id: old,
+        version,
+    };
+    let copy = ChunkRef {
+        chunk_id: new_id,
+        version: 1,
+    };
+    let ok = order_all(m, &copies, "duplicate", |req_id| MasterToCs::Duplicate {
+        req_id,
+        chunk: source,
+        copy,
+    })
+    .await;
+    let v = {
+        let mut st = m.state();
+        let st = &mut *st;
+        if st
+            .rt
+            .write_locks
+            .get(&old)
+            .is_some_and(|l| l.session == s.id)
+        {
+            st.rt.write_locks.remove(&old);
+        }
+        for cs in copies.iter().filter(|cs| !ok.contains(cs)) {
+            st.rt.deletions.push((*cs, copy));
+        }
+        if ok.is_empty() {
+            tracing::warn!("chunk {old:016X}: no server could copy it for a write (copy on write)");
+            return Err(FsError::Io);
+        }
+        let op = Op::CopyChunk {
+            inode,
+            index,
+            old,
+            new: new_id,
+            version: 1,
+        };
+        let v = match m.commit(st, op) {
+            Ok((_, v)) => v,
+            Err(e) => {
+                // The file changed meanwhile (truncated, removed, or no longer sharing).
+                st.rt.deletions.extend(ok.iter().map(|cs| (*cs, copy)));
+                return Err(if e == FsError::NoChunk {
+                    FsError::Locked
+                } else {
+                    e
+                });
+            }
+        };
+        st.rt.locations.insert(
+            new_id,
+            ok.iter().map(|&cs| Copy { cs, version: 1 }).collect(),
+        );
+        v
+    };
+    m.recorded(v).await?;
+    Ok((copy, ok))
 }
 
 fn plan_write(m: &Master, s: &Session, inode: Inode, index: u32) -> FsResult<WritePlan> {
@@ -255,6 +352,8 @@ fn plan_write(m: &Master, s: &Session, inode: Inode, index: u32) -> FsResult<Wri
     let (_, chunks, goal) = file_chunks(st, inode)?;
     match chunks.get(index as usize).copied() {
         None => {
+            // The mount asks before writing (see quota_grant); this holds whatever it does.
+            crate::quota::may_add_chunk(st, inode, m.cfg.quota_grace)?;
             if !st.rt.creating.insert((inode, index)) {
                 return Err(FsError::Locked);
             }
@@ -285,6 +384,16 @@ fn plan_write(m: &Master, s: &Session, inode: Inode, index: u32) -> FsResult<Wri
                 return Err(FsError::Io);
             }
             lock_chunk(st, chunk_id, s.id);
+            if st.shares.is_shared(chunk_id) {
+                let new_id = st.meta.next_chunk_id;
+                st.meta.next_chunk_id += 1;
+                return Ok(WritePlan::Copy {
+                    chunk_id,
+                    version,
+                    copies,
+                    new_id,
+                });
+            }
             Ok(WritePlan::Bump {
                 chunk_id,
                 version,
@@ -372,7 +481,7 @@ pub async fn truncate(
     size: u64,
     now: Timespec,
 ) -> FsResult<u64> {
-    let (cut, version, copies) = {
+    let (cut, version, copies, unshared) = {
         let mut st = m.state();
         let st = &mut *st;
         let (length, chunks, _) = file_chunks(st, inode)?;
@@ -405,7 +514,24 @@ pub async fn truncate(
             .map(|c| c.version)
             .ok_or(FsError::NoChunk)?;
         lock_chunk(st, cut, s.id);
-        (cut, version, valid_copies(st, cut, version))
+        let copies = valid_copies(st, cut, version);
+        if st.shares.is_shared(cut) {
+            let new_id = st.meta.next_chunk_id;
+            st.meta.next_chunk_id += 1;
+            let index = (size / CHUNK_SIZE) as u32;
+            (cut, version, copies, Some((index, new_id)))
+        } else {
+            (cut, version, copies, None)
+        }
+    };
+    // A chunk shared with a snapshot is copied first; the copy is cut.
+    let (cut, version, copies) = match unshared {
+        Some((index, new_id)) => {
+            let (copy, ok) = unshare(m, s, inode, index, cut, version, copies, new_id).await?;
+            lock_chunk(&mut m.state(), copy.chunk_id, s.id);
+            (copy.chunk_id, copy.version, ok)
+        }
+        None => (cut, version, copies),
     };
     let new_version = raise_version(m, cut, version).await?;
     let chunk = ChunkRef {

@@ -3,6 +3,8 @@
 
 mod data;
 mod names;
+mod quota;
+mod snapshot;
 mod status;
 mod trash;
 mod xattr;
@@ -10,6 +12,7 @@ mod xattr;
 use moose_proto::msg::{ClReply, ClRequest};
 use moose_proto::{Attr, ChunkRef, Cred, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
 
+pub use quota::clock_loop as quota_clock_loop;
 pub use status::cluster_info;
 
 use crate::access::may;
@@ -75,7 +78,13 @@ fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
         | GetGoal { inode }
         | FileInfo { inode }
         | SetTrashTime { inode, .. }
-        | GetTrashTime { inode } => [Some(*inode), None],
+        | GetTrashTime { inode }
+        | DirInfo { inode }
+        | SetQuota { inode, .. }
+        | GetQuota { inode, .. }
+        | QuotaAllowance { inode }
+        | StatfsAt { inode } => [Some(*inode), None],
+        Snapshot { src, parent, .. } => [Some(*src), Some(*parent)],
         // Meta sessions only; they name inodes in the trash.
         TrashList { .. } | TrashGet { .. } | TrashPurge { .. } | Undelete { .. } => [None, None],
         GetChallenge
@@ -102,7 +111,10 @@ fn touched_folders(req: &ClRequest) -> Vec<Inode> {
         Rename {
             parent, new_parent, ..
         } => vec![*parent, *new_parent],
-        Link { new_parent, .. } => vec![*new_parent],
+        Link { new_parent, .. }
+        | Snapshot {
+            parent: new_parent, ..
+        } => vec![*new_parent],
         SetAttr { inode, .. }
         | SetXattr { inode, .. }
         | RemoveXattr { inode, .. }
@@ -200,6 +212,18 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         ClRequest::FileInfo { inode } => {
             status::file_info(m, inode).map(|f| (ClReply::FileInfo(f), None))
         }
+        ClRequest::DirInfo { inode } => snapshot::dir_info(m, inode),
+        ClRequest::SetQuota { inode, quota, cred } => quota::set(m, s, inode, quota, cred),
+        ClRequest::GetQuota { inode, under } => quota::get(m, inode, under),
+        ClRequest::QuotaAllowance { inode } => quota::allowance(m, inode),
+        ClRequest::StatfsAt { inode } => quota::statfs_at(m, inode),
+        ClRequest::Snapshot {
+            src,
+            parent,
+            name,
+            replace,
+            cred,
+        } => snapshot::make(m, s, src, parent, name, replace, cred, now),
         ClRequest::ReadChunk { inode, index } => {
             if granted(s, inode, crate::access::R) {
                 data::read_chunk(m, inode, index).map(|r| (r, None))

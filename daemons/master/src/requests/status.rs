@@ -98,12 +98,7 @@ fn removal_progress(st: &State) -> HashMap<u32, Vec<RemovalProgress>> {
         let Some(meta) = st.meta.chunks.get(chunk_id) else {
             continue;
         };
-        let goal = st
-            .meta
-            .nodes
-            .get(&meta.inode)
-            .map(|n| n.goal as usize)
-            .unwrap_or(1);
+        let goal = st.chunk_goal(*chunk_id, meta.inode).map_or(1, usize::from);
         let counted = st.rt.counted_copies(*chunk_id, meta.version);
         let e = per.entry((*cs, disk.clone())).or_default();
         e.0 += 1;
@@ -131,13 +126,7 @@ fn chunk_health(st: &State) -> ChunkHealth {
         ..Default::default()
     };
     for (id, meta) in &st.meta.chunks {
-        let goal = st
-            .meta
-            .nodes
-            .get(&meta.inode)
-            .map(|n| n.goal as usize)
-            .unwrap_or(0)
-            .min(9);
+        let goal = st.chunk_goal(*id, meta.inode).map_or(0, usize::from).min(9);
         let copies = st.rt.counted_copies(*id, meta.version);
         h.matrix[goal][copies.min(10)] += 1;
         match copies {
@@ -173,6 +162,12 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         )
     };
     let (trash_files, trash_bytes) = m.state().trash_totals();
+    let quotas = {
+        let mut st = m.state();
+        crate::quota::tick(&mut st);
+        let dirs: Vec<_> = st.meta.quotas.keys().copied().collect();
+        crate::quota::reports(&st, &dirs, m.cfg.quota_grace)
+    };
     health.pending_deletion += m.deleting.load(Relaxed);
     health.replicating = m.replicating.load(Relaxed);
     health.replicated_total = m.replicated_total.load(Relaxed);
@@ -216,5 +211,6 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         health,
         trash_files,
         trash_bytes,
+        quotas,
     }
 }

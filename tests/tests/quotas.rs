@@ -1,0 +1,165 @@
+//! Folder quotas (`moose-tool setquota|getquota|delquota|repquota`) on real daemons and a
+//! real mount: EDQUOT at a hard limit with nothing written beyond it, soft limits that turn
+//! hard after their grace period, `df` under a size quota.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use moose_tests::data::{assert_same, random_bytes};
+use moose_tests::{ClusterSpec, LocalCluster};
+use serde_json::Value;
+
+const EDQUOT: i32 = 122;
+const MIB: u64 = 1 << 20;
+
+fn getquota(c: &LocalCluster, dir: &Path) -> Value {
+    let out = c
+        .tool(&["getquota", "--json", dir.to_str().unwrap()])
+        .unwrap();
+    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}
+
+/// Bytes `dd` reports it copied ("N bytes (...) copied").
+fn dd_copied(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once(" bytes")
+                .and_then(|(n, _)| n.trim().parse::<u64>().ok())
+        })
+        .unwrap_or_else(|| panic!("no byte count in dd's output: {stderr}"))
+}
+
+#[test]
+fn a_hard_size_quota_stops_dd_at_the_limit_with_exactly_what_was_acknowledged() {
+    if let Err(why) = moose_tests::fuse_available() {
+        panic!("cannot run the quota test: {why}");
+    }
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let mnt = c.mount().unwrap();
+    let q = mnt.join("q");
+    fs::create_dir(&q).unwrap();
+    c.tool(&["setquota", "-S", "10MiB", q.to_str().unwrap()])
+        .unwrap();
+    let source = c.dir.path().join("source");
+    let data = random_bytes(1, (20 * MIB) as usize);
+    fs::write(&source, &data).unwrap();
+
+    let out = Command::new("dd")
+        .arg(format!("if={}", source.display()))
+        .arg(format!("of={}", q.join("f").display()))
+        .args(["bs=1M", "count=20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dd went past the quota: {stderr}");
+    assert!(stderr.contains("Disk quota exceeded"), "{stderr}");
+    let copied = dd_copied(&stderr);
+    assert_eq!(copied, 10 * MIB, "dd stops exactly at the limit: {stderr}");
+    c.drop_caches();
+    let back = fs::read(q.join("f")).unwrap();
+    assert_same("q/f", &back, &data[..copied as usize]);
+
+    // The quota shows the usage; df inside the folder shows the quota.
+    let report = getquota(&c, &q);
+    assert_eq!(report["usage"]["size"], 10 * MIB, "{report}");
+    assert_eq!(report["hard"]["size"], 10 * MIB, "{report}");
+    let df = Command::new("df")
+        .args(["-B1", "--output=size,used"])
+        .arg(&q)
+        .output()
+        .unwrap();
+    let df = String::from_utf8_lossy(&df.stdout);
+    let figures: Vec<u64> = df
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(figures, vec![10 * MIB, 10 * MIB], "{df}");
+    let whole = Command::new("df")
+        .args(["-B1", "--output=size"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&whole.stdout).contains(&(10 * MIB).to_string()),
+        "the rest of the mount shows the cluster"
+    );
+
+    // An inode limit refuses the create past it.
+    let n = mnt.join("n");
+    fs::create_dir(&n).unwrap();
+    c.tool(&["setquota", "-I", "3", n.to_str().unwrap()])
+        .unwrap();
+    fs::write(n.join("a"), b"1").unwrap();
+    fs::write(n.join("b"), b"2").unwrap();
+    let e = fs::write(n.join("c"), b"3").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(EDQUOT), "{e}");
+
+    // repquota lists both; delquota lifts the limit.
+    let rep: Value = serde_json::from_str(
+        &c.tool(&["repquota", "--json", mnt.to_str().unwrap()])
+            .unwrap(),
+    )
+    .unwrap();
+    let paths: Vec<&str> = rep[0]["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|q| q["path"].as_str())
+        .collect();
+    assert_eq!(paths.len(), 2, "{rep}");
+    assert!(paths.iter().any(|p| p.ends_with("/q")), "{rep}");
+    c.tool(&["delquota", n.to_str().unwrap()]).unwrap();
+    fs::write(n.join("c"), b"3").unwrap();
+    assert!(c.tool(&["getquota", n.to_str().unwrap()]).is_err());
+}
+
+#[test]
+fn a_soft_quota_turns_hard_after_its_grace_period() {
+    if let Err(why) = moose_tests::fuse_available() {
+        panic!("cannot run the quota test: {why}");
+    }
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let mnt = c.mount().unwrap();
+    let s = mnt.join("s");
+    fs::create_dir(&s).unwrap();
+    c.tool(&["setquota", "-p", "2", "-l", "1MiB", s.to_str().unwrap()])
+        .unwrap();
+    // Over the soft limit is allowed during the grace period.
+    let mut f = fs::File::create(s.join("f")).unwrap();
+    f.write_all(&random_bytes(2, (2 * MIB) as usize)).unwrap();
+    f.sync_all().unwrap();
+    let report = getquota(&c, &s);
+    assert!(report["soft_exceeded_for"].is_u64(), "{report}");
+    // Then it acts as a hard limit: appending fails with EDQUOT.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match f.write_all(&[7u8; 4096]).and_then(|()| f.flush()) {
+            Err(e) => break e,
+            Ok(()) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Ok(()) => panic!("still writing past the soft limit after 30 s"),
+        }
+    };
+    assert_eq!(refused.raw_os_error(), Some(EDQUOT), "{refused}");
+    let report = getquota(&c, &s);
+    assert_eq!(report["grace_left"], 0, "{report}");
+    // Rewriting inside the file adds nothing and is still allowed.
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"rewrite", 0).unwrap();
+    let text = c.tool(&["getquota", s.to_str().unwrap()]).unwrap();
+    assert!(text.contains("grace period over"), "{text}");
+}
