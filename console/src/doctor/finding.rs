@@ -64,6 +64,23 @@ pub struct Finding {
     pub safe_fix: bool,
     #[serde(skip)]
     pub action: Option<FixAction>,
+    /// The ports check's connection (its fields join the result's).
+    #[serde(flatten)]
+    pub port: Option<PortProbe>,
+}
+
+/// One connection the ports check tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortProbe {
+    /// The host the connection starts from.
+    pub from: String,
+    /// The host it goes to.
+    pub to: String,
+    pub port: u16,
+    /// `open`, `filtered`, `rejected`, `blocked-locally`, `not-listening`.
+    pub verdict: &'static str,
+    /// The firewall tool whose rule stops it, when one was found.
+    pub tool: Option<&'static str>,
 }
 
 impl Finding {
@@ -82,6 +99,7 @@ impl Finding {
             fix: None,
             safe_fix: false,
             action: None,
+            port: None,
         }
     }
 

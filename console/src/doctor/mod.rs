@@ -9,8 +9,9 @@
 
 pub mod checks;
 pub mod finding;
+pub mod firewall;
 pub mod fix;
 pub mod runner;
 
-pub use finding::{Counts, Finding, FixAction, FixOutcome, Report, Status};
+pub use finding::{Counts, Finding, FixAction, FixOutcome, PortProbe, Report, Status};
 pub use runner::{run, Scope};

@@ -22,7 +22,7 @@ pub const CHECK: &str = "exports";
 const CHALLENGE: [u8; 32] = [0x5a; 32];
 
 /// `$1` = the master's address, as the client host resolves it and routes to it.
-const ROUTE_SCRIPT: &str = r#"a=$(getent ahostsv4 "$1" | awk 'NR == 1 { print $1 }')
+pub const ROUTE_SCRIPT: &str = r#"a=$(getent ahostsv4 "$1" | awk 'NR == 1 { print $1 }')
 [ -n "$a" ] || { echo "noaddr"; exit 0; }
 echo "addr $a"
 ip -o route get "$a" 2>&1 | head -n 1 | sed 's/^/route /'

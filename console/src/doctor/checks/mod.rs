@@ -7,6 +7,7 @@ pub mod exports;
 pub mod fuse;
 pub mod mount_point;
 pub mod names;
+pub mod ports;
 pub mod version;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub type Check = fn(Arc<Ctx>) -> BoxFuture<'static, Vec<Finding>>;
 /// Every check, in the order the docs list them.
 pub const ALL: &[Check] = &[
     names::check,
+    ports::check,
     exports::check,
     data_path::check,
     disks::check,
