@@ -352,3 +352,130 @@ fn master_name_missing_from_etc_hosts_is_found_and_fixed() {
         "the machine's /etc/hosts was changed"
     );
 }
+
+/// Two network-namespace hosts over SSH: `dm` runs the master, `dc` is a client; `moosectl`
+/// with the bed's key and known_hosts.
+struct Bed {
+    bed: moose_tests::netns::SshBed,
+    inventory: std::path::PathBuf,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        if let Err(why) = moose_tests::netns::available() {
+            panic!("cannot run the network-namespace tests: {why}");
+        }
+        let bed = moose_tests::netns::SshBed::new(&["dm", "dc"]).expect("test bed");
+        let root = bed.dir.path().join("cluster");
+        let net = bed.gateway.rsplit_once('.').unwrap().0.to_string();
+        let key = bed.user_key.display();
+        let mut t = format!(
+            "[cluster]\nname = \"bed\"\nuser = \"root\"\ngroup = \"\"\n\
+             install_dir = \"{r}/bin\"\ndata_dir = \"{r}/data\"\nconfig_dir = \"{r}/etc\"\n\n",
+            r = root.display()
+        );
+        for (h, role) in bed.hosts.iter().zip(["master", "client"]) {
+            t.push_str(&format!(
+                "[[hosts]]\nname = \"{}\"\naddress = \"{}\"\nssh = {{ key = \"{key}\" }}\nroles = [\"{role}\"]\n\n",
+                h.name, h.address
+            ));
+        }
+        t.push_str(&format!(
+            "[hosts.client]\nmount = \"{}/mnt\"\n\n[[exports]]\naddress = \"{net}.0/24\"\npath = \"/\"\noptions = [\"rw\"]\n",
+            root.display()
+        ));
+        let inventory = bed.dir.path().join("cluster.toml");
+        fs::write(&inventory, t).unwrap();
+        Bed { bed, inventory }
+    }
+
+    fn ctl(&self, args: &[&str], limit: Duration) -> Output {
+        let mut child = Command::new(moose_tests::bin_dir().join("moosectl"))
+            .arg("-i")
+            .arg(&self.inventory)
+            .arg("--state")
+            .arg(self.bed.dir.path().join("state"))
+            .arg("--known-hosts")
+            .arg(&self.bed.known_hosts)
+            .args(args)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run moosectl");
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "moosectl {args:?} did not finish within {limit:?}:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// The ports result from the client host to the master's client port.
+    fn client_port(&self) -> Value {
+        let args = ["doctor", "--json", "dc"];
+        let (_, r) = parse(self.ctl(&args, Duration::from_secs(20)), &args);
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["check"] == "ports" && x["port"] == 9421)
+            .cloned()
+            .unwrap_or_else(|| panic!("no ports result for 9421: {r:#}"))
+    }
+}
+
+#[test]
+fn firewall_drop_and_reject_on_the_masters_client_port() {
+    let b = Bed::new();
+    let out = b.ctl(&["start", "master"], Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "start master: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = b.client_port();
+    assert_eq!(p["verdict"], "open", "{p:#}");
+    assert_eq!(p["status"], "ok", "{p:#}");
+    let client = &b.bed.hosts[1].address;
+    // DROP on the master's host: no answer, the rule quoted and its fix.
+    b.bed
+        .nft_in_host(0, "table inet filter {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 9421 drop\n }\n}\n")
+        .unwrap();
+    let p = b.client_port();
+    assert_eq!(p["verdict"], "filtered", "{p:#}");
+    assert_eq!(p["status"], "error", "{p:#}");
+    assert_eq!(p["tool"], "nft", "{p:#}");
+    assert_eq!(
+        p["fix"],
+        format!("nft insert rule inet filter input ip saddr {client} tcp dport 9421 accept")
+            .as_str(),
+        "{p:#}"
+    );
+    // REJECT while the master listens.
+    b.bed
+        .in_host(0, &["nft", "delete", "table", "inet", "filter"])
+        .unwrap();
+    b.bed
+        .nft_in_host(0, "table inet filter {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 9421 reject with tcp reset\n }\n}\n")
+        .unwrap();
+    let p = b.client_port();
+    assert_eq!(p["verdict"], "rejected", "{p:#}");
+    assert_eq!(p["tool"], "nft", "{p:#}");
+    let out = b.ctl(&["stop"], Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
