@@ -28,6 +28,7 @@ pub enum Intent {
     Palette,
     TogglePlan,
     Refresh,
+    ApplyFix,
     Escape,
     Help,
     Quit,
@@ -76,8 +77,8 @@ pub const KEYS: &[KeyRow] = &[
         ],
     },
     KeyRow {
-        keys: "1-6",
-        does: "Overview, Servers, Disks, Replication, Logs, Exports",
+        keys: "1-7",
+        does: "Overview, Servers, Disks, Replication, Logs, Exports, Doctor",
         bindings: &[
             (key('1'), Intent::Pane(0)),
             (key('2'), Intent::Pane(1)),
@@ -85,6 +86,7 @@ pub const KEYS: &[KeyRow] = &[
             (key('4'), Intent::Pane(3)),
             (key('5'), Intent::Pane(4)),
             (key('6'), Intent::Pane(5)),
+            (key('7'), Intent::Pane(6)),
         ],
     },
     KeyRow {
@@ -157,8 +159,13 @@ pub const KEYS: &[KeyRow] = &[
         bindings: &[(key('o'), Intent::TogglePlan)],
     },
     KeyRow {
+        keys: "F",
+        does: "Doctor: apply the selected safe fix (asks first), then check again",
+        bindings: &[(key('F'), Intent::ApplyFix)],
+    },
+    KeyRow {
         keys: "Ctrl-R",
-        does: "poll the cluster now",
+        does: "poll the cluster now (Doctor: run every check again)",
         bindings: &[(ctrl('r'), Intent::Refresh)],
     },
     KeyRow {

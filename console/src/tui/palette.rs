@@ -36,6 +36,7 @@ pub enum PaletteCmd {
     },
     #[command(aliases = ["e"])]
     Exports,
+    Doctor,
     #[command(flatten)]
     Verb(Verb),
     Refresh,
@@ -54,6 +55,7 @@ pub const PALETTE: &[(&str, &str)] = &[
     ("replication", "Replication pane (also :chunks)"),
     ("logs", "Logs pane; :logs ROLE[@HOST] picks the source"),
     ("exports", "Exports pane"),
+    ("doctor", "Doctor pane: every setup check, evidence and fix"),
     ("start", "start the cluster, or :start ROLE[@HOST]"),
     (
         "stop",
