@@ -436,7 +436,7 @@ impl Bed {
 
 #[test]
 fn firewall_drop_and_reject_on_the_masters_client_port() {
-    let b = Bed::new();
+    let mut b = Bed::new();
     let out = b.ctl(&["start", "master"], Duration::from_secs(300));
     assert!(
         out.status.success(),
@@ -472,7 +472,30 @@ fn firewall_drop_and_reject_on_the_masters_client_port() {
     let p = b.client_port();
     assert_eq!(p["verdict"], "rejected", "{p:#}");
     assert_eq!(p["tool"], "nft", "{p:#}");
-    let out = b.ctl(&["stop"], Duration::from_secs(120));
+    // A silent host is one error and its checks are skipped.
+    b.bed.stop_sshd(1);
+    let args = ["doctor", "--json", "dc"];
+    let (ok, r) = parse(b.ctl(&args, Duration::from_secs(20)), &args);
+    assert!(!ok, "{r:#}");
+    let on_dc: Vec<&Value> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["host"] == "dc")
+        .collect();
+    let host_errors = on_dc
+        .iter()
+        .filter(|x| x["check"] == "host" && x["status"] == "error")
+        .count();
+    assert_eq!(host_errors, 1, "{r:#}");
+    assert!(
+        on_dc
+            .iter()
+            .all(|x| x["check"] == "host" || x["status"] == "skipped"),
+        "{r:#}"
+    );
+    assert!(on_dc.len() > 1, "{r:#}");
+    let out = b.ctl(&["stop", "master"], Duration::from_secs(120));
     assert!(
         out.status.success(),
         "stop: {}",
