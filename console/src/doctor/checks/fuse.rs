@@ -1,6 +1,9 @@
 //! **fuse** on client hosts: `/dev/fuse` (else `modprobe fuse`), `fusermount3`, and
-//! `user_allow_other` in `/etc/fuse.conf` when a non-root mount asks for `allow_other`.
+//! `user_allow_other` in `/etc/fuse.conf` when a non-root mount asks for `allow_other`. The
+//! FUSE facts come from the same probe the Servers pane and the mount step use
+//! ([`probe::mount`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use moose_inventory::Role;
@@ -8,41 +11,23 @@ use moose_inventory::Role;
 use crate::doctor::finding::{Finding, Status};
 use crate::doctor::runner::{par_map, script, Ctx};
 use crate::engine::host::BoxFuture;
+use crate::engine::probe::{self, MountProbe};
 
 pub const CHECK: &str = "fuse";
 
-const SCRIPT: &str = r#"if [ -c /dev/fuse ]; then echo "device yes"; else echo "device no"; fi
-if f=$(command -v fusermount3 2>/dev/null); then echo "fusermount3 $f"; fi
-echo "uid $(id -u)"
-if grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf; then echo "allow_other yes"; fi
-"#;
+const ALLOW_OTHER_SCRIPT: &str =
+    "if grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf; then echo yes; else echo no; fi";
 
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Facts {
-    pub device: bool,
-    pub fusermount3: Option<String>,
-    pub root: bool,
-    pub user_allow_other: bool,
-}
-
-pub fn parse(lines: &[String]) -> Facts {
-    let mut f = Facts::default();
-    for l in lines {
-        match l.split_once(' ') {
-            Some(("device", v)) => f.device = v == "yes",
-            Some(("fusermount3", v)) => f.fusermount3 = Some(v.to_string()),
-            Some(("uid", v)) => f.root = v == "0",
-            Some(("allow_other", v)) => f.user_allow_other = v == "yes",
-            _ => {}
-        }
-    }
-    f
-}
-
-/// Judges a client host; `allow_other`: whether one of its mounts asks for it.
-pub fn judge(host: &str, f: &Facts, allow_other: bool) -> Vec<Finding> {
+/// Judges a client host from its mount probe; `allow_other`: whether one of its mounts asks
+/// for it, `user_allow_other`: whether `/etc/fuse.conf` allows that.
+pub fn judge(
+    host: &str,
+    p: &MountProbe,
+    allow_other: bool,
+    user_allow_other: bool,
+) -> Vec<Finding> {
     let mut out = Vec::new();
-    if f.device {
+    if p.fuse_device {
         out.push(
             Finding::new(CHECK, host, Status::Ok, "/dev/fuse is there")
                 .evidence("test -c /dev/fuse: yes"),
@@ -59,12 +44,12 @@ pub fn judge(host: &str, f: &Facts, allow_other: bool) -> Vec<Finding> {
             .fix("modprobe fuse"),
         );
     }
-    match (&f.fusermount3, f.root) {
-        (Some(p), _) => out.push(Finding::new(
+    match (&p.fusermount3, p.root) {
+        (Some(path), _) => out.push(Finding::new(
             CHECK,
             host,
             Status::Ok,
-            format!("fusermount3 is {p}"),
+            format!("fusermount3 is {path}"),
         )),
         (None, true) => out.push(
             Finding::new(
@@ -85,7 +70,7 @@ pub fn judge(host: &str, f: &Facts, allow_other: bool) -> Vec<Finding> {
             .fix("apt-get install fuse3"),
         ),
     }
-    if allow_other && !f.root && !f.user_allow_other {
+    if allow_other && !p.root && !user_allow_other {
         out.push(
             Finding::new(CHECK, host, Status::Error, "the mount asks for allow_other, which a non-root mount may only do with user_allow_other in /etc/fuse.conf")
                 .evidence("/etc/fuse.conf: no user_allow_other line")
@@ -97,7 +82,8 @@ pub fn judge(host: &str, f: &Facts, allow_other: bool) -> Vec<Finding> {
 
 pub fn check(ctx: Arc<Ctx>) -> BoxFuture<'static, Vec<Finding>> {
     Box::pin(async move {
-        let mut hosts: Vec<(String, bool)> = Vec::new();
+        // One mount point per client host: the FUSE facts are the host's.
+        let mut hosts: Vec<(String, PathBuf, bool)> = Vec::new();
         for i in ctx.instances(Role::Client) {
             let asks = ctx
                 .fleet
@@ -110,22 +96,43 @@ pub fn check(ctx: Arc<Ctx>) -> BoxFuture<'static, Vec<Finding>> {
                         .iter()
                         .any(|o| o.split(',').any(|w| w.trim() == "allow_other"))
                 });
-            match hosts.iter_mut().find(|(h, _)| *h == i.host) {
-                Some((_, a)) => *a |= asks,
-                None => hosts.push((i.host.clone(), asks)),
+            let Some(mp) = i.mount_point.clone() else {
+                continue;
+            };
+            match hosts.iter_mut().find(|(h, _, _)| *h == i.host) {
+                Some((_, _, a)) => *a |= asks,
+                None => hosts.push((i.host.clone(), mp, asks)),
             }
         }
         let c = ctx.clone();
-        par_map(hosts, move |(h, asks)| {
+        par_map(hosts, move |(h, mp, asks)| {
             let ctx = c.clone();
             async move {
                 if let Some(why) = ctx.silent(&h) {
                     return vec![Finding::skipped(CHECK, &h, &why)];
                 }
-                match script(ctx.machine(&h).as_ref(), "checking FUSE", SCRIPT, &[]).await {
-                    Ok(lines) => judge(&h, &parse(&lines), asks),
-                    Err(e) => vec![Finding::new(CHECK, &h, Status::Error, "cannot check FUSE").evidence(e)],
-                }
+                let m = ctx.machine(&h);
+                let p = match probe::mount(m.as_ref(), &mp).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return vec![
+                            Finding::new(CHECK, &h, Status::Error, "cannot check FUSE").evidence(e)
+                        ]
+                    }
+                };
+                let allowed = if asks && !p.root {
+                    script(
+                        m.as_ref(),
+                        "reading /etc/fuse.conf",
+                        ALLOW_OTHER_SCRIPT,
+                        &[],
+                    )
+                    .await
+                    .is_ok_and(|l| l.first().is_some_and(|x| x == "yes"))
+                } else {
+                    false
+                };
+                judge(&h, &p, asks, allowed)
             }
         })
         .await
@@ -139,24 +146,27 @@ pub fn check(ctx: Arc<Ctx>) -> BoxFuture<'static, Vec<Finding>> {
 mod tests {
     use super::*;
 
-    fn facts(s: &str) -> Facts {
-        parse(&s.lines().map(str::to_string).collect::<Vec<_>>())
-    }
-
     #[test]
     fn missing_device_and_allow_other() {
-        let f = judge("h", &facts("device no\nuid 1000"), true);
+        let p = MountProbe {
+            root: false,
+            ..MountProbe::default()
+        };
+        let f = judge("h", &p, true, false);
         assert_eq!(f[0].fix.as_deref(), Some("modprobe fuse"));
         assert_eq!(f[1].status, Status::Error);
         assert_eq!(
             f[2].fix.as_deref(),
             Some("echo user_allow_other >> /etc/fuse.conf")
         );
-        let f = judge(
-            "h",
-            &facts("device yes\nfusermount3 /usr/bin/fusermount3\nuid 0"),
-            true,
-        );
+        assert_eq!(judge("h", &p, true, true).len(), 2);
+        let p = MountProbe {
+            fuse_device: true,
+            fusermount3: Some("/usr/bin/fusermount3".into()),
+            root: true,
+            ..MountProbe::default()
+        };
+        let f = judge("h", &p, true, false);
         assert!(f.iter().all(|x| x.status == Status::Ok), "{f:?}");
     }
 }
