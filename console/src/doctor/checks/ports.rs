@@ -18,8 +18,10 @@ use crate::doctor::checks::exports::{route_source, ROUTE_SCRIPT};
 use crate::doctor::finding::{Finding, PortProbe, Status};
 use crate::doctor::firewall::{self, RULES_SCRIPT};
 use crate::doctor::runner::{par_map, script, Ctx};
-use crate::engine::host::{BoxFuture, HostError};
+use crate::engine::host::{BoxFuture, HostError, Stream};
 use crate::engine::probe::{self, Process};
+use moose_proto::frame::{FrameReader, FrameWriter};
+use moose_proto::handshake::{say_hello, HandshakeError, Role as HelloRole};
 
 pub const CHECK: &str = "ports";
 
@@ -37,7 +39,9 @@ type TargetStates = BTreeMap<String, (Option<BTreeMap<u16, String>>, bool)>;
 /// How a connection attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Open,
+    /// Connected; `Ok(software)`: a daemon of ours answered the handshake, `Err`: why the
+    /// peer is not one of ours.
+    Open(Result<String, String>),
     Refused,
     TimedOut,
     /// EPERM: a rule on the source host itself.
@@ -48,10 +52,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn of(r: &Result<(), HostError>) -> Outcome {
-        match r {
-            Ok(()) => Outcome::Open,
-            Err(HostError::Connect { cause, .. }) => match cause.kind() {
+    pub fn of(e: &HostError) -> Outcome {
+        match e {
+            HostError::Connect { cause, .. } => match cause.kind() {
                 ErrorKind::ConnectionRefused => Outcome::Refused,
                 ErrorKind::TimedOut => Outcome::TimedOut,
                 ErrorKind::PermissionDenied => Outcome::Denied,
@@ -59,8 +62,32 @@ impl Outcome {
                 _ if cause.raw_os_error() == Some(libc::EPERM) => Outcome::Denied,
                 _ => Outcome::Other(cause.to_string()),
             },
-            Err(e) => Outcome::Other(e.to_string()),
+            e => Outcome::Other(e.to_string()),
         }
+    }
+}
+
+/// Says hello as `role` on an open connection: the software of the daemon that answers, or
+/// why the peer is not one of ours.
+async fn handshake(stream: Box<dyn Stream>, role: HelloRole, peer: &str) -> Result<String, String> {
+    let (r, w) = tokio::io::split(stream);
+    let (mut reader, mut writer) = (FrameReader::new(r), FrameWriter::new(w));
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        say_hello(&mut reader, &mut writer, role, peer),
+    )
+    .await
+    {
+        Ok(Ok(software)) => Ok(software),
+        // A refusal in our protocol is still one of ours (another cluster, another role).
+        Ok(Err(HandshakeError::Refused { reason, .. })) => {
+            Ok(format!("a daemon of ours (it refused: {reason})"))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer to the handshake within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -72,14 +99,15 @@ pub fn verdict(
     running: bool,
 ) -> (&'static str, Status, String) {
     match o {
-        Outcome::Open => match listener {
-            Some(p) if !p.starts_with("moose-") && p != "?" => (
-                "open",
-                Status::Error,
-                format!("open, but taken by another program ({p})"),
+        Outcome::Open(Ok(software)) => ("open", Status::Ok, format!("open, {software} answers")),
+        Outcome::Open(Err(why)) => (
+            "open",
+            Status::Error,
+            format!(
+                "open, but taken by another program ({}): {why}",
+                listener.unwrap_or("unknown program")
             ),
-            _ => ("open", Status::Ok, "open".to_string()),
-        },
+        ),
         Outcome::Refused if listener.is_some() => (
             "rejected",
             Status::Error,
@@ -123,6 +151,8 @@ struct Probe {
     from: String,
     /// The role on the source host that needs it (for the summary).
     need: &'static str,
+    /// Who we say we are in the handshake: the role that needs the port.
+    hello: HelloRole,
     to: RoleInstance,
     port: u16,
 }
@@ -152,16 +182,21 @@ fn probes(ctx: &Ctx) -> Vec<Probe> {
         .filter(|h| ctx.scope.covers(&h.name))
     {
         for role in &h.roles {
-            let (need, port) = match role {
-                Role::Metalogger => ("metalogger", ports.master_metalogger),
-                Role::Chunkserver => ("chunkserver", ports.master_chunkserver),
-                Role::Client => ("client", ports.master_client),
+            let (need, hello, port) = match role {
+                Role::Metalogger => ("metalogger", HelloRole::Metalogger, ports.master_metalogger),
+                Role::Chunkserver => (
+                    "chunkserver",
+                    HelloRole::Chunkserver,
+                    ports.master_chunkserver,
+                ),
+                Role::Client => ("client", HelloRole::Client, ports.master_client),
                 Role::Master => continue,
             };
             if let Some(m) = &master {
                 add(Probe {
                     from: h.name.clone(),
                     need,
+                    hello,
                     to: m.clone(),
                     port,
                 });
@@ -172,6 +207,7 @@ fn probes(ctx: &Ctx) -> Vec<Probe> {
                         add(Probe {
                             from: h.name.clone(),
                             need,
+                            hello,
                             to: (*cs).clone(),
                             port,
                         });
@@ -240,11 +276,15 @@ async fn one(ctx: &Ctx, p: &Probe, states: &TargetStates) -> Finding {
         return Finding::skipped(CHECK, &p.from, &why);
     }
     let m = ctx.machine(&p.from);
-    let r = m
-        .connect_from(&p.to.address, p.port, CONNECT_TIMEOUT)
-        .await
-        .map(drop);
-    let outcome = Outcome::of(&r);
+    let peer = format!("{}:{}", p.to.address, p.port);
+    let r = m.connect_from(&p.to.address, p.port, CONNECT_TIMEOUT).await;
+    let (outcome, r) = match r {
+        Ok(stream) => (
+            Outcome::Open(handshake(stream, p.hello, &peer).await),
+            Ok(()),
+        ),
+        Err(e) => (Outcome::of(&e), Err(e)),
+    };
     let (listening, running) = states.get(&p.to.id()).cloned().unwrap_or((None, false));
     let listener = listening
         .as_ref()
@@ -340,10 +380,12 @@ mod tests {
     #[test]
     fn verdicts() {
         let moose = Some("moose-master");
-        assert_eq!(verdict(&Outcome::Open, moose, true).1, Status::Ok);
-        let (v, s, w) = verdict(&Outcome::Open, Some("nginx"), false);
+        let ours = Outcome::Open(Ok("0.1.0".into()));
+        assert_eq!(verdict(&ours, moose, true).1, Status::Ok);
+        let other = Outcome::Open(Err("did not answer as a MooseFS-style daemon".into()));
+        let (v, s, w) = verdict(&other, Some("nginx"), false);
         assert_eq!((v, s), ("open", Status::Error));
-        assert!(w.contains("taken by another program (nginx)"));
+        assert!(w.contains("taken by another program (nginx)"), "{w}");
         assert_eq!(verdict(&Outcome::TimedOut, moose, true).0, "filtered");
         assert_eq!(verdict(&Outcome::Refused, moose, true).0, "rejected");
         assert_eq!(verdict(&Outcome::Unreachable, None, true).0, "rejected");
@@ -359,17 +401,46 @@ mod tests {
         assert_eq!(verdict(&Outcome::Refused, None, true).1, Status::Error);
     }
 
+    /// A listener that answers like a web server, and one of our daemons' hello.
+    #[tokio::test]
+    async fn handshake_tells_our_daemons_from_other_programs() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        });
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let r = handshake(Box::new(s), HelloRole::Client, "peer").await;
+        assert!(r.is_err(), "{r:?}");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, w) = tokio::io::split(s);
+            let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
+            let _ = moose_proto::handshake::accept_hello(
+                &mut r,
+                &mut w,
+                &[HelloRole::Client],
+                "the test port",
+            )
+            .await;
+        });
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let r = handshake(Box::new(s), HelloRole::Client, "peer").await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+
     #[test]
     fn outcomes_from_errors() {
-        let e = |kind: ErrorKind| {
-            Err(HostError::Connect {
-                host: "h".into(),
-                address: "a".into(),
-                port: 1,
-                cause: std::io::Error::new(kind, "x"),
-            })
+        let e = |kind: ErrorKind| HostError::Connect {
+            host: "h".into(),
+            address: "a".into(),
+            port: 1,
+            cause: std::io::Error::new(kind, "x"),
         };
-        assert_eq!(Outcome::of(&Ok(())), Outcome::Open);
         assert_eq!(
             Outcome::of(&e(ErrorKind::ConnectionRefused)),
             Outcome::Refused
