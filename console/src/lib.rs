@@ -7,8 +7,10 @@
 //!   [`tui::app::App`] and returns [`tui::event::Effect`]s; those run on tokio tasks and send
 //!   events back. [`tui::ui::draw`] only renders the state.
 //! - [`cli`]: the command line and its headless subcommands.
+//! - [`doctor`]: the setup checks of `moosectl doctor` and the Doctor pane.
 
 pub mod cli;
+pub mod doctor;
 pub mod engine;
 pub mod fmt;
 pub mod tui;

@@ -49,10 +49,11 @@ fn run(cli: Cli) -> Result<bool> {
                         true
                     }
                     Cmd::Deploy { dry_run, .. } => !dry_run,
+                    Cmd::Doctor { fix, .. } => fix,
                     _ => false,
                 } =>
         {
-            anyhow::bail!("--readonly refuses deploy, start, stop and restart; run without --readonly to change the cluster")
+            anyhow::bail!("--readonly refuses deploy, start, stop, restart and doctor --fix; run without --readonly to change the cluster")
         }
         Some(Cmd::Verb(Verb::Start { target })) => {
             headless::run_plan(&rt, &cluster, Action::Start, target.as_deref(), out)
@@ -69,6 +70,12 @@ fn run(cli: Cli) -> Result<bool> {
             follow,
             lines,
         }) => headless::logs(&rt, &cluster, &target, follow, lines, out),
+        Some(Cmd::Doctor {
+            hosts,
+            strict,
+            fix,
+            yes,
+        }) => headless::doctor(&rt, &cluster, hosts, strict, fix.then_some(yes), out),
         Some(Cmd::Deploy {
             target, dry_run, ..
         }) => headless::deploy(&rt, &cluster, target.as_deref(), dry_run, cli.parallel, out),

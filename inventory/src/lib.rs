@@ -86,7 +86,7 @@ pub use model::{
     Chunkserver, Client, Cluster, Disk, Export, Host, Inventory, Jump, Ports, Role, Ssh,
     TopologyEntry, Transport,
 };
-pub use render::{commands, render, Command, RenderedFile, RoleInstance};
+pub use render::{commands, exports_path, render, Command, RenderedFile, RoleInstance};
 
 /// The inventory `moosectl` uses when started without one: every role on this machine, three
 /// chunkservers, ports 19419-19442 so that a stock MooseFS on the same machine is not disturbed,

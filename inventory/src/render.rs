@@ -332,7 +332,8 @@ fn config_path(inv: &Inventory, instance: &str) -> PathBuf {
     inv.cluster.config_dir.join(format!("{instance}.cfg"))
 }
 
-fn exports_path(inv: &Inventory) -> PathBuf {
+/// Where the master reads its exports file.
+pub fn exports_path(inv: &Inventory) -> PathBuf {
     inv.cluster.config_dir.join("master-exports.cfg")
 }
 

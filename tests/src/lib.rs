@@ -3,6 +3,7 @@
 //! it is dropped, also when a test fails.
 
 pub mod cluster;
+pub mod console;
 pub mod data;
 pub mod netns;
 pub mod tmux;

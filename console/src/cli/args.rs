@@ -63,6 +63,7 @@ Examples:
   moosectl status --json            every role's state and the master's status
   moosectl status -H 127.0.0.1 -P 9421 --json   ask a master directly
   moosectl logs master -f           follow the master's log
+  moosectl doctor --json            every setup check, evidence and fix as JSON
 
 Exit status: 0 when the action or check succeeded, 1 when it failed, 2 for usage errors.";
 
@@ -122,6 +123,24 @@ pub enum Cmd {
         /// The folder with the moose-* binaries to push [default: next to moosectl].
         #[arg(long = "binaries", value_name = "DIR")]
         binaries: Option<PathBuf>,
+    },
+    /// Check the setup from every host where traffic starts (names, ports, exports, data
+    /// folders, lockfiles, disks, clocks, versions, FUSE, mount points) and say how to fix
+    /// each problem; exits 1 on an error (with --strict: on a warning too).
+    Doctor {
+        /// Only the checks that start on these hosts (all without them).
+        #[arg(value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Warnings fail too.
+        #[arg(long)]
+        strict: bool,
+        /// Apply the safe fixes (chown of a data or disk folder, an /etc/hosts line) after
+        /// asking [y/N], then check again; the other fixes are only shown.
+        #[arg(long)]
+        fix: bool,
+        /// With --fix: do not ask (without a terminal and without --yes nothing changes).
+        #[arg(long, requires = "fix")]
+        yes: bool,
     },
     /// Print (or follow) the logs of ROLE[@HOST].
     Logs {

@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
+use crate::doctor;
 use crate::engine::exec::{self, Progress, StepState};
 use crate::engine::host::FollowEvent;
 use crate::engine::logs;
@@ -341,6 +342,142 @@ pub fn status_direct(rt: &Runtime, host: &str, port: u16, out: Out) -> Result<bo
             }
         }
     }
+}
+
+/// `moosectl doctor [--json] [--strict] [--fix [--yes]] [HOST...]`: every check, worst
+/// first; `fix`: `Some(yes)` with `--fix`.
+pub fn doctor(
+    rt: &Runtime,
+    cluster: &Fleet,
+    hosts: Vec<String>,
+    strict: bool,
+    fix: Option<bool>,
+    out: Out,
+) -> Result<bool> {
+    for h in &hosts {
+        if !cluster.hosts.contains_key(h) {
+            anyhow::bail!(
+                "no host {h} in the inventory; its hosts are: {}",
+                cluster.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let scope = doctor::Scope(hosts);
+    let report = rt.block_on(doctor::run(cluster, scope.clone(), strict));
+    let Some(yes) = fix else {
+        print_doctor(&report, out)?;
+        return Ok(report.ok);
+    };
+    let plan = doctor::fix::planned(&report);
+    if plan.is_empty() {
+        eprintln!("moosectl doctor: no safe fix to apply");
+        print_doctor(&report, out)?;
+        return Ok(report.ok);
+    }
+    if !out.json {
+        print_doctor(&report, out)?;
+        println!();
+    }
+    eprintln!("safe fixes:");
+    for (host, cmd, _, _) in &plan {
+        eprintln!("  {host}: {cmd}");
+    }
+    let go = if yes {
+        true
+    } else if std::io::stdin().is_terminal() {
+        eprint!("apply them? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .context("cannot read the answer")?;
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    } else {
+        eprintln!("no terminal to ask and no --yes: nothing changed");
+        false
+    };
+    if !go {
+        let mut report = report;
+        report.fixes = Some(
+            plan.iter()
+                .map(|(host, fix, check, _)| doctor::FixOutcome {
+                    check,
+                    host: host.clone(),
+                    fix: fix.clone(),
+                    applied: false,
+                    message: Some("not applied".to_string()),
+                })
+                .collect(),
+        );
+        if out.json {
+            print_doctor(&report, out)?;
+        }
+        return Ok(report.ok);
+    }
+    let outcomes = rt.block_on(doctor::fix::apply(cluster, &plan));
+    for o in &outcomes {
+        match &o.message {
+            None => eprintln!("applied on {}: {}", o.host, o.fix),
+            Some(m) => eprintln!("FAILED on {}: {}: {m}", o.host, o.fix),
+        }
+    }
+    let mut again = rt.block_on(doctor::run(cluster, scope, strict));
+    again.fixes = Some(outcomes);
+    if !out.json {
+        println!("checked again:");
+    }
+    print_doctor(&again, out)?;
+    Ok(again.ok)
+}
+
+fn print_doctor(report: &doctor::Report, out: Out) -> Result<()> {
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    for f in &report.results {
+        let paint = match f.status {
+            doctor::Status::Error => Paint::Bad,
+            doctor::Status::Warning => Paint::Warn,
+            doctor::Status::Ok => Paint::Ok,
+            doctor::Status::Info | doctor::Status::Skipped => Paint::Dim,
+        };
+        println!(
+            "{} {:<15} {:<12} {}",
+            out.paint(&format!("{:<7}", f.status.as_str()), paint),
+            f.check,
+            f.host,
+            f.summary
+        );
+        if f.status != doctor::Status::Ok {
+            for e in &f.evidence {
+                println!("{:37}{}", "", out.paint(e, Paint::Dim));
+            }
+            if let Some(fix) = &f.fix {
+                let mut lines = fix.lines();
+                let safe = if f.safe_fix {
+                    " (safe: --fix applies it)"
+                } else {
+                    ""
+                };
+                println!("{:37}fix{safe}: {}", "", lines.next().unwrap_or(""));
+                for l in lines {
+                    println!("{:42}{l}", "");
+                }
+            }
+        }
+    }
+    let c = &report.counts;
+    println!(
+        "{}",
+        out.paint(
+            &format!(
+                "doctor {}: {} ok, {} info, {} warnings, {} errors, {} skipped ({} ms)",
+                report.cluster, c.ok, c.info, c.warning, c.error, c.skipped, report.elapsed_ms
+            ),
+            Paint::Bold
+        )
+    );
+    Ok(())
 }
 
 /// `moosectl logs TARGET [-f] [-n N]`.

@@ -24,17 +24,19 @@ pub enum Pane {
     Replication,
     Logs,
     Exports,
+    Doctor,
     Quotas,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 7] = [
+    pub const ALL: [Pane; 8] = [
         Pane::Overview,
         Pane::Servers,
         Pane::Disks,
         Pane::Replication,
         Pane::Logs,
         Pane::Exports,
+        Pane::Doctor,
         Pane::Quotas,
     ];
 
@@ -46,6 +48,7 @@ impl Pane {
             Pane::Replication => "Replication",
             Pane::Logs => "Logs",
             Pane::Exports => "Exports",
+            Pane::Doctor => "Doctor",
             Pane::Quotas => "Quotas",
         }
     }
@@ -80,6 +83,8 @@ pub enum Confirmed {
     RunPlan(Plan),
     Quit,
     TrustHostKey(crate::engine::host::UnknownKey),
+    /// Apply this finding's safe fix, then check again.
+    ApplyFix(Box<crate::doctor::Finding>),
 }
 
 /// A question whose safe answer (Cancel) is the default.
@@ -261,10 +266,14 @@ pub struct App {
     /// Lines above the newest when not following.
     pub log_scroll: usize,
     /// Selected row per pane.
-    pub selected: [usize; 7],
+    pub selected: [usize; 8],
     /// Filter text per pane.
-    pub filters: [String; 7],
+    pub filters: [String; 8],
     pub operation: Option<Operation>,
+    /// The last doctor report (the Doctor pane).
+    pub doctor: Option<crate::doctor::Report>,
+    /// A doctor run (or a fix and its re-run) is under way.
+    pub doctor_running: bool,
     /// The operation panel is shown.
     pub show_operation: bool,
     pub flash: Option<Flash>,
@@ -314,7 +323,9 @@ impl App {
             log_source: None,
             log_follow: true,
             log_scroll: 0,
-            selected: [0; 7],
+            selected: [0; 8],
+            doctor: None,
+            doctor_running: false,
             filters: Default::default(),
             operation: None,
             show_operation: false,

@@ -32,6 +32,8 @@ pub enum Event {
         plan: Box<Plan>,
         diff: Result<Vec<String>, Vec<String>>,
     },
+    /// A doctor run finished (after a fix: the re-run), with what the fix said if it failed.
+    Doctor(Box<crate::doctor::Report>, Option<String>),
 }
 
 /// Work for the tasks outside the state: each runs on a tokio task and sends events back.
@@ -45,4 +47,8 @@ pub enum Effect {
     TrustHostKey(crate::engine::host::UnknownKey),
     /// Run deploy's preflight on the hosts of this deploy plan and send the diff.
     PreviewDeploy(Plan),
+    /// Run every doctor check and send the report.
+    RunDoctor,
+    /// Apply one finding's safe fix, then run the doctor again.
+    ApplyFix(crate::doctor::Finding),
 }

@@ -28,6 +28,7 @@ pub enum Intent {
     Palette,
     TogglePlan,
     Refresh,
+    ApplyFix,
     Escape,
     Help,
     Quit,
@@ -76,8 +77,8 @@ pub const KEYS: &[KeyRow] = &[
         ],
     },
     KeyRow {
-        keys: "1-7",
-        does: "Overview, Servers, Disks, Replication, Logs, Exports, Quotas",
+        keys: "1-8",
+        does: "Overview, Servers, Disks, Replication, Logs, Exports, Doctor, Quotas",
         bindings: &[
             (key('1'), Intent::Pane(0)),
             (key('2'), Intent::Pane(1)),
@@ -86,6 +87,7 @@ pub const KEYS: &[KeyRow] = &[
             (key('5'), Intent::Pane(4)),
             (key('6'), Intent::Pane(5)),
             (key('7'), Intent::Pane(6)),
+            (key('8'), Intent::Pane(7)),
         ],
     },
     KeyRow {
@@ -158,8 +160,13 @@ pub const KEYS: &[KeyRow] = &[
         bindings: &[(key('o'), Intent::TogglePlan)],
     },
     KeyRow {
+        keys: "F",
+        does: "Doctor: apply the selected safe fix (asks first), then check again",
+        bindings: &[(key('F'), Intent::ApplyFix)],
+    },
+    KeyRow {
         keys: "Ctrl-R",
-        does: "poll the cluster now",
+        does: "poll the cluster now (Doctor: run every check again)",
         bindings: &[(ctrl('r'), Intent::Refresh)],
     },
     KeyRow {

@@ -36,6 +36,7 @@ pub enum PaletteCmd {
     },
     #[command(aliases = ["e"])]
     Exports,
+    Doctor,
     #[command(aliases = ["quota"])]
     Quotas,
     #[command(flatten)]
@@ -56,6 +57,7 @@ pub const PALETTE: &[(&str, &str)] = &[
     ("replication", "Replication pane (also :chunks)"),
     ("logs", "Logs pane; :logs ROLE[@HOST] picks the source"),
     ("exports", "Exports pane"),
+    ("doctor", "Doctor pane: every setup check, evidence and fix"),
     ("quotas", "Quotas pane: every folder quota, usage and grace"),
     ("start", "start the cluster, or :start ROLE[@HOST]"),
     (

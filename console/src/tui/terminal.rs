@@ -12,6 +12,7 @@ use crossterm::event::Event as TermEvent;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Notify};
 
+use crate::doctor;
 use crate::engine::exec;
 use crate::engine::logs;
 use crate::engine::model::Fleet;
@@ -180,6 +181,32 @@ fn start(
                         diff,
                     })
                     .await;
+            });
+        }
+        Effect::RunDoctor => {
+            let (cluster, tx) = (cluster.clone(), tx.clone());
+            rt.spawn(async move {
+                let report = doctor::run(&cluster, doctor::Scope::default(), false).await;
+                let _ = tx.send(Event::Doctor(Box::new(report), None)).await;
+            });
+        }
+        Effect::ApplyFix(f) => {
+            let (cluster, tx) = (cluster.clone(), tx.clone());
+            rt.spawn(async move {
+                let failed = match (f.action.clone(), f.fix.clone()) {
+                    (Some(action), Some(shown)) => {
+                        let plan = [(f.host.clone(), shown, f.check, action)];
+                        doctor::fix::apply(&cluster, &plan)
+                            .await
+                            .into_iter()
+                            .find_map(|o| {
+                                o.message.map(|m| format!("{} on {}: {m}", o.fix, o.host))
+                            })
+                    }
+                    _ => None,
+                };
+                let report = doctor::run(&cluster, doctor::Scope::default(), false).await;
+                let _ = tx.send(Event::Doctor(Box::new(report), failed)).await;
             });
         }
         Effect::RunPlan(plan) => {

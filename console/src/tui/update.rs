@@ -53,6 +53,18 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             vec![]
         }
         Event::DeployPreview { plan, diff } => deploy_preview(app, *plan, diff),
+        Event::Doctor(report, failed) => {
+            app.doctor = Some(*report);
+            app.doctor_running = false;
+            if let Some(why) = failed {
+                app.flash(Level::Error, why);
+            }
+            let rows = app.doctor.as_ref().map_or(0, |r| r.results.len());
+            let sel = &mut app.selected[Pane::Doctor.index()];
+            *sel = (*sel).min(rows.saturating_sub(1));
+            app.dirty = true;
+            vec![]
+        }
         Event::Error(text) => {
             app.flash(Level::Error, text);
             vec![]
@@ -203,19 +215,15 @@ fn unbound(app: &mut App) -> Vec<Effect> {
 fn act(app: &mut App, intent: Intent) -> Vec<Effect> {
     match intent {
         Intent::Quit => quit(app),
+        Intent::Refresh if app.pane == Pane::Doctor => run_doctor(app),
         Intent::Refresh => vec![Effect::Refresh],
-        Intent::NextPane => {
-            app.pane = Pane::ALL[(app.pane.index() + 1) % Pane::ALL.len()];
-            vec![]
-        }
-        Intent::PreviousPane => {
-            app.pane = Pane::ALL[(app.pane.index() + Pane::ALL.len() - 1) % Pane::ALL.len()];
-            vec![]
-        }
-        Intent::Pane(k) => {
-            app.pane = Pane::ALL[k];
-            vec![]
-        }
+        Intent::NextPane => open_pane(app, Pane::ALL[(app.pane.index() + 1) % Pane::ALL.len()]),
+        Intent::PreviousPane => open_pane(
+            app,
+            Pane::ALL[(app.pane.index() + Pane::ALL.len() - 1) % Pane::ALL.len()],
+        ),
+        Intent::Pane(k) => open_pane(app, Pane::ALL[k]),
+        Intent::ApplyFix => ask_fix(app),
         Intent::Palette => {
             app.mode = Mode::Palette(Input::default());
             vec![]
@@ -352,7 +360,72 @@ fn confirmed(app: &mut App, then: Confirmed) -> Vec<Effect> {
         }
         Confirmed::RunPlan(plan) => launch(app, plan),
         Confirmed::TrustHostKey(k) => vec![Effect::TrustHostKey(k)],
+        Confirmed::ApplyFix(f) => {
+            app.doctor_running = true;
+            vec![Effect::ApplyFix(*f)]
+        }
     }
+}
+
+/// Shows `pane`; opening the Doctor pane runs every check.
+fn open_pane(app: &mut App, pane: Pane) -> Vec<Effect> {
+    app.pane = pane;
+    if pane == Pane::Doctor {
+        run_doctor(app)
+    } else {
+        vec![]
+    }
+}
+
+/// Runs the doctor unless a run is under way.
+fn run_doctor(app: &mut App) -> Vec<Effect> {
+    if app.doctor_running {
+        return vec![];
+    }
+    app.doctor_running = true;
+    vec![Effect::RunDoctor]
+}
+
+/// `F` on the Doctor pane: the selected finding's safe fix, after a dialog with Cancel focused.
+fn ask_fix(app: &mut App) -> Vec<Effect> {
+    if app.pane != Pane::Doctor {
+        return unbound(app);
+    }
+    let selected = app.selected[Pane::Doctor.index()];
+    let Some(f) = app
+        .doctor
+        .as_ref()
+        .and_then(|r| r.results.get(selected))
+        .cloned()
+    else {
+        return vec![];
+    };
+    if !f.safe_fix {
+        let why = match &f.fix {
+            Some(fix) => format!("this fix is only shown, not applied by moosectl: {fix}"),
+            None => "this finding has no fix to apply".to_string(),
+        };
+        app.flash(Level::Warn, why);
+        return vec![];
+    }
+    if app.readonly {
+        app.flash(Level::Error, "--readonly: fixes are refused");
+        return vec![];
+    }
+    app.mode = Mode::Confirm(Dialog {
+        title: format!("Apply the fix on {}?", f.host),
+        body: vec![
+            f.summary.clone(),
+            String::new(),
+            format!("$ {}", f.fix.clone().unwrap_or_default()),
+            String::new(),
+            "Every check runs again after it.".to_string(),
+        ],
+        yes: "Apply".to_string(),
+        focus_yes: false,
+        then: Confirmed::ApplyFix(Box::new(f)),
+    });
+    vec![]
 }
 
 /// Most diff lines a deploy dialog shows.
@@ -544,6 +617,7 @@ fn move_selection(app: &mut App, delta: isize) {
         Pane::Servers => view::visible_servers(app).len(),
         Pane::Disks => view::visible_disks(app).len(),
         Pane::Exports => view::visible_exports(app).len(),
+        Pane::Doctor => app.doctor.as_ref().map_or(0, |r| r.results.len()),
         Pane::Quotas => app.info().map_or(0, |i| i.quotas.len()),
         _ => 0,
     };
@@ -576,10 +650,10 @@ fn palette(app: &mut App, line: &str) -> Vec<Effect> {
         PaletteCmd::Disks => Pane::Disks,
         PaletteCmd::Replication => Pane::Replication,
         PaletteCmd::Exports => Pane::Exports,
+        PaletteCmd::Doctor => Pane::Doctor,
         PaletteCmd::Quotas => Pane::Quotas,
     };
-    app.pane = pane;
-    vec![]
+    open_pane(app, pane)
 }
 
 /// `ROLE[@HOST]` as typed in the palette; a bad one is flashed.
@@ -675,7 +749,11 @@ mod tests {
         cmds.iter()
             .filter_map(|c| match c {
                 Effect::RunPlan(p) => Some((p.action, p.target.clone())),
-                Effect::Refresh | Effect::PreviewDeploy(_) | Effect::TrustHostKey(_) => None,
+                Effect::Refresh
+                | Effect::PreviewDeploy(_)
+                | Effect::TrustHostKey(_)
+                | Effect::RunDoctor
+                | Effect::ApplyFix(_) => None,
             })
             .collect()
     }
@@ -688,6 +766,10 @@ mod tests {
         assert_eq!(a.pane, Pane::Servers);
         press(&mut a, KeyCode::BackTab);
         press(&mut a, KeyCode::BackTab);
+        assert_eq!(a.pane, Pane::Quotas);
+        press(&mut a, KeyCode::Char('7'));
+        assert_eq!(a.pane, Pane::Doctor);
+        press(&mut a, KeyCode::Char('8'));
         assert_eq!(a.pane, Pane::Quotas);
         press(&mut a, KeyCode::Char('6'));
         assert_eq!(a.pane, Pane::Exports);

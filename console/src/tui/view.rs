@@ -344,34 +344,11 @@ pub fn export_line(e: &Export) -> String {
     s
 }
 
-/// MooseFS's exports address forms: `*`, `IP`, `IP/bits`, `IP/netmask`, `A-B`.
+/// Whether an exports address (`*`, `IP`, `IP/bits`, `IP/netmask`, `A-B`) admits `ip`, by
+/// the grammar the master reads its exports file with (`moose_formats::exports`).
 pub fn address_matches(spec: &str, ip: Ipv4Addr) -> bool {
-    let v = u32::from(ip);
-    if spec == "*" {
-        return true;
-    }
-    if let Some((a, b)) = spec.split_once('-') {
-        return match (a.parse::<Ipv4Addr>(), b.parse::<Ipv4Addr>()) {
-            (Ok(a), Ok(b)) => (u32::from(a)..=u32::from(b)).contains(&v),
-            _ => false,
-        };
-    }
-    if let Some((net, mask)) = spec.split_once('/') {
-        let Ok(net) = net.parse::<Ipv4Addr>() else {
-            return false;
-        };
-        let mask = match mask.parse::<u32>() {
-            Ok(0) => 0,
-            Ok(bits) if bits <= 32 => u32::MAX << (32 - bits),
-            Ok(_) => return false,
-            Err(_) => match mask.parse::<Ipv4Addr>() {
-                Ok(m) => u32::from(m),
-                Err(_) => return false,
-            },
-        };
-        return v & mask == u32::from(net) & mask;
-    }
-    spec.parse::<Ipv4Addr>().is_ok_and(|a| a == ip)
+    moose_formats::exports::parse_address(spec)
+        .is_ok_and(|(from, to)| (from..=to).contains(&u32::from(ip)))
 }
 
 /// True when any of `fields` contains `filter` (case-insensitive); `!text` inverts.

@@ -168,10 +168,11 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     use clap::{CommandFactory, FromArgMatches};
-    // `-V/--version` prints `NAME VERSION` (moosectl deploy runs every pushed binary so).
+    // `-V/--version` prints `NAME VERSION (protocol N)` (moosectl deploy runs every pushed
+    // binary so; moosectl doctor compares the answers).
     let parsed = DaemonArgs::command()
         .name(spec.name)
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(moose_proto::version_line())
         .try_get_matches()
         .and_then(|m| DaemonArgs::from_arg_matches(&m));
     let args = match parsed {

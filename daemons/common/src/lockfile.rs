@@ -23,6 +23,13 @@ pub enum LockError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// EACCES (the seed's "can't create lockfile"): says who owns it and which chown fixes it.
+    #[error("cannot create lockfile {path}: {source}; {hint}")]
+    Denied {
+        path: PathBuf,
+        source: std::io::Error,
+        hint: String,
+    },
     #[error("cannot lock {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -60,9 +67,20 @@ pub fn acquire(path: &Path, name: &str) -> Result<Lockfile, LockError> {
         .truncate(false)
         .mode(0o644)
         .open(path)
-        .map_err(|source| LockError::Create {
-            path: path.to_path_buf(),
-            source,
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                LockError::Denied {
+                    hint: crate::user::access_hint(path, dir),
+                    path: path.to_path_buf(),
+                    source,
+                }
+            } else {
+                LockError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
         })?;
     let fl = flock_struct(libc::F_WRLCK as libc::c_short);
     // SAFETY: valid fd and a valid flock pointer.

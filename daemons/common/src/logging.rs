@@ -16,7 +16,16 @@ pub fn init(log_file: Option<&Path>, to_stderr: bool) -> Result<(), String> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?,
+                .map_err(|e| {
+                    let hint = match e.kind() {
+                        std::io::ErrorKind::PermissionDenied => format!(
+                            "; {}",
+                            crate::user::access_hint(path, path.parent().unwrap_or(Path::new("/")))
+                        ),
+                        _ => String::new(),
+                    };
+                    format!("cannot open log file {}: {e}{hint}", path.display())
+                })?,
         ),
         None => None,
     };

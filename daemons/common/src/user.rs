@@ -91,14 +91,20 @@ pub fn drop_privileges(who: &RunAs) -> Result<Option<String>, String> {
 /// Checks that the current process can create files in `dir`; otherwise says who owns it and
 /// the exact command that fixes it. `what` names the folder ("DATA_PATH", "hdd folder").
 pub fn check_writable(dir: &Path, what: &str, who: &RunAs) -> Result<(), String> {
-    let meta = std::fs::metadata(dir).map_err(|e| {
-        format!(
+    let meta = std::fs::metadata(dir).map_err(|e| match unsearchable_parent(dir) {
+        // The folder may well exist: a folder above it keeps this user out.
+        Some(parent) => format!(
+            "{what} {} cannot be used: {e}; {}",
+            dir.display(),
+            unsearchable_hint(&parent, &who.user)
+        ),
+        None => format!(
             "{what} {} cannot be used: {e}; create it with: install -d -o {} -g {} {}",
             dir.display(),
             who.user,
             who.group,
             dir.display()
-        )
+        ),
     })?;
     if !meta.is_dir() {
         return Err(format!("{what} {} is not a folder", dir.display()));
@@ -130,4 +136,68 @@ pub fn check_writable(dir: &Path, what: &str, who: &RunAs) -> Result<(), String>
         who.group,
         dir.display()
     ))
+}
+
+/// The first folder above `path` (from `/` down) this process cannot search.
+pub fn unsearchable_parent(path: &Path) -> Option<std::path::PathBuf> {
+    let mut above: Vec<&Path> = path.ancestors().skip(1).collect();
+    above.reverse();
+    above
+        .into_iter()
+        .find(|p| {
+            let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else {
+                return false;
+            };
+            // SAFETY: valid NUL-terminated path.
+            !p.as_os_str().is_empty() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0
+        })
+        .map(Path::to_path_buf)
+}
+
+fn owner_and_mode(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let user = User::from_uid(Uid::from_raw(m.uid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| m.uid().to_string(), |u| u.name);
+    let group = Group::from_gid(Gid::from_raw(m.gid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| m.gid().to_string(), |g| g.name);
+    Some(format!("{user}:{group}, mode {:o}", m.mode() & 0o7777))
+}
+
+fn unsearchable_hint(parent: &Path, user: &str) -> String {
+    format!(
+        "{} ({}) is not searchable by user {user}; fix: chmod o+x {}",
+        parent.display(),
+        owner_and_mode(parent).unwrap_or_else(|| "owner unknown".into()),
+        parent.display()
+    )
+}
+
+/// For a permission error on `path`: who owns it, who this process runs as, and the exact
+/// command that fixes it (`chown -R` of `dir`, or `chmod o+x` of a folder above).
+pub fn access_hint(path: &Path, dir: &Path) -> String {
+    let uid = nix::unistd::geteuid();
+    let gid = nix::unistd::getegid();
+    let me = User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    let group = Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map_or_else(|| gid.to_string(), |g| g.name);
+    if let Some(parent) = unsearchable_parent(path) {
+        return unsearchable_hint(&parent, &me);
+    }
+    let owned = owner_and_mode(path)
+        .map(|o| format!("it is owned by {o} and "))
+        .unwrap_or_default();
+    format!(
+        "{owned}this process runs as {me}:{group}; fix: chown -R {me}:{group} {}",
+        dir.display()
+    )
 }

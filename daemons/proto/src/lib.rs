@@ -33,3 +33,10 @@ pub mod ports {
 
 /// Version string every daemon reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What every program prints after its name for `--version`: `VERSION (protocol N)`, so
+/// that `moosectl doctor` can tell a build that cannot talk to the others.
+pub fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| format!("{VERSION} (protocol {PROTOCOL_VERSION})"))
+}

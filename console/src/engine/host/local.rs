@@ -228,20 +228,27 @@ impl Machine for Local {
     }
 
     fn connect(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Stream>, HostError>> {
+        self.connect_from(&self.address, port, CONNECT_TIMEOUT)
+    }
+
+    fn connect_from<'a>(
+        &'a self,
+        address: &'a str,
+        port: u16,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, HostError>> {
         Box::pin(async move {
             let fail = |cause: std::io::Error| HostError::Connect {
                 host: self.name.clone(),
-                address: self.address.clone(),
+                address: address.to_string(),
                 port,
                 cause,
             };
-            let stream = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                tokio::net::TcpStream::connect((self.address.as_str(), port)),
-            )
-            .await
-            .map_err(|_| fail(std::io::Error::new(ErrorKind::TimedOut, "timed out")))?
-            .map_err(fail)?;
+            let stream =
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect((address, port)))
+                    .await
+                    .map_err(|_| fail(std::io::Error::new(ErrorKind::TimedOut, "timed out")))?
+                    .map_err(fail)?;
             let _ = stream.set_nodelay(true);
             Ok(Box::new(stream) as Box<dyn Stream>)
         })

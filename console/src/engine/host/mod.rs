@@ -182,6 +182,17 @@ pub trait Machine: Send + Sync {
     /// Opens a TCP stream to `port` of this host.
     fn connect(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Stream>, HostError>>;
 
+    /// Opens a TCP stream from this host to `address:port` (SSH: a direct-tcpip channel, so
+    /// the connection starts where the daemons' traffic does), within `timeout`. The error's
+    /// cause keeps its kind: refused, timed out, permission denied (a local firewall),
+    /// unreachable.
+    fn connect_from<'a>(
+        &'a self,
+        address: &'a str,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, HostError>>;
+
     /// Writes `source` to a temporary file beside `target` (a name unique to this host and
     /// console run), synced, with `mode` and `owner`; returns the temporary file. The target
     /// is not touched: [`Machine::commit`] or [`Machine::discard`] follow.

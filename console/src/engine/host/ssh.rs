@@ -1219,53 +1219,82 @@ impl Machine for SshHost {
     }
 
     fn connect(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Stream>, HostError>> {
+        Box::pin(self.tunnel(self.target.address.clone(), port))
+    }
+
+    fn connect_from<'a>(
+        &'a self,
+        address: &'a str,
+        port: u16,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, HostError>> {
         Box::pin(async move {
-            let fail = |cause: String| HostError::Connect {
-                host: self.target.name.clone(),
-                address: self.target.address.clone(),
-                port,
-                cause: std::io::Error::other(cause),
-            };
-            let mut again = true;
-            loop {
-                let conn = self.conn().await?;
-                let permit = conn
-                    .channels
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| fail("the connection is closing".to_string()))?;
-                match conn
-                    .handle
-                    .channel_open_direct_tcpip(
-                        self.target.address.clone(),
-                        u32::from(port),
-                        "127.0.0.1",
-                        0,
-                    )
-                    .await
-                {
-                    Ok(ch) => {
-                        return Ok(Box::new(Tunnel {
-                            inner: ch.into_stream(),
-                            _permit: permit,
-                        }) as Box<dyn Stream>)
-                    }
-                    // The connection was lost: open it again once.
-                    Err(_) if again && conn.handle.is_closed() => {
-                        self.drop_conn(&conn).await;
-                        again = false;
-                    }
-                    Err(e) => {
-                        return Err(fail(format!(
+            match tokio::time::timeout(timeout, self.tunnel(address.to_string(), port)).await {
+                Ok(r) => r,
+                Err(_) => Err(HostError::Connect {
+                    host: self.target.name.clone(),
+                    address: address.to_string(),
+                    port,
+                    cause: std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+                }),
+            }
+        })
+    }
+}
+
+impl SshHost {
+    /// A direct-tcpip channel from this host to `address:port`.
+    async fn tunnel(&self, address: String, port: u16) -> Result<Box<dyn Stream>, HostError> {
+        let fail = |cause: String, kind: std::io::ErrorKind| HostError::Connect {
+            host: self.target.name.clone(),
+            address: address.clone(),
+            port,
+            cause: std::io::Error::new(kind, cause),
+        };
+        let mut again = true;
+        loop {
+            let conn = self.conn().await?;
+            let permit = conn.channels.clone().acquire_owned().await.map_err(|_| {
+                fail(
+                    "the connection is closing".to_string(),
+                    std::io::ErrorKind::Other,
+                )
+            })?;
+            match conn
+                .handle
+                .channel_open_direct_tcpip(address.clone(), u32::from(port), "127.0.0.1", 0)
+                .await
+            {
+                Ok(ch) => {
+                    return Ok(Box::new(Tunnel {
+                        inner: ch.into_stream(),
+                        _permit: permit,
+                    }) as Box<dyn Stream>)
+                }
+                // The connection was lost: open it again once.
+                Err(_) if again && conn.handle.is_closed() => {
+                    self.drop_conn(&conn).await;
+                    again = false;
+                }
+                Err(e) => {
+                    // OpenSSH answers "connect failed" for a refused or unreachable port.
+                    let kind = match &e {
+                        russh::Error::ChannelOpenFailure(
+                            russh::ChannelOpenFailure::ConnectFailed,
+                        ) => std::io::ErrorKind::ConnectionRefused,
+                        _ => std::io::ErrorKind::Other,
+                    };
+                    return Err(fail(
+                        format!(
                             "{} through the SSH tunnel from {}",
                             russh_reason(&e),
                             self.target.name
-                        )))
-                    }
+                        ),
+                        kind,
+                    ));
                 }
             }
-        })
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod dialog;
 mod disks;
+mod doctor;
 mod exports;
 mod header;
 mod help;
@@ -124,6 +125,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Pane::Replication => replication::draw(app, frame, body, &theme),
         Pane::Logs => logs::draw(app, frame, body, &theme),
         Pane::Exports => exports::draw(app, frame, body, &theme),
+        Pane::Doctor => doctor::draw(app, frame, body, &theme),
         Pane::Quotas => quotas::draw(app, frame, body, &theme),
     }
     if let Some(o) = app.operation.as_ref().filter(|_| op_height > 0) {

@@ -272,7 +272,7 @@ fn quotas() {
         overview.contains("quotas            3: 1 over soft, 0 past grace"),
         "{overview}"
     );
-    key(&mut app, KeyCode::Char('7'));
+    key(&mut app, KeyCode::Char('8'));
     let pane = render(&app, 160, 20);
     for fact in [
         "Quotas (3)",
@@ -396,4 +396,92 @@ fn narrow_terminal_keeps_the_header_facts() {
         assert!(header.contains(fact), "{fact} missing from {header}");
     }
     insta::assert_snapshot!(screen);
+}
+
+/// A report as a doctor run on the local cluster could give, one finding of each status.
+fn doctor_report() -> crate::doctor::Report {
+    use crate::doctor::{Finding, FixAction, Report, Status};
+    let results = vec![
+        Finding::new(
+            "clock",
+            "local",
+            Status::Ok,
+            "local's clock agrees with the console's (+0.002 s)",
+        ),
+        Finding::new(
+            "data-path",
+            "local",
+            Status::Error,
+            "nobody cannot write /srv/moose/data/master",
+        )
+        .evidence("/srv/moose/data/master: owner and mode root:root 755, tested as nobody")
+        .safe(FixAction::Chown {
+            dir: "/srv/moose/data/master".into(),
+            owner: "nobody:nogroup".into(),
+        }),
+        Finding::new(
+            "mount-point",
+            "local",
+            Status::Error,
+            "a foreign tmpfs mount is on /srv/moose/mnt",
+        )
+        .evidence("/proc/self/mountinfo: tmpfs tmpfs on /srv/moose/mnt")
+        .fix("umount /srv/moose/mnt"),
+        Finding::new(
+            "disks",
+            "local",
+            Status::Info,
+            "3 disks share one file system (/): fine for a one-machine cluster",
+        ),
+    ];
+    Report::new("local".into(), "local.toml".into(), results, 182, false)
+}
+
+#[test]
+fn doctor_pane() {
+    use crate::tui::event::Effect;
+    let (mut app, t0) = app();
+    feed(&mut app, t0);
+    // Opening the pane runs every check; the report arrives as an event.
+    assert_eq!(key(&mut app, KeyCode::Char('7')), vec![Effect::RunDoctor]);
+    // No second run while one is under way.
+    assert!(key(&mut app, KeyCode::Char('7')).is_empty());
+    update(&mut app, Event::Doctor(Box::new(doctor_report()), None));
+    // Ctrl-R on the pane runs the checks again.
+    let again = update(
+        &mut app,
+        Event::Key(KeyEvent::new(KeyCode::Char('r'), KeyModifiers::CONTROL)),
+    );
+    assert_eq!(again, vec![Effect::RunDoctor]);
+    update(&mut app, Event::Doctor(Box::new(doctor_report()), None));
+    insta::assert_snapshot!(render(&app, 140, 20));
+    // F on the worst row (the chown): a dialog with Cancel focused, nothing done yet.
+    assert!(key(&mut app, KeyCode::Char('F')).is_empty());
+    insta::assert_snapshot!("doctor_fix_dialog", render(&app, 140, 20));
+    key(&mut app, KeyCode::Tab);
+    let effects = key(&mut app, KeyCode::Enter);
+    assert!(
+        matches!(&effects[..], [Effect::ApplyFix(f)] if f.check == "data-path"),
+        "{effects:?}"
+    );
+    // A fix that is only shown is not applied.
+    update(&mut app, Event::Doctor(Box::new(doctor_report()), None));
+    key(&mut app, KeyCode::Down);
+    assert!(key(&mut app, KeyCode::Char('F')).is_empty());
+    assert!(matches!(app.mode, crate::tui::app::Mode::Normal));
+}
+
+#[test]
+fn doctor_fix_refused_when_readonly() {
+    let (mut app, t0) = app();
+    app.readonly = true;
+    feed(&mut app, t0);
+    key(&mut app, KeyCode::Char('7'));
+    update(&mut app, Event::Doctor(Box::new(doctor_report()), None));
+    assert!(key(&mut app, KeyCode::Char('F')).is_empty());
+    assert!(matches!(app.mode, crate::tui::app::Mode::Normal));
+    assert!(app
+        .flash
+        .as_ref()
+        .is_some_and(|f| f.text.contains("--readonly")));
 }

@@ -8,7 +8,7 @@ use moose_client::mount::{run, MountArgs};
 
 /// Mounts a MooseFS-style file system.
 #[derive(Debug, Parser)]
-#[command(name = "moose-mount", version)]
+#[command(name = "moose-mount", version = moose_proto::version_line())]
 struct Args {
     /// Where to mount.
     mountpoint: PathBuf,

@@ -16,7 +16,7 @@ use moose_proto::msg::{Limits, QuotaLimits};
 
 /// Goals and chunk information of files on a MooseFS-style mount.
 #[derive(Debug, Parser)]
-#[command(name = "moose-tool", version)]
+#[command(name = "moose-tool", version = moose_proto::version_line())]
 struct Args {
     /// Print the answers as JSON.
     #[arg(long, global = true)]
