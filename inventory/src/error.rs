@@ -141,6 +141,10 @@ impl<'a> Diags<'a> {
         !self.errors.is_empty()
     }
 
+    pub(crate) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// The file name given to the loader.
     pub(crate) fn file(&self) -> &str {
         self.file

@@ -74,6 +74,7 @@
 //! assert_eq!(instances[0].name, "master");
 //! ```
 
+pub mod admission;
 pub mod error;
 pub mod load;
 pub mod model;

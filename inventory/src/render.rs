@@ -412,11 +412,19 @@ fn master_cfg(inv: &Inventory, host: &Host) -> String {
 }
 
 fn exports_file(inv: &Inventory, host: &Host) -> String {
-    let lines = inv
-        .exports
-        .iter()
-        .map(|e| ExportsLine {
-            line: 0,
+    ExportsFile {
+        lines: exports_lines(&inv.exports),
+    }
+    .render(&header(inv, host))
+}
+
+/// The `[[exports]]` as lines of the master's exports file, numbered from 1 in their order.
+pub(crate) fn exports_lines<'a>(exports: impl IntoIterator<Item = &'a Export>) -> Vec<ExportsLine> {
+    exports
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| ExportsLine {
+            line: i + 1,
             address: e.address.clone(),
             path: e.path.clone(),
             // Validation has checked every option; a hand-built inventory's bad one is left out.
@@ -427,8 +435,7 @@ fn exports_file(inv: &Inventory, host: &Host) -> String {
                 .filter_map(|o| ExportOption::parse(o).ok())
                 .collect(),
         })
-        .collect();
-    ExportsFile { lines }.render(&header(inv, host))
+        .collect()
 }
 
 fn topology_file(inv: &Inventory, host: &Host) -> String {

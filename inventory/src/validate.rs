@@ -8,10 +8,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
+use moose_formats::admission::{exported_paths, Refusal};
 use moose_formats::exports::{self, ExportOption, OptionError};
 use moose_formats::hdd::{LimitError, SpaceLimit};
 use toml::Spanned;
 
+use crate::admission;
 use crate::error::Diags;
 use crate::load::LoadOptions;
 use crate::model::{
@@ -115,6 +117,9 @@ struct ExportInfo {
     export: Export,
     /// The address range admitted, when the address is valid.
     range: Option<(u32, u32)>,
+    /// Every option is valid (a bad one is left out of the line, which then judges clients
+    /// differently from what was meant).
+    options_ok: bool,
 }
 
 struct Validator<'o, 'd, 'a> {
@@ -957,6 +962,7 @@ impl Validator<'_, '_, '_> {
         } else {
             exports::normalize_path(raw)
         };
+        let errors_before = self.diags.error_count();
         let options = self.export_options(&doc.options);
         ExportInfo {
             export: Export {
@@ -965,6 +971,7 @@ impl Validator<'_, '_, '_> {
                 options,
             },
             range,
+            options_ok: self.diags.error_count() == errors_before,
         }
     }
 
@@ -1075,6 +1082,7 @@ impl Validator<'_, '_, '_> {
             );
             return;
         }
+        let admission = admission::exports_admission(exports.iter().map(|e| &e.export));
         for h in hosts {
             let Some(client) = &h.host.client else {
                 continue;
@@ -1082,7 +1090,7 @@ impl Validator<'_, '_, '_> {
             let at = h.client_span.clone().unwrap_or_else(|| h.span.clone());
             let name = &h.host.name;
             let address = &h.host.address;
-            let Ok(ip) = address.parse::<Ipv4Addr>() else {
+            let Some(admitted) = admission::admit_client(&admission, address, client) else {
                 if !exports.iter().any(|e| e.range == Some((0, u32::MAX))) {
                     self.diags.warn(
                         &at,
@@ -1095,71 +1103,43 @@ impl Validator<'_, '_, '_> {
                 }
                 continue;
             };
-            let ip_u32 = u32::from(ip);
-            let by_ip: Vec<&Export> = exports
-                .iter()
-                .filter(|e| matches!(e.range, Some((a, b)) if (a..=b).contains(&ip_u32)))
-                .map(|e| &e.export)
-                .collect();
-            if by_ip.is_empty() {
-                let octets = ip.octets();
-                self.diags.warn(
-                    &at,
+            let why = match admitted {
+                Ok(_) => continue,
+                Err(Refusal::NoAddress { ip, .. }) => {
+                    let octets = match ip {
+                        IpAddr::V4(v4) => v4.octets(),
+                        IpAddr::V6(_) => [0; 4],
+                    };
                     format!(
                         "no [[exports]] line admits host \"{name}\" ({address}), so its mount \
                          will be refused; add an [[exports]] line whose address covers it, e.g. \
                          \"{}.{}.{}.0/24\"",
                         octets[0], octets[1], octets[2]
-                    ),
-                );
-                continue;
-            }
-            let by_path: Vec<&Export> = by_ip
-                .iter()
-                .copied()
-                .filter(|e| {
-                    let alldirs = e.options.iter().any(|o| o == "alldirs");
-                    exports::admits_path(&e.path, alldirs, &client.subfolder)
-                })
-                .collect();
-            if by_path.is_empty() {
-                let paths: Vec<String> = by_ip
-                    .iter()
-                    .map(|e| {
-                        if e.options.iter().any(|o| o == "alldirs") {
-                            format!("{} and below", e.path)
-                        } else {
-                            e.path.clone()
-                        }
-                    })
-                    .collect();
-                self.diags.warn(
-                    &at,
-                    format!(
-                        "host \"{name}\" ({address}) mounts {}, but the [[exports]] lines that \
-                         admit it export only {}; change its subfolder, or add alldirs or a line \
-                         for {}",
-                        client.subfolder,
-                        paths.join(", "),
-                        client.subfolder
-                    ),
-                );
-                continue;
-            }
-            let needs_password = by_path
-                .iter()
-                .all(|e| e.options.iter().any(|o| o.starts_with("password=")));
-            let has_password = client.password.is_some()
-                || client.options.iter().any(|o| o.starts_with("mfspassword="));
-            if needs_password && !has_password {
-                self.diags.warn(
-                    &at,
+                    )
+                }
+                Err(Refusal::NoPath { exported, .. }) => format!(
+                    "host \"{name}\" ({address}) mounts {}, but the [[exports]] lines that admit \
+                     it export only {}; change its subfolder, or add alldirs or a line for {}",
+                    client.subfolder,
+                    exported_paths(&exported, "[[exports]] number"),
+                    client.subfolder
+                ),
+                Err(Refusal::Password { .. }) if admission::client_password(client).is_none() => {
                     format!(
                         "every [[exports]] line that admits host \"{name}\" ({address}) needs a \
                          password, and its [hosts.client] has none; add password = \"...\""
-                    ),
-                );
-            }
+                    )
+                }
+                // A password cut short by a bad option has already been reported.
+                Err(Refusal::Password { .. }) if exports.iter().any(|e| !e.options_ok) => continue,
+                Err(Refusal::Password { .. }) => format!(
+                    "the password of host \"{name}\" ({address}) is not the one of any \
+                     [[exports]] line that admits it, so its mount will be refused; give it the \
+                     line's password"
+                ),
+                Err(other) => other.to_string(),
+            };
+            self.diags.warn(&at, why);
         }
     }
 

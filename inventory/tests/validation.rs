@@ -636,7 +636,7 @@ location = ""
             "cluster.toml:39:12: the location is empty; name the rack or place, e.g. location = \"rack1\"",
         ],
         &[
-            "cluster.toml:18:1: warning: host \"app\" (192.168.5.7) mounts /data/x, but the [[exports]] lines that admit it export only /data; change its subfolder, or add alldirs or a line for /data/x",
+            "cluster.toml:18:1: warning: host \"app\" (192.168.5.7) mounts /data/x, but the [[exports]] lines that admit it export only /data ([[exports]] number 3); change its subfolder, or add alldirs or a line for /data/x",
             "cluster.toml:30:18: warning: this exports line is both read-only and read-write; the last one wins, keep only one",
         ],
     );
@@ -880,6 +880,25 @@ options = ["rw,password=s3cret"]
             "cluster.toml:18:1: warning: host \"app\" has the address \"app.example.com\", a name, and exports lines match IPv4 addresses; make sure an [[exports]] line covers the address the master sees for it",
             "cluster.toml:26:1: warning: every [[exports]] line that admits host \"app2\" (10.0.0.7) needs a password, and its [hosts.client] has none; add password = \"...\"",
         ],
+    );
+    // A wrong password is judged as the master judges it, and so is the right one.
+    let wrong = text.replace(
+        "[hosts.client]\nmount = \"/mnt/m\"\n\n[[exports]]",
+        "[hosts.client]\nmount = \"/mnt/m\"\npassword = \"guess\"\n\n[[exports]]",
+    );
+    check(
+        &wrong,
+        &[],
+        &[
+            "cluster.toml:18:1: warning: host \"app\" has the address \"app.example.com\", a name, and exports lines match IPv4 addresses; make sure an [[exports]] line covers the address the master sees for it",
+            "cluster.toml:26:1: warning: the password of host \"app2\" (10.0.0.7) is not the one of any [[exports]] line that admits it, so its mount will be refused; give it the line's password",
+        ],
+    );
+    let right = wrong.replace("\"guess\"", "\"s3cret\"");
+    check(
+        &right,
+        &[],
+        &["cluster.toml:18:1: warning: host \"app\" has the address \"app.example.com\", a name, and exports lines match IPv4 addresses; make sure an [[exports]] line covers the address the master sees for it"],
     );
 }
 

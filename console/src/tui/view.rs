@@ -1,10 +1,9 @@
 //! What the panes and `moosectl status` show, worked out from the model and the last
 //! snapshot: one place, so that the screen and the headless output agree.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use moose_inventory::{Export, Host, Role, RoleInstance};
+use moose_inventory::{admission, Export, Role, RoleInstance};
 use moose_proto::msg::{ChunkserverInfo, ClusterInfo};
 use serde::Serialize;
 
@@ -282,40 +281,40 @@ pub struct ExportRow {
     pub unchecked: Vec<String>,
 }
 
-/// The exports lines of the inventory and the client hosts each admits.
+/// The exports lines of the inventory and the client hosts each admits: the line the master
+/// picks for the client (`moose_inventory::admission`, the master's own code).
 pub fn export_rows(model: &Model) -> Vec<ExportRow> {
-    let clients: Vec<&Host> = model
-        .inventory
-        .hosts
+    let exports = &model.inventory.exports;
+    let mut rows: Vec<ExportRow> = exports
         .iter()
-        .filter(|h| h.has_role(Role::Client))
+        .map(|e| ExportRow {
+            line: export_line(e),
+            address: e.address.clone(),
+            path: e.path.clone(),
+            options: e.options.join(","),
+            admits: Vec::new(),
+            unchecked: Vec::new(),
+        })
         .collect();
-    model
-        .inventory
-        .exports
-        .iter()
-        .map(|e| {
-            let mut row = ExportRow {
-                line: export_line(e),
-                address: e.address.clone(),
-                path: e.path.clone(),
-                options: e.options.join(","),
-                admits: Vec::new(),
-                unchecked: Vec::new(),
-            };
-            for h in &clients {
-                match h.address.parse::<Ipv4Addr>() {
-                    Ok(ip) => {
-                        if address_matches(&e.address, ip) {
-                            row.admits.push(h.name.clone());
-                        }
-                    }
-                    Err(_) => row.unchecked.push(h.name.clone()),
+    let admission = admission::exports_admission(exports);
+    for h in &model.inventory.hosts {
+        let Some(client) = &h.client else {
+            continue;
+        };
+        match admission::admit_client(&admission, &h.address, client) {
+            // Line N is the N-th [[exports]].
+            Some(Ok(line)) => {
+                if let Some(row) = rows.get_mut(line.line.wrapping_sub(1)) {
+                    row.admits.push(h.name.clone());
                 }
             }
-            row
-        })
-        .collect()
+            Some(Err(_)) => {}
+            None => rows
+                .iter_mut()
+                .for_each(|r| r.unchecked.push(h.name.clone())),
+        }
+    }
+    rows
 }
 
 /// Client hosts of the inventory that no exports line admits.
@@ -342,13 +341,6 @@ pub fn export_line(e: &Export) -> String {
         s.push_str(&e.options.join(","));
     }
     s
-}
-
-/// Whether an exports address (`*`, `IP`, `IP/bits`, `IP/netmask`, `A-B`) admits `ip`, by
-/// the grammar the master reads its exports file with (`moose_formats::exports`).
-pub fn address_matches(spec: &str, ip: Ipv4Addr) -> bool {
-    moose_formats::exports::parse_address(spec)
-        .is_ok_and(|(from, to)| (from..=to).contains(&u32::from(ip)))
 }
 
 /// True when any of `fields` contains `filter` (case-insensitive); `!text` inverts.
@@ -434,18 +426,23 @@ mod tests {
     use crate::engine::probe::MountProbe;
 
     #[test]
-    fn exports_addresses() {
-        let ip = Ipv4Addr::new(10, 0, 1, 5);
-        assert!(address_matches("*", ip));
-        assert!(address_matches("10.0.1.5", ip));
-        assert!(!address_matches("10.0.1.6", ip));
-        assert!(address_matches("10.0.1.0/24", ip));
-        assert!(!address_matches("10.0.2.0/24", ip));
-        assert!(address_matches("10.0.0.0/255.255.0.0", ip));
-        assert!(address_matches("10.0.1.1-10.0.1.9", ip));
-        assert!(!address_matches("10.0.1.6-10.0.1.9", ip));
-        assert!(address_matches("0.0.0.0/0", ip));
-        assert!(!address_matches("nonsense", ip));
+    fn each_client_is_listed_under_the_line_the_master_picks() {
+        let mut m = local_model();
+        let star = |path: &str, options: &[&str]| Export {
+            address: "*".into(),
+            path: path.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        };
+        // The master prefers a read-write line over a read-only one that also matches.
+        m.inventory.exports.insert(0, star("/", &["ro"]));
+        let rows = export_rows(&m);
+        assert!(rows[0].admits.is_empty());
+        assert_eq!(rows[1].admits, ["local"]);
+        // Lines for other folders only: nobody admits the client.
+        m.inventory.exports = vec![star("/elsewhere", &["rw"])];
+        let rows = export_rows(&m);
+        assert!(rows[0].admits.is_empty());
+        assert_eq!(unadmitted_clients(&m, &rows).len(), 1);
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                             .read()
                             .admit(peer.ip(), "/", None, None)
                             .map(|_| ())
+                            .map_err(|r| r.to_string())
                     };
                     match admitted {
                         Ok(()) => Ok(ClReply::Cluster(requests::cluster_info(&master))),
@@ -264,10 +265,11 @@ fn register(
     };
     let exports = master.exports.read();
     let line = if meta {
-        exports.admit_meta(peer.ip(), reg.password_proof.as_deref(), challenge)?
+        exports.admit_meta(peer.ip(), reg.password_proof.as_deref(), challenge)
     } else {
-        exports.admit(peer.ip(), &subdir, reg.password_proof.as_deref(), challenge)?
-    };
+        exports.admit(peer.ip(), &subdir, reg.password_proof.as_deref(), challenge)
+    }
+    .map_err(|r| r.to_string())?;
     if let Some((id, key)) = &reg.resume {
         match master.session_table.resume(*id, key) {
             Some(s) if s.ip == peer.ip() => {

@@ -58,7 +58,7 @@ async fn bind(addr: &(String, u16), keys: &str) -> anyhow::Result<TcpListener> {
 
 async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     let cfg = config::MasterConfig::from_config(&ctx.config, ctx.data_path.clone())?;
-    let exports = moose_common::exports::Exports::load(&cfg.exports_file)?;
+    let exports = moose_common::exports::load(&cfg.exports_file)?;
     tracing::info!(
         "exports file {} loaded: {} lines",
         cfg.exports_file.display(),
@@ -131,7 +131,7 @@ async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = reload.changed() => match moose_common::exports::Exports::load(&m.cfg.exports_file) {
+            _ = reload.changed() => match moose_common::exports::load(&m.cfg.exports_file) {
                 Ok(e) => {
                     tracing::info!("exports reloaded: {} lines (applies to new mounts)", e.lines.len());
                     *m.exports.write() = e;

@@ -59,7 +59,7 @@ impl Target for ExportsFile {
 
     fn run(&self, input: &[u8]) {
         let text = String::from_utf8_lossy(input);
-        if let Ok(exports) = moose_common::exports::Exports::parse(Path::new("fuzz.cfg"), &text) {
+        if let Ok(exports) = moose_common::exports::parse(Path::new("fuzz.cfg"), &text) {
             for line in &exports.lines {
                 let _ = format!("{line:?}");
             }

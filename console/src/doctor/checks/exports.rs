@@ -1,5 +1,5 @@
 //! **exports**: for each client, the address the master will see (`ip route get MASTER` on
-//! the client: its `src`) judged by the master's own code (`moose_common::exports`: `parse`
+//! the client: its `src`) judged by the master's own code (`moose_formats::admission`: `parse`
 //! then `admit`) on the file the master reads (the inventory's rendering when it is not
 //! deployed). Also: the file against the inventory, and against what the running master
 //! loaded (a newer file needs `reload`).
@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use moose_common::exports::{password_proof, Exports};
+use moose_formats::admission::{ids_unresolved, password_proof, Exports, Refusal};
 use moose_inventory::{Command, Role, RoleInstance};
 
 use crate::doctor::finding::{Finding, Status};
@@ -93,7 +93,7 @@ pub fn judge_client(host: &str, exports: &Exports, text: &str, src: IpAddr, w: &
             .evidence(format!(
                 "{host} reaches the master from {src} (ip route get: src)"
             ));
-            if why.contains("password") {
+            if matches!(why, Refusal::Password { .. }) {
                 f.fix("set password = \"…\" in the [hosts.client] of this host to the exports line's password")
             } else {
                 f.fix(suggestion(src, w))
@@ -211,7 +211,7 @@ pub fn check(ctx: Arc<Ctx>) -> BoxFuture<'static, Vec<Finding>> {
             }
         };
         let text = deployed.clone().unwrap_or_else(|| rendered.clone());
-        let exports = match Exports::parse(&path, &text) {
+        let exports = match Exports::parse(&path, &text, &ids_unresolved) {
             Ok(e) => e,
             Err(e) => {
                 return vec![Finding::new(
@@ -379,7 +379,12 @@ mod tests {
     use super::*;
 
     fn exports(text: &str) -> Exports {
-        Exports::parse(Path::new("/etc/m/master-exports.cfg"), text).unwrap()
+        Exports::parse(
+            Path::new("/etc/m/master-exports.cfg"),
+            text,
+            &ids_unresolved,
+        )
+        .unwrap()
     }
 
     fn ip(s: &str) -> IpAddr {
