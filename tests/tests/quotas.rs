@@ -163,3 +163,38 @@ fn a_soft_quota_turns_hard_after_its_grace_period() {
     let text = c.tool(&["getquota", s.to_str().unwrap()]).unwrap();
     assert!(text.contains("grace period over"), "{text}");
 }
+
+/// A mount that has just learnt "no quotas" (by writing) still honours a quota set a moment
+/// later: `setquota` returns once every mount's cached answer has run out.
+#[test]
+fn a_quota_is_in_force_for_a_write_right_after_setquota_returns() {
+    if let Err(why) = moose_tests::fuse_available() {
+        panic!("cannot run the quota test: {why}");
+    }
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let mnt = c.mount().unwrap();
+    let q = mnt.join("q");
+    fs::create_dir(&q).unwrap();
+    // This write makes the mount ask, and hear that the cluster has no quotas.
+    fs::write(q.join("warm"), vec![7u8; 4096]).unwrap();
+    c.tool(&["setquota", "-S", "2MiB", q.to_str().unwrap()])
+        .unwrap();
+    let out = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", q.join("f").display()))
+        .args(["bs=1M", "count=8"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dd went past the quota: {stderr}");
+    assert!(stderr.contains("Disk quota exceeded"), "{stderr}");
+    let len = fs::metadata(q.join("f")).unwrap().len();
+    assert!(
+        len < 2 * MIB,
+        "the file grew to {len} bytes under a 2 MiB quota"
+    );
+}

@@ -15,7 +15,8 @@ use parking_lot::Mutex;
 
 use crate::master::{CallError, MasterClient};
 
-const KEEP: Duration = Duration::from_secs(1);
+/// Answers are acted on for this long (`setquota` waits it out).
+const KEEP: Duration = moose_proto::QUOTA_GRANT_LEASE;
 
 #[derive(Default)]
 pub struct Grants {

@@ -222,9 +222,13 @@ pub fn run(cmd: QuotaCommand, paths: &[PathBuf], json_out: bool) -> ExitCode {
     let mut results = Vec::new();
     rt.block_on(async {
         let mut sessions = Sessions::default();
+        let mut set_any = false;
         for path in paths {
             match one(&mut sessions, &cmd, path, json_out).await {
-                Ok(v) => results.push(v),
+                Ok(v) => {
+                    set_any |= matches!(cmd, QuotaCommand::Set(_));
+                    results.push(v);
+                }
                 Err(e) => {
                     failed = true;
                     eprintln!("{NAME}: {}: {e:#}", path.display());
@@ -233,6 +237,11 @@ pub fn run(cmd: QuotaCommand, paths: &[PathBuf], json_out: bool) -> ExitCode {
                     );
                 }
             }
+        }
+        // Mounts act on their last answer about quotas for up to this long: once it has
+        // passed, every mount asks again and meets the new limits.
+        if set_any {
+            tokio::time::sleep(moose_proto::QUOTA_GRANT_LEASE).await;
         }
     });
     if json_out {

@@ -23,6 +23,11 @@ pub const BLOCKS_PER_CHUNK: u32 = 1024;
 /// Size of a chunk: a file is cut into chunks of this size.
 pub const CHUNK_SIZE: u64 = BLOCK_SIZE as u64 * BLOCKS_PER_CHUNK as u64;
 
+/// How long a mount may act on the master's answer to `QuotaAllowance` (how far a file may
+/// grow, or that there are no quotas) before asking again. `setquota` returns only after
+/// this, so a new limit is in force on every mount when it does.
+pub const QUOTA_GRANT_LEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Default ports, as MooseFS uses them.
 pub mod ports {
     pub const MASTER_METALOGGER: u16 = 9419;
