@@ -953,11 +953,7 @@ impl Validator<'_, '_, '_> {
             );
             "/".to_string()
         } else if raw == "." {
-            self.diags.warn(
-                &doc.path.span(),
-                "path \".\" is the meta file system, which moose-master does not serve; this \
-                 line admits nothing",
-            );
+            // The meta file system: the trash, for `moose-mount -m`.
             ".".to_string()
         } else {
             exports::normalize_path(raw)

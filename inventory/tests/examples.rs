@@ -113,7 +113,7 @@ fn local_example_renders_these_files() {
     );
     assert_eq!(
         contents[1],
-        format!("{HEADER}127.0.0.0/8 / rw,alldirs,maproot=0\n")
+        format!("{HEADER}127.0.0.0/8 / rw,alldirs,maproot=0\n127.0.0.0/8 . rw\n")
     );
     assert_eq!(
         contents[2],

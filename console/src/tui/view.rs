@@ -449,9 +449,12 @@ mod tests {
     fn local_exports_admit_the_local_client() {
         let m = local_model();
         let rows = export_rows(&m);
-        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].line, "127.0.0.0/8 / rw,alldirs,maproot=0");
         assert_eq!(rows[0].admits, ["local"]);
+        // The trash line admits meta mounts only.
+        assert_eq!(rows[1].line, "127.0.0.0/8 . rw");
+        assert!(rows[1].admits.is_empty());
         assert!(unadmitted_clients(&m, &rows).is_empty());
     }
 

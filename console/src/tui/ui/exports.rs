@@ -77,7 +77,9 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, t: &Theme) {
         .iter()
         .map(|r| {
             let number = all.iter().position(|a| a == r).map_or(0, |k| k + 1);
-            let admits = if r.admits.is_empty() {
+            let admits = if r.path == "." {
+                Span::styled("meta mounts (the trash: moose-mount -m)", t.dim())
+            } else if r.admits.is_empty() {
                 Span::styled("none of the inventory's clients", t.dim())
             } else {
                 Span::styled(r.admits.join(", "), t.ok())
