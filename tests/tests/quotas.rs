@@ -162,6 +162,13 @@ fn a_soft_quota_turns_hard_after_its_grace_period() {
     f.write_all_at(b"rewrite", 0).unwrap();
     let text = c.tool(&["getquota", s.to_str().unwrap()]).unwrap();
     assert!(text.contains("grace period over"), "{text}");
+    drop(f);
+    // The grace clock is metadata: kill -9 of the master and a replay keep it, the period
+    // does not start again.
+    c.kill_master().unwrap();
+    c.start_master().unwrap();
+    let report = getquota(&c, &s);
+    assert_eq!(report["grace_left"], 0, "after a restart: {report}");
 }
 
 /// A mount that has just learnt "no quotas" (by writing) still honours a quota set a moment

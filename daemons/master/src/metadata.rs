@@ -211,6 +211,7 @@ mod v1 {
                 chunks: self.chunks,
                 trash: BTreeMap::new(),
                 quotas: Default::default(),
+                quota_since: BTreeMap::new(),
             }
         }
     }

@@ -321,6 +321,9 @@ pub struct Meta {
     pub trash: BTreeMap<Inode, Trashed>,
     /// Folder quotas.
     pub quotas: crate::quota::Quotas,
+    /// Since when (unix seconds) each quota's soft limit is exceeded: its grace period runs
+    /// from there, across restarts.
+    pub quota_since: BTreeMap<Inode, u64>,
 }
 
 /// Where a file in the trash was, and when it was deleted.
@@ -362,6 +365,7 @@ impl Meta {
             chunks: HashMap::new(),
             trash: BTreeMap::new(),
             quotas: Default::default(),
+            quota_since: BTreeMap::new(),
         }
     }
 

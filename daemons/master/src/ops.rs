@@ -159,4 +159,10 @@ pub enum Op {
         inode: Inode,
         quota: Option<moose_proto::msg::QuotaLimits>,
     },
+    /// The soft limit of folder `inode`'s quota is exceeded since `since` (unix seconds), or
+    /// (`None`) no longer: the grace period survives a restart.
+    QuotaClock {
+        inode: Inode,
+        since: Option<u64>,
+    },
 }

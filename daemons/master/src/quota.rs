@@ -2,8 +2,9 @@
 //! length, size and real size of a folder's tree, checked against the folder counters
 //! ([`crate::dirinfo`]).
 //!
-//! The limits are metadata (`Op::SetQuota`, kept in dumps); when a soft limit began to be
-//! exceeded is runtime state ([`Clock`], a master restart gives a fresh grace period).
+//! The limits are metadata (`Op::SetQuota`, kept in dumps), and so is when a soft limit began
+//! to be exceeded (`Op::QuotaClock`, from [`clock_changes`]): a grace period runs on across a
+//! restart, a replay and a metalogger restore.
 //!
 //! Where they are enforced: every op that adds inodes or bytes to a tree (create, link,
 //! snapshot, rename into another tree, truncate to a larger length) is checked before it is
@@ -11,7 +12,7 @@
 //! acknowledged: the client asks how far the file may grow ([`allowance`]) and writes only
 //! that much, so nothing beyond a limit is ever written.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use moose_proto::msg::{DirStats, Limits, QuotaLimits, QuotaReport};
 use moose_proto::{FsError, FsResult, Inode, ROOT_INODE};
@@ -25,12 +26,6 @@ const BLOCK: u64 = 64 * 1024;
 
 /// Quotas by folder (part of the metadata).
 pub type Quotas = BTreeMap<Inode, QuotaLimits>;
-
-/// Since when (unix seconds) each quota's soft limit is exceeded.
-#[derive(Debug, Default)]
-pub struct Clock {
-    since: HashMap<Inode, u64>,
-}
 
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -70,7 +65,7 @@ fn effective(st: &State, dir: Inode, q: &QuotaLimits, now: u64, default_grace: u
     let mut v = vec![q.hard];
     let usage = st.tree.totals(dir).unwrap_or_default();
     if exceeded(&q.soft, &usage) {
-        let since = st.quota_clock.since.get(&dir).copied().unwrap_or(now);
+        let since = st.meta.quota_since.get(&dir).copied().unwrap_or(now);
         if now.saturating_sub(since) >= grace_of(q, default_grace) {
             v.push(q.soft);
         }
@@ -251,19 +246,36 @@ pub fn may_add_chunk(st: &State, inode: Inode, default_grace: u64) -> FsResult<(
     Ok(())
 }
 
-/// Starts or stops the grace clock of every quota (run every second, and before reports).
-pub fn tick(st: &mut State) {
-    let now = unix_now();
-    let over: Vec<Inode> = st
-        .meta
-        .quotas
-        .iter()
-        .filter(|(dir, q)| exceeded(&q.soft, &st.tree.totals(**dir).unwrap_or_default()))
-        .map(|(dir, _)| *dir)
-        .collect();
-    st.quota_clock.since.retain(|d, _| over.contains(d));
-    for d in over {
-        st.quota_clock.since.entry(d).or_insert(now);
+/// The ops that start or stop the grace clock of each quota at `now` (run every second, and
+/// before quota reports and checks).
+pub fn clock_changes(st: &State, now: u64) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (dir, q) in &st.meta.quotas {
+        let over = exceeded(&q.soft, &st.tree.totals(*dir).unwrap_or_default());
+        match (over, st.meta.quota_since.contains_key(dir)) {
+            (true, false) => ops.push(Op::QuotaClock {
+                inode: *dir,
+                since: Some(now),
+            }),
+            (false, true) => ops.push(Op::QuotaClock {
+                inode: *dir,
+                since: None,
+            }),
+            _ => {}
+        }
+    }
+    ops
+}
+
+/// Applies `Op::QuotaClock`.
+pub fn set_clock(meta: &mut Meta, inode: Inode, since: Option<u64>) {
+    match since {
+        Some(t) if meta.quotas.contains_key(&inode) => {
+            meta.quota_since.insert(inode, t);
+        }
+        _ => {
+            meta.quota_since.remove(&inode);
+        }
     }
 }
 
@@ -279,6 +291,7 @@ pub fn set(meta: &mut Meta, inode: Inode, quota: Option<QuotaLimits>) -> FsResul
         }
         None => {
             meta.quotas.remove(&inode).ok_or(FsError::NoEnt)?;
+            meta.quota_since.remove(&inode);
         }
     }
     Ok(())
@@ -321,7 +334,7 @@ pub fn reports(st: &State, dirs: &[Inode], default_grace: u64) -> Vec<QuotaRepor
             limits: *q,
             grace: grace_of(q, default_grace),
             usage: st.tree.totals(d).unwrap_or_default(),
-            soft_exceeded_for: st.quota_clock.since.get(&d).map(|s| now.saturating_sub(*s)),
+            soft_exceeded_for: st.meta.quota_since.get(&d).map(|s| now.saturating_sub(*s)),
         })
         .collect()
 }
@@ -495,7 +508,9 @@ mod tests {
             time: t(2),
         })
         .unwrap();
-        tick(&mut st);
+        for op in clock_changes(&st, unix_now()) {
+            st.apply(&op).unwrap();
+        }
         // A grace period of 0 is over at once: no more growth, rewrites are fine.
         assert_eq!(allowance(&st, 3, 0), Ok(200));
         let r = reports(&st, &[2], 7);
@@ -503,6 +518,25 @@ mod tests {
         assert_eq!(r[0].grace, 0);
         assert_eq!(r[0].grace_left(), Some(0));
         assert_eq!(r[0].usage.length, 200);
+        // The clock is metadata: a dump (and so a restart or a metalogger) keeps it.
+        let since = st.meta.quota_since[&2];
+        let dir = tempfile::tempdir().unwrap();
+        crate::metadata::write(dir.path(), &crate::metadata::encode(&st.meta)).unwrap();
+        let loaded = crate::metadata::load(&dir.path().join(crate::metadata::DUMP_FILE)).unwrap();
+        assert_eq!(loaded.quota_since.get(&2), Some(&since));
+        assert!(clock_changes(&State::new(loaded), since + 100).is_empty());
+        // Back under the soft limit, the clock stops.
+        st.apply(&Op::SetLength {
+            inode: 3,
+            length: 10,
+            trunc_chunk: None,
+            time: t(3),
+        })
+        .unwrap();
+        for op in clock_changes(&st, unix_now()) {
+            st.apply(&op).unwrap();
+        }
+        assert!(st.meta.quota_since.is_empty());
         // Removing the quota lifts it.
         st.apply(&Op::SetQuota {
             inode: 2,

@@ -87,8 +87,6 @@ pub struct State {
     pub tree: Tree,
     /// Holders of shared chunks (derived from `meta`).
     pub shares: Shares,
-    /// Since when soft quota limits are exceeded.
-    pub quota_clock: crate::quota::Clock,
 }
 
 pub fn check_name(name: &[u8]) -> FsResult<()> {
@@ -109,7 +107,6 @@ impl State {
         let mut st = State {
             tree: Tree::build(&meta),
             shares: Shares::build(&meta),
-            quota_clock: Default::default(),
             meta,
             rt: Runtime::default(),
         };
@@ -188,8 +185,14 @@ impl State {
                 )
             {
                 // A removed folder takes its quota with it.
-                let nodes = &self.meta.nodes;
-                self.meta.quotas.retain(|d, _| nodes.contains_key(d));
+                let Meta {
+                    nodes,
+                    quotas,
+                    quota_since,
+                    ..
+                } = &mut self.meta;
+                quotas.retain(|d, _| nodes.contains_key(d));
+                quota_since.retain(|d, _| quotas.contains_key(d));
             }
         } else {
             self.tree.restore(&self.meta, pending);
@@ -245,6 +248,7 @@ impl State {
             Op::SetTrashTime { .. }
             | Op::SetAttr { .. }
             | Op::SetQuota { .. }
+            | Op::QuotaClock { .. }
             | Op::SetChunkVersion { .. }
             | Op::SetXattr { .. }
             | Op::RemoveXattr { .. } => (vec![], vec![], vec![]),
@@ -633,6 +637,10 @@ impl State {
             }
             Op::SetQuota { inode, quota } => {
                 crate::quota::set(&mut self.meta, *inode, *quota)?;
+                Ok(Applied::Done)
+            }
+            Op::QuotaClock { inode, since } => {
+                crate::quota::set_clock(&mut self.meta, *inode, *since);
                 Ok(Applied::Done)
             }
         }

@@ -12,6 +12,16 @@ use crate::master::Master;
 use crate::ops::Op;
 use crate::quota;
 use crate::sessions::Session;
+use crate::state::State;
+
+/// Starts or stops the grace clocks that changed (each an op in the changelog).
+pub fn tick(m: &Master, st: &mut State) {
+    for op in quota::clock_changes(st, quota::unix_now()) {
+        if let Err(e) = m.commit(st, op) {
+            tracing::warn!("cannot record a quota's grace clock: {e}");
+        }
+    }
+}
 
 /// Sets or removes a folder's quota; only root may.
 pub fn set(
@@ -33,14 +43,14 @@ pub fn set(
             quota: limits,
         },
     )?;
-    quota::tick(&mut st);
+    tick(m, &mut st);
     Ok((ClReply::Done, Some(v)))
 }
 
 /// The quota of `inode` (none: `ENOENT`), or with `under` every quota in its tree.
 pub fn get(m: &Master, inode: Inode, under: bool) -> FsResult<Outcome> {
     let mut st = m.state();
-    quota::tick(&mut st);
+    tick(m, &mut st);
     if !st.node(inode)?.is_dir() {
         return Err(FsError::NotDir);
     }
@@ -92,7 +102,7 @@ pub async fn clock_loop(m: Arc<Master>) {
         every.tick().await;
         let mut st = m.state();
         if !st.meta.quotas.is_empty() {
-            quota::tick(&mut st);
+            tick(&m, &mut st);
         }
     }
 }

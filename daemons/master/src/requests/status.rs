@@ -164,7 +164,7 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
     let (trash_files, trash_bytes) = m.state().trash_totals();
     let quotas = {
         let mut st = m.state();
-        crate::quota::tick(&mut st);
+        super::quota::tick(m, &mut st);
         let dirs: Vec<_> = st.meta.quotas.keys().copied().collect();
         crate::quota::reports(&st, &dirs, m.cfg.quota_grace)
     };
