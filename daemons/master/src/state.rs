@@ -50,6 +50,9 @@ pub struct Runtime {
     pub to_repair: std::collections::BTreeMap<u64, Inode>,
     /// Files in the trash by the time they are to be freed (see `trash.rs`).
     pub trash_by_expiry: std::collections::BTreeSet<(i64, Inode)>,
+    /// Files in the trash by the meta mount's bucket (`trash/XXX/`), so listing one bucket
+    /// does not walk the whole trash.
+    pub trash_by_bucket: std::collections::BTreeSet<(u32, Inode)>,
 }
 
 impl Runtime {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use moose_proto::msg::TRASH_BUCKETS;
 use moose_proto::{FileKind, FsError, FsResult, Inode, Timespec, ROOT_INODE};
 
 use crate::master::Master;
@@ -16,6 +17,11 @@ use crate::state::{check_name, Applied, State};
 /// Trash time of a new file system's root, inherited by everything created in it (stock's
 /// default: one day).
 pub const DEFAULT_TRASH_TIME: u32 = 86400;
+/// The meta mount's bucket of a file in the trash (`trash/XXX/`, as stock MooseFS).
+fn bucket_of(inode: Inode) -> u32 {
+    (inode % u64::from(TRASH_BUCKETS)) as u32
+}
+
 /// How often expired files are looked for.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Files freed per round, so that a huge expiry does not hold the state lock for long.
@@ -54,6 +60,7 @@ impl State {
         if let Some(at) = self.trash_expiry(inode) {
             self.rt.trash_by_expiry.insert((at, inode));
         }
+        self.rt.trash_by_bucket.insert((bucket_of(inode), inode));
     }
 
     /// Takes `inode` out of the trash (freed or put back).
@@ -61,6 +68,7 @@ impl State {
         if let Some(at) = self.trash_expiry(inode) {
             self.rt.trash_by_expiry.remove(&(at, inode));
         }
+        self.rt.trash_by_bucket.remove(&(bucket_of(inode), inode));
         self.meta.trash.remove(&inode);
     }
 
@@ -74,6 +82,7 @@ impl State {
             .filter_map(|&i| self.trash_expiry(i).map(|at| (at, i)))
             .collect();
         self.rt.trash_by_expiry = index;
+        self.rt.trash_by_bucket = self.meta.trash.keys().map(|&i| (bucket_of(i), i)).collect();
     }
 
     /// The path of folder `dir` relative to the root ("" for the root).
@@ -104,6 +113,31 @@ impl State {
         }
         parts.reverse();
         parts.join(&b'/')
+    }
+
+    /// Up to `max` files in the trash with an inode above `after`, in inode order, only those
+    /// of `bucket` when given; and whether that is the last of them.
+    pub fn trash_page(&self, bucket: Option<u32>, after: Inode, max: usize) -> (Vec<Inode>, bool) {
+        let from = after.saturating_add(1);
+        let mut inodes: Vec<Inode> = match bucket {
+            Some(b) => self
+                .rt
+                .trash_by_bucket
+                .range((b, from)..=(b, Inode::MAX))
+                .map(|&(_, i)| i)
+                .take(max + 1)
+                .collect(),
+            None => self
+                .meta
+                .trash
+                .range(from..)
+                .map(|(&i, _)| i)
+                .take(max + 1)
+                .collect(),
+        };
+        let eof = inodes.len() <= max;
+        inodes.truncate(max);
+        (inodes, eof)
     }
 
     /// When a file in the trash is to be freed (Unix seconds).
@@ -441,6 +475,26 @@ mod tests {
         assert_eq!(st.node(4).unwrap().nlink, 1);
         assert!(st.meta.trash.is_empty());
         assert!(st.rt.trash_by_expiry.is_empty());
+        assert!(st.rt.trash_by_bucket.is_empty());
+    }
+
+    #[test]
+    fn the_trash_is_listed_by_bucket_from_an_index() {
+        let mut st = State::new(Meta::fresh(1, t(0), 1));
+        // Inodes 5 and 4101 share bucket 5; 6 is in bucket 6.
+        for (name, inode) in [("x", 5), ("y", 6), ("z", 4101)] {
+            create(&mut st, ROOT_INODE, name, inode, FileKind::File);
+            with_data(&mut st, inode);
+            unlink(&mut st, ROOT_INODE, name, 100);
+        }
+        for st in [&st, &State::new(st.meta.clone())] {
+            assert_eq!(st.trash_page(Some(5), 0, 10), (vec![5, 4101], true));
+            assert_eq!(st.trash_page(Some(5), 0, 1), (vec![5], false));
+            assert_eq!(st.trash_page(Some(5), 5, 1), (vec![4101], true));
+            assert_eq!(st.trash_page(Some(6), 0, 10), (vec![6], true));
+            assert_eq!(st.trash_page(Some(7), 0, 10), (vec![], true));
+            assert_eq!(st.trash_page(None, 5, 10), (vec![6, 4101], true));
+        }
     }
 
     #[test]

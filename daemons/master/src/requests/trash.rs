@@ -1,7 +1,7 @@
 //! Trash requests: trash times of a mount's files, and everything a meta session (the trash
 //! seen through `moose-mount -m` or `moose-tool undelete`) may ask.
 
-use moose_proto::msg::{ClReply, ClRequest, SetGoalReply, TrashEntry, TRASH_BUCKETS};
+use moose_proto::msg::{ClReply, ClRequest, SetGoalReply, TrashEntry};
 use moose_proto::{FsError, FsResult, Inode, Timespec};
 
 use super::{attr, data, map_cred, names, status, writable, Outcome, Step};
@@ -85,25 +85,11 @@ pub fn meta_request(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> S
         ClRequest::TrashList { bucket, after, max } => {
             let st = m.state();
             let max = (max as usize).clamp(1, MAX_LIST);
-            let mut entries = Vec::new();
-            let mut eof = true;
-            for &inode in st
-                .meta
-                .trash
-                .range(after.saturating_add(1)..)
-                .map(|(i, _)| i)
-            {
-                if bucket.is_some_and(|b| inode % u64::from(TRASH_BUCKETS) != u64::from(b)) {
-                    continue;
-                }
-                if entries.len() == max {
-                    eof = false;
-                    break;
-                }
-                if let Ok(e) = entry(&st, inode) {
-                    entries.push(e);
-                }
-            }
+            let (inodes, eof) = st.trash_page(bucket, after, max);
+            let entries = inodes
+                .into_iter()
+                .filter_map(|i| entry(&st, i).ok())
+                .collect();
             Ok((ClReply::Trash { entries, eof }, None))
         }
         ClRequest::Open { inode, flags, .. } => {
