@@ -376,6 +376,39 @@ impl LocalCluster {
         })
     }
 
+    /// Rebuilds a lost master from the metalogger's copy, as an admin would: waits until the
+    /// metalogger has every change up to `version`, stops it, kills the master, empties its
+    /// DATA_PATH, runs `restore`, starts the master and waits for `chunkservers` servers.
+    pub fn rebuild_master_from_metalogger(&self, version: u64, chunkservers: usize) -> Result<()> {
+        // The metalogger reports what it has on disk; wait until that is every change.
+        self.wait_until(Duration::from_secs(20), "the metalogger to catch up", |c| {
+            let info = c.cluster_info()?;
+            Ok(info["metaloggers"][0]["version"].as_u64() >= Some(version))
+        })?;
+        self.stop_metalogger()?;
+        self.kill_master()?;
+        for e in std::fs::read_dir(&self.master_data)? {
+            let p = e?.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        let ml = self
+            .metalogger
+            .as_ref()
+            .context("this cluster has no metalogger")?
+            .1
+            .clone();
+        let out = self.master_verb(&["restore", &ml.to_string_lossy()])?;
+        if !out.status.success() {
+            bail!("restore: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.start_master()?;
+        self.wait_for_chunkservers(chunkservers)
+    }
+
     /// Polls `cond` every 100 ms until it holds or `timeout` passes.
     pub fn wait_until(
         &self,

@@ -38,32 +38,7 @@ fn a_wiped_master_is_rebuilt_from_the_metalogger() {
     let version = c.cluster_info().unwrap()["metadata_version"]
         .as_u64()
         .unwrap();
-    // The metalogger reports what it has on disk; wait until that is every change.
-    c.wait_until(Duration::from_secs(20), "the metalogger to catch up", |c| {
-        let info = c.cluster_info()?;
-        Ok(info["metaloggers"][0]["version"].as_u64() >= Some(version))
-    })
-    .unwrap();
-    c.stop_metalogger().unwrap();
-
-    c.kill_master().unwrap();
-    for e in fs::read_dir(&c.master_data).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            fs::remove_dir_all(&p).unwrap();
-        } else {
-            fs::remove_file(&p).unwrap();
-        }
-    }
-    let ml = c.metalogger.as_ref().unwrap().1.clone();
-    let out = c.master_verb(&["restore", ml.to_str().unwrap()]).unwrap();
-    assert!(
-        out.status.success(),
-        "restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    c.start_master().unwrap();
-    c.wait_for_chunkservers(2).unwrap();
+    c.rebuild_master_from_metalogger(version, 2).unwrap();
     let restored = c.cluster_info().unwrap()["metadata_version"]
         .as_u64()
         .unwrap();

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,22 @@ fn getquota(c: &LocalCluster, dir: &Path) -> Value {
     serde_json::from_str::<Value>(&out).unwrap()[0].clone()
 }
 
+/// A cluster of `chunkservers` with a mount, and a new folder `name` on it (where the quota
+/// goes).
+fn cluster_with_folder(chunkservers: usize, name: &str) -> (LocalCluster, PathBuf) {
+    if let Err(why) = moose_tests::fuse_available() {
+        panic!("cannot run the quota test: {why}");
+    }
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers,
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = c.mount().unwrap().join(name);
+    fs::create_dir(&dir).unwrap();
+    (c, dir)
+}
+
 /// Bytes `dd` reports it copied ("N bytes (...) copied").
 fn dd_copied(stderr: &str) -> u64 {
     stderr
@@ -35,17 +51,8 @@ fn dd_copied(stderr: &str) -> u64 {
 
 #[test]
 fn a_hard_size_quota_stops_dd_at_the_limit_with_exactly_what_was_acknowledged() {
-    if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the quota test: {why}");
-    }
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        ..Default::default()
-    })
-    .unwrap();
-    let mnt = c.mount().unwrap();
-    let q = mnt.join("q");
-    fs::create_dir(&q).unwrap();
+    let (c, q) = cluster_with_folder(2, "q");
+    let mnt = q.parent().unwrap().to_path_buf();
     c.tool(&["setquota", "-S", "10MiB", q.to_str().unwrap()])
         .unwrap();
     let source = c.dir.path().join("source");
@@ -126,17 +133,7 @@ fn a_hard_size_quota_stops_dd_at_the_limit_with_exactly_what_was_acknowledged() 
 
 #[test]
 fn a_soft_quota_turns_hard_after_its_grace_period() {
-    if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the quota test: {why}");
-    }
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 1,
-        ..Default::default()
-    })
-    .unwrap();
-    let mnt = c.mount().unwrap();
-    let s = mnt.join("s");
-    fs::create_dir(&s).unwrap();
+    let (c, s) = cluster_with_folder(1, "s");
     c.tool(&["setquota", "-p", "2", "-l", "1MiB", s.to_str().unwrap()])
         .unwrap();
     // Over the soft limit is allowed during the grace period.
@@ -175,17 +172,7 @@ fn a_soft_quota_turns_hard_after_its_grace_period() {
 /// later: `setquota` returns once every mount's cached answer has run out.
 #[test]
 fn a_quota_is_in_force_for_a_write_right_after_setquota_returns() {
-    if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the quota test: {why}");
-    }
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 1,
-        ..Default::default()
-    })
-    .unwrap();
-    let mnt = c.mount().unwrap();
-    let q = mnt.join("q");
-    fs::create_dir(&q).unwrap();
+    let (c, q) = cluster_with_folder(1, "q");
     // This write makes the mount ask, and hear that the cluster has no quotas.
     fs::write(q.join("warm"), vec![7u8; 4096]).unwrap();
     c.tool(&["setquota", "-S", "2MiB", q.to_str().unwrap()])

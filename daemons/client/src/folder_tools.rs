@@ -11,9 +11,7 @@ use moose_proto::FsError;
 use serde_json::{json, Value};
 
 use crate::master::CallError;
-use crate::tool::{own_cred, resolve, Sessions};
-
-const NAME: &str = "moose-tool";
+use crate::tool::{failure, finish, own_cred, resolve, runtime, Sessions};
 
 /// How long `makesnapshot` retries while a file of the source is being written.
 const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(30);
@@ -138,43 +136,6 @@ async fn snapshot_one(
         "source": src.display().to_string(),
         "destination": folder.join(String::from_utf8_lossy(&name).as_ref()).display().to_string(),
     }))
-}
-
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("{NAME}: cannot start the runtime: {e}");
-            None
-        }
-    }
-}
-
-/// Prints the JSON answers; the exit code says whether everything worked.
-fn finish(results: Vec<Value>, failed: bool, json_out: bool) -> ExitCode {
-    let mut failed = failed;
-    if json_out {
-        match serde_json::to_string_pretty(&Value::Array(results)) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("{NAME}: cannot format the answer: {e}");
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn failure(path: &Path, e: &anyhow::Error) -> Value {
-    eprintln!("{NAME}: {}: {e:#}", path.display());
-    json!({ "path": path.display().to_string(), "error": format!("{e:#}") })
 }
 
 /// `moose-tool dirinfo PATH...`

@@ -11,9 +11,7 @@ use moose_proto::FsError;
 use serde_json::{json, Value};
 
 use crate::master::CallError;
-use crate::tool::{own_cred, resolve, Sessions, Target};
-
-const NAME: &str = "moose-tool";
+use crate::tool::{failure, finish, own_cred, resolve, runtime, Sessions, Target};
 
 /// What to do with the quota of a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,15 +206,8 @@ async fn one(
 
 /// Runs a quota verb on every folder; the exit code says whether all worked.
 pub fn run(cmd: QuotaCommand, paths: &[PathBuf], json_out: bool) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{NAME}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let mut failed = false;
     let mut results = Vec::new();
@@ -231,10 +222,7 @@ pub fn run(cmd: QuotaCommand, paths: &[PathBuf], json_out: bool) -> ExitCode {
                 }
                 Err(e) => {
                     failed = true;
-                    eprintln!("{NAME}: {}: {e:#}", path.display());
-                    results.push(
-                        json!({ "path": path.display().to_string(), "error": format!("{e:#}") }),
-                    );
+                    results.push(failure(path, &e));
                 }
             }
         }
@@ -244,20 +232,7 @@ pub fn run(cmd: QuotaCommand, paths: &[PathBuf], json_out: bool) -> ExitCode {
             tokio::time::sleep(moose_proto::QUOTA_GRANT_LEASE).await;
         }
     });
-    if json_out {
-        match serde_json::to_string_pretty(&Value::Array(results)) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("{NAME}: cannot format the answer: {e}");
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    finish(results, failed, json_out)
 }
 
 #[cfg(test)]

@@ -174,12 +174,26 @@ fn fileinfo_json(chunks: &[ChunkInfo]) -> Value {
     )
 }
 
-/// Text of a `setgoal` answer (after the `PATH:` line).
-pub fn format_setgoal(r: &SetGoalReply) -> String {
+/// Text of a `setgoal` or `settrashtime` answer (after the `PATH:` line), as stock's tools
+/// print it; `what` is `goal` or `trashtime`.
+pub fn format_set(what: &str, r: &SetGoalReply) -> String {
     format!(
-        " inodes with goal changed: {}\n inodes with goal not changed: {}\n inodes with permission denied: {}\n",
+        " inodes with {what} changed: {}\n inodes with {what} not changed: {}\n inodes with permission denied: {}\n",
         r.changed, r.unchanged, r.not_permitted
     )
+}
+
+/// Prints (unless `json_out`) and returns the answer of a `setgoal` or `settrashtime`.
+fn set_report(shown: &str, what: &str, r: &SetGoalReply, json_out: bool) -> Value {
+    if !json_out {
+        print!("{shown}:\n{}", format_set(what, r));
+    }
+    json!({
+        "path": shown,
+        "changed": r.changed,
+        "unchanged": r.unchanged,
+        "permission_denied": r.not_permitted,
+    })
 }
 
 async fn one(
@@ -215,17 +229,7 @@ async fn one(
                 cred: own_cred(),
             };
             match client.call(req).await? {
-                ClReply::GoalSet(r) => {
-                    if !json_out {
-                        print!("{shown}:\n{}", format_setgoal(&r));
-                    }
-                    Ok(json!({
-                        "path": shown,
-                        "changed": r.changed,
-                        "unchanged": r.unchanged,
-                        "permission_denied": r.not_permitted,
-                    }))
-                }
+                ClReply::GoalSet(r) => Ok(set_report(&shown, "goal", &r, json_out)),
                 other => bail!("unexpected answer from the master: {other:?}"),
             }
         }
@@ -246,17 +250,7 @@ async fn one(
                 cred: own_cred(),
             };
             match client.call(req).await? {
-                ClReply::TrashTimeSet(r) => {
-                    if !json_out {
-                        print!("{shown}:\n{}", format_settrashtime(&r));
-                    }
-                    Ok(json!({
-                        "path": shown,
-                        "changed": r.changed,
-                        "unchanged": r.unchanged,
-                        "permission_denied": r.not_permitted,
-                    }))
-                }
+                ClReply::TrashTimeSet(r) => Ok(set_report(&shown, "trashtime", &r, json_out)),
                 other => bail!("unexpected answer from the master: {other:?}"),
             }
         }
@@ -271,14 +265,6 @@ async fn one(
             other => bail!("unexpected answer from the master: {other:?}"),
         },
     }
-}
-
-/// Text of a `settrashtime` answer (after the `PATH:` line), as stock's `mfssettrashtime`.
-pub fn format_settrashtime(r: &SetGoalReply) -> String {
-    format!(
-        " inodes with trashtime changed: {}\n inodes with trashtime not changed: {}\n inodes with permission denied: {}\n",
-        r.changed, r.unchanged, r.not_permitted
-    )
 }
 
 /// `undelete`: the file named `IIIIIIII|…` in a meta mount goes back to its path.
@@ -317,20 +303,52 @@ async fn undelete(
     }
 }
 
+/// The runtime a tool command runs on (says why when there is none).
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("{NAME}: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Prints the JSON answers; the exit code says whether everything worked.
+pub(crate) fn finish(results: Vec<Value>, failed: bool, json_out: bool) -> ExitCode {
+    let mut failed = failed;
+    if json_out {
+        match serde_json::to_string_pretty(&Value::Array(results)) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("{NAME}: cannot format the answer: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Reports a path's failure and its JSON entry.
+pub(crate) fn failure(path: &Path, e: &anyhow::Error) -> Value {
+    eprintln!("{NAME}: {}: {e:#}", path.display());
+    json!({ "path": path.display().to_string(), "error": format!("{e:#}") })
+}
+
 /// How long `moose-tool info` waits for each step of its query.
 const INFO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `moose-tool info`: the master's view of the cluster.
 pub fn info(host: &str, port: u16, json_out: bool) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{NAME}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = rt.block_on(async {
         moose_admin::connect(host, port, INFO_TIMEOUT)
@@ -368,15 +386,8 @@ pub fn run(cmd: Command, paths: &[PathBuf], json_out: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{NAME}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let mut failed = false;
     let mut results = Vec::new();
@@ -387,28 +398,12 @@ pub fn run(cmd: Command, paths: &[PathBuf], json_out: bool) -> ExitCode {
                 Ok(v) => results.push(v),
                 Err(e) => {
                     failed = true;
-                    eprintln!("{NAME}: {}: {e:#}", path.display());
-                    results.push(
-                        json!({ "path": path.display().to_string(), "error": format!("{e:#}") }),
-                    );
+                    results.push(failure(path, &e));
                 }
             }
         }
     });
-    if json_out {
-        match serde_json::to_string_pretty(&Value::Array(results)) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("{NAME}: cannot format the answer: {e}");
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    finish(results, failed, json_out)
 }
 
 #[cfg(test)]
@@ -472,7 +467,7 @@ mod tests {
             not_permitted: 0,
         };
         assert_eq!(
-            format_setgoal(&r),
+            format_set("goal", &r),
             " inodes with goal changed: 3\n inodes with goal not changed: 1\n inodes with permission denied: 0\n"
         );
     }
