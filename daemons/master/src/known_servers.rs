@@ -32,14 +32,13 @@ impl KnownServers {
 
     /// Adds a chunkserver that registered; a new one is written down at once.
     pub fn note(&self, id: u32) {
-        let text = {
-            let mut ids = self.ids.lock();
-            if !ids.insert(id) {
-                return;
-            }
-            render(&ids)
-        };
-        if let Err(e) = write_atomically(&self.path, text.as_bytes()) {
+        let mut ids = self.ids.lock();
+        if !ids.insert(id) {
+            return;
+        }
+        // Written under the lock: servers registering at once would otherwise share the
+        // temporary file, and an older list could replace a newer one.
+        if let Err(e) = write_atomically(&self.path, render(&ids).as_bytes()) {
             tracing::warn!("cannot write {}: {e}", self.path.display());
         }
     }
@@ -96,6 +95,23 @@ mod tests {
         let again = KnownServers::load(dir.path());
         assert_eq!(again.missing(&[1]), vec![3]);
         assert!(again.missing(&[3, 1, 7]).is_empty());
+    }
+
+    #[test]
+    fn servers_registering_at_once_are_all_written_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let known = std::sync::Arc::new(KnownServers::load(dir.path()));
+        let threads: Vec<_> = (1..=16)
+            .map(|id| {
+                let k = known.clone();
+                std::thread::spawn(move || k.note(id))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let again = KnownServers::load(dir.path());
+        assert_eq!(again.missing(&[]), (1..=16).collect::<Vec<_>>());
     }
 
     #[test]
