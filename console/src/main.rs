@@ -78,7 +78,7 @@ fn run(cli: Cli) -> Result<bool> {
         }) => headless::doctor(&rt, &cluster, hosts, strict, fix.then_some(yes), out),
         Some(Cmd::Deploy {
             target, dry_run, ..
-        }) => headless::deploy(&rt, &cluster, target.as_deref(), dry_run, cli.parallel, out),
+        }) => headless::deploy(&rt, &cluster, target.as_deref(), dry_run, out),
     };
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result

@@ -583,16 +583,15 @@ pub fn logs(
 }
 
 /// `moosectl deploy [ROLE[@HOST]] [--dry-run]`: preflight on every host, the diff, then
-/// stage everywhere and commit everywhere.
+/// stage everywhere and commit everywhere (at most `--parallel` hosts at once).
 pub fn deploy(
     rt: &Runtime,
     cluster: &Fleet,
     t: Option<&str>,
     dry_run: bool,
-    parallel: usize,
     out: Out,
 ) -> Result<bool> {
-    use crate::engine::deploy::{backup_stamp, Changes, Work};
+    use crate::engine::deploy::{self, Work};
     let t = target(t)?;
     let picked = cluster
         .model
@@ -610,111 +609,54 @@ pub fn deploy(
         .filter(|h| names.contains(h.name.as_str()))
         .map(|h| Work::of(&cluster.model, &h.name, &picked))
         .collect();
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     rt.block_on(async {
-        // The build's programs these hosts get, hashed once.
-        let programs: std::collections::BTreeSet<&'static str> = works
-            .iter()
-            .flat_map(|w| w.binaries.iter().copied())
-            .collect();
-        let dir = cluster.build_dir.clone();
-        let build = std::sync::Arc::new(
-            tokio::task::spawn_blocking(move || {
-                crate::engine::deploy::Build::scan(&dir, &programs)
-            })
-            .await
-            .unwrap_or_default(),
-        );
         // 1. Preflight everywhere, before any change.
-        let checks = futures_join(works.iter().map(|w| {
-            let host = cluster.host(&w.host);
-            let build = build.clone();
-            let limit = limit.clone();
-            async move {
-                let _slot = limit.acquire().await;
-                w.preflight(host.as_ref(), &build).await
-            }
-        }))
-        .await;
-        let mut failed = false;
-        let mut all: Vec<Changes> = Vec::new();
-        for r in checks {
-            match r {
-                Ok(c) => all.push(c),
-                Err(e) => {
-                    failed = true;
+        let hosts = match deploy::preflight_hosts(cluster, works).await {
+            Ok(h) => h,
+            Err(errors) => {
+                for e in errors {
                     eprintln!("moosectl: {e}");
                 }
+                eprintln!("moosectl: deploy stopped before changing anything");
+                return Ok(false);
             }
-        }
-        if failed {
-            eprintln!("moosectl: deploy stopped before changing anything");
-            return Ok(false);
-        }
+        };
         // 2. The diff.
         if out.json {
+            let changes: Vec<_> = hosts.iter().map(|h| &h.changes).collect();
             let v = json!({
                 "cluster": cluster.model.inventory.cluster.name,
-                "hosts": all,
+                "hosts": changes,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
-            for c in &all {
-                print!("{}", c.describe());
+            for h in &hosts {
+                print!("{}", h.changes.describe());
             }
         }
         if dry_run {
             return Ok(true);
         }
-        // 3. Stage everywhere.
-        let staged = futures_join(works.iter().zip(&all).map(|(w, c)| {
-            let host = cluster.host(&w.host);
-            let limit = limit.clone();
-            async move {
-                let _slot = limit.acquire().await;
-                w.stage(host.as_ref(), c).await
-            }
-        }))
-        .await;
-        if staged.iter().any(Result::is_err) {
-            for r in &staged {
-                if let Err(e) = r {
+        // 3. Stage everywhere; 4. commit everywhere.
+        let staged = match deploy::stage_all(cluster, &hosts).await {
+            Ok(s) => s,
+            Err(errors) => {
+                for e in errors {
                     eprintln!("moosectl: {e}");
                 }
+                eprintln!("moosectl: deploy failed while staging; nothing was replaced");
+                return Ok(false);
             }
-            // Hosts that staged keep running the old version: remove their temps.
-            let _ = futures_join(works.iter().zip(&staged).map(|(w, r)| {
-                let host = cluster.host(&w.host);
-                async move {
-                    if let Ok(s) = r {
-                        let temps: Vec<_> = s.iter().map(|(t, _)| t.clone()).collect();
-                        let _ = host.discard(&temps).await;
-                    }
-                }
-            }))
-            .await;
-            eprintln!("moosectl: deploy failed while staging; nothing was replaced");
-            return Ok(false);
-        }
-        // 4. Commit everywhere.
-        let stamp = backup_stamp();
-        let committed = futures_join(works.iter().zip(&staged).map(|(w, r)| {
-            let host = cluster.host(&w.host);
-            let limit = limit.clone();
-            let stamp = stamp.clone();
-            async move {
-                let _slot = limit.acquire().await;
-                let s = r.as_ref().expect("every host staged");
-                w.commit(host.as_ref(), s, &stamp).await
-            }
-        }))
-        .await;
+        };
         let mut ok = true;
-        for (w, r) in works.iter().zip(committed) {
+        for (h, r) in hosts
+            .iter()
+            .zip(deploy::commit_all(cluster, &hosts, &staged).await)
+        {
             match r {
                 Ok(summary) => {
                     if !out.json {
-                        println!("{}: {summary}", w.host);
+                        println!("{}: {summary}", h.work.host);
                     }
                 }
                 Err(e) => {
@@ -725,32 +667,4 @@ pub fn deploy(
         }
         Ok(ok)
     })
-}
-
-/// Runs futures side by side and collects their results in order.
-async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    let mut pending: Vec<usize> = (0..set.len()).collect();
-    std::future::poll_fn(|cx| {
-        pending.retain(|&i| match set[i].as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => {
-                out[i] = Some(v);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|v| v.expect("every future finished"))
-        .collect()
 }

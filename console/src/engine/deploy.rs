@@ -15,9 +15,8 @@ use moose_inventory::{Command, RenderedFile, Role, Transport};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::engine::host::{HostError, Machine, Source};
+use crate::engine::host::{Check, Folders, HostError, Machine, Source};
 use crate::engine::model::Model;
-use crate::engine::probe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -114,7 +113,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex(&h.finalize()), n))
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -158,6 +157,9 @@ pub struct Changes {
     pub binaries: Vec<BinaryChange>,
     pub files: Vec<FileChange>,
     pub folders: Vec<PathBuf>,
+    /// Whether commands run as root there (directly or through sudo).
+    #[serde(skip)]
+    pub root: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -306,45 +308,122 @@ pub async fn preview(
         .flat_map(|s| s.steps.iter())
         .filter(|s| s.kind == crate::engine::plan::StepKind::Deploy)
         .collect();
-    preflight_all(cluster, &steps).await
+    let hosts = preflight_all(cluster, &steps).await?;
+    Ok(hosts
+        .iter()
+        .flat_map(|h| {
+            h.changes
+                .describe()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect())
 }
 
-/// The preflight of the hosts of these deploy steps, side by side: the diff in lines, or one
-/// line per failing host.
+/// One host's part of a deploy: the work and what its preflight found there.
+pub struct HostDeploy {
+    pub work: Work,
+    pub changes: Changes,
+}
+
+/// The preflight of the hosts of these deploy steps, side by side: what each would change,
+/// or one line per failing host.
 pub async fn preflight_all(
     cluster: &crate::engine::model::Fleet,
     steps: &[&crate::engine::plan::Step],
-) -> Result<Vec<String>, Vec<String>> {
-    let build = cluster.build().await;
-    let mut set = tokio::task::JoinSet::new();
-    for (k, step) in steps.iter().enumerate() {
-        let work = Work::of(&cluster.model, &step.host, &step.instances);
-        let host = cluster.host(&step.host);
+) -> Result<Vec<HostDeploy>, Vec<String>> {
+    let works = steps
+        .iter()
+        .map(|s| Work::of(&cluster.model, &s.host, &s.instances))
+        .collect();
+    preflight_hosts(cluster, works).await
+}
+
+/// The preflight of `works`, every host at once (at most `--parallel` of them): what each
+/// would change, or one line per failing host.
+pub async fn preflight_hosts(
+    cluster: &crate::engine::model::Fleet,
+    works: Vec<Work>,
+) -> Result<Vec<HostDeploy>, Vec<String>> {
+    let programs: BTreeSet<&'static str> = works
+        .iter()
+        .flat_map(|w| w.binaries.iter().copied())
+        .collect();
+    let build = cluster.build_of(&programs).await;
+    let checks = crate::engine::join_all(works.iter().map(|w| {
+        let host = cluster.host(&w.host);
         let build = build.clone();
-        let slots = cluster.slots.clone();
-        set.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            (k, work.preflight(host.as_ref(), &build).await)
-        });
-    }
-    let mut results: Vec<Option<Result<Changes, DeployError>>> =
-        (0..steps.len()).map(|_| None).collect();
-    while let Some(Ok((k, r))) = set.join_next().await {
-        results[k] = Some(r);
-    }
-    let mut lines = Vec::new();
+        async move {
+            let _slot = cluster.slots.acquire().await;
+            w.preflight(host.as_ref(), &build).await
+        }
+    }))
+    .await;
+    let mut hosts = Vec::new();
     let mut errors = Vec::new();
-    for r in results.into_iter().flatten() {
+    for (work, r) in works.into_iter().zip(checks) {
         match r {
-            Ok(c) => lines.extend(c.describe().lines().map(str::to_string)),
+            Ok(changes) => hosts.push(HostDeploy { work, changes }),
             Err(e) => errors.push(e.to_string()),
         }
     }
     if errors.is_empty() {
-        Ok(lines)
+        Ok(hosts)
     } else {
         Err(errors)
     }
+}
+
+/// Stages on every host at once. When a host fails, what the others staged is removed (the
+/// old version keeps running everywhere) and the failures come back, one line per host.
+pub async fn stage_all(
+    cluster: &crate::engine::model::Fleet,
+    hosts: &[HostDeploy],
+) -> Result<Vec<Staged>, Vec<String>> {
+    let staged = crate::engine::join_all(hosts.iter().map(|h| {
+        let host = cluster.host(&h.work.host);
+        async move {
+            let _slot = cluster.slots.acquire().await;
+            h.work.stage(host.as_ref(), &h.changes).await
+        }
+    }))
+    .await;
+    if staged.iter().all(Result::is_ok) {
+        return Ok(staged.into_iter().flatten().collect());
+    }
+    crate::engine::join_all(hosts.iter().zip(&staged).map(|(h, r)| {
+        let host = cluster.host(&h.work.host);
+        async move {
+            if let Ok(s) = r {
+                let temps: Vec<PathBuf> = s.iter().map(|(t, _)| t.clone()).collect();
+                let _ = host.discard(&temps).await;
+            }
+        }
+    }))
+    .await;
+    Err(staged
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect())
+}
+
+/// Commits what every host staged, all at once: each host's summary or error.
+pub async fn commit_all(
+    cluster: &crate::engine::model::Fleet,
+    hosts: &[HostDeploy],
+    staged: &[Staged],
+) -> Vec<Result<String, DeployError>> {
+    let stamp = backup_stamp();
+    crate::engine::join_all(hosts.iter().zip(staged).map(|(h, s)| {
+        let host = cluster.host(&h.work.host);
+        let stamp = &stamp;
+        async move {
+            let _slot = cluster.slots.acquire().await;
+            h.work.commit(host.as_ref(), &h.changes, s, stamp).await
+        }
+    }))
+    .await
 }
 
 /// What a host keeps of a stage: `(temp, target)` pairs.
@@ -476,8 +555,9 @@ impl Work {
         dirs.sort();
         dirs.dedup();
         let hash_targets: Vec<PathBuf> = if in_place { Vec::new() } else { targets };
-        let facts = host
-            .facts(&dirs, &hash_targets)
+        let reads: Vec<PathBuf> = self.files.iter().map(|f| f.path.clone()).collect();
+        let mut facts = host
+            .facts(&dirs, &hash_targets, &reads)
             .await
             .map_err(DeployError::Host)?;
         if let Some((user, sudo)) = &self.login {
@@ -518,7 +598,7 @@ impl Work {
         }
         let mut files = Vec::new();
         for f in &self.files {
-            let current = host.read_file(&f.path).await.map_err(DeployError::Host)?;
+            let current = facts.contents.remove(&f.path).flatten();
             let (action, diff) = match current {
                 None => ("create", unified_diff(&f.path, "", &f.contents)),
                 Some(c) if c == f.contents.as_bytes() => ("same", String::new()),
@@ -539,81 +619,64 @@ impl Work {
             binaries,
             files,
             folders: self.all_folders(&self.mount_points),
+            root: facts.uid == Some(0),
         })
     }
 
-    /// Stages what `changes` pushes on `host`: each file in a temp beside its target,
-    /// checked there by sha256; each binary run once with `--version`. On failure the temps
-    /// made so far are removed before the error returns.
+    /// Stages what `changes` pushes on `host`: every file at once, each in a temp beside its
+    /// target, checked there by sha256, each binary run once with `--version`. On failure the
+    /// temps made are removed before the error returns.
     pub async fn stage(
         &self,
         host: &dyn Machine,
         changes: &Changes,
     ) -> Result<Staged, DeployError> {
-        let mut staged: Staged = Vec::new();
-        let mut expected: Vec<(PathBuf, String)> = Vec::new();
-        let result = async {
-            for b in changes.binaries.iter().filter(|b| b.action == "push") {
-                let tmp = host
-                    .stage(&b.path, Source::File(&b.source), 0o755, None)
-                    .await
-                    .map_err(DeployError::Host)?;
-                staged.push((tmp.clone(), b.path.clone()));
-                expected.push((tmp, b.sha256.clone()));
-            }
-            for f in changes.files.iter().filter(|f| f.action != "same") {
-                let tmp = host
-                    .stage(
-                        &f.path,
-                        Source::Bytes(f.file.contents.as_bytes()),
-                        f.file.mode,
-                        f.file.owner.as_deref(),
-                    )
-                    .await
-                    .map_err(DeployError::Host)?;
-                staged.push((tmp.clone(), f.path.clone()));
-                expected.push((tmp, hex(&Sha256::digest(f.file.contents.as_bytes()))));
-            }
-            let temps: Vec<PathBuf> = expected.iter().map(|(t, _)| t.clone()).collect();
-            let there = host.hashes(&temps).await.map_err(DeployError::Host)?;
-            for (t, want) in &expected {
-                if there.get(t) != Some(want) {
-                    return Err(DeployError::Check(format!(
-                        "{}: {} does not have the sha256 sent ({} there); check the disk, then \
-                         deploy again",
-                        self.host,
-                        t.display(),
-                        there.get(t).map_or("nothing", String::as_str)
-                    )));
-                }
-            }
-            for (tmp, target) in staged.iter().take(
-                changes
-                    .binaries
-                    .iter()
-                    .filter(|b| b.action == "push")
-                    .count(),
-            ) {
-                let cmd = Command {
-                    program: tmp.clone(),
-                    args: vec!["--version".to_string()],
-                };
-                let f = host.run(&cmd, None).await.map_err(DeployError::Host)?;
-                if !f.success() {
-                    return Err(DeployError::Check(format!(
-                        "{}: the new {} does not run there ({}); nothing was replaced",
-                        self.host,
-                        target.display(),
-                        f.message()
-                    )));
-                }
-            }
-            Ok(())
+        let mut wanted: Vec<(Source<'_>, &Path, u32, Option<&str>, String)> = Vec::new();
+        for b in changes.binaries.iter().filter(|b| b.action == "push") {
+            wanted.push((
+                Source::File(&b.source),
+                &b.path,
+                0o755,
+                None,
+                b.sha256.clone(),
+            ));
         }
+        for f in changes.files.iter().filter(|f| f.action != "same") {
+            let bytes = f.file.contents.as_bytes();
+            wanted.push((
+                Source::Bytes(bytes),
+                &f.path,
+                f.file.mode,
+                f.file.owner.as_deref(),
+                hex(&Sha256::digest(bytes)),
+            ));
+        }
+        let pushed = changes
+            .binaries
+            .iter()
+            .filter(|b| b.action == "push")
+            .count();
+        let results = crate::engine::join_all(wanted.iter().enumerate().map(
+            |(k, (source, target, mode, owner, sha256))| {
+                let check = Check {
+                    sha256,
+                    runs: k < pushed,
+                };
+                host.stage(target, *source, *mode, *owner, check)
+            },
+        ))
         .await;
-        match result {
-            Ok(()) => Ok(staged),
-            Err(e) => {
+        let mut staged: Staged = Vec::new();
+        let mut failure = None;
+        for (r, (_, target, ..)) in results.into_iter().zip(&wanted) {
+            match r {
+                Ok(tmp) => staged.push((tmp, target.to_path_buf())),
+                Err(e) => failure = failure.or(Some(DeployError::Host(e))),
+            }
+        }
+        match failure {
+            None => Ok(staged),
+            Some(e) => {
                 let temps: Vec<PathBuf> = staged.iter().map(|(t, _)| t.clone()).collect();
                 let _ = host.discard(&temps).await;
                 Err(e)
@@ -621,19 +684,54 @@ impl Work {
         }
     }
 
-    /// Puts what was staged in place (old files backed up), then makes the folders.
+    /// Puts what was staged in place (old files backed up) and makes the folders, in one
+    /// command there.
     pub async fn commit(
         &self,
         host: &dyn Machine,
+        changes: &Changes,
         staged: &Staged,
         stamp: &str,
     ) -> Result<String, DeployError> {
-        host.commit(staged, stamp)
+        let root = changes.root;
+        let folders = Folders {
+            folders: &self.folders,
+            mount_points: &self.mount_points,
+            owner: &self.owner,
+            root,
+        };
+        let made = host
+            .commit(staged, stamp, folders)
             .await
-            .map_err(DeployError::Host)?;
-        let mut summary = format!("{} files replaced", staged.len());
-        if let Some(f) = self.make_folders(host).await? {
-            summary.push_str(&format!("; {f}"));
+            .map_err(|e| match e {
+                HostError::Script { what, reason, .. } if what == "make the folders" => {
+                    DeployError::Folders {
+                        host: self.host.clone(),
+                        command: self
+                            .folders_command(root, &self.all_folders(&self.mount_points))
+                            .shell_line(),
+                        reason,
+                    }
+                }
+                e => DeployError::Host(e),
+            })?;
+        let pushed = changes
+            .binaries
+            .iter()
+            .filter(|b| b.action == "push")
+            .count();
+        let written = changes.files.iter().filter(|f| f.action != "same").count();
+        let mut summary = format!(
+            "{} binaries: {pushed} pushed; {} config files: {written} written, {} unchanged",
+            changes.binaries.len(),
+            changes.files.len(),
+            changes.files.len() - written
+        );
+        if !self.folders.is_empty() || !self.mount_points.is_empty() {
+            summary.push_str(&format!("; {made} folders ready"));
+            if !root {
+                summary.push_str(" (not root: owned by the deploying user)");
+            }
         }
         Ok(summary)
     }
@@ -697,81 +795,6 @@ impl Work {
             args,
         }
     }
-
-    /// Carries the work out on `host` alone (the deploy stage of a start plan): preflight,
-    /// stage, commit; returns a one-line summary.
-    pub async fn run(&self, host: &dyn Machine, build: &Build) -> Result<String, DeployError> {
-        let changes = self.preflight(host, build).await?;
-        let staged = self.stage(host, &changes).await?;
-        let pushed = changes
-            .binaries
-            .iter()
-            .filter(|b| b.action == "push")
-            .count();
-        let written = changes.files.iter().filter(|f| f.action != "same").count();
-        host.commit(&staged, &backup_stamp())
-            .await
-            .map_err(DeployError::Host)?;
-        let mut summary = format!(
-            "{} binaries: {pushed} pushed; {} config files: {written} written, {} unchanged",
-            changes.binaries.len(),
-            self.files.len(),
-            self.files.len() - written
-        );
-        if let Some(f) = self.make_folders(host).await? {
-            summary.push_str(&format!("; {f}"));
-        }
-        Ok(summary)
-    }
-
-    /// Makes the data and disk folders and the unmounted mount points, owned by the
-    /// cluster's user; what was done, in words.
-    async fn make_folders(&self, host: &dyn Machine) -> Result<Option<String>, DeployError> {
-        // A mounted mount point is the root of the file system: leave its owner alone.
-        let mut unmounted = Vec::new();
-        for m in &self.mount_points {
-            match probe::mount(host, m).await {
-                Ok(p) if p.mounted => {}
-                Ok(_) => unmounted.push(m.clone()),
-                Err(e) => {
-                    return Err(DeployError::Folders {
-                        host: self.host.clone(),
-                        command: format!("probing {}", m.display()),
-                        reason: e,
-                    })
-                }
-            }
-        }
-        let folders = self.all_folders(&unmounted);
-        if folders.is_empty() {
-            return Ok(None);
-        }
-        let id = Command {
-            program: PathBuf::from("id"),
-            args: vec!["-u".to_string()],
-        };
-        let root = host
-            .run(&id, None)
-            .await
-            .map_err(DeployError::Host)?
-            .stdout
-            .first()
-            .is_some_and(|u| u.trim() == "0");
-        let cmd = self.folders_command(root, &folders);
-        let done = host.run(&cmd, None).await.map_err(DeployError::Host)?;
-        if !done.success() {
-            return Err(DeployError::Folders {
-                host: self.host.clone(),
-                command: cmd.shell_line(),
-                reason: done.message(),
-            });
-        }
-        let mut summary = format!("{} folders ready", folders.len());
-        if !root {
-            summary.push_str(" (not root: owned by the deploying user)");
-        }
-        Ok(Some(summary))
-    }
 }
 
 #[cfg(test)]
@@ -825,6 +848,33 @@ mod tests {
         );
     }
 
+    /// Preflight, stage and commit on one host.
+    async fn deploy_on(w: &Work, host: &dyn Machine, build: &Build) -> Result<String, DeployError> {
+        let changes = w.preflight(host, build).await?;
+        let staged = w.stage(host, &changes).await?;
+        w.commit(host, &changes, &staged, &backup_stamp()).await
+    }
+
+    #[tokio::test]
+    async fn a_staged_file_that_differs_from_what_was_sent_is_removed_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Local::new("local", "127.0.0.1", dir.path().to_path_buf());
+        let target = dir.path().join("etc/mfschunkserver.cfg");
+        let wrong = Check {
+            sha256: "0000",
+            runs: false,
+        };
+        let e = host
+            .stage(&target, Source::Bytes(b"X = 1\n"), 0o644, None, wrong)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not have the sha256 sent"), "{e}");
+        assert!(e.ends_with("nothing was replaced"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("etc")).unwrap().collect();
+        assert!(left.is_empty(), "the temp was removed: {left:?}");
+    }
+
     #[tokio::test]
     async fn deploy_writes_only_what_differs_and_makes_folders() {
         let dir = tempfile::tempdir().unwrap();
@@ -842,7 +892,7 @@ mod tests {
             dir: bins,
             programs: BTreeMap::new(),
         };
-        let first = w.run(&host, &build).await.unwrap();
+        let first = deploy_on(&w, &host, &build).await.unwrap();
         assert!(
             first.starts_with(
                 "1 binaries: 0 pushed; 2 config files: 2 written, 0 unchanged; 2 folders ready"
@@ -851,10 +901,9 @@ mod tests {
         );
         assert!(dir.path().join("disks/cs1").is_dir());
         assert!(dir.path().join("data/chunkserver-19422").is_dir());
-        let again = w.run(&host, &build).await.unwrap();
+        let again = deploy_on(&w, &host, &build).await.unwrap();
         assert!(again.contains("0 written, 2 unchanged"), "{again}");
-        let missing = Work::of(&m, "local", &[0])
-            .run(&host, &build)
+        let missing = deploy_on(&Work::of(&m, "local", &[0]), &host, &build)
             .await
             .unwrap_err()
             .to_string();

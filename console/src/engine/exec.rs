@@ -91,25 +91,19 @@ pub async fn run(cluster: &Fleet, plan: &Plan, progress: mpsc::Sender<Progress>)
                 title: stage.title.clone(),
             })
             .await;
-        // A deploy stage checks every host before any of them changes.
-        let deploys: Vec<&crate::engine::plan::Step> = stage
-            .steps
-            .iter()
-            .filter(|s| s.kind == crate::engine::plan::StepKind::Deploy)
-            .collect();
-        if deploys.len() > 1 {
-            if let Err(errors) = deploy::preflight_all(cluster, &deploys).await {
+        if stage.steps.iter().any(|s| s.kind == StepKind::Deploy) {
+            if let Err(why) = run_deploy_stage(cluster, si, stage, &progress).await {
                 let message = format!(
-                    "{} failed at stage {} of {} ({}): {}; nothing was changed on any host",
+                    "{} failed at stage {} of {} ({}): {why}",
                     plan.action.as_str(),
                     si + 1,
                     plan.stages.len(),
                     stage.title,
-                    errors.join("; ")
                 );
                 finish(&progress, false, message, started).await;
                 return false;
             }
+            continue;
         }
         let mut tasks = tokio::task::JoinSet::new();
         for (pi, step) in stage.steps.iter().enumerate() {
@@ -157,6 +151,84 @@ pub async fn run(cluster: &Fleet, plan: &Plan, progress: mpsc::Sender<Progress>)
     };
     finish(&progress, true, message, started).await;
     true
+}
+
+/// A deploy stage: every host checked, then every host staged, and only then every host
+/// committed, so that a failure anywhere leaves the old version running everywhere.
+async fn run_deploy_stage(
+    cluster: &Fleet,
+    si: usize,
+    stage: &crate::engine::plan::Stage,
+    progress: &mpsc::Sender<Progress>,
+) -> Result<(), String> {
+    let reporters: Vec<Reporter> = stage
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(pi, step)| Reporter {
+            tx: progress.clone(),
+            stage: si,
+            step: pi,
+            name: step.name.clone(),
+        })
+        .collect();
+    let steps: Vec<&Step> = stage.steps.iter().collect();
+    for (r, step) in reporters.iter().zip(&steps) {
+        r.say(StepState::Running, format!("checking {}", step.host))
+            .await;
+    }
+    let hosts = match deploy::preflight_all(cluster, &steps).await {
+        Ok(h) => h,
+        Err(errors) => {
+            for r in &reporters {
+                r.say(StepState::Failed, "not deployed: a host failed its check")
+                    .await;
+            }
+            return Err(format!(
+                "{}; nothing was changed on any host",
+                errors.join("; ")
+            ));
+        }
+    };
+    for (r, h) in reporters.iter().zip(&hosts) {
+        r.say(
+            StepState::Running,
+            format!("staging {} changes on {}", h.changes.pushes(), h.work.host),
+        )
+        .await;
+    }
+    let staged = match deploy::stage_all(cluster, &hosts).await {
+        Ok(s) => s,
+        Err(errors) => {
+            for r in &reporters {
+                r.say(StepState::Failed, "not deployed: a host failed to stage")
+                    .await;
+            }
+            return Err(format!(
+                "{}; nothing was replaced on any host",
+                errors.join("; ")
+            ));
+        }
+    };
+    let mut failures = Vec::new();
+    for (r, done) in reporters
+        .iter()
+        .zip(deploy::commit_all(cluster, &hosts, &staged).await)
+    {
+        match done {
+            Ok(summary) => r.say(StepState::Done, summary).await,
+            Err(e) => {
+                let why = e.to_string();
+                r.say(StepState::Failed, why.clone()).await;
+                failures.push(format!("{}: {why}", r.name));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
 }
 
 async fn finish(progress: &mpsc::Sender<Progress>, ok: bool, message: String, started: Instant) {
@@ -228,17 +300,7 @@ async fn run_step(
     .await;
     let inst = crate::engine::plan::instance(&cluster.model, step);
     let acted = match (step.kind, inst) {
-        (StepKind::Deploy, _) => {
-            let work = deploy::Work::of(&cluster.model, &step.host, &step.instances);
-            let build = cluster.build().await;
-            match work.run(host.as_ref(), &build).await {
-                Ok(summary) => {
-                    r.say(StepState::Done, summary).await;
-                    return StepEnd::Done;
-                }
-                Err(e) => Acted::Failed(e.to_string()),
-            }
-        }
+        (StepKind::Deploy, _) => Acted::Failed("a deploy step runs with its stage".to_string()),
         (StepKind::Start, Some(i)) => start_daemon(host.as_ref(), i, r).await,
         (StepKind::Stop, Some(i)) => stop_daemon(host.as_ref(), i, r).await,
         (StepKind::Mount, Some(i)) => mount(host.as_ref(), i, r).await,

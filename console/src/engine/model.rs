@@ -79,6 +79,22 @@ impl Fleet {
             .await
             .clone()
     }
+
+    /// The build's `programs` only: the whole build when it was hashed already, else just
+    /// these (a `deploy chunkserver` need not hash the master).
+    pub async fn build_of(
+        &self,
+        programs: &std::collections::BTreeSet<&'static str>,
+    ) -> Arc<crate::engine::deploy::Build> {
+        if let Some(b) = self.build.get() {
+            return b.clone();
+        }
+        let (dir, programs) = (self.build_dir.clone(), programs.clone());
+        let scan = tokio::task::spawn_blocking(move || {
+            crate::engine::deploy::Build::scan(&dir, &programs)
+        });
+        Arc::new(scan.await.unwrap_or_default())
+    }
 }
 
 impl Fleet {

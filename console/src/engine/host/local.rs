@@ -11,8 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::{
-    push_bounded, BoxFuture, Finished, FollowEvent, HostError, Machine, OutputLine, Source, Stream,
-    KEPT_LINES,
+    push_bounded, BoxFuture, Check, Finished, FollowEvent, HostError, Machine, OutputLine, Source,
+    Stream, KEPT_LINES,
 };
 
 /// How long a TCP connection may take to open.
@@ -206,6 +206,7 @@ impl Machine for Local {
         source: Source<'a>,
         mode: u32,
         owner: Option<&'a str>,
+        check: Check<'a>,
     ) -> BoxFuture<'a, Result<PathBuf, HostError>> {
         let this = self.clone();
         let target_buf = target.to_path_buf();
@@ -214,9 +215,15 @@ impl Machine for Local {
             Source::File(p) => Err(p.to_path_buf()),
         };
         let owner = owner.map(str::to_string);
+        let (sha256, runs) = (check.sha256.to_string(), check.runs);
         Box::pin(async move {
             let task = tokio::task::spawn_blocking(move || {
-                this.stage_blocking(&target_buf, contents, mode, owner.as_deref())
+                let tmp = this.stage_blocking(&target_buf, contents, mode, owner.as_deref())?;
+                let checked = this.check_staged(&target_buf, &tmp, &sha256, runs);
+                if checked.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                checked.map(|()| tmp)
             });
             match task.await {
                 Ok(r) => r,
@@ -310,6 +317,45 @@ impl Local {
             let _ = std::fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// The checks of [`Machine::stage`] on the synced temp `tmp` of `target`.
+    fn check_staged(
+        &self,
+        target: &Path,
+        tmp: &Path,
+        sha256: &str,
+        runs: bool,
+    ) -> Result<(), HostError> {
+        let staging = |reason: String| HostError::Staging {
+            host: self.name.clone(),
+            path: target.to_path_buf(),
+            reason,
+        };
+        let (found, _) =
+            crate::engine::deploy::sha256_file(tmp).map_err(|e| self.file_error("read", tmp, e))?;
+        if found != sha256 {
+            return Err(staging(format!(
+                "the copy there does not have the sha256 sent ({found} there); check the disk, \
+                 then deploy again"
+            )));
+        }
+        if runs {
+            let out = std::process::Command::new(tmp)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| staging(format!("the new program does not run there ({e})")))?;
+            if !out.status.success() {
+                let said = String::from_utf8_lossy(&out.stderr);
+                let last = said.lines().rev().find(|l| !l.trim().is_empty());
+                return Err(staging(format!(
+                    "the new program does not run there ({})",
+                    last.unwrap_or("no output")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The blocking part of [`Machine::write_file`].

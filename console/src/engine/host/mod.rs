@@ -10,6 +10,7 @@ pub mod known_hosts;
 mod local;
 pub mod ssh;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -114,6 +115,13 @@ pub enum HostError {
     /// An SSH connection problem (the message says what and what to do).
     #[error("{host}: {message}")]
     Ssh { host: String, message: String },
+    /// A staged file that is not what was sent, or a staged program that does not run.
+    #[error("{host}: {}: {reason}; nothing was replaced", .path.display())]
+    Staging {
+        host: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("{host}: cannot {what}: {reason}")]
     Script {
         host: String,
@@ -194,27 +202,33 @@ pub trait Machine: Send + Sync {
     ) -> BoxFuture<'a, Result<Box<dyn Stream>, HostError>>;
 
     /// Writes `source` to a temporary file beside `target` (a name unique to this host and
-    /// console run), synced, with `mode` and `owner`; returns the temporary file. The target
-    /// is not touched: [`Machine::commit`] or [`Machine::discard`] follow.
+    /// console run), synced, with `mode` and `owner`, and checks it there as `check` says;
+    /// returns the temporary file (removed again when a check fails). The target is not
+    /// touched: [`Machine::commit`] or [`Machine::discard`] follow.
     fn stage<'a>(
         &'a self,
         target: &'a Path,
         source: Source<'a>,
         mode: u32,
         owner: Option<&'a str>,
+        check: Check<'a>,
     ) -> BoxFuture<'a, Result<PathBuf, HostError>>;
 
-    /// What deploy checks first: the machine, the login, which of `dirs` can be written
-    /// (or created) and the sha256 of each of `files` that exists.
+    /// What deploy checks first, in one command: the machine, the login, which of `dirs` can
+    /// be written (or created), the sha256 of each of `hash` that exists and the contents of
+    /// each of `read` (absent when it does not exist).
     fn facts<'a>(
         &'a self,
         dirs: &'a [PathBuf],
-        files: &'a [PathBuf],
+        hash: &'a [PathBuf],
+        read: &'a [PathBuf],
     ) -> BoxFuture<'a, Result<Facts, HostError>> {
         Box::pin(async move {
             let mut args = vec![dirs.len().to_string()];
             args.extend(dirs.iter().map(|d| d.to_string_lossy().into_owned()));
-            args.extend(files.iter().map(|f| f.to_string_lossy().into_owned()));
+            args.push(hash.len().to_string());
+            args.extend(hash.iter().map(|f| f.to_string_lossy().into_owned()));
+            args.extend(read.iter().map(|f| f.to_string_lossy().into_owned()));
             let f = self.run(&sh(FACTS_SCRIPT, args), None).await?;
             if !f.success() {
                 return Err(HostError::Script {
@@ -223,45 +237,68 @@ pub trait Machine: Send + Sync {
                     reason: f.message(),
                 });
             }
-            Ok(Facts::parse(&f.stdout))
+            Facts::parse(&f.stdout).map_err(|reason| HostError::Script {
+                host: self.name().to_string(),
+                what: "check the host".to_string(),
+                reason,
+            })
         })
     }
 
-    /// The sha256 of each of `files` (absent when the file does not exist).
-    fn hashes<'a>(
-        &'a self,
-        files: &'a [PathBuf],
-    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<PathBuf, String>, HostError>> {
-        Box::pin(async move { Ok(self.facts(&[], files).await?.hashes) })
-    }
-
-    /// Puts staged files in place: for each `(temp, target)`, the old target is kept as
-    /// `DIR/.moosectl-backup/STAMP/NAME` (the last 5 stamps are kept), then the temp is
-    /// renamed over it and the folder synced.
+    /// Puts staged files in place, then makes the folders, in one command. For each
+    /// `(temp, target)` the old target is kept as `DIR/.moosectl-backup/STAMP/NAME` (the last
+    /// 5 stamps are kept), then the temp is renamed over it and the folder synced. Returns
+    /// how many folders were made (or found).
     fn commit<'a>(
         &'a self,
         staged: &'a [(PathBuf, PathBuf)],
         stamp: &'a str,
-    ) -> BoxFuture<'a, Result<(), HostError>> {
+        folders: Folders<'a>,
+    ) -> BoxFuture<'a, Result<usize, HostError>> {
         Box::pin(async move {
-            if staged.is_empty() {
-                return Ok(());
+            if staged.is_empty() && folders.folders.is_empty() && folders.mount_points.is_empty() {
+                return Ok(0);
             }
-            let mut args = vec![stamp.to_string()];
+            let mut args = vec![stamp.to_string(), staged.len().to_string()];
             for (t, f) in staged {
                 args.push(t.to_string_lossy().into_owned());
                 args.push(f.to_string_lossy().into_owned());
             }
-            let f = self.run(&sh(COMMIT_SCRIPT, args), None).await?;
+            let (user, group) = folders.owner.split_once(':').unwrap_or((folders.owner, ""));
+            args.extend([
+                if folders.root { "root" } else { "user" }.to_string(),
+                user.to_string(),
+                group.to_string(),
+                folders.mount_points.len().to_string(),
+            ]);
+            args.extend(
+                folders
+                    .mount_points
+                    .iter()
+                    .map(|f| f.to_string_lossy().into_owned()),
+            );
+            args.extend(
+                folders
+                    .folders
+                    .iter()
+                    .map(|f| f.to_string_lossy().into_owned()),
+            );
+            let script = format!("{COMMIT_SCRIPT}\necho committed\n{FOLDERS_SCRIPT}");
+            let f = self.run(&sh(&script, args), None).await?;
             if f.success() {
-                Ok(())
-            } else {
-                Err(HostError::Script {
-                    host: self.name().to_string(),
-                    what: "put the staged files in place".to_string(),
-                    reason: f.message(),
-                })
+                return Ok(f.stdout.iter().filter(|l| l.starts_with("made ")).count());
             }
+            let committed = f.stdout.iter().any(|l| l == "committed");
+            Err(HostError::Script {
+                host: self.name().to_string(),
+                what: if committed {
+                    "make the folders"
+                } else {
+                    "put the staged files in place"
+                }
+                .to_string(),
+                reason: f.message(),
+            })
         })
     }
 
@@ -299,6 +336,26 @@ pub enum Source<'a> {
     File(&'a Path),
 }
 
+/// What [`Machine::stage`] checks on the host once the temporary file is synced.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// The sha256 the file must have there.
+    pub sha256: &'a str,
+    /// Run it once with `--version` (a program of the build).
+    pub runs: bool,
+}
+
+/// The folders [`Machine::commit`] makes: `folders`, and those of `mount_points` that are
+/// not mounted (a mounted one is the root of a file system: its owner is left alone), owned
+/// by `owner` (`user[:group]`) when `root`, else by the login (`mkdir -p`).
+#[derive(Debug, Clone, Copy)]
+pub struct Folders<'a> {
+    pub folders: &'a [PathBuf],
+    pub mount_points: &'a [PathBuf],
+    pub owner: &'a str,
+    pub root: bool,
+}
+
 /// What [`Machine::facts`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -308,11 +365,14 @@ pub struct Facts {
     pub uid: Option<u32>,
     /// Folders asked about that cannot be written or created.
     pub unwritable: Vec<PathBuf>,
-    pub hashes: std::collections::BTreeMap<PathBuf, String>,
+    pub hashes: BTreeMap<PathBuf, String>,
+    /// The files asked to be read: their contents, `None` when absent.
+    pub contents: BTreeMap<PathBuf, Option<Vec<u8>>>,
 }
 
 impl Facts {
-    fn parse(lines: &[String]) -> Facts {
+    fn parse(lines: &[String]) -> Result<Facts, String> {
+        use base64::Engine;
         let mut f = Facts::default();
         for l in lines {
             if let Some(a) = l.strip_prefix("arch=") {
@@ -325,9 +385,17 @@ impl Facts {
                 if let Some((h, p)) = rest.split_once(' ') {
                     f.hashes.insert(PathBuf::from(p), h.to_string());
                 }
+            } else if let Some(rest) = l.strip_prefix("file=") {
+                let (b64, p) = rest.split_once(' ').unwrap_or(("", rest));
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| format!("the contents of {p} came back garbled ({e})"))?;
+                f.contents.insert(PathBuf::from(p), Some(bytes));
+            } else if let Some(p) = l.strip_prefix("nofile=") {
+                f.contents.insert(PathBuf::from(p), None);
             }
         }
-        f
+        Ok(f)
     }
 }
 
@@ -341,21 +409,47 @@ fn sh(script: &str, args: Vec<String>) -> Command {
     }
 }
 
-/// `$1` = how many folders follow, then the folders, then files to hash.
-const FACTS_SCRIPT: &str = "echo \"arch=$(uname -m)\"; echo \"uid=$(id -u)\"; n=$1; shift; \
+/// Prefixes a script with `sha`, the sha256 of stdin as `HASH ...`: openssl's where there is
+/// one (several times faster than coreutils' `sha256sum` on CPUs with SHA extensions).
+macro_rules! with_sha {
+    ($script:expr) => {
+        concat!(
+            "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; \
+             else sha256sum; fi; }; ",
+            $script
+        )
+    };
+}
+pub(crate) use with_sha;
+
+/// `$1` = how many folders follow, then the folders; then how many files to hash follow,
+/// then those; then files to read (printed in base64, one line each).
+const FACTS_SCRIPT: &str = with_sha!(
+    "echo \"arch=$(uname -m)\"; echo \"uid=$(id -u)\"; n=$1; shift; \
     while [ \"$n\" -gt 0 ]; do p=$1; while [ ! -e \"$p\" ]; do p=$(dirname -- \"$p\"); done; \
     if [ -w \"$p\" ]; then echo \"write=$1\"; else echo \"nowrite=$1\"; fi; n=$((n-1)); shift; \
-    done; for f; do if [ -f \"$f\" ]; then h=$(sha256sum < \"$f\") || exit 1; \
-    echo \"sha=${h%% *} $f\"; fi; done";
+    done; n=$1; shift; while [ \"$n\" -gt 0 ]; do if [ -f \"$1\" ]; then \
+    h=$(sha < \"$1\") || exit 1; echo \"sha=${h%% *} $1\"; fi; n=$((n-1)); shift; done; \
+    for f; do if [ -e \"$f\" ]; then b=$(base64 -w0 < \"$f\") || exit 1; \
+    echo \"file=$b $f\"; else echo \"nofile=$f\"; fi; done"
+);
 
-/// `$1` = stamp, then pairs of temp and target.
-const COMMIT_SCRIPT: &str = "set -e; s=$1; shift; while [ $# -ge 2 ]; do t=$1; f=$2; shift 2; \
-    d=$(dirname -- \"$f\"); if [ -e \"$f\" ]; then b=\"$d/.moosectl-backup/$s\"; \
-    mkdir -p -- \"$b\"; n=\"$b/$(basename -- \"$f\")\"; \
+/// `$1` = stamp, `$2` = how many pairs of temp and target follow, then those.
+const COMMIT_SCRIPT: &str = "set -e; s=$1; k=$2; shift 2; while [ \"$k\" -gt 0 ]; do t=$1; f=$2; \
+    shift 2; k=$((k-1)); d=$(dirname -- \"$f\"); if [ -e \"$f\" ]; then \
+    b=\"$d/.moosectl-backup/$s\"; mkdir -p -- \"$b\"; n=\"$b/$(basename -- \"$f\")\"; \
     ln -f -- \"$f\" \"$n\" 2>/dev/null || cp -p -- \"$f\" \"$n\"; fi; mv -f -- \"$t\" \"$f\"; \
     sync -- \"$d\" 2>/dev/null || true; if [ -d \"$d/.moosectl-backup\" ]; then \
     ls -1 -- \"$d/.moosectl-backup\" | sort | head -n -5 | while IFS= read -r old; do \
     rm -rf -- \"$d/.moosectl-backup/$old\"; done; fi; done";
+
+/// `$1` = `root` or `user`, `$2` = owner, `$3` = group, `$4` = how many mount points follow,
+/// then those (skipped when mounted), then folders. Prints `made FOLDER` for each.
+const FOLDERS_SCRIPT: &str = r#"how=$1; u=$2; g=$3; n=$4; shift 4
+mounted() { M=$(readlink -f -- "$1" 2>/dev/null || echo "$1") awk '{ p = $2; gsub(/\\040/, " ", p); gsub(/\\011/, "\t", p); gsub(/\\012/, "\n", p); gsub(/\\134/, "\\", p); if (p == ENVIRON["M"]) found = 1 } END { exit !found }' /proc/mounts; }
+make() { if [ "$how" = root ]; then install -d -o "$u" ${g:+-g "$g"} -- "$1"; else mkdir -p -- "$1"; fi; echo "made $1"; }
+while [ "$n" -gt 0 ]; do if ! mounted "$1"; then make "$1"; fi; n=$((n-1)); shift; done
+for f; do make "$f"; done"#;
 
 /// Keeps the last `max` entries of a growing list.
 pub(crate) fn push_bounded(v: &mut Vec<String>, line: String, max: usize) {
