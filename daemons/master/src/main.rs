@@ -7,6 +7,8 @@ mod config;
 mod cs_registry;
 mod csserv;
 mod dirinfo;
+#[cfg(test)]
+mod footprint;
 mod health;
 mod known_servers;
 mod link;
