@@ -10,6 +10,7 @@ mod dirinfo;
 #[cfg(test)]
 mod footprint;
 mod health;
+mod inode_map;
 mod known_servers;
 mod link;
 mod master;

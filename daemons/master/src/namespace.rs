@@ -315,7 +315,7 @@ pub struct Meta {
     pub version: u64,
     pub next_inode: Inode,
     pub next_chunk_id: u64,
-    pub nodes: HashMap<Inode, Node>,
+    pub nodes: crate::inode_map::InodeMap<Node>,
     pub chunks: HashMap<u64, ChunkMeta>,
     /// Deleted files kept in the trash (their nodes stay in `nodes`, with no link).
     pub trash: BTreeMap<Inode, Trashed>,
@@ -338,7 +338,7 @@ pub struct Trashed {
 impl Meta {
     /// An empty file system: only the root folder (mode 0777 like a fresh MooseFS).
     pub fn fresh(cluster_id: u64, now: Timespec, default_goal: u8) -> Self {
-        let mut nodes = HashMap::new();
+        let mut nodes = crate::inode_map::InodeMap::new();
         nodes.insert(
             ROOT_INODE,
             Node {

@@ -24,10 +24,10 @@ pub struct Shares {
 impl Shares {
     pub fn build(meta: &Meta) -> Shares {
         let mut holders: HashMap<u64, Vec<(Inode, u32)>> = HashMap::new();
-        for (ino, n) in &meta.nodes {
+        for (ino, n) in meta.nodes.iter() {
             if let NodeData::File { chunks, .. } = &n.data {
                 for (index, c) in chunks.iter() {
-                    holders.entry(c).or_default().push((*ino, index));
+                    holders.entry(c).or_default().push((ino, index));
                 }
             }
         }

@@ -829,7 +829,7 @@ impl State {
             .nodes
             .iter()
             .filter(|(i, n)| n.nlink == 0 && !self.meta.trash.contains_key(i))
-            .map(|(i, _)| Op::Purge { inode: *i })
+            .map(|(i, _)| Op::Purge { inode: i })
             .collect()
     }
 }
