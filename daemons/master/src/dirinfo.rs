@@ -181,21 +181,18 @@ impl Tree {
             let Some(d) = node.dir() else { continue };
             if !children_done {
                 stack.push((ino, true));
-                for name in d.order.values() {
-                    if let Some(c) = d.get(name) {
-                        if meta.nodes.get(&c).is_some_and(|n| n.is_dir())
-                            && !self.totals.contains_key(&c)
-                            && c != ino
-                        {
-                            stack.push((c, false));
-                        }
+                for (_, c) in d.iter() {
+                    if meta.nodes.get(&c).is_some_and(|n| n.is_dir())
+                        && !self.totals.contains_key(&c)
+                        && c != ino
+                    {
+                        stack.push((c, false));
                     }
                 }
                 continue;
             }
             let mut total = own(node);
-            for name in d.order.values() {
-                let Some(c) = d.get(name) else { continue };
+            for (_, c) in d.iter() {
                 let Some(cn) = meta.nodes.get(&c) else {
                     continue;
                 };

@@ -8,57 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use moose_proto::{Attr, FileKind, Inode, Timespec, ROOT_INODE};
 use serde::{Deserialize, Serialize};
 
-/// A directory's entries, listed in a stable order (by edge id) so that a paged listing
-/// neither skips nor repeats entries when others are added or removed meanwhile.
-///
-/// Names are boxed slices (no spare capacity): a million entries are held twice each.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Dir {
-    pub parent: Inode,
-    pub entries: HashMap<Box<[u8]>, Edge>,
-    pub order: BTreeMap<u64, Box<[u8]>>,
-    pub next_edge: u64,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Edge {
-    pub inode: Inode,
-    pub id: u64,
-}
-
-impl Dir {
-    pub fn new(parent: Inode) -> Self {
-        Dir {
-            parent,
-            next_edge: 1,
-            ..Default::default()
-        }
-    }
-
-    pub fn get(&self, name: &[u8]) -> Option<Inode> {
-        self.entries.get(name).map(|e| e.inode)
-    }
-
-    pub fn insert(&mut self, name: Vec<u8>, inode: Inode) {
-        let id = self.next_edge;
-        self.next_edge += 1;
-        let name = name.into_boxed_slice();
-        if let Some(old) = self.entries.insert(name.clone(), Edge { inode, id }) {
-            self.order.remove(&old.id);
-        }
-        self.order.insert(id, name);
-    }
-
-    pub fn remove(&mut self, name: &[u8]) -> Option<Inode> {
-        let e = self.entries.remove(name)?;
-        self.order.remove(&e.id);
-        Some(e.inode)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
+pub use crate::dir::Dir;
 
 /// A file's chunk ids by index. Sparse: a write at a huge offset (`dd seek=2^56`) adds one
 /// entry, not one per index before it.
@@ -271,7 +221,7 @@ impl Node {
         match &self.data {
             NodeData::File { length, .. } => *length,
             NodeData::Symlink(t) => t.len() as u64,
-            NodeData::Dir(d) => 4096 + 32 * d.entries.len() as u64,
+            NodeData::Dir(d) => 4096 + 32 * d.len() as u64,
             NodeData::Special(_) => 0,
         }
     }
@@ -402,6 +352,12 @@ mod tests {
 
     /// The layout dumps had before names were boxed, folders boxed and empty attribute sets
     /// left out: the same bytes on disk.
+    #[derive(Serialize, Deserialize)]
+    struct Edge {
+        inode: Inode,
+        id: u64,
+    }
+
     #[derive(Serialize, Deserialize)]
     struct OldDir {
         parent: Inode,

@@ -306,10 +306,9 @@ pub fn path_of(meta: &Meta, inode: Inode) -> String {
             break;
         };
         let Some(name) = meta.nodes.get(&parent).and_then(|n| n.dir()).and_then(|d| {
-            d.order
-                .values()
-                .find(|name| d.get(name) == Some(ino))
-                .map(|n| String::from_utf8_lossy(n).into_owned())
+            d.iter()
+                .find(|(_, i)| *i == ino)
+                .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
         }) else {
             break;
         };

@@ -107,10 +107,8 @@ pub fn walk(meta: &Meta, root: Inode) -> Vec<(Inode, usize, Vec<u8>)> {
     while i < out.len() {
         let ino = out[i].0;
         if let Some(d) = meta.nodes.get(&ino).and_then(|n| n.dir()) {
-            for name in d.order.values() {
-                if let Some(c) = d.get(name) {
-                    out.push((c, i, name.to_vec()));
-                }
+            for (name, c) in d.iter() {
+                out.push((c, i, name.to_vec()));
             }
         }
         i += 1;

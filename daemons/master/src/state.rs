@@ -580,7 +580,7 @@ impl State {
                     }
                     if *recursive {
                         if let Some(d) = n.dir() {
-                            stack.extend(d.order.values().filter_map(|name| d.get(name)));
+                            stack.extend(d.iter().map(|(_, i)| i));
                         }
                     }
                 }

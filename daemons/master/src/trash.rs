@@ -102,7 +102,7 @@ impl State {
                 break;
             };
             // Folders do not know their own name: find it in the parent.
-            match d.entries.iter().find(|(_, e)| e.inode == dir) {
+            match d.iter().find(|(_, i)| *i == dir) {
                 Some((name, _)) => parts.push(name),
                 None => break,
             }
@@ -202,7 +202,7 @@ impl State {
             }
             if recursive {
                 if let Some(d) = n.dir() {
-                    stack.extend(d.order.values().filter_map(|name| d.get(name)));
+                    stack.extend(d.iter().map(|(_, i)| i));
                 }
             }
         }
