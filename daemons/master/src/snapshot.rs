@@ -178,7 +178,7 @@ pub fn apply(
             gid: n.gid,
             atime: n.atime,
             mtime: n.mtime,
-            ctime: time,
+            ctime: time.into(),
             nlink: if n.is_dir() { 2 } else { 1 },
             goal: n.goal,
             trash_time: n.trash_time,
@@ -207,8 +207,8 @@ pub fn apply(
         }
     }
     if let Some(p) = st.meta.nodes.get_mut(&parent) {
-        p.mtime = time;
-        p.ctime = time;
+        p.mtime = time.into();
+        p.ctime = time.into();
     }
     st.meta.next_inode = st.meta.next_inode.max(last);
     Ok(first_inode)
@@ -243,7 +243,7 @@ fn remove_tree(
             continue;
         }
         n.nlink = n.nlink.saturating_sub(1);
-        n.ctime = time;
+        n.ctime = time.into();
         if n.nlink == 0 && !keep.contains(&ino) {
             st.purge(ino);
         }

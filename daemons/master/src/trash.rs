@@ -197,7 +197,7 @@ impl State {
                 unchanged += 1;
             } else {
                 n.trash_time = trash_time;
-                n.ctime = time;
+                n.ctime = time.into();
                 changed += 1;
             }
             if recursive {
@@ -309,10 +309,10 @@ impl State {
         self.untrash(inode);
         let n = self.node_mut(inode)?;
         n.nlink = 1;
-        n.ctime = time;
+        n.ctime = time.into();
         let p = self.node_mut(parent)?;
-        p.mtime = time;
-        p.ctime = time;
+        p.mtime = time.into();
+        p.ctime = time.into();
         if let Some(d) = p.dir_mut() {
             d.insert(plan.name, inode);
         }

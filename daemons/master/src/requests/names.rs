@@ -149,7 +149,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
         }
         ClRequest::ReadLink { inode } => match &st.node(inode)?.data {
-            NodeData::Symlink(t) => done(ClReply::Link(t.clone())),
+            NodeData::Symlink(t) => done(ClReply::Link(t.to_vec())),
             _ => Err(FsError::Inval),
         },
         ClRequest::Unlink { parent, name, cred } => {
