@@ -141,5 +141,8 @@ fn footprint_per_file_at_a_million_files() {
         std::mem::size_of::<crate::namespace::Node>()
     );
     // Issue #12's goal for the master: at most 150 bytes per file at 1,000,000 files.
-    assert!(heap <= 150.0, "{heap:.1} heap bytes per file, over the 150 aimed at");
+    assert!(
+        heap <= 150.0,
+        "{heap:.1} heap bytes per file, over the 150 aimed at"
+    );
 }
