@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use moose_proto::msg::DirStats;
 use moose_proto::{FileKind, Inode, CHUNK_SIZE, ROOT_INODE};
 
+use crate::inode_map::InodeMap;
 use crate::namespace::{Meta, Node, NodeData};
 
 /// Size accounted for a chunk's data: whole 64 KiB blocks, as chunkservers store them.
@@ -66,7 +67,85 @@ pub struct Tree {
     /// Figures of each folder's tree, the folder included.
     totals: HashMap<Inode, Stats>,
     /// Folders holding a link to each non-folder node (a folder twice for two links).
-    parents: HashMap<Inode, Vec<Inode>>,
+    parents: Links,
+}
+
+/// The folders holding each non-folder node. Nearly every file has one link: its folder is
+/// kept in an [`InodeMap`] (8 bytes a file); further links of hard-linked files in a map
+/// beside it.
+#[derive(Debug, Default)]
+struct Links {
+    first: InodeMap<Inode>,
+    more: HashMap<Inode, Vec<Inode>>,
+}
+
+impl Links {
+    fn add(&mut self, child: Inode, dir: Inode) {
+        if self.first.contains_key(&child) {
+            self.more.entry(child).or_default().push(dir);
+        } else {
+            self.first.insert(child, dir);
+        }
+    }
+
+    /// Removes one link of `child` from `dir`.
+    fn remove(&mut self, child: Inode, dir: Inode) {
+        if self.first.get(&child) == Some(&dir) {
+            match self.more.get_mut(&child) {
+                Some(v) => {
+                    let next = v.pop().unwrap_or(dir);
+                    self.first.insert(child, next);
+                    if v.is_empty() {
+                        self.more.remove(&child);
+                    }
+                }
+                None => {
+                    self.first.remove(&child);
+                }
+            }
+        } else if let Some(v) = self.more.get_mut(&child) {
+            if let Some(i) = v.iter().position(|d| *d == dir) {
+                v.swap_remove(i);
+            }
+            if v.is_empty() {
+                self.more.remove(&child);
+            }
+        }
+    }
+
+    fn of(&self, child: Inode) -> Vec<Inode> {
+        let mut v: Vec<Inode> = self.first.get(&child).copied().into_iter().collect();
+        if let Some(more) = self.more.get(&child) {
+            v.extend_from_slice(more);
+        }
+        v
+    }
+
+    fn forget(&mut self, child: Inode) {
+        self.first.remove(&child);
+        self.more.remove(&child);
+    }
+
+    fn retain(&mut self, keep: impl Fn(Inode) -> bool) {
+        self.first.retain(|i, _| keep(i));
+        self.more.retain(|i, _| keep(*i));
+    }
+
+    /// Every node with its folders, sorted (to compare two trees in tests).
+    #[cfg(test)]
+    fn all(&self) -> Vec<(Inode, Vec<Inode>)> {
+        let mut all: Vec<_> = self
+            .first
+            .keys()
+            .map(|k| {
+                let mut v = self.of(k);
+                v.sort_unstable();
+                (k, v)
+            })
+            .collect();
+        all.sort_unstable();
+        all
+    }
 }
 
 /// What [`Tree::before`] took off, to be put back by [`Tree::after`].
@@ -102,21 +181,18 @@ impl Tree {
             let Some(d) = node.dir() else { continue };
             if !children_done {
                 stack.push((ino, true));
-                for name in d.order.values() {
-                    if let Some(c) = d.get(name) {
-                        if meta.nodes.get(&c).is_some_and(|n| n.is_dir())
-                            && !self.totals.contains_key(&c)
-                            && c != ino
-                        {
-                            stack.push((c, false));
-                        }
+                for (_, c) in d.iter() {
+                    if meta.nodes.get(&c).is_some_and(|n| n.is_dir())
+                        && !self.totals.contains_key(&c)
+                        && c != ino
+                    {
+                        stack.push((c, false));
                     }
                 }
                 continue;
             }
             let mut total = own(node);
-            for name in d.order.values() {
-                let Some(c) = d.get(name) else { continue };
+            for (_, c) in d.iter() {
                 let Some(cn) = meta.nodes.get(&c) else {
                     continue;
                 };
@@ -126,7 +202,7 @@ impl Tree {
                     }
                 } else {
                     total.add(&own(cn));
-                    self.parents.entry(c).or_default().push(ino);
+                    self.parents.add(c, ino);
                 }
             }
             self.totals.insert(ino, total);
@@ -150,8 +226,8 @@ impl Tree {
     }
 
     /// Folders holding links to a non-folder node.
-    pub fn parents(&self, inode: Inode) -> &[Inode] {
-        self.parents.get(&inode).map_or(&[], |v| v.as_slice())
+    pub fn parents(&self, inode: Inode) -> Vec<Inode> {
+        self.parents.of(inode)
     }
 
     /// Adds (or takes off) `s` on `dir` and every folder above it.
@@ -218,7 +294,7 @@ impl Tree {
                 continue;
             }
             let s = own(n);
-            for dir in self.parents(f).to_vec() {
+            for dir in self.parents(f) {
                 self.along_path(meta, dir, &s, false);
             }
             p.files.push((f, s));
@@ -231,14 +307,7 @@ impl Tree {
         if meta.nodes.get(&child).is_some_and(|n| n.is_dir()) {
             return;
         }
-        if let Some(v) = self.parents.get_mut(&child) {
-            if let Some(i) = v.iter().position(|d| *d == dir) {
-                v.swap_remove(i);
-            }
-            if v.is_empty() {
-                self.parents.remove(&child);
-            }
-        }
+        self.parents.remove(child, dir);
     }
 
     /// Called after the op succeeded: adds what the edges and files contribute now.
@@ -248,11 +317,11 @@ impl Tree {
         }
         for (f, _) in &p.files {
             let Some(n) = meta.nodes.get(f) else {
-                self.parents.remove(f);
+                self.parents.forget(*f);
                 continue;
             };
             let s = own(n);
-            for dir in self.parents(*f).to_vec() {
+            for dir in self.parents(*f) {
                 self.along_path(meta, dir, &s, true);
             }
         }
@@ -268,7 +337,7 @@ impl Tree {
             let c = self.contribution(meta, child);
             self.along_path(meta, *dir, &c, true);
             if meta.nodes.get(&child).is_some_and(|n| !n.is_dir()) {
-                self.parents.entry(child).or_default().push(*dir);
+                self.parents.add(child, *dir);
             }
         }
     }
@@ -287,12 +356,12 @@ impl Tree {
         if meta.nodes.contains_key(&ino) {
             return;
         }
-        self.parents.remove(&ino);
+        self.parents.forget(ino);
         if self.totals.remove(&ino).is_some_and(|t| t.inodes > 1) {
             // Folders go only when empty, or with their whole tree (a replaced snapshot
             // target): then drop whatever is left below.
             self.totals.retain(|i, _| meta.nodes.contains_key(i));
-            self.parents.retain(|i, _| meta.nodes.contains_key(i));
+            self.parents.retain(|i| meta.nodes.contains_key(&i));
         }
     }
 }
@@ -326,10 +395,10 @@ mod tests {
     fn check(st: &State, what: &str) {
         let fresh = Tree::build(&st.meta);
         for ino in st.meta.nodes.keys() {
-            if st.meta.nodes[ino].is_dir() {
+            if st.meta.nodes[&ino].is_dir() {
                 assert_eq!(
-                    st.tree.totals(*ino),
-                    fresh.totals(*ino),
+                    st.tree.totals(ino),
+                    fresh.totals(ino),
                     "folder {ino} after {what}"
                 );
             }
@@ -339,28 +408,11 @@ mod tests {
             fresh.totals.len(),
             "folders after {what}"
         );
-        let mut a: Vec<_> = st
-            .tree
-            .parents
-            .iter()
-            .map(|(k, v)| {
-                let mut v = v.clone();
-                v.sort_unstable();
-                (*k, v)
-            })
-            .collect();
-        let mut b: Vec<_> = fresh
-            .parents
-            .iter()
-            .map(|(k, v)| {
-                let mut v = v.clone();
-                v.sort_unstable();
-                (*k, v)
-            })
-            .collect();
-        a.sort_unstable();
-        b.sort_unstable();
-        assert_eq!(a, b, "links after {what}");
+        assert_eq!(
+            st.tree.parents.all(),
+            fresh.parents.all(),
+            "links after {what}"
+        );
     }
 
     #[test]

@@ -6,8 +6,12 @@ mod clserv;
 mod config;
 mod cs_registry;
 mod csserv;
+mod dir;
 mod dirinfo;
+#[cfg(test)]
+mod footprint;
 mod health;
+mod inode_map;
 mod known_servers;
 mod link;
 mod master;

@@ -190,9 +190,9 @@ mod v1 {
                         mode: n.mode,
                         uid: n.uid,
                         gid: n.gid,
-                        atime: n.atime,
-                        mtime: n.mtime,
-                        ctime: n.ctime,
+                        atime: n.atime.into(),
+                        mtime: n.mtime.into(),
+                        ctime: n.ctime.into(),
                         nlink: n.nlink,
                         goal: n.goal,
                         trash_time: 0,
@@ -252,6 +252,104 @@ mod tests {
             load(&path),
             Err(MetadataError::StockMooseFs { .. })
         ));
+    }
+
+    /// Folders with removed entries, files with chunks, a symlink, attributes and times before
+    /// 1970 come back from a dump as they were, listing order (edge ids) included.
+    #[test]
+    fn the_compact_layout_round_trips_through_a_dump() {
+        use crate::ops::Op;
+        use crate::state::State;
+        use moose_proto::{FileKind, ROOT_INODE};
+        let t = |sec| Timespec { sec, nsec: 42 };
+        let mut st = State::new(Meta::fresh(5, t(0), 1));
+        let create = |name: &str, inode, kind| Op::Create {
+            parent: ROOT_INODE,
+            name: name.as_bytes().to_vec(),
+            inode,
+            kind,
+            mode: 0o640,
+            uid: 7,
+            gid: 8,
+            rdev: 0,
+            time: t(-1_000_000),
+        };
+        for i in 0..200u64 {
+            st.apply(&create(&format!("f{i}"), 10 + i, FileKind::File))
+                .unwrap();
+        }
+        for i in (0..200u64).filter(|i| i % 3 != 0) {
+            let op = Op::Unlink {
+                parent: ROOT_INODE,
+                name: format!("f{i}").into_bytes(),
+                keep: false,
+                time: t(5),
+            };
+            st.apply(&op).unwrap();
+        }
+        let ops = [
+            Op::AddChunk {
+                inode: 10,
+                index: 0,
+                chunk_id: 1,
+                version: 3,
+            },
+            Op::AddChunk {
+                inode: 13,
+                index: 4,
+                chunk_id: 2,
+                version: 1,
+            },
+            Op::AddChunk {
+                inode: 13,
+                index: 9,
+                chunk_id: 3,
+                version: 1,
+            },
+            Op::Symlink {
+                parent: ROOT_INODE,
+                name: b"link".to_vec(),
+                inode: 500,
+                target: b"f0".to_vec(),
+                uid: 0,
+                gid: 0,
+                time: t(6),
+            },
+            Op::SetXattr {
+                inode: 16,
+                name: b"user.k".to_vec(),
+                value: b"v".to_vec(),
+                time: t(7),
+            },
+        ];
+        for op in &ops {
+            st.apply(op).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &encode(&st.meta)).unwrap();
+        let back = State::new(load(&dir.path().join(DUMP_FILE)).unwrap());
+        let listing = |st: &State| -> Vec<(u64, Vec<u8>, moose_proto::Attr)> {
+            st.dir(ROOT_INODE)
+                .unwrap()
+                .entries_after(0)
+                .map(|(id, n, c)| (id, n.to_vec(), st.node(c).unwrap().attr(c)))
+                .collect()
+        };
+        assert_eq!(listing(&back), listing(&st));
+        assert_eq!(listing(&st).len(), 68);
+        assert_eq!(back.meta.nodes.len(), st.meta.nodes.len());
+        let chunks = |st: &State, i| match &st.node(i).unwrap().data {
+            crate::namespace::NodeData::File { chunks, .. } => chunks.iter().collect::<Vec<_>>(),
+            _ => panic!("inode {i} is not a file"),
+        };
+        assert_eq!(chunks(&back, 10), vec![(0, 1)]);
+        assert_eq!(chunks(&back, 13), vec![(4, 2), (9, 3)]);
+        assert_eq!(
+            back.node(16).unwrap().xattrs.get(b"user.k"),
+            Some(&b"v".to_vec())
+        );
+        assert_eq!(back.node(10).unwrap().attr(10).mtime, t(-1_000_000));
+        assert_eq!(back.tree.totals(ROOT_INODE), st.tree.totals(ROOT_INODE));
     }
 
     /// A dump as the code before the trash wrote it still loads, with trash time 0 and no quotas.

@@ -8,65 +8,30 @@ use std::collections::{BTreeMap, HashMap};
 use moose_proto::{Attr, FileKind, Inode, Timespec, ROOT_INODE};
 use serde::{Deserialize, Serialize};
 
-/// A directory's entries, listed in a stable order (by edge id) so that a paged listing
-/// neither skips nor repeats entries when others are added or removed meanwhile.
-///
-/// Names are boxed slices (no spare capacity): a million entries are held twice each.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Dir {
-    pub parent: Inode,
-    pub entries: HashMap<Box<[u8]>, Edge>,
-    pub order: BTreeMap<u64, Box<[u8]>>,
-    pub next_edge: u64,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Edge {
-    pub inode: Inode,
-    pub id: u64,
-}
-
-impl Dir {
-    pub fn new(parent: Inode) -> Self {
-        Dir {
-            parent,
-            next_edge: 1,
-            ..Default::default()
-        }
-    }
-
-    pub fn get(&self, name: &[u8]) -> Option<Inode> {
-        self.entries.get(name).map(|e| e.inode)
-    }
-
-    pub fn insert(&mut self, name: Vec<u8>, inode: Inode) {
-        let id = self.next_edge;
-        self.next_edge += 1;
-        let name = name.into_boxed_slice();
-        if let Some(old) = self.entries.insert(name.clone(), Edge { inode, id }) {
-            self.order.remove(&old.id);
-        }
-        self.order.insert(id, name);
-    }
-
-    pub fn remove(&mut self, name: &[u8]) -> Option<Inode> {
-        let e = self.entries.remove(name)?;
-        self.order.remove(&e.id);
-        Some(e.inode)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
+pub use crate::dir::Dir;
 
 /// A file's chunk ids by index. Sparse: a write at a huge offset (`dd seek=2^56`) adds one
 /// entry, not one per index before it.
 ///
 /// In a dump it is a sequence of u64: a chunk id, `0` for one hole, or [`HOLE_RUN`] followed by
 /// a number of holes. Dumps from before the sparse table (ids and single zeros) read the same.
+///
+/// In memory most files have no chunk or one (under 64 MiB): those are held inline, a larger
+/// table in a map behind a pointer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChunkTable(BTreeMap<u32, u64>);
+pub struct ChunkTable(Chunks);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // the box is the point: a pointer inside the node, not a map
+enum Chunks {
+    #[default]
+    None,
+    One {
+        index: u32,
+        id: u64,
+    },
+    Many(Box<BTreeMap<u32, u64>>),
+}
 
 /// Marks a run of holes in a dumped chunk table (never a chunk id: ids count up from 1).
 const HOLE_RUN: u64 = u64::MAX;
@@ -74,41 +39,84 @@ const HOLE_RUN: u64 = u64::MAX;
 impl ChunkTable {
     /// The chunk at `index`, if any (`None` for a hole).
     pub fn get(&self, index: usize) -> Option<&u64> {
-        u32::try_from(index).ok().and_then(|i| self.0.get(&i))
+        let i = u32::try_from(index).ok()?;
+        match &self.0 {
+            Chunks::None => None,
+            Chunks::One { index, id } => (*index == i).then_some(id),
+            Chunks::Many(m) => m.get(&i),
+        }
     }
 
     pub fn set(&mut self, index: u32, chunk_id: u64) {
+        let mut map = self.take_map();
         if chunk_id == 0 {
-            self.0.remove(&index);
+            map.remove(&index);
         } else {
-            self.0.insert(index, chunk_id);
+            map.insert(index, chunk_id);
         }
+        *self = Self::from_map(map);
     }
 
     /// Drops every chunk at `keep` or after; returns them (index, id).
     pub fn truncate(&mut self, keep: u64) -> Vec<(u32, u64)> {
-        match u32::try_from(keep) {
-            Ok(k) => self.0.split_off(&k).into_iter().collect(),
-            Err(_) => Vec::new(),
-        }
+        let Ok(k) = u32::try_from(keep) else {
+            return Vec::new();
+        };
+        let mut map = self.take_map();
+        let dropped = map.split_off(&k).into_iter().collect();
+        *self = Self::from_map(map);
+        dropped
     }
 
     /// Chunks present, by index.
     pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.0.iter().map(|(i, c)| (*i, *c))
+        let (one, many) = match &self.0 {
+            Chunks::None => (None, None),
+            Chunks::One { index, id } => (Some((*index, *id)), None),
+            Chunks::Many(m) => (None, Some(m.iter().map(|(i, c)| (*i, *c)))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 
     pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.0.values().copied()
+        self.iter().map(|(_, c)| c)
+    }
+
+    fn len(&self) -> usize {
+        match &self.0 {
+            Chunks::None => 0,
+            Chunks::One { .. } => 1,
+            Chunks::Many(m) => m.len(),
+        }
+    }
+
+    /// The table as a map (changes are rare next to reads: they go through one).
+    fn take_map(&mut self) -> BTreeMap<u32, u64> {
+        match std::mem::take(&mut self.0) {
+            Chunks::None => BTreeMap::new(),
+            Chunks::One { index, id } => BTreeMap::from([(index, id)]),
+            Chunks::Many(m) => *m,
+        }
+    }
+
+    fn from_map(map: BTreeMap<u32, u64>) -> Self {
+        ChunkTable(match map.len() {
+            0 => Chunks::None,
+            1 => {
+                let (&index, &id) = map.iter().next().expect("one entry");
+                Chunks::One { index, id }
+            }
+            _ => Chunks::Many(Box::new(map)),
+        })
     }
 }
 
 impl Serialize for ChunkTable {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        let mut items: Vec<u64> = Vec::with_capacity(self.0.len() + 2);
+        let mut items: Vec<u64> = Vec::with_capacity(self.len() + 2);
         let mut next = 0u32;
-        for (&i, &c) in &self.0 {
+        for (i, c) in self.iter() {
             match i - next {
                 0 => {}
                 1 => items.push(0),
@@ -157,7 +165,7 @@ impl<'de> Deserialize<'de> for ChunkTable {
                         }
                     }
                 }
-                Ok(ChunkTable(t))
+                Ok(ChunkTable::from_map(t))
             }
         }
         de.deserialize_seq(V)
@@ -218,6 +226,46 @@ impl<'de> Deserialize<'de> for Xattrs {
     }
 }
 
+/// A node's time in 8 bytes: seconds (34 bits, signed) above nanoseconds (30 bits). That holds
+/// the years 1698 to 2242; a time outside is clamped to the nearest end (stock MooseFS keeps
+/// 32-bit unsigned seconds: 1970 to 2106). In a dump it is a [`Timespec`], as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time(u64);
+
+const NSEC_BITS: u32 = 30;
+const SEC_MAX: i64 = (1 << (63 - NSEC_BITS)) - 1;
+const SEC_MIN: i64 = -(1 << (63 - NSEC_BITS));
+
+impl From<Timespec> for Time {
+    fn from(t: Timespec) -> Self {
+        let sec = t.sec.clamp(SEC_MIN, SEC_MAX);
+        let nsec = t.nsec.min(999_999_999);
+        Time(((sec as u64) << NSEC_BITS) | u64::from(nsec))
+    }
+}
+
+impl From<Time> for Timespec {
+    fn from(t: Time) -> Self {
+        Timespec {
+            // An arithmetic shift: the sign comes back.
+            sec: (t.0 as i64) >> NSEC_BITS,
+            nsec: (t.0 & ((1 << NSEC_BITS) - 1)) as u32,
+        }
+    }
+}
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        Timespec::from(*self).serialize(ser)
+    }
+}
+
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        Timespec::deserialize(de).map(Time::from)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeData {
     /// Boxed: most nodes are files, and a folder's tables are larger than a file's.
@@ -226,7 +274,7 @@ pub enum NodeData {
         length: u64,
         chunks: ChunkTable,
     },
-    Symlink(Vec<u8>),
+    Symlink(Box<[u8]>),
     /// Fifo, socket or device (rdev).
     Special(u32),
 }
@@ -237,9 +285,9 @@ pub struct Node {
     pub mode: u16,
     pub uid: u32,
     pub gid: u32,
-    pub atime: Timespec,
-    pub mtime: Timespec,
-    pub ctime: Timespec,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
     pub nlink: u32,
     pub goal: u8,
     /// Seconds the file stays in the trash once deleted (0 = freed at once).
@@ -271,7 +319,7 @@ impl Node {
         match &self.data {
             NodeData::File { length, .. } => *length,
             NodeData::Symlink(t) => t.len() as u64,
-            NodeData::Dir(d) => 4096 + 32 * d.entries.len() as u64,
+            NodeData::Dir(d) => 4096 + 32 * d.len() as u64,
             NodeData::Special(_) => 0,
         }
     }
@@ -283,9 +331,9 @@ impl Node {
             mode: self.mode,
             uid: self.uid,
             gid: self.gid,
-            atime: self.atime,
-            mtime: self.mtime,
-            ctime: self.ctime,
+            atime: self.atime.into(),
+            mtime: self.mtime.into(),
+            ctime: self.ctime.into(),
             nlink: self.nlink,
             size: self.length(),
             rdev: match self.data {
@@ -315,7 +363,7 @@ pub struct Meta {
     pub version: u64,
     pub next_inode: Inode,
     pub next_chunk_id: u64,
-    pub nodes: HashMap<Inode, Node>,
+    pub nodes: crate::inode_map::InodeMap<Node>,
     pub chunks: HashMap<u64, ChunkMeta>,
     /// Deleted files kept in the trash (their nodes stay in `nodes`, with no link).
     pub trash: BTreeMap<Inode, Trashed>,
@@ -338,7 +386,7 @@ pub struct Trashed {
 impl Meta {
     /// An empty file system: only the root folder (mode 0777 like a fresh MooseFS).
     pub fn fresh(cluster_id: u64, now: Timespec, default_goal: u8) -> Self {
-        let mut nodes = HashMap::new();
+        let mut nodes = crate::inode_map::InodeMap::new();
         nodes.insert(
             ROOT_INODE,
             Node {
@@ -346,9 +394,9 @@ impl Meta {
                 mode: 0o777,
                 uid: 0,
                 gid: 0,
-                atime: now,
-                mtime: now,
-                ctime: now,
+                atime: now.into(),
+                mtime: now.into(),
+                ctime: now.into(),
                 nlink: 2,
                 goal: default_goal,
                 trash_time: crate::trash::DEFAULT_TRASH_TIME,
@@ -380,6 +428,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn times_round_trip_within_their_range_and_clamp_outside() {
+        for (sec, nsec) in [
+            (0, 0),
+            (1_700_000_000, 123_456_789),
+            (-1, 999_999_999),
+            (-86_400 * 365 * 200, 5),
+            (5_000_000_000, 1),
+            (SEC_MAX, 999_999_999),
+            (SEC_MIN, 0),
+        ] {
+            let t = Timespec { sec, nsec };
+            assert_eq!(Timespec::from(Time::from(t)), t);
+        }
+        let far = Timespec::from(Time::from(Timespec {
+            sec: i64::MAX,
+            nsec: u32::MAX,
+        }));
+        assert_eq!((far.sec, far.nsec), (SEC_MAX, 999_999_999));
+        let early = Timespec::from(Time::from(Timespec {
+            sec: i64::MIN,
+            nsec: 0,
+        }));
+        assert_eq!(early.sec, SEC_MIN);
+        // Dumped as the Timespec it stands for.
+        let t = Timespec { sec: -5, nsec: 7 };
+        let bytes = postcard::to_allocvec(&Time::from(t)).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&t).unwrap());
+        assert_eq!(postcard::from_bytes::<Time>(&bytes).unwrap(), Time::from(t));
+    }
+
+    #[test]
+    fn small_chunk_tables_are_inline_and_grow_into_maps() {
+        let mut t = ChunkTable::default();
+        assert_eq!(t.get(0), None);
+        t.set(0, 9);
+        assert!(matches!(t.0, Chunks::One { index: 0, id: 9 }));
+        t.set(3, 10);
+        assert!(matches!(t.0, Chunks::Many(_)));
+        assert_eq!(t.iter().collect::<Vec<_>>(), vec![(0, 9), (3, 10)]);
+        assert_eq!(t.truncate(1), vec![(3, 10)]);
+        assert!(matches!(t.0, Chunks::One { index: 0, id: 9 }));
+        t.set(0, 0);
+        assert_eq!(t, ChunkTable::default());
+    }
+
+    #[test]
     fn chunk_tables_are_sparse_and_dump_compatibly() {
         let mut t = ChunkTable::default();
         t.set(0, 5);
@@ -402,6 +496,12 @@ mod tests {
 
     /// The layout dumps had before names were boxed, folders boxed and empty attribute sets
     /// left out: the same bytes on disk.
+    #[derive(Serialize, Deserialize)]
+    struct Edge {
+        inode: Inode,
+        id: u64,
+    }
+
     #[derive(Serialize, Deserialize)]
     struct OldDir {
         parent: Inode,

@@ -140,7 +140,7 @@ pub fn admit(st: &State, op: &Op, default_grace: u64) -> FsResult<()> {
                 return Ok(());
             }
             (
-                st.tree.parents(*inode).to_vec(),
+                st.tree.parents(*inode),
                 DirStats {
                     length: length - n.length(),
                     ..Default::default()
@@ -202,7 +202,7 @@ pub fn allowance(st: &State, inode: Inode, default_grace: u64) -> FsResult<u64> 
     // The last block is counted whole already: writes may fill it.
     let stored_end = length.div_ceil(BLOCK) * BLOCK;
     let mut allowed = u64::MAX;
-    for q in quota_folders(st, st.tree.parents(inode)) {
+    for q in quota_folders(st, &st.tree.parents(inode)) {
         let Some(limits) = st.meta.quotas.get(&q) else {
             continue;
         };
@@ -231,7 +231,7 @@ pub fn may_add_chunk(st: &State, inode: Inode, default_grace: u64) -> FsResult<(
         return Ok(());
     }
     let now = unix_now();
-    for q in quota_folders(st, st.tree.parents(inode)) {
+    for q in quota_folders(st, &st.tree.parents(inode)) {
         let Some(limits) = st.meta.quotas.get(&q) else {
             continue;
         };
@@ -306,10 +306,9 @@ pub fn path_of(meta: &Meta, inode: Inode) -> String {
             break;
         };
         let Some(name) = meta.nodes.get(&parent).and_then(|n| n.dir()).and_then(|d| {
-            d.order
-                .values()
-                .find(|name| d.get(name) == Some(ino))
-                .map(|n| String::from_utf8_lossy(n).into_owned())
+            d.iter()
+                .find(|(_, i)| *i == ino)
+                .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
         }) else {
             break;
         };

@@ -24,10 +24,10 @@ pub struct Shares {
 impl Shares {
     pub fn build(meta: &Meta) -> Shares {
         let mut holders: HashMap<u64, Vec<(Inode, u32)>> = HashMap::new();
-        for (ino, n) in &meta.nodes {
+        for (ino, n) in meta.nodes.iter() {
             if let NodeData::File { chunks, .. } = &n.data {
                 for (index, c) in chunks.iter() {
-                    holders.entry(c).or_default().push((*ino, index));
+                    holders.entry(c).or_default().push((ino, index));
                 }
             }
         }
@@ -107,10 +107,8 @@ pub fn walk(meta: &Meta, root: Inode) -> Vec<(Inode, usize, Vec<u8>)> {
     while i < out.len() {
         let ino = out[i].0;
         if let Some(d) = meta.nodes.get(&ino).and_then(|n| n.dir()) {
-            for name in d.order.values() {
-                if let Some(c) = d.get(name) {
-                    out.push((c, i, name.to_vec()));
-                }
+            for (name, c) in d.iter() {
+                out.push((c, i, name.to_vec()));
             }
         }
         i += 1;
@@ -180,7 +178,7 @@ pub fn apply(
             gid: n.gid,
             atime: n.atime,
             mtime: n.mtime,
-            ctime: time,
+            ctime: time.into(),
             nlink: if n.is_dir() { 2 } else { 1 },
             goal: n.goal,
             trash_time: n.trash_time,
@@ -209,8 +207,8 @@ pub fn apply(
         }
     }
     if let Some(p) = st.meta.nodes.get_mut(&parent) {
-        p.mtime = time;
-        p.ctime = time;
+        p.mtime = time.into();
+        p.ctime = time.into();
     }
     st.meta.next_inode = st.meta.next_inode.max(last);
     Ok(first_inode)
@@ -245,7 +243,7 @@ fn remove_tree(
             continue;
         }
         n.nlink = n.nlink.saturating_sub(1);
-        n.ctime = time;
+        n.ctime = time.into();
         if n.nlink == 0 && !keep.contains(&ino) {
             st.purge(ino);
         }

@@ -288,7 +288,7 @@ impl State {
                         length: 0,
                         chunks: Default::default(),
                     },
-                    FileKind::Symlink => NodeData::Symlink(Vec::new()),
+                    FileKind::Symlink => NodeData::Symlink(Box::default()),
                     _ => NodeData::Special(*rdev),
                 };
                 let is_dir = *kind == FileKind::Dir;
@@ -299,9 +299,9 @@ impl State {
                         mode: *mode & 0o7777,
                         uid: *uid,
                         gid: *gid,
-                        atime: *time,
-                        mtime: *time,
-                        ctime: *time,
+                        atime: (*time).into(),
+                        mtime: (*time).into(),
+                        ctime: (*time).into(),
                         nlink: if is_dir { 2 } else { 1 },
                         goal,
                         trash_time,
@@ -310,8 +310,8 @@ impl State {
                     },
                 );
                 let p = self.node_mut(*parent)?;
-                p.mtime = *time;
-                p.ctime = *time;
+                p.mtime = (*time).into();
+                p.ctime = (*time).into();
                 if is_dir {
                     p.nlink += 1;
                 }
@@ -341,7 +341,7 @@ impl State {
                     rdev: 0,
                     time: *time,
                 })?;
-                self.node_mut(*inode)?.data = NodeData::Symlink(target.clone());
+                self.node_mut(*inode)?.data = NodeData::Symlink(target.clone().into_boxed_slice());
                 Ok(Applied::Node(*inode))
             }
             Op::Link {
@@ -366,10 +366,10 @@ impl State {
                 }
                 let n = self.node_mut(*inode)?;
                 n.nlink += 1;
-                n.ctime = *time;
+                n.ctime = (*time).into();
                 let p = self.node_mut(*parent)?;
-                p.mtime = *time;
-                p.ctime = *time;
+                p.mtime = (*time).into();
+                p.ctime = (*time).into();
                 if let Some(d) = p.dir_mut() {
                     d.insert(name.clone(), *inode);
                 }
@@ -440,12 +440,12 @@ impl State {
                     n.gid = *g;
                 }
                 if let Some(a) = atime {
-                    n.atime = *a;
+                    n.atime = (*a).into();
                 }
                 if let Some(m) = mtime {
-                    n.mtime = *m;
+                    n.mtime = (*m).into();
                 }
-                n.ctime = *time;
+                n.ctime = (*time).into();
                 Ok(Applied::Node(*inode))
             }
             Op::SetLength {
@@ -474,8 +474,8 @@ impl State {
                     *l = *length;
                     dropped = chunks.truncate(keep);
                 }
-                n.mtime = *time;
-                n.ctime = *time;
+                n.mtime = (*time).into();
+                n.ctime = (*time).into();
                 for (index, c) in dropped {
                     self.release_chunk(*inode, index, c);
                 }
@@ -532,8 +532,8 @@ impl State {
                     return Err(FsError::Inval);
                 };
                 *l = (*l).max(*length);
-                n.mtime = *time;
-                n.ctime = *time;
+                n.mtime = (*time).into();
+                n.ctime = (*time).into();
                 Ok(Applied::Node(*inode))
             }
             Op::SetXattr {
@@ -544,7 +544,7 @@ impl State {
             } => {
                 let n = self.node_mut(*inode)?;
                 n.xattrs.insert(name.clone(), value.clone());
-                n.ctime = *time;
+                n.ctime = (*time).into();
                 Ok(Applied::Done)
             }
             Op::RemoveXattr { inode, name, time } => {
@@ -552,7 +552,7 @@ impl State {
                 if n.xattrs.remove(name).is_none() {
                     return Err(FsError::NoAttr);
                 }
-                n.ctime = *time;
+                n.ctime = (*time).into();
                 Ok(Applied::Done)
             }
             Op::SetGoal {
@@ -575,12 +575,12 @@ impl State {
                         unchanged += 1;
                     } else {
                         n.goal = *goal;
-                        n.ctime = *time;
+                        n.ctime = (*time).into();
                         changed += 1;
                     }
                     if *recursive {
                         if let Some(d) = n.dir() {
-                            stack.extend(d.order.values().filter_map(|name| d.get(name)));
+                            stack.extend(d.iter().map(|(_, i)| i));
                         }
                     }
                 }
@@ -661,8 +661,8 @@ impl State {
     ) -> FsResult<()> {
         let child_is_dir = self.node(child)?.is_dir();
         let p = self.node_mut(parent)?;
-        p.mtime = time;
-        p.ctime = time;
+        p.mtime = time.into();
+        p.ctime = time.into();
         if child_is_dir {
             p.nlink = p.nlink.saturating_sub(1);
         }
@@ -670,7 +670,7 @@ impl State {
             d.remove(name);
         }
         let c = self.node_mut(child)?;
-        c.ctime = time;
+        c.ctime = time.into();
         c.nlink = if child_is_dir {
             0
         } else {
@@ -769,12 +769,12 @@ impl State {
                 self.move_dir_link(target, target_is_dir, new_parent, parent)?;
             }
             for ino in [src, target] {
-                self.node_mut(ino)?.ctime = time;
+                self.node_mut(ino)?.ctime = time.into();
             }
             for p in [parent, new_parent] {
                 let pn = self.node_mut(p)?;
-                pn.mtime = time;
-                pn.ctime = time;
+                pn.mtime = time.into();
+                pn.ctime = time.into();
             }
             return Ok(Applied::Done);
         }
@@ -799,11 +799,11 @@ impl State {
         if parent != new_parent {
             self.move_dir_link(src, src_is_dir, parent, new_parent)?;
         }
-        self.node_mut(src)?.ctime = time;
+        self.node_mut(src)?.ctime = time.into();
         for p in [parent, new_parent] {
             let pn = self.node_mut(p)?;
-            pn.mtime = time;
-            pn.ctime = time;
+            pn.mtime = time.into();
+            pn.ctime = time.into();
         }
         Ok(Applied::Done)
     }
@@ -829,7 +829,7 @@ impl State {
             .nodes
             .iter()
             .filter(|(i, n)| n.nlink == 0 && !self.meta.trash.contains_key(i))
-            .map(|(i, _)| Op::Purge { inode: *i })
+            .map(|(i, _)| Op::Purge { inode: i })
             .collect()
     }
 }

@@ -102,7 +102,7 @@ impl State {
                 break;
             };
             // Folders do not know their own name: find it in the parent.
-            match d.entries.iter().find(|(_, e)| e.inode == dir) {
+            match d.iter().find(|(_, i)| *i == dir) {
                 Some((name, _)) => parts.push(name),
                 None => break,
             }
@@ -197,12 +197,12 @@ impl State {
                 unchanged += 1;
             } else {
                 n.trash_time = trash_time;
-                n.ctime = time;
+                n.ctime = time.into();
                 changed += 1;
             }
             if recursive {
                 if let Some(d) = n.dir() {
-                    stack.extend(d.order.values().filter_map(|name| d.get(name)));
+                    stack.extend(d.iter().map(|(_, i)| i));
                 }
             }
         }
@@ -309,10 +309,10 @@ impl State {
         self.untrash(inode);
         let n = self.node_mut(inode)?;
         n.nlink = 1;
-        n.ctime = time;
+        n.ctime = time.into();
         let p = self.node_mut(parent)?;
-        p.mtime = time;
-        p.ctime = time;
+        p.mtime = time.into();
+        p.ctime = time.into();
         if let Some(d) = p.dir_mut() {
             d.insert(plan.name, inode);
         }

@@ -149,7 +149,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
         }
         ClRequest::ReadLink { inode } => match &st.node(inode)?.data {
-            NodeData::Symlink(t) => done(ClReply::Link(t.clone())),
+            NodeData::Symlink(t) => done(ClReply::Link(t.to_vec())),
             _ => Err(FsError::Inval),
         },
         ClRequest::Unlink { parent, name, cred } => {
@@ -399,15 +399,14 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
 fn read_dir(st: &State, inode: Inode, cookie: u64, max: u32) -> FsResult<ClReply> {
     let dir = st.dir(inode)?;
     let max = max.clamp(1, 10_000) as usize;
-    let mut entries = Vec::with_capacity(max.min(dir.order.len()));
-    let mut iter = dir.order.range(cookie.saturating_add(1)..);
-    for (edge, name) in iter.by_ref() {
-        let Some(child) = dir.get(name) else { continue };
+    let mut entries = Vec::with_capacity(max.min(dir.len()));
+    let mut iter = dir.entries_after(cookie);
+    for (edge, name, child) in iter.by_ref() {
         let Ok(node) = st.node(child) else { continue };
         entries.push(DirEntry {
             name: name.to_vec(),
             attr: node.attr(child),
-            cookie: *edge,
+            cookie: edge,
         });
         if entries.len() >= max {
             break;
