@@ -144,7 +144,7 @@ impl Master {
         let _one_at_a_time = self.dumping.lock().await;
         let (bytes, version) = {
             let st = self.state();
-            let bytes = metadata::encode(&st.meta);
+            let bytes = metadata::encode(&st.meta)?;
             self.log.rotate();
             (bytes, st.meta.version)
         };
@@ -348,7 +348,7 @@ pub fn restore(from: &Path, data_path: &Path, default_goal: u8) -> anyhow::Resul
             from.display()
         );
     }
-    metadata::write(data_path, &metadata::encode(&meta))?;
+    metadata::write(data_path, &metadata::encode(&meta)?)?;
     Ok(meta.version)
 }
 

@@ -28,6 +28,10 @@ pub enum MetadataError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "cannot encode the metadata ({0}); the last dump stays as it was: report this as a bug"
+    )]
+    Encode(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -49,8 +53,9 @@ pub enum MetadataError {
 }
 
 /// Encodes a dump in memory (done under the state lock; the slow write happens elsewhere).
-pub fn encode(meta: &Meta) -> Vec<u8> {
-    let body = postcard::to_allocvec(meta).unwrap_or_default();
+/// A body that cannot be encoded is an error, never an empty dump written over a good one.
+pub fn encode(meta: &Meta) -> Result<Vec<u8>, MetadataError> {
+    let body = postcard::to_allocvec(meta).map_err(|e| MetadataError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(body.len() + 44);
     out.extend_from_slice(SIGNATURE);
     out.extend_from_slice(&meta.cluster_id.to_be_bytes());
@@ -59,7 +64,7 @@ pub fn encode(meta: &Meta) -> Vec<u8> {
     out.extend_from_slice(&body);
     out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
     out.extend_from_slice(EOF_MARK);
-    out
+    Ok(out)
 }
 
 /// Writes an encoded dump atomically into `dir`.
@@ -227,7 +232,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut meta = Meta::fresh(77, Timespec::now(), 2);
         meta.version = 5;
-        write(dir.path(), &encode(&meta)).unwrap();
+        write(dir.path(), &encode(&meta).unwrap()).unwrap();
         let path = dir.path().join(DUMP_FILE);
         let back = load(&path).unwrap();
         assert_eq!(back.cluster_id, 77);
@@ -239,9 +244,9 @@ mod tests {
             ..Default::default()
         };
         with_quota.quotas.insert(1, q);
-        write(dir.path(), &encode(&with_quota)).unwrap();
+        write(dir.path(), &encode(&with_quota).unwrap()).unwrap();
         assert_eq!(load(&path).unwrap().quotas.get(&1), Some(&q));
-        write(dir.path(), &encode(&meta)).unwrap();
+        write(dir.path(), &encode(&meta).unwrap()).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xff;
@@ -326,7 +331,7 @@ mod tests {
             st.apply(op).unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &encode(&st.meta)).unwrap();
+        write(dir.path(), &encode(&st.meta).unwrap()).unwrap();
         let back = State::new(load(&dir.path().join(DUMP_FILE)).unwrap());
         let listing = |st: &State| -> Vec<(u64, Vec<u8>, moose_proto::Attr)> {
             st.dir(ROOT_INODE)

@@ -104,7 +104,7 @@ where
     let (dump, cluster_id, at) = {
         let st = master.state();
         (
-            metadata::encode(&st.meta),
+            metadata::encode(&st.meta)?,
             st.meta.cluster_id,
             st.meta.version,
         )

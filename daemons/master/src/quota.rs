@@ -520,7 +520,7 @@ mod tests {
         // The clock is metadata: a dump (and so a restart or a metalogger) keeps it.
         let since = st.meta.quota_since[&2];
         let dir = tempfile::tempdir().unwrap();
-        crate::metadata::write(dir.path(), &crate::metadata::encode(&st.meta)).unwrap();
+        crate::metadata::write(dir.path(), &crate::metadata::encode(&st.meta).unwrap()).unwrap();
         let loaded = crate::metadata::load(&dir.path().join(crate::metadata::DUMP_FILE)).unwrap();
         assert_eq!(loaded.quota_since.get(&2), Some(&since));
         assert!(clock_changes(&State::new(loaded), since + 100).is_empty());
