@@ -84,7 +84,14 @@ where
         version,
         disks,
         auth,
-    } = first?
+    } = (match first {
+        // A port check (moosectl doctor) says hello and goes: nothing for the log's reader.
+        Err(e) if e.is_disconnect() => {
+            tracing::debug!("chunkserver port: {peer} closed after the hello, unregistered");
+            return Ok(());
+        }
+        other => other?,
+    })
     else {
         return refuse(&mut writer, peer, "expected a registration first".into()).await;
     };

@@ -66,6 +66,11 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
             );
             return;
         }
+        // A port check (moosectl doctor) says hello and goes: nothing for the log's reader.
+        Ok(Err(e)) if e.is_disconnect() => {
+            tracing::debug!("metalogger port: {peer} closed after the hello, unregistered");
+            return;
+        }
         Ok(Err(e)) => {
             tracing::warn!("metalogger {peer}: {e}");
             return;
