@@ -371,11 +371,7 @@ mod tests {
     use super::*;
     use crate::ops::Op;
     use crate::state::State;
-    use moose_proto::Timespec;
-
-    fn t(s: i64) -> Timespec {
-        Timespec { sec: s, nsec: 0 }
-    }
+    use crate::test_ops::t;
 
     fn create(parent: Inode, name: &str, inode: Inode, kind: FileKind) -> Op {
         Op::Create {

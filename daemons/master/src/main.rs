@@ -27,6 +27,8 @@ mod requests;
 mod sessions;
 mod snapshot;
 mod state;
+#[cfg(test)]
+mod test_ops;
 mod trash;
 mod trust;
 

@@ -369,11 +369,8 @@ pub fn statfs_limit(st: &State, inode: Inode) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moose_proto::{FileKind, Timespec};
-
-    fn t(s: i64) -> Timespec {
-        Timespec { sec: s, nsec: 0 }
-    }
+    use crate::test_ops::{create, t};
+    use moose_proto::FileKind;
 
     fn state() -> State {
         let mut st = State::new(Meta::fresh(1, t(0), 2));
@@ -381,18 +378,7 @@ mod tests {
             (ROOT_INODE, "q", 2, FileKind::Dir),
             (2, "f", 3, FileKind::File),
         ] {
-            st.apply(&Op::Create {
-                parent,
-                name: name.as_bytes().to_vec(),
-                inode,
-                kind,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                rdev: 0,
-                time: t(1),
-            })
-            .unwrap();
+            create(&mut st, parent, name, inode, kind);
         }
         st
     }

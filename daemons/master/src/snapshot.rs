@@ -291,29 +291,11 @@ pub fn copy_chunk(
 mod tests {
     use super::*;
     use crate::ops::Op;
+    use crate::test_ops::{create, t};
     use moose_proto::ROOT_INODE;
-
-    fn t(s: i64) -> Timespec {
-        Timespec { sec: s, nsec: 0 }
-    }
 
     fn fresh() -> State {
         State::new(Meta::fresh(1, t(0), 2))
-    }
-
-    fn create(st: &mut State, parent: Inode, name: &str, inode: Inode, kind: FileKind) {
-        st.apply(&Op::Create {
-            parent,
-            name: name.as_bytes().to_vec(),
-            inode,
-            kind,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            time: t(1),
-        })
-        .unwrap();
     }
 
     fn chunk(st: &mut State, inode: Inode, index: u32, chunk_id: u64) {

@@ -837,26 +837,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moose_proto::{Timespec, ROOT_INODE};
-
-    fn t(s: i64) -> Timespec {
-        Timespec { sec: s, nsec: 0 }
-    }
-
-    fn create(st: &mut State, parent: Inode, name: &str, inode: Inode, kind: FileKind) {
-        st.apply(&Op::Create {
-            parent,
-            name: name.as_bytes().to_vec(),
-            inode,
-            kind,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            time: t(1),
-        })
-        .unwrap();
-    }
+    use crate::test_ops::{create, t};
+    use moose_proto::ROOT_INODE;
 
     fn fresh() -> State {
         State::new(Meta::fresh(1, t(0), 1))

@@ -347,25 +347,7 @@ pub async fn purge_loop(m: Arc<Master>) {
 mod tests {
     use super::*;
     use crate::namespace::Meta;
-
-    fn t(s: i64) -> Timespec {
-        Timespec { sec: s, nsec: 0 }
-    }
-
-    fn create(st: &mut State, parent: Inode, name: &str, inode: Inode, kind: FileKind) {
-        st.apply(&Op::Create {
-            parent,
-            name: name.as_bytes().to_vec(),
-            inode,
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            time: t(1),
-        })
-        .unwrap();
-    }
+    use crate::test_ops::{create, t};
 
     fn with_data(st: &mut State, inode: Inode) {
         st.apply(&Op::AddChunk {
