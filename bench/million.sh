@@ -23,20 +23,8 @@ esac
 [ "$files" -ge "$folders" ] || { echo "bench/million.sh: --files must be at least $folders (one per folder)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "bench/million.sh: run as root (FUSE mounts)" >&2; exit 1; }
 
-if [ -n "${MOOSE_BIN:-}" ]; then
-    bin=$MOOSE_BIN
-else
-    cargo build --release --bins -q
-    bin=${CARGO_TARGET_DIR:-$PWD/target}/release
-fi
-work=$(mktemp -d /tmp/moose-million.XXXXXX)
-mnt=$work/mnt
-cleanup() {
-    stop_ours "$work" "$mnt"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-start_ours "$work" "$mnt"
+our_binaries
+ours_in_tmp million
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }

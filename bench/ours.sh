@@ -1,6 +1,26 @@
 # shellcheck shell=bash
 # Sourced by the bench scripts: our cluster on 127.0.0.1 (a master, two chunkservers and a
-# mount), its folders under one work folder. Needs $bin (where our binaries are).
+# mount), its folders under one work folder. Needs $bin (where our binaries are): see
+# our_binaries.
+
+# Sets bin: $MOOSE_BIN (to compare builds), else a release build made now.
+our_binaries() {
+    if [ -n "${MOOSE_BIN:-}" ]; then
+        bin=$MOOSE_BIN
+    else
+        cargo build --release --bins -q
+        bin=${CARGO_TARGET_DIR:-$PWD/target}/release
+    fi
+}
+
+# ours_in_tmp NAME: our cluster in a new /tmp/moose-NAME.XXXXXX (sets work and mnt), stopped
+# and removed when the script exits.
+ours_in_tmp() {
+    work=$(mktemp -d "/tmp/moose-$1.XXXXXX")
+    mnt=$work/mnt
+    trap 'stop_ours "$work" "$mnt"; rm -rf "$work"' EXIT
+    start_ours "$work" "$mnt"
+}
 
 # A free TCP port on 127.0.0.1.
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 10000)); }

@@ -18,20 +18,8 @@ if [ "${1:-}" = "--quick" ]; then size=256M files=1000 runtime=3; fi
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (FUSE mounts, drop_caches)" >&2; exit 1; }
 command -v fio >/dev/null || { echo "bench: fio is missing: apt-get install fio" >&2; exit 1; }
 
-if [ -n "${MOOSE_BIN:-}" ]; then
-    bin=$MOOSE_BIN   # compare builds: MOOSE_BIN=/path/to/target/release bench/run.sh
-else
-    cargo build --release --bins -q
-    bin=${CARGO_TARGET_DIR:-$PWD/target}/release
-fi
-work=$(mktemp -d /tmp/moose-bench.XXXXXX)
-mnt=$work/mnt
-cleanup() {
-    stop_ours "$work" "$mnt"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-start_ours "$work" "$mnt"
+our_binaries
+ours_in_tmp bench
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }

@@ -36,12 +36,7 @@ if ! command -v mfsmaster >/dev/null || ! command -v mfsmount >/dev/null || ! co
         moosefs-master moosefs-chunkserver moosefs-client moosefs-cli >/dev/null
 fi
 
-if [ -n "${MOOSE_BIN:-}" ]; then
-    bin=$MOOSE_BIN
-else
-    cargo build --release --bins -q
-    bin=${CARGO_TARGET_DIR:-$PWD/target}/release
-fi
+our_binaries
 
 work=$(mktemp -d /tmp/moose-side.XXXXXX)
 chmod 755 "$work"   # stock daemons drop to user mfs, which must reach its folders
