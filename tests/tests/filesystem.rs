@@ -241,6 +241,62 @@ fn a_partial_write_into_a_damaged_block_fails_over_and_keeps_the_data_right() {
     }
 }
 
+#[test]
+fn writes_and_fsyncs_in_a_loop_keep_one_lease_and_leave_the_chunk_to_other_writers() {
+    use std::os::unix::fs::FileExt;
+    let mut c = cluster(2);
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    c.tool(&["setgoal", "2", a.to_str().unwrap()]).unwrap();
+    let path = a.join("log");
+    let f = fs::File::create(&path).unwrap();
+    let mut want = Vec::new();
+    for i in 0..20u8 {
+        let block = vec![i; 4096];
+        f.write_all_at(&block, want.len() as u64).unwrap();
+        want.extend_from_slice(&block);
+        f.sync_data().unwrap();
+    }
+    // One lease for all twenty write-outs: the chunk kept the version it was created with
+    // (a new lease per fsync raised it each time).
+    let versions = || -> Vec<u64> {
+        let info = c
+            .tool(&["fileinfo", "--json", path.to_str().unwrap()])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+        v[0]["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ch| ch["version"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(versions(), vec![1]);
+
+    // The other mount cuts and writes the chunk while this one still has the file open
+    // (and its lease): both wait the lease out instead of failing.
+    let other = fs::OpenOptions::new()
+        .write(true)
+        .open(b.join("log"))
+        .unwrap();
+    other.set_len(6000).unwrap();
+    other.write_all_at(b"from b", 10).unwrap();
+    other.sync_all().unwrap();
+    drop(other);
+    want.truncate(6000);
+    want[10..16].copy_from_slice(b"from b");
+
+    // The first mount's lease went stale meanwhile: its next write takes a new one.
+    f.write_all_at(b"from a", 100).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    want[100..106].copy_from_slice(b"from a");
+    c.drop_caches();
+    for mnt in [&a, &b] {
+        assert_same("log", &fs::read(mnt.join("log")).unwrap(), &want);
+    }
+}
+
 /// Flips the bits of `mask` in one byte of block 3 of the data of the only chunk file on
 /// chunkserver `cs`, as a failing disk would.
 fn flip_bits_in_the_only_chunk_of(c: &LocalCluster, cs: usize, mask: u8) {

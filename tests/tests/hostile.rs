@@ -344,6 +344,8 @@ fn a_read_only_session_cannot_extend_a_file_nor_read_what_it_did_not_open() {
                 chunk_id,
                 length: 1 << 40,
                 ok: true,
+                keep: false,
+                sync: false,
             })
             .await;
         let lease = p.call(ClRequest::WriteChunk { inode, index: 0 }).await;
@@ -388,6 +390,8 @@ fn a_writer_cannot_end_a_lock_it_does_not_hold() {
             chunk_id,
             length: 1 << 40,
             ok: true,
+            keep: false,
+            sync: false,
         })
         .await
     });

@@ -41,6 +41,8 @@ const MAX_WRITE: u32 = 1 << 20;
 const MAX_READAHEAD: u32 = 1 << 20;
 /// Remembered "no such attribute" answers.
 const MAX_ABSENT_XATTRS: usize = 16384;
+/// How long a truncation waits for another writer of a chunk it cuts.
+const LOCKED_PATIENCE: Duration = Duration::from_secs(60);
 /// Times an attribute answer overtaken by a write-out of the file is asked for again.
 const ATTR_ATTEMPTS: u32 = 8;
 
@@ -205,6 +207,27 @@ impl Core {
         self.master.call(req).await
     }
 
+    /// A size change, waiting while another mount holds a chunk it cuts (it writes, or keeps
+    /// its write lease for a second): a truncation must not fail because of that.
+    async fn resize(&self, inode: Inode, set: SetAttrs, cred: Cred) -> Result<ClReply, CallError> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let req = ClRequest::SetAttr {
+                inode,
+                set: set.clone(),
+                cred: cred.clone(),
+            };
+            match self.call(req).await {
+                Err(CallError::Fs(FsError::Locked)) if start.elapsed() < LOCKED_PATIENCE => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Waits until the master has every metadata change made so far on its disk: an fsync
     /// covers the file's size and times, and the names leading to it.
     async fn sync_metadata(&self) -> Result<(), Errno> {
@@ -366,7 +389,7 @@ impl Core {
     ) -> Result<Vec<u8>, Errno> {
         let end = offset.saturating_add(size as u64);
         if self.writer.overlaps(inode, offset, end) {
-            self.writer.flush(inode).await.map_err(fs_errno)?;
+            self.writer.flush_for_read(inode).await.map_err(fs_errno)?;
         }
         let epoch = self.writer.epoch();
         let data = self
@@ -383,7 +406,7 @@ impl Core {
             None => true,
         };
         if data.len() < size as usize && maybe_longer() {
-            self.writer.flush(inode).await.map_err(fs_errno)?;
+            self.writer.flush_for_read(inode).await.map_err(fs_errno)?;
             return self
                 .reader
                 .read(inode, offset, size, ReadMode::Random)
@@ -746,7 +769,11 @@ impl Filesystem for MooseFs {
             }
             let resized = set.size.is_some();
             let epoch = core.writer.epoch();
-            let r = core.call(ClRequest::SetAttr { inode, set, cred }).await;
+            let r = if resized {
+                core.resize(inode, set, cred).await
+            } else {
+                core.call(ClRequest::SetAttr { inode, set, cred }).await
+            };
             if resized {
                 core.reader.invalidate(inode);
             }
@@ -1099,12 +1126,21 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let inode = core.to_master(ino);
         self.spawn(async move {
-            // Once the data is written out, the master has recorded every change the fsync
-            // covers: its sync and the chunk copies' syncs run side by side.
-            if let Err(e) = core.writer.flush(inode).await {
-                return reply.error(fs_errno(e));
-            }
-            let (data, metadata) = tokio::join!(core.writer.fsync(inode), core.sync_metadata());
+            // Buffered data lands synced, and the master answers its end once that is on its
+            // disk. Then chunks written out earlier are synced, side by side with the
+            // master's changelog if no write-out just synced it.
+            let changelog_synced = match core.writer.flush_durably(inode).await {
+                Ok(landed) => landed,
+                Err(e) => return reply.error(fs_errno(e)),
+            };
+            let metadata = async {
+                if changelog_synced {
+                    Ok(())
+                } else {
+                    core.sync_metadata().await
+                }
+            };
+            let (data, metadata) = tokio::join!(core.writer.sync_written(inode), metadata);
             match (data, metadata) {
                 (Err(e), _) => reply.error(fs_errno(e)),
                 (Ok(()), Err(e)) => reply.error(e),
@@ -1373,7 +1409,12 @@ impl Filesystem for MooseFs {
                 .create_open(parent, name.clone(), mode, umask, flags, cred.clone())
                 .await;
             let opened = match created {
-                Ok((a, fh)) => Ok((a, fh)),
+                Ok((a, fh)) => {
+                    // A new file has no extended attributes, and the kernel asks for this one
+                    // before every write (to drop file capabilities): no round trip for it.
+                    core.note_xattr_absent(a.inode, b"security.capability".to_vec());
+                    Ok((a, fh))
+                }
                 Err(CallError::Fs(FsError::Exist)) if flags & libc::O_EXCL == 0 => {
                     // Created by someone else since the kernel's lookup: open it instead.
                     let lookup = ClRequest::Lookup {

@@ -8,6 +8,7 @@ pub mod extents;
 pub mod folder_tools;
 pub mod folders;
 pub mod fs;
+pub mod kept_leases;
 pub mod master;
 pub mod meta;
 pub mod mount;

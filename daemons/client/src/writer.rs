@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::csio::{CsError, CsPool};
 use crate::extents::{plan_chunks, ChunkWrite, Extents};
+use crate::kept_leases::{KeptLease, KeptLeases};
 use crate::master::{CallError, MasterClient};
 use crate::reader::Reader;
 
@@ -35,12 +36,14 @@ const WRITE_ATTEMPTS: u32 = 5;
 /// Chunks of one file written at the same time.
 const PARALLEL_CHUNKS: usize = 4;
 
-/// A chunk written since the last fsync: where it is and on which servers.
+/// A chunk written out: where it is and on which servers.
 struct Written {
     index: u32,
     chunk: ChunkRef,
     chain: Vec<CsAddr>,
     token: ChunkToken,
+    /// Synced on every server of the chain (an fsync's write-out).
+    synced: bool,
 }
 
 #[derive(Default)]
@@ -64,6 +67,8 @@ struct FileState {
     landed_at: u64,
     /// Chunks written since the last fsync: index → (chunk, chain).
     unsynced: HashMap<u32, (ChunkRef, Vec<CsAddr>, ChunkToken)>,
+    /// Leases kept for the next write-out (see [`crate::kept_leases`]).
+    kept: KeptLeases,
 }
 
 impl FileState {
@@ -80,7 +85,10 @@ impl FileState {
     }
 
     fn is_idle(&self) -> bool {
-        self.dirty.is_empty() && self.inflight.is_empty() && self.error.is_none()
+        self.dirty.is_empty()
+            && self.inflight.is_empty()
+            && self.error.is_none()
+            && self.kept.is_empty()
     }
 
     /// Buffers a write made at `now`.
@@ -180,12 +188,30 @@ pub struct Writer {
     forgotten: AtomicU64,
 }
 
+/// Why a file's buffer is written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Errors are kept for the next synchronous call.
+enum Purpose {
+    /// Enough data gathered, or it got old. Errors are kept for the next call below.
     Background,
-    /// Errors (this one's or a kept one) are returned.
-    Sync,
+    /// A read of buffered bytes.
+    Read,
+    /// An fsync: every chunk written is synced on every server of its chain while the
+    /// master syncs its changelog up to the write's end.
+    Fsync,
+    /// A close, or a change of size or times: the file's write leases end.
+    Close,
+}
+
+impl Purpose {
+    /// Errors (this write-out's or a kept one) are returned.
+    fn reports(self) -> bool {
+        self != Purpose::Background
+    }
+
+    /// Leases are kept for the next write-out: more writes are likely to follow.
+    fn keeps_leases(self) -> bool {
+        self != Purpose::Close
+    }
 }
 
 impl Writer {
@@ -279,7 +305,7 @@ impl Writer {
     fn spawn_background(self: &Arc<Self>, inode: Inode) {
         let me = self.clone();
         tokio::spawn(async move {
-            let _ = me.flush_file(inode, Mode::Background).await;
+            let _ = me.flush_file(inode, Purpose::Background).await;
         });
     }
 
@@ -337,18 +363,32 @@ impl Writer {
         }
     }
 
-    /// Writes the file's buffer out and returns any error since the last report.
+    /// Writes the file's buffer out, ends its write leases and returns any error since the
+    /// last report (a close; a change of size or times).
     pub async fn flush(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
-        self.flush_file(inode, Mode::Sync).await
+        self.flush_file(inode, Purpose::Close).await.map(|_| ())
     }
 
-    /// [`Writer::flush`], then makes every chunk written since the last fsync durable on every
-    /// server of its chain. A server that fails the sync because it died is fine once the
-    /// master no longer counts its copy (the others have every acknowledged write): that is
-    /// checked against the master for a while before the fsync fails. A chunk that got a new
-    /// version since it was written (a truncation, another writer) is synced at that version.
-    pub async fn fsync(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
-        self.flush(inode).await?;
+    /// [`Writer::flush`] before a read of buffered bytes: the write leases stay.
+    pub async fn flush_for_read(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
+        self.flush_file(inode, Purpose::Read).await.map(|_| ())
+    }
+
+    /// The first half of an fsync: writes the buffer out, each chunk synced on every server
+    /// while the master syncs its changelog up to the write's end. True when data landed (so
+    /// the changelog is on disk past every change acknowledged before), false when there was
+    /// nothing to write.
+    pub async fn flush_durably(self: &Arc<Self>, inode: Inode) -> Result<bool, FsError> {
+        self.flush_file(inode, Purpose::Fsync).await
+    }
+
+    /// The second half of an fsync: makes every chunk written out earlier (in the background,
+    /// or for a read) durable on every server of its chain. A server that fails the sync
+    /// because it died is fine once the master no longer counts its copy (the others have
+    /// every acknowledged write): that is checked against the master for a while before the
+    /// fsync fails. A chunk that got a new version since it was written (a truncation,
+    /// another writer) is synced at that version.
+    pub async fn sync_written(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
         let Some(f) = self.file(inode) else {
             return Ok(());
         };
@@ -505,9 +545,10 @@ impl Writer {
         failed
     }
 
-    async fn flush_file(self: &Arc<Self>, inode: Inode, mode: Mode) -> Result<(), FsError> {
+    /// Writes the file's buffer out; true when data landed.
+    async fn flush_file(self: &Arc<Self>, inode: Inode, purpose: Purpose) -> Result<bool, FsError> {
         let Some(f) = self.file(inode) else {
-            return Ok(());
+            return Ok(false);
         };
         let _turn = f.flushing.lock().await;
         let (ranges, writes) = {
@@ -521,12 +562,18 @@ impl Writer {
         };
         let landed = !ranges.is_empty();
         let result = if landed {
-            let r = self.write_out(inode, &f, plan_chunks(ranges)).await;
+            let r = self
+                .write_out(inode, &f, plan_chunks(ranges), purpose)
+                .await;
             self.reader.invalidate(inode);
             r
         } else {
             Ok(())
         };
+        if !purpose.keeps_leases() {
+            let rest = f.lock().kept.take_all();
+            self.end_leases(inode, rest).await;
+        }
         let mut st = f.lock();
         st.inflight.clear();
         st.inflight_bytes = 0;
@@ -540,10 +587,12 @@ impl Writer {
         if let Err(e) = result {
             st.error.get_or_insert(e);
         }
-        match mode {
-            Mode::Background => Ok(()),
-            Mode::Sync => st.error.take().map_or(Ok(()), Err),
+        if purpose.reports() {
+            if let Some(e) = st.error.take() {
+                return Err(e);
+            }
         }
+        Ok(landed)
     }
 
     /// Writes the chunks, a few at a time; the first error wins.
@@ -552,6 +601,7 @@ impl Writer {
         inode: Inode,
         f: &Arc<FileBuf>,
         plan: Vec<ChunkWrite>,
+        purpose: Purpose,
     ) -> Result<(), FsError> {
         let mut result = Ok(());
         let mut tasks: JoinSet<Result<Written, FsError>> = JoinSet::new();
@@ -560,16 +610,21 @@ impl Writer {
             while tasks.len() < PARALLEL_CHUNKS {
                 let Some(cw) = queue.next() else { break };
                 let me = self.clone();
-                tasks.spawn(async move { me.write_chunk(inode, cw).await });
+                let f = f.clone();
+                tasks.spawn(async move { me.write_chunk(inode, &f, cw, purpose).await });
             }
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
             match joined {
                 Ok(Ok(w)) => {
-                    f.lock()
-                        .unsynced
-                        .insert(w.index, (w.chunk, w.chain, w.token));
+                    let mut st = f.lock();
+                    if w.synced {
+                        // With every earlier write of the chunk.
+                        st.unsynced.remove(&w.index);
+                    } else {
+                        st.unsynced.insert(w.index, (w.chunk, w.chain, w.token));
+                    }
                 }
                 Ok(Err(e)) => {
                     if result.is_ok() {
@@ -587,12 +642,25 @@ impl Writer {
         result
     }
 
-    /// Writes one chunk's pieces under a lease; a failed chain is retried with a new lease.
-    async fn write_chunk(&self, inode: Inode, cw: ChunkWrite) -> Result<Written, FsError> {
+    /// Writes one chunk's pieces under a lease (the one kept from the last write-out, else a
+    /// new one); a failed chain is retried with a new lease.
+    async fn write_chunk(
+        &self,
+        inode: Inode,
+        f: &FileBuf,
+        cw: ChunkWrite,
+        purpose: Purpose,
+    ) -> Result<Written, FsError> {
         let index = cw.index;
+        let keep = purpose.keeps_leases();
+        let sync = purpose == Purpose::Fsync;
         let mut last = FsError::Io;
+        let mut kept = f.lock().kept.take(index, Instant::now());
         for attempt in 1..=WRITE_ATTEMPTS {
-            let lease = self.lease(inode, index).await?;
+            let (lease, granted, reused) = match kept.take() {
+                Some(KeptLease { lease, granted, .. }) => (lease, granted, true),
+                None => (self.lease(inode, index).await?, Instant::now(), false),
+            };
             let chunk = ChunkRef {
                 chunk_id: lease.chunk_id,
                 version: lease.version,
@@ -601,26 +669,48 @@ impl Writer {
                 .cs
                 .write_chain(&lease.chain, chunk, &lease.token, &cw.pieces)
                 .await;
+            if reused {
+                if let Err(e) = &written {
+                    // The chunk moved on since (another writer, a truncation, a server gone):
+                    // end the kept lease and write under a new one at once.
+                    tracing::debug!(
+                        "inode {inode} chunk {index}: kept lease no longer fit ({e}); asking anew"
+                    );
+                    self.end_leases(inode, vec![(index, lease)]).await;
+                    self.reader.invalidate(inode);
+                    continue;
+                }
+            }
             let ok = written.is_ok();
             let length = if ok { cw.end } else { lease.file_length };
-            let end = self
-                .master
-                .call(ClRequest::WriteChunkEnd {
-                    inode,
-                    index,
-                    chunk_id: lease.chunk_id,
-                    length,
-                    ok,
-                })
-                .await;
+            let end = self.master.call(ClRequest::WriteChunkEnd {
+                inode,
+                index,
+                chunk_id: lease.chunk_id,
+                length,
+                ok,
+                keep: keep && ok,
+                sync,
+            });
+            // For an fsync the copies sync while the master syncs its changelog.
+            let (end, synced) = if sync && ok {
+                tokio::join!(end, self.sync_copies(&lease, chunk))
+            } else {
+                (end.await, false)
+            };
             match (written, end) {
                 (Ok(()), Ok(ClReply::Attr(_)) | Ok(ClReply::Done)) => {
-                    return Ok(Written {
+                    let done = Written {
                         index,
                         chunk,
-                        chain: lease.chain,
-                        token: lease.token,
-                    })
+                        chain: lease.chain.clone(),
+                        token: lease.token.clone(),
+                        synced,
+                    };
+                    if keep {
+                        f.lock().kept.keep(index, lease, granted, Instant::now());
+                    }
+                    return Ok(done);
                 }
                 (Ok(()), Ok(other)) => {
                     tracing::error!("unexpected answer to the end of a write: {other:?}");
@@ -658,6 +748,48 @@ impl Writer {
         }
         tracing::error!("inode {inode} chunk {index}: giving up after {WRITE_ATTEMPTS} attempts");
         Err(last)
+    }
+
+    /// Syncs `chunk` on every server of the lease's chain at once; false if one failed (the
+    /// chunk is then synced again, with the failure handling of [`Writer::sync_written`]).
+    async fn sync_copies(&self, lease: &WriteLease, chunk: ChunkRef) -> bool {
+        let mut tasks = JoinSet::new();
+        for server in lease.chain.clone() {
+            let (cs, token) = (self.cs.clone(), lease.token.clone());
+            tasks.spawn(async move { cs.sync(&server, chunk, &token).await });
+        }
+        let mut all = true;
+        while let Some(r) = tasks.join_next().await {
+            all &= matches!(r, Ok(Ok(())));
+        }
+        all
+    }
+
+    /// Ends kept leases: the master unlocks their chunks for other writers (nothing else
+    /// changes). A failure only delays that until the master's lock timeout.
+    async fn end_leases(&self, inode: Inode, leases: Vec<(u32, WriteLease)>) {
+        for (index, lease) in leases {
+            let end = ClRequest::WriteChunkEnd {
+                inode,
+                index,
+                chunk_id: lease.chunk_id,
+                length: lease.file_length,
+                ok: false,
+                keep: false,
+                sync: false,
+            };
+            if let Err(e) = self.master.call(end).await {
+                tracing::debug!("inode {inode} chunk {index}: ending a kept lease: {e}");
+            }
+        }
+    }
+
+    /// Ends the leases of `inode` that idled or aged out, between its write-outs.
+    async fn end_unfit_leases(&self, inode: Inode) {
+        let Some(f) = self.file(inode) else { return };
+        let _turn = f.flushing.lock().await;
+        let unfit = f.lock().kept.take_unfit(Instant::now());
+        self.end_leases(inode, unfit).await;
     }
 
     /// A write lease for chunk `index`, waiting while another writer holds the chunk.
@@ -699,7 +831,7 @@ fn call_status(e: CallError) -> FsError {
     }
 }
 
-/// Starts background writes of data that waited too long.
+/// Starts background writes of data that waited too long, and ends write leases kept too long.
 async fn age_ticker(writer: Weak<Writer>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -709,18 +841,20 @@ async fn age_ticker(writer: Weak<Writer>) {
         let files: Vec<(Inode, Arc<FileBuf>)> =
             w.files().iter().map(|(i, f)| (*i, f.clone())).collect();
         for (inode, f) in files {
-            let start = {
+            let (start, leases_kept) = {
                 let mut st = f.lock();
                 let old = st.dirty_since.is_some_and(|t| t.elapsed() >= MAX_DIRTY_AGE);
-                if old && !st.background_queued {
+                let start = old && !st.background_queued;
+                if start {
                     st.background_queued = true;
-                    true
-                } else {
-                    false
                 }
+                (start, !st.kept.is_empty())
             };
             if start {
                 w.spawn_background(inode);
+            } else if leases_kept {
+                let w = w.clone();
+                tokio::spawn(async move { w.end_unfit_leases(inode).await });
             }
         }
     }

@@ -172,19 +172,25 @@ pub enum ClRequest {
         index: u32,
     },
     /// Gets (creating or versioning) a chunk for writing; the chunk stays locked for this
-    /// session until [`ClRequest::WriteChunkEnd`].
+    /// session until a [`ClRequest::WriteChunkEnd`] without `keep`.
     WriteChunk {
         inode: Inode,
         index: u32,
     },
-    /// Ends a write lease. `length` is the file length the writes reached (the master keeps
-    /// the larger of it and the current length); `ok` is false when the writes failed.
+    /// Records the writes done under a lease. `length` is the file length the writes reached
+    /// (the master keeps the larger of it and the current length); `ok` is false when the
+    /// writes failed or there were none since the last end (nothing is recorded then).
+    /// `keep` (with `ok`) keeps the chunk locked for this session, so that its next writes
+    /// use the same lease without a new version; otherwise the lease ends. `sync`: the
+    /// answer waits until the master's changelog is on its disk up to this change (an fsync).
     WriteChunkEnd {
         inode: Inode,
         index: u32,
         chunk_id: u64,
         length: u64,
         ok: bool,
+        keep: bool,
+        sync: bool,
     },
     GetXattr {
         inode: Inode,

@@ -86,7 +86,7 @@ async fn restore_version(m: &Master, chunk_id: u64, version: u32) {
     }
 }
 
-fn lock_chunk(st: &mut State, chunk_id: u64, session: u64) {
+pub(super) fn lock_chunk(st: &mut State, chunk_id: u64, session: u64) {
     st.rt.write_locks.insert(
         chunk_id,
         WriteLock {

@@ -200,6 +200,8 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         return Step::Reply(Err(e));
     }
     let touched = touched_folders(&req);
+    // An fsync's last write: answered once the changelog is on disk up to it.
+    let durable = matches!(req, ClRequest::WriteChunkEnd { sync: true, .. });
     let r = match req {
         ClRequest::WriteChunk { .. } => return Step::Later(req),
         ClRequest::SetAttr { ref set, .. } if set.size.is_some() => return Step::Later(req),
@@ -258,6 +260,8 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         other => names::apply(m, s, other, now),
     };
     match r {
+        Ok((reply, Some(version))) if durable => Step::Synced(reply, version),
+        Ok((reply, None)) if durable => Step::Synced(reply, m.state().meta.version),
         Ok((reply, Some(version))) => Step::Recorded {
             reply,
             version,

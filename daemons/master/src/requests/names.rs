@@ -7,6 +7,7 @@ use moose_proto::{
     MAX_GOAL, MAX_NAME_LEN, MAX_SYMLINK_LEN,
 };
 
+use super::data::lock_chunk;
 use super::{attr, check_access, map_cred, writable, xattr, Outcome, MAX_FILE_SIZE};
 use crate::access::{check_owner_change, check_times, sticky_allows, R, W, X};
 use crate::master::Master;
@@ -307,6 +308,8 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             chunk_id,
             length,
             ok,
+            keep,
+            ..
         } => {
             // Only the writer holding the chunk's lock ends it, for the file and slot the
             // chunk belongs to; anything else changes nothing.
@@ -331,7 +334,13 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
                 );
                 return Err(FsError::Perm);
             }
-            st.rt.write_locks.remove(&chunk_id);
+            if keep && ok {
+                // The writer goes on under the same lease: the lock stays (and counts as
+                // fresh, see health's LOCK_TIMEOUT), the version does not change.
+                lock_chunk(st, chunk_id, s.id);
+            } else {
+                st.rt.write_locks.remove(&chunk_id);
+            }
             if !ok {
                 return done(ClReply::Attr(attr(st, inode)?));
             }
