@@ -26,7 +26,7 @@ use std::time::Duration;
 use moose_common::limits::{ConnectionCap, RefusalLog};
 use moose_proto::auth::{ChunkToken, TokenOp, MAX_CHAIN};
 use moose_proto::frame::{self, FrameReader, FrameWriter, ProtoError};
-use moose_proto::handshake::{accept_hello, say_hello, HandshakeError};
+use moose_proto::handshake::accept_hello;
 use moose_proto::msg::{FromCs, ToCs};
 use moose_proto::{ChunkRef, CsAddr, DataHeader, Frame, FsError, FsResult, Role, CHUNK_SIZE};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -36,6 +36,7 @@ use tokio::time::{timeout, Instant};
 
 use crate::bufpool::PooledBuf;
 use crate::chunkfile::{self, BS};
+use crate::downstream::{Downstream, DownstreamPool};
 use crate::store::{blocking, Handle, Store, Writing};
 
 /// Largest control message accepted on the data port.
@@ -87,6 +88,7 @@ enum ConnError {
 /// Accepts connections on the data port until the task is aborted.
 pub async fn serve(listener: TcpListener, store: Arc<Store>) {
     let cap = ConnectionCap::new(MAX_CONNECTIONS);
+    let downstreams = Arc::new(DownstreamPool::default());
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
@@ -102,8 +104,9 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>) {
                     continue;
                 };
                 let store = Arc::clone(&store);
+                let downstreams = Arc::clone(&downstreams);
                 tokio::spawn(async move {
-                    handle(store, sock, peer).await;
+                    handle(store, downstreams, sock, peer).await;
                     drop(slot);
                 });
             }
@@ -116,7 +119,12 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>) {
     }
 }
 
-async fn handle(store: Arc<Store>, sock: TcpStream, peer: SocketAddr) {
+async fn handle(
+    store: Arc<Store>,
+    downstreams: Arc<DownstreamPool>,
+    sock: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = sock.set_nodelay(true);
     let (rd, wr) = sock.into_split();
     let mut reader = FrameReader::with_limit(rd, CONTROL_LIMIT);
@@ -149,6 +157,7 @@ async fn handle(store: Arc<Store>, sock: TcpStream, peer: SocketAddr) {
     }
     let conn = Conn {
         store,
+        downstreams,
         peer,
         reader,
         writer,
@@ -166,6 +175,8 @@ async fn handle(store: Arc<Store>, sock: TcpStream, peer: SocketAddr) {
 
 struct Conn {
     store: Arc<Store>,
+    /// Kept connections to the next servers of write chains.
+    downstreams: Arc<DownstreamPool>,
     peer: SocketAddr,
     reader: Reader,
     writer: Writer,
@@ -445,15 +456,21 @@ impl Conn {
         chain: &[CsAddr],
         token: ChunkToken,
     ) -> Result<Option<Session>, ConnError> {
+        // The local chunk and the rest of the chain open at the same time.
         let store = Arc::clone(&self.store);
-        let opened = match blocking(move || store.open(chunk)).await {
-            Ok(h) => match chain.split_first() {
-                None => Ok((h, None)),
-                Some((next, rest)) => connect_next(next, chunk, rest, token)
-                    .await
-                    .map(|d| (h, Some(d))),
-            },
-            Err(status) => Err(hide_version(status)),
+        let local = blocking(move || store.open(chunk));
+        let downstreams = &self.downstreams;
+        let down = async {
+            match chain.split_first() {
+                None => Ok(None),
+                Some((next, rest)) => downstreams.open(next, chunk, rest, token).await.map(Some),
+            }
+        };
+        // A downstream session opened for a chunk that failed here ends with its connection.
+        let opened = match tokio::join!(local, down) {
+            (Ok(h), Ok(d)) => Ok((h, d)),
+            (Err(status), _) => Err(hide_version(status)),
+            (Ok(_), Err(status)) => Err(status),
         };
         match opened {
             Ok((handle, downstream)) => {
@@ -499,6 +516,7 @@ impl Conn {
     async fn write_session(&mut self, session: Session) -> Result<bool, ConnError> {
         let Conn {
             store,
+            downstreams,
             peer,
             reader,
             writer,
@@ -510,7 +528,7 @@ impl Conn {
         let mut downstream = session.downstream;
         let chained = downstream.is_some();
         let (down_reader, mut down_writer) = match downstream.as_mut() {
-            Some((r, w)) => (Some(r), Some(w)),
+            Some(d) => (Some(&mut d.reader), Some(&mut d.writer)),
             None => (None, None),
         };
         let broken = AtomicBool::new(false);
@@ -690,9 +708,12 @@ impl Conn {
                 None => false,
             }
         };
-        let (outcome, answered, _down_ended) = tokio::join!(reading, acking, down_reading);
+        let (outcome, answered, down_ended) = tokio::join!(reading, acking, down_reading);
         local.abort();
-        drop(downstream);
+        // The next server's session has ended: its connection serves the next chain there.
+        if let Some(d) = downstream.filter(|_| down_ended && !broken.load(Ordering::Relaxed)) {
+            downstreams.put(d);
+        }
         let finished = outcome?;
         if !finished {
             tracing::debug!(
@@ -722,7 +743,7 @@ impl Conn {
 /// An open write session.
 struct Session {
     handle: Handle,
-    downstream: Option<(Reader, Writer)>,
+    downstream: Option<Downstream>,
     /// Keeps the background test off the chunk while the session writes.
     writing: Writing,
 }
@@ -760,66 +781,6 @@ fn check_piece(h: &DataHeader, payload: &[u8], chunk: ChunkRef) -> FsResult<()> 
         return Err(FsError::Crc);
     }
     Ok(())
-}
-
-/// Connects to the next chunkserver of a chain and opens the rest of the chain there.
-async fn connect_next(
-    next: &CsAddr,
-    chunk: ChunkRef,
-    rest: &[CsAddr],
-    token: ChunkToken,
-) -> FsResult<(Reader, Writer)> {
-    let attempt = async {
-        let sock = TcpStream::connect((next.host.as_str(), next.port))
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let _ = sock.set_nodelay(true);
-        let (rd, wr) = sock.into_split();
-        let mut reader = FrameReader::with_limit(rd, CONTROL_LIMIT);
-        let mut writer = FrameWriter::new(wr);
-        let peer = format!("chunkserver {next}");
-        say_hello(&mut reader, &mut writer, Role::Chunkserver, &peer)
-            .await
-            .map_err(|e: HandshakeError| e.to_string())?;
-        writer
-            .send_now(&ToCs::WriteInit {
-                chunk,
-                chain: rest.to_vec(),
-                token,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        match reader
-            .next_msg::<FromCs>()
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            FromCs::WriteStatus {
-                write_id: 0,
-                status,
-            } => Ok(status.map(|()| (reader, writer))),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
-    };
-    let failure = match timeout(CHAIN_TIMEOUT, attempt).await {
-        Ok(Ok(Ok(pair))) => return Ok(pair),
-        Ok(Ok(Err(status))) => {
-            tracing::info!(
-                "write chain for chunk {:016X}: next chunkserver {next} answered: {status}",
-                chunk.chunk_id
-            );
-            return Err(status);
-        }
-        Ok(Err(e)) => e,
-        Err(_) => format!("no answer within {} s", CHAIN_TIMEOUT.as_secs()),
-    };
-    tracing::warn!(
-        "write chain for chunk {:016X}: next chunkserver {next}: {failure}; check that it runs \
-         and that port {} is reachable from here",
-        chunk.chunk_id,
-        next.port
-    );
-    Err(FsError::Io)
 }
 
 /// Passes the next server's answers on to the acker until its `WriteEnded` (then `true`: its
@@ -1090,6 +1051,7 @@ impl Acker<'_> {
 mod tests {
     use super::*;
     use crate::store::tests::{read_all, test_store, write_all};
+    use moose_proto::handshake::say_hello;
     use tokio::net::TcpListener;
 
     async fn start(store: Arc<Store>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -1715,5 +1677,89 @@ mod tests {
             }],
             "only the init's error, then the connection ends"
         );
+    }
+
+    /// A listener in front of a real data server that counts the connections made to it and
+    /// can cut every connection it carries (as a restarted server would).
+    struct CountingFront {
+        addr: SocketAddr,
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        /// Connections ended (cut or closed by either side).
+        ended: Arc<std::sync::atomic::AtomicUsize>,
+        cut: tokio::sync::watch::Sender<u32>,
+    }
+
+    async fn counting_front(target: SocketAddr) -> CountingFront {
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (cut, cuts) = tokio::sync::watch::channel(0u32);
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let ends = Arc::clone(&ended);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = front.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                let ends = Arc::clone(&ends);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cuts.changed() => {}
+                        }
+                    }
+                    drop(inbound);
+                    ends.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        CountingFront {
+            addr,
+            accepted,
+            ended,
+            cut,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_reuses_its_connection_to_the_next_server() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _ea) = test_store(dir_a.path());
+        let (b, _eb) = test_store(dir_b.path());
+        a.create(C).unwrap();
+        b.create(C).unwrap();
+        let (addr_a, _sa) = start(Arc::clone(&a)).await;
+        let (addr_b, _sb) = start(Arc::clone(&b)).await;
+        let front = counting_front(addr_b).await;
+        let chain = [cs(front.addr)];
+        let accepted = || front.accepted.load(Ordering::SeqCst);
+
+        // Two sessions, each on its own client connection: one connection from A to B.
+        for seed in 1..=2 {
+            let (mut r, mut w) = connect(addr_a, Role::Client).await;
+            let pieces = vec![(0, pattern(BS, seed))];
+            let answers = pipelined_session(&mut r, &mut w, C, &chain, &pieces).await;
+            assert_eq!(answers, all_ok(1), "session {seed}");
+        }
+        assert_eq!(accepted(), 1, "connections from A to B after two sessions");
+        assert_eq!(read_all(&b, C, 1).unwrap(), pattern(BS, 2));
+
+        // B's end of the kept connection goes away: the next chain opens a new one.
+        front.cut.send_modify(|n| *n += 1);
+        timeout(Duration::from_secs(10), async {
+            while front.ended.load(Ordering::SeqCst) < 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the front cuts its connection");
+        let (mut r, mut w) = connect(addr_a, Role::Client).await;
+        let pieces = vec![(0, pattern(BS, 3))];
+        let answers = pipelined_session(&mut r, &mut w, C, &chain, &pieces).await;
+        assert_eq!(answers, all_ok(1), "session after the cut");
+        assert_eq!(accepted(), 2);
+        assert_eq!(read_all(&b, C, 1).unwrap(), pattern(BS, 3));
     }
 }
