@@ -1,12 +1,14 @@
 //! The data port (9422): reads, chained writes and syncs, for clients and other chunkservers.
 //!
-//! A connection starts idle and serves `Read`, `GetLength` and `Sync` requests. `WriteInit` turns it into a
-//! write session for one chunk: this server opens the rest of the chain (connecting to the
-//! next server), then streams data frames: each is checked, forwarded downstream at once,
+//! A connection starts idle and serves `Read`, `GetLength` and `Sync` requests. `WriteInit`
+//! turns it into a write session for one chunk: this server opens its copy and, at the same
+//! time, the rest of the chain (on a kept connection to the next server if there is one, see
+//! [`crate::downstream`]), then streams data frames: each is checked, forwarded downstream at once,
 //! queued for the local disk, and acknowledged upstream only when both the local write and
 //! the downstream acknowledgement for that write id are done. `WriteFinish` ends the session:
 //! once every write is answered and the next server has sent its own `WriteEnded`, this
-//! server sends `WriteEnded` and the connection is idle again. A client may send its data
+//! server sends `WriteEnded` and the connection is idle again (the connection to the next
+//! server goes back to the kept ones first). A client may send its data
 //! frames right behind `WriteInit`; if the chain cannot be opened, the init is answered with
 //! the error and the first data frame closes the connection.
 //!

@@ -489,22 +489,26 @@ async fn write_on(
             Ok(())
         };
         tokio::pin!(send, recv);
-        let sent = tokio::select! {
-            sent = &mut send => sent,
+        let answered = tokio::select! {
+            sent = &mut send => match sent {
+                Ok(()) => false,
+                // A server that could not open the chain answers the init with the reason
+                // and closes the connection on the frames behind it: that answer is the
+                // error to report.
+                Err(e) => {
+                    recv.await?;
+                    return Err(link(e));
+                }
+            },
             got = &mut recv => {
-                // Every write is acknowledged, so every frame has left (or an error ends it all).
+                // Every write is acknowledged, so every frame has left.
                 got?;
-                send.await
+                send.await.map_err(link)?;
+                true
             }
         };
-        match sent {
-            Ok(()) => recv.await?,
-            // A server that could not open the chain answers the init with the reason and then
-            // closes the connection on the frames behind it: that answer is the error to report.
-            Err(e) => {
-                recv.await?;
-                return Err(link(e));
-            }
+        if !answered {
+            recv.await?;
         }
     }
     conn.send_now(&ToCs::WriteFinish).await
