@@ -1,16 +1,22 @@
 //! The data port (9422): reads, chained writes and syncs, for clients and other chunkservers.
 //!
-//! A connection starts idle and serves `Read`, `GetLength` and `Sync` requests. `WriteInit` turns it into a
-//! write session for one chunk: this server opens the rest of the chain (connecting to the
-//! next server), then streams data frames: each is checked, forwarded downstream at once,
+//! A connection starts idle and serves `Read`, `GetLength` and `Sync` requests. `WriteInit`
+//! turns it into a write session for one chunk: this server opens its copy and, at the same
+//! time, the rest of the chain (on a kept connection to the next server if there is one, see
+//! [`crate::downstream`]), then streams data frames: each is checked, forwarded downstream at once,
 //! queued for the local disk, and acknowledged upstream only when both the local write and
-//! the downstream acknowledgement for that write id are done. `WriteFinish` ends the session
-//! and the connection.
+//! the downstream acknowledgement for that write id are done. `WriteFinish` ends the session:
+//! once every write is answered and the next server has sent its own `WriteEnded`, this
+//! server sends `WriteEnded` and the connection is idle again (the connection to the next
+//! server goes back to the kept ones first). A client may send its data
+//! frames right behind `WriteInit`; if the chain cannot be opened, the init is answered with
+//! the error and the first data frame closes the connection.
 //!
-//! Tasks of a write session:
-//! - the connection task reads frames, forwards them and queues local jobs and pending acks;
-//! - the local writer runs the queued jobs in order on the blocking pool;
-//! - the downstream reader passes the next server's acknowledgements on;
+//! Parts of a write session, all on the connection's task except the local writer:
+//! - reading the upstream's frames, forwarding them and queueing local jobs and pending acks;
+//! - the local writer (spawned) runs the queued jobs in order on the blocking pool;
+//! - the downstream reader passes the next server's acknowledgements on, up to its
+//!   `WriteEnded`;
 //! - the acker pairs, in order, each pending entry with its local result and downstream ack
 //!   and answers upstream.
 
@@ -22,16 +28,17 @@ use std::time::Duration;
 use moose_common::limits::{ConnectionCap, RefusalLog};
 use moose_proto::auth::{ChunkToken, TokenOp, MAX_CHAIN};
 use moose_proto::frame::{self, FrameReader, FrameWriter, ProtoError};
-use moose_proto::handshake::{accept_hello, say_hello, HandshakeError};
+use moose_proto::handshake::accept_hello;
 use moose_proto::msg::{FromCs, ToCs};
 use moose_proto::{ChunkRef, CsAddr, DataHeader, Frame, FsError, FsResult, Role, CHUNK_SIZE};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout, Instant};
 
 use crate::bufpool::PooledBuf;
 use crate::chunkfile::{self, BS};
+use crate::downstream::{Downstream, DownstreamPool};
 use crate::store::{blocking, Handle, Store, Writing};
 
 /// Largest control message accepted on the data port.
@@ -83,6 +90,7 @@ enum ConnError {
 /// Accepts connections on the data port until the task is aborted.
 pub async fn serve(listener: TcpListener, store: Arc<Store>) {
     let cap = ConnectionCap::new(MAX_CONNECTIONS);
+    let downstreams = Arc::new(DownstreamPool::default());
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
@@ -98,8 +106,9 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>) {
                     continue;
                 };
                 let store = Arc::clone(&store);
+                let downstreams = Arc::clone(&downstreams);
                 tokio::spawn(async move {
-                    handle(store, sock, peer).await;
+                    handle(store, downstreams, sock, peer).await;
                     drop(slot);
                 });
             }
@@ -112,7 +121,12 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>) {
     }
 }
 
-async fn handle(store: Arc<Store>, sock: TcpStream, peer: SocketAddr) {
+async fn handle(
+    store: Arc<Store>,
+    downstreams: Arc<DownstreamPool>,
+    sock: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = sock.set_nodelay(true);
     let (rd, wr) = sock.into_split();
     let mut reader = FrameReader::with_limit(rd, CONTROL_LIMIT);
@@ -145,6 +159,7 @@ async fn handle(store: Arc<Store>, sock: TcpStream, peer: SocketAddr) {
     }
     let conn = Conn {
         store,
+        downstreams,
         peer,
         reader,
         writer,
@@ -162,6 +177,8 @@ async fn handle(store: Arc<Store>, sock: TcpStream, peer: SocketAddr) {
 
 struct Conn {
     store: Arc<Store>,
+    /// Kept connections to the next servers of write chains.
+    downstreams: Arc<DownstreamPool>,
     peer: SocketAddr,
     reader: Reader,
     writer: Writer,
@@ -207,6 +224,9 @@ impl Conn {
     }
 
     async fn run(mut self) -> Result<(), ConnError> {
+        // The chunk of a `WriteInit` just refused: a client that pipelines its data frames
+        // behind the init has them arrive here, which closes the connection quietly.
+        let mut refused_write: Option<u64> = None;
         loop {
             let next = match timeout(IDLE_TIMEOUT, self.reader.next()).await {
                 Ok(n) => n,
@@ -221,6 +241,15 @@ impl Conn {
             };
             let msg: ToCs = match next {
                 Ok(Frame::Msg(body)) => frame::decode(body)?,
+                Ok(Frame::Data(h, _)) if refused_write == Some(h.chunk_id) => {
+                    tracing::debug!(
+                        "data connection from {}: data frames behind a refused WriteInit for \
+                         chunk {:016X}; closed",
+                        self.peer,
+                        h.chunk_id
+                    );
+                    return Ok(());
+                }
                 Ok(Frame::Data(h, _)) => {
                     return Err(ConnError::Protocol(format!(
                         "data frame for chunk {:016X} (write id {}) without an open write chain",
@@ -230,6 +259,7 @@ impl Conn {
                 Err(ProtoError::Closed) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
+            refused_write = None;
             match msg {
                 ToCs::Read {
                     req_id,
@@ -310,10 +340,16 @@ impl Conn {
                                 status: Err(status),
                             })
                             .await?;
+                        refused_write = Some(chunk.chunk_id);
                         continue;
                     }
-                    if let Some(session) = self.open_chain(chunk, &chain, token).await? {
-                        return self.write_session(session).await;
+                    match self.open_chain(chunk, &chain, token).await? {
+                        Some(session) => {
+                            if !self.write_session(session).await? {
+                                return Ok(());
+                            }
+                        }
+                        None => refused_write = Some(chunk.chunk_id),
                     }
                 }
                 ToCs::WriteFinish => return Ok(()),
@@ -422,15 +458,21 @@ impl Conn {
         chain: &[CsAddr],
         token: ChunkToken,
     ) -> Result<Option<Session>, ConnError> {
+        // The local chunk and the rest of the chain open at the same time.
         let store = Arc::clone(&self.store);
-        let opened = match blocking(move || store.open(chunk)).await {
-            Ok(h) => match chain.split_first() {
-                None => Ok((h, None)),
-                Some((next, rest)) => connect_next(next, chunk, rest, token)
-                    .await
-                    .map(|d| (h, Some(d))),
-            },
-            Err(status) => Err(hide_version(status)),
+        let local = blocking(move || store.open(chunk));
+        let downstreams = &self.downstreams;
+        let down = async {
+            match chain.split_first() {
+                None => Ok(None),
+                Some((next, rest)) => downstreams.open(next, chunk, rest, token).await.map(Some),
+            }
+        };
+        // A downstream session opened for a chunk that failed here ends with its connection.
+        let opened = match tokio::join!(local, down) {
+            (Ok(h), Ok(d)) => Ok((h, d)),
+            (Err(status), _) => Err(hide_version(status)),
+            (Ok(_), Err(status)) => Err(status),
         };
         match opened {
             Ok((handle, downstream)) => {
@@ -466,180 +508,246 @@ impl Conn {
         }
     }
 
-    async fn write_session(self, session: Session) -> Result<(), ConnError> {
+    /// Runs a write session on this connection. `Ok(true)`: it ended with `WriteFinish`,
+    /// every write was answered and `WriteEnded` sent, so the connection is idle again;
+    /// `Ok(false)`: it ended otherwise and the connection is to be closed.
+    ///
+    /// Four things run at once on the connection's task: reading the upstream's frames, the
+    /// acker (answers upstream in order), the downstream reader (the next server's answers)
+    /// and, spawned, the local writer.
+    async fn write_session(&mut self, session: Session) -> Result<bool, ConnError> {
         let Conn {
             store,
+            downstreams,
             peer,
-            mut reader,
+            reader,
             writer,
             ..
         } = self;
+        let peer = *peer;
+        let store: &Arc<Store> = store;
         let chunk = session.handle.chunk;
-        let chained = session.downstream.is_some();
-        let (mut down_writer, down_acks) = match session.downstream {
-            Some((r, w)) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(read_downstream(r, tx));
-                (Some(w), Some(rx))
-            }
+        let mut downstream = session.downstream;
+        let chained = downstream.is_some();
+        let (down_reader, mut down_writer) = match downstream.as_mut() {
+            Some(d) => (Some(&mut d.reader), Some(&mut d.writer)),
             None => (None, None),
         };
-        let broken = Arc::new(AtomicBool::new(false));
+        let broken = AtomicBool::new(false);
+        let broken = &broken;
         let (job_tx, job_rx) = mpsc::channel(LOCAL_QUEUE);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (pend_tx, pend_rx) = mpsc::channel(PENDING_QUEUE);
-        tokio::spawn(local_writer(
-            Arc::clone(&store),
+        let (down_tx, down_rx) = mpsc::unbounded_channel();
+        // When the upstream's frames end: starts the acker's deadline, and tells the
+        // downstream reader how long to wait for the next server's `WriteEnded`.
+        let (reading_ended, acker_deadline) = oneshot::channel::<()>();
+        let (down_deadline_tx, down_deadline) = oneshot::channel::<Instant>();
+        let mut local = tokio::spawn(local_writer(
+            Arc::clone(store),
             session.handle,
             session.writing,
             job_rx,
             done_tx,
         ));
-        let acker = tokio::spawn(
-            Acker {
-                up: writer,
-                local: done_rx,
-                down: down_acks,
-                chained,
-                broken: Arc::clone(&broken),
-                chunk,
-                dirty: false,
-            }
-            .run(pend_rx),
-        );
+        let acker = Acker {
+            up: &mut *writer,
+            local: done_rx,
+            down: chained.then_some(down_rx),
+            chained,
+            broken,
+            chunk,
+            dirty: false,
+        };
 
-        let outcome = loop {
-            let frame = match timeout(IDLE_TIMEOUT, reader.next()).await {
-                Err(_) => {
-                    break Err(ConnError::Protocol(format!(
-                        "nothing received for {} s during a write to chunk {:016X}",
-                        IDLE_TIMEOUT.as_secs(),
-                        chunk.chunk_id
-                    )))
-                }
-                Ok(Ok(f)) => f,
-                Ok(Err(ProtoError::Closed)) => break Ok(()),
-                Ok(Err(e)) => break Err(ConnError::from(e)),
-            };
-            let entry = match frame {
-                Frame::Data(h, payload) => match check_piece(&h, payload, chunk) {
-                    Err(status) => {
-                        tracing::warn!(
-                            "write to chunk {:016X} from {peer}: write id {} refused: {status}",
-                            chunk.chunk_id,
-                            h.req_id
-                        );
-                        Pending::Immediate(FromCs::WriteStatus {
-                            write_id: h.req_id,
-                            status: Err(status),
-                        })
-                    }
-                    Ok(()) => {
-                        // The local write starts while the frame goes downstream.
-                        let mut data = store.pool().get();
-                        data.extend_from_slice(payload);
-                        let job = LocalJob::Write {
-                            write_id: h.req_id,
-                            offset: h.offset,
-                            data,
-                            crc: h.crc,
-                        };
-                        if job_tx.send(job).await.is_err() {
-                            break Err(ConnError::Internal("the local writer stopped".into()));
-                        }
-                        let forwarded = match down_writer.as_mut() {
-                            Some(w) if !broken.load(Ordering::Relaxed) => {
-                                forward(w, &broken, chunk, async |w: &mut Writer| {
-                                    w.send_data(&h, payload).await?;
-                                    w.flush().await
-                                })
-                                .await
-                            }
-                            _ => false,
-                        };
-                        Pending::Write {
-                            write_id: h.req_id,
-                            forwarded,
-                        }
-                    }
-                },
-                Frame::Msg(body) => match frame::decode::<ToCs>(body) {
-                    Ok(ToCs::WriteFinish) => {
-                        if let Some(w) = down_writer.as_mut() {
-                            if !broken.load(Ordering::Relaxed) {
-                                let _ = w.send_now(&ToCs::WriteFinish).await;
-                            }
-                        }
-                        break Ok(());
-                    }
-                    Ok(ToCs::Sync {
-                        req_id,
-                        chunk: c,
-                        token,
-                    }) if c == chunk => {
-                        if job_tx.send(LocalJob::Sync { req_id }).await.is_err() {
-                            break Err(ConnError::Internal("the local writer stopped".into()));
-                        }
-                        let forwarded = match down_writer.as_mut() {
-                            Some(w) if !broken.load(Ordering::Relaxed) => {
-                                let msg = ToCs::Sync {
-                                    req_id,
-                                    chunk,
-                                    token,
-                                };
-                                forward(w, &broken, chunk, async |w: &mut Writer| {
-                                    w.send_now(&msg).await
-                                })
-                                .await
-                            }
-                            _ => false,
-                        };
-                        Pending::Sync { req_id, forwarded }
-                    }
-                    Ok(ToCs::Sync { req_id, .. }) => Pending::Immediate(FromCs::SyncDone {
-                        req_id,
-                        status: Err(FsError::Inval),
-                    }),
-                    Ok(ToCs::Read { .. })
-                    | Ok(ToCs::GetLength { .. })
-                    | Ok(ToCs::WriteInit { .. }) => {
+        let reading = async move {
+            let mut finish_forwarded = false;
+            let outcome = loop {
+                let frame = match timeout(IDLE_TIMEOUT, reader.next()).await {
+                    Err(_) => {
                         break Err(ConnError::Protocol(format!(
-                            "read, length query or second WriteInit during a write to chunk \
-                             {:016X}; use another connection",
+                            "nothing received for {} s during a write to chunk {:016X}",
+                            IDLE_TIMEOUT.as_secs(),
                             chunk.chunk_id
                         )))
                     }
-                    Err(e) => break Err(e.into()),
-                },
+                    Ok(Ok(f)) => f,
+                    Ok(Err(ProtoError::Closed)) => break Ok(false),
+                    Ok(Err(e)) => break Err(ConnError::from(e)),
+                };
+                let entry = match frame {
+                    Frame::Data(h, payload) => match check_piece(&h, payload, chunk) {
+                        Err(status) => {
+                            tracing::warn!(
+                                "write to chunk {:016X} from {peer}: write id {} refused: \
+                                 {status}",
+                                chunk.chunk_id,
+                                h.req_id
+                            );
+                            Pending::Immediate(FromCs::WriteStatus {
+                                write_id: h.req_id,
+                                status: Err(status),
+                            })
+                        }
+                        Ok(()) => {
+                            // The local write starts while the frame goes downstream.
+                            let mut data = store.pool().get();
+                            data.extend_from_slice(payload);
+                            let job = LocalJob::Write {
+                                write_id: h.req_id,
+                                offset: h.offset,
+                                data,
+                                crc: h.crc,
+                            };
+                            if job_tx.send(job).await.is_err() {
+                                break Err(ConnError::Internal("the local writer stopped".into()));
+                            }
+                            let forwarded = match down_writer.as_mut() {
+                                Some(w) if !broken.load(Ordering::Relaxed) => {
+                                    forward(w, broken, chunk, async |w: &mut Writer| {
+                                        w.send_data(&h, payload).await?;
+                                        w.flush().await
+                                    })
+                                    .await
+                                }
+                                _ => false,
+                            };
+                            Pending::Write {
+                                write_id: h.req_id,
+                                forwarded,
+                            }
+                        }
+                    },
+                    Frame::Msg(body) => match frame::decode::<ToCs>(body) {
+                        Ok(ToCs::WriteFinish) => {
+                            if let Some(w) = down_writer.as_mut() {
+                                if !broken.load(Ordering::Relaxed) {
+                                    finish_forwarded = forward(w, broken, chunk, async |w| {
+                                        w.send_now(&ToCs::WriteFinish).await
+                                    })
+                                    .await;
+                                }
+                            }
+                            break Ok(true);
+                        }
+                        Ok(ToCs::Sync {
+                            req_id,
+                            chunk: c,
+                            token,
+                        }) if c == chunk => {
+                            if job_tx.send(LocalJob::Sync { req_id }).await.is_err() {
+                                break Err(ConnError::Internal("the local writer stopped".into()));
+                            }
+                            let forwarded = match down_writer.as_mut() {
+                                Some(w) if !broken.load(Ordering::Relaxed) => {
+                                    let msg = ToCs::Sync {
+                                        req_id,
+                                        chunk,
+                                        token,
+                                    };
+                                    forward(w, broken, chunk, async |w: &mut Writer| {
+                                        w.send_now(&msg).await
+                                    })
+                                    .await
+                                }
+                                _ => false,
+                            };
+                            Pending::Sync { req_id, forwarded }
+                        }
+                        Ok(ToCs::Sync { req_id, .. }) => Pending::Immediate(FromCs::SyncDone {
+                            req_id,
+                            status: Err(FsError::Inval),
+                        }),
+                        Ok(ToCs::Read { .. })
+                        | Ok(ToCs::GetLength { .. })
+                        | Ok(ToCs::WriteInit { .. }) => {
+                            break Err(ConnError::Protocol(format!(
+                                "read, length query or second WriteInit during a write to chunk \
+                                 {:016X}; send WriteFinish first",
+                                chunk.chunk_id
+                            )))
+                        }
+                        Err(e) => break Err(e.into()),
+                    },
+                };
+                if pend_tx.send(entry).await.is_err() {
+                    // The acker stopped: the upstream connection is gone.
+                    break Ok(false);
+                }
             };
-            if pend_tx.send(entry).await.is_err() {
-                // The acker stopped: the upstream connection is gone.
-                break Ok(());
+            drop(job_tx);
+            drop(pend_tx);
+            let wait_down = if finish_forwarded {
+                CHAIN_TIMEOUT
+            } else {
+                Duration::ZERO
+            };
+            let _ = down_deadline_tx.send(Instant::now() + wait_down);
+            let _ = reading_ended.send(());
+            outcome
+        };
+        // Answers what is still pending once the frames end, within the chain timeout (a
+        // hung disk or next server cannot hold the session forever).
+        let local_ref = &mut local;
+        let acking = async move {
+            let answered = async {
+                let sent = acker.run(pend_rx).await;
+                // The local writer ends after its last job (the chunk stops being written).
+                sent && local_ref.await.is_ok()
+            };
+            let deadline = async {
+                let _ = acker_deadline.await;
+                tokio::time::sleep(CHAIN_TIMEOUT + Duration::from_secs(5)).await
+            };
+            tokio::select! {
+                sent = answered => sent,
+                () = deadline => false,
             }
         };
-        drop(job_tx);
-        drop(pend_tx);
-        // Answer what is still pending before closing (bounded by the chain timeout).
-        let mut acker = acker;
-        if timeout(CHAIN_TIMEOUT + Duration::from_secs(5), &mut acker)
-            .await
-            .is_err()
-        {
-            acker.abort();
+        let down_reading = async move {
+            match down_reader {
+                Some(rd) => read_downstream(rd, down_tx, down_deadline).await,
+                None => false,
+            }
+        };
+        let (outcome, answered, down_ended) = tokio::join!(reading, acking, down_reading);
+        // A local writer still busy (a hung disk) finishes its jobs on its own, keeping the
+        // chunk marked as being written until then.
+        drop(local);
+        // The next server's session has ended: its connection serves the next chain there.
+        if let Some(d) = downstream.filter(|_| down_ended && !broken.load(Ordering::Relaxed)) {
+            downstreams.put(d);
         }
-        drop(down_writer);
+        let finished = outcome?;
+        if !finished {
+            tracing::debug!(
+                "write chain for chunk {:016X} from {peer}: the upstream went away; closed",
+                chunk.chunk_id
+            );
+            return Ok(false);
+        }
+        if !answered {
+            tracing::warn!(
+                "write chain for chunk {:016X} from {peer}: the writes were not all answered \
+                 within {} s of WriteFinish (a slow disk or next chunkserver); connection closed",
+                chunk.chunk_id,
+                (CHAIN_TIMEOUT + Duration::from_secs(5)).as_secs()
+            );
+            return Ok(false);
+        }
+        writer.send_now(&FromCs::WriteEnded).await?;
         tracing::debug!(
-            "write chain for chunk {:016X} from {peer} closed",
+            "write chain for chunk {:016X} from {peer} ended",
             chunk.chunk_id
         );
-        outcome
+        Ok(true)
     }
 }
 
 /// An open write session.
 struct Session {
     handle: Handle,
-    downstream: Option<(Reader, Writer)>,
+    downstream: Option<Downstream>,
     /// Keeps the background test off the chunk while the session writes.
     writing: Writing,
 }
@@ -679,80 +787,36 @@ fn check_piece(h: &DataHeader, payload: &[u8], chunk: ChunkRef) -> FsResult<()> 
     Ok(())
 }
 
-/// Connects to the next chunkserver of a chain and opens the rest of the chain there.
-async fn connect_next(
-    next: &CsAddr,
-    chunk: ChunkRef,
-    rest: &[CsAddr],
-    token: ChunkToken,
-) -> FsResult<(Reader, Writer)> {
-    let attempt = async {
-        let sock = TcpStream::connect((next.host.as_str(), next.port))
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let _ = sock.set_nodelay(true);
-        let (rd, wr) = sock.into_split();
-        let mut reader = FrameReader::with_limit(rd, CONTROL_LIMIT);
-        let mut writer = FrameWriter::new(wr);
-        let peer = format!("chunkserver {next}");
-        say_hello(&mut reader, &mut writer, Role::Chunkserver, &peer)
-            .await
-            .map_err(|e: HandshakeError| e.to_string())?;
-        writer
-            .send_now(&ToCs::WriteInit {
-                chunk,
-                chain: rest.to_vec(),
-                token,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        match reader
-            .next_msg::<FromCs>()
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            FromCs::WriteStatus {
-                write_id: 0,
-                status,
-            } => Ok(status.map(|()| (reader, writer))),
-            other => Err(format!("unexpected answer {other:?}")),
+/// Passes the next server's answers on to the acker until its `WriteEnded` (then `true`: its
+/// connection is idle again), an error, or `deadline` (sent when the upstream's frames end).
+async fn read_downstream(
+    rd: &mut Reader,
+    tx: mpsc::UnboundedSender<FromCs>,
+    deadline: oneshot::Receiver<Instant>,
+) -> bool {
+    let give_up = async {
+        if let Ok(at) = deadline.await {
+            tokio::time::sleep_until(at).await
         }
     };
-    let failure = match timeout(CHAIN_TIMEOUT, attempt).await {
-        Ok(Ok(Ok(pair))) => return Ok(pair),
-        Ok(Ok(Err(status))) => {
-            tracing::info!(
-                "write chain for chunk {:016X}: next chunkserver {next} answered: {status}",
-                chunk.chunk_id
-            );
-            return Err(status);
-        }
-        Ok(Err(e)) => e,
-        Err(_) => format!("no answer within {} s", CHAIN_TIMEOUT.as_secs()),
-    };
-    tracing::warn!(
-        "write chain for chunk {:016X}: next chunkserver {next}: {failure}; check that it runs \
-         and that port {} is reachable from here",
-        chunk.chunk_id,
-        next.port
-    );
-    Err(FsError::Io)
-}
-
-/// Passes the next server's answers on to the acker.
-async fn read_downstream(mut rd: Reader, tx: mpsc::UnboundedSender<FromCs>) {
+    tokio::pin!(give_up);
     loop {
-        match rd.next_msg::<FromCs>().await {
+        let next = tokio::select! {
+            m = rd.next_msg::<FromCs>() => m,
+            () = &mut give_up => return false,
+        };
+        match next {
+            Ok(FromCs::WriteEnded) => return true,
             Ok(m) => {
                 if tx.send(m).is_err() {
-                    return;
+                    return false;
                 }
             }
             Err(e) => {
                 if !e.is_disconnect() {
                     tracing::warn!("write chain: bad answer from the next chunkserver: {e}");
                 }
-                return;
+                return false;
             }
         }
     }
@@ -852,26 +916,27 @@ enum Expect {
     Sync(u32),
 }
 
-struct Acker {
-    up: Writer,
+struct Acker<'a> {
+    up: &'a mut Writer,
     local: mpsc::UnboundedReceiver<LocalDone>,
     /// Answers of the next server; `None` without one, or once the chain broke.
     down: Option<mpsc::UnboundedReceiver<FromCs>>,
     chained: bool,
-    broken: Arc<AtomicBool>,
+    broken: &'a AtomicBool,
     chunk: ChunkRef,
     /// Answers written but not yet flushed.
     dirty: bool,
 }
 
-impl Acker {
-    async fn run(mut self, mut pending: mpsc::Receiver<Pending>) {
+impl Acker<'_> {
+    /// Answers every pending entry in order; `false` when the upstream connection failed.
+    async fn run(mut self, mut pending: mpsc::Receiver<Pending>) -> bool {
         loop {
             let entry = match pending.try_recv() {
                 Ok(e) => e,
                 Err(_) => {
                     if self.flush().await.is_err() {
-                        return;
+                        return false;
                     }
                     match pending.recv().await {
                         Some(e) => e,
@@ -902,11 +967,11 @@ impl Acker {
                 }
             };
             if self.up.send(&reply).await.is_err() {
-                return;
+                return false;
             }
             self.dirty = true;
         }
-        let _ = self.flush().await;
+        self.flush().await.is_ok()
     }
 
     async fn flush(&mut self) -> Result<(), ProtoError> {
@@ -990,6 +1055,7 @@ impl Acker {
 mod tests {
     use super::*;
     use crate::store::tests::{read_all, test_store, write_all};
+    use moose_proto::handshake::say_hello;
     use tokio::net::TcpListener;
 
     async fn start(store: Arc<Store>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -1148,7 +1214,7 @@ mod tests {
             }
         );
         w.send_now(&ToCs::WriteFinish).await.unwrap();
-        assert!(matches!(r.next().await, Err(ProtoError::Closed)));
+        assert_eq!(r.next_msg::<FromCs>().await.unwrap(), FromCs::WriteEnded);
 
         for addr in [addr_a, addr_b] {
             let (data, status) = wire_read(addr, C, 0, expected.len() as u32).await;
@@ -1494,5 +1560,209 @@ mod tests {
         // The local copy still got the data.
         assert_eq!(read_all(&a, C, 1).unwrap(), data);
         drop(server_b);
+    }
+
+    /// One pipelined write session on an open connection: init, pieces and finish sent at
+    /// once; returns the init's status and then every answer up to `WriteEnded` (or the end
+    /// of the connection).
+    async fn pipelined_session(
+        r: &mut Reader,
+        w: &mut Writer,
+        chunk: ChunkRef,
+        chain: &[CsAddr],
+        pieces: &[(u32, Vec<u8>)],
+    ) -> Vec<FromCs> {
+        let send = async {
+            w.send(&ToCs::WriteInit {
+                chunk,
+                chain: chain.to_vec(),
+                token: crate::access::tests::token(chunk, true, chain),
+            })
+            .await?;
+            for (i, (offset, data)) in pieces.iter().enumerate() {
+                let h = DataHeader {
+                    chunk_id: chunk.chunk_id,
+                    version: chunk.version,
+                    req_id: i as u32 + 1,
+                    offset: *offset,
+                    crc: crc32fast::hash(data),
+                };
+                w.send_data(&h, data).await?;
+            }
+            w.send_now(&ToCs::WriteFinish).await
+        };
+        // A server that refuses the init closes the connection on the frames behind it, so
+        // sending may fail: the answers tell what happened.
+        let _ = send.await;
+        let mut answers = Vec::new();
+        while let Ok(m) = r.next_msg::<FromCs>().await {
+            let last = m == FromCs::WriteEnded;
+            answers.push(m);
+            if last {
+                break;
+            }
+        }
+        answers
+    }
+
+    fn all_ok(pieces: usize) -> Vec<FromCs> {
+        (0..=pieces as u32)
+            .map(|write_id| FromCs::WriteStatus {
+                write_id,
+                status: Ok(()),
+            })
+            .chain([FromCs::WriteEnded])
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_connection_carries_two_write_sessions_and_then_a_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        let (addr, _s) = start(Arc::clone(&store)).await;
+        let (mut r, mut w) = connect(addr, Role::Client).await;
+
+        let first = vec![(0, pattern(BS, 1)), (BS as u32, pattern(BS, 2))];
+        let answers = pipelined_session(&mut r, &mut w, C, &[], &first).await;
+        assert_eq!(answers, all_ok(2));
+        let second = vec![((BS + 10) as u32, pattern(100, 3))];
+        let answers = pipelined_session(&mut r, &mut w, C, &[], &second).await;
+        assert_eq!(answers, all_ok(1));
+
+        let mut expected = [pattern(BS, 1), pattern(BS, 2)].concat();
+        expected[BS + 10..BS + 110].copy_from_slice(&pattern(100, 3));
+        w.send_now(&ToCs::Read {
+            req_id: 7,
+            chunk: C,
+            offset: 0,
+            size: 2 * BS as u32,
+            token: crate::access::tests::token(C, false, &[]),
+        })
+        .await
+        .unwrap();
+        let mut data = Vec::new();
+        loop {
+            match r.next().await.unwrap() {
+                Frame::Data(h, piece) => {
+                    assert_eq!(h.offset as usize, data.len());
+                    data.extend_from_slice(piece);
+                }
+                Frame::Msg(body) => {
+                    assert_eq!(
+                        frame::decode::<FromCs>(body).unwrap(),
+                        FromCs::ReadDone {
+                            req_id: 7,
+                            status: Ok(())
+                        }
+                    );
+                    break;
+                }
+            }
+        }
+        assert!(data == expected, "the read after two sessions differs");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_open_answers_the_init_even_with_data_frames_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        let (addr, _s) = start(Arc::clone(&store)).await;
+        let (mut r, mut w) = connect(addr, Role::Client).await;
+        // The chunk is not on this server: the open fails after the data is on its way.
+        let pieces: Vec<(u32, Vec<u8>)> = (0..8).map(|i| (i * BS as u32, pattern(BS, i))).collect();
+        let answers = pipelined_session(&mut r, &mut w, C, &[], &pieces).await;
+        assert_eq!(
+            answers,
+            vec![FromCs::WriteStatus {
+                write_id: 0,
+                status: Err(FsError::NoChunk)
+            }],
+            "only the init's error, then the connection ends"
+        );
+    }
+
+    /// A listener in front of a real data server that counts the connections made to it and
+    /// can cut every connection it carries (as a restarted server would).
+    struct CountingFront {
+        addr: SocketAddr,
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        /// Connections ended (cut or closed by either side).
+        ended: Arc<std::sync::atomic::AtomicUsize>,
+        cut: tokio::sync::watch::Sender<u32>,
+    }
+
+    async fn counting_front(target: SocketAddr) -> CountingFront {
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (cut, cuts) = tokio::sync::watch::channel(0u32);
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let ends = Arc::clone(&ended);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = front.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                let ends = Arc::clone(&ends);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cuts.changed() => {}
+                        }
+                    }
+                    drop(inbound);
+                    ends.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        CountingFront {
+            addr,
+            accepted,
+            ended,
+            cut,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_reuses_its_connection_to_the_next_server() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _ea) = test_store(dir_a.path());
+        let (b, _eb) = test_store(dir_b.path());
+        a.create(C).unwrap();
+        b.create(C).unwrap();
+        let (addr_a, _sa) = start(Arc::clone(&a)).await;
+        let (addr_b, _sb) = start(Arc::clone(&b)).await;
+        let front = counting_front(addr_b).await;
+        let chain = [cs(front.addr)];
+        let accepted = || front.accepted.load(Ordering::SeqCst);
+
+        // Two sessions, each on its own client connection: one connection from A to B.
+        for seed in 1..=2 {
+            let (mut r, mut w) = connect(addr_a, Role::Client).await;
+            let pieces = vec![(0, pattern(BS, seed))];
+            let answers = pipelined_session(&mut r, &mut w, C, &chain, &pieces).await;
+            assert_eq!(answers, all_ok(1), "session {seed}");
+        }
+        assert_eq!(accepted(), 1, "connections from A to B after two sessions");
+        assert_eq!(read_all(&b, C, 1).unwrap(), pattern(BS, 2));
+
+        // B's end of the kept connection goes away: the next chain opens a new one.
+        front.cut.send_modify(|n| *n += 1);
+        timeout(Duration::from_secs(10), async {
+            while front.ended.load(Ordering::SeqCst) < 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the front cuts its connection");
+        let (mut r, mut w) = connect(addr_a, Role::Client).await;
+        let pieces = vec![(0, pattern(BS, 3))];
+        let answers = pipelined_session(&mut r, &mut w, C, &chain, &pieces).await;
+        assert_eq!(answers, all_ok(1), "session after the cut");
+        assert_eq!(accepted(), 2);
+        assert_eq!(read_all(&b, C, 1).unwrap(), pattern(BS, 3));
     }
 }

@@ -7,6 +7,7 @@ pub mod bufpool;
 pub mod chunkfile;
 pub mod config;
 pub mod dataserver;
+pub mod downstream;
 pub mod filecache;
 pub mod hdd;
 pub mod identity;

@@ -1,7 +1,10 @@
 //! Talking to chunkservers: reading a range of a chunk (every piece CRC-checked), writing
 //! through a chain of servers (pipelined data frames), and syncing a chunk to disk. Idle
-//! connections are kept per server and reused for reads and syncs; a write session ends its
-//! connection.
+//! connections are kept per server and reused for reads, syncs and writes. A write sends
+//! `WriteInit` and its data frames at once (the server reads them once the chain is open;
+//! if it cannot open it, its answer to the init is the error), then `WriteFinish`, and puts
+//! the connection back without waiting for the server's `WriteEnded`: whoever takes the
+//! connection next reads that first. A connection goes back only after a success.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -77,6 +80,9 @@ struct CsConn {
     addr: String,
     reader: FrameReader<OwnedReadHalf>,
     writer: FrameWriter<OwnedWriteHalf>,
+    /// A write session ended with `WriteFinish`: the server's `WriteEnded` is still to be
+    /// read before the next request.
+    write_ending: bool,
 }
 
 impl CsConn {
@@ -163,6 +169,7 @@ impl CsPool {
             addr: name,
             reader: FrameReader::new(r),
             writer: FrameWriter::new(w),
+            write_ending: false,
         };
         let hello = say_hello(&mut conn.reader, &mut conn.writer, Role::Client, &conn.addr);
         match tokio::time::timeout(CONNECT_TIMEOUT, hello).await {
@@ -175,12 +182,31 @@ impl CsPool {
         }
     }
 
-    /// An idle connection to `addr` (then `true`) or a new one.
+    /// An idle connection to `addr` (then `true`) or a new one. A connection whose write
+    /// session's `WriteEnded` does not come is dropped.
     async fn conn(&self, addr: &CsAddr) -> Result<(CsConn, bool), CsError> {
-        match self.take_idle(addr) {
-            Some(c) => Ok((c, true)),
-            None => Ok((Self::connect(addr).await?, false)),
+        while let Some(mut c) = self.take_idle(addr) {
+            if c.write_ending {
+                // Normally in the socket already: the server sends it right after the
+                // session's last answer (and its own chain's end).
+                match c.next_msg(FRAME_TIMEOUT).await {
+                    Ok(FromCs::WriteEnded) => c.write_ending = false,
+                    Ok(other) => {
+                        tracing::debug!(
+                            "chunkserver {addr}: {other:?} where WriteEnded was expected; \
+                             connection dropped"
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!("chunkserver {addr}: pooled connection dropped: {e}");
+                        continue;
+                    }
+                }
+            }
+            return Ok((c, true));
         }
+        Ok((Self::connect(addr).await?, false))
     }
 
     /// Reads `buf.len()` bytes at `offset` of `chunk` from `addr`. Every piece is CRC-checked;
@@ -227,12 +253,18 @@ impl CsPool {
             .iter()
             .flat_map(|(off, data)| block_pieces(*off, data))
             .collect();
-        // `WriteFinish` ends the connection too: it never goes back to the idle list.
         let (mut conn, reused) = self.conn(first).await?;
-        let r = write_on(&mut conn, chunk, rest, token, &frames).await;
+        let mut r = write_on(&mut conn, chunk, rest, token, &frames).await;
         if reused && r.as_ref().is_err_and(|e| e.is_stale_link()) {
-            let mut conn = Self::connect(first).await?;
-            return write_on(&mut conn, chunk, rest, token, &frames).await;
+            // The idle connection had been closed by the server: once more on a new one
+            // (writing the same pieces twice is harmless).
+            conn = Self::connect(first).await?;
+            r = write_on(&mut conn, chunk, rest, token, &frames).await;
+        }
+        if r.is_ok() {
+            // The server's `WriteEnded` is read by whoever takes the connection next.
+            conn.write_ending = true;
+            self.put_idle(first, conn);
         }
         r
     }
@@ -374,6 +406,8 @@ async fn read_on(
     }
 }
 
+/// One write session: `WriteInit`, the data frames right behind it (not waiting for the
+/// chain to open) and, once every write is acknowledged, `WriteFinish`.
 async fn write_on(
     conn: &mut CsConn,
     chunk: ChunkRef,
@@ -381,93 +415,245 @@ async fn write_on(
     token: &ChunkToken,
     frames: &[(u32, Bytes)],
 ) -> Result<(), CsError> {
-    conn.send_now(&ToCs::WriteInit {
-        chunk,
-        chain: rest.to_vec(),
-        token: token.clone(),
-    })
-    .await?;
-    match conn.next_msg(FRAME_TIMEOUT).await? {
-        FromCs::WriteStatus {
-            write_id: 0,
-            status,
-        } => status.map_err(|err| CsError::Status {
-            addr: conn.addr.clone(),
-            err,
-        })?,
-        other => return Err(conn.protocol(format!("expected the chain status, got {other:?}"))),
-    }
-    let n = frames.len();
-    let CsConn {
-        addr,
-        reader,
-        writer,
-    } = conn;
-    let addr: &str = addr;
-    let send = async {
-        for (i, (off, data)) in frames.iter().enumerate() {
-            let header = DataHeader {
-                chunk_id: chunk.chunk_id,
-                version: chunk.version,
-                req_id: i as u32 + 1,
-                offset: *off,
-                crc: crc32fast::hash(data),
-            };
-            writer.send_data(&header, data).await?;
-        }
-        writer.flush().await
-    };
-    let recv = async {
-        let mut acked = vec![false; n];
-        let mut left = n;
-        while left > 0 {
-            let msg = match tokio::time::timeout(FRAME_TIMEOUT, reader.next_msg::<FromCs>()).await {
-                Ok(Ok(m)) => m,
-                Ok(Err(e)) => {
-                    return Err(CsError::Link {
-                        addr: addr.to_string(),
-                        source: e,
-                    })
-                }
-                Err(_) => {
-                    return Err(CsError::Timeout {
-                        addr: addr.to_string(),
-                    })
-                }
-            };
-            match msg {
-                FromCs::WriteStatus { write_id, status } => {
-                    status.map_err(|err| CsError::Status {
-                        addr: addr.to_string(),
-                        err,
-                    })?;
-                    let slot = (write_id as usize)
-                        .checked_sub(1)
-                        .and_then(|i| acked.get_mut(i))
-                        .filter(|done| !**done)
-                        .ok_or_else(|| CsError::Protocol {
-                            addr: addr.to_string(),
-                            what: format!("unexpected status for write {write_id}"),
-                        })?;
-                    *slot = true;
-                    left -= 1;
-                }
-                other => {
-                    return Err(CsError::Protocol {
-                        addr: addr.to_string(),
-                        what: format!("expected a write status, got {other:?}"),
-                    })
-                }
-            }
-        }
-        Ok(())
-    };
-    let send = async {
-        send.await.map_err(|source| CsError::Link {
+    {
+        let n = frames.len();
+        let CsConn {
+            addr,
+            reader,
+            writer,
+            ..
+        } = conn;
+        let addr: &str = addr;
+        let link = |source: ProtoError| CsError::Link {
             addr: addr.to_string(),
             source,
-        })
-    };
-    tokio::try_join!(send, recv)?;
+        };
+        let send = async {
+            writer
+                .send(&ToCs::WriteInit {
+                    chunk,
+                    chain: rest.to_vec(),
+                    token: token.clone(),
+                })
+                .await?;
+            for (i, (off, data)) in frames.iter().enumerate() {
+                let header = DataHeader {
+                    chunk_id: chunk.chunk_id,
+                    version: chunk.version,
+                    req_id: i as u32 + 1,
+                    offset: *off,
+                    crc: crc32fast::hash(data),
+                };
+                writer.send_data(&header, data).await?;
+            }
+            writer.flush().await
+        };
+        let recv = async {
+            // Write id 0 is the chain's status; then one answer per frame, in any order.
+            let mut acked = vec![false; n + 1];
+            for _ in 0..=n {
+                let msg =
+                    match tokio::time::timeout(FRAME_TIMEOUT, reader.next_msg::<FromCs>()).await {
+                        Ok(Ok(m)) => m,
+                        Ok(Err(e)) => return Err(link(e)),
+                        Err(_) => {
+                            return Err(CsError::Timeout {
+                                addr: addr.to_string(),
+                            })
+                        }
+                    };
+                let FromCs::WriteStatus { write_id, status } = msg else {
+                    return Err(CsError::Protocol {
+                        addr: addr.to_string(),
+                        what: format!("expected a write status, got {msg:?}"),
+                    });
+                };
+                status.map_err(|err| CsError::Status {
+                    addr: addr.to_string(),
+                    err,
+                })?;
+                let expected = if acked[0] {
+                    write_id != 0
+                } else {
+                    write_id == 0
+                };
+                let slot = acked
+                    .get_mut(write_id as usize)
+                    .filter(|done| expected && !**done)
+                    .ok_or_else(|| CsError::Protocol {
+                        addr: addr.to_string(),
+                        what: format!("unexpected status for write {write_id}"),
+                    })?;
+                *slot = true;
+            }
+            Ok(())
+        };
+        tokio::pin!(send, recv);
+        let answered = tokio::select! {
+            sent = &mut send => match sent {
+                Ok(()) => false,
+                // A server that could not open the chain answers the init with the reason
+                // and closes the connection on the frames behind it: that answer is the
+                // error to report.
+                Err(e) => {
+                    recv.await?;
+                    return Err(link(e));
+                }
+            },
+            got = &mut recv => {
+                // Every write is acknowledged, so every frame has left.
+                got?;
+                send.await.map_err(link)?;
+                true
+            }
+        };
+        if !answered {
+            recv.await?;
+        }
+    }
     conn.send_now(&ToCs::WriteFinish).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moose_chunkserver::hdd::{Disk, DiskSet, HddEntry, SpaceLimit, Tolerance};
+    use moose_chunkserver::{dataserver, store::Store};
+    use moose_common::user::RunAs;
+    use moose_proto::auth::{unix_now, TokenKey, TokenOp};
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use tokio::net::TcpListener;
+
+    const C: ChunkRef = ChunkRef {
+        chunk_id: 0x7a7a,
+        version: 1,
+    };
+
+    fn key() -> TokenKey {
+        TokenKey::from_secret(b"csio test secret")
+    }
+
+    /// A chunkserver store over one empty folder, holding chunk `C`.
+    fn store(dir: &std::path::Path) -> Arc<Store> {
+        let me = RunAs {
+            user: "me".into(),
+            group: "me".into(),
+            uid: nix::unistd::Uid::current().as_raw(),
+            gid: nix::unistd::Gid::current().as_raw(),
+        };
+        let entry = HddEntry {
+            path: dir.to_path_buf(),
+            line: 1,
+            marked_for_removal: false,
+            limit: SpaceLimit::Default,
+        };
+        let disk = Arc::new(Disk::open(&entry, &me, Tolerance::default()).unwrap());
+        let (store, _events) = Store::new(DiskSet::new(vec![disk.clone()], 0, None).unwrap());
+        store.scan(&disk).unwrap();
+        store.access.set_key(key());
+        store.create(C).unwrap();
+        store
+    }
+
+    /// A real data server on 127.0.0.1.
+    async fn data_server(store: Arc<Store>) -> SocketAddr {
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(dataserver::serve(server, store));
+        addr
+    }
+
+    /// A real data server behind a listener that counts the connections made to it.
+    async fn counted_server(store: Arc<Store>) -> (CsAddr, Arc<AtomicUsize>) {
+        let target = data_server(store).await;
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = CsAddr {
+            host: "127.0.0.1".into(),
+            port: front.local_addr().unwrap().port(),
+        };
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = front.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pattern(len: usize, seed: u8) -> Bytes {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_chains_to_one_server_reuse_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, accepted) = counted_server(store(dir.path())).await;
+        let chain = vec![addr.clone()];
+        let write = key().sign(C, TokenOp::Write, &chain, unix_now());
+        let read = key().sign(C, TokenOp::Read, &[], unix_now());
+        let pool = CsPool::default();
+
+        let (a, b) = (pattern(4096, 1), pattern(10000, 2));
+        pool.write_chain(&chain, C, &write, &[(0, a.clone())])
+            .await
+            .unwrap();
+        pool.write_chain(&chain, C, &write, &[(4096, b.clone())])
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 4096 + 10000];
+        pool.read(&addr, C, &read, 0, &mut got).await.unwrap();
+        assert!(got == [a, b].concat(), "the data read back differs");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections opened");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_that_cannot_open_reports_the_servers_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = data_server(store(dir.path())).await.port();
+        let addr = CsAddr {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let chain = vec![addr.clone()];
+        let absent = ChunkRef {
+            chunk_id: 0x1234,
+            version: 1,
+        };
+        let token = key().sign(absent, TokenOp::Write, &chain, unix_now());
+        let pool = CsPool::default();
+        // Many frames behind the init: the server closes the connection on the first.
+        let pieces: Vec<(u32, Bytes)> = (0..64u32)
+            .map(|i| (i * 65536, pattern(65536, i as u8)))
+            .collect();
+        let err = pool
+            .write_chain(&chain, absent, &token, &pieces)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CsError::Status {
+                    err: FsError::NoChunk,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The failed connection was not kept: the next write works.
+        let token = key().sign(C, TokenOp::Write, &chain, unix_now());
+        pool.write_chain(&chain, C, &token, &[(0, pattern(100, 9))])
+            .await
+            .unwrap();
+    }
 }

@@ -708,13 +708,16 @@ pub enum ToCs {
     },
     /// Opens a write chain for `chunk`: this server writes and forwards to `chain[0]`, which
     /// gets `chain[1..]`. Answered by `WriteStatus { write_id: 0 }` once the chain is open.
-    /// Data frames follow, with `req_id` = write id (never 0).
+    /// Data frames follow, with `req_id` = write id (never 0); they may be sent before that
+    /// answer (a server whose chain failed to open closes the connection at the first one).
     WriteInit {
         chunk: ChunkRef,
         chain: Vec<CsAddr>,
         token: ChunkToken,
     },
-    /// Closes the chain (all data frames before it have been answered).
+    /// Ends the write session; answered by [`FromCs::WriteEnded`] once every write has been
+    /// answered and the rest of the chain has ended too. The connection then serves requests
+    /// again.
     WriteFinish,
     /// Makes the chunk's data durable (fdatasync); answered by `SyncDone`.
     Sync {
@@ -749,6 +752,9 @@ pub enum FromCs {
         req_id: u32,
         result: Result<u32, FsError>,
     },
+    /// The write session this connection carried has ended (after `WriteFinish`): every
+    /// write was answered before it, and the connection takes requests again.
+    WriteEnded,
 }
 
 // ------------------------------------------------------------------------------------------
