@@ -1064,6 +1064,40 @@ mod tests {
         (addr, tokio::spawn(serve(listener, store)))
     }
 
+    /// Two data servers on 127.0.0.1, each over a fresh store; `a` holds chunk `C`, and `b`
+    /// too when `b_has_c`. Their folders last as long as the value.
+    struct Pair {
+        a: Arc<Store>,
+        b: Arc<Store>,
+        addr_a: SocketAddr,
+        addr_b: SocketAddr,
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+        _events: (
+            mpsc::UnboundedReceiver<moose_proto::msg::CsToMaster>,
+            mpsc::UnboundedReceiver<moose_proto::msg::CsToMaster>,
+        ),
+    }
+
+    async fn two_servers(b_has_c: bool) -> Pair {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, ea) = test_store(dir_a.path());
+        let (b, eb) = test_store(dir_b.path());
+        a.create(C).unwrap();
+        if b_has_c {
+            b.create(C).unwrap();
+        }
+        let (addr_a, _) = start(Arc::clone(&a)).await;
+        let (addr_b, _) = start(Arc::clone(&b)).await;
+        Pair {
+            a,
+            b,
+            addr_a,
+            addr_b,
+            _dirs: (dir_a, dir_b),
+            _events: (ea, eb),
+        }
+    }
+
     async fn connect(addr: SocketAddr, role: Role) -> (Reader, Writer) {
         let sock = TcpStream::connect(addr).await.unwrap();
         let (rd, wr) = sock.into_split();
@@ -1131,13 +1165,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chained_write_reaches_both_copies() {
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, _ea) = test_store(dir_a.path());
-        let (b, _eb) = test_store(dir_b.path());
-        a.create(C).unwrap();
-        b.create(C).unwrap();
-        let (addr_a, _sa) = start(Arc::clone(&a)).await;
-        let (addr_b, _sb) = start(Arc::clone(&b)).await;
+        let p = two_servers(true).await;
+        let (b, addr_a, addr_b) = (&p.b, p.addr_a, p.addr_b);
 
         let (mut r, mut w) = connect(addr_a, Role::Client).await;
         w.send_now(&ToCs::WriteInit {
@@ -1226,7 +1255,7 @@ mod tests {
             let (data, _) = wire_read(addr, C, (BS - 7) as u32, (BS + 14) as u32).await;
             assert_eq!(data, expected[BS - 7..2 * BS + 7]);
         }
-        assert_eq!(read_all(&b, C, 40).unwrap(), expected);
+        assert_eq!(read_all(b, C, 40).unwrap(), expected);
         assert_eq!(
             b.space_reports()[0].used,
             chunkfile::DATA_OFFSET + (36 * BS + 290) as u64
@@ -1453,12 +1482,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chain_failures_are_errors_never_silent() {
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, _ea) = test_store(dir_a.path());
-        let (b, _eb) = test_store(dir_b.path());
-        a.create(C).unwrap();
-        let (addr_a, _sa) = start(Arc::clone(&a)).await;
-        let (addr_b, server_b) = start(Arc::clone(&b)).await;
+        let p = two_servers(false).await;
+        let (a, addr_a, addr_b) = (&p.a, p.addr_a, p.addr_b);
 
         // The next server does not have the chunk: its status comes back.
         let (mut r, mut w) = connect(addr_a, Role::Client).await;
@@ -1558,8 +1583,7 @@ mod tests {
             );
         }
         // The local copy still got the data.
-        assert_eq!(read_all(&a, C, 1).unwrap(), data);
-        drop(server_b);
+        assert_eq!(read_all(a, C, 1).unwrap(), data);
     }
 
     /// One pipelined write session on an open connection: init, pieces and finish sent at
@@ -1728,13 +1752,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_chain_reuses_its_connection_to_the_next_server() {
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, _ea) = test_store(dir_a.path());
-        let (b, _eb) = test_store(dir_b.path());
-        a.create(C).unwrap();
-        b.create(C).unwrap();
-        let (addr_a, _sa) = start(Arc::clone(&a)).await;
-        let (addr_b, _sb) = start(Arc::clone(&b)).await;
+        let p = two_servers(true).await;
+        let (b, addr_a, addr_b) = (&p.b, p.addr_a, p.addr_b);
         let front = counting_front(addr_b).await;
         let chain = [cs(front.addr)];
         let accepted = || front.accepted.load(Ordering::SeqCst);
@@ -1747,7 +1766,7 @@ mod tests {
             assert_eq!(answers, all_ok(1), "session {seed}");
         }
         assert_eq!(accepted(), 1, "connections from A to B after two sessions");
-        assert_eq!(read_all(&b, C, 1).unwrap(), pattern(BS, 2));
+        assert_eq!(read_all(b, C, 1).unwrap(), pattern(BS, 2));
 
         // B's end of the kept connection goes away: the next chain opens a new one.
         front.cut.send_modify(|n| *n += 1);
@@ -1763,6 +1782,6 @@ mod tests {
         let answers = pipelined_session(&mut r, &mut w, C, &chain, &pieces).await;
         assert_eq!(answers, all_ok(1), "session after the cut");
         assert_eq!(accepted(), 2);
-        assert_eq!(read_all(&b, C, 1).unwrap(), pattern(BS, 3));
+        assert_eq!(read_all(b, C, 1).unwrap(), pattern(BS, 3));
     }
 }

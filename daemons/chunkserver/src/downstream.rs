@@ -2,15 +2,14 @@
 //! of a chain there, and keeping the connection of an ended session for the next chain to
 //! that server (saving a TCP connect and a hello per chain).
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moose_proto::auth::ChunkToken;
 use moose_proto::frame::{FrameReader, FrameWriter, ProtoError};
 use moose_proto::handshake::say_hello;
+use moose_proto::idle_pool::IdlePool;
 use moose_proto::msg::{FromCs, ToCs};
 use moose_proto::{ChunkRef, CsAddr, FsError, FsResult, Role};
-use parking_lot::Mutex;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -31,9 +30,16 @@ pub struct Downstream {
 }
 
 /// Idle connections to next servers, a few per address (one pool per chunkserver process).
-#[derive(Default)]
 pub struct DownstreamPool {
-    idle: Mutex<HashMap<CsAddr, Vec<(Instant, Downstream)>>>,
+    idle: IdlePool<Downstream>,
+}
+
+impl Default for DownstreamPool {
+    fn default() -> Self {
+        DownstreamPool {
+            idle: IdlePool::new(MAX_IDLE_PER_SERVER, IDLE_MAX_AGE),
+        }
+    }
 }
 
 /// Why opening the chain on a connection failed.
@@ -58,25 +64,13 @@ impl InitError {
 
 impl DownstreamPool {
     fn take(&self, addr: &CsAddr) -> Option<Downstream> {
-        let mut idle = self.idle.lock();
-        let list = idle.get_mut(addr)?;
-        while let Some((at, conn)) = list.pop() {
-            if at.elapsed() < IDLE_MAX_AGE {
-                return Some(conn);
-            }
-        }
-        None
+        self.idle.take(addr)
     }
 
     /// Keeps a connection whose session has ended (the server sent `WriteEnded`, or refused
     /// the chain) for the next chain to the same server.
     pub fn put(&self, conn: Downstream) {
-        let mut idle = self.idle.lock();
-        let list = idle.entry(conn.addr.clone()).or_default();
-        list.retain(|(at, _)| at.elapsed() < IDLE_MAX_AGE);
-        if list.len() < MAX_IDLE_PER_SERVER {
-            list.push((Instant::now(), conn));
-        }
+        self.idle.put(&conn.addr.clone(), conn);
     }
 
     /// Opens the rest of the chain (`rest`, after `next`) for `chunk` on `next`, on a kept

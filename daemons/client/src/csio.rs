@@ -6,14 +6,13 @@
 //! the connection back without waiting for the server's `WriteEnded`: whoever takes the
 //! connection next reads that first. A connection goes back only after a success.
 
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use moose_proto::auth::ChunkToken;
 use moose_proto::handshake::{say_hello, HandshakeError};
+use moose_proto::idle_pool::IdlePool;
 use moose_proto::msg::{FromCs, ToCs};
 use moose_proto::{
     ChunkRef, CsAddr, DataHeader, Frame, FrameReader, FrameWriter, FsError, ProtoError, Role,
@@ -118,10 +117,18 @@ impl CsConn {
 }
 
 /// Connections to chunkservers, with a few idle ones kept per server.
-#[derive(Default)]
 pub struct CsPool {
-    idle: Mutex<HashMap<CsAddr, Vec<(Instant, CsConn)>>>,
+    idle: IdlePool<CsConn>,
     next_req: AtomicU32,
+}
+
+impl Default for CsPool {
+    fn default() -> Self {
+        CsPool {
+            idle: IdlePool::new(MAX_IDLE, IDLE_MAX_AGE),
+            next_req: AtomicU32::new(0),
+        }
+    }
 }
 
 impl CsPool {
@@ -132,23 +139,11 @@ impl CsPool {
     }
 
     fn take_idle(&self, addr: &CsAddr) -> Option<CsConn> {
-        let mut idle = self.idle.lock();
-        let list = idle.get_mut(addr)?;
-        while let Some((at, conn)) = list.pop() {
-            if at.elapsed() < IDLE_MAX_AGE {
-                return Some(conn);
-            }
-        }
-        None
+        self.idle.take(addr)
     }
 
     fn put_idle(&self, addr: &CsAddr, conn: CsConn) {
-        let mut idle = self.idle.lock();
-        let list = idle.entry(addr.clone()).or_default();
-        list.retain(|(at, _)| at.elapsed() < IDLE_MAX_AGE);
-        if list.len() < MAX_IDLE {
-            list.push((Instant::now(), conn));
-        }
+        self.idle.put(addr, conn);
     }
 
     async fn connect(addr: &CsAddr) -> Result<CsConn, CsError> {

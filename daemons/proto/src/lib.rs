@@ -9,6 +9,7 @@ pub mod auth;
 pub mod files;
 pub mod frame;
 pub mod handshake;
+pub mod idle_pool;
 pub mod msg;
 pub mod types;
 
