@@ -1064,37 +1064,27 @@ mod tests {
         (addr, tokio::spawn(serve(listener, store)))
     }
 
-    /// Two data servers on 127.0.0.1, each over a fresh store; `a` holds chunk `C`, and `b`
-    /// too when `b_has_c`. Their folders last as long as the value.
-    struct Pair {
-        a: Arc<Store>,
-        b: Arc<Store>,
-        addr_a: SocketAddr,
-        addr_b: SocketAddr,
-        _dirs: (tempfile::TempDir, tempfile::TempDir),
-        _events: (
-            mpsc::UnboundedReceiver<moose_proto::msg::CsToMaster>,
-            mpsc::UnboundedReceiver<moose_proto::msg::CsToMaster>,
-        ),
+    /// A data server on 127.0.0.1 over a fresh store, holding chunk `C` when `has_c`; its
+    /// folder lasts as long as the value.
+    struct TestServer {
+        store: Arc<Store>,
+        addr: SocketAddr,
+        _dir: tempfile::TempDir,
+        _events: mpsc::UnboundedReceiver<moose_proto::msg::CsToMaster>,
     }
 
-    async fn two_servers(b_has_c: bool) -> Pair {
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, ea) = test_store(dir_a.path());
-        let (b, eb) = test_store(dir_b.path());
-        a.create(C).unwrap();
-        if b_has_c {
-            b.create(C).unwrap();
+    async fn server(has_c: bool) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, events) = test_store(dir.path());
+        if has_c {
+            store.create(C).unwrap();
         }
-        let (addr_a, _) = start(Arc::clone(&a)).await;
-        let (addr_b, _) = start(Arc::clone(&b)).await;
-        Pair {
-            a,
-            b,
-            addr_a,
-            addr_b,
-            _dirs: (dir_a, dir_b),
-            _events: (ea, eb),
+        let (addr, _) = start(Arc::clone(&store)).await;
+        TestServer {
+            store,
+            addr,
+            _dir: dir,
+            _events: events,
         }
     }
 
@@ -1165,8 +1155,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chained_write_reaches_both_copies() {
-        let p = two_servers(true).await;
-        let (b, addr_a, addr_b) = (&p.b, p.addr_a, p.addr_b);
+        let (sa, sb) = (server(true).await, server(true).await);
+        let (b, addr_a, addr_b) = (&sb.store, sa.addr, sb.addr);
 
         let (mut r, mut w) = connect(addr_a, Role::Client).await;
         w.send_now(&ToCs::WriteInit {
@@ -1191,17 +1181,10 @@ mod tests {
             .collect();
         writes.push(((33 * BS + 100) as u32, pattern(5000, 77)));
         writes.push(((36 * BS - 10) as u32, pattern(300, 78)));
-        for (i, (offset, data)) in writes.iter().enumerate() {
+        for (offset, data) in &writes {
             expected[*offset as usize..*offset as usize + data.len()].copy_from_slice(data);
-            let h = DataHeader {
-                chunk_id: C.chunk_id,
-                version: C.version,
-                req_id: i as u32 + 1,
-                offset: *offset,
-                crc: crc32fast::hash(data),
-            };
-            w.send_data(&h, data).await.unwrap();
         }
+        w.send_pieces(C, &writes).await.unwrap();
         // A piece with a bad CRC is refused, not written.
         let bad = DataHeader {
             chunk_id: C.chunk_id,
@@ -1421,10 +1404,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn length_queries() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _events) = test_store(dir.path());
-        store.create(C).unwrap();
-        let (addr, _s) = start(Arc::clone(&store)).await;
+        let s = server(true).await;
+        let (store, addr) = (&s.store, s.addr);
         let (mut r, mut w) = connect(addr, Role::Chunkserver).await;
         let mut ask = async |chunk: ChunkRef| {
             w.send_now(&ToCs::GetLength {
@@ -1440,9 +1421,9 @@ mod tests {
             }
         };
         assert_eq!(ask(C).await, Ok(0));
-        write_all(&store, C, (5 * BS + 7) as u32, b"xyz");
+        write_all(store, C, (5 * BS + 7) as u32, b"xyz");
         assert_eq!(ask(C).await, Ok((5 * BS + 10) as u32));
-        write_all(&store, C, (CHUNK_SIZE - 1) as u32, b"z");
+        write_all(store, C, (CHUNK_SIZE - 1) as u32, b"z");
         assert_eq!(ask(C).await, Ok(CHUNK_SIZE as u32));
         store.truncate(C, 3, 100).unwrap();
         assert_eq!(ask(ChunkRef { version: 3, ..C }).await, Ok(100));
@@ -1482,8 +1463,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chain_failures_are_errors_never_silent() {
-        let p = two_servers(false).await;
-        let (a, addr_a, addr_b) = (&p.a, p.addr_a, p.addr_b);
+        let (sa, sb) = (server(true).await, server(false).await);
+        let (a, addr_a, addr_b) = (&sa.store, sa.addr, sb.addr);
 
         // The next server does not have the chunk: its status comes back.
         let (mut r, mut w) = connect(addr_a, Role::Client).await;
@@ -1603,16 +1584,7 @@ mod tests {
                 token: crate::access::tests::token(chunk, true, chain),
             })
             .await?;
-            for (i, (offset, data)) in pieces.iter().enumerate() {
-                let h = DataHeader {
-                    chunk_id: chunk.chunk_id,
-                    version: chunk.version,
-                    req_id: i as u32 + 1,
-                    offset: *offset,
-                    crc: crc32fast::hash(data),
-                };
-                w.send_data(&h, data).await?;
-            }
+            w.send_pieces(chunk, pieces).await?;
             w.send_now(&ToCs::WriteFinish).await
         };
         // A server that refuses the init closes the connection on the frames behind it, so
@@ -1641,10 +1613,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_connection_carries_two_write_sessions_and_then_a_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _events) = test_store(dir.path());
-        store.create(C).unwrap();
-        let (addr, _s) = start(Arc::clone(&store)).await;
+        let s = server(true).await;
+        let addr = s.addr;
         let (mut r, mut w) = connect(addr, Role::Client).await;
 
         let first = vec![(0, pattern(BS, 1)), (BS as u32, pattern(BS, 2))];
@@ -1689,9 +1659,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_open_answers_the_init_even_with_data_frames_behind_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _events) = test_store(dir.path());
-        let (addr, _s) = start(Arc::clone(&store)).await;
+        let s = server(false).await;
+        let addr = s.addr;
         let (mut r, mut w) = connect(addr, Role::Client).await;
         // The chunk is not on this server: the open fails after the data is on its way.
         let pieces: Vec<(u32, Vec<u8>)> = (0..8).map(|i| (i * BS as u32, pattern(BS, i))).collect();
@@ -1752,8 +1721,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_chain_reuses_its_connection_to_the_next_server() {
-        let p = two_servers(true).await;
-        let (b, addr_a, addr_b) = (&p.b, p.addr_a, p.addr_b);
+        let (sa, sb) = (server(true).await, server(true).await);
+        let (b, addr_a, addr_b) = (&sb.store, sa.addr, sb.addr);
         let front = counting_front(addr_b).await;
         let chain = [cs(front.addr)];
         let accepted = || front.accepted.load(Ordering::SeqCst);

@@ -14,9 +14,7 @@ use moose_proto::auth::ChunkToken;
 use moose_proto::handshake::{say_hello, HandshakeError};
 use moose_proto::idle_pool::IdlePool;
 use moose_proto::msg::{FromCs, ToCs};
-use moose_proto::{
-    ChunkRef, CsAddr, DataHeader, Frame, FrameReader, FrameWriter, FsError, ProtoError, Role,
-};
+use moose_proto::{ChunkRef, CsAddr, Frame, FrameReader, FrameWriter, FsError, ProtoError, Role};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -431,16 +429,7 @@ async fn write_on(
                     token: token.clone(),
                 })
                 .await?;
-            for (i, (off, data)) in frames.iter().enumerate() {
-                let header = DataHeader {
-                    chunk_id: chunk.chunk_id,
-                    version: chunk.version,
-                    req_id: i as u32 + 1,
-                    offset: *off,
-                    crc: crc32fast::hash(data),
-                };
-                writer.send_data(&header, data).await?;
-            }
+            writer.send_pieces(chunk, frames).await?;
             writer.flush().await
         };
         let recv = async {

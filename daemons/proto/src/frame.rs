@@ -260,6 +260,27 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Queues the pieces (offset in chunk, bytes) of a write session on `chunk` as data
+    /// frames with write ids 1, 2, … in order, each with its CRC.
+    pub async fn send_pieces<D: AsRef<[u8]>>(
+        &mut self,
+        chunk: crate::ChunkRef,
+        pieces: &[(u32, D)],
+    ) -> Result<(), ProtoError> {
+        for (i, (offset, data)) in pieces.iter().enumerate() {
+            let data = data.as_ref();
+            let header = DataHeader {
+                chunk_id: chunk.chunk_id,
+                version: chunk.version,
+                req_id: i as u32 + 1,
+                offset: *offset,
+                crc: crc32fast::hash(data),
+            };
+            self.send_data(&header, data).await?;
+        }
+        Ok(())
+    }
+
     pub async fn flush(&mut self) -> Result<(), ProtoError> {
         self.inner.flush().await?;
         Ok(())
