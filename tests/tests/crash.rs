@@ -4,7 +4,8 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,56 +28,77 @@ fn mounted_cluster(chunkservers: usize, goal: u8) -> (LocalCluster, std::path::P
     (c, mnt)
 }
 
-/// A file the writer appends to, and how much of `data` a fsync acknowledged.
+/// A file the appender wrote to, and how much of `data` a fsync acknowledged.
 struct Written {
     name: String,
     data: Vec<u8>,
     acked: usize,
 }
 
-/// Appends pieces to a few files (new chunks, and writes into existing chunks: version
-/// raises), fsyncing each. After a failed write or fsync the file is left alone (its tail is
-/// unknown) and a new one is started.
-fn write_loop(mnt: &Path, stop: &AtomicBool) -> Vec<Written> {
-    let new_file = |files: &mut Vec<Written>| {
-        files.push(Written {
-            name: format!("f{}", files.len()),
-            data: Vec::new(),
-            acked: 0,
-        });
-        files.len() - 1
-    };
-    let mut files: Vec<Written> = Vec::new();
-    let mut current: Vec<usize> = (0..3).map(|_| new_file(&mut files)).collect();
-    let mut round = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        round += 1;
-        let slot = (round % 3) as usize;
-        let w = &mut files[current[slot]];
-        // Sizes that end inside blocks and chunks, so later appends patch partial blocks.
-        let piece = random_bytes(round, 300_000 + (round as usize * 77_777) % 3_000_000);
-        w.data.extend_from_slice(&piece);
-        let result = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(mnt.join(&w.name))
-            .and_then(|mut f| f.write_all(&piece).and_then(|()| f.sync_all()));
-        match result {
-            Ok(()) => w.acked = w.data.len(),
-            Err(_) => current[slot] = new_file(&mut files),
-        }
+/// `fsync-appender` (see its source) writing into a mount, killed if the test ends first.
+struct Appender {
+    child: Child,
+    stop_file: PathBuf,
+}
+
+impl Appender {
+    fn start(dir: &Path, stop_file: PathBuf) -> Appender {
+        let child = Command::new(env!("CARGO_BIN_EXE_fsync-appender"))
+            .arg(dir)
+            .arg(&stop_file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("fsync-appender starts");
+        Appender { child, stop_file }
     }
-    files
+
+    /// Stops it and returns each file with what it wrote and what was fsynced.
+    fn finish(mut self) -> Vec<Written> {
+        fs::write(&self.stop_file, b"").unwrap();
+        let mut lines = String::new();
+        let mut stdout = self.child.stdout.take().unwrap();
+        std::io::Read::read_to_string(&mut stdout, &mut lines).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "fsync-appender: {status}");
+        let mut files: Vec<Written> = Vec::new();
+        for line in lines.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [name, round, len, verdict] = fields[..] else {
+                panic!("fsync-appender said {line:?}");
+            };
+            let at = match files.iter().position(|w| w.name == name) {
+                Some(at) => at,
+                None => {
+                    files.push(Written {
+                        name: name.to_string(),
+                        data: Vec::new(),
+                        acked: 0,
+                    });
+                    files.len() - 1
+                }
+            };
+            let w = &mut files[at];
+            w.data
+                .extend_from_slice(&random_bytes(round.parse().unwrap(), len.parse().unwrap()));
+            if verdict == "ok" {
+                w.acked = w.data.len();
+            }
+        }
+        files
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
 fn twenty_kill_9s_of_the_master_during_writes_lose_no_fsynced_byte() {
     let (mut c, mnt) = mounted_cluster(2, 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (mnt, stop) = (mnt.clone(), stop.clone());
-        std::thread::spawn(move || write_loop(&mnt, &stop))
-    };
+    let appender = Appender::start(&mnt, c.dir.path().join("appender-stop"));
     for round in 0..20u64 {
         std::thread::sleep(Duration::from_millis(200 + (round * 137) % 600));
         c.kill_master().unwrap();
@@ -84,8 +106,7 @@ fn twenty_kill_9s_of_the_master_during_writes_lose_no_fsynced_byte() {
             .unwrap_or_else(|e| panic!("round {round}: plain start after kill -9: {e:#}"));
     }
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let files = writer.join().expect("the writer thread");
+    let files = appender.finish();
     let acked: usize = files.iter().map(|w| w.acked).sum();
     assert!(acked > 0, "nothing was acknowledged in 20 rounds");
 
