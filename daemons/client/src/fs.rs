@@ -26,7 +26,7 @@ use crate::attr;
 use crate::cred::CredCache;
 use crate::dirents::{self, DirBuffer, Resume};
 use crate::extents::MAX_FILE_SIZE;
-use crate::master::{CallError, MasterClient};
+use crate::master::{Call, CallError, MasterClient};
 use crate::reader::{ReadMode, Reader};
 use crate::writer::Writer;
 
@@ -207,6 +207,12 @@ impl Core {
         self.master.call(req).await
     }
 
+    /// Sends a request from the calling (FUSE) thread; the task that answers the kernel
+    /// awaits the returned call.
+    fn start(&self, req: ClRequest) -> Call {
+        self.master.start(req)
+    }
+
     /// A size change, waiting while another mount holds a chunk it cuts (it writes, or keeps
     /// its write lease for a second): a truncation must not fail because of that.
     async fn resize(&self, inode: Inode, set: SetAttrs, cred: Cred) -> Result<ClReply, CallError> {
@@ -299,26 +305,15 @@ impl Core {
         fh
     }
 
-    /// Creates and opens a regular file in one request to the master; returns its
-    /// attributes and the new handle.
+    /// Opens here a file the master creates and opens with `create` (a `Create` request
+    /// with `flags` and `cred`); returns its attributes and the new handle.
     async fn create_open(
         &self,
-        parent: Inode,
-        name: Vec<u8>,
-        mode: u32,
-        umask: u32,
+        create: Call,
         flags: i32,
         cred: Cred,
     ) -> Result<(Attr, u64), CallError> {
-        let req = ClRequest::Create {
-            parent,
-            name,
-            mode: attr::perm_bits(mode),
-            umask: attr::perm_bits(umask),
-            flags,
-            cred: cred.clone(),
-        };
-        let a = match self.call(req).await? {
+        let a = match create.await? {
             ClReply::Attr(a) => a,
             other => {
                 tracing::error!("create: unexpected answer {other:?}");
@@ -701,10 +696,10 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        let epoch = core.writer.epoch();
+        let call = core.start(ClRequest::Lookup { parent, name, cred });
         self.spawn(async move {
-            let epoch = core.writer.epoch();
-            let r = core.call(ClRequest::Lookup { parent, name, cred }).await;
-            core.reply_entry(reply, expect_attr("lookup", r), epoch)
+            core.reply_entry(reply, expect_attr("lookup", call.await), epoch)
                 .await;
         });
     }
@@ -716,9 +711,10 @@ impl Filesystem for MooseFs {
             let fa = attr::file_attr(&a, ino.0, a.size);
             return reply.attr(&attr::ttl(core.attr_ttl), &fa);
         }
+        let epoch = core.writer.epoch();
+        let call = core.start(ClRequest::GetAttr { inode });
         self.spawn(async move {
-            let epoch = core.writer.epoch();
-            match expect_attr("getattr", core.call(ClRequest::GetAttr { inode }).await) {
+            match expect_attr("getattr", call.await) {
                 Ok(a) => {
                     let fa = core.fuse_attr_at(a, epoch).await;
                     reply.attr(&attr::ttl(core.attr_ttl), &fa)
@@ -760,19 +756,35 @@ impl Filesystem for MooseFs {
             atime: atime.map(attr::time_set),
             mtime: mtime.map(attr::time_set),
         };
-        self.spawn(async move {
-            if set.size.is_some() || set.atime.is_some() || set.mtime.is_some() {
-                // Buffered data must land first: it would change the size or the times later.
-                if let Err(e) = core.writer.flush(inode).await {
-                    return reply.error(fs_errno(e));
-                }
-            }
-            let resized = set.size.is_some();
+        let resized = set.size.is_some();
+        // Buffered data must land first: it would change the size or the times later.
+        let flush_first =
+            (resized || set.atime.is_some() || set.mtime.is_some()) && core.writer.tracks(inode);
+        let early = (!resized && !flush_first).then(|| {
             let epoch = core.writer.epoch();
-            let r = if resized {
-                core.resize(inode, set, cred).await
+            let req = ClRequest::SetAttr {
+                inode,
+                set: set.clone(),
+                cred: cred.clone(),
+            };
+            (epoch, core.start(req))
+        });
+        self.spawn(async move {
+            let (epoch, r) = if let Some((epoch, call)) = early {
+                (epoch, call.await)
             } else {
-                core.call(ClRequest::SetAttr { inode, set, cred }).await
+                if flush_first {
+                    if let Err(e) = core.writer.flush(inode).await {
+                        return reply.error(fs_errno(e));
+                    }
+                }
+                let epoch = core.writer.epoch();
+                let r = if resized {
+                    core.resize(inode, set, cred).await
+                } else {
+                    core.call(ClRequest::SetAttr { inode, set, cred }).await
+                };
+                (epoch, r)
             };
             if resized {
                 core.reader.invalidate(inode);
@@ -790,8 +802,9 @@ impl Filesystem for MooseFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
+        let call = core.start(ClRequest::ReadLink { inode });
         self.spawn(async move {
-            match core.call(ClRequest::ReadLink { inode }).await {
+            match call.await {
                 Ok(ClReply::Link(target)) => reply.data(&target),
                 Ok(other) => reply.error(unexpected("readlink", &other)),
                 Err(e) => reply.error(errno(e)),
@@ -819,19 +832,19 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        let req = ClRequest::MkNod {
+            parent,
+            name,
+            kind,
+            mode: attr::perm_bits(mode),
+            umask: attr::perm_bits(umask),
+            rdev,
+            cred,
+        };
+        let epoch = core.writer.epoch();
+        let call = core.start(req);
         self.spawn(async move {
-            let req = ClRequest::MkNod {
-                parent,
-                name,
-                kind,
-                mode: attr::perm_bits(mode),
-                umask: attr::perm_bits(umask),
-                rdev,
-                cred,
-            };
-            let epoch = core.writer.epoch();
-            let r = core.call(req).await;
-            core.reply_entry(reply, expect_attr("mknod", r), epoch)
+            core.reply_entry(reply, expect_attr("mknod", call.await), epoch)
                 .await;
         });
     }
@@ -852,17 +865,17 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        let req = ClRequest::MkDir {
+            parent,
+            name,
+            mode: attr::perm_bits(mode),
+            umask: attr::perm_bits(umask),
+            cred,
+        };
+        let epoch = core.writer.epoch();
+        let call = core.start(req);
         self.spawn(async move {
-            let req = ClRequest::MkDir {
-                parent,
-                name,
-                mode: attr::perm_bits(mode),
-                umask: attr::perm_bits(umask),
-                cred,
-            };
-            let epoch = core.writer.epoch();
-            let r = core.call(req).await;
-            core.reply_entry(reply, expect_attr("mkdir", r), epoch)
+            core.reply_entry(reply, expect_attr("mkdir", call.await), epoch)
                 .await;
         });
     }
@@ -875,9 +888,9 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        let call = core.start(ClRequest::Unlink { parent, name, cred });
         self.spawn(async move {
-            let r = core.call(ClRequest::Unlink { parent, name, cred }).await;
-            match expect_done("unlink", r) {
+            match expect_done("unlink", call.await) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
@@ -892,9 +905,9 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        let call = core.start(ClRequest::RmDir { parent, name, cred });
         self.spawn(async move {
-            let r = core.call(ClRequest::RmDir { parent, name, cred }).await;
-            match expect_done("rmdir", r) {
+            match expect_done("rmdir", call.await) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
@@ -920,16 +933,16 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        let req = ClRequest::Symlink {
+            parent,
+            name,
+            target,
+            cred,
+        };
+        let epoch = core.writer.epoch();
+        let call = core.start(req);
         self.spawn(async move {
-            let req = ClRequest::Symlink {
-                parent,
-                name,
-                target,
-                cred,
-            };
-            let epoch = core.writer.epoch();
-            let r = core.call(req).await;
-            core.reply_entry(reply, expect_attr("symlink", r), epoch)
+            core.reply_entry(reply, expect_attr("symlink", call.await), epoch)
                 .await;
         });
     }
@@ -956,16 +969,16 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let parent = core.to_master(parent);
         let new_parent = core.to_master(newparent);
+        let call = core.start(ClRequest::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            flags: flags.bits(),
+            cred,
+        });
         self.spawn(async move {
-            let req = ClRequest::Rename {
-                parent,
-                name,
-                new_parent,
-                new_name,
-                flags: flags.bits(),
-                cred,
-            };
-            match expect_done("rename", core.call(req).await) {
+            match expect_done("rename", call.await) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
@@ -988,16 +1001,17 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let inode = core.to_master(ino);
         let new_parent = core.to_master(newparent);
+        let req = ClRequest::Link {
+            inode,
+            new_parent,
+            new_name,
+            cred,
+        };
+        let epoch = core.writer.epoch();
+        let call = core.start(req);
         self.spawn(async move {
-            let req = ClRequest::Link {
-                inode,
-                new_parent,
-                new_name,
-                cred,
-            };
-            let epoch = core.writer.epoch();
-            let r = core.call(req).await;
-            core.reply_entry(reply, expect_attr("link", r), epoch).await;
+            core.reply_entry(reply, expect_attr("link", call.await), epoch)
+                .await;
         });
     }
 
@@ -1087,6 +1101,11 @@ impl Filesystem for MooseFs {
     ) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
+        if !core.writer.tracks(inode) {
+            // Nothing was written here: nothing to write out, no error to report (the close
+            // of a file that was only read or created).
+            return reply.ok();
+        }
         self.spawn(async move {
             match core.writer.flush(inode).await {
                 Ok(()) => reply.ok(),
@@ -1230,9 +1249,10 @@ impl Filesystem for MooseFs {
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
+        // At the inode: inside a folder with a size quota, the quota is the size.
+        let call = core.start(ClRequest::StatfsAt { inode });
         self.spawn(async move {
-            // At the inode: inside a folder with a size quota, the quota is the size.
-            match core.call(ClRequest::StatfsAt { inode }).await {
+            match call.await {
                 Ok(ClReply::Statfs(s)) => {
                     let files = s.inodes.max(u32::MAX as u64);
                     reply.statfs(
@@ -1403,11 +1423,17 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        let epoch = core.writer.epoch();
+        let create = core.start(ClRequest::Create {
+            parent,
+            name: name.clone(),
+            mode: attr::perm_bits(mode),
+            umask: attr::perm_bits(umask),
+            flags,
+            cred: cred.clone(),
+        });
         self.spawn(async move {
-            let epoch = core.writer.epoch();
-            let created = core
-                .create_open(parent, name.clone(), mode, umask, flags, cred.clone())
-                .await;
+            let created = core.create_open(create, flags, cred.clone()).await;
             let opened = match created {
                 Ok((a, fh)) => {
                     // A new file has no extended attributes, and the kernel asks for this one

@@ -1,12 +1,19 @@
 //! The connection to the master: many requests in flight on one TCP connection, answers
 //! matched by `msgid`, and (for a mount) reconnection with a new registration and the
 //! re-sending of every unanswered request.
+//!
+//! A request is written to the socket by the thread that makes it (a FUSE thread, most of
+//! the time), so nothing else has to be woken on its way to the master; only what the socket
+//! does not take at once is left to the connection's writer task.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use parking_lot::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moose_common::exports::password_proof;
 use moose_proto::handshake::{say_hello, HandshakeError};
@@ -16,7 +23,7 @@ use moose_proto::msg::{
 use moose_proto::{ChunkRef, CsAddr, FrameReader, FrameWriter, FsError, ProtoError, Role};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 /// How long one connection attempt (resolve, connect, handshake, registration) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,17 +108,72 @@ impl CallError {
 type Reply = Result<ClReply, CallError>;
 
 struct Pending {
-    env: Arc<ClEnvelope>,
+    env: ClEnvelope,
     tx: oneshot::Sender<Reply>,
 }
 
 struct State {
     pending: HashMap<u32, Pending>,
-    /// Sender to the current connection's writer; `None` while disconnected.
-    out: Option<mpsc::UnboundedSender<Arc<ClEnvelope>>>,
+    /// The current connection's sending side; `None` while disconnected.
+    out: Option<Arc<Mutex<Outbox>>>,
     next_id: u32,
     /// No more requests: the connection is gone and will not come back.
     closed: bool,
+}
+
+/// The sending side of a connection. Frames are written by whoever queues them while nothing
+/// waits before them; the rest is written by the connection's writer task when the socket
+/// takes more.
+struct Outbox {
+    sock: Arc<OwnedWriteHalf>,
+    /// Frames (or the end of one) the socket did not take yet.
+    queued: Vec<u8>,
+    /// The error of the last write: the writer task ends the connection with it.
+    failed: Option<std::io::Error>,
+    /// Wakes the writer task: bytes are left over, or a write failed.
+    wake: Arc<Notify>,
+    last_sent: Instant,
+}
+
+impl Outbox {
+    fn new(sock: OwnedWriteHalf) -> Outbox {
+        Outbox {
+            sock: Arc::new(sock),
+            queued: Vec::new(),
+            failed: None,
+            wake: Arc::new(Notify::new()),
+            last_sent: Instant::now(),
+        }
+    }
+
+    /// Queues `env` and, unless earlier bytes are still waiting for the socket, writes it now.
+    fn push(&mut self, env: &ClEnvelope) -> Result<(), ProtoError> {
+        let idle = self.queued.is_empty();
+        moose_proto::frame::append_msg_frame(&mut self.queued, env)?;
+        if idle && !self.write_some() {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes queued bytes until the socket would block or fails; true when none are left.
+    fn write_some(&mut self) -> bool {
+        while !self.queued.is_empty() && self.failed.is_none() {
+            match self.sock.try_write(&self.queued) {
+                Ok(0) => self.failed = Some(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.queued.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) => self.failed = Some(e),
+            }
+        }
+        if self.failed.is_some() {
+            return false;
+        }
+        self.last_sent = Instant::now();
+        true
+    }
 }
 
 struct Inner {
@@ -141,6 +203,47 @@ pub struct MasterClient {
 struct Conn {
     reader: FrameReader<OwnedReadHalf>,
     writer: FrameWriter<OwnedWriteHalf>,
+}
+
+/// The answer to a request sent with [`MasterClient::start`].
+pub struct Call {
+    state: CallState,
+}
+
+enum CallState {
+    Waiting {
+        rx: oneshot::Receiver<Reply>,
+        inner: Arc<Inner>,
+        id: u32,
+    },
+    /// Failed before it was sent, or answered already.
+    Done(Option<CallError>),
+}
+
+impl Future for Call {
+    type Output = Reply;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        match &mut self.state {
+            CallState::Done(e) => Poll::Ready(Err(e.take().unwrap_or(CallError::Disconnected))),
+            CallState::Waiting { rx, .. } => match Pin::new(rx).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => {
+                    self.state = CallState::Done(None);
+                    Poll::Ready(r.unwrap_or(Err(CallError::Disconnected)))
+                }
+            },
+        }
+    }
+}
+
+impl Drop for Call {
+    /// A request nobody waits for any more is not sent again after a reconnection.
+    fn drop(&mut self) {
+        if let CallState::Waiting { inner, id, .. } = &self.state {
+            inner.lock().pending.remove(id);
+        }
+    }
 }
 
 impl MasterClient {
@@ -187,34 +290,38 @@ impl MasterClient {
 
     /// Sends a request and waits for its answer.
     pub async fn call(&self, req: ClRequest) -> Reply {
+        self.start(req).await
+    }
+
+    /// Sends a request now, from the calling thread, and returns its answer to come. Dropping
+    /// the [`Call`] forgets the request.
+    pub fn start(&self, req: ClRequest) -> Call {
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut st = self.inner.lock();
-            if st.closed {
-                return Err(CallError::Disconnected);
+        let mut st = self.inner.lock();
+        if st.closed {
+            return Call::failed(CallError::Disconnected);
+        }
+        let mut id = st.next_id;
+        while id == REGISTER_MSGID || st.pending.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        st.next_id = id.wrapping_add(1);
+        let env = ClEnvelope { msgid: id, req };
+        if let Some(out) = &st.out {
+            // A failed write shows up in the writer task, which replaces the connection;
+            // the request is sent again on the next one.
+            if let Err(e) = out.lock().push(&env) {
+                return Call::failed(unsendable(e));
             }
-            let mut id = st.next_id;
-            while id == REGISTER_MSGID || st.pending.contains_key(&id) {
-                id = id.wrapping_add(1);
-            }
-            st.next_id = id.wrapping_add(1);
-            let env = Arc::new(ClEnvelope { msgid: id, req });
-            if let Some(out) = &st.out {
-                // A failed send means the connection is going away; the request is re-sent
-                // after the reconnection.
-                let _ = out.send(env.clone());
-            }
-            st.pending.insert(id, Pending { env, tx });
-            id
-        };
-        let mut guard = PendingGuard {
-            inner: &self.inner,
-            id,
-            armed: true,
-        };
-        let result = rx.await.unwrap_or(Err(CallError::Disconnected));
-        guard.armed = false;
-        result
+        }
+        st.pending.insert(id, Pending { env, tx });
+        Call {
+            state: CallState::Waiting {
+                rx,
+                inner: self.inner.clone(),
+                id,
+            },
+        }
     }
 
     /// Remembers an open of `inode` (flags as given to open), to repeat it in a new session.
@@ -260,17 +367,24 @@ impl MasterClient {
     }
 }
 
-/// Removes the pending entry of a call whose future was dropped before its answer.
-struct PendingGuard<'a> {
-    inner: &'a Inner,
-    id: u32,
-    armed: bool,
+impl Call {
+    fn failed(e: CallError) -> Call {
+        Call {
+            state: CallState::Done(Some(e)),
+        }
+    }
 }
 
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.inner.lock().pending.remove(&self.id);
+/// What a caller gets for a request that cannot be encoded.
+fn unsendable(e: ProtoError) -> CallError {
+    match e {
+        ProtoError::TooLarge { len, limit } => {
+            tracing::warn!("request of {len} bytes exceeds the limit of {limit} bytes");
+            CallError::Fs(FsError::TooBig)
+        }
+        e => {
+            tracing::error!("request cannot be encoded: {e}");
+            CallError::Fs(FsError::Io)
         }
     }
 }
@@ -422,23 +536,10 @@ async fn exchange(conn: &mut Conn, req: ClRequest) -> Result<Result<ClReply, FsE
 async fn run(inner: Arc<Inner>, mut conn: Conn) {
     let addr = inner.params.addr();
     loop {
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
-        {
-            let mut st = inner.lock();
-            let mut ids: Vec<u32> = st.pending.keys().copied().collect();
-            ids.sort_unstable();
-            if !ids.is_empty() {
-                tracing::info!("re-sending {} unanswered requests to the master", ids.len());
-            }
-            for id in ids {
-                if let Some(p) = st.pending.get(&id) {
-                    let _ = out_tx.send(p.env.clone());
-                }
-            }
-            st.out = Some(out_tx);
-        }
         let Conn { mut reader, writer } = conn;
-        let mut writer_task = tokio::spawn(write_loop(inner.clone(), writer, out_rx));
+        let out = Arc::new(Mutex::new(Outbox::new(writer.into_inner())));
+        resend_pending(&inner, out.clone());
+        let mut writer_task = tokio::spawn(write_loop(out));
         let why = tokio::select! {
             e = read_loop(&inner, &mut reader) => e.to_string(),
             r = &mut writer_task => match r {
@@ -475,6 +576,27 @@ async fn run(inner: Arc<Inner>, mut conn: Conn) {
         inner.session.send_replace(Arc::new(reply));
         conn = new_conn;
     }
+}
+
+/// Makes `out` the connection's sending side, with every unanswered request queued first.
+fn resend_pending(inner: &Inner, out: Arc<Mutex<Outbox>>) {
+    let mut st = inner.lock();
+    let mut ids: Vec<u32> = st.pending.keys().copied().collect();
+    ids.sort_unstable();
+    if !ids.is_empty() {
+        tracing::info!("re-sending {} unanswered requests to the master", ids.len());
+    }
+    for id in ids {
+        let Some(p) = st.pending.get(&id) else {
+            continue;
+        };
+        if let Err(e) = out.lock().push(&p.env) {
+            if let Some(p) = st.pending.remove(&id) {
+                let _ = p.tx.send(Err(unsendable(e)));
+            }
+        }
+    }
+    st.out = Some(out);
 }
 
 /// Opens again, in a new session, every inode open here, before the unanswered requests are
@@ -548,47 +670,36 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
     }
 }
 
-async fn write_loop(
-    inner: Arc<Inner>,
-    mut writer: FrameWriter<OwnedWriteHalf>,
-    mut rx: mpsc::UnboundedReceiver<Arc<ClEnvelope>>,
-) -> Result<(), ProtoError> {
+/// Writes what callers left queued once the socket takes more, sends a keep-alive when
+/// nothing went out for a while, and ends with the error of a failed write.
+async fn write_loop(out: Arc<Mutex<Outbox>>) -> Result<(), ProtoError> {
     let nop = ClEnvelope {
         msgid: REGISTER_MSGID,
         req: ClRequest::Nop,
     };
+    let (sock, wake) = {
+        let o = out.lock();
+        (o.sock.clone(), o.wake.clone())
+    };
     loop {
-        let env = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(Some(env)) => env,
-            Ok(None) => return Ok(()),
-            Err(_) => {
-                writer.send_now(&nop).await?;
-                continue;
+        let _ = tokio::time::timeout(KEEPALIVE, wake.notified()).await;
+        loop {
+            let all_written = {
+                let mut out = out.lock();
+                if out.queued.is_empty() && out.last_sent.elapsed() >= KEEPALIVE {
+                    out.push(&nop)?;
+                }
+                let all_written = out.write_some();
+                if let Some(e) = out.failed.take() {
+                    return Err(e.into());
+                }
+                all_written
+            };
+            if all_written {
+                break;
             }
-        };
-        send_one(&inner, &mut writer, &env).await?;
-        while let Ok(env) = rx.try_recv() {
-            send_one(&inner, &mut writer, &env).await?;
+            sock.writable().await?;
         }
-        writer.flush().await?;
-    }
-}
-
-/// Queues one request; a request too large to send fails on its own (nothing was written).
-async fn send_one(
-    inner: &Inner,
-    writer: &mut FrameWriter<OwnedWriteHalf>,
-    env: &ClEnvelope,
-) -> Result<(), ProtoError> {
-    match writer.send(env).await {
-        Err(ProtoError::TooLarge { len, limit }) => {
-            tracing::warn!("request of {len} bytes exceeds the limit of {limit} bytes");
-            if let Some(p) = inner.lock().pending.remove(&env.msgid) {
-                let _ = p.tx.send(Err(CallError::Fs(FsError::TooBig)));
-            }
-            Ok(())
-        }
-        other => other,
     }
 }
 
@@ -605,5 +716,77 @@ mod tests {
             .map(|x| format!("{x:02x}"))
             .collect();
         assert_eq!(hex, "52e26806aa4187d43d08d5bc6b284a96");
+    }
+
+    /// A connected pair on loopback: our sending side, the peer's socket.
+    async fn outbox_and_peer() -> (Arc<Mutex<Outbox>>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        let (_, w) = ours.into_split();
+        (Arc::new(Mutex::new(Outbox::new(w))), peer)
+    }
+
+    fn big_request(msgid: u32) -> ClEnvelope {
+        ClEnvelope {
+            msgid,
+            req: ClRequest::SetXattr {
+                inode: 1,
+                name: b"user.big".to_vec(),
+                value: vec![msgid as u8; 64 * 1024],
+                flags: 0,
+                cred: moose_proto::Cred::root(),
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_the_socket_does_not_take_at_once_goes_out_in_order_from_the_writer_task() {
+        let (out, peer) = outbox_and_peer().await;
+        let writer = tokio::spawn(write_loop(out.clone()));
+        // 4 MiB while nobody reads: far more than the socket buffers take.
+        let sent: Vec<ClEnvelope> = (1..=64).map(big_request).collect();
+        for env in &sent {
+            out.lock().push(env).unwrap();
+        }
+        assert!(
+            !out.lock().queued.is_empty(),
+            "the socket took 4 MiB at once"
+        );
+        let mut reader = FrameReader::new(peer);
+        for env in &sent {
+            let got: ClEnvelope = reader.next_msg().await.unwrap();
+            assert_eq!(got.msgid, env.msgid);
+            match got.req {
+                ClRequest::SetXattr { value, .. } => {
+                    assert_eq!(value, vec![env.msgid as u8; 64 * 1024])
+                }
+                other => panic!("request {} came back as {other:?}", env.msgid),
+            }
+        }
+        assert!(out.lock().queued.is_empty());
+        writer.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_to_a_closed_connection_ends_the_writer_task_with_the_error() {
+        let (out, peer) = outbox_and_peer().await;
+        let writer = tokio::spawn(write_loop(out.clone()));
+        drop(peer);
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            for msgid in 1.. {
+                out.lock().push(&big_request(msgid)).unwrap();
+                if writer.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            writer.await
+        })
+        .await
+        .expect("the writer task noticed the closed connection");
+        assert!(matches!(ended, Ok(Err(ProtoError::Io(_)))), "{ended:?}");
     }
 }

@@ -341,6 +341,12 @@ impl Writer {
         }
     }
 
+    /// False when nothing was written to `inode` through this mount since it was last
+    /// forgotten: a flush of it has nothing to do.
+    pub fn tracks(&self, inode: Inode) -> bool {
+        self.files().contains_key(&inode)
+    }
+
     /// End of the buffered data (the file is at least this long once it is written).
     pub fn buffered_end(&self, inode: Inode) -> Option<u64> {
         self.file(inode).and_then(|f| f.lock().end())

@@ -221,6 +221,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
     }
 
+    /// The connection, once everything queued was flushed (a handshake is over and the
+    /// caller takes over the writing).
+    pub fn into_inner(self) -> W {
+        debug_assert!(self.inner.buffer().is_empty(), "unflushed frames dropped");
+        self.inner.into_inner()
+    }
+
     /// Queues a control message.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
         self.scratch.clear();
@@ -293,6 +300,50 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
+/// Appends `msg` as a whole control frame to `out`, for callers that write frames to a
+/// socket themselves; on an error `out` is as it was.
+pub fn append_msg_frame<T: Serialize>(out: &mut Vec<u8>, msg: &T) -> Result<(), ProtoError> {
+    let start = out.len();
+    out.extend_from_slice(&KIND_MSG.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let body_start = out.len();
+    if let Err(e) = postcard::serialize_with_flavor(msg, AppendTo(out)) {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    let len = u32::try_from(out.len() - body_start).unwrap_or(u32::MAX);
+    if len > MAX_CONTROL_FRAME {
+        out.truncate(start);
+        return Err(ProtoError::TooLarge {
+            len,
+            limit: MAX_CONTROL_FRAME,
+        });
+    }
+    out[body_start - 4..body_start].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// A postcard output that appends to a borrowed buffer (no allocation per message).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// Encodes a message body (no frame header); used by the metadata and changelog formats.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
     Ok(postcard::to_allocvec(msg)?)
@@ -307,6 +358,35 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
 mod tests {
     use super::*;
     use crate::msg::{ClEnvelope, ClRequest};
+
+    #[tokio::test]
+    async fn frames_appended_to_a_buffer_read_back_as_sent_by_a_frame_writer() {
+        let envs: Vec<ClEnvelope> = (1..=3)
+            .map(|i| ClEnvelope {
+                msgid: i,
+                req: ClRequest::GetAttr {
+                    inode: 40 + i as u64,
+                },
+            })
+            .collect();
+        let mut buf = Vec::new();
+        for env in &envs {
+            append_msg_frame(&mut buf, env).unwrap();
+        }
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let mut expected = FrameWriter::new(Vec::new());
+        for env in &envs {
+            expected.send(env).await.unwrap();
+        }
+        expected.flush().await.unwrap();
+        assert_eq!(buf, expected.into_inner());
+        a.write_all(&buf).await.unwrap();
+        let mut r = FrameReader::new(b);
+        for env in &envs {
+            let got: ClEnvelope = r.next_msg().await.unwrap();
+            assert_eq!(got.msgid, env.msgid);
+        }
+    }
 
     #[tokio::test]
     async fn round_trip_msg_and_data() {
