@@ -718,10 +718,18 @@ mod tests {
         assert_eq!(hex, "52e26806aa4187d43d08d5bc6b284a96");
     }
 
-    /// A connected pair on loopback: our sending side, the peer's socket.
+    /// A connected pair on loopback with small socket buffers (a socket left to the
+    /// system's autotuning takes megabytes at once): our sending side, the peer's socket.
     async fn outbox_and_peer() -> (Arc<Mutex<Outbox>>, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ours = TcpStream::connect(listener.local_addr().unwrap())
+        const BUFFER: u32 = 16 * 1024;
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_recv_buffer_size(BUFFER).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(1).unwrap();
+        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
+        connecting.set_send_buffer_size(BUFFER).unwrap();
+        let ours = connecting
+            .connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (peer, _) = listener.accept().await.unwrap();
