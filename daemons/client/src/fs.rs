@@ -78,6 +78,7 @@ struct Core {
     absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
     /// How far files may grow under quotas.
     grants: crate::quota_grant::Grants,
+    rt: Handle,
 }
 
 /// Extended attribute names of POSIX ACLs, which are not supported.
@@ -157,10 +158,10 @@ impl Core {
     /// predate it while the buffer no longer shows it: the kernel would take the file as
     /// shorter than what it wrote. Such an answer is asked for again.
     async fn fuse_attr_at(&self, mut a: Attr, mut epoch: u64) -> FileAttr {
-        let ino = self.to_fuse(a.inode);
-        if a.kind != FileKind::File {
-            return attr::file_attr(&a, ino, a.size);
+        if let Some(fa) = self.fuse_attr_now(&a, epoch) {
+            return fa;
         }
+        let ino = self.to_fuse(a.inode);
         for _ in 0..ATTR_ATTEMPTS {
             if let Some(p) = self.writer.pending_since(a.inode, epoch) {
                 return attr::buffered_file_attr(&a, ino, p.end, p.modified);
@@ -184,6 +185,72 @@ impl Core {
             .pending_since(a.inode, u64::MAX)
             .unwrap_or_default();
         attr::buffered_file_attr(&a, ino, p.end, p.modified)
+    }
+
+    /// [`Core::fuse_attr_at`] when it needs no request: `None` when the file's buffered data
+    /// landed while `a` was asked for.
+    fn fuse_attr_now(&self, a: &Attr, epoch: u64) -> Option<FileAttr> {
+        let ino = self.to_fuse(a.inode);
+        if a.kind != FileKind::File {
+            return Some(attr::file_attr(a, ino, a.size));
+        }
+        self.writer
+            .pending_since(a.inode, epoch)
+            .map(|p| attr::buffered_file_attr(a, ino, p.end, p.modified))
+    }
+
+    /// Answers an entry request at once with the master's answer to a request sent at writer
+    /// epoch `epoch`, or from a task when the attributes must be asked for again.
+    fn answer_entry(self: &Arc<Self>, reply: ReplyEntry, r: Result<Attr, Errno>, epoch: u64) {
+        match r.map(|a| (self.fuse_attr_now(&a, epoch), a)) {
+            Ok((Some(fa), _)) => reply.entry_with_ttls(
+                &attr::ttl(self.attr_ttl),
+                &attr::ttl(self.entry_ttl),
+                &fa,
+                Generation(0),
+            ),
+            Ok((None, a)) => {
+                let core = self.clone();
+                self.rt
+                    .spawn(async move { core.reply_entry(reply, Ok(a), epoch).await });
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Answers an attribute request like [`Core::answer_entry`].
+    fn answer_attr(self: &Arc<Self>, reply: ReplyAttr, r: Result<Attr, Errno>, epoch: u64) {
+        match r.map(|a| (self.fuse_attr_now(&a, epoch), a)) {
+            Ok((Some(fa), _)) => reply.attr(&attr::ttl(self.attr_ttl), &fa),
+            Ok((None, a)) => {
+                let core = self.clone();
+                self.rt.spawn(async move {
+                    let fa = core.fuse_attr_at(a, epoch).await;
+                    reply.attr(&attr::ttl(core.attr_ttl), &fa)
+                });
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Sends a request whose answer is an entry (lookup, mknod, …) and answers the kernel
+    /// from the connection's reader.
+    fn entry_request(self: &Arc<Self>, what: &'static str, req: ClRequest, reply: ReplyEntry) {
+        let epoch = self.writer.epoch();
+        let core = self.clone();
+        self.master.start_then(req, move |r| {
+            core.answer_entry(reply, expect_attr(what, r), epoch)
+        });
+    }
+
+    /// Sends a request answered with `Done` (unlink, rename, …) and answers the kernel from
+    /// the connection's reader.
+    fn done_request(&self, what: &'static str, req: ClRequest, reply: ReplyEmpty) {
+        self.master
+            .start_then(req, move |r| match expect_done(what, r) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            });
     }
 
     /// Answers an entry request with the master's answer to a request sent at writer epoch
@@ -609,6 +676,7 @@ impl MooseFs {
             opens: Mutex::new(HashMap::new()),
             absent_xattrs: Mutex::new(HashMap::new()),
             grants: Default::default(),
+            rt: rt.clone(),
         });
         rt.spawn(follow_sessions(master, Arc::downgrade(&core)));
         MooseFs { core, rt }
@@ -696,12 +764,7 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
-        let epoch = core.writer.epoch();
-        let call = core.start(ClRequest::Lookup { parent, name, cred });
-        self.spawn(async move {
-            core.reply_entry(reply, expect_attr("lookup", call.await), epoch)
-                .await;
-        });
+        core.entry_request("lookup", ClRequest::Lookup { parent, name, cred }, reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -712,16 +775,11 @@ impl Filesystem for MooseFs {
             return reply.attr(&attr::ttl(core.attr_ttl), &fa);
         }
         let epoch = core.writer.epoch();
-        let call = core.start(ClRequest::GetAttr { inode });
-        self.spawn(async move {
-            match expect_attr("getattr", call.await) {
-                Ok(a) => {
-                    let fa = core.fuse_attr_at(a, epoch).await;
-                    reply.attr(&attr::ttl(core.attr_ttl), &fa)
-                }
-                Err(e) => reply.error(e),
-            }
-        });
+        let answering = core.clone();
+        core.master
+            .start_then(ClRequest::GetAttr { inode }, move |r| {
+                answering.answer_attr(reply, expect_attr("getattr", r), epoch)
+            });
     }
 
     fn setattr(
@@ -760,31 +818,25 @@ impl Filesystem for MooseFs {
         // Buffered data must land first: it would change the size or the times later.
         let flush_first =
             (resized || set.atime.is_some() || set.mtime.is_some()) && core.writer.tracks(inode);
-        let early = (!resized && !flush_first).then(|| {
+        if !resized && !flush_first {
             let epoch = core.writer.epoch();
-            let req = ClRequest::SetAttr {
-                inode,
-                set: set.clone(),
-                cred: cred.clone(),
-            };
-            (epoch, core.start(req))
-        });
+            let answering = core.clone();
+            let req = ClRequest::SetAttr { inode, set, cred };
+            return core.master.start_then(req, move |r| {
+                answering.answer_attr(reply, expect_attr("setattr", r), epoch)
+            });
+        }
         self.spawn(async move {
-            let (epoch, r) = if let Some((epoch, call)) = early {
-                (epoch, call.await)
-            } else {
-                if flush_first {
-                    if let Err(e) = core.writer.flush(inode).await {
-                        return reply.error(fs_errno(e));
-                    }
+            if flush_first {
+                if let Err(e) = core.writer.flush(inode).await {
+                    return reply.error(fs_errno(e));
                 }
-                let epoch = core.writer.epoch();
-                let r = if resized {
-                    core.resize(inode, set, cred).await
-                } else {
-                    core.call(ClRequest::SetAttr { inode, set, cred }).await
-                };
-                (epoch, r)
+            }
+            let epoch = core.writer.epoch();
+            let r = if resized {
+                core.resize(inode, set, cred).await
+            } else {
+                core.call(ClRequest::SetAttr { inode, set, cred }).await
             };
             if resized {
                 core.reader.invalidate(inode);
@@ -802,14 +854,12 @@ impl Filesystem for MooseFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
-        let call = core.start(ClRequest::ReadLink { inode });
-        self.spawn(async move {
-            match call.await {
+        core.master
+            .start_then(ClRequest::ReadLink { inode }, move |r| match r {
                 Ok(ClReply::Link(target)) => reply.data(&target),
                 Ok(other) => reply.error(unexpected("readlink", &other)),
                 Err(e) => reply.error(errno(e)),
-            }
-        });
+            });
     }
 
     fn mknod(
@@ -841,12 +891,7 @@ impl Filesystem for MooseFs {
             rdev,
             cred,
         };
-        let epoch = core.writer.epoch();
-        let call = core.start(req);
-        self.spawn(async move {
-            core.reply_entry(reply, expect_attr("mknod", call.await), epoch)
-                .await;
-        });
+        core.entry_request("mknod", req, reply);
     }
 
     fn mkdir(
@@ -872,12 +917,7 @@ impl Filesystem for MooseFs {
             umask: attr::perm_bits(umask),
             cred,
         };
-        let epoch = core.writer.epoch();
-        let call = core.start(req);
-        self.spawn(async move {
-            core.reply_entry(reply, expect_attr("mkdir", call.await), epoch)
-                .await;
-        });
+        core.entry_request("mkdir", req, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -888,13 +928,7 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
-        let call = core.start(ClRequest::Unlink { parent, name, cred });
-        self.spawn(async move {
-            match expect_done("unlink", call.await) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
+        core.done_request("unlink", ClRequest::Unlink { parent, name, cred }, reply);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -905,13 +939,7 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
-        let call = core.start(ClRequest::RmDir { parent, name, cred });
-        self.spawn(async move {
-            match expect_done("rmdir", call.await) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
+        core.done_request("rmdir", ClRequest::RmDir { parent, name, cred }, reply);
     }
 
     fn symlink(
@@ -939,12 +967,7 @@ impl Filesystem for MooseFs {
             target,
             cred,
         };
-        let epoch = core.writer.epoch();
-        let call = core.start(req);
-        self.spawn(async move {
-            core.reply_entry(reply, expect_attr("symlink", call.await), epoch)
-                .await;
-        });
+        core.entry_request("symlink", req, reply);
     }
 
     fn rename(
@@ -969,20 +992,15 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let parent = core.to_master(parent);
         let new_parent = core.to_master(newparent);
-        let call = core.start(ClRequest::Rename {
+        let req = ClRequest::Rename {
             parent,
             name,
             new_parent,
             new_name,
             flags: flags.bits(),
             cred,
-        });
-        self.spawn(async move {
-            match expect_done("rename", call.await) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
+        };
+        core.done_request("rename", req, reply);
     }
 
     fn link(
@@ -1007,12 +1025,7 @@ impl Filesystem for MooseFs {
             new_name,
             cred,
         };
-        let epoch = core.writer.epoch();
-        let call = core.start(req);
-        self.spawn(async move {
-            core.reply_entry(reply, expect_attr("link", call.await), epoch)
-                .await;
-        });
+        core.entry_request("link", req, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

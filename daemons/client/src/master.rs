@@ -109,7 +109,27 @@ type Reply = Result<ClReply, CallError>;
 
 struct Pending {
     env: ClEnvelope,
-    tx: oneshot::Sender<Reply>,
+    waiter: Waiter,
+}
+
+/// Who gets the answer to a request.
+enum Waiter {
+    /// A task awaiting a [`Call`].
+    Task(oneshot::Sender<Reply>),
+    /// Run by the connection's reader as the answer arrives (see [`MasterClient::start_then`]).
+    Callback(Box<dyn FnOnce(Reply) + Send>),
+}
+
+impl Waiter {
+    /// Hands over the answer; never call it with the state locked (a callback may send).
+    fn answer(self, r: Reply) {
+        match self {
+            Waiter::Task(tx) => {
+                let _ = tx.send(r);
+            }
+            Waiter::Callback(then) => then(r),
+        }
+    }
 }
 
 struct State {
@@ -297,9 +317,33 @@ impl MasterClient {
     /// the [`Call`] forgets the request.
     pub fn start(&self, req: ClRequest) -> Call {
         let (tx, rx) = oneshot::channel();
+        match self.send(req, Waiter::Task(tx)) {
+            Ok(id) => Call {
+                state: CallState::Waiting {
+                    rx,
+                    inner: self.inner.clone(),
+                    id,
+                },
+            },
+            Err((e, _)) => Call::failed(e),
+        }
+    }
+
+    /// Sends a request now, from the calling thread, and runs `then` with its answer on the
+    /// connection's reader as it arrives (or here, at once, if it cannot be sent): no task
+    /// to wake in between. `then` must not block.
+    pub fn start_then(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) {
+        if let Err((e, waiter)) = self.send(req, Waiter::Callback(Box::new(then))) {
+            waiter.answer(Err(e));
+        }
+    }
+
+    /// Registers `waiter` for the answer and writes the request (unless disconnected: it is
+    /// sent with the others after the reconnection); returns its `msgid`.
+    fn send(&self, req: ClRequest, waiter: Waiter) -> Result<u32, (CallError, Waiter)> {
         let mut st = self.inner.lock();
         if st.closed {
-            return Call::failed(CallError::Disconnected);
+            return Err((CallError::Disconnected, waiter));
         }
         let mut id = st.next_id;
         while id == REGISTER_MSGID || st.pending.contains_key(&id) {
@@ -311,17 +355,11 @@ impl MasterClient {
             // A failed write shows up in the writer task, which replaces the connection;
             // the request is sent again on the next one.
             if let Err(e) = out.lock().push(&env) {
-                return Call::failed(unsendable(e));
+                return Err((unsendable(e), waiter));
             }
         }
-        st.pending.insert(id, Pending { env, tx });
-        Call {
-            state: CallState::Waiting {
-                rx,
-                inner: self.inner.clone(),
-                id,
-            },
-        }
+        st.pending.insert(id, Pending { env, waiter });
+        Ok(id)
     }
 
     /// Remembers an open of `inode` (flags as given to open), to repeat it in a new session.
@@ -558,7 +596,7 @@ async fn run(inner: Arc<Inner>, mut conn: Conn) {
                 st.pending.drain().map(|(_, p)| p).collect()
             };
             for p in pending {
-                let _ = p.tx.send(Err(CallError::Disconnected));
+                p.waiter.answer(Err(CallError::Disconnected));
             }
             return;
         }
@@ -580,6 +618,7 @@ async fn run(inner: Arc<Inner>, mut conn: Conn) {
 
 /// Makes `out` the connection's sending side, with every unanswered request queued first.
 fn resend_pending(inner: &Inner, out: Arc<Mutex<Outbox>>) {
+    let mut unsent = Vec::new();
     let mut st = inner.lock();
     let mut ids: Vec<u32> = st.pending.keys().copied().collect();
     ids.sort_unstable();
@@ -592,11 +631,15 @@ fn resend_pending(inner: &Inner, out: Arc<Mutex<Outbox>>) {
         };
         if let Err(e) = out.lock().push(&p.env) {
             if let Some(p) = st.pending.remove(&id) {
-                let _ = p.tx.send(Err(unsendable(e)));
+                unsent.push((p, unsendable(e)));
             }
         }
     }
     st.out = Some(out);
+    drop(st);
+    for (p, e) in unsent {
+        p.waiter.answer(Err(e));
+    }
 }
 
 /// Opens again, in a new session, every inode open here, before the unanswered requests are
@@ -663,7 +706,7 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
         inner.folders.store(&resp.dirs);
         match p {
             Some(p) => {
-                let _ = p.tx.send(resp.result.map_err(CallError::Fs));
+                p.waiter.answer(resp.result.map_err(CallError::Fs));
             }
             None => tracing::debug!("answer to unknown request {}", resp.msgid),
         }
