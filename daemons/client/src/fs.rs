@@ -372,21 +372,9 @@ impl Core {
         fh
     }
 
-    /// Opens here a file the master creates and opens with `create` (a `Create` request
-    /// with `flags` and `cred`); returns its attributes and the new handle.
-    async fn create_open(
-        &self,
-        create: Call,
-        flags: i32,
-        cred: Cred,
-    ) -> Result<(Attr, u64), CallError> {
-        let a = match create.await? {
-            ClReply::Attr(a) => a,
-            other => {
-                tracing::error!("create: unexpected answer {other:?}");
-                return Err(CallError::Fs(FsError::Io));
-            }
-        };
+    /// Counts the handle of a file this mount just created (`count` is its open counter,
+    /// held) and returns it.
+    fn open_created(&self, a: &Attr, flags: i32, cred: Cred, count: &mut u32) -> u64 {
         // A new session re-opens the file as its creator could; O_CREAT granted more than the
         // mode may allow, which only root gets back.
         let again = if creator_may(a.mode, flags) {
@@ -394,10 +382,83 @@ impl Core {
         } else {
             Cred::root()
         };
-        let counter = self.open_counter(a.inode);
-        let mut count = counter.lock().await;
-        let fh = self.count_open(a.inode, flags, again, &mut count);
-        Ok((a, fh))
+        // A new file has no extended attributes, and the kernel asks for this one before
+        // every write (to drop file capabilities): no round trip for it.
+        self.note_xattr_absent(a.inode, b"security.capability".to_vec());
+        self.count_open(a.inode, flags, again, count)
+    }
+
+    /// Answers a create with the master's answer `r`: at once when the file's open counter
+    /// is free (it is, but for an open of the new inode racing with this answer), else from
+    /// a task.
+    fn answer_create(
+        self: &Arc<Self>,
+        reply: ReplyCreate,
+        r: Result<ClReply, CallError>,
+        c: Creating,
+    ) {
+        if let Ok(ClReply::Attr(a)) = &r {
+            let counter = self.open_counter(a.inode);
+            let locked = counter.try_lock();
+            if let Ok(mut count) = locked {
+                if let Some(fa) = self.fuse_attr_now(a, c.epoch) {
+                    let fh = self.open_created(a, c.flags, c.cred, &mut count);
+                    return reply.created(
+                        &attr::ttl(self.entry_ttl.min(self.attr_ttl)),
+                        &fa,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    );
+                }
+            }
+        }
+        let core = self.clone();
+        self.rt
+            .spawn(async move { core.finish_create(reply, r, c).await });
+    }
+
+    /// [`Core::answer_create`] when it has to wait: for the open counter, for attributes
+    /// asked again, or for the open of a file someone else created since the kernel's lookup.
+    async fn finish_create(&self, reply: ReplyCreate, r: Result<ClReply, CallError>, c: Creating) {
+        let opened = match r {
+            Ok(ClReply::Attr(a)) => {
+                let counter = self.open_counter(a.inode);
+                let mut count = counter.lock().await;
+                let fh = self.open_created(&a, c.flags, c.cred, &mut count);
+                Ok((a, fh))
+            }
+            Ok(other) => Err(unexpected("create", &other)),
+            Err(CallError::Fs(FsError::Exist)) if c.flags & libc::O_EXCL == 0 => {
+                // Created by someone else since the kernel's lookup: open it instead.
+                let lookup = ClRequest::Lookup {
+                    parent: c.parent,
+                    name: c.name,
+                    cred: c.cred.clone(),
+                };
+                match expect_attr("lookup", self.call(lookup).await) {
+                    Ok(a) => self
+                        .open_inode(a.inode, c.flags, c.cred)
+                        .await
+                        .map(|fh| (a, fh)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(errno(e)),
+        };
+        match opened {
+            Ok((a, fh)) => {
+                let fa = self.fuse_attr_at(a, c.epoch).await;
+                reply.created(
+                    &attr::ttl(self.entry_ttl.min(self.attr_ttl)),
+                    &fa,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     /// Closes a handle: writes the buffered data and, for the last handle of the inode, tells
@@ -1436,56 +1497,35 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
-        let epoch = core.writer.epoch();
-        let create = core.start(ClRequest::Create {
+        let req = ClRequest::Create {
             parent,
             name: name.clone(),
             mode: attr::perm_bits(mode),
             umask: attr::perm_bits(umask),
             flags,
             cred: cred.clone(),
-        });
-        self.spawn(async move {
-            let created = core.create_open(create, flags, cred.clone()).await;
-            let opened = match created {
-                Ok((a, fh)) => {
-                    // A new file has no extended attributes, and the kernel asks for this one
-                    // before every write (to drop file capabilities): no round trip for it.
-                    core.note_xattr_absent(a.inode, b"security.capability".to_vec());
-                    Ok((a, fh))
-                }
-                Err(CallError::Fs(FsError::Exist)) if flags & libc::O_EXCL == 0 => {
-                    // Created by someone else since the kernel's lookup: open it instead.
-                    let lookup = ClRequest::Lookup {
-                        parent,
-                        name,
-                        cred: cred.clone(),
-                    };
-                    match expect_attr("lookup", core.call(lookup).await) {
-                        Ok(a) => core
-                            .open_inode(a.inode, flags, cred)
-                            .await
-                            .map(|fh| (a, fh)),
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(errno(e)),
-            };
-            match opened {
-                Ok((a, fh)) => {
-                    let fa = core.fuse_attr_at(a, epoch).await;
-                    reply.created(
-                        &attr::ttl(core.entry_ttl.min(core.attr_ttl)),
-                        &fa,
-                        Generation(0),
-                        FileHandle(fh),
-                        FopenFlags::empty(),
-                    )
-                }
-                Err(e) => reply.error(e),
-            }
-        });
+        };
+        let creating = Creating {
+            parent,
+            name,
+            flags,
+            cred,
+            epoch: core.writer.epoch(),
+        };
+        let answering = core.clone();
+        core.master
+            .start_then(req, move |r| answering.answer_create(reply, r, creating));
     }
+}
+
+/// What a create needs besides the master's answer.
+struct Creating {
+    parent: Inode,
+    name: Vec<u8>,
+    flags: i32,
+    cred: Cred,
+    /// The writer epoch before the request.
+    epoch: u64,
 }
 
 /// Whether the owner bits of a new file's `mode` allow the access open `flags` ask for.
