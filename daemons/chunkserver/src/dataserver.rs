@@ -422,25 +422,30 @@ impl Conn {
             } else {
                 None
             };
-            for i in 0..this_count {
-                let block_start = ((this_first + i) * BS) as u64;
-                let from = u64::from(offset).max(block_start);
-                let to = end.min(block_start + BS as u64);
-                let piece = &buf[i * BS + (from - block_start) as usize..][..(to - from) as usize];
-                let crc = if piece.len() == BS {
-                    crcs[i]
-                } else {
-                    crc32fast::hash(piece)
-                };
-                let header = DataHeader {
-                    chunk_id: chunk.chunk_id,
-                    version: chunk.version,
-                    req_id,
-                    offset: from as u32,
-                    crc,
-                };
-                self.writer.send_data(&header, piece).await?;
-            }
+            let frames: Vec<(DataHeader, &[u8])> = (0..this_count)
+                .map(|i| {
+                    let block_start = ((this_first + i) * BS) as u64;
+                    let from = u64::from(offset).max(block_start);
+                    let to = end.min(block_start + BS as u64);
+                    let piece =
+                        &buf[i * BS + (from - block_start) as usize..][..(to - from) as usize];
+                    let crc = if piece.len() == BS {
+                        crcs[i]
+                    } else {
+                        crc32fast::hash(piece)
+                    };
+                    let header = DataHeader {
+                        chunk_id: chunk.chunk_id,
+                        version: chunk.version,
+                        req_id,
+                        offset: from as u32,
+                        crc,
+                    };
+                    (header, piece)
+                })
+                .collect();
+            self.writer.send_data_frames(&frames).await?;
+            drop(frames);
             self.spare.push(buf);
             match pending {
                 Some(p) => step = p,
