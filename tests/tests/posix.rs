@@ -146,3 +146,93 @@ fn fsync_after_a_truncation_cut_or_dropped_chunks_written_since_the_last_fsync()
     assert!(got[1000..(CHUNK + 10) as usize].iter().all(|b| *b == 0));
     assert_same("tail", &got[(CHUNK + 10) as usize..], &tail);
 }
+
+/// `getxattr` of `name` on `path`: the value, or the errno.
+fn get_xattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let (p, n) = (c_path(path), std::ffi::CString::new(name).unwrap());
+    let mut buf = vec![0u8; 256];
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+/// The names `listxattr` gives for `path`.
+fn list_xattrs(path: &Path) -> Vec<String> {
+    let p = c_path(path);
+    let mut buf = vec![0u8; 1024];
+    let len = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(len >= 0, "listxattr: {}", std::io::Error::last_os_error());
+    buf[..len as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8(n.to_vec()).unwrap())
+        .collect()
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let (p, n) = (c_path(path), std::ffi::CString::new(name).unwrap());
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
+}
+
+fn c_path(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).unwrap()
+}
+
+#[test]
+fn extended_attributes_set_on_one_mount_show_on_another_once_attributes_expire() {
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    fs::write(a.join("f"), b"x").unwrap();
+    // Mount a learns that f has no extended attributes, and answers for it.
+    fs::metadata(a.join("f")).unwrap();
+    let served = |c: &LocalCluster| c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
+    let before = served(&c);
+    for _ in 0..20 {
+        assert_eq!(
+            get_xattr(&a.join("f"), "security.label"),
+            Err(libc::ENODATA)
+        );
+        assert!(list_xattrs(&a.join("f")).is_empty());
+    }
+    let asked = served(&c) - before;
+    assert!(asked <= 2, "40 queries cost {asked} master requests");
+
+    // Set through mount b: a sees it once the attributes it holds expire (1 s).
+    set_xattr(&b.join("f"), "security.label", b"blue");
+    set_xattr(&b.join("f"), "user.colour", b"red");
+    std::thread::sleep(Duration::from_millis(1500));
+    fs::metadata(a.join("f")).unwrap();
+    assert_eq!(
+        get_xattr(&a.join("f"), "security.label"),
+        Ok(b"blue".to_vec())
+    );
+    let mut names = list_xattrs(&a.join("f"));
+    names.sort();
+    assert_eq!(names, ["security.label", "user.colour"]);
+
+    // Set through mount a itself: seen at once.
+    fs::write(a.join("g"), b"y").unwrap();
+    fs::metadata(a.join("g")).unwrap();
+    set_xattr(&a.join("g"), "security.label", b"green");
+    assert_eq!(
+        get_xattr(&a.join("g"), "security.label"),
+        Ok(b"green".to_vec())
+    );
+    assert_eq!(list_xattrs(&a.join("g")), ["security.label"]);
+    // A user. attribute of a file without any is still asked for at the master (which
+    // checks that the caller may read the file).
+    assert_eq!(get_xattr(&a.join("f"), "user.none"), Err(libc::ENODATA));
+}

@@ -127,6 +127,7 @@ mod tests {
             size: 1000,
             rdev: 0,
             goal: 2,
+            xattrs: false,
         }
     }
 

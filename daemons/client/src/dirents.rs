@@ -103,6 +103,7 @@ mod tests {
                 size: 0,
                 rdev: 0,
                 goal: 1,
+                xattrs: false,
             },
             cookie,
         }

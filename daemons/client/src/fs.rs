@@ -76,6 +76,8 @@ struct Core {
     /// Open handles per inode; the lock orders Open/Release of one inode.
     opens: Mutex<HashMap<Inode, Arc<tokio::sync::Mutex<u32>>>>,
     absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
+    /// Inodes the master last reported without extended attributes, and when.
+    bare: Mutex<HashMap<Inode, Instant>>,
     /// How far files may grow under quotas.
     grants: crate::quota_grant::Grants,
     rt: Handle,
@@ -190,6 +192,7 @@ impl Core {
     /// [`Core::fuse_attr_at`] when it needs no request: `None` when the file's buffered data
     /// landed while `a` was asked for.
     fn fuse_attr_now(&self, a: &Attr, epoch: u64) -> Option<FileAttr> {
+        self.note_xattrs(a);
         let ino = self.to_fuse(a.inode);
         if a.kind != FileKind::File {
             return Some(attr::file_attr(a, ino, a.size));
@@ -562,6 +565,34 @@ impl Core {
 
     fn forget_xattrs(&self, inode: Inode) {
         self.absent_xattrs.lock().retain(|(i, _), _| *i != inode);
+        self.bare.lock().remove(&inode);
+    }
+
+    /// Remembers whether the master said `a` has extended attributes: for as long as the
+    /// kernel keeps attributes, queries of one without any are answered here (`ls -l` asks
+    /// for `security.selinux` of every file, `cp -a` lists them).
+    fn note_xattrs(&self, a: &Attr) {
+        if a.xattrs || self.attr_ttl.is_zero() {
+            self.bare.lock().remove(&a.inode);
+            return;
+        }
+        let mut bare = self.bare.lock();
+        if bare.len() >= MAX_ABSENT_XATTRS {
+            let ttl = self.attr_ttl;
+            bare.retain(|_, at| at.elapsed() < ttl);
+            if bare.len() >= MAX_ABSENT_XATTRS {
+                bare.clear();
+            }
+        }
+        bare.insert(a.inode, Instant::now());
+    }
+
+    /// The master said lately that `inode` has no extended attributes.
+    fn is_bare(&self, inode: Inode) -> bool {
+        self.bare
+            .lock()
+            .get(&inode)
+            .is_some_and(|at| at.elapsed() < self.attr_ttl)
     }
 
     /// Lists a directory from FUSE `offset` into `sink`.
@@ -736,6 +767,7 @@ impl MooseFs {
             dirs: Mutex::new(HashMap::new()),
             opens: Mutex::new(HashMap::new()),
             absent_xattrs: Mutex::new(HashMap::new()),
+            bare: Mutex::new(HashMap::new()),
             grants: Default::default(),
             rt: rt.clone(),
         });
@@ -1393,7 +1425,9 @@ impl Filesystem for MooseFs {
             // per file.
             return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
-        if core.xattr_absent(inode, &name) {
+        // A `user.` attribute is asked for at the master all the same: it checks that the
+        // caller may read the file.
+        if core.xattr_absent(inode, &name) || (!name.starts_with(b"user.") && core.is_bare(inode)) {
             return reply.error(Errno::ENODATA);
         }
         self.spawn(async move {
@@ -1418,6 +1452,9 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let inode = core.to_master(ino);
+        if core.is_bare(inode) {
+            return reply_xattr(reply, &[], size);
+        }
         self.spawn(async move {
             match core.call(ClRequest::ListXattr { inode, cred }).await {
                 Ok(ClReply::XattrNames(names)) => {

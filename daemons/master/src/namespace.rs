@@ -183,6 +183,10 @@ impl Xattrs {
         self.0.as_ref()?.get(name)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_empty())
+    }
+
     pub fn contains_key(&self, name: &[u8]) -> bool {
         self.get(name).is_some()
     }
@@ -341,6 +345,7 @@ impl Node {
                 _ => 0,
             },
             goal: self.goal,
+            xattrs: !self.xattrs.is_empty(),
         }
     }
 }

@@ -227,6 +227,9 @@ pub struct Attr {
     pub size: u64,
     pub rdev: u32,
     pub goal: u8,
+    /// The object has extended attributes (without any, a mount answers their queries
+    /// itself).
+    pub xattrs: bool,
 }
 
 /// Who is asking: the caller's ids as the kernel gave them.
