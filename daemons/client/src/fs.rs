@@ -544,23 +544,13 @@ impl Core {
 
     fn xattr_absent(&self, inode: Inode, name: &[u8]) -> bool {
         let map = self.absent_xattrs.lock();
-        map.get(&(inode, name.to_vec()))
-            .is_some_and(|at| at.elapsed() < self.attr_ttl)
+        fresh(&map, &(inode, name.to_vec()), self.attr_ttl)
     }
 
     fn note_xattr_absent(&self, inode: Inode, name: Vec<u8>) {
-        if self.attr_ttl.is_zero() {
-            return;
+        if !self.attr_ttl.is_zero() {
+            remember(&mut self.absent_xattrs.lock(), (inode, name), self.attr_ttl);
         }
-        let mut map = self.absent_xattrs.lock();
-        if map.len() >= MAX_ABSENT_XATTRS {
-            let ttl = self.attr_ttl;
-            map.retain(|_, at| at.elapsed() < ttl);
-            if map.len() >= MAX_ABSENT_XATTRS {
-                map.clear();
-            }
-        }
-        map.insert((inode, name), Instant::now());
     }
 
     fn forget_xattrs(&self, inode: Inode) {
@@ -576,23 +566,12 @@ impl Core {
             self.bare.lock().remove(&a.inode);
             return;
         }
-        let mut bare = self.bare.lock();
-        if bare.len() >= MAX_ABSENT_XATTRS {
-            let ttl = self.attr_ttl;
-            bare.retain(|_, at| at.elapsed() < ttl);
-            if bare.len() >= MAX_ABSENT_XATTRS {
-                bare.clear();
-            }
-        }
-        bare.insert(a.inode, Instant::now());
+        remember(&mut self.bare.lock(), a.inode, self.attr_ttl);
     }
 
     /// The master said lately that `inode` has no extended attributes.
     fn is_bare(&self, inode: Inode) -> bool {
-        self.bare
-            .lock()
-            .get(&inode)
-            .is_some_and(|at| at.elapsed() < self.attr_ttl)
+        fresh(&self.bare.lock(), &inode, self.attr_ttl)
     }
 
     /// Lists a directory from FUSE `offset` into `sink`.
@@ -1563,6 +1542,23 @@ struct Creating {
     cred: Cred,
     /// The writer epoch before the request.
     epoch: u64,
+}
+
+/// Notes `key` as learnt now in a map of answers kept for `ttl`, holding at most
+/// [`MAX_ABSENT_XATTRS`] of them (stale ones go first, then all).
+fn remember<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Instant>, key: K, ttl: Duration) {
+    if map.len() >= MAX_ABSENT_XATTRS {
+        map.retain(|_, at| at.elapsed() < ttl);
+        if map.len() >= MAX_ABSENT_XATTRS {
+            map.clear();
+        }
+    }
+    map.insert(key, Instant::now());
+}
+
+/// `key` was noted with [`remember`] less than `ttl` ago.
+fn fresh<K: Eq + std::hash::Hash>(map: &HashMap<K, Instant>, key: &K, ttl: Duration) -> bool {
+    map.get(key).is_some_and(|at| at.elapsed() < ttl)
 }
 
 /// Whether the owner bits of a new file's `mode` allow the access open `flags` ask for.
