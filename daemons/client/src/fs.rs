@@ -889,7 +889,7 @@ impl Filesystem for MooseFs {
         let resized = set.size.is_some();
         // Buffered data must land first: it would change the size or the times later.
         let flush_first =
-            (resized || set.atime.is_some() || set.mtime.is_some()) && core.writer.tracks(inode);
+            (resized || set.atime.is_some() || set.mtime.is_some()) && core.writer.busy(inode);
         if !resized && !flush_first {
             let epoch = core.writer.epoch();
             let answering = core.clone();
@@ -1186,9 +1186,9 @@ impl Filesystem for MooseFs {
     ) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
-        if !core.writer.tracks(inode) {
-            // Nothing was written here: nothing to write out, no error to report (the close
-            // of a file that was only read or created).
+        if !core.writer.busy(inode) {
+            // Nothing to write out and no error to report: the close of a file that was only
+            // read or created, or whose data is already written out.
             return reply.ok();
         }
         self.spawn(async move {

@@ -341,10 +341,10 @@ impl Writer {
         }
     }
 
-    /// False when nothing was written to `inode` through this mount since it was last
-    /// forgotten: a flush of it has nothing to do.
-    pub fn tracks(&self, inode: Inode) -> bool {
-        self.files().contains_key(&inode)
+    /// True while `inode` has something a flush would do: data buffered or being written,
+    /// leases kept, or an error not yet reported.
+    pub fn busy(&self, inode: Inode) -> bool {
+        self.file(inode).is_some_and(|f| !f.lock().is_idle())
     }
 
     /// End of the buffered data (the file is at least this long once it is written).

@@ -149,10 +149,14 @@ impl Master {
             (bytes, st.meta.version)
         };
         let dir = self.cfg.data_path.clone();
-        tokio::task::spawn_blocking(move || metadata::write(&dir, &bytes))
-            .await
-            .context("metadata writer task failed")??;
-        self.log.prune();
+        let prune = self.log.prune_job();
+        tokio::task::spawn_blocking(move || {
+            metadata::write(&dir, &bytes)?;
+            prune();
+            anyhow::Ok(())
+        })
+        .await
+        .context("metadata writer task failed")??;
         Ok(version)
     }
 }
