@@ -69,6 +69,25 @@ pub fn parse_subdir_name(name: &str) -> Option<u8> {
     parse_hex(name, 2).and_then(|v| u8::try_from(v).ok())
 }
 
+/// Makes the 256 subfolders `00`..`FF` of a disk that are missing (as stock MooseFS does at
+/// first start), so that a new chunk never waits for a `mkdir` and its folder's entry is on
+/// disk before any chunk in it is; syncs the disk folder when it made any. Returns how many
+/// it made.
+pub fn make_subdirs(disk: &Path) -> io::Result<usize> {
+    let mut made = 0;
+    for n in 0..=u8::MAX {
+        match std::fs::create_dir(disk.join(subdir_name(n))) {
+            Ok(()) => made += 1,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if made > 0 {
+        File::open(disk)?.sync_all()?;
+    }
+    Ok(made)
+}
+
 /// The subfolder a new chunk goes to.
 pub fn default_subdir(chunk_id: u64) -> u8 {
     (chunk_id & 0xFF) as u8

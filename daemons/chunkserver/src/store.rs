@@ -216,6 +216,16 @@ impl Store {
     /// Finds the chunk files on a disk (in any subfolder) and registers them. Leftover
     /// temporary files are removed. Returns the number of chunks registered.
     pub fn scan(&self, disk: &Arc<Disk>) -> io::Result<usize> {
+        if !disk.marked_for_removal() {
+            if let Err(e) = chunkfile::make_subdirs(&disk.path) {
+                // Not fatal: the chunks already there are served, a new chunk makes its
+                // folder when it needs it.
+                tracing::warn!(
+                    "cannot make the chunk subfolders of {}: {e}",
+                    disk.path.display()
+                );
+            }
+        }
         let mut added = 0;
         for sub in std::fs::read_dir(&disk.path)? {
             let sub = sub?;
@@ -697,14 +707,16 @@ impl Store {
         })?;
         let subdir = chunkfile::default_subdir(chunk.chunk_id);
         let dir = disk.path.join(chunkfile::subdir_name(subdir));
-        if let Err(e) = std::fs::create_dir(&dir) {
-            if e.kind() != io::ErrorKind::AlreadyExists {
-                return Err(io_error(
-                    &disk,
-                    &format!("cannot create {}", dir.display()),
-                    e,
-                ));
-            }
+        if !dir.is_dir() {
+            // Made at the scan; somebody removed it since. Its entry must be on disk before
+            // the chunk's is.
+            std::fs::create_dir(&dir)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .and_then(|()| chunkfile::sync_folder_of(&dir))
+                .map_err(|e| io_error(&disk, &format!("cannot create {}", dir.display()), e))?;
         }
         let tmp = chunkfile::tmp_path(&disk.path, subdir, chunk.chunk_id, chunk.version);
         let file = match chunkfile::create(&tmp, chunk.chunk_id, chunk.version) {
@@ -1032,6 +1044,24 @@ pub(crate) mod tests {
     };
 
     #[test]
+    fn a_scanned_disk_has_every_chunk_subfolder_and_a_removed_one_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        for n in 0..=u8::MAX {
+            assert!(
+                dir.path().join(chunkfile::subdir_name(n)).is_dir(),
+                "{n:02X}"
+            );
+        }
+        std::fs::remove_dir(dir.path().join("CD")).unwrap();
+        store.create(C).unwrap();
+        assert!(dir
+            .path()
+            .join("CD/chunk_000000000000ABCD_00000001.mfs")
+            .exists());
+    }
+
+    #[test]
     fn create_write_read_delete() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _events) = test_store(dir.path());
@@ -1182,7 +1212,6 @@ pub(crate) mod tests {
         }
         // Move a chunk to another subfolder (MooseFS 4 spreads them), add a leftover tmp file
         // and an older copy of the same chunk.
-        std::fs::create_dir(dir.path().join("7F")).unwrap();
         std::fs::rename(
             dir.path().join("CD/chunk_000000000000ABCD_00000001.mfs"),
             dir.path().join("7F/chunk_000000000000ABCD_00000001.mfs"),
