@@ -84,23 +84,7 @@ impl Orders {
     async fn work(self, chunk_id: u64, mut rx: mpsc::UnboundedReceiver<(Job, Reply)>) {
         loop {
             while let Ok((job, reply)) = rx.try_recv() {
-                let status = self.execute(&job).await;
-                match status {
-                    Ok(()) => tracing::debug!("order {} ({:?}) done", job.req_id, job.order),
-                    Err(e) => tracing::debug!(
-                        "order {} ({:?} of chunk {:016X} v{}) failed: {e}",
-                        job.req_id,
-                        job.order,
-                        job.chunk.chunk_id,
-                        job.chunk.version
-                    ),
-                }
-                // A closed reply channel means the master connection is gone; the master
-                // learns the outcome from the next registration.
-                let _ = reply.send(CsToMaster::OpDone {
-                    req_id: job.req_id,
-                    status,
-                });
+                self.run(job, reply).await;
             }
             // `submit` sends under the same lock: an empty queue seen here stays empty.
             let finished = {
@@ -118,32 +102,64 @@ impl Orders {
         }
     }
 
-    async fn execute(&self, job: &Job) -> FsResult<()> {
+    /// Runs a job and answers it. A disk job answers from its disk thread: the master waits
+    /// for that answer, which then does not wait for this task to be scheduled again.
+    async fn run(&self, job: Job, reply: Reply) {
+        if let Order::Replicate { source, token } = &job.order {
+            let store = Arc::clone(&self.store);
+            let status = replicator::replicate(store, job.chunk, source, token).await;
+            return answer(&job, status, &reply);
+        }
         let store = Arc::clone(&self.store);
-        let chunk = job.chunk;
-        match &job.order {
-            Order::Create => blocking(move || store.create(chunk)).await,
-            Order::Delete => blocking(move || store.delete(chunk)).await,
-            Order::SetVersion { new_version } => {
-                let v = *new_version;
-                blocking(move || store.set_version(chunk, v)).await
-            }
-            Order::Truncate {
-                new_version,
-                length,
-            } => {
-                let (v, len) = (*new_version, *length);
-                blocking(move || store.truncate(chunk, v, len)).await
-            }
-            Order::Replicate { source, token } => {
-                replicator::replicate(store, chunk, source, token).await
-            }
-            Order::Duplicate { copy } => {
-                let copy = *copy;
-                blocking(move || store.duplicate(chunk, copy)).await
-            }
+        let (req_id, unanswered) = (job.req_id, reply.clone());
+        let disk = blocking(move || {
+            let status = on_disk(&store, &job);
+            answer(&job, status, &reply);
+            Ok(())
+        });
+        if disk.await.is_err() {
+            // The disk thread failed before it could answer.
+            let _ = unanswered.send(CsToMaster::OpDone {
+                req_id,
+                status: Err(moose_proto::FsError::Io),
+            });
         }
     }
+}
+
+/// The store's part of every order but a replication.
+fn on_disk(store: &Store, job: &Job) -> FsResult<()> {
+    let chunk = job.chunk;
+    match &job.order {
+        Order::Create => store.create(chunk),
+        Order::Delete => store.delete(chunk),
+        Order::SetVersion { new_version } => store.set_version(chunk, *new_version),
+        Order::Truncate {
+            new_version,
+            length,
+        } => store.truncate(chunk, *new_version, *length),
+        Order::Duplicate { copy } => store.duplicate(chunk, *copy),
+        Order::Replicate { .. } => unreachable!("a replication is not a disk job"),
+    }
+}
+
+/// Sends a job's `OpDone`. A closed reply channel means the master connection is gone; the
+/// master learns the outcome from the next registration.
+fn answer(job: &Job, status: FsResult<()>, reply: &Reply) {
+    match &status {
+        Ok(()) => tracing::debug!("order {} ({:?}) done", job.req_id, job.order),
+        Err(e) => tracing::debug!(
+            "order {} ({:?} of chunk {:016X} v{}) failed: {e}",
+            job.req_id,
+            job.order,
+            job.chunk.chunk_id,
+            job.chunk.version
+        ),
+    }
+    let _ = reply.send(CsToMaster::OpDone {
+        req_id: job.req_id,
+        status,
+    });
 }
 
 #[cfg(test)]
