@@ -191,6 +191,52 @@ fn c_path(path: &Path) -> std::ffi::CString {
 }
 
 #[test]
+fn attributes_right_after_a_write_come_from_the_mount_and_follow_its_own_changes() {
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    let served = |c: &LocalCluster| c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
+    let idle = served(&c);
+    let overhead = served(&c) - idle;
+    let mut asked = 0;
+    for i in 0..10 {
+        let f = a.join(format!("f{i}"));
+        let mut w = fs::File::create(&f).unwrap();
+        // Another handle stays open, so that the close sends no release to the master.
+        let keep = fs::File::open(&f).unwrap();
+        w.write_all(&[7u8; 5000]).unwrap();
+        drop(w);
+        let before = served(&c);
+        let here = fs::metadata(&f).unwrap();
+        asked += served(&c) - before - overhead;
+        assert_eq!(here.len(), 5000);
+        let there = fs::metadata(b.join(format!("f{i}"))).unwrap();
+        assert_eq!(
+            (here.mtime(), here.mtime_nsec(), here.ctime_nsec()),
+            (there.mtime(), there.mtime_nsec(), there.ctime_nsec()),
+            "the attributes the write landed with are the master's"
+        );
+        drop(keep);
+    }
+    assert!(
+        asked <= 2,
+        "10 stats after a close cost {asked} master requests"
+    );
+
+    // A change made here after the write (another name removed) is not hidden by them.
+    fs::hard_link(a.join("f0"), a.join("g")).unwrap();
+    let mut w = fs::OpenOptions::new()
+        .append(true)
+        .open(a.join("f0"))
+        .unwrap();
+    w.write_all(b"more").unwrap();
+    drop(w);
+    fs::remove_file(a.join("g")).unwrap();
+    let m = fs::metadata(a.join("f0")).unwrap();
+    assert_eq!((m.nlink(), m.len()), (1, 5004));
+}
+
+#[test]
 fn extended_attributes_set_on_one_mount_show_on_another_once_attributes_expire() {
     let mut c = cluster();
     let a = c.mount().unwrap();

@@ -842,7 +842,8 @@ impl Filesystem for MooseFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
-        if let Some(a) = core.master.folders().get(inode, core.attr_ttl) {
+        let known = core.master.folders().get(inode, core.attr_ttl);
+        if let Some(a) = known.or_else(|| core.writer.landed_attr(inode, core.attr_ttl)) {
             let fa = attr::file_attr(&a, ino.0, a.size);
             return reply.attr(&attr::ttl(core.attr_ttl), &fa);
         }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -206,6 +207,8 @@ struct Inner {
     opened: Mutex<HashMap<moose_proto::Inode, (i32, moose_proto::Cred)>>,
     /// Folder attributes that came with answers to changes.
     folders: crate::folders::FolderAttrs,
+    /// Requests sent that may change attributes (see [`ClRequest::leaves_attributes`]).
+    changes: AtomicU64,
 }
 
 impl Inner {
@@ -288,6 +291,7 @@ impl MasterClient {
             session,
             opened: Mutex::new(HashMap::new()),
             folders: Default::default(),
+            changes: AtomicU64::new(0),
         });
         tokio::spawn(run(inner.clone(), conn));
         Ok((MasterClient { inner }, reply))
@@ -350,6 +354,9 @@ impl MasterClient {
             id = id.wrapping_add(1);
         }
         st.next_id = id.wrapping_add(1);
+        if !req.leaves_attributes() {
+            self.inner.changes.fetch_add(1, Ordering::SeqCst);
+        }
         let env = ClEnvelope { msgid: id, req };
         if let Some(out) = &st.out {
             // A failed write shows up in the writer task, which replaces the connection;
@@ -360,6 +367,12 @@ impl MasterClient {
         }
         st.pending.insert(id, Pending { env, waiter });
         Ok(id)
+    }
+
+    /// How many requests that may change attributes were sent so far: attributes learned
+    /// when it was N hold while it is still N (for changes made through this mount).
+    pub fn changes_sent(&self) -> u64 {
+        self.inner.changes.load(Ordering::SeqCst)
     }
 
     /// Remembers an open of `inode` (flags as given to open), to repeat it in a new session.

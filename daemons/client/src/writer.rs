@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use moose_proto::auth::ChunkToken;
 use moose_proto::msg::{ChunkLocation, ClReply, ClRequest, WriteLease};
-use moose_proto::{ChunkRef, CsAddr, FsError, Inode, Timespec};
+use moose_proto::{Attr, ChunkRef, CsAddr, FsError, Inode, Timespec};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -44,7 +44,20 @@ struct Written {
     token: ChunkToken,
     /// Synced on every server of the chain (an fsync's write-out).
     synced: bool,
+    /// The file's attributes the master answered the end with, and the count of changes
+    /// sent they hold at (`None` when other changes went out meanwhile).
+    landed: Option<(Attr, u64)>,
 }
+
+/// Attributes a write-out's end was answered with (see [`Writer::landed_attr`]).
+struct Landed {
+    attr: Attr,
+    at: Instant,
+    changes: u64,
+}
+
+/// Files whose landed attributes are kept at most; they are wanted right after a close.
+const MAX_LANDED: usize = 4096;
 
 #[derive(Default)]
 struct FileState {
@@ -186,6 +199,10 @@ pub struct Writer {
     epoch: AtomicU64,
     /// Highest `landed_at` of the file states dropped so far.
     forgotten: AtomicU64,
+    /// The attributes the last write-out of a file landed with: the kernel asks for them
+    /// right after the close (a write makes it drop its own), and gets them without a
+    /// round trip.
+    landed: Mutex<HashMap<Inode, Landed>>,
 }
 
 /// Why a file's buffer is written out.
@@ -232,6 +249,7 @@ impl Writer {
             files: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             forgotten: AtomicU64::new(0),
+            landed: Mutex::new(HashMap::new()),
         });
         tokio::spawn(age_ticker(Arc::downgrade(&w)));
         w
@@ -345,6 +363,26 @@ impl Writer {
     /// leases kept, or an error not yet reported.
     pub fn busy(&self, inode: Inode) -> bool {
         self.file(inode).is_some_and(|f| !f.lock().is_idle())
+    }
+
+    fn note_landed(&self, inode: Inode, attr: Attr, changes: u64) {
+        let mut landed = self.landed.lock();
+        if landed.len() >= MAX_LANDED {
+            landed.clear();
+        }
+        let at = Instant::now();
+        landed.insert(inode, Landed { attr, at, changes });
+    }
+
+    /// The attributes the last write-out of `inode` landed with, if they are younger than
+    /// `ttl`, nothing is buffered, and this mount sent no change since (changes made
+    /// elsewhere show within `ttl`, as with any attributes the kernel keeps). Taken: the
+    /// kernel keeps them from here.
+    pub fn landed_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
+        let l = self.landed.lock().remove(&inode)?;
+        let valid =
+            l.at.elapsed() < ttl && l.changes == self.master.changes_sent() && !self.busy(inode);
+        valid.then_some(l.attr)
     }
 
     /// End of the buffered data (the file is at least this long once it is written).
@@ -611,6 +649,9 @@ impl Writer {
     ) -> Result<(), FsError> {
         let mut result = Ok(());
         let mut tasks: JoinSet<Result<Written, FsError>> = JoinSet::new();
+        // With several chunks the master may answer their ends in another order than it
+        // applied them: no answer is then known to hold the file's final attributes.
+        let single = plan.len() == 1;
         let mut queue = plan.into_iter();
         loop {
             while tasks.len() < PARALLEL_CHUNKS {
@@ -624,6 +665,9 @@ impl Writer {
             };
             match joined {
                 Ok(Ok(w)) => {
+                    if let Some((attr, changes)) = w.landed.filter(|_| single) {
+                        self.note_landed(inode, attr, changes);
+                    }
                     let mut st = f.lock();
                     if w.synced {
                         // With every earlier write of the chunk.
@@ -689,6 +733,7 @@ impl Writer {
             }
             let ok = written.is_ok();
             let length = if ok { cw.end } else { lease.file_length };
+            let changes_before = self.master.changes_sent();
             let end = self.master.call(ClRequest::WriteChunkEnd {
                 inode,
                 index,
@@ -705,13 +750,21 @@ impl Writer {
                 (end.await, false)
             };
             match (written, end) {
-                (Ok(()), Ok(ClReply::Attr(_)) | Ok(ClReply::Done)) => {
+                (Ok(()), Ok(answer @ (ClReply::Attr(_) | ClReply::Done))) => {
+                    // Only the end itself went out since it was sent: nothing else this
+                    // mount did can be missing from the attributes.
+                    let alone = self.master.changes_sent() == changes_before + 1;
+                    let landed = match answer {
+                        ClReply::Attr(a) if alone => Some((a, changes_before + 1)),
+                        _ => None,
+                    };
                     let done = Written {
                         index,
                         chunk,
                         chain: lease.chain.clone(),
                         token: lease.token.clone(),
                         synced,
+                        landed,
                     };
                     if keep {
                         f.lock().kept.keep(index, lease, granted, Instant::now());

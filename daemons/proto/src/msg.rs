@@ -310,6 +310,62 @@ pub enum ClRequest {
     },
 }
 
+impl ClRequest {
+    /// True when the request never changes an object's attributes, so that a mount may keep
+    /// answering with attributes it learned before it.
+    pub fn leaves_attributes(&self) -> bool {
+        use ClRequest::*;
+        match self {
+            GetChallenge
+            | Register { .. }
+            | Statfs
+            | Lookup { .. }
+            | GetAttr { .. }
+            | Access { .. }
+            | ReadLink { .. }
+            | ReadDir { .. }
+            | Release { .. }
+            | ReadChunk { .. }
+            | WriteChunk { .. }
+            | GetXattr { .. }
+            | ListXattr { .. }
+            | GetGoal { .. }
+            | FileInfo { .. }
+            | ReportBadCopy { .. }
+            | ClusterInfo
+            | Nop
+            | SyncMetadata
+            | GetTrashTime { .. }
+            | TrashList { .. }
+            | TrashGet { .. }
+            | DirInfo { .. }
+            | GetQuota { .. }
+            | QuotaAllowance { .. }
+            | StatfsAt { .. } => true,
+            SetAttr { .. }
+            | MkNod { .. }
+            | Create { .. }
+            | MkDir { .. }
+            | Symlink { .. }
+            | Unlink { .. }
+            | RmDir { .. }
+            | Rename { .. }
+            | Link { .. }
+            | Open { .. }
+            | WriteChunkEnd { .. }
+            | SetXattr { .. }
+            | RemoveXattr { .. }
+            | SetGoal { .. }
+            | CloseSession
+            | SetTrashTime { .. }
+            | TrashPurge { .. }
+            | Undelete { .. }
+            | Snapshot { .. }
+            | SetQuota { .. } => false,
+        }
+    }
+}
+
 /// Trash buckets of the meta mount (`trash/000` … `trash/FFF`), as in stock MooseFS.
 pub const TRASH_BUCKETS: u32 = 4096;
 
