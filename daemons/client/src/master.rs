@@ -14,17 +14,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use parking_lot::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moose_common::exports::password_proof;
 use moose_proto::handshake::{say_hello, HandshakeError};
 use moose_proto::msg::{
     ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest,
 };
+use moose_proto::outbox::Outbox;
 use moose_proto::{ChunkRef, CsAddr, FrameReader, FrameWriter, FsError, ProtoError, Role};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 
 /// How long one connection attempt (resolve, connect, handshake, registration) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,61 +141,6 @@ struct State {
     next_id: u32,
     /// No more requests: the connection is gone and will not come back.
     closed: bool,
-}
-
-/// The sending side of a connection. Frames are written by whoever queues them while nothing
-/// waits before them; the rest is written by the connection's writer task when the socket
-/// takes more.
-struct Outbox {
-    sock: Arc<OwnedWriteHalf>,
-    /// Frames (or the end of one) the socket did not take yet.
-    queued: Vec<u8>,
-    /// The error of the last write: the writer task ends the connection with it.
-    failed: Option<std::io::Error>,
-    /// Wakes the writer task: bytes are left over, or a write failed.
-    wake: Arc<Notify>,
-    last_sent: Instant,
-}
-
-impl Outbox {
-    fn new(sock: OwnedWriteHalf) -> Outbox {
-        Outbox {
-            sock: Arc::new(sock),
-            queued: Vec::new(),
-            failed: None,
-            wake: Arc::new(Notify::new()),
-            last_sent: Instant::now(),
-        }
-    }
-
-    /// Queues `env` and, unless earlier bytes are still waiting for the socket, writes it now.
-    fn push(&mut self, env: &ClEnvelope) -> Result<(), ProtoError> {
-        let idle = self.queued.is_empty();
-        moose_proto::frame::append_msg_frame(&mut self.queued, env)?;
-        if idle && !self.write_some() {
-            self.wake.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Writes queued bytes until the socket would block or fails; true when none are left.
-    fn write_some(&mut self) -> bool {
-        while !self.queued.is_empty() && self.failed.is_none() {
-            match self.sock.try_write(&self.queued) {
-                Ok(0) => self.failed = Some(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.queued.drain(..n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                Err(e) => self.failed = Some(e),
-            }
-        }
-        if self.failed.is_some() {
-            return false;
-        }
-        self.last_sent = Instant::now();
-        true
-    }
 }
 
 struct Inner {
@@ -726,37 +672,14 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
     }
 }
 
-/// Writes what callers left queued once the socket takes more, sends a keep-alive when
-/// nothing went out for a while, and ends with the error of a failed write.
+/// Writes what callers left queued, with a keep-alive `Nop` when nothing went out for a
+/// while.
 async fn write_loop(out: Arc<Mutex<Outbox>>) -> Result<(), ProtoError> {
     let nop = ClEnvelope {
         msgid: REGISTER_MSGID,
         req: ClRequest::Nop,
     };
-    let (sock, wake) = {
-        let o = out.lock();
-        (o.sock.clone(), o.wake.clone())
-    };
-    loop {
-        let _ = tokio::time::timeout(KEEPALIVE, wake.notified()).await;
-        loop {
-            let all_written = {
-                let mut out = out.lock();
-                if out.queued.is_empty() && out.last_sent.elapsed() >= KEEPALIVE {
-                    out.push(&nop)?;
-                }
-                let all_written = out.write_some();
-                if let Some(e) = out.failed.take() {
-                    return Err(e.into());
-                }
-                all_written
-            };
-            if all_written {
-                break;
-            }
-            sock.writable().await?;
-        }
-    }
+    moose_proto::outbox::write_loop(out, Some((KEEPALIVE, &nop))).await
 }
 
 #[cfg(test)]
@@ -772,85 +695,5 @@ mod tests {
             .map(|x| format!("{x:02x}"))
             .collect();
         assert_eq!(hex, "52e26806aa4187d43d08d5bc6b284a96");
-    }
-
-    /// A connected pair on loopback with small socket buffers (a socket left to the
-    /// system's autotuning takes megabytes at once): our sending side, the peer's socket.
-    async fn outbox_and_peer() -> (Arc<Mutex<Outbox>>, TcpStream) {
-        const BUFFER: u32 = 16 * 1024;
-        let listening = tokio::net::TcpSocket::new_v4().unwrap();
-        listening.set_recv_buffer_size(BUFFER).unwrap();
-        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = listening.listen(1).unwrap();
-        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
-        connecting.set_send_buffer_size(BUFFER).unwrap();
-        let ours = connecting
-            .connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (peer, _) = listener.accept().await.unwrap();
-        let (_, w) = ours.into_split();
-        (Arc::new(Mutex::new(Outbox::new(w))), peer)
-    }
-
-    fn big_request(msgid: u32) -> ClEnvelope {
-        ClEnvelope {
-            msgid,
-            req: ClRequest::SetXattr {
-                inode: 1,
-                name: b"user.big".to_vec(),
-                value: vec![msgid as u8; 64 * 1024],
-                flags: 0,
-                cred: moose_proto::Cred::root(),
-            },
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn what_the_socket_does_not_take_at_once_goes_out_in_order_from_the_writer_task() {
-        let (out, peer) = outbox_and_peer().await;
-        let writer = tokio::spawn(write_loop(out.clone()));
-        // 4 MiB while nobody reads: far more than the socket buffers take.
-        let sent: Vec<ClEnvelope> = (1..=64).map(big_request).collect();
-        for env in &sent {
-            out.lock().push(env).unwrap();
-        }
-        assert!(
-            !out.lock().queued.is_empty(),
-            "the socket took 4 MiB at once"
-        );
-        let mut reader = FrameReader::new(peer);
-        for env in &sent {
-            let got: ClEnvelope = reader.next_msg().await.unwrap();
-            assert_eq!(got.msgid, env.msgid);
-            match got.req {
-                ClRequest::SetXattr { value, .. } => {
-                    assert_eq!(value, vec![env.msgid as u8; 64 * 1024])
-                }
-                other => panic!("request {} came back as {other:?}", env.msgid),
-            }
-        }
-        assert!(out.lock().queued.is_empty());
-        writer.abort();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_write_to_a_closed_connection_ends_the_writer_task_with_the_error() {
-        let (out, peer) = outbox_and_peer().await;
-        let writer = tokio::spawn(write_loop(out.clone()));
-        drop(peer);
-        let ended = tokio::time::timeout(Duration::from_secs(10), async {
-            for msgid in 1.. {
-                out.lock().push(&big_request(msgid)).unwrap();
-                if writer.is_finished() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            writer.await
-        })
-        .await
-        .expect("the writer task noticed the closed connection");
-        assert!(matches!(ended, Ok(Err(ProtoError::Io(_)))), "{ended:?}");
     }
 }

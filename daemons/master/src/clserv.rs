@@ -9,7 +9,9 @@ use moose_proto::handshake::Role;
 use moose_proto::msg::{
     ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest,
 };
-use moose_proto::{FsError, Inode};
+use moose_proto::outbox::{self, Outbox};
+use moose_proto::{Attr, FsError, FsResult, Inode};
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -28,7 +30,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     let Some(crate::link::Accepted {
         role,
         mut reader,
-        mut writer,
+        writer,
         ..
     }) = crate::link::accept(
         stream,
@@ -40,17 +42,12 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     else {
         return;
     };
-    let (tx, mut rx) = mpsc::channel::<ClResponse>(4096);
-    let writer_task = tokio::spawn(async move {
-        while let Some(resp) = rx.recv().await {
-            writer.send(&resp).await?;
-            while let Ok(more) = rx.try_recv() {
-                writer.send(&more).await?;
-            }
-            writer.flush().await?;
-        }
-        Ok::<(), moose_proto::ProtoError>(())
-    });
+    // Answers go to the socket from the task that has them (see `moose_proto::outbox`).
+    let out = Arc::new(Mutex::new(Outbox::new(writer.into_inner())));
+    let writer_task = tokio::spawn(outbox::write_loop(out.clone(), NO_KEEPALIVE));
+    // Each request answered from a task of its own holds a clone: the connection ends once
+    // they are all answered.
+    let (answering, mut all_answered) = mpsc::channel::<()>(1);
     let mut session: Option<Arc<Session>> = None;
     let mut challenge: Option<Vec<u8>> = None;
     let mut closing = false;
@@ -74,6 +71,8 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
             }
         };
         let msgid = env.msgid;
+        // Folders whose attributes go with the answer (those a change touched).
+        let mut dirs = Vec::new();
         let result = match env.req {
             ClRequest::GetChallenge => {
                 let c: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
@@ -158,51 +157,50 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                         Step::Recorded {
                             reply,
                             version,
+                            dirs: touched,
+                        } if master.is_recorded(version) => {
+                            // Written to the changelog already: answered from here, with no
+                            // task to wake.
+                            s.note_reply(&reply);
+                            dirs = touched;
+                            Ok(reply)
+                        }
+                        Step::Recorded {
+                            reply,
+                            version,
                             dirs,
                         } => {
                             s.note_reply(&reply);
-                            let (m, tx) = (master.clone(), tx.clone());
+                            let (m, out, answering) =
+                                (master.clone(), out.clone(), answering.clone());
                             tokio::spawn(async move {
                                 let result = m.recorded(version).await.map(|()| reply);
                                 let dirs = if result.is_ok() { dirs } else { Vec::new() };
-                                let _ = tx
-                                    .send(ClResponse {
-                                        msgid,
-                                        result,
-                                        dirs,
-                                    })
-                                    .await;
+                                answer(&out, msgid, result, dirs);
+                                drop(answering);
                             });
                             continue;
                         }
                         Step::Synced(reply, version) => {
-                            let (m, tx) = (master.clone(), tx.clone());
+                            let (m, out, answering) =
+                                (master.clone(), out.clone(), answering.clone());
                             tokio::spawn(async move {
                                 let result = m.synced(version).await.map(|()| reply);
-                                let _ = tx
-                                    .send(ClResponse {
-                                        msgid,
-                                        result,
-                                        dirs: Vec::new(),
-                                    })
-                                    .await;
+                                answer(&out, msgid, result, Vec::new());
+                                drop(answering);
                             });
                             continue;
                         }
                         Step::Later(req) => {
-                            let (m, s, tx) = (master.clone(), s.clone(), tx.clone());
+                            let (m, s, out, answering) =
+                                (master.clone(), s.clone(), out.clone(), answering.clone());
                             tokio::spawn(async move {
                                 let result = requests::handle_async(&m, &s, req).await;
                                 if let Ok(r) = &result {
                                     s.note_reply(r);
                                 }
-                                let _ = tx
-                                    .send(ClResponse {
-                                        msgid,
-                                        result,
-                                        dirs: Vec::new(),
-                                    })
-                                    .await;
+                                answer(&out, msgid, result, Vec::new());
+                                drop(answering);
                             });
                             continue;
                         }
@@ -210,17 +208,17 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                 }
             },
         };
-        let response = ClResponse {
-            msgid,
-            result,
-            dirs: Vec::new(),
-        };
-        if tx.send(response).await.is_err() {
+        answer(&out, msgid, result, dirs);
+        if writer_task.is_finished() {
+            // A write failed: the connection is gone.
             break;
         }
     }
-    drop(tx);
-    let _ = writer_task.await;
+    drop(answering);
+    let _ = all_answered.recv().await;
+    // What the socket has not taken yet goes out before the connection closes.
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, outbox::drain(&out)).await;
+    writer_task.abort();
     if let Some(s) = session {
         if closing || s.tool {
             end_session(&master, &s);
@@ -241,6 +239,22 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                 master.cfg.session_sustain
             );
         }
+    }
+}
+
+/// No keep-alive from the master: the mounts send theirs.
+const NO_KEEPALIVE: Option<(Duration, &ClResponse)> = None;
+
+/// Queues the answer to request `msgid` (written at once unless earlier answers still wait
+/// for the socket).
+fn answer(out: &Mutex<Outbox>, msgid: u32, result: FsResult<ClReply>, dirs: Vec<Attr>) {
+    let response = ClResponse {
+        msgid,
+        result,
+        dirs,
+    };
+    if let Err(e) = out.lock().push(&response) {
+        tracing::error!("answer to request {msgid} cannot be encoded: {e}");
     }
 }
 

@@ -128,6 +128,11 @@ impl Master {
         Ok((applied, version))
     }
 
+    /// True when change `version` may be acknowledged now (see [`Master::recorded`]).
+    pub fn is_recorded(&self, version: u64) -> bool {
+        self.log.is_recorded(version)
+    }
+
     /// Waits until change `version` may be acknowledged (see CHANGELOG_SAVE_MODE).
     pub async fn recorded(&self, version: u64) -> FsResult<()> {
         self.log.wait_recorded(version).await.map_err(log_failure)

@@ -11,6 +11,7 @@ pub mod frame;
 pub mod handshake;
 pub mod idle_pool;
 pub mod msg;
+pub mod outbox;
 pub mod types;
 
 pub use frame::{DataHeader, Frame, FrameReader, FrameWriter, ProtoError};

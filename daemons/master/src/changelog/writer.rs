@@ -212,6 +212,12 @@ impl Changelog {
         }
     }
 
+    /// True when change `version` may be acknowledged now: it is written and the policy does
+    /// not wait for its sync.
+    pub fn is_recorded(&self, version: u64) -> bool {
+        matches!(self.policy, SyncPolicy::Within(_)) && self.shared.state.lock().written >= version
+    }
+
     /// Waits until change `version` may be acknowledged: written, and with
     /// [`SyncPolicy::EveryChange`] synced too. Errors if the changelog cannot be written.
     pub async fn wait_recorded(&self, version: u64) -> Result<(), String> {
