@@ -464,8 +464,7 @@ impl Conn {
         token: ChunkToken,
     ) -> Result<Option<Session>, ConnError> {
         // The local chunk and the rest of the chain open at the same time.
-        let store = Arc::clone(&self.store);
-        let local = blocking(move || store.open(chunk));
+        let local = open_for_write(Arc::clone(&self.store), chunk);
         let downstreams = &self.downstreams;
         let down = async {
             match chain.split_first() {
@@ -755,6 +754,33 @@ struct Session {
     downstream: Option<Downstream>,
     /// Keeps the background test off the chunk while the session writes.
     writing: Writing,
+}
+
+/// How long a write chain waits for the master's order to make its new chunk.
+const CREATION_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the chunk a write chain is for. A new chunk (version 1) that is not here yet is
+/// waited for: the master answers the writer's lease while its order to make the chunk is
+/// still on its way (see [`crate::creations`]).
+async fn open_for_write(store: Arc<Store>, chunk: ChunkRef) -> FsResult<Handle> {
+    match open(&store, chunk).await {
+        Err(FsError::NoChunk) if chunk.version == 1 => {}
+        other => return other,
+    }
+    match store.creations().wait(chunk.chunk_id, CREATION_WAIT).await {
+        Some(Ok(()) | Err(FsError::Exist)) => open(&store, chunk).await,
+        Some(Err(e)) => Err(e),
+        None => Err(FsError::NoChunk),
+    }
+}
+
+/// Opens a chunk: here when its file is open already, else on a disk thread.
+async fn open(store: &Arc<Store>, chunk: ChunkRef) -> FsResult<Handle> {
+    if let Some(opened) = store.open_cached(chunk) {
+        return opened;
+    }
+    let store = Arc::clone(store);
+    blocking(move || store.open(chunk)).await
 }
 
 /// Sends something downstream; on failure marks the chain broken and returns false.
@@ -1660,6 +1686,42 @@ mod tests {
             }
         }
         assert!(data == expected, "the read after two sessions differs");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_for_a_new_chunk_waits_for_the_order_that_makes_it() {
+        let s = server(false).await;
+        let (mut r, mut w) = connect(s.addr, Role::Client).await;
+        let new = ChunkRef {
+            chunk_id: 0x77,
+            version: 1,
+        };
+        // The master's order arrives after the writer's chain.
+        let store = Arc::clone(&s.store);
+        let order = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            blocking(move || store.create(new)).await
+        });
+        let pieces = vec![(0, pattern(100, 9))];
+        let answers = pipelined_session(&mut r, &mut w, new, &[], &pieces).await;
+        assert_eq!(answers, all_ok(1));
+        order.await.unwrap().unwrap();
+        assert_eq!(read_all(&s.store, new, 1).unwrap()[..100], pattern(100, 9));
+
+        // An order that failed answers the chain with its error.
+        let failed = ChunkRef {
+            chunk_id: 0x78,
+            version: 1,
+        };
+        s.store.creations().note(0x78, Err(FsError::NoSpace));
+        let answers = pipelined_session(&mut r, &mut w, failed, &[], &pieces).await;
+        assert_eq!(
+            answers.first(),
+            Some(&FromCs::WriteStatus {
+                write_id: 0,
+                status: Err(FsError::NoSpace)
+            })
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ pub mod access;
 pub mod bufpool;
 pub mod chunkfile;
 pub mod config;
+pub mod creations;
 pub mod dataserver;
 pub mod downstream;
 pub mod filecache;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::bufpool::BufPool;
 use crate::chunkfile::{self, Block, BS, DATA_OFFSET, ZERO_BLOCK_CRC};
+use crate::creations::Creations;
 use crate::filecache::FileCache;
 use crate::hdd::{Disk, DiskSet};
 
@@ -176,6 +177,7 @@ pub struct Store {
     pool: Arc<BufPool>,
     /// The key of the master's chunk tokens.
     pub access: crate::access::Access,
+    creations: Creations,
 }
 
 impl Store {
@@ -193,6 +195,7 @@ impl Store {
             events,
             pool: BufPool::new(BS, POOL_BUFFERS),
             access: Default::default(),
+            creations: Creations::default(),
         };
         (Arc::new(store), rx)
     }
@@ -398,6 +401,24 @@ impl Store {
     /// Opens the chunk (from the cache when possible), checking its version and header.
     pub fn open(&self, chunk: ChunkRef) -> FsResult<Handle> {
         self.open_as(chunk, true)
+    }
+
+    /// [`Store::open`] of a chunk whose file is open already (no system call: fine on an
+    /// async thread); `None` when the file would have to be opened.
+    pub fn open_cached(&self, chunk: ChunkRef) -> Option<FsResult<Handle>> {
+        let map = self.chunks.lock();
+        let Some(e) = map.get(&chunk.chunk_id) else {
+            return Some(Err(FsError::NoChunk));
+        };
+        if e.version != chunk.version {
+            return Some(Err(FsError::WrongVersion));
+        }
+        let file = self.files.get(chunk.chunk_id, e.generation)?;
+        Some(Ok(Handle {
+            chunk,
+            file,
+            disk: Arc::clone(&e.disk),
+        }))
     }
 
     /// Like [`Store::open`]; a file that had to be opened is kept in the cache only if
@@ -802,6 +823,12 @@ impl Store {
             }
         }
         new.disk.add_chunk(len);
+        let generation = self.generation();
+        // The chunk is about to be written (a new chunk's chain, a copy's readers): its file
+        // stays open.
+        if let Ok(file) = new.file.try_clone() {
+            self.files.insert(id, generation, Arc::new(file));
+        }
         map.insert(
             id,
             Entry {
@@ -809,7 +836,7 @@ impl Store {
                 subdir: new.subdir,
                 version: new.chunk.version,
                 len,
-                generation: self.generation(),
+                generation,
                 damaged: false,
                 folder_synced: sync_folder,
             },
@@ -818,9 +845,18 @@ impl Store {
     }
 
     /// Makes a new, empty chunk (its folder entry is synced with its data, see [`Store::sync`]).
+    /// Write chains waiting for the chunk hear of the outcome.
     pub fn create(&self, chunk: ChunkRef) -> FsResult<()> {
-        let new = self.begin_new(chunk)?;
-        self.commit(new, false)
+        let outcome = self
+            .begin_new(chunk)
+            .and_then(|new| self.commit(new, false));
+        self.creations.note(chunk.chunk_id, outcome);
+        outcome
+    }
+
+    /// The outcomes of creation orders, for write chains that came first.
+    pub fn creations(&self) -> &Creations {
+        &self.creations
     }
 
     /// Removes the chunk if it has this version; a chunk that is already gone is fine.
@@ -1260,6 +1296,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, mut events) = test_store(dir.path());
         store.create(C).unwrap();
+        // Its file is not open (a new chunk's stays open for its first writes).
+        store.files.remove(C.chunk_id);
         std::fs::remove_file(dir.path().join("CD/chunk_000000000000ABCD_00000001.mfs")).unwrap();
         assert_eq!(store.open(C).err(), Some(FsError::NoChunk));
         assert_eq!(events.try_recv().unwrap(), CsToMaster::ChunkLost(C));

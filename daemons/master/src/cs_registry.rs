@@ -11,6 +11,20 @@ use moose_proto::msg::MasterToCs;
 use moose_proto::{CsAddr, DiskReport, FsError};
 use tokio::sync::{mpsc, oneshot};
 
+/// An order on its way to chunkserver `id`.
+pub struct SentOrder {
+    id: u32,
+    req_id: u64,
+    rx: oneshot::Receiver<Result<(), FsError>>,
+}
+
+/// An order's request id, where its result comes, and the server's order queue.
+type OrderSlot = (
+    u64,
+    oneshot::Receiver<Result<(), FsError>>,
+    mpsc::Sender<MasterToCs>,
+);
+
 pub type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), FsError>>>>>;
 
 /// A chunkserver the master knows (connected now or earlier).
@@ -198,18 +212,54 @@ impl CsRegistry {
         id: u32,
         make: impl FnOnce(u64) -> MasterToCs,
     ) -> Result<(), FsError> {
+        let (req_id, rx, sender) = self.register_order(id)?;
+        sender.send(make(req_id)).await.map_err(|_| FsError::Io)?;
+        self.result_of(id, req_id, rx).await
+    }
+
+    /// Sends an order to chunkserver `id` now, from the calling task (an error when its
+    /// queue is full); [`CsRegistry::result`] waits for its result.
+    pub fn order_now(
+        &self,
+        id: u32,
+        make: impl FnOnce(u64) -> MasterToCs,
+    ) -> Result<SentOrder, FsError> {
+        let (req_id, rx, sender) = self.register_order(id)?;
+        if sender.try_send(make(req_id)).is_err() {
+            if let Some(e) = self.lock().get(&id) {
+                e.pending.lock().remove(&req_id);
+            }
+            return Err(FsError::Io);
+        }
+        Ok(SentOrder { id, req_id, rx })
+    }
+
+    /// The result of an order sent with [`CsRegistry::order_now`].
+    pub async fn result(&self, order: SentOrder) -> Result<(), FsError> {
+        self.result_of(order.id, order.req_id, order.rx).await
+    }
+
+    /// A request id for an order to chunkserver `id`, where its result will come, and the
+    /// server's order queue.
+    fn register_order(&self, id: u32) -> Result<OrderSlot, FsError> {
         let req_id = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let sender = {
-            let entries = self.lock();
-            let e = entries
-                .get(&id)
-                .filter(|e| e.connected)
-                .ok_or(FsError::Io)?;
-            e.pending.lock().insert(req_id, tx);
-            e.tx.clone().ok_or(FsError::Io)?
-        };
-        sender.send(make(req_id)).await.map_err(|_| FsError::Io)?;
+        let entries = self.lock();
+        let e = entries
+            .get(&id)
+            .filter(|e| e.connected)
+            .ok_or(FsError::Io)?;
+        let sender = e.tx.clone().ok_or(FsError::Io)?;
+        e.pending.lock().insert(req_id, tx);
+        Ok((req_id, rx, sender))
+    }
+
+    async fn result_of(
+        &self,
+        id: u32,
+        req_id: u64,
+        rx: oneshot::Receiver<Result<(), FsError>>,
+    ) -> Result<(), FsError> {
         match tokio::time::timeout(self.timeout * 3, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(FsError::Io),

@@ -2,6 +2,7 @@
 //! their versions on the chunkservers first) and truncation. The state lock is never held
 //! while waiting for a chunkserver.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use moose_proto::msg::{ChunkLocation, ClReply, MasterToCs, WriteLease};
@@ -9,6 +10,7 @@ use moose_proto::{ChunkRef, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
 use rand::seq::SliceRandom;
 
 use super::MAX_FILE_SIZE;
+use crate::cs_registry::SentOrder;
 use crate::master::Master;
 use crate::namespace::NodeData;
 use crate::ops::Op;
@@ -206,7 +208,7 @@ enum WritePlan {
 /// Gives the client a chunk to write: a new one (created on `goal` servers) or the existing
 /// one with its version raised on every valid copy. The chunk stays locked for the session.
 pub async fn write_chunk(
-    m: &Master,
+    m: &Arc<Master>,
     s: &Session,
     inode: Inode,
     index: u32,
@@ -404,7 +406,7 @@ fn plan_write(m: &Master, s: &Session, inode: Inode, index: u32) -> FsResult<Wri
 }
 
 async fn create_chunk(
-    m: &Master,
+    m: &Arc<Master>,
     s: &Session,
     inode: Inode,
     index: u32,
@@ -417,11 +419,24 @@ async fn create_chunk(
         chunk_id,
         version: 1,
     };
-    let ok = order_all(m, &ids, "create", |req_id| MasterToCs::Create {
-        req_id,
-        chunk,
-    })
-    .await;
+    let make = |req_id| MasterToCs::Create { req_id, chunk };
+    if targets.iter().all(|t| t.avail >= ROOMY) {
+        let (mut orders, mut on) = (Vec::new(), Vec::new());
+        for &cs in &ids {
+            match m.cs.order_now(cs, make) {
+                Ok(o) => {
+                    orders.push(o);
+                    on.push(cs);
+                }
+                Err(e) => tracing::warn!("create on chunkserver {cs} failed: {e}"),
+            }
+        }
+        if on.is_empty() {
+            return Err(FsError::NoChunkservers);
+        }
+        return lease_while_creating(m, s, inode, index, chunk, &on, orders).await;
+    }
+    let ok = order_all(m, &ids, "create", make).await;
     let (file_length, v) = {
         let mut st = m.state();
         let st = &mut *st;
@@ -458,6 +473,88 @@ async fn create_chunk(
     };
     m.recorded(v).await?;
     Ok(lease(m, file_length, chunk, &ok))
+}
+
+/// Free space on every target under which a new chunk's lease waits for its creation, so
+/// that a full disk shows as `ENOSPC` to the writer rather than as a failed write.
+const ROOMY: u64 = 4 << 30;
+
+/// The lease of a new chunk whose creation orders are under way: recorded and answered
+/// without waiting for them (a chunkserver holds a write chain for a new chunk until the
+/// master's order made it). A server that fails the order loses its copy, as a server that
+/// fails a write does. Saves the chunkservers' round trip, most of a small file's close.
+async fn lease_while_creating(
+    m: &Arc<Master>,
+    s: &Session,
+    inode: Inode,
+    index: u32,
+    chunk: ChunkRef,
+    servers: &[u32],
+    orders: Vec<SentOrder>,
+) -> FsResult<WriteLease> {
+    let (file_length, v) = {
+        let mut st = m.state();
+        let st = &mut *st;
+        let op = Op::AddChunk {
+            inode,
+            index,
+            chunk_id: chunk.chunk_id,
+            version: 1,
+        };
+        let v = match m.commit(st, op) {
+            Ok((_, v)) => v,
+            Err(e) => {
+                // The file changed meanwhile (removed, or another writer filled the slot).
+                st.rt
+                    .deletions
+                    .extend(servers.iter().map(|cs| (*cs, chunk)));
+                return Err(if e == FsError::Exist {
+                    FsError::Locked
+                } else {
+                    e
+                });
+            }
+        };
+        st.rt.locations.insert(
+            chunk.chunk_id,
+            servers.iter().map(|&cs| Copy { cs, version: 1 }).collect(),
+        );
+        lock_chunk(st, chunk.chunk_id, s.id);
+        (st.node(inode).map_or(0, |n| n.length()), v)
+    };
+    let (master, ordered) = (Arc::clone(m), servers.to_vec());
+    tokio::spawn(async move {
+        let results = join_all(
+            orders
+                .into_iter()
+                .map(|o| Box::pin(master.cs.result(o)))
+                .collect(),
+        )
+        .await;
+        for (&cs, r) in ordered.iter().zip(results) {
+            if let Err(e) = r {
+                tracing::warn!(
+                    "create of chunk {:016X} on chunkserver {cs} failed: {e}; that copy is dropped",
+                    chunk.chunk_id
+                );
+                drop_new_copy(&master, cs, chunk);
+            }
+        }
+    });
+    m.recorded(v).await?;
+    Ok(lease(m, file_length, chunk, servers))
+}
+
+/// A server failed to make a new chunk: its copy stops counting (a leftover is deleted).
+fn drop_new_copy(m: &Master, cs: u32, chunk: ChunkRef) {
+    let mut st = m.state();
+    if let Some(copies) = st.rt.locations.get_mut(&chunk.chunk_id) {
+        copies.retain(|c| !(c.cs == cs && c.version == chunk.version));
+        if copies.is_empty() {
+            st.rt.locations.remove(&chunk.chunk_id);
+        }
+    }
+    st.rt.deletions.push((cs, chunk));
 }
 
 /// A write lease along the servers `ok`, with the token that lets the client open the chain.

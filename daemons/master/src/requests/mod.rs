@@ -11,6 +11,7 @@ mod xattr;
 
 use moose_proto::msg::{ClReply, ClRequest};
 use moose_proto::{Attr, ChunkRef, Cred, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
+use std::sync::Arc;
 
 pub use quota::clock_loop as quota_clock_loop;
 pub use status::cluster_info;
@@ -273,7 +274,7 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
 }
 
 /// Requests that wait for chunkservers: write leases and size changes.
-pub async fn handle_async(m: &Master, s: &Session, req: ClRequest) -> FsResult<ClReply> {
+pub async fn handle_async(m: &Arc<Master>, s: &Session, req: ClRequest) -> FsResult<ClReply> {
     let now = Timespec::now();
     match req {
         ClRequest::WriteChunk { inode, index } => {
