@@ -9,21 +9,69 @@ use std::time::{Duration, Instant};
 
 use moose_proto::msg::MasterToCs;
 use moose_proto::{CsAddr, DiskReport, FsError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// An order on its way to chunkserver `id`.
 pub struct SentOrder {
     id: u32,
     req_id: u64,
     rx: oneshot::Receiver<Result<(), FsError>>,
+    /// Messages queued to the server when this one was (it is written once that many are).
+    seq: u64,
+    written: watch::Receiver<u64>,
+}
+
+impl SentOrder {
+    /// Waits until the order is in the socket to its server: a master that dies from here on
+    /// leaves it to the kernel to deliver.
+    pub async fn on_the_wire(&mut self) -> Result<(), FsError> {
+        let seq = self.seq;
+        self.written
+            .wait_for(|n| *n >= seq)
+            .await
+            .map(|_| ())
+            .map_err(|_| FsError::Io)
+    }
+}
+
+/// The way to one chunkserver's connection: its writer task takes the messages in order and
+/// counts those it wrote to the socket.
+#[derive(Clone)]
+pub struct OrderQueue {
+    tx: mpsc::Sender<MasterToCs>,
+    queued: Arc<AtomicU64>,
+    written: watch::Receiver<u64>,
+}
+
+impl OrderQueue {
+    /// A queue, and for the connection's writer task the messages and where it counts how
+    /// many it wrote.
+    pub fn new() -> (OrderQueue, mpsc::Receiver<MasterToCs>, watch::Sender<u64>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let (written_tx, written) = watch::channel(0);
+        let queue = OrderQueue {
+            tx,
+            queued: Arc::new(AtomicU64::new(0)),
+            written,
+        };
+        (queue, rx, written_tx)
+    }
+
+    /// Queues `msg`; returns how many messages were queued by then.
+    async fn send(&self, msg: MasterToCs) -> Result<u64, FsError> {
+        self.tx.send(msg).await.map_err(|_| FsError::Io)?;
+        Ok(self.queued.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// [`OrderQueue::send`] without waiting: an error when the queue is full.
+    fn try_send(&self, msg: MasterToCs) -> Result<u64, FsError> {
+        self.tx.try_send(msg).map_err(|_| FsError::Io)?;
+        Ok(self.queued.fetch_add(1, Ordering::SeqCst) + 1)
+    }
 }
 
 /// An order's request id, where its result comes, and the server's order queue.
-type OrderSlot = (
-    u64,
-    oneshot::Receiver<Result<(), FsError>>,
-    mpsc::Sender<MasterToCs>,
-);
+type OrderSlot = (u64, oneshot::Receiver<Result<(), FsError>>, OrderQueue);
 
 pub type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), FsError>>>>>;
 
@@ -36,7 +84,7 @@ pub struct CsEntry {
     pub disks: Vec<DiskReport>,
     /// Left with a goodbye (graceful stop) rather than by losing the connection.
     pub left_gracefully: bool,
-    pub tx: Option<mpsc::Sender<MasterToCs>>,
+    pub tx: Option<OrderQueue>,
     pub pending: Pending,
 }
 
@@ -212,8 +260,8 @@ impl CsRegistry {
         id: u32,
         make: impl FnOnce(u64) -> MasterToCs,
     ) -> Result<(), FsError> {
-        let (req_id, rx, sender) = self.register_order(id)?;
-        sender.send(make(req_id)).await.map_err(|_| FsError::Io)?;
+        let (req_id, rx, queue) = self.register_order(id)?;
+        queue.send(make(req_id)).await?;
         self.result_of(id, req_id, rx).await
     }
 
@@ -224,14 +272,22 @@ impl CsRegistry {
         id: u32,
         make: impl FnOnce(u64) -> MasterToCs,
     ) -> Result<SentOrder, FsError> {
-        let (req_id, rx, sender) = self.register_order(id)?;
-        if sender.try_send(make(req_id)).is_err() {
-            if let Some(e) = self.lock().get(&id) {
-                e.pending.lock().remove(&req_id);
+        let (req_id, rx, queue) = self.register_order(id)?;
+        match queue.try_send(make(req_id)) {
+            Ok(seq) => Ok(SentOrder {
+                id,
+                req_id,
+                rx,
+                seq,
+                written: queue.written.clone(),
+            }),
+            Err(e) => {
+                if let Some(entry) = self.lock().get(&id) {
+                    entry.pending.lock().remove(&req_id);
+                }
+                Err(e)
             }
-            return Err(FsError::Io);
         }
-        Ok(SentOrder { id, req_id, rx })
     }
 
     /// The result of an order sent with [`CsRegistry::order_now`].

@@ -10,9 +10,8 @@ use moose_proto::handshake::Role;
 use moose_proto::msg::{CsToMaster, MasterToCs};
 use moose_proto::{ChunkRef, CsAddr, FrameReader, FrameWriter, FsError};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
-use crate::cs_registry::{CsEntry, Pending};
+use crate::cs_registry::{CsEntry, OrderQueue, Pending};
 use crate::master::Master;
 use crate::state::Copy;
 
@@ -171,7 +170,7 @@ where
         .await;
     }
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-    let (tx, mut rx) = mpsc::channel::<MasterToCs>(1024);
+    let (queue, mut rx, written) = OrderQueue::new();
     let admitted = master.cs.admit(CsEntry {
         id: cs_id,
         addr: addr.clone(),
@@ -179,7 +178,7 @@ where
         connected: true,
         disks,
         left_gracefully: false,
-        tx: Some(tx),
+        tx: Some(queue),
         pending: pending.clone(),
     });
     let id = match admitted {
@@ -221,16 +220,21 @@ where
         "chunkserver {addr} registered (id {id}): {known} chunks known, {unknown} unknown (to delete)"
     );
 
-    // Orders go out through a writer task; results and reports come in here.
+    // Orders go out through a writer task, which counts what reached the socket; results
+    // and reports come in here.
     let mut writer_task = {
         let mut w = writer;
         tokio::spawn(async move {
+            let mut sent = 0u64;
             while let Some(msg) = rx.recv().await {
                 w.send(&msg).await?;
+                sent += 1;
                 while let Ok(more) = rx.try_recv() {
                     w.send(&more).await?;
+                    sent += 1;
                 }
                 w.flush().await?;
+                written.send_replace(sent);
             }
             Ok::<(), moose_proto::ProtoError>(())
         })

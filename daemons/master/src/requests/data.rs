@@ -490,8 +490,30 @@ async fn lease_while_creating(
     index: u32,
     chunk: ChunkRef,
     servers: &[u32],
-    orders: Vec<SentOrder>,
+    mut orders: Vec<SentOrder>,
 ) -> FsResult<WriteLease> {
+    // The orders are in the chunkservers' sockets before the chunk is recorded: a master
+    // that dies after the record leaves them to the kernel to deliver, so that a recorded
+    // chunk is always made.
+    let mut servers = servers.to_vec();
+    let mut i = 0;
+    while i < orders.len() {
+        if orders[i].on_the_wire().await.is_ok() {
+            i += 1;
+        } else {
+            tracing::warn!(
+                "create of chunk {:016X}: chunkserver {} went away",
+                chunk.chunk_id,
+                servers[i]
+            );
+            orders.remove(i);
+            servers.remove(i);
+        }
+    }
+    if servers.is_empty() {
+        return Err(FsError::NoChunkservers);
+    }
+    let servers = &servers[..];
     let (file_length, v) = {
         let mut st = m.state();
         let st = &mut *st;
