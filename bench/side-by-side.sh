@@ -226,8 +226,11 @@ echo "load after: $(uptime)" >&2
 # Stock deletes chunks of removed files lazily (a few per second): what is still on disk is
 # deletion work it has not paid for yet. Both hold only the random-read files (768 MiB) by now.
 sleep 2
-disk_ours=$(du -smc "$o"/disk1 "$o"/disk2 | awk 'END { print $1 }')
-disk_stock=$(du -smc "$s"/hdd1 "$s"/hdd2 | awk 'END { print $1 }')
+# Stock may delete a file while du walks its folder: du then complains and fails, but its
+# total still stands.
+disk_mib() { { du -smc "$@" 2>/dev/null || true; } | awk 'END { print $1 }'; }
+disk_ours=$(disk_mib "$o"/disk1 "$o"/disk2)
+disk_stock=$(disk_mib "$s"/hdd1 "$s"/hdd2)
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 med() { median <<< "${vals[$1,$2,$3]}"; }
