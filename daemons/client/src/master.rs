@@ -153,13 +153,22 @@ struct Inner {
     opened: Mutex<HashMap<moose_proto::Inode, (i32, moose_proto::Cred)>>,
     /// Folder attributes that came with answers to changes.
     folders: crate::folders::FolderAttrs,
-    /// Requests sent that may change attributes (see [`ClRequest::leaves_attributes`]).
+    /// Counts the sending and the answer of every request that may change attributes (see
+    /// [`ClRequest::leaves_attributes`]): the master may carry out such a request after one
+    /// sent later (a truncation waits for chunkservers), so its answer counts too.
     changes: AtomicU64,
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
+    }
+
+    /// A request left the pending ones (answered, failed or forgotten).
+    fn settled(&self, p: &Pending) {
+        if !p.env.req.leaves_attributes() {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -210,7 +219,10 @@ impl Drop for Call {
     /// A request nobody waits for any more is not sent again after a reconnection.
     fn drop(&mut self) {
         if let CallState::Waiting { inner, id, .. } = &self.state {
-            inner.lock().pending.remove(id);
+            let forgotten = inner.lock().pending.remove(id);
+            if let Some(p) = &forgotten {
+                inner.settled(p);
+            }
         }
     }
 }
@@ -315,8 +327,8 @@ impl MasterClient {
         Ok(id)
     }
 
-    /// How many requests that may change attributes were sent so far: attributes learned
-    /// when it was N hold while it is still N (for changes made through this mount).
+    /// How many times a request that may change attributes was sent or settled: attributes
+    /// learned when it was N hold while it is still N (for changes made through this mount).
     pub fn changes_sent(&self) -> u64 {
         self.inner.changes.load(Ordering::SeqCst)
     }
@@ -555,6 +567,7 @@ async fn run(inner: Arc<Inner>, mut conn: Conn) {
                 st.pending.drain().map(|(_, p)| p).collect()
             };
             for p in pending {
+                inner.settled(&p);
                 p.waiter.answer(Err(CallError::Disconnected));
             }
             return;
@@ -597,6 +610,7 @@ fn resend_pending(inner: &Inner, out: Arc<Mutex<Outbox>>) {
     st.out = Some(out);
     drop(st);
     for (p, e) in unsent {
+        inner.settled(&p);
         p.waiter.answer(Err(e));
     }
 }
@@ -654,6 +668,7 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
         };
         let p = inner.lock().pending.remove(&resp.msgid);
         if let Some(p) = &p {
+            inner.settled(p);
             // A folder may be gone or have moved: nothing cached can be trusted.
             if matches!(
                 p.env.req,

@@ -45,7 +45,7 @@ struct Written {
     /// Synced on every server of the chain (an fsync's write-out).
     synced: bool,
     /// The file's attributes the master answered the end with, and the count of changes
-    /// sent they hold at (`None` when other changes went out meanwhile).
+    /// they hold at (`None` when other changes went out or were answered meanwhile).
     landed: Option<(Attr, u64)>,
 }
 
@@ -751,11 +751,12 @@ impl Writer {
             };
             match (written, end) {
                 (Ok(()), Ok(answer @ (ClReply::Attr(_) | ClReply::Done))) => {
-                    // Only the end itself went out since it was sent: nothing else this
-                    // mount did can be missing from the attributes.
-                    let alone = self.master.changes_sent() == changes_before + 1;
+                    // Nothing but the end itself was sent or answered meanwhile: nothing
+                    // else this mount did can be missing from the attributes.
+                    let stamp = changes_before + 2;
+                    let alone = self.master.changes_sent() == stamp;
                     let landed = match answer {
-                        ClReply::Attr(a) if alone => Some((a, changes_before + 1)),
+                        ClReply::Attr(a) if alone => Some((a, stamp)),
                         _ => None,
                     };
                     let done = Written {

@@ -439,45 +439,69 @@ async fn create_chunk(
     let ok = order_all(m, &ids, "create", make).await;
     let (file_length, v) = {
         let mut st = m.state();
-        let st = &mut *st;
         for cs in ids.iter().filter(|cs| !ok.contains(cs)) {
             st.rt.deletions.push((*cs, chunk));
         }
         if ok.is_empty() {
             return Err(FsError::NoChunkservers);
         }
-        let op = Op::AddChunk {
-            inode,
-            index,
-            chunk_id,
-            version: 1,
-        };
-        let v = match m.commit(st, op) {
-            Ok((_, v)) => v,
-            Err(e) => {
-                // The file changed meanwhile (removed, or another writer filled the slot).
-                st.rt.deletions.extend(ok.iter().map(|cs| (*cs, chunk)));
-                return Err(if e == FsError::Exist {
-                    FsError::Locked
-                } else {
-                    e
-                });
-            }
-        };
-        st.rt.locations.insert(
-            chunk_id,
-            ok.iter().map(|&cs| Copy { cs, version: 1 }).collect(),
-        );
-        lock_chunk(st, chunk_id, s.id);
-        (st.node(inode).map_or(0, |n| n.length()), v)
+        record_new_chunk(m, &mut st, s, inode, index, chunk, &ok)?
     };
     m.recorded(v).await?;
     Ok(lease(m, file_length, chunk, &ok))
 }
 
+/// Records a new chunk in slot `index` of `inode`, held by `servers` and locked for the
+/// session; returns the file's length and the change's version.
+fn record_new_chunk(
+    m: &Master,
+    st: &mut State,
+    s: &Session,
+    inode: Inode,
+    index: u32,
+    chunk: ChunkRef,
+    servers: &[u32],
+) -> FsResult<(u64, u64)> {
+    let op = Op::AddChunk {
+        inode,
+        index,
+        chunk_id: chunk.chunk_id,
+        version: chunk.version,
+    };
+    let v = match m.commit(st, op) {
+        Ok((_, v)) => v,
+        Err(e) => {
+            // The file changed meanwhile (removed, or another writer filled the slot).
+            st.rt
+                .deletions
+                .extend(servers.iter().map(|cs| (*cs, chunk)));
+            return Err(if e == FsError::Exist {
+                FsError::Locked
+            } else {
+                e
+            });
+        }
+    };
+    st.rt.locations.insert(
+        chunk.chunk_id,
+        servers
+            .iter()
+            .map(|&cs| Copy {
+                cs,
+                version: chunk.version,
+            })
+            .collect(),
+    );
+    lock_chunk(st, chunk.chunk_id, s.id);
+    Ok((st.node(inode).map_or(0, |n| n.length()), v))
+}
+
 /// Free space on every target under which a new chunk's lease waits for its creation, so
 /// that a full disk shows as `ENOSPC` to the writer rather than as a failed write.
 const ROOMY: u64 = 4 << 30;
+
+/// How long a new chunk's lease waits for a creation order to reach a chunkserver's socket.
+const ORDER_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The lease of a new chunk whose creation orders are under way: recorded and answered
 /// without waiting for them (a chunkserver holds a write chain for a new chunk until the
@@ -498,11 +522,13 @@ async fn lease_while_creating(
     let mut servers = servers.to_vec();
     let mut i = 0;
     while i < orders.len() {
-        if orders[i].on_the_wire().await.is_ok() {
+        let sent = tokio::time::timeout(ORDER_SEND_LIMIT, orders[i].on_the_wire()).await;
+        if matches!(sent, Ok(Ok(()))) {
             i += 1;
         } else {
             tracing::warn!(
-                "create of chunk {:016X}: chunkserver {} went away",
+                "create of chunk {:016X}: chunkserver {} went away or takes no orders; the \
+                 chunk goes on without it",
                 chunk.chunk_id,
                 servers[i]
             );
@@ -513,38 +539,8 @@ async fn lease_while_creating(
     if servers.is_empty() {
         return Err(FsError::NoChunkservers);
     }
-    let servers = &servers[..];
-    let (file_length, v) = {
-        let mut st = m.state();
-        let st = &mut *st;
-        let op = Op::AddChunk {
-            inode,
-            index,
-            chunk_id: chunk.chunk_id,
-            version: 1,
-        };
-        let v = match m.commit(st, op) {
-            Ok((_, v)) => v,
-            Err(e) => {
-                // The file changed meanwhile (removed, or another writer filled the slot).
-                st.rt
-                    .deletions
-                    .extend(servers.iter().map(|cs| (*cs, chunk)));
-                return Err(if e == FsError::Exist {
-                    FsError::Locked
-                } else {
-                    e
-                });
-            }
-        };
-        st.rt.locations.insert(
-            chunk.chunk_id,
-            servers.iter().map(|&cs| Copy { cs, version: 1 }).collect(),
-        );
-        lock_chunk(st, chunk.chunk_id, s.id);
-        (st.node(inode).map_or(0, |n| n.length()), v)
-    };
-    let (master, ordered) = (Arc::clone(m), servers.to_vec());
+    let (file_length, v) = record_new_chunk(m, &mut m.state(), s, inode, index, chunk, &servers)?;
+    let (master, ordered) = (Arc::clone(m), servers.clone());
     tokio::spawn(async move {
         let results = join_all(
             orders
@@ -564,7 +560,7 @@ async fn lease_while_creating(
         }
     });
     m.recorded(v).await?;
-    Ok(lease(m, file_length, chunk, servers))
+    Ok(lease(m, file_length, chunk, &servers))
 }
 
 /// A server failed to make a new chunk: its copy stops counting (a leftover is deleted).
