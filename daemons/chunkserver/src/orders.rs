@@ -105,15 +105,28 @@ impl Orders {
     /// Runs a job and answers it. A disk job answers from its disk thread: the master waits
     /// for that answer, which then does not wait for this task to be scheduled again.
     async fn run(&self, job: Job, reply: Reply) {
-        if let Order::Replicate { source, token } = &job.order {
-            let store = Arc::clone(&self.store);
-            let status = replicator::replicate(store, job.chunk, source, token).await;
-            return answer(&job, status, &reply);
-        }
+        let chunk = job.chunk;
+        let on_disk: DiskJob = match &job.order {
+            Order::Replicate { source, token } => {
+                let store = Arc::clone(&self.store);
+                let status = replicator::replicate(store, chunk, source, token).await;
+                return answer(&job, status, &reply);
+            }
+            Order::Create => Box::new(move |s| s.create(chunk)),
+            Order::Delete => Box::new(move |s| s.delete(chunk)),
+            &Order::SetVersion { new_version } => {
+                Box::new(move |s| s.set_version(chunk, new_version))
+            }
+            &Order::Truncate {
+                new_version,
+                length,
+            } => Box::new(move |s| s.truncate(chunk, new_version, length)),
+            &Order::Duplicate { copy } => Box::new(move |s| s.duplicate(chunk, copy)),
+        };
         let store = Arc::clone(&self.store);
         let (req_id, unanswered) = (job.req_id, reply.clone());
         let disk = blocking(move || {
-            let status = on_disk(&store, &job);
+            let status = on_disk(&store);
             answer(&job, status, &reply);
             Ok(())
         });
@@ -127,21 +140,8 @@ impl Orders {
     }
 }
 
-/// The store's part of every order but a replication.
-fn on_disk(store: &Store, job: &Job) -> FsResult<()> {
-    let chunk = job.chunk;
-    match &job.order {
-        Order::Create => store.create(chunk),
-        Order::Delete => store.delete(chunk),
-        Order::SetVersion { new_version } => store.set_version(chunk, *new_version),
-        Order::Truncate {
-            new_version,
-            length,
-        } => store.truncate(chunk, *new_version, *length),
-        Order::Duplicate { copy } => store.duplicate(chunk, *copy),
-        Order::Replicate { .. } => unreachable!("a replication is not a disk job"),
-    }
-}
+/// The store's part of an order, run on a disk thread.
+type DiskJob = Box<dyn FnOnce(&Store) -> FsResult<()> + Send>;
 
 /// Sends a job's `OpDone`. A closed reply channel means the master connection is gone; the
 /// master learns the outcome from the next registration.
