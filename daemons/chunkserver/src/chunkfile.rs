@@ -88,6 +88,15 @@ pub fn make_subdirs(disk: &Path) -> io::Result<usize> {
     Ok(made)
 }
 
+/// Makes one chunk subfolder again (one removed since the scan) and syncs its disk folder,
+/// so that the subfolder's entry is on disk before any chunk in it is.
+pub fn make_subdir(dir: &Path) -> io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => sync_folder_of(dir),
+    }
+}
+
 /// The subfolder a new chunk goes to.
 pub fn default_subdir(chunk_id: u64) -> u8 {
     (chunk_id & 0xFF) as u8

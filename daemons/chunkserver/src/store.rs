@@ -727,24 +727,17 @@ impl Store {
             FsError::NoSpace
         })?;
         let subdir = chunkfile::default_subdir(chunk.chunk_id);
-        let dir = disk.path.join(chunkfile::subdir_name(subdir));
-        if !dir.is_dir() {
-            // Made at the scan; somebody removed it since. Its entry must be on disk before
-            // the chunk's is.
-            std::fs::create_dir(&dir)
-                .or_else(|e| match e.kind() {
-                    io::ErrorKind::AlreadyExists => Ok(()),
-                    _ => Err(e),
-                })
-                .and_then(|()| chunkfile::sync_folder_of(&dir))
-                .map_err(|e| io_error(&disk, &format!("cannot create {}", dir.display()), e))?;
-        }
         let tmp = chunkfile::tmp_path(&disk.path, subdir, chunk.chunk_id, chunk.version);
         let file = match chunkfile::create(&tmp, chunk.chunk_id, chunk.version) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // A leftover of an interrupted operation on this chunk.
                 let _ = std::fs::remove_file(&tmp);
                 chunkfile::create(&tmp, chunk.chunk_id, chunk.version)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The subfolder was made at the scan; somebody removed it since.
+                chunkfile::make_subdir(&disk.path.join(chunkfile::subdir_name(subdir)))
+                    .and_then(|()| chunkfile::create(&tmp, chunk.chunk_id, chunk.version))
             }
             other => other,
         }

@@ -246,6 +246,16 @@ impl Core {
         });
     }
 
+    /// Sends a request whose answer is attributes (getattr, setattr) and answers the kernel
+    /// from the connection's reader.
+    fn attr_request(self: &Arc<Self>, what: &'static str, req: ClRequest, reply: ReplyAttr) {
+        let epoch = self.writer.epoch();
+        let core = self.clone();
+        self.master.start_then(req, move |r| {
+            core.answer_attr(reply, expect_attr(what, r), epoch)
+        });
+    }
+
     /// Sends a request answered with `Done` (unlink, rename, …) and answers the kernel from
     /// the connection's reader.
     fn done_request(&self, what: &'static str, req: ClRequest, reply: ReplyEmpty) {
@@ -847,12 +857,7 @@ impl Filesystem for MooseFs {
             let fa = attr::file_attr(&a, ino.0, a.size);
             return reply.attr(&attr::ttl(core.attr_ttl), &fa);
         }
-        let epoch = core.writer.epoch();
-        let answering = core.clone();
-        core.master
-            .start_then(ClRequest::GetAttr { inode }, move |r| {
-                answering.answer_attr(reply, expect_attr("getattr", r), epoch)
-            });
+        core.attr_request("getattr", ClRequest::GetAttr { inode }, reply);
     }
 
     fn setattr(
@@ -892,12 +897,7 @@ impl Filesystem for MooseFs {
         let flush_first =
             (resized || set.atime.is_some() || set.mtime.is_some()) && core.writer.busy(inode);
         if !resized && !flush_first {
-            let epoch = core.writer.epoch();
-            let answering = core.clone();
-            let req = ClRequest::SetAttr { inode, set, cred };
-            return core.master.start_then(req, move |r| {
-                answering.answer_attr(reply, expect_attr("setattr", r), epoch)
-            });
+            return core.attr_request("setattr", ClRequest::SetAttr { inode, set, cred }, reply);
         }
         self.spawn(async move {
             if flush_first {

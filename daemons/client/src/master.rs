@@ -329,7 +329,7 @@ impl MasterClient {
 
     /// How many times a request that may change attributes was sent or settled: attributes
     /// learned when it was N hold while it is still N (for changes made through this mount).
-    pub fn changes_sent(&self) -> u64 {
+    pub fn change_count(&self) -> u64 {
         self.inner.changes.load(Ordering::SeqCst)
     }
 

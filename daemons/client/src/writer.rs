@@ -375,13 +375,13 @@ impl Writer {
     }
 
     /// The attributes the last write-out of `inode` landed with, if they are younger than
-    /// `ttl`, nothing is buffered, and this mount sent no change since (changes made
-    /// elsewhere show within `ttl`, as with any attributes the kernel keeps). Taken: the
-    /// kernel keeps them from here.
+    /// `ttl`, nothing is buffered, and no change was sent or answered on this mount's
+    /// connection since (changes made elsewhere show within `ttl`, as with any attributes the
+    /// kernel keeps). Taken: the kernel keeps them from here.
     pub fn landed_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
         let l = self.landed.lock().remove(&inode)?;
         let valid =
-            l.at.elapsed() < ttl && l.changes == self.master.changes_sent() && !self.busy(inode);
+            l.at.elapsed() < ttl && l.changes == self.master.change_count() && !self.busy(inode);
         valid.then_some(l.attr)
     }
 
@@ -733,7 +733,7 @@ impl Writer {
             }
             let ok = written.is_ok();
             let length = if ok { cw.end } else { lease.file_length };
-            let changes_before = self.master.changes_sent();
+            let changes_before = self.master.change_count();
             let end = self.master.call(ClRequest::WriteChunkEnd {
                 inode,
                 index,
@@ -754,7 +754,7 @@ impl Writer {
                     // Nothing but the end itself was sent or answered meanwhile: nothing
                     // else this mount did can be missing from the attributes.
                     let stamp = changes_before + 2;
-                    let alone = self.master.changes_sent() == stamp;
+                    let alone = self.master.change_count() == stamp;
                     let landed = match answer {
                         ClReply::Attr(a) if alone => Some((a, stamp)),
                         _ => None,

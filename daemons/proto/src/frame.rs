@@ -462,6 +462,13 @@ mod tests {
                 &b"small"[..]
             }
         };
+        let header = |req_id: u32| DataHeader {
+            chunk_id: 9,
+            version: 1,
+            req_id,
+            offset: 0,
+            crc: 0,
+        };
         let write = async {
             let mut w = FrameWriter::new(a);
             for i in 0..4u32 {
@@ -470,28 +477,11 @@ mod tests {
                     req: ClRequest::GetAttr { inode: i as u64 },
                 };
                 w.send(&env).await.unwrap();
-                let h = DataHeader {
-                    chunk_id: 9,
-                    version: 1,
-                    req_id: i,
-                    offset: 0,
-                    crc: 0,
-                };
-                w.send_data(&h, payload(i)).await.unwrap();
+                w.send_data(&header(i), payload(i)).await.unwrap();
             }
             // A read step: several frames in one call.
-            let batch: Vec<(DataHeader, &[u8])> = (4..8u32)
-                .map(|i| {
-                    let h = DataHeader {
-                        chunk_id: 9,
-                        version: 1,
-                        req_id: i,
-                        offset: 0,
-                        crc: 0,
-                    };
-                    (h, payload(i))
-                })
-                .collect();
+            let batch: Vec<(DataHeader, &[u8])> =
+                (4..8u32).map(|i| (header(i), payload(i))).collect();
             w.send_data_frames(&batch).await.unwrap();
             w.flush().await.unwrap();
         };

@@ -104,11 +104,12 @@ impl Changelog {
         back_logs: u32,
         policy: SyncPolicy,
     ) -> Result<Changelog, ChangelogError> {
-        let file = open_current(dir, cluster_id)?;
-        file.sync_all().map_err(|source| ChangelogError::Write {
+        let werr = |source| ChangelogError::Write {
             path: dir.join(file_name(0)),
             source,
-        })?;
+        };
+        let file = open_current(dir, cluster_id)?;
+        file.sync_all().map_err(werr)?;
         let (stream, _) = broadcast::channel(1 << 16);
         let (status_tx, status) = watch::channel(LogStatus {
             synced: version,
@@ -133,10 +134,7 @@ impl Changelog {
         std::thread::Builder::new()
             .name("changelog-sync".into())
             .spawn(move || run_syncer(&syncer, policy))
-            .map_err(|source| ChangelogError::Write {
-                path: dir.join(file_name(0)),
-                source,
-            })?;
+            .map_err(werr)?;
         Ok(Changelog {
             shared,
             status,
@@ -224,7 +222,7 @@ impl Changelog {
         match self.policy {
             SyncPolicy::EveryChange => self.wait_for(|s| s.synced >= version).await,
             SyncPolicy::Within(_) => {
-                if self.shared.state.lock().written >= version {
+                if self.is_recorded(version) {
                     return Ok(());
                 }
                 Err(self

@@ -421,20 +421,17 @@ async fn create_chunk(
     };
     let make = |req_id| MasterToCs::Create { req_id, chunk };
     if targets.iter().all(|t| t.avail >= ROOMY) {
-        let (mut orders, mut on) = (Vec::new(), Vec::new());
-        for &cs in &ids {
-            match m.cs.order_now(cs, make) {
-                Ok(o) => {
-                    orders.push(o);
-                    on.push(cs);
+        let orders = ids
+            .iter()
+            .filter_map(|&cs| match m.cs.order_now(cs, make) {
+                Ok(o) => Some((cs, o)),
+                Err(e) => {
+                    tracing::warn!("create on chunkserver {cs} failed: {e}");
+                    None
                 }
-                Err(e) => tracing::warn!("create on chunkserver {cs} failed: {e}"),
-            }
-        }
-        if on.is_empty() {
-            return Err(FsError::NoChunkservers);
-        }
-        return lease_while_creating(m, s, inode, index, chunk, &on, orders).await;
+            })
+            .collect();
+        return lease_while_creating(m, s, inode, index, chunk, orders).await;
     }
     let ok = order_all(m, &ids, "create", make).await;
     let (file_length, v) = {
@@ -513,35 +510,30 @@ async fn lease_while_creating(
     inode: Inode,
     index: u32,
     chunk: ChunkRef,
-    servers: &[u32],
-    mut orders: Vec<SentOrder>,
+    orders: Vec<(u32, SentOrder)>,
 ) -> FsResult<WriteLease> {
     // The orders are in the chunkservers' sockets before the chunk is recorded: a master
     // that dies after the record leaves them to the kernel to deliver, so that a recorded
     // chunk is always made.
-    let mut servers = servers.to_vec();
-    let mut i = 0;
-    while i < orders.len() {
-        let sent = tokio::time::timeout(ORDER_SEND_LIMIT, orders[i].on_the_wire()).await;
-        if matches!(sent, Ok(Ok(()))) {
-            i += 1;
-        } else {
-            tracing::warn!(
-                "create of chunk {:016X}: chunkserver {} went away or takes no orders; the \
+    let mut sent = Vec::with_capacity(orders.len());
+    for (cs, mut order) in orders {
+        match tokio::time::timeout(ORDER_SEND_LIMIT, order.on_the_wire()).await {
+            Ok(Ok(())) => sent.push((cs, order)),
+            _ => tracing::warn!(
+                "create of chunk {:016X}: chunkserver {cs} went away or takes no orders; the \
                  chunk goes on without it",
-                chunk.chunk_id,
-                servers[i]
-            );
-            orders.remove(i);
-            servers.remove(i);
+                chunk.chunk_id
+            ),
         }
     }
+    let servers: Vec<u32> = sent.iter().map(|(cs, _)| *cs).collect();
     if servers.is_empty() {
         return Err(FsError::NoChunkservers);
     }
     let (file_length, v) = record_new_chunk(m, &mut m.state(), s, inode, index, chunk, &servers)?;
-    let (master, ordered) = (Arc::clone(m), servers.clone());
+    let master = Arc::clone(m);
     tokio::spawn(async move {
+        let (ordered, orders): (Vec<u32>, Vec<SentOrder>) = sent.into_iter().unzip();
         let results = join_all(
             orders
                 .into_iter()
