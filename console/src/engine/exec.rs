@@ -518,7 +518,7 @@ async fn unmount(host: &dyn Machine, i: &RoleInstance, r: &Reporter) -> Acted {
         }
         match try_unmount(host, i, mp, r).await {
             Ok(done) => return Acted::Gate(done),
-            Err(message) if !message.to_lowercase().contains("busy") => {
+            Err(message) if !is_busy(&message) => {
                 return Acted::Failed(format!("cannot unmount {}: {message}", mp.display()))
             }
             Err(message) => match probe::holders(host, mp).await {
@@ -572,7 +572,9 @@ async fn try_unmount(
         }
         Err(e) => e.to_string(),
     };
-    let Some(fallback) = &i.stop_fallback else {
+    // The fallback is for a stop command that cannot work here (missing, not allowed); a
+    // busy mount is busy for it too, and the caller waits and tries again.
+    let Some(fallback) = i.stop_fallback.as_ref().filter(|_| !is_busy(&first_msg)) else {
         return Err(first_msg);
     };
     match run_with_timeout(host, fallback, r).await {
@@ -584,6 +586,12 @@ async fn try_unmount(
         Ok(f) => Err(f.message()),
         Err(e) => Err(e),
     }
+}
+
+/// Whether an unmount failed because the mount is in use (fusermount3 and umount both say
+/// "Device or resource busy"; umount's older wording is "target is busy").
+fn is_busy(message: &str) -> bool {
+    message.to_lowercase().contains("busy")
 }
 
 /// Checks a gate once: `Ok(what holds)` or `Err(what is missing)`.
@@ -800,6 +808,18 @@ pub(crate) mod tests {
             },
             quotas: vec![],
         }
+    }
+
+    #[test]
+    fn busy_unmounts_are_told_apart_from_other_failures() {
+        assert!(is_busy(
+            "fusermount3: failed to unmount /mnt/moosefs: Device or resource busy"
+        ));
+        assert!(is_busy("umount: /mnt/moosefs: target is busy."));
+        assert!(!is_busy(
+            "fusermount3: entry for /mnt/moosefs not found in /etc/mtab"
+        ));
+        assert!(!is_busy("fusermount3 is not installed"));
     }
 
     #[test]
