@@ -236,6 +236,78 @@ fn attributes_right_after_a_write_come_from_the_mount_and_follow_its_own_changes
     assert_eq!((m.nlink(), m.len()), (1, 5004));
 }
 
+/// Whether `path` shows up within 10 s: a notice from the master reaches a mount in
+/// milliseconds, while a mount that missed it would answer "no such file" for as long as it
+/// keeps the folder.
+fn appears(path: &Path) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_mount_answers_for_missing_names_in_folders_it_knows_and_sees_other_mounts_changes() {
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    let served = |c: &LocalCluster| c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
+    // Mount a made d (it knows it empty); mount b listed it.
+    fs::create_dir(a.join("d")).unwrap();
+    fs::write(a.join("d/here"), b"x").unwrap();
+    assert_eq!(fs::read_dir(b.join("d")).unwrap().count(), 1);
+    let idle = served(&c);
+    let overhead = served(&c) - idle;
+    let before = served(&c);
+    for i in 0..50 {
+        assert!(!a.join(format!("d/none{i}")).exists());
+        assert!(!b.join(format!("d/none{i}")).exists());
+    }
+    let asked = served(&c) - before - overhead;
+    assert!(
+        asked <= 2,
+        "100 lookups of missing names cost {asked} master requests"
+    );
+
+    // Names made, renamed and removed on one mount are seen on the other.
+    for i in 0..5 {
+        fs::write(a.join(format!("d/a{i}")), b"x").unwrap();
+        assert!(appears(&b.join(format!("d/a{i}"))), "b sees d/a{i}");
+        fs::read_dir(b.join("d")).unwrap().for_each(drop);
+        fs::rename(b.join(format!("d/a{i}")), b.join(format!("d/b{i}"))).unwrap();
+        assert!(appears(&a.join(format!("d/b{i}"))), "a sees d/b{i}");
+        fs::create_dir(b.join(format!("d/sub{i}"))).unwrap();
+        assert!(appears(&a.join(format!("d/sub{i}"))), "a sees d/sub{i}");
+        // b made sub{i}: a name a makes in it is seen by b.
+        fs::write(a.join(format!("d/sub{i}/f")), b"y").unwrap();
+        assert!(appears(&b.join(format!("d/sub{i}/f"))), "b sees d/sub{i}/f");
+    }
+    fs::remove_file(a.join("d/here")).unwrap();
+    let start = std::time::Instant::now();
+    while b.join("d/here").exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!b.join("d/here").exists(), "b sees d/here removed");
+
+    // A mount whose connection was lost forgets what it knew: notices may have been missed.
+    fs::read_dir(b.join("d")).unwrap().for_each(drop);
+    c.stop_master().unwrap();
+    c.start_master().unwrap();
+    c.wait_for_chunkservers(2).unwrap();
+    c.wait_until(Duration::from_secs(30), "mount a reconnects", |_| {
+        Ok(fs::write(a.join("d/late"), b"z").is_ok())
+    })
+    .unwrap();
+    assert!(
+        appears(&b.join("d/late")),
+        "b sees d/late after the restart"
+    );
+}
+
 #[test]
 fn extended_attributes_set_on_one_mount_show_on_another_once_attributes_expire() {
     let mut c = cluster();

@@ -26,6 +26,7 @@ use crate::attr;
 use crate::cred::CredCache;
 use crate::dirents::{self, DirBuffer, Resume};
 use crate::extents::MAX_FILE_SIZE;
+use crate::known::Sweep;
 use crate::master::{Call, CallError, MasterClient};
 use crate::reader::{ReadMode, Reader};
 use crate::writer::Writer;
@@ -73,6 +74,8 @@ struct Core {
     next_fh: AtomicU64,
     files: Mutex<HashMap<u64, OpenFile>>,
     dirs: Mutex<HashMap<u64, DirBuffer>>,
+    /// Listings read from the start, per directory handle (see [`Sweep`]).
+    sweeps: Mutex<HashMap<u64, Sweep>>,
     /// Open handles per inode; the lock orders Open/Release of one inode.
     opens: Mutex<HashMap<Inode, Arc<tokio::sync::Mutex<u32>>>>,
     absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
@@ -623,8 +626,12 @@ impl Core {
                         cred: cred.clone(),
                     };
                     let epoch = self.writer.epoch();
+                    let sent = self.master.known().now();
                     match self.call(req).await {
-                        Ok(ClReply::Dir { entries, eof }) => (VecDeque::from(entries), eof, epoch),
+                        Ok(ClReply::Dir { entries, eof }) => {
+                            self.sweep(inode, fh, cookie, &entries, eof, sent);
+                            (VecDeque::from(entries), eof, epoch)
+                        }
                         Ok(other) => return Err(unexpected("readdir", &other)),
                         Err(_) if added => return Ok(()),
                         Err(e) => return Err(errno(e)),
@@ -665,6 +672,35 @@ impl Core {
             }
             if eof || !got_any {
                 return Ok(());
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Follows a listing of `folder` through handle `fh` batch by batch (a batch asked for
+    /// from `cookie` at `sent`): read whole from the start, it makes the folder known.
+    fn sweep(
+        &self,
+        folder: Inode,
+        fh: u64,
+        cookie: u64,
+        entries: &[moose_proto::DirEntry],
+        eof: bool,
+        sent: u64,
+    ) {
+        let mut sweeps = self.sweeps.lock();
+        if cookie == 0 {
+            sweeps.insert(fh, Sweep::start(sent));
+        }
+        let Some(sweep) = sweeps.get_mut(&fh) else {
+            return;
+        };
+        if !sweep.add(cookie, entries) {
+            sweeps.remove(&fh);
+        } else if eof {
+            if let Some(whole) = sweeps.remove(&fh) {
+                self.master.known().learn_listing(folder, whole);
             }
         }
     }
@@ -754,6 +790,7 @@ impl MooseFs {
             next_fh: AtomicU64::new(1),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            sweeps: Mutex::new(HashMap::new()),
             opens: Mutex::new(HashMap::new()),
             absent_xattrs: Mutex::new(HashMap::new()),
             bare: Mutex::new(HashMap::new()),
@@ -844,8 +881,11 @@ impl Filesystem for MooseFs {
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
-        let cred = core.cred(req);
         let parent = core.to_master(parent);
+        if core.master.known().absent(parent, &name) {
+            return reply.error(Errno::ENOENT);
+        }
+        let cred = core.cred(req);
         core.entry_request("lookup", ClRequest::Lookup { parent, name, cred }, reply);
     }
 
@@ -1312,6 +1352,7 @@ impl Filesystem for MooseFs {
         reply: ReplyEmpty,
     ) {
         self.core.dirs.lock().remove(&fh.0);
+        self.core.sweeps.lock().remove(&fh.0);
         reply.ok();
     }
 

@@ -9,6 +9,7 @@ pub mod folder_tools;
 pub mod folders;
 pub mod fs;
 pub mod kept_leases;
+pub mod known;
 pub mod master;
 pub mod meta;
 pub mod mount;

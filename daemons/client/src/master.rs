@@ -20,12 +20,15 @@ use moose_common::exports::password_proof;
 use moose_proto::handshake::{say_hello, HandshakeError};
 use moose_proto::msg::{
     ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest,
+    NOTICE_MSGID,
 };
 use moose_proto::outbox::Outbox;
 use moose_proto::{ChunkRef, CsAddr, FrameReader, FrameWriter, FsError, ProtoError, Role};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
+
+use crate::known::KnownFolders;
 
 /// How long one connection attempt (resolve, connect, handshake, registration) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,6 +115,8 @@ type Reply = Result<ClReply, CallError>;
 struct Pending {
     env: ClEnvelope,
     waiter: Waiter,
+    /// When it was sent, for the folders it may make known (see [`KnownFolders::now`]).
+    sent: u64,
 }
 
 /// Who gets the answer to a request.
@@ -153,6 +158,8 @@ struct Inner {
     opened: Mutex<HashMap<moose_proto::Inode, (i32, moose_proto::Cred)>>,
     /// Folder attributes that came with answers to changes.
     folders: crate::folders::FolderAttrs,
+    /// Folders whose names are known here.
+    known: KnownFolders,
     /// Counts the sending and the answer of every request that may change attributes (see
     /// [`ClRequest::leaves_attributes`]): the master may carry out such a request after one
     /// sent later (a truncation waits for chunkservers), so its answer counts too.
@@ -249,6 +256,7 @@ impl MasterClient {
             session,
             opened: Mutex::new(HashMap::new()),
             folders: Default::default(),
+            known: Default::default(),
             changes: AtomicU64::new(0),
         });
         tokio::spawn(run(inner.clone(), conn));
@@ -258,6 +266,11 @@ impl MasterClient {
     /// Folder attributes the master sent with its answers to changes.
     pub fn folders(&self) -> &crate::folders::FolderAttrs {
         &self.inner.folders
+    }
+
+    /// Folders whose names are known here (kept up to date from answers and notices).
+    pub fn known(&self) -> &KnownFolders {
+        &self.inner.known
     }
 
     /// The current session (it changes after a reconnection).
@@ -308,13 +321,17 @@ impl MasterClient {
             return Err((CallError::Disconnected, waiter));
         }
         let mut id = st.next_id;
-        while id == REGISTER_MSGID || st.pending.contains_key(&id) {
+        while id == REGISTER_MSGID || id == NOTICE_MSGID || st.pending.contains_key(&id) {
             id = id.wrapping_add(1);
         }
         st.next_id = id.wrapping_add(1);
         if !req.leaves_attributes() {
             self.inner.changes.fetch_add(1, Ordering::SeqCst);
         }
+        let sent = match req {
+            ClRequest::MkDir { .. } => self.inner.known.now(),
+            _ => 0,
+        };
         let env = ClEnvelope { msgid: id, req };
         if let Some(out) = &st.out {
             // A failed write shows up in the writer task, which replaces the connection;
@@ -323,7 +340,7 @@ impl MasterClient {
                 return Err((unsendable(e), waiter));
             }
         }
-        st.pending.insert(id, Pending { env, waiter });
+        st.pending.insert(id, Pending { env, waiter, sent });
         Ok(id)
     }
 
@@ -559,6 +576,8 @@ async fn run(inner: Arc<Inner>, mut conn: Conn) {
         };
         writer_task.abort();
         inner.lock().out = None;
+        // Notices may be missed from now on (the master ends this connection's watches).
+        inner.known.forget_all();
         if !inner.reconnect {
             tracing::debug!("connection to master {addr} ended: {why}");
             let pending: Vec<Pending> = {
@@ -666,8 +685,18 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
             Ok(r) => r,
             Err(e) => return e,
         };
+        if resp.msgid == NOTICE_MSGID {
+            match resp.result {
+                Ok(ClReply::FoldersChanged(folders)) => inner.known.noticed(&folders),
+                other => tracing::debug!("ignoring an unknown notice: {other:?}"),
+            }
+            continue;
+        }
         let p = inner.lock().pending.remove(&resp.msgid);
         if let Some(p) = &p {
+            if let Ok(reply) = &resp.result {
+                inner.known.settle(&p.env.req, reply, p.sent);
+            }
             inner.settled(p);
             // A folder may be gone or have moved: nothing cached can be trusted.
             if matches!(

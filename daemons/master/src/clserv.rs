@@ -8,6 +8,7 @@ use std::time::Duration;
 use moose_proto::handshake::Role;
 use moose_proto::msg::{
     ClEnvelope, ClReply, ClRequest, ClResponse, Refusal, RegisterReply, RegisterRequest,
+    NOTICE_MSGID,
 };
 use moose_proto::outbox::{self, Outbox};
 use moose_proto::{Attr, FsError, FsResult, Inode};
@@ -19,6 +20,7 @@ use crate::master::Master;
 use crate::ops::Op;
 use crate::requests::{self, Step};
 use crate::sessions::Session;
+use crate::watches::NoticeSink;
 use moose_common::exports::normalize_path;
 
 /// A client connection that sends nothing for this long is closed (mounts send a `Nop` every
@@ -85,6 +87,9 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                 }
                 match register(&master, peer, &reg, challenge.take().as_deref()) {
                     Ok((s, reply)) => {
+                        if !s.tool && !s.meta {
+                            master.state().rt.watches.attach(s.id, notice_sink(&out));
+                        }
                         session = Some(s);
                         Ok(reply)
                     }
@@ -220,6 +225,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     let _ = tokio::time::timeout(CLIENT_TIMEOUT, outbox::drain(&out)).await;
     writer_task.abort();
     if let Some(s) = session {
+        master.state().rt.watches.detach(s.id);
         if closing || s.tool {
             end_session(&master, &s);
             tracing::info!("session {} from {} closed", s.id, s.ip);
@@ -258,8 +264,24 @@ fn answer(out: &Mutex<Outbox>, msgid: u32, result: FsResult<ClReply>, dirs: Vec<
     }
 }
 
+/// Pushes notices of folders whose names changed to a connection.
+fn notice_sink(out: &Arc<Mutex<Outbox>>) -> NoticeSink {
+    let out = out.clone();
+    Arc::new(move |folders: &[Inode]| {
+        let notice = ClResponse {
+            msgid: NOTICE_MSGID,
+            result: Ok(ClReply::FoldersChanged(folders.to_vec())),
+            dirs: Vec::new(),
+        };
+        if let Err(e) = out.lock().push(&notice) {
+            tracing::error!("a notice of changed folders cannot be encoded: {e}");
+        }
+    })
+}
+
 /// Ends a session at once: out of the table, files released.
 fn end_session(master: &Master, s: &Session) {
+    master.state().rt.watches.detach(s.id);
     master.session_table.remove(s.id);
     release_session(master, s);
 }

@@ -31,6 +31,7 @@ mod state;
 mod test_ops;
 mod trash;
 mod trust;
+mod watches;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -120,11 +120,26 @@ impl Master {
     /// Applies `op` and queues it in the changelog. The caller holds the state lock (so
     /// records stay in order) and must wait for [`Master::recorded`] before replying.
     pub fn commit(&self, st: &mut State, op: Op) -> FsResult<(Applied, u64)> {
+        self.commit_by(st, op, None)
+    }
+
+    /// [`Master::commit`] of a change of names that session `actor` made and applies to the
+    /// folders it keeps from the answer: the other mounts that keep them are told.
+    pub fn commit_by(
+        &self,
+        st: &mut State,
+        op: Op,
+        actor: Option<u64>,
+    ) -> FsResult<(Applied, u64)> {
         crate::quota::admit(st, &op, self.cfg.quota_grace)?;
+        let renamed = st.folders_named_by(&op);
         let applied = st.apply(&op)?;
         st.meta.version += 1;
         let version = st.meta.version;
         self.log.append(&Record { version, op });
+        if !renamed.is_empty() {
+            st.rt.watches.changed(&renamed, actor);
+        }
         Ok((applied, version))
     }
 

@@ -53,6 +53,8 @@ pub struct Runtime {
     /// Files in the trash by the meta mount's bucket (`trash/XXX/`), so listing one bucket
     /// does not walk the whole trash.
     pub trash_by_bucket: std::collections::BTreeSet<(u32, Inode)>,
+    /// Folders whose names mounts keep (see `watches.rs`).
+    pub watches: crate::watches::Watches,
 }
 
 impl Runtime {
@@ -170,6 +172,26 @@ impl State {
                 Some(d) if d.parent != inode => inode = d.parent,
                 _ => return false,
             }
+        }
+    }
+
+    /// The folders whose names `op` changes (taken before it is applied).
+    pub fn folders_named_by(&self, op: &Op) -> Vec<Inode> {
+        match op {
+            Op::Create { parent, .. }
+            | Op::Symlink { parent, .. }
+            | Op::Link { parent, .. }
+            | Op::Unlink { parent, .. }
+            | Op::RmDir { parent, .. }
+            | Op::Snapshot { parent, .. } => vec![*parent],
+            Op::Rename {
+                parent, new_parent, ..
+            } if parent == new_parent => vec![*parent],
+            Op::Rename {
+                parent, new_parent, ..
+            } => vec![*parent, *new_parent],
+            Op::Undelete { inode, .. } => self.undelete_parent(*inode).into_iter().collect(),
+            _ => Vec::new(),
         }
     }
 

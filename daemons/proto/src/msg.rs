@@ -16,6 +16,9 @@ pub struct ClEnvelope {
     pub req: ClRequest,
 }
 
+/// The `msgid` of what the master sends unasked: a [`ClReply::FoldersChanged`] notice.
+pub const NOTICE_MSGID: u32 = u32::MAX;
+
 /// The answer to the request with the same `msgid`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClResponse {
@@ -417,6 +420,9 @@ pub enum ClReply {
         end: u64,
         quotas: bool,
     },
+    /// Sent unasked (`msgid` [`NOTICE_MSGID`]): another session changed the names of these
+    /// folders, which this mount listed or made; it forgets what it knew of them.
+    FoldersChanged(Vec<Inode>),
 }
 
 /// Limits of one kind (`None`: no limit).

@@ -135,7 +135,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             check_access(st, s, parent, &cred, W | X)?;
             let inode = st.meta.next_inode;
             let gid = inherited_gid(st, parent, &cred)?;
-            let (_, v) = m.commit(
+            let (_, v) = m.commit_by(
                 st,
                 Op::Symlink {
                     parent,
@@ -146,6 +146,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
                     gid,
                     time: now,
                 },
+                Some(s.id),
             )?;
             Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
         }
@@ -168,7 +169,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
                 keep,
                 time: now,
             };
-            let (_, v) = m.commit(st, op)?;
+            let (_, v) = m.commit_by(st, op, Some(s.id))?;
             Ok((ClReply::Done, Some(v)))
         }
         ClRequest::RmDir { parent, name, cred } => {
@@ -185,13 +186,14 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             if !sticky_allows(st.node(parent)?, st.node(child)?, &cred) {
                 return Err(FsError::Perm);
             }
-            let (_, v) = m.commit(
+            let (_, v) = m.commit_by(
                 st,
                 Op::RmDir {
                     parent,
                     name,
                     time: now,
                 },
+                Some(s.id),
             )?;
             Ok((ClReply::Done, Some(v)))
         }
@@ -234,7 +236,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
                 keep_target,
                 time: now,
             };
-            let (_, v) = m.commit(st, op)?;
+            let (_, v) = m.commit_by(st, op, Some(s.id))?;
             Ok((ClReply::Done, Some(v)))
         }
         ClRequest::Link {
@@ -252,7 +254,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
                 name: new_name,
                 time: now,
             };
-            let (_, v) = m.commit(st, op)?;
+            let (_, v) = m.commit_by(st, op, Some(s.id))?;
             Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
         }
         ClRequest::ReadDir {
@@ -263,7 +265,12 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
         } => {
             let cred = map_cred(s, cred);
             check_access(st, s, inode, &cred, R)?;
-            done(read_dir(st, inode, cookie, max)?)
+            let listing = read_dir(st, inode, cookie, max)?;
+            if cookie == 0 {
+                // A listing from the start: the mount may keep the folder's names.
+                st.rt.watches.watch(inode, s.id);
+            }
+            done(listing)
         }
         ClRequest::Open { inode, flags, cred } => {
             let cred = map_cred(s, cred);
@@ -497,7 +504,11 @@ fn create(
         rdev,
         time: now,
     };
-    let (_, v) = m.commit(st, op)?;
+    let (_, v) = m.commit_by(st, op, Some(s.id))?;
+    if kind == FileKind::Dir {
+        // The mount knows the new folder whole (empty): it answers lookups in it.
+        st.rt.watches.watch(inode, s.id);
+    }
     Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
 }
 
