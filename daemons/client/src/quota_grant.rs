@@ -44,6 +44,16 @@ pub fn admitted(offset: u64, len: u64, end: u64) -> Result<u64, FsError> {
 }
 
 impl Grants {
+    /// True when what the master said lately admits all `len` bytes at `offset` of `inode`
+    /// (no question to ask).
+    pub fn admits_now(&self, inode: Inode, offset: u64, len: u64) -> bool {
+        let want = offset.saturating_add(len);
+        let now = Instant::now();
+        let g = self.inner.lock();
+        g.none_until.is_some_and(|t| t > now)
+            || matches!(g.files.get(&inode), Some((end, until)) if *until > now && *end >= want)
+    }
+
     /// How many of `len` bytes at `offset` of `inode` may be written now.
     pub async fn admit(
         &self,
@@ -52,19 +62,14 @@ impl Grants {
         offset: u64,
         len: u64,
     ) -> Result<u64, CallError> {
-        let want = offset.saturating_add(len);
         let now = Instant::now();
-        {
-            let mut g = self.inner.lock();
-            if g.none_until.is_some_and(|t| t > now) {
-                return Ok(len);
-            }
-            match g.files.get(&inode) {
-                Some((end, until)) if *until > now && *end >= want => return Ok(len),
-                _ => {}
-            }
-            g.files.retain(|_, (_, until)| *until > now);
+        if self.admits_now(inode, offset, len) {
+            return Ok(len);
         }
+        self.inner
+            .lock()
+            .files
+            .retain(|_, (_, until)| *until > now);
         match master.call(ClRequest::QuotaAllowance { inode }).await? {
             ClReply::Allowance { end, quotas } => {
                 let mut g = self.inner.lock();

@@ -286,19 +286,38 @@ impl Writer {
 
     /// Buffers `data` at `offset`; waits while the buffers of all files are full.
     pub async fn write(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8]) {
-        let need = (data.len() as u64).min(self.budget_total) as u32;
-        let permit = match self.budget.try_acquire_many(need) {
-            Ok(p) => p,
-            Err(_) => {
-                self.start_all_background();
-                match self.budget.acquire_many(need).await {
-                    Ok(p) => p,
-                    // The semaphore is never closed.
-                    Err(_) => return,
-                }
-            }
-        };
-        permit.forget();
+        if self.try_write(inode, offset, data) {
+            return;
+        }
+        self.start_all_background();
+        let need = self.need(data);
+        match self.budget.acquire_many(need).await {
+            Ok(p) => p.forget(),
+            // The semaphore is never closed.
+            Err(_) => return,
+        }
+        self.buffer(inode, offset, data, need);
+    }
+
+    /// Buffers `data` at `offset` if the buffers have room for it now (call it within the
+    /// runtime: it may start a background write); false when they have not.
+    pub fn try_write(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8]) -> bool {
+        let need = self.need(data);
+        match self.budget.try_acquire_many(need) {
+            Ok(p) => p.forget(),
+            Err(_) => return false,
+        }
+        self.buffer(inode, offset, data, need);
+        true
+    }
+
+    /// Buffer room `data` takes.
+    fn need(&self, data: &[u8]) -> u32 {
+        (data.len() as u64).min(self.budget_total) as u32
+    }
+
+    /// Buffers `data`, for which `need` permits were taken.
+    fn buffer(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8], need: u32) {
         let buf = self.file_or_new(inode);
         let start_background = {
             let mut st = buf.lock();
