@@ -66,10 +66,7 @@ impl Grants {
         if self.admits_now(inode, offset, len) {
             return Ok(len);
         }
-        self.inner
-            .lock()
-            .files
-            .retain(|_, (_, until)| *until > now);
+        self.inner.lock().files.retain(|_, (_, until)| *until > now);
         match master.call(ClRequest::QuotaAllowance { inode }).await? {
             ClReply::Allowance { end, quotas } => {
                 let mut g = self.inner.lock();

@@ -132,7 +132,11 @@ impl Master {
         actor: Option<u64>,
     ) -> FsResult<(Applied, u64)> {
         crate::quota::admit(st, &op, self.cfg.quota_grace)?;
-        let renamed = st.folders_named_by(&op);
+        let renamed = if st.rt.watches.is_empty() {
+            Vec::new()
+        } else {
+            st.folders_named_by(&op)
+        };
         let applied = st.apply(&op)?;
         st.meta.version += 1;
         let version = st.meta.version;

@@ -117,6 +117,11 @@ impl Watches {
         }
     }
 
+    /// True when no folder is watched (a change needs no look at its folders).
+    pub fn is_empty(&self) -> bool {
+        self.by_folder.is_empty()
+    }
+
     /// Ends the watch of `folder` by `id`; true when there was one.
     fn unwatch(&mut self, folder: Inode, id: u64) -> bool {
         let Some(ids) = self.by_folder.get_mut(&folder) else {
@@ -131,7 +136,7 @@ impl Watches {
         removed
     }
 
-    /// Folders watched by anyone (for tests and status).
+    /// Folders watched by anyone.
     #[cfg(test)]
     fn watched(&self) -> usize {
         self.by_folder.len()

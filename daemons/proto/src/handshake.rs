@@ -10,7 +10,8 @@ use crate::frame::{FrameReader, FrameWriter, ProtoError};
 pub const MAGIC: u32 = 0x4D4F_4F53;
 /// 2: nonces in the hello, cluster-secret proofs, chunk access tokens.
 /// 3: attributes say whether the object has extended attributes.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: the master sends mounts notices of folders whose names another session changed.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest hello accepted: a peer cannot make us wait for megabytes before it says who it is.
 pub const HELLO_LIMIT: u32 = 4096;
 
