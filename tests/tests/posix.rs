@@ -309,6 +309,31 @@ fn a_mount_answers_for_missing_names_in_folders_it_knows_and_sees_other_mounts_c
 }
 
 #[test]
+fn with_mfsnegentrycacheto_the_kernel_keeps_a_missing_name_until_this_mount_makes_it() {
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let b = c.mount_with(&["-o", "mfsnegentrycacheto=60"]).unwrap();
+    // A folder b never listed: b's lookups in it go to the master, once per name.
+    fs::create_dir(a.join("d")).unwrap();
+    assert!(b.join("d").is_dir());
+    let served = |c: &LocalCluster| c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
+    let idle = served(&c);
+    let overhead = served(&c) - idle;
+    let before = served(&c);
+    for _ in 0..20 {
+        assert!(!b.join("d/x").exists());
+    }
+    let asked = served(&c) - before - overhead;
+    assert!(
+        asked <= 2,
+        "20 lookups of one missing name cost {asked} master requests"
+    );
+    // Made through b, the name is there at once.
+    fs::write(b.join("d/x"), b"here").unwrap();
+    assert_eq!(fs::read(b.join("d/x")).unwrap(), b"here");
+}
+
+#[test]
 fn extended_attributes_set_on_one_mount_show_on_another_once_attributes_expire() {
     let mut c = cluster();
     let a = c.mount().unwrap();

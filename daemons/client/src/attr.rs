@@ -76,6 +76,12 @@ pub fn buffered_file_attr(
     fa
 }
 
+/// The entry of a name that does not exist: node id 0, which the kernel keeps as a negative
+/// entry for the entry time it comes with (its other attributes are not looked at).
+pub fn absent_entry() -> FileAttr {
+    dot_attr(0)
+}
+
 /// Placeholder attributes for `.` and `..` in a readdirplus answer (the kernel ignores them).
 pub fn dot_attr(ino: u64) -> FileAttr {
     FileAttr {

@@ -52,6 +52,8 @@ const ATTR_ATTEMPTS: u32 = 8;
 pub struct FsConfig {
     pub attr_ttl: Duration,
     pub entry_ttl: Duration,
+    /// How long the kernel keeps "no such name" (0: not kept).
+    pub neg_entry_ttl: Duration,
 }
 
 /// State of one open file handle.
@@ -69,6 +71,7 @@ struct Core {
     creds: CredCache,
     attr_ttl: Duration,
     entry_ttl: Duration,
+    neg_entry_ttl: Duration,
     /// Master inode of the mounted folder (FUSE inode 1).
     root: AtomicU64,
     next_fh: AtomicU64,
@@ -247,6 +250,16 @@ impl Core {
         self.master.start_then(req, move |r| {
             core.answer_entry(reply, expect_attr(what, r), epoch)
         });
+    }
+
+    /// Answers a lookup of a name that does not exist: an error, or a negative entry the
+    /// kernel keeps for `mfsnegentrycacheto`.
+    fn answer_missing(&self, reply: ReplyEntry) {
+        if self.neg_entry_ttl.is_zero() {
+            return reply.error(Errno::ENOENT);
+        }
+        let ttl = attr::ttl(self.neg_entry_ttl);
+        reply.entry_with_ttls(&ttl, &ttl, &attr::absent_entry(), Generation(0))
     }
 
     /// Sends a request whose answer is attributes (getattr, setattr) and answers the kernel
@@ -786,6 +799,7 @@ impl MooseFs {
             creds: CredCache::default(),
             attr_ttl: config.attr_ttl,
             entry_ttl: config.entry_ttl,
+            neg_entry_ttl: config.neg_entry_ttl,
             root: AtomicU64::new(root),
             next_fh: AtomicU64::new(1),
             files: Mutex::new(HashMap::new()),
@@ -883,10 +897,17 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let parent = core.to_master(parent);
         if core.master.known().absent(parent, &name) {
-            return reply.error(Errno::ENOENT);
+            return core.answer_missing(reply);
         }
         let cred = core.cred(req);
-        core.entry_request("lookup", ClRequest::Lookup { parent, name, cred }, reply);
+        let epoch = core.writer.epoch();
+        let lookup = ClRequest::Lookup { parent, name, cred };
+        core.clone()
+            .master
+            .start_then(lookup, move |r| match expect_attr("lookup", r) {
+                Err(e) if e == Errno::ENOENT => core.answer_missing(reply),
+                r => core.answer_entry(reply, r, epoch),
+            });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

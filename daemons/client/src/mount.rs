@@ -218,6 +218,7 @@ fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()>
             let config = FsConfig {
                 attr_ttl: p.opts.attr_cache,
                 entry_ttl: p.opts.entry_cache,
+                neg_entry_ttl: p.opts.neg_entry_cache,
             };
             MooseFs::new(master, reader, writer, &config, rt.handle().clone())
         };

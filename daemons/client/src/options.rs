@@ -46,6 +46,9 @@ pub struct MountOptions {
     pub auto_unmount: bool,
     pub attr_cache: Duration,
     pub entry_cache: Duration,
+    /// How long the kernel keeps a "no such name" answer (stock's `mfsnegentrycacheto`, 0:
+    /// not at all, so names made by other mounts show at once).
+    pub neg_entry_cache: Duration,
     /// Write-behind buffer of the whole mount, in bytes.
     pub write_cache_bytes: u64,
     pub password: Option<String>,
@@ -66,6 +69,7 @@ impl Default for MountOptions {
             auto_unmount: false,
             attr_cache: Duration::from_secs(1),
             entry_cache: Duration::from_secs(1),
+            neg_entry_cache: Duration::ZERO,
             write_cache_bytes: DEFAULT_WRITE_CACHE_MIB << 20,
             password: None,
             flags: Vec::new(),
@@ -144,6 +148,7 @@ impl MountOptions {
             "dirsync" => flag(KernelFlag::DirSync, self)?,
             "mfsattrcacheto" => self.attr_cache = seconds(name, need_value(name, value)?)?,
             "mfsentrycacheto" => self.entry_cache = seconds(name, need_value(name, value)?)?,
+            "mfsnegentrycacheto" => self.neg_entry_cache = seconds(name, need_value(name, value)?)?,
             "mfswritecachesize" => {
                 let v = need_value(name, value)?;
                 let mib: u64 = v.trim().parse().map_err(|_| bad(name, v, "not a number"))?;
@@ -255,6 +260,7 @@ mod tests {
         let o = MountOptions::parse::<&str>(&[]).unwrap();
         assert_eq!(o.attr_cache, Duration::from_secs(1));
         assert_eq!(o.entry_cache, Duration::from_secs(1));
+        assert_eq!(o.neg_entry_cache, Duration::ZERO);
         assert_eq!(o.write_cache_bytes, 128 << 20);
         assert!(!o.read_only && !o.allow_other && o.password.is_none());
     }
@@ -262,13 +268,14 @@ mod tests {
     #[test]
     fn ours_and_standard() {
         let o = MountOptions::parse(&[
-            "ro,allow_other,mfsattrcacheto=2.5,mfsentrycacheto=0",
+            "ro,allow_other,mfsattrcacheto=2.5,mfsentrycacheto=0,mfsnegentrycacheto=30",
             "mfswritecachesize=16,mfspassword=se\\,cret,nosuid,nonempty,default_permissions",
         ])
         .unwrap();
         assert!(o.read_only && o.allow_other);
         assert_eq!(o.attr_cache, Duration::from_millis(2500));
         assert_eq!(o.entry_cache, Duration::ZERO);
+        assert_eq!(o.neg_entry_cache, Duration::from_secs(30));
         assert_eq!(o.write_cache_bytes, 16 << 20);
         assert_eq!(o.password.as_deref(), Some("se,cret"));
         assert_eq!(o.flags, vec![KernelFlag::NoSuid]);
