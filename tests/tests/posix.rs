@@ -309,6 +309,72 @@ fn a_mount_answers_for_missing_names_in_folders_it_knows_and_sees_other_mounts_c
 }
 
 #[test]
+fn mounts_changing_the_same_folders_at_once_agree_on_every_name_afterwards() {
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    const FOLDERS: u64 = 3;
+    const NAMES: u64 = 24;
+    for d in 0..FOLDERS {
+        fs::create_dir(a.join(format!("d{d}"))).unwrap();
+    }
+    // Two threads per mount create, remove, rename, list and look up names in the same
+    // folders; errors from the races between them (a name gone, or there) are expected.
+    let workers: Vec<_> = [&a, &b, &a, &b]
+        .into_iter()
+        .enumerate()
+        .map(|(t, m)| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(t as u64 + 1);
+                let mut next = |n: u64| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33) % n
+                };
+                for _ in 0..1500 {
+                    let p = m.join(format!("d{}/n{}", next(FOLDERS), next(NAMES)));
+                    match next(6) {
+                        0 | 1 => drop(fs::write(&p, b"x")),
+                        2 => drop(fs::remove_file(&p)),
+                        3 => {
+                            let to = m.join(format!("d{}/n{}", next(FOLDERS), next(NAMES)));
+                            drop(fs::rename(&p, to))
+                        }
+                        4 => drop(fs::read_dir(p.parent().unwrap()).map(|r| r.count())),
+                        _ => drop(p.exists()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    // What the kernels keep expires after 1 s; what the mounts know of folders does not.
+    std::thread::sleep(Duration::from_millis(1500));
+    let fresh = c.mount().unwrap();
+    for d in 0..FOLDERS {
+        let there: std::collections::HashSet<String> = fs::read_dir(fresh.join(format!("d{d}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        for n in 0..NAMES {
+            let name = format!("n{n}");
+            for m in [&a, &b] {
+                assert_eq!(
+                    m.join(format!("d{d}/{name}")).exists(),
+                    there.contains(&name),
+                    "{} sees d{d}/{name} wrongly",
+                    m.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn with_mfsnegentrycacheto_the_kernel_keeps_a_missing_name_until_this_mount_makes_it() {
     let mut c = cluster();
     let a = c.mount().unwrap();
