@@ -57,11 +57,12 @@ impl FolderAttrs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use moose_proto::{FileKind, Timespec};
 
-    fn folder(inode: Inode, nlink: u32) -> Attr {
+    /// Attributes of folder `inode` with `nlink` links.
+    pub(crate) fn folder(inode: Inode, nlink: u32) -> Attr {
         Attr {
             inode,
             kind: FileKind::Dir,

@@ -268,33 +268,25 @@ impl KnownFolders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moose_proto::{Attr, Cred, FileKind, Timespec};
+    use crate::folders::tests::folder;
+    use moose_proto::Cred;
 
     fn names(n: &[&str]) -> Vec<Box<[u8]>> {
         n.iter().map(|s| s.as_bytes().into()).collect()
     }
 
-    fn folder(inode: Inode) -> Attr {
-        let t = Timespec { sec: 1, nsec: 0 };
-        Attr {
-            inode,
-            kind: FileKind::Dir,
+    fn mkdir(parent: Inode, name: &str) -> ClRequest {
+        ClRequest::MkDir {
+            parent,
+            name: name.as_bytes().to_vec(),
             mode: 0o755,
-            uid: 0,
-            gid: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            nlink: 2,
-            size: 0,
-            rdev: 0,
-            goal: 1,
-            xattrs: false,
+            umask: 0,
+            cred: Cred::default(),
         }
     }
 
     fn dir_attr(inode: Inode) -> ClReply {
-        ClReply::Attr(folder(inode))
+        ClReply::Attr(folder(inode, 2))
     }
 
     #[test]
@@ -331,14 +323,7 @@ mod tests {
         let cred = Cred::default();
         k.learn(5, names(&["a"]), k.now());
         let sent = k.now();
-        let mkdir = ClRequest::MkDir {
-            parent: 5,
-            name: b"d".to_vec(),
-            mode: 0o755,
-            umask: 0,
-            cred: cred.clone(),
-        };
-        k.settle(&mkdir, &dir_attr(9), sent);
+        k.settle(&mkdir(5, "d"), &dir_attr(9), sent);
         assert!(!k.absent(5, b"d"));
         assert!(
             k.absent(9, b"anything"),
@@ -381,7 +366,7 @@ mod tests {
         let k = KnownFolders::default();
         let entry = |name: &str, cookie: u64| DirEntry {
             name: name.as_bytes().to_vec(),
-            attr: folder(1),
+            attr: folder(1, 2),
             cookie,
         };
         let mut s = Sweep::start(k.now());
@@ -406,15 +391,8 @@ mod tests {
     fn a_mkdir_answered_after_a_notice_about_its_folder_is_not_trusted() {
         let k = KnownFolders::default();
         let sent = k.now();
-        let mkdir = ClRequest::MkDir {
-            parent: 5,
-            name: b"d".to_vec(),
-            mode: 0o755,
-            umask: 0,
-            cred: Cred::default(),
-        };
         k.noticed(&[9]);
-        k.settle(&mkdir, &dir_attr(9), sent);
+        k.settle(&mkdir(5, "d"), &dir_attr(9), sent);
         assert!(!k.absent(9, b"x"));
     }
 

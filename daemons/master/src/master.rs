@@ -132,7 +132,7 @@ impl Master {
         actor: Option<u64>,
     ) -> FsResult<(Applied, u64)> {
         crate::quota::admit(st, &op, self.cfg.quota_grace)?;
-        let renamed = if st.rt.watches.is_empty() {
+        let named = if st.rt.watches.is_empty() {
             Vec::new()
         } else {
             st.folders_named_by(&op)
@@ -141,8 +141,8 @@ impl Master {
         st.meta.version += 1;
         let version = st.meta.version;
         self.log.append(&Record { version, op });
-        if !renamed.is_empty() {
-            st.rt.watches.changed(&renamed, actor);
+        if !named.is_empty() {
+            st.rt.watches.changed(&named, actor);
         }
         Ok((applied, version))
     }
