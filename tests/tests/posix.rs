@@ -31,6 +31,17 @@ fn cluster() -> LocalCluster {
     c
 }
 
+/// What `f` returns, and how many master requests it cost (the status queries that count
+/// them taken out).
+fn master_requests<T>(c: &LocalCluster, f: impl FnOnce() -> T) -> (T, u64) {
+    let served = || c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
+    let idle = served();
+    let overhead = served() - idle;
+    let before = served();
+    let r = f();
+    (r, served() - before - overhead)
+}
+
 /// Runs `program args…` as user and group `NOBODY` (without supplementary groups: std drops
 /// them when root changes the user); panics unless it succeeds.
 fn as_nobody(program: &str, args: &[&str]) {
@@ -195,9 +206,6 @@ fn attributes_right_after_a_write_come_from_the_mount_and_follow_its_own_changes
     let mut c = cluster();
     let a = c.mount().unwrap();
     let b = c.mount().unwrap();
-    let served = |c: &LocalCluster| c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
-    let idle = served(&c);
-    let overhead = served(&c) - idle;
     let mut asked = 0;
     for i in 0..10 {
         let f = a.join(format!("f{i}"));
@@ -206,9 +214,8 @@ fn attributes_right_after_a_write_come_from_the_mount_and_follow_its_own_changes
         let keep = fs::File::open(&f).unwrap();
         w.write_all(&[7u8; 5000]).unwrap();
         drop(w);
-        let before = served(&c);
-        let here = fs::metadata(&f).unwrap();
-        asked += served(&c) - before - overhead;
+        let (here, cost) = master_requests(&c, || fs::metadata(&f).unwrap());
+        asked += cost;
         assert_eq!(here.len(), 5000);
         let there = fs::metadata(b.join(format!("f{i}"))).unwrap();
         assert_eq!(
@@ -255,19 +262,16 @@ fn a_mount_answers_for_missing_names_in_folders_it_knows_and_sees_other_mounts_c
     let mut c = cluster();
     let a = c.mount().unwrap();
     let b = c.mount().unwrap();
-    let served = |c: &LocalCluster| c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
     // Mount a made d (it knows it empty); mount b listed it.
     fs::create_dir(a.join("d")).unwrap();
     fs::write(a.join("d/here"), b"x").unwrap();
     assert_eq!(fs::read_dir(b.join("d")).unwrap().count(), 1);
-    let idle = served(&c);
-    let overhead = served(&c) - idle;
-    let before = served(&c);
-    for i in 0..50 {
-        assert!(!a.join(format!("d/none{i}")).exists());
-        assert!(!b.join(format!("d/none{i}")).exists());
-    }
-    let asked = served(&c) - before - overhead;
+    let ((), asked) = master_requests(&c, || {
+        for i in 0..50 {
+            assert!(!a.join(format!("d/none{i}")).exists());
+            assert!(!b.join(format!("d/none{i}")).exists());
+        }
+    });
     assert!(
         asked <= 2,
         "100 lookups of missing names cost {asked} master requests"
@@ -382,14 +386,11 @@ fn with_mfsnegentrycacheto_the_kernel_keeps_a_missing_name_until_this_mount_make
     // A folder b never listed: b's lookups in it go to the master, once per name.
     fs::create_dir(a.join("d")).unwrap();
     assert!(b.join("d").is_dir());
-    let served = |c: &LocalCluster| c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
-    let idle = served(&c);
-    let overhead = served(&c) - idle;
-    let before = served(&c);
-    for _ in 0..20 {
-        assert!(!b.join("d/x").exists());
-    }
-    let asked = served(&c) - before - overhead;
+    let ((), asked) = master_requests(&c, || {
+        for _ in 0..20 {
+            assert!(!b.join("d/x").exists());
+        }
+    });
     assert!(
         asked <= 2,
         "20 lookups of one missing name cost {asked} master requests"
@@ -407,16 +408,15 @@ fn extended_attributes_set_on_one_mount_show_on_another_once_attributes_expire()
     fs::write(a.join("f"), b"x").unwrap();
     // Mount a learns that f has no extended attributes, and answers for it.
     fs::metadata(a.join("f")).unwrap();
-    let served = |c: &LocalCluster| c.cluster_info().unwrap()["ops_total"].as_u64().unwrap();
-    let before = served(&c);
-    for _ in 0..20 {
-        assert_eq!(
-            get_xattr(&a.join("f"), "security.label"),
-            Err(libc::ENODATA)
-        );
-        assert!(list_xattrs(&a.join("f")).is_empty());
-    }
-    let asked = served(&c) - before;
+    let ((), asked) = master_requests(&c, || {
+        for _ in 0..20 {
+            assert_eq!(
+                get_xattr(&a.join("f"), "security.label"),
+                Err(libc::ENODATA)
+            );
+            assert!(list_xattrs(&a.join("f")).is_empty());
+        }
+    });
     assert!(asked <= 2, "40 queries cost {asked} master requests");
 
     // Set through mount b: a sees it once the attributes it holds expire (1 s).

@@ -56,6 +56,15 @@ pub struct FsConfig {
     pub neg_entry_ttl: Duration,
 }
 
+/// State of one open directory handle.
+#[derive(Default)]
+struct DirHandle {
+    /// Entries fetched from the master but not handed to the kernel yet.
+    buffer: DirBuffer,
+    /// The listing, while it is read from the start (see [`Sweep`]).
+    sweep: Option<Sweep>,
+}
+
 /// State of one open file handle.
 struct OpenFile {
     /// End of the previous read (sequential detection).
@@ -76,9 +85,7 @@ struct Core {
     root: AtomicU64,
     next_fh: AtomicU64,
     files: Mutex<HashMap<u64, OpenFile>>,
-    dirs: Mutex<HashMap<u64, DirBuffer>>,
-    /// Listings read from the start, per directory handle (see [`Sweep`]).
-    sweeps: Mutex<HashMap<u64, Sweep>>,
+    dirs: Mutex<HashMap<u64, DirHandle>>,
     /// Open handles per inode; the lock orders Open/Release of one inode.
     opens: Mutex<HashMap<Inode, Arc<tokio::sync::Mutex<u32>>>>,
     absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
@@ -628,7 +635,7 @@ impl Core {
                 .dirs
                 .lock()
                 .get_mut(&fh)
-                .and_then(|b| b.take_if_at(cookie));
+                .and_then(|h| h.buffer.take_if_at(cookie));
             let (mut entries, eof, epoch) = match buffered {
                 Some(b) => b,
                 None => {
@@ -675,8 +682,8 @@ impl Core {
                 };
                 if sink.add_entry(&e.name, &fa, next) {
                     entries.push_front(e);
-                    if let Some(b) = self.dirs.lock().get_mut(&fh) {
-                        b.store(cookie, entries, eof, epoch);
+                    if let Some(h) = self.dirs.lock().get_mut(&fh) {
+                        h.buffer.store(cookie, entries, eof, epoch);
                     }
                     return Ok(());
                 }
@@ -688,9 +695,7 @@ impl Core {
             }
         }
     }
-}
 
-impl Core {
     /// Follows a listing of `folder` through handle `fh` batch by batch (a batch asked for
     /// from `cookie` at `sent`): read whole from the start, it makes the folder known.
     fn sweep(
@@ -702,19 +707,28 @@ impl Core {
         eof: bool,
         sent: u64,
     ) {
-        let mut sweeps = self.sweeps.lock();
-        if cookie == 0 {
-            sweeps.insert(fh, Sweep::start(sent));
-        }
-        let Some(sweep) = sweeps.get_mut(&fh) else {
-            return;
-        };
-        if !sweep.add(cookie, entries) {
-            sweeps.remove(&fh);
-        } else if eof {
-            if let Some(whole) = sweeps.remove(&fh) {
-                self.master.known().learn_listing(folder, whole);
+        let whole = {
+            let mut dirs = self.dirs.lock();
+            let Some(handle) = dirs.get_mut(&fh) else {
+                return;
+            };
+            if cookie == 0 {
+                handle.sweep = Some(Sweep::start(sent));
             }
+            let Some(sweep) = handle.sweep.as_mut() else {
+                return;
+            };
+            if !sweep.add(cookie, entries) {
+                handle.sweep = None;
+            }
+            if eof {
+                handle.sweep.take()
+            } else {
+                None
+            }
+        };
+        if let Some(whole) = whole {
+            self.master.known().learn_listing(folder, whole);
         }
     }
 }
@@ -804,7 +818,6 @@ impl MooseFs {
             next_fh: AtomicU64::new(1),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
-            sweeps: Mutex::new(HashMap::new()),
             opens: Mutex::new(HashMap::new()),
             absent_xattrs: Mutex::new(HashMap::new()),
             bare: Mutex::new(HashMap::new()),
@@ -902,7 +915,7 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let epoch = core.writer.epoch();
         let lookup = ClRequest::Lookup { parent, name, cred };
-        core.clone()
+        self.core
             .master
             .start_then(lookup, move |r| match expect_attr("lookup", r) {
                 Err(e) if e == Errno::ENOENT => core.answer_missing(reply),
@@ -1326,7 +1339,7 @@ impl Filesystem for MooseFs {
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fh = self.core.new_fh();
-        self.core.dirs.lock().insert(fh, DirBuffer::default());
+        self.core.dirs.lock().insert(fh, DirHandle::default());
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
@@ -1382,7 +1395,6 @@ impl Filesystem for MooseFs {
         reply: ReplyEmpty,
     ) {
         self.core.dirs.lock().remove(&fh.0);
-        self.core.sweeps.lock().remove(&fh.0);
         reply.ok();
     }
 

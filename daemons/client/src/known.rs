@@ -242,16 +242,16 @@ impl KnownFolders {
         let Some(f) = inner.folders.get_mut(&folder) else {
             return;
         };
-        let mut delta: isize = 0;
+        let before = f.names.len();
         if let Some(n) = removed {
-            delta -= isize::from(f.names.remove(n.as_slice()));
+            f.names.remove(n.as_slice());
         }
         if let Some(n) = added {
-            delta += isize::from(f.names.insert(n.clone().into_boxed_slice()));
+            f.names.insert(n.as_slice().into());
         }
-        let too_many = f.names.len() > MAX_FOLDER_NAMES;
-        inner.names = inner.names.saturating_add_signed(delta);
-        if too_many {
+        let after = f.names.len();
+        inner.names = inner.names - before + after;
+        if after > MAX_FOLDER_NAMES {
             inner.forget(folder);
         }
         inner.make_room();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use moose_proto::{FsError, FsResult, Timespec};
+use moose_proto::{FsError, FsResult, Inode, Timespec};
 
 use crate::changelog::{self, Changelog, Record};
 use crate::config::MasterConfig;
@@ -132,11 +132,12 @@ impl Master {
         actor: Option<u64>,
     ) -> FsResult<(Applied, u64)> {
         crate::quota::admit(st, &op, self.cfg.quota_grace)?;
-        let named = if st.rt.watches.is_empty() {
+        let mut named: Vec<Inode> = if st.rt.watches.is_empty() {
             Vec::new()
         } else {
-            st.folders_named_by(&op)
+            st.edges_named_by(&op).into_iter().map(|(f, _)| f).collect()
         };
+        named.dedup();
         let applied = st.apply(&op)?;
         st.meta.version += 1;
         let version = st.meta.version;

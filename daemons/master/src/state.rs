@@ -175,26 +175,6 @@ impl State {
         }
     }
 
-    /// The folders whose names `op` changes (taken before it is applied).
-    pub fn folders_named_by(&self, op: &Op) -> Vec<Inode> {
-        match op {
-            Op::Create { parent, .. }
-            | Op::Symlink { parent, .. }
-            | Op::Link { parent, .. }
-            | Op::Unlink { parent, .. }
-            | Op::RmDir { parent, .. }
-            | Op::Snapshot { parent, .. } => vec![*parent],
-            Op::Rename {
-                parent, new_parent, ..
-            } if parent == new_parent => vec![*parent],
-            Op::Rename {
-                parent, new_parent, ..
-            } => vec![*parent, *new_parent],
-            Op::Undelete { inode, .. } => self.undelete_parent(*inode).into_iter().collect(),
-            _ => Vec::new(),
-        }
-    }
-
     /// Applies one change. Validates everything before touching anything, so an error leaves
     /// the state as it was. The folder counters follow.
     pub fn apply(&mut self, op: &Op) -> FsResult<Applied> {
@@ -225,32 +205,38 @@ impl State {
         r
     }
 
-    /// What an op may change, for the counters: (folder, name) edges, files whose content
-    /// changes, nodes that may go.
-    #[allow(clippy::type_complexity)]
-    fn touched(&self, op: &Op) -> (Vec<(Inode, Vec<u8>)>, Vec<Inode>, Vec<Inode>) {
+    /// The (folder, name) edges `op` adds, removes or replaces (taken before it is applied):
+    /// the folders whose names it changes.
+    pub fn edges_named_by(&self, op: &Op) -> Vec<(Inode, Vec<u8>)> {
         match op {
             Op::Create { parent, name, .. }
             | Op::Symlink { parent, name, .. }
             | Op::Link { parent, name, .. }
             | Op::Unlink { parent, name, .. }
             | Op::RmDir { parent, name, .. }
-            | Op::Snapshot { parent, name, .. } => (vec![(*parent, name.clone())], vec![], vec![]),
+            | Op::Snapshot { parent, name, .. } => vec![(*parent, name.clone())],
             Op::Rename {
                 parent,
                 name,
                 new_parent,
                 new_name,
                 ..
-            } => (
-                vec![(*parent, name.clone()), (*new_parent, new_name.clone())],
-                vec![],
-                vec![],
-            ),
+            } => vec![(*parent, name.clone()), (*new_parent, new_name.clone())],
+            // The file comes back under its nearest existing folder, with any folders missing.
+            Op::Undelete { inode, .. } => self.undelete_edge(*inode).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What an op may change, for the counters: (folder, name) edges, files whose content
+    /// changes, nodes that may go.
+    #[allow(clippy::type_complexity)]
+    fn touched(&self, op: &Op) -> (Vec<(Inode, Vec<u8>)>, Vec<Inode>, Vec<Inode>) {
+        let (files, gone) = match op {
             Op::SetLength { inode, .. }
             | Op::AddChunk { inode, .. }
             | Op::WriteEnd { inode, .. }
-            | Op::CopyChunk { inode, .. } => (vec![], vec![*inode], vec![]),
+            | Op::CopyChunk { inode, .. } => (vec![*inode], vec![]),
             Op::SetGoal {
                 inode, recursive, ..
             } => {
@@ -262,22 +248,26 @@ impl State {
                 } else {
                     vec![*inode]
                 };
-                (vec![], files, vec![])
+                (files, vec![])
             }
-            Op::Purge { inode } | Op::TrashPurge { inode } => (vec![], vec![], vec![*inode]),
-            // The file comes back under its nearest existing folder, with any folders missing.
-            Op::Undelete { inode, .. } => match self.undelete_edge(*inode) {
-                Some(edge) => (vec![edge], vec![], vec![]),
-                None => (vec![], vec![], vec![]),
-            },
-            Op::SetTrashTime { .. }
+            Op::Purge { inode } | Op::TrashPurge { inode } => (vec![], vec![*inode]),
+            Op::Create { .. }
+            | Op::Symlink { .. }
+            | Op::Link { .. }
+            | Op::Unlink { .. }
+            | Op::RmDir { .. }
+            | Op::Snapshot { .. }
+            | Op::Rename { .. }
+            | Op::Undelete { .. }
+            | Op::SetTrashTime { .. }
             | Op::SetAttr { .. }
             | Op::SetQuota { .. }
             | Op::QuotaClock { .. }
             | Op::SetChunkVersion { .. }
             | Op::SetXattr { .. }
-            | Op::RemoveXattr { .. } => (vec![], vec![], vec![]),
-        }
+            | Op::RemoveXattr { .. } => (vec![], vec![]),
+        };
+        (self.edges_named_by(op), files, gone)
     }
 
     pub(crate) fn apply_op(&mut self, op: &Op) -> FsResult<Applied> {

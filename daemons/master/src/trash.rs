@@ -272,11 +272,6 @@ impl State {
         Ok(self.undelete_plan(inode)?.missing.len())
     }
 
-    /// The existing folder an undelete of `inode` puts a name in.
-    pub fn undelete_parent(&self, inode: Inode) -> Option<Inode> {
-        self.undelete_plan(inode).ok().map(|p| p.parent)
-    }
-
     /// Where a file in the trash was (relative to the root).
     pub fn trash_path(&self, inode: Inode) -> Option<&[u8]> {
         self.meta.trash.get(&inode).map(|t| t.path.as_slice())

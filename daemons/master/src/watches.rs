@@ -99,9 +99,9 @@ impl Watches {
                 if Some(id) == actor {
                     return true;
                 }
+                // `folders` has no repeats, and a session watches a folder once.
                 match told.iter_mut().find(|(t, _)| *t == id) {
-                    Some((_, f)) if !f.contains(&folder) => f.push(folder),
-                    Some(_) => {}
+                    Some((_, f)) => f.push(folder),
                     None => told.push((id, vec![folder])),
                 }
                 false
