@@ -1,6 +1,7 @@
 //! Crash safety of the master: `kill -9` at any moment loses no change it acknowledged and
 //! nothing that a client saw fsynced, and no chunk copy is deleted for a version the master
-//! never recorded. An fsync returns only once the master's changelog is synced past it.
+//! never recorded. An fsync returns only once the master's changelog is synced past it; an
+//! fdatasync only once the changes the file's data depends on are synced.
 
 use std::fs;
 use std::io::Write;
@@ -202,14 +203,31 @@ fn a_kill_9_under_concurrent_creates_loses_no_acknowledged_create() {
     );
 }
 
-fn synced_and_version(c: &LocalCluster) -> (u64, u64) {
+/// How far the master's changelog is on disk, how far it is written, and how many syncs
+/// requests asked for.
+struct LogState {
+    synced: u64,
+    version: u64,
+    asked: u64,
+}
+
+fn log_state(c: &LocalCluster) -> LogState {
     let info = c.cluster_info().unwrap();
     let field = |k: &str| {
         info[k]
             .as_u64()
             .unwrap_or_else(|| panic!("no {k} in the status: {info}"))
     };
-    (field("metadata_synced"), field("metadata_version"))
+    LogState {
+        synced: field("metadata_synced"),
+        version: field("metadata_version"),
+        asked: field("metadata_syncs_asked"),
+    }
+}
+
+fn synced_and_version(c: &LocalCluster) -> (u64, u64) {
+    let s = log_state(c);
+    (s.synced, s.version)
 }
 
 #[test]
@@ -243,4 +261,73 @@ fn fsync_returns_only_after_the_masters_changelog_is_synced_past_the_change() {
              before version {changed}"
         );
     }
+}
+
+#[test]
+fn fdatasync_asks_for_a_changelog_sync_only_when_the_files_data_depends_on_a_change() {
+    use std::os::unix::fs::FileExt;
+    let (c, mnt) = mounted_cluster(1, 1);
+    let path = mnt.join("db");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut want = Vec::new();
+    let mut conclusive = 0;
+    for round in 0..6u8 {
+        // The file grows: its new length is on the master's disk when fdatasync returns.
+        let before = log_state(&c);
+        let block = vec![round + 1; 4096];
+        f.write_all_at(&block, want.len() as u64).unwrap();
+        want.extend_from_slice(&block);
+        f.sync_data().unwrap();
+        let grown = log_state(&c);
+        assert!(
+            grown.synced > before.version,
+            "round {round}: fdatasync of a growing file returned with the changelog synced to \
+             {}, before the write's end (after version {})",
+            grown.synced,
+            before.version
+        );
+
+        // Overwritten in place: only the file's times change, which fdatasync need not keep,
+        // so it asks for no sync (unless the write took a new lease: its version raise is
+        // synced, and the round tells nothing).
+        f.write_all_at(b"header", 0).unwrap();
+        want[..6].copy_from_slice(b"header");
+        f.sync_data().unwrap();
+        let overwritten = log_state(&c);
+        if overwritten.version == grown.version + 1 {
+            conclusive += 1;
+            assert_eq!(
+                overwritten.asked, grown.asked,
+                "round {round}: fdatasync of an overwrite asked the master for a changelog sync"
+            );
+        }
+
+        // fsync keeps the times as well: the changelog is synced past the write's end.
+        f.write_all_at(b"HEADER", 0).unwrap();
+        want[..6].copy_from_slice(b"HEADER");
+        f.sync_all().unwrap();
+        let all = log_state(&c);
+        assert!(
+            all.synced >= all.version,
+            "round {round}: fsync returned with the changelog synced to {}, before version {}",
+            all.synced,
+            all.version
+        );
+    }
+    assert!(
+        conclusive > 0,
+        "every overwrite took a new lease: the test could not tell"
+    );
+    drop(f);
+    c.drop_caches();
+    assert!(
+        fs::read(&path).unwrap() == want,
+        "the file read back differs"
+    );
 }

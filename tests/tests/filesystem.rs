@@ -256,9 +256,17 @@ fn writes_and_fsyncs_in_a_loop_keep_one_lease_and_leave_the_chunk_to_other_write
         f.write_all_at(&block, want.len() as u64).unwrap();
         want.extend_from_slice(&block);
         f.sync_data().unwrap();
+        if i % 5 == 0 {
+            // A child started meanwhile closes its copy of the descriptor at its exec: the
+            // kernel's flush of that close leaves the file's lease alone.
+            assert!(std::process::Command::new("true")
+                .status()
+                .unwrap()
+                .success());
+        }
     }
     // One lease for all twenty write-outs: the chunk kept the version it was created with
-    // (a new lease per fsync raised it each time).
+    // (a new lease per fsync, or per child's close, raised it each time).
     let versions = || -> Vec<u64> {
         let info = c
             .tool(&["fileinfo", "--json", path.to_str().unwrap()])

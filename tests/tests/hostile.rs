@@ -8,8 +8,8 @@ use std::time::Duration;
 use moose_proto::auth::{self, ChunkToken};
 use moose_proto::handshake::say_hello_nonce;
 use moose_proto::msg::{
-    ClEnvelope, ClReply, ClRequest, ClResponse, CsToMaster, FromCs, MasterToCs, MasterToMl,
-    MlToMaster, RegisterRequest, ToCs,
+    ClEnvelope, ClReply, ClRequest, ClResponse, CsToMaster, EndSync, FromCs, MasterToCs,
+    MasterToMl, MlToMaster, RegisterRequest, ToCs,
 };
 use moose_proto::{ChunkRef, Cred, CsAddr, FrameReader, FrameWriter, FsError, Role, ROOT_INODE};
 use moose_tests::{ClusterSpec, LocalCluster};
@@ -345,7 +345,7 @@ fn a_read_only_session_cannot_extend_a_file_nor_read_what_it_did_not_open() {
                 length: 1 << 40,
                 ok: true,
                 keep: false,
-                sync: false,
+                sync: EndSync::Recorded,
             })
             .await;
         let lease = p.call(ClRequest::WriteChunk { inode, index: 0 }).await;
@@ -391,7 +391,7 @@ fn a_writer_cannot_end_a_lock_it_does_not_hold() {
             length: 1 << 40,
             ok: true,
             keep: false,
-            sync: false,
+            sync: EndSync::Recorded,
         })
         .await
     });

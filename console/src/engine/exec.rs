@@ -748,6 +748,7 @@ pub(crate) mod tests {
             cluster_id: 0x1234,
             metadata_version: 77,
             metadata_synced: 77,
+            metadata_syncs_asked: 0,
             total_space: n as u64 * 4 * gib,
             avail_space: n as u64 * 4 * gib - (300 << 20),
             files: 12,

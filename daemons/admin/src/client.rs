@@ -163,6 +163,7 @@ mod tests {
             cluster_id: 7,
             metadata_version: 3,
             metadata_synced: 3,
+            metadata_syncs_asked: 0,
             total_space: 1 << 30,
             avail_space: 1 << 29,
             files: 1,

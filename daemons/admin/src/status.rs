@@ -154,6 +154,7 @@ mod tests {
             cluster_id: 0xABC,
             metadata_version: 3,
             metadata_synced: 3,
+            metadata_syncs_asked: 0,
             total_space: 12 << 30,
             avail_space: (12 << 30) - (10 << 20),
             files: 1,

@@ -5,6 +5,10 @@
 //! if it cannot open it, its answer to the init is the error), then `WriteFinish`, and puts
 //! the connection back without waiting for the server's `WriteEnded`: whoever takes the
 //! connection next reads that first. A connection goes back only after a success.
+//!
+//! An fsync's write sends a `Sync` right behind its data: every server of the chain syncs
+//! the chunk once its writes are on the disk, while the writer already tells the master
+//! (see [`ChainSync`]); no round trip of its own.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -230,14 +234,17 @@ impl CsPool {
     }
 
     /// Writes `pieces` (offset in chunk, data) to `chunk` through `chain` (first server
-    /// first). Returns once every server of the chain has acknowledged every piece.
+    /// first). Returns once every server of the chain has acknowledged every piece; with
+    /// `sync`, the chain syncs the chunk behind them and the [`ChainSync`] returned waits
+    /// for it.
     pub async fn write_chain(
         &self,
         chain: &[CsAddr],
         chunk: ChunkRef,
         token: &ChunkToken,
         pieces: &[(u32, Bytes)],
-    ) -> Result<(), CsError> {
+        sync: bool,
+    ) -> Result<Option<ChainSync>, CsError> {
         let (first, rest) = chain.split_first().ok_or_else(|| CsError::Status {
             addr: "(none)".into(),
             err: FsError::NoChunkservers,
@@ -246,20 +253,43 @@ impl CsPool {
             .iter()
             .flat_map(|(off, data)| block_pieces(*off, data))
             .collect();
+        let sync_id = sync.then(|| self.req_id());
         let (mut conn, reused) = self.conn(first).await?;
-        let mut r = write_on(&mut conn, chunk, rest, token, &frames).await;
+        let mut r = write_on(&mut conn, chunk, rest, token, &frames, sync_id).await;
         if reused && r.as_ref().is_err_and(|e| e.is_stale_link()) {
             // The idle connection had been closed by the server: once more on a new one
             // (writing the same pieces twice is harmless).
             conn = Self::connect(first).await?;
-            r = write_on(&mut conn, chunk, rest, token, &frames).await;
+            r = write_on(&mut conn, chunk, rest, token, &frames, sync_id).await;
         }
-        if r.is_ok() {
-            // The server's `WriteEnded` is read by whoever takes the connection next.
-            conn.write_ending = true;
-            self.put_idle(first, conn);
+        r?;
+        if let Some(req_id) = sync_id {
+            return Ok(Some(ChainSync {
+                addr: first.clone(),
+                conn,
+                req_id,
+            }));
         }
-        r
+        conn.send_now(&ToCs::WriteFinish).await?;
+        // The server's `WriteEnded` is read by whoever takes the connection next.
+        conn.write_ending = true;
+        self.put_idle(first, conn);
+        Ok(None)
+    }
+
+    /// Waits for the sync a write asked for on every server of its chain, then ends the
+    /// write session.
+    pub async fn chain_synced(&self, s: ChainSync) -> Result<(), CsError> {
+        let ChainSync {
+            addr,
+            mut conn,
+            req_id,
+        } = s;
+        sync_done(&mut conn, req_id).await?;
+        conn.send_now(&ToCs::WriteFinish).await?;
+        conn.write_ending = true;
+        self.put_idle(&addr, conn);
+        Ok(())
     }
 
     /// Makes `chunk` durable on `addr`.
@@ -282,6 +312,20 @@ impl CsPool {
     }
 }
 
+/// A write session whose chain is syncing its chunk: see [`CsPool::chain_synced`]. Dropped
+/// unasked, its connection closes.
+pub struct ChainSync {
+    addr: CsAddr,
+    conn: CsConn,
+    req_id: u32,
+}
+
+impl std::fmt::Debug for ChainSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sync {} on chunkserver {}", self.req_id, self.addr)
+    }
+}
+
 async fn sync_on(
     conn: &mut CsConn,
     req_id: u32,
@@ -294,6 +338,11 @@ async fn sync_on(
         token: token.clone(),
     })
     .await?;
+    sync_done(conn, req_id).await
+}
+
+/// Reads the answer to sync `req_id`.
+async fn sync_done(conn: &mut CsConn, req_id: u32) -> Result<(), CsError> {
     match conn.next_msg(SYNC_TIMEOUT).await? {
         FromCs::SyncDone {
             req_id: got,
@@ -399,14 +448,15 @@ async fn read_on(
     }
 }
 
-/// One write session: `WriteInit`, the data frames right behind it (not waiting for the
-/// chain to open) and, once every write is acknowledged, `WriteFinish`.
+/// One write session up to its acknowledgements: `WriteInit`, the data frames right behind
+/// it (not waiting for the chain to open) and, with `sync_id`, a `Sync` behind them.
 async fn write_on(
     conn: &mut CsConn,
     chunk: ChunkRef,
     rest: &[CsAddr],
     token: &ChunkToken,
     frames: &[(u32, Bytes)],
+    sync_id: Option<u32>,
 ) -> Result<(), CsError> {
     {
         let n = frames.len();
@@ -430,6 +480,14 @@ async fn write_on(
                 })
                 .await?;
             writer.send_pieces(chunk, frames).await?;
+            if let Some(req_id) = sync_id {
+                let sync = ToCs::Sync {
+                    req_id,
+                    chunk,
+                    token: token.clone(),
+                };
+                writer.send(&sync).await?;
+            }
             writer.flush().await
         };
         let recv = async {
@@ -495,7 +553,7 @@ async fn write_on(
             recv.await?;
         }
     }
-    conn.send_now(&ToCs::WriteFinish).await
+    Ok(())
 }
 
 #[cfg(test)]
@@ -589,10 +647,10 @@ mod tests {
         let pool = CsPool::default();
 
         let (a, b) = (pattern(4096, 1), pattern(10000, 2));
-        pool.write_chain(&chain, C, &write, &[(0, a.clone())])
+        pool.write_chain(&chain, C, &write, &[(0, a.clone())], false)
             .await
             .unwrap();
-        pool.write_chain(&chain, C, &write, &[(4096, b.clone())])
+        pool.write_chain(&chain, C, &write, &[(4096, b.clone())], false)
             .await
             .unwrap();
         let mut got = vec![0u8; 4096 + 10000];
@@ -621,7 +679,7 @@ mod tests {
             .map(|i| (i * 65536, pattern(65536, i as u8)))
             .collect();
         let err = pool
-            .write_chain(&chain, absent, &token, &pieces)
+            .write_chain(&chain, absent, &token, &pieces, false)
             .await
             .unwrap_err();
         assert!(
@@ -636,8 +694,50 @@ mod tests {
         );
         // The failed connection was not kept: the next write works.
         let token = key().sign(C, TokenOp::Write, &chain, unix_now());
-        pool.write_chain(&chain, C, &token, &[(0, pattern(100, 9))])
+        pool.write_chain(&chain, C, &token, &[(0, pattern(100, 9))], false)
             .await
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_synced_write_through_a_chain_ends_its_session_and_keeps_the_connection() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (first, accepted) = counted_server(store(d1.path())).await;
+        let second = data_server(store(d2.path())).await;
+        let second = CsAddr {
+            host: "127.0.0.1".into(),
+            port: second.port(),
+        };
+        let chain = vec![first.clone(), second.clone()];
+        let write = key().sign(C, TokenOp::Write, &chain, unix_now());
+        let read = key().sign(C, TokenOp::Read, &[], unix_now());
+        let pool = CsPool::default();
+
+        let (a, b) = (pattern(70000, 3), pattern(5000, 4));
+        let syncing = pool
+            .write_chain(&chain, C, &write, &[(0, a.clone())], true)
+            .await
+            .unwrap()
+            .expect("a synced write hands back its sync");
+        pool.chain_synced(syncing).await.unwrap();
+        // The session ended: the same connection takes the next write.
+        let none = pool
+            .write_chain(&chain, C, &write, &[(70000, b.clone())], false)
+            .await
+            .unwrap();
+        assert!(none.is_none());
+        for server in [&first, &second] {
+            let mut got = vec![0u8; 75000];
+            pool.read(server, C, &read, 0, &mut got).await.unwrap();
+            assert!(
+                got == [a.clone(), b.clone()].concat(),
+                "{server}: data differs"
+            );
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "connections to the first"
+        );
     }
 }

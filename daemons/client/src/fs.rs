@@ -1270,13 +1270,14 @@ impl Filesystem for MooseFs {
     ) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
-        if !core.writer.busy(inode) {
+        if !core.writer.unwritten(inode) {
             // Nothing to write out and no error to report: the close of a file that was only
-            // read or created, or whose data is already written out.
+            // read or created, or whose data is already written out. Its leases stay for
+            // the other descriptors (the release ends them).
             return reply.ok();
         }
         self.spawn(async move {
-            match core.writer.flush(inode).await {
+            match core.writer.flush_descriptor(inode).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fs_errno(e)),
             }
@@ -1308,16 +1309,17 @@ impl Filesystem for MooseFs {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
         self.spawn(async move {
-            // Buffered data lands synced, and the master answers its end once that is on its
-            // disk. Then chunks written out earlier are synced, side by side with the
-            // master's changelog if no write-out just synced it.
-            let changelog_synced = match core.writer.flush_durably(inode).await {
+            // Buffered data lands synced, and the master answers its end once that (for an
+            // fdatasync: what the file's data depends on) is on its disk. Then chunks written
+            // out earlier are synced, side by side with the master's changelog if no
+            // write-out just synced it.
+            let changelog_synced = match core.writer.flush_durably(inode, datasync).await {
                 Ok(landed) => landed,
                 Err(e) => return reply.error(fs_errno(e)),
             };

@@ -12,7 +12,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use moose_proto::auth::ChunkToken;
-use moose_proto::msg::{ChunkLocation, ClReply, ClRequest, WriteLease};
+use moose_proto::msg::{ChunkLocation, ClReply, ClRequest, EndSync, WriteLease};
 use moose_proto::{Attr, ChunkRef, CsAddr, FsError, Inode, Timespec};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -98,10 +98,11 @@ impl FileState {
     }
 
     fn is_idle(&self) -> bool {
-        self.dirty.is_empty()
-            && self.inflight.is_empty()
-            && self.error.is_none()
-            && self.kept.is_empty()
+        !self.unwritten() && self.kept.is_empty()
+    }
+
+    fn unwritten(&self) -> bool {
+        !self.dirty.is_empty() || !self.inflight.is_empty() || self.error.is_some()
     }
 
     /// Buffers a write made at `now`.
@@ -212,10 +213,15 @@ enum Purpose {
     Background,
     /// A read of buffered bytes.
     Read,
-    /// An fsync: every chunk written is synced on every server of its chain while the
-    /// master syncs its changelog up to the write's end.
-    Fsync,
-    /// A close, or a change of size or times: the file's write leases end.
+    /// An fsync (`EndSync::All`) or fdatasync (`EndSync::Data`): every chunk written is
+    /// synced on every server of its chain while the master syncs its changelog as far as
+    /// that asks.
+    Fsync(EndSync),
+    /// The close of one descriptor (FUSE flush): the leases stay while the file is open
+    /// (a forked child's copy of the descriptor closes at its exec, and the parent writes
+    /// on); its release or [`crate::kept_leases::KEEP_IDLE`] ends them.
+    Flush,
+    /// A release, or a change of size or times: the file's write leases end.
     Close,
 }
 
@@ -228,6 +234,14 @@ impl Purpose {
     /// Leases are kept for the next write-out: more writes are likely to follow.
     fn keeps_leases(self) -> bool {
         self != Purpose::Close
+    }
+
+    /// What the master must have on disk before it answers the end of a write.
+    fn end_sync(self) -> EndSync {
+        match self {
+            Purpose::Fsync(sync) => sync,
+            _ => EndSync::Recorded,
+        }
     }
 }
 
@@ -384,6 +398,11 @@ impl Writer {
         self.file(inode).is_some_and(|f| !f.lock().is_idle())
     }
 
+    /// The file has data not written out yet, or an error to report.
+    pub fn unwritten(&self, inode: Inode) -> bool {
+        self.file(inode).is_some_and(|f| f.lock().unwritten())
+    }
+
     fn note_landed(&self, inode: Inode, attr: Attr, changes: u64) {
         let mut landed = self.landed.lock();
         if landed.len() >= MAX_LANDED {
@@ -399,8 +418,9 @@ impl Writer {
     /// kernel keeps). Taken: the kernel keeps them from here.
     pub fn landed_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
         let l = self.landed.lock().remove(&inode)?;
-        let valid =
-            l.at.elapsed() < ttl && l.changes == self.master.change_count() && !self.busy(inode);
+        let valid = l.at.elapsed() < ttl
+            && l.changes == self.master.change_count()
+            && !self.unwritten(inode);
         valid.then_some(l.attr)
     }
 
@@ -427,9 +447,15 @@ impl Writer {
     }
 
     /// Writes the file's buffer out, ends its write leases and returns any error since the
-    /// last report (a close; a change of size or times).
+    /// last report (a release; a change of size or times).
     pub async fn flush(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
         self.flush_file(inode, Purpose::Close).await.map(|_| ())
+    }
+
+    /// Writes the file's buffer out and returns any error since the last report, keeping
+    /// its write leases (the close of one descriptor).
+    pub async fn flush_descriptor(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
+        self.flush_file(inode, Purpose::Flush).await.map(|_| ())
     }
 
     /// [`Writer::flush`] before a read of buffered bytes: the write leases stay.
@@ -438,11 +464,20 @@ impl Writer {
     }
 
     /// The first half of an fsync: writes the buffer out, each chunk synced on every server
-    /// while the master syncs its changelog up to the write's end. True when data landed (so
-    /// the changelog is on disk past every change acknowledged before), false when there was
-    /// nothing to write.
-    pub async fn flush_durably(self: &Arc<Self>, inode: Inode) -> Result<bool, FsError> {
-        self.flush_file(inode, Purpose::Fsync).await
+    /// while the master syncs its changelog up to the write's end (with `data_only`, as far
+    /// as the file's data depends on it). True when data landed (so the changelog is on disk
+    /// as far as the fsync needs), false when there was nothing to write.
+    pub async fn flush_durably(
+        self: &Arc<Self>,
+        inode: Inode,
+        data_only: bool,
+    ) -> Result<bool, FsError> {
+        let sync = if data_only {
+            EndSync::Data
+        } else {
+            EndSync::All
+        };
+        self.flush_file(inode, Purpose::Fsync(sync)).await
     }
 
     /// The second half of an fsync: makes every chunk written out earlier (in the background,
@@ -722,7 +757,7 @@ impl Writer {
     ) -> Result<Written, FsError> {
         let index = cw.index;
         let keep = purpose.keeps_leases();
-        let sync = purpose == Purpose::Fsync;
+        let sync = purpose.end_sync();
         let mut last = FsError::Io;
         let mut kept = f.lock().kept.take(index, Instant::now());
         for attempt in 1..=WRITE_ATTEMPTS {
@@ -736,7 +771,13 @@ impl Writer {
             };
             let written = self
                 .cs
-                .write_chain(&lease.chain, chunk, &lease.token, &cw.pieces)
+                .write_chain(
+                    &lease.chain,
+                    chunk,
+                    &lease.token,
+                    &cw.pieces,
+                    sync != EndSync::Recorded,
+                )
                 .await;
             if reused {
                 if let Err(e) = &written {
@@ -750,6 +791,10 @@ impl Writer {
                     continue;
                 }
             }
+            let (written, syncing) = match written {
+                Ok(syncing) => (Ok(()), syncing),
+                Err(e) => (Err(e), None),
+            };
             let ok = written.is_ok();
             let length = if ok { cw.end } else { lease.file_length };
             let changes_before = self.master.change_count();
@@ -762,11 +807,17 @@ impl Writer {
                 keep: keep && ok,
                 sync,
             });
-            // For an fsync the copies sync while the master syncs its changelog.
-            let (end, synced) = if sync && ok {
-                tokio::join!(end, self.sync_copies(&lease, chunk))
-            } else {
-                (end.await, false)
+            // For an fsync the copies sync while the master syncs its changelog. A sync that
+            // failed is done again, with the failure handling of [`Writer::sync_written`].
+            let (end, synced) = match syncing {
+                Some(syncing) => {
+                    let (end, synced) = tokio::join!(end, self.cs.chain_synced(syncing));
+                    if let Err(e) = &synced {
+                        tracing::debug!("inode {inode} chunk {index}: sync on the chain: {e}");
+                    }
+                    (end, synced.is_ok())
+                }
+                None => (end.await, false),
             };
             match (written, end) {
                 (Ok(()), Ok(answer @ (ClReply::Attr(_) | ClReply::Done))) => {
@@ -829,21 +880,6 @@ impl Writer {
         Err(last)
     }
 
-    /// Syncs `chunk` on every server of the lease's chain at once; false if one failed (the
-    /// chunk is then synced again, with the failure handling of [`Writer::sync_written`]).
-    async fn sync_copies(&self, lease: &WriteLease, chunk: ChunkRef) -> bool {
-        let mut tasks = JoinSet::new();
-        for server in lease.chain.clone() {
-            let (cs, token) = (self.cs.clone(), lease.token.clone());
-            tasks.spawn(async move { cs.sync(&server, chunk, &token).await });
-        }
-        let mut all = true;
-        while let Some(r) = tasks.join_next().await {
-            all &= matches!(r, Ok(Ok(())));
-        }
-        all
-    }
-
     /// Ends kept leases: the master unlocks their chunks for other writers (nothing else
     /// changes). A failure only delays that until the master's lock timeout.
     async fn end_leases(&self, inode: Inode, leases: Vec<(u32, WriteLease)>) {
@@ -855,7 +891,7 @@ impl Writer {
                 length: lease.file_length,
                 ok: false,
                 keep: false,
-                sync: false,
+                sync: EndSync::Recorded,
             };
             if let Err(e) = self.master.call(end).await {
                 tracing::debug!("inode {inode} chunk {index}: ending a kept lease: {e}");

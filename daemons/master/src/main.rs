@@ -6,6 +6,7 @@ mod clserv;
 mod config;
 mod cs_registry;
 mod csserv;
+mod data_marks;
 mod dir;
 mod dirinfo;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use moose_proto::{FsError, FsResult, Inode, Timespec};
 use crate::changelog::{self, Changelog, Record};
 use crate::config::MasterConfig;
 use crate::cs_registry::CsRegistry;
+use crate::data_marks::DataChange;
 use crate::known_servers::KnownServers;
 use crate::metadata;
 use crate::namespace::Meta;
@@ -138,14 +139,28 @@ impl Master {
             st.edges_named_by(&op).into_iter().map(|(f, _)| f).collect()
         };
         named.dedup();
+        let data_change = st.data_change(&op);
         let applied = st.apply(&op)?;
         st.meta.version += 1;
         let version = st.meta.version;
         self.log.append(&Record { version, op });
+        match data_change {
+            Some(DataChange::File(inode)) => {
+                st.rt.data_marks.mark(inode, version, self.log.synced())
+            }
+            Some(DataChange::Many) => st.rt.data_marks.mark_all(version),
+            None => {}
+        }
         if !named.is_empty() {
             st.rt.watches.changed(&named, actor);
         }
         Ok((applied, version))
+    }
+
+    /// True when the changes the data of `inode` depends on are on disk (an fdatasync
+    /// need not wait for the changelog's sync).
+    pub fn data_synced(&self, inode: Inode) -> bool {
+        self.state().rt.data_marks.needed(inode) <= self.log.synced()
     }
 
     /// True when change `version` may be acknowledged now (see [`Master::recorded`]).

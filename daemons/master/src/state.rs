@@ -55,6 +55,8 @@ pub struct Runtime {
     pub trash_by_bucket: std::collections::BTreeSet<(u32, Inode)>,
     /// Folders whose names mounts keep (see `watches.rs`).
     pub watches: crate::watches::Watches,
+    /// Changes files' data depends on, for fdatasyncs (see `data_marks.rs`).
+    pub data_marks: crate::data_marks::DataMarks,
 }
 
 impl Runtime {

@@ -19,6 +19,19 @@ pub struct ClEnvelope {
 /// The `msgid` of what the master sends unasked: a [`ClReply::FoldersChanged`] notice.
 pub const NOTICE_MSGID: u32 = u32::MAX;
 
+/// How much of the master's changelog must be on its disk before it answers the end of a
+/// write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndSync {
+    /// Nothing more than for any change: the record is written (a write-out, a close).
+    Recorded,
+    /// An `fdatasync`: every change the file's data depends on (its creation, its length,
+    /// its chunks) is on disk; a change of its times alone is not waited for.
+    Data,
+    /// An `fsync`: every change up to this one is on disk.
+    All,
+}
+
 /// The answer to the request with the same `msgid`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClResponse {
@@ -184,8 +197,8 @@ pub enum ClRequest {
     /// (the master keeps the larger of it and the current length); `ok` is false when the
     /// writes failed or there were none since the last end (nothing is recorded then).
     /// `keep` (with `ok`) keeps the chunk locked for this session, so that its next writes
-    /// use the same lease without a new version; otherwise the lease ends. `sync`: the
-    /// answer waits until the master's changelog is on its disk up to this change (an fsync).
+    /// use the same lease without a new version; otherwise the lease ends. `sync`: what of
+    /// the master's changelog is on its disk before the answer (an fsync's last write).
     WriteChunkEnd {
         inode: Inode,
         index: u32,
@@ -193,7 +206,7 @@ pub enum ClRequest {
         length: u64,
         ok: bool,
         keep: bool,
-        sync: bool,
+        sync: EndSync,
     },
     GetXattr {
         inode: Inode,
@@ -330,6 +343,8 @@ impl ClRequest {
             | Release { .. }
             | ReadChunk { .. }
             | WriteChunk { .. }
+            // Ends a lease without recording anything.
+            | WriteChunkEnd { ok: false, .. }
             | GetXattr { .. }
             | ListXattr { .. }
             | GetGoal { .. }
@@ -596,6 +611,10 @@ pub struct ClusterInfo {
     /// and survives a crash of the master process, not of its machine).
     #[serde(default)]
     pub metadata_synced: u64,
+    /// Syncs of the changelog that requests asked for ahead of its timer (clients' fsyncs,
+    /// chunk version raises); each costs the master's disk a flush.
+    #[serde(default)]
+    pub metadata_syncs_asked: u64,
     pub total_space: u64,
     pub avail_space: u64,
     pub files: u64,

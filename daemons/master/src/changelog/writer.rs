@@ -12,6 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,8 @@ impl Shared {
 /// Handle to the changelog files and their syncer thread.
 pub struct Changelog {
     shared: Arc<Shared>,
+    /// Syncs asked for ahead of the timer (see [`Changelog::sync`]).
+    asked: AtomicU64,
     status: watch::Receiver<LogStatus>,
     stream: broadcast::Sender<(u64, Arc<Vec<u8>>)>,
     policy: SyncPolicy,
@@ -137,6 +140,7 @@ impl Changelog {
             .map_err(werr)?;
         Ok(Changelog {
             shared,
+            asked: AtomicU64::new(0),
             status,
             stream,
             policy,
@@ -235,6 +239,16 @@ impl Changelog {
         }
     }
 
+    /// How many times [`Changelog::sync`] found its version not on disk yet.
+    pub fn syncs_asked(&self) -> u64 {
+        self.asked.load(Ordering::Relaxed)
+    }
+
+    /// Every record up to this version is on disk.
+    pub fn synced(&self) -> u64 {
+        self.shared.state.lock().synced
+    }
+
     /// Makes every record up to `version` durable now and waits for it.
     pub async fn sync(&self, version: u64) -> Result<(), String> {
         {
@@ -244,6 +258,7 @@ impl Changelog {
             }
             st.wanted = st.wanted.max(version);
         }
+        self.asked.fetch_add(1, Ordering::Relaxed);
         self.shared.wake.notify_all();
         self.wait_for(|s| s.synced >= version).await
     }

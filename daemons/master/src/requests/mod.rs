@@ -9,7 +9,7 @@ mod status;
 mod trash;
 mod xattr;
 
-use moose_proto::msg::{ClReply, ClRequest};
+use moose_proto::msg::{ClReply, ClRequest, EndSync};
 use moose_proto::{Attr, ChunkRef, Cred, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
 use std::sync::Arc;
 
@@ -201,8 +201,12 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         return Step::Reply(Err(e));
     }
     let touched = touched_folders(&req);
-    // An fsync's last write: answered once the changelog is on disk up to it.
-    let durable = matches!(req, ClRequest::WriteChunkEnd { sync: true, .. });
+    // An fsync's last write: answered once the changelog is on disk up to it; an
+    // fdatasync's only when the file's data depends on a change not on disk yet.
+    let end_sync = match req {
+        ClRequest::WriteChunkEnd { inode, sync, .. } => Some((inode, sync)),
+        _ => None,
+    };
     let r = match req {
         ClRequest::WriteChunk { .. } => return Step::Later(req),
         ClRequest::SetAttr { ref set, .. } if set.size.is_some() => return Step::Later(req),
@@ -259,6 +263,11 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         | ClRequest::TrashPurge { .. }
         | ClRequest::Undelete { .. } => Err(FsError::Perm),
         other => names::apply(m, s, other, now),
+    };
+    let durable = match end_sync {
+        Some((_, EndSync::All)) => true,
+        Some((inode, EndSync::Data)) => r.is_ok() && !m.data_synced(inode),
+        Some((_, EndSync::Recorded)) | None => false,
     };
     match r {
         Ok((reply, Some(version))) if durable => Step::Synced(reply, version),

@@ -197,6 +197,7 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         cluster_id,
         metadata_version: version,
         metadata_synced: m.log.status().borrow().synced,
+        metadata_syncs_asked: m.log.syncs_asked(),
         total_space,
         avail_space,
         // As stock: files in the trash are counted there, not here.
