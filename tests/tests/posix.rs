@@ -445,3 +445,73 @@ fn extended_attributes_set_on_one_mount_show_on_another_once_attributes_expire()
     // checks that the caller may read the file).
     assert_eq!(get_xattr(&a.join("f"), "user.none"), Err(libc::ENODATA));
 }
+
+/// Reads `path` until its first bytes are `want` (another mount's change reaching this one);
+/// false if they are not within 10 s.
+fn reads_as(f: &fs::File, want: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    let start = std::time::Instant::now();
+    let mut got = vec![0u8; want.len()];
+    while start.elapsed() < Duration::from_secs(10) {
+        f.read_exact_at(&mut got, 0).unwrap();
+        if got == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn the_kernel_keeps_a_files_pages_across_its_own_writes_and_drops_them_when_another_mount_writes() {
+    use std::os::unix::fs::FileExt;
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    let data = random_bytes(41, MIB);
+    fs::write(a.join("f"), &data).unwrap();
+
+    // Read back where it was written, after its close: from the kernel's pages, without
+    // asking where the chunk is (as a read with the pages dropped must).
+    let (got, hot) = master_requests(&c, || fs::read(a.join("f")).unwrap());
+    assert_same("read back on the writing mount", &got, &data);
+    c.drop_caches();
+    let (got, cold) = master_requests(&c, || fs::read(a.join("f")).unwrap());
+    assert_same("read with a cold cache", &got, &data);
+    assert!(
+        hot < cold,
+        "reading back what the mount wrote cost {hot} master requests, as many as with a \
+         cold cache ({cold}): the kernel dropped its pages"
+    );
+
+    // Open on a while b overwrites its start in place: a's next reads see b's bytes.
+    let f = fs::File::open(a.join("f")).unwrap();
+    let mut head = vec![0u8; 4096];
+    f.read_exact_at(&mut head, 0).unwrap();
+    assert_same("first page on a", &head, &data[..4096]);
+    let new = vec![0xABu8; 4096];
+    fs::OpenOptions::new()
+        .write(true)
+        .open(b.join("f"))
+        .unwrap()
+        .write_all_at(&new, 0)
+        .unwrap();
+    assert!(
+        reads_as(&f, &new),
+        "an open file kept another mount's old bytes"
+    );
+    drop(f);
+
+    // Closed on a, changed on b, opened again on a: read at once, not from old pages.
+    fs::read(a.join("f")).unwrap();
+    let newer = vec![0xCDu8; 4096];
+    fs::OpenOptions::new()
+        .write(true)
+        .open(b.join("f"))
+        .unwrap()
+        .write_all_at(&newer, 0)
+        .unwrap();
+    let again = fs::read(a.join("f")).unwrap();
+    assert_same("b's new first page, on a", &again[..4096], &newer);
+    assert_same("the rest, on a", &again[4096..], &data[4096..]);
+}

@@ -29,6 +29,7 @@ use crate::extents::MAX_FILE_SIZE;
 use crate::known::Sweep;
 use crate::master::{Call, CallError, MasterClient};
 use crate::reader::{ReadMode, Reader};
+use crate::stale_pages::StalePages;
 use crate::writer::Writer;
 
 /// Entries asked from the master per directory listing request.
@@ -364,7 +365,13 @@ impl Core {
     }
 
     /// Opens `inode` at the master and counts the handle; returns the new handle.
-    async fn open_inode(&self, inode: Inode, flags: i32, cred: Cred) -> Result<u64, Errno> {
+    /// Opens `inode`: the new handle, and whether the kernel keeps its pages of the file.
+    async fn open_inode(
+        &self,
+        inode: Inode,
+        flags: i32,
+        cred: Cred,
+    ) -> Result<(u64, FopenFlags), Errno> {
         let counter = self.open_counter(inode);
         let mut count = counter.lock().await;
         let r = self
@@ -375,8 +382,14 @@ impl Core {
             })
             .await;
         let result = match r {
-            Ok(ClReply::Attr(_)) | Ok(ClReply::Done) => {
-                Ok(self.count_open(inode, flags, cred, &mut count))
+            Ok(ClReply::Opened { keep_cache, .. }) => {
+                let fh = self.count_open(inode, flags, cred, &mut count);
+                let keep = if keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                Ok((fh, keep))
             }
             Ok(other) => Err(unexpected("open", &other)),
             Err(e) => Err(errno(e)),
@@ -476,7 +489,7 @@ impl Core {
                     Ok(a) => self
                         .open_inode(a.inode, c.flags, c.cred)
                         .await
-                        .map(|fh| (a, fh)),
+                        .map(|(fh, _)| (a, fh)),
                     Err(e) => Err(e),
                 }
             }
@@ -831,6 +844,61 @@ impl MooseFs {
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F) {
         self.rt.spawn(f);
     }
+
+    /// What drops the kernel's pages of files whose data other sessions changed, once the
+    /// FUSE session gives a notifier.
+    pub fn page_dropper(&self) -> PageDropper {
+        PageDropper {
+            core: Arc::downgrade(&self.core),
+            rt: self.rt.clone(),
+        }
+    }
+}
+
+/// Drops the kernel's pages of files whose data other sessions changed (the kernel keeps a
+/// file's pages across this mount's own writes and, when the master allows it, across a
+/// close: see `stale_pages.rs`).
+pub struct PageDropper {
+    core: Weak<Core>,
+    rt: Handle,
+}
+
+impl PageDropper {
+    pub fn start(self, notifier: fuser::Notifier) {
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
+        let stale = core.master.stale_pages();
+        self.rt.spawn(drop_stale_pages(stale, self.core, notifier));
+    }
+}
+
+async fn drop_stale_pages(stale: Arc<StalePages>, core: Weak<Core>, notifier: fuser::Notifier) {
+    loop {
+        let s = stale.next().await;
+        let Some(core) = core.upgrade() else { return };
+        let inodes: Vec<Inode> = if s.all {
+            core.opens.lock().keys().copied().collect()
+        } else {
+            s.files.into_iter().collect()
+        };
+        let files: Vec<INodeNo> = inodes.iter().map(|i| INodeNo(core.to_fuse(*i))).collect();
+        drop(core);
+        let notifier = notifier.clone();
+        // The kernel drops the pages in the write(2) of the notice, waiting for reads of them
+        // in flight: never on a runtime thread, which those reads need to be answered.
+        let dropped = tokio::task::spawn_blocking(move || {
+            for ino in files {
+                // ENOENT: the kernel holds nothing of the file any more.
+                if let Err(e) = notifier.inval_inode(ino, 0, 0) {
+                    tracing::debug!("dropping the kernel's pages of inode {}: {e}", ino.0);
+                }
+            }
+        });
+        if let Err(e) = dropped.await {
+            tracing::error!("dropping stale pages failed: {e}");
+        }
+    }
 }
 
 /// Keeps the root inode and the open files right after each re-registration.
@@ -842,6 +910,8 @@ async fn follow_sessions(master: MasterClient, core: Weak<Core>) {
         // Open files were opened again in the new session before anything else was sent
         // (see `MasterClient`).
         core.root.store(root, Ordering::Relaxed);
+        // Changes of their data while the connection was down were not noticed.
+        master.stale_pages().all();
     }
 }
 
@@ -853,7 +923,6 @@ impl Filesystem for MooseFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_AUTO_INVAL_DATA
             | InitFlags::FUSE_CACHE_SYMLINKS;
         let supported = wanted & config.capabilities();
         if let Err(missing) = config.add_capabilities(supported) {
@@ -1181,7 +1250,7 @@ impl Filesystem for MooseFs {
         let inode = core.to_master(ino);
         self.spawn(async move {
             match core.open_inode(inode, flags.0, cred).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok((fh, keep)) => reply.opened(FileHandle(fh), keep),
                 Err(e) => reply.error(e),
             }
         });

@@ -18,5 +18,6 @@ pub mod options;
 pub mod quota_grant;
 pub mod quota_tools;
 pub mod reader;
+pub mod stale_pages;
 pub mod tool;
 pub mod writer;

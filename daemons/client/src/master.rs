@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use crate::known::KnownFolders;
+use crate::stale_pages::StalePages;
 
 /// How long one connection attempt (resolve, connect, handshake, registration) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,6 +161,8 @@ struct Inner {
     folders: crate::folders::FolderAttrs,
     /// Folders whose names are known here.
     known: KnownFolders,
+    /// Files whose pages in the kernel's cache other sessions made stale.
+    stale: Arc<StalePages>,
     /// Counts the sending and the answer of every request that may change attributes (see
     /// [`ClRequest::leaves_attributes`]): the master may carry out such a request after one
     /// sent later (a truncation waits for chunkservers), so its answer counts too.
@@ -257,6 +260,7 @@ impl MasterClient {
             opened: Mutex::new(HashMap::new()),
             folders: Default::default(),
             known: Default::default(),
+            stale: Default::default(),
             changes: AtomicU64::new(0),
         });
         tokio::spawn(run(inner.clone(), conn));
@@ -271,6 +275,11 @@ impl MasterClient {
     /// Folders whose names are known here (kept up to date from answers and notices).
     pub fn known(&self) -> &KnownFolders {
         &self.inner.known
+    }
+
+    /// Files whose pages in the kernel's cache went stale (from the master's notices).
+    pub fn stale_pages(&self) -> Arc<StalePages> {
+        self.inner.stale.clone()
     }
 
     /// The current session (it changes after a reconnection).
@@ -688,6 +697,7 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
         if resp.msgid == NOTICE_MSGID {
             match resp.result {
                 Ok(ClReply::FoldersChanged(folders)) => inner.known.noticed(&folders),
+                Ok(ClReply::FilesChanged(files)) => inner.stale.noticed(&files),
                 other => tracing::debug!("ignoring an unknown notice: {other:?}"),
             }
             continue;

@@ -210,7 +210,7 @@ fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()>
             p.opts.entry_cache,
             rt.handle().clone(),
         );
-        serve_session(fs, &rt, p, pipe, &cfg)
+        serve_session(fs, &rt, p, pipe, &cfg, |_| {})
     } else {
         let fs = {
             let _guard = rt.enter();
@@ -222,23 +222,26 @@ fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()>
             };
             MooseFs::new(master, reader, writer, &config, rt.handle().clone())
         };
-        serve_session(fs, &rt, p, pipe, &cfg)
+        let pages = fs.page_dropper();
+        serve_session(fs, &rt, p, pipe, &cfg, |s| pages.start(s.notifier()))
     };
     rt.shutdown_timeout(Duration::from_secs(2));
     result
 }
 
-/// Mounts `fs` and serves it until it is unmounted.
+/// Mounts `fs` and serves it until it is unmounted; `started` sees the session first.
 fn serve_session<F: fuser::Filesystem>(
     fs: F,
     rt: &tokio::runtime::Runtime,
     p: &Prepared,
     pipe: &ReadyPipe,
     cfg: &fuser::Config,
+    started: impl FnOnce(&fuser::Session<F>),
 ) -> anyhow::Result<()> {
     pipe.progress(&format!("mounting on {}", p.mountpoint.display()));
     let mut session = fuser::Session::new(fs, &p.mountpoint, cfg)
         .with_context(|| format!("cannot mount on {}", p.mountpoint.display()))?;
+    started(&session);
     rt.spawn(unmount_on_signal(
         p.mountpoint.clone(),
         session.unmount_callable(),

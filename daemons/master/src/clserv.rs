@@ -20,7 +20,7 @@ use crate::master::Master;
 use crate::ops::Op;
 use crate::requests::{self, Step};
 use crate::sessions::Session;
-use crate::watches::NoticeSink;
+use crate::watches::{Notice, NoticeSink};
 use moose_common::exports::normalize_path;
 
 /// A client connection that sends nothing for this long is closed (mounts send a `Nop` every
@@ -88,7 +88,12 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                 match register(&master, peer, &reg, challenge.take().as_deref()) {
                     Ok((s, reply)) => {
                         if !s.tool && !s.meta {
-                            master.state().rt.watches.attach(s.id, notice_sink(&out));
+                            let open: Vec<Inode> = s.open.lock().keys().copied().collect();
+                            master
+                                .state()
+                                .rt
+                                .watches
+                                .attach(s.id, notice_sink(&out), open);
                         }
                         session = Some(s);
                         Ok(reply)
@@ -264,17 +269,21 @@ fn answer(out: &Mutex<Outbox>, msgid: u32, result: FsResult<ClReply>, dirs: Vec<
     }
 }
 
-/// Pushes notices of folders whose names changed to a connection.
+/// Pushes notices of changed folders and files to a connection.
 fn notice_sink(out: &Arc<Mutex<Outbox>>) -> NoticeSink {
     let out = out.clone();
-    Arc::new(move |folders: &[Inode]| {
+    Arc::new(move |notice: Notice<'_>| {
+        let result = match notice {
+            Notice::Folders(folders) => ClReply::FoldersChanged(folders.to_vec()),
+            Notice::Files(files) => ClReply::FilesChanged(files.to_vec()),
+        };
         let notice = ClResponse {
             msgid: NOTICE_MSGID,
-            result: Ok(ClReply::FoldersChanged(folders.to_vec())),
+            result: Ok(result),
             dirs: Vec::new(),
         };
         if let Err(e) = out.lock().push(&notice) {
-            tracing::error!("a notice of changed folders cannot be encoded: {e}");
+            tracing::error!("a notice of changed folders or files cannot be encoded: {e}");
         }
     })
 }

@@ -21,6 +21,7 @@ mod ml_registry;
 mod mlserv;
 mod namespace;
 mod ops;
+mod page_cache;
 mod placement;
 mod quota;
 mod rebalance;

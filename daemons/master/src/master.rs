@@ -18,6 +18,7 @@ use crate::known_servers::KnownServers;
 use crate::metadata;
 use crate::namespace::Meta;
 use crate::ops::Op;
+use crate::page_cache::{self, Written};
 use crate::state::{Applied, State};
 use moose_common::exports::Exports;
 
@@ -140,6 +141,7 @@ impl Master {
         };
         named.dedup();
         let data_change = st.data_change(&op);
+        let written = page_cache::written(&op);
         let applied = st.apply(&op)?;
         st.meta.version += 1;
         let version = st.meta.version;
@@ -149,6 +151,15 @@ impl Master {
                 st.rt.data_marks.mark(inode, version, self.log.synced())
             }
             Some(DataChange::Many) => st.rt.data_marks.mark_all(version),
+            None => {}
+        }
+        match written {
+            Some(Written::Data(inode)) => {
+                st.rt.data_changes.changed(inode, version);
+                st.rt.watches.file_changed(inode, actor);
+            }
+            Some(Written::Inode(inode)) => st.rt.data_changes.changed(inode, version),
+            Some(Written::Many) => st.rt.data_changes.all_changed(version),
             None => {}
         }
         if !named.is_empty() {

@@ -57,6 +57,9 @@ pub struct Runtime {
     pub watches: crate::watches::Watches,
     /// Changes files' data depends on, for fdatasyncs (see `data_marks.rs`).
     pub data_marks: crate::data_marks::DataMarks,
+    /// Recent changes of files' data, for opens that keep the kernel's pages (see
+    /// `page_cache.rs`).
+    pub data_changes: crate::page_cache::DataChanges,
 }
 
 impl Runtime {

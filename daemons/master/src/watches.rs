@@ -1,33 +1,54 @@
+//! What mounts keep and must hear about when someone else changes it.
+//!
 //! Folders whose names a mount keeps, so that it can answer "no such name" itself (the lookup
 //! the kernel sends before every create). A mount watches a folder it listed from the start
 //! or made; a change of the folder's names by anyone but that mount is pushed to it as a
 //! notice, and the watch ends there (the mount forgets the folder and watches it again when
 //! it next lists it). Changes a mount makes itself it applies from their answers.
 //!
+//! Files a mount has open, whose pages the kernel keeps: a change of their data by another
+//! session is pushed as a notice (the mount drops the kernel's pages), for as long as the
+//! file stays open. Files it closed are judged at the next open (see `page_cache.rs`).
+//!
 //! The table lives in the state's runtime part, so that a watch starts and a change is
-//! noticed under the same lock as the listing or the change: no change slips between a
-//! listing and its watch.
+//! noticed under the same lock as the listing, open or change: no change slips between them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use moose_proto::Inode;
 
+use crate::page_cache::{ClosedFiles, DataChanges};
+
 /// Folders one session may watch; past this the oldest watch ends (with a notice).
 const MAX_WATCHES_PER_SESSION: usize = 65_536;
 
+/// What a notice is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// The names of these folders changed.
+    Folders(&'a [Inode]),
+    /// The data of these open files changed.
+    Files(&'a [Inode]),
+}
+
 /// Delivers a notice to a session's connection.
-pub type NoticeSink = Arc<dyn Fn(&[Inode]) + Send + Sync>;
+pub type NoticeSink = Arc<dyn Fn(Notice<'_>) + Send + Sync>;
 
 struct Watcher {
     sink: NoticeSink,
     /// Folders in the order they were watched (some may have been noticed since).
     order: VecDeque<Inode>,
+    /// Files the session has open.
+    files: HashSet<Inode>,
+    /// Files the session closed, for its next open of them.
+    closed: ClosedFiles,
 }
 
 #[derive(Default)]
 pub struct Watches {
     by_folder: HashMap<Inode, Vec<u64>>,
+    by_file: HashMap<Inode, Vec<u64>>,
     sessions: HashMap<u64, Watcher>,
 }
 
@@ -35,32 +56,89 @@ impl std::fmt::Debug for Watches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watches")
             .field("folders", &self.by_folder.len())
+            .field("files", &self.by_file.len())
             .field("sessions", &self.sessions.len())
             .finish()
     }
 }
 
 impl Watches {
-    /// Session `id` is connected and takes notices through `sink`.
-    pub fn attach(&mut self, id: u64, sink: NoticeSink) {
+    /// Session `id` is connected and takes notices through `sink`; it has `open` files open
+    /// (a session resumed after its connection broke).
+    pub fn attach(&mut self, id: u64, sink: NoticeSink, open: impl IntoIterator<Item = Inode>) {
         self.detach(id);
         self.sessions.insert(
             id,
             Watcher {
                 sink,
                 order: VecDeque::new(),
+                files: HashSet::new(),
+                closed: ClosedFiles::default(),
             },
         );
+        for file in open {
+            self.opened(file, id);
+        }
     }
 
     /// Session `id`'s connection ended: its watches end (a reconnected mount forgets every
-    /// folder it knew, since notices could not reach it).
+    /// folder it knew and drops the kernel's pages of its open files, since notices could
+    /// not reach it).
     pub fn detach(&mut self, id: u64) {
         let Some(w) = self.sessions.remove(&id) else {
             return;
         };
         for folder in w.order {
             self.unwatch(folder, id);
+        }
+        for file in w.files {
+            remove_id(&mut self.by_file, file, id);
+        }
+    }
+
+    /// Session `id` opened `file` (nothing if it takes no notices).
+    pub fn opened(&mut self, file: Inode, id: u64) {
+        let Some(w) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if w.files.insert(file) {
+            self.by_file.entry(file).or_default().push(id);
+        }
+    }
+
+    /// Session `id` closed its last handle on `file` at metadata version `version`.
+    pub fn closed(&mut self, file: Inode, id: u64, version: u64) {
+        let Some(w) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        w.closed.closed(file, version);
+        if w.files.remove(&file) {
+            remove_id(&mut self.by_file, file, id);
+        }
+    }
+
+    /// Whether session `id`, opening `file`, may keep the kernel's pages of it: it has the
+    /// file open already (and hears of every change), or no change came since it closed it.
+    pub fn may_keep_pages(&self, file: Inode, id: u64, changes: &DataChanges) -> bool {
+        let Some(w) = self.sessions.get(&id) else {
+            return false;
+        };
+        w.files.contains(&file)
+            || w.closed
+                .last_close(file)
+                .is_some_and(|v| changes.unchanged_since(file, v))
+    }
+
+    /// The data of `file` changed, by session `actor` (its kernel wrote it) or by no session:
+    /// every other session that has it open gets a notice.
+    pub fn file_changed(&self, file: Inode, actor: Option<u64>) {
+        let Some(ids) = self.by_file.get(&file) else {
+            return;
+        };
+        for id in ids.iter().filter(|&&id| Some(id) != actor) {
+            if let Some(w) = self.sessions.get(id) {
+                (w.sink)(Notice::Files(&[file]));
+            }
         }
     }
 
@@ -83,7 +161,7 @@ impl Watches {
         };
         let sink = w.sink.clone();
         if self.unwatch(oldest, id) {
-            sink(&[oldest]);
+            sink(Notice::Folders(&[oldest]));
         }
     }
 
@@ -112,7 +190,7 @@ impl Watches {
         }
         for (id, folders) in told {
             if let Some(w) = self.sessions.get(&id) {
-                (w.sink)(&folders);
+                (w.sink)(Notice::Folders(&folders));
             }
         }
     }
@@ -124,16 +202,7 @@ impl Watches {
 
     /// Ends the watch of `folder` by `id`; true when there was one.
     fn unwatch(&mut self, folder: Inode, id: u64) -> bool {
-        let Some(ids) = self.by_folder.get_mut(&folder) else {
-            return false;
-        };
-        let before = ids.len();
-        ids.retain(|&i| i != id);
-        let removed = ids.len() != before;
-        if ids.is_empty() {
-            self.by_folder.remove(&folder);
-        }
-        removed
+        remove_id(&mut self.by_folder, folder, id)
     }
 
     /// Folders watched by anyone.
@@ -143,24 +212,52 @@ impl Watches {
     }
 }
 
+/// Removes session `id` from the sessions of `key`; true when it was there.
+fn remove_id(map: &mut HashMap<Inode, Vec<u64>>, key: Inode, id: u64) -> bool {
+    let Some(ids) = map.get_mut(&key) else {
+        return false;
+    };
+    let before = ids.len();
+    ids.retain(|&i| i != id);
+    let removed = ids.len() != before;
+    if ids.is_empty() {
+        map.remove(&key);
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use parking_lot::Mutex;
 
-    fn sink() -> (NoticeSink, Arc<Mutex<Vec<Vec<Inode>>>>) {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
-        (Arc::new(move |f: &[Inode]| g.lock().push(f.to_vec())), got)
+    type Got = Arc<Mutex<Vec<Vec<Inode>>>>;
+
+    /// A sink and the folder and file notices it got.
+    fn sinks() -> (NoticeSink, Got, Got) {
+        let (folders, files): (Got, Got) = Default::default();
+        let (fo, fi) = (folders.clone(), files.clone());
+        let sink: NoticeSink = Arc::new(move |n: Notice<'_>| match n {
+            Notice::Folders(f) => fo.lock().push(f.to_vec()),
+            Notice::Files(f) => fi.lock().push(f.to_vec()),
+        });
+        (sink, folders, files)
     }
+
+    fn sink() -> (NoticeSink, Got) {
+        let (s, folders, _) = sinks();
+        (s, folders)
+    }
+
+    const NONE: [Inode; 0] = [];
 
     #[test]
     fn a_change_is_told_to_every_watcher_but_its_maker_once() {
         let mut w = Watches::default();
         let (s1, got1) = sink();
         let (s2, got2) = sink();
-        w.attach(1, s1);
-        w.attach(2, s2);
+        w.attach(1, s1, NONE);
+        w.attach(2, s2, NONE);
         w.watch(10, 1);
         w.watch(10, 2);
         w.watch(11, 2);
@@ -183,7 +280,7 @@ mod tests {
         w.watch(10, 7);
         assert_eq!(w.watched(), 0);
         let (s, got) = sink();
-        w.attach(7, s);
+        w.attach(7, s, NONE);
         w.watch(10, 7);
         w.watch(10, 7);
         w.detach(7);
@@ -196,11 +293,64 @@ mod tests {
     fn the_oldest_watch_ends_with_a_notice_past_the_limit() {
         let mut w = Watches::default();
         let (s, got) = sink();
-        w.attach(1, s);
+        w.attach(1, s, NONE);
         for f in 0..=MAX_WATCHES_PER_SESSION as u64 {
             w.watch(100 + f, 1);
         }
         assert_eq!(*got.lock(), vec![vec![100]]);
         assert_eq!(w.watched(), MAX_WATCHES_PER_SESSION);
+    }
+
+    #[test]
+    fn a_change_of_an_open_files_data_is_told_to_every_other_session_that_has_it_open() {
+        let mut w = Watches::default();
+        let (s1, _, files1) = sinks();
+        let (s2, _, files2) = sinks();
+        w.attach(1, s1, NONE);
+        w.attach(2, s2, [30]);
+        w.opened(30, 1);
+        w.file_changed(30, Some(1));
+        assert!(files1.lock().is_empty(), "the writer's kernel has the data");
+        assert_eq!(*files2.lock(), vec![vec![30]]);
+        // The watch lasts while the file is open.
+        w.file_changed(30, None);
+        assert_eq!(files1.lock().len(), 1);
+        assert_eq!(files2.lock().len(), 2);
+        w.closed(30, 2, 40);
+        w.detach(1);
+        w.file_changed(30, None);
+        assert_eq!((files1.lock().len(), files2.lock().len()), (1, 2));
+        assert!(w.by_file.is_empty());
+    }
+
+    #[test]
+    fn pages_are_kept_while_open_or_when_nothing_changed_since_the_close() {
+        let mut w = Watches::default();
+        let mut changes = DataChanges::default();
+        let (s, _, _) = sinks();
+        assert!(!w.may_keep_pages(30, 1, &changes), "no session");
+        w.attach(1, s, NONE);
+        assert!(!w.may_keep_pages(30, 1, &changes), "never opened");
+        w.opened(30, 1);
+        assert!(
+            w.may_keep_pages(30, 1, &changes),
+            "open: notices keep it fresh"
+        );
+        w.closed(30, 1, 50);
+        assert!(w.may_keep_pages(30, 1, &changes));
+        changes.changed(30, 50);
+        assert!(w.may_keep_pages(30, 1, &changes), "its own last write");
+        changes.changed(30, 51);
+        assert!(
+            !w.may_keep_pages(30, 1, &changes),
+            "changed after the close"
+        );
+        w.opened(30, 1);
+        w.closed(30, 1, 60);
+        assert!(w.may_keep_pages(30, 1, &changes));
+        // A new connection knows nothing of what the old one closed.
+        let (s, _, _) = sinks();
+        w.attach(1, s, NONE);
+        assert!(!w.may_keep_pages(30, 1, &changes));
     }
 }

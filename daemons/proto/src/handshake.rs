@@ -11,7 +11,9 @@ pub const MAGIC: u32 = 0x4D4F_4F53;
 /// 2: nonces in the hello, cluster-secret proofs, chunk access tokens.
 /// 3: attributes say whether the object has extended attributes.
 /// 4: the master sends mounts notices of folders whose names another session changed.
-/// 5: the end of a write says whether it is an fdatasync's or an fsync's ([`crate::msg::EndSync`]).
+/// 5: the end of a write says whether it is an fdatasync's or an fsync's
+///    ([`crate::msg::EndSync`]); opens say whether the kernel keeps a file's pages, and
+///    mounts hear of changes to the data of files they have open.
 pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest hello accepted: a peer cannot make us wait for megabytes before it says who it is.
 pub const HELLO_LIMIT: u32 = 4096;

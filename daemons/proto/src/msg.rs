@@ -16,7 +16,8 @@ pub struct ClEnvelope {
     pub req: ClRequest,
 }
 
-/// The `msgid` of what the master sends unasked: a [`ClReply::FoldersChanged`] notice.
+/// The `msgid` of what the master sends unasked: a [`ClReply::FoldersChanged`] or
+/// [`ClReply::FilesChanged`] notice.
 pub const NOTICE_MSGID: u32 = u32::MAX;
 
 /// How much of the master's changelog must be on its disk before it answers the end of a
@@ -438,6 +439,16 @@ pub enum ClReply {
     /// Sent unasked (`msgid` [`NOTICE_MSGID`]): another session changed the names of these
     /// folders, which this mount listed or made; it forgets what it knew of them.
     FoldersChanged(Vec<Inode>),
+    /// Sent unasked: another session changed the data of these files, which this mount has
+    /// open; the kernel's cache of their pages is stale.
+    FilesChanged(Vec<Inode>),
+    /// The answer to an open: the file's attributes, and whether the kernel may keep the
+    /// pages it has of the file (its data did not change since this session last had it
+    /// open, or the session has it open now and hears of every change).
+    Opened {
+        attr: Attr,
+        keep_cache: bool,
+    },
 }
 
 /// Limits of one kind (`None`: no limit).

@@ -604,7 +604,7 @@ pub async fn truncate(
                 trunc_chunk: None,
                 time: now,
             };
-            return Ok(m.commit(st, op)?.1);
+            return Ok(m.commit_by(st, op, Some(s.id))?.1);
         };
         if st
             .rt
@@ -668,5 +668,5 @@ pub async fn truncate(
         trunc_chunk: Some((cut, new_version)),
         time: now,
     };
-    Ok(m.commit(st, op)?.1)
+    Ok(m.commit_by(st, op, Some(s.id))?.1)
 }

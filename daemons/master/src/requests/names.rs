@@ -93,6 +93,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             )?;
             if let (ClReply::Attr(a), _) = &created {
                 grant_open(st, s, a.inode, access_asked(flags));
+                st.rt.watches.opened(a.inode, s.id);
             }
             Ok(created)
         }
@@ -287,8 +288,16 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
                 }
             }
             check_access(st, s, inode, &cred, mask)?;
+            let keep_cache = st
+                .rt
+                .watches
+                .may_keep_pages(inode, s.id, &st.rt.data_changes);
             grant_open(st, s, inode, mask);
-            done(ClReply::Attr(attr(st, inode)?))
+            st.rt.watches.opened(inode, s.id);
+            done(ClReply::Opened {
+                attr: attr(st, inode)?,
+                keep_cache,
+            })
         }
         ClRequest::Release { inode } => {
             // The mount sends one Release when its last handle on the inode closes: every
@@ -296,6 +305,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             let Some(rec) = s.open.lock().remove(&inode) else {
                 return done(ClReply::Done);
             };
+            st.rt.watches.closed(inode, s.id, st.meta.version);
             let left = st.rt.open.get_mut(&inode).map(|c| {
                 *c = c.saturating_sub(rec.count);
                 *c
@@ -359,7 +369,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
                 length,
                 time: now,
             };
-            let (_, v) = m.commit(st, op)?;
+            let (_, v) = m.commit_by(st, op, Some(s.id))?;
             Ok((ClReply::Attr(attr(st, inode)?), Some(v)))
         }
         ClRequest::GetXattr { .. }
