@@ -514,11 +514,14 @@ impl Core {
     /// the master.
     async fn release_handle(&self, inode: Inode, fh: u64) -> Result<(), Errno> {
         self.files.lock().remove(&fh);
-        let flushed = self.writer.flush(inode).await.map_err(fs_errno);
+        let flushed = self.writer.flush_descriptor(inode).await.map_err(fs_errno);
         let counter = self.open_counter(inode);
         let mut count = counter.lock().await;
         *count = count.saturating_sub(1);
         if *count == 0 {
+            // The release ends the session's leases of the file at the master: no round
+            // trip of their own.
+            self.writer.drop_leases(inode).await;
             self.master.note_release(inode);
             if let Err(e) = self.call(ClRequest::Release { inode }).await {
                 tracing::warn!("release of inode {inode}: {e}");

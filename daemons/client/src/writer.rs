@@ -617,6 +617,14 @@ impl Writer {
         false
     }
 
+    /// Forgets the file's kept leases without ending them: the master ends them with the
+    /// release of the file's last handle, which the caller sends next.
+    pub async fn drop_leases(&self, inode: Inode) {
+        let Some(f) = self.file(inode) else { return };
+        let _turn = f.flushing.lock().await;
+        f.lock().kept.take_all();
+    }
+
     /// Drops the file's state once nothing is buffered (after its last handle was closed).
     pub fn forget_if_idle(&self, inode: Inode) {
         let mut files = self.files();

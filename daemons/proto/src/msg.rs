@@ -179,7 +179,8 @@ pub enum ClRequest {
         flags: i32,
         cred: Cred,
     },
-    /// The last handle of this session on the inode was closed.
+    /// The last handle of this session on the inode was closed: its opens end, and so do
+    /// its write leases of the file.
     Release {
         inode: Inode,
     },

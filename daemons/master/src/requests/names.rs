@@ -301,7 +301,11 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
         }
         ClRequest::Release { inode } => {
             // The mount sends one Release when its last handle on the inode closes: every
-            // open of this session on it ends.
+            // open of this session on it ends, and so do its write leases of the file.
+            let chunks = &st.meta.chunks;
+            st.rt.write_locks.retain(|id, l| {
+                l.session != s.id || chunks.get(id).is_none_or(|c| c.inode != inode)
+            });
             let Some(rec) = s.open.lock().remove(&inode) else {
                 return done(ClReply::Done);
             };
