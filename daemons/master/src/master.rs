@@ -158,7 +158,6 @@ impl Master {
                 st.rt.data_changes.changed(inode, version);
                 st.rt.watches.file_changed(inode, actor);
             }
-            Some(Written::Inode(inode)) => st.rt.data_changes.changed(inode, version),
             Some(Written::Many) => st.rt.data_changes.all_changed(version),
             None => {}
         }

@@ -18,12 +18,11 @@ const MAX_CHANGES: usize = 131_072;
 /// Closed files remembered per session; older ones open with a cold cache.
 const MAX_CLOSED: usize = 65_536;
 
-/// Whose data a change changes, for [`DataChanges`].
+/// Whose data a change changes, for [`DataChanges`]. (Inode numbers are never reused, so a
+/// new or removed file needs no entry.)
 pub enum Written {
     /// The file's data (a write's end, a truncation): sessions that have it open hear of it.
     Data(Inode),
-    /// The inode number now stands for another file, or for none.
-    Inode(Inode),
     /// Many files at once (a snapshot).
     Many,
 }
@@ -31,16 +30,12 @@ pub enum Written {
 pub fn written(op: &Op) -> Option<Written> {
     match op {
         Op::WriteEnd { inode, .. } | Op::SetLength { inode, .. } => Some(Written::Data(*inode)),
-        Op::Create { inode, .. }
-        | Op::Symlink { inode, .. }
-        | Op::Purge { inode }
-        | Op::TrashPurge { inode } => Some(Written::Inode(*inode)),
         Op::Snapshot { .. } => Some(Written::Many),
         _ => None,
     }
 }
 
-/// Recent changes of files' data (a write's end, a truncation, a new or removed file).
+/// Recent changes of files' data (a write's end, a truncation).
 #[derive(Debug, Default)]
 pub struct DataChanges {
     last: HashMap<Inode, u64>,
