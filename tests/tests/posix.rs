@@ -243,18 +243,22 @@ fn attributes_right_after_a_write_come_from_the_mount_and_follow_its_own_changes
     assert_eq!((m.nlink(), m.len()), (1, 5004));
 }
 
-/// Whether `path` shows up within 10 s: a notice from the master reaches a mount in
-/// milliseconds, while a mount that missed it would answer "no such file" for as long as it
-/// keeps the folder.
-fn appears(path: &Path) -> bool {
+/// Whether `seen` turns true within 10 s: a notice from the master reaches a mount in
+/// milliseconds, while a mount that missed it would go on answering from what it keeps.
+fn eventually(mut seen: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
-        if path.exists() {
+        if seen() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Whether `path` shows up within 10 s (see [`eventually`]).
+fn appears(path: &Path) -> bool {
+    eventually(|| path.exists())
 }
 
 #[test]
@@ -446,20 +450,21 @@ fn extended_attributes_set_on_one_mount_show_on_another_once_attributes_expire()
     assert_eq!(get_xattr(&a.join("f"), "user.none"), Err(libc::ENODATA));
 }
 
-/// Reads `path` until its first bytes are `want` (another mount's change reaching this one);
-/// false if they are not within 10 s.
+/// Whether the first bytes of `f` read as `want` within 10 s (see [`eventually`]).
 fn reads_as(f: &fs::File, want: &[u8]) -> bool {
     use std::os::unix::fs::FileExt;
-    let start = std::time::Instant::now();
     let mut got = vec![0u8; want.len()];
-    while start.elapsed() < Duration::from_secs(10) {
+    eventually(|| {
         f.read_exact_at(&mut got, 0).unwrap();
-        if got == want {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+        got == want
+    })
+}
+
+/// Writes `data` at the start of `path` and closes it.
+fn overwrite_start(path: &Path, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(data, 0).unwrap();
 }
 
 #[test]
@@ -490,12 +495,7 @@ fn the_kernel_keeps_a_files_pages_across_its_own_writes_and_drops_them_when_anot
     f.read_exact_at(&mut head, 0).unwrap();
     assert_same("first page on a", &head, &data[..4096]);
     let new = vec![0xABu8; 4096];
-    fs::OpenOptions::new()
-        .write(true)
-        .open(b.join("f"))
-        .unwrap()
-        .write_all_at(&new, 0)
-        .unwrap();
+    overwrite_start(&b.join("f"), &new);
     assert!(
         reads_as(&f, &new),
         "an open file kept another mount's old bytes"
@@ -505,12 +505,7 @@ fn the_kernel_keeps_a_files_pages_across_its_own_writes_and_drops_them_when_anot
     // Closed on a, changed on b, opened again on a: read at once, not from old pages.
     fs::read(a.join("f")).unwrap();
     let newer = vec![0xCDu8; 4096];
-    fs::OpenOptions::new()
-        .write(true)
-        .open(b.join("f"))
-        .unwrap()
-        .write_all_at(&newer, 0)
-        .unwrap();
+    overwrite_start(&b.join("f"), &newer);
     let again = fs::read(a.join("f")).unwrap();
     assert_same("b's new first page, on a", &again[..4096], &newer);
     assert_same("the rest, on a", &again[4096..], &data[4096..]);

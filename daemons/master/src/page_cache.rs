@@ -35,69 +35,106 @@ pub fn written(op: &Op) -> Option<Written> {
     }
 }
 
-/// Recent changes of files' data (a write's end, a truncation).
-#[derive(Debug, Default)]
-pub struct DataChanges {
-    last: HashMap<Inode, u64>,
-    /// Changes in the order they came (an inode may appear more than once).
+/// The latest version noted per inode, for the most recent `cap` notes.
+#[derive(Debug)]
+struct Latest {
+    at: HashMap<Inode, u64>,
+    /// Notes in the order they came (an inode may appear more than once).
     order: VecDeque<(u64, Inode)>,
-    /// Every change forgotten was at or below this version.
-    floor: u64,
+    cap: usize,
 }
 
-impl DataChanges {
-    /// The data of `inode` changed at `version`.
-    pub fn changed(&mut self, inode: Inode, version: u64) {
-        self.last.insert(inode, version);
-        self.order.push_back((version, inode));
-        while self.order.len() > MAX_CHANGES {
-            let Some((v, i)) = self.order.pop_front() else {
-                break;
-            };
-            if self.last.get(&i) == Some(&v) {
-                self.last.remove(&i);
-            }
-            self.floor = self.floor.max(v);
+impl Latest {
+    fn new(cap: usize) -> Latest {
+        Latest {
+            at: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
         }
     }
 
-    /// Every file's data counts as changed at `version` (a snapshot: many files at once).
-    pub fn all_changed(&mut self, version: u64) {
-        self.last.clear();
-        self.order.clear();
-        self.floor = version;
-    }
-
-    /// True when the data of `inode` did not change after `version`.
-    pub fn unchanged_since(&self, inode: Inode, version: u64) -> bool {
-        version >= self.floor && self.last.get(&inode).is_none_or(|v| *v <= version)
-    }
-}
-
-/// The files one session closed, with the version at their last close.
-#[derive(Debug, Default)]
-pub struct ClosedFiles {
-    at: HashMap<Inode, u64>,
-    order: VecDeque<(u64, Inode)>,
-}
-
-impl ClosedFiles {
-    pub fn closed(&mut self, inode: Inode, version: u64) {
+    /// Notes `version` for `inode`; returns the highest version of the notes that left.
+    fn note(&mut self, inode: Inode, version: u64) -> Option<u64> {
         self.at.insert(inode, version);
         self.order.push_back((version, inode));
-        while self.order.len() > MAX_CLOSED {
+        let mut left = None;
+        while self.order.len() > self.cap {
             let Some((v, i)) = self.order.pop_front() else {
                 break;
             };
             if self.at.get(&i) == Some(&v) {
                 self.at.remove(&i);
             }
+            left = left.max(Some(v));
         }
+        left
+    }
+
+    fn get(&self, inode: Inode) -> Option<u64> {
+        self.at.get(&inode).copied()
+    }
+
+    fn clear(&mut self) {
+        self.at.clear();
+        self.order.clear();
+    }
+}
+
+/// Recent changes of files' data (a write's end, a truncation).
+#[derive(Debug)]
+pub struct DataChanges {
+    last: Latest,
+    /// Every change forgotten was at or below this version.
+    floor: u64,
+}
+
+impl Default for DataChanges {
+    fn default() -> Self {
+        DataChanges {
+            last: Latest::new(MAX_CHANGES),
+            floor: 0,
+        }
+    }
+}
+
+impl DataChanges {
+    /// The data of `inode` changed at `version`.
+    pub fn changed(&mut self, inode: Inode, version: u64) {
+        if let Some(forgotten) = self.last.note(inode, version) {
+            self.floor = self.floor.max(forgotten);
+        }
+    }
+
+    /// Every file's data counts as changed at `version` (a snapshot: many files at once).
+    pub fn all_changed(&mut self, version: u64) {
+        self.last.clear();
+        self.floor = version;
+    }
+
+    /// True when the data of `inode` did not change after `version`.
+    pub fn unchanged_since(&self, inode: Inode, version: u64) -> bool {
+        version >= self.floor && self.last.get(inode).is_none_or(|v| v <= version)
+    }
+}
+
+/// The files one session closed, with the version at their last close.
+#[derive(Debug)]
+pub struct ClosedFiles(Latest);
+
+impl Default for ClosedFiles {
+    fn default() -> Self {
+        ClosedFiles(Latest::new(MAX_CLOSED))
+    }
+}
+
+impl ClosedFiles {
+    pub fn closed(&mut self, inode: Inode, version: u64) {
+        self.0.note(inode, version);
     }
 
     /// The version at which the session last closed `inode`, if remembered.
     pub fn last_close(&self, inode: Inode) -> Option<u64> {
-        self.at.get(&inode).copied()
+        self.0.get(inode)
     }
 }
 
