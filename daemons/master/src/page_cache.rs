@@ -14,9 +14,9 @@ use moose_proto::Inode;
 use crate::ops::Op;
 
 /// Data changes remembered; older ones count as "changed after anything".
-const MAX_CHANGES: usize = 131_072;
+const MAX_CHANGES: usize = 65_536;
 /// Closed files remembered per session; older ones open with a cold cache.
-const MAX_CLOSED: usize = 65_536;
+const MAX_CLOSED: usize = 16_384;
 
 /// Whose data a change changes, for [`DataChanges`]. (Inode numbers are never reused, so a
 /// new or removed file needs no entry.)
