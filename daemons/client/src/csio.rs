@@ -270,11 +270,17 @@ impl CsPool {
                 req_id,
             }));
         }
-        conn.send_now(&ToCs::WriteFinish).await?;
-        // The server's `WriteEnded` is read by whoever takes the connection next.
-        conn.write_ending = true;
-        self.put_idle(first, conn);
+        self.finish_write(first, conn).await?;
         Ok(None)
+    }
+
+    /// Ends a write session and puts its connection back; the server's `WriteEnded` is read
+    /// by whoever takes the connection next.
+    async fn finish_write(&self, addr: &CsAddr, mut conn: CsConn) -> Result<(), CsError> {
+        conn.send_now(&ToCs::WriteFinish).await?;
+        conn.write_ending = true;
+        self.put_idle(addr, conn);
+        Ok(())
     }
 
     /// Waits for the sync a write asked for on every server of its chain, then ends the
@@ -286,10 +292,7 @@ impl CsPool {
             req_id,
         } = s;
         sync_done(&mut conn, req_id).await?;
-        conn.send_now(&ToCs::WriteFinish).await?;
-        conn.write_ending = true;
-        self.put_idle(&addr, conn);
-        Ok(())
+        self.finish_write(&addr, conn).await
     }
 
     /// Makes `chunk` durable on `addr`.

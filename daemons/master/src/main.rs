@@ -25,6 +25,7 @@ mod page_cache;
 mod placement;
 mod quota;
 mod rebalance;
+mod recent;
 mod requests;
 mod sessions;
 mod snapshot;

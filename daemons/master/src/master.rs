@@ -147,10 +147,8 @@ impl Master {
         let version = st.meta.version;
         self.log.append(&Record { version, op });
         match data_change {
-            Some(DataChange::File(inode)) => {
-                st.rt.data_marks.mark(inode, version, self.log.synced())
-            }
-            Some(DataChange::Many) => st.rt.data_marks.mark_all(version),
+            Some(DataChange::File(inode)) => st.rt.data_marks.changed(inode, version),
+            Some(DataChange::Many) => st.rt.data_marks.all_changed(version),
             None => {}
         }
         match written {
@@ -170,7 +168,7 @@ impl Master {
     /// True when the changes the data of `inode` depends on are on disk (an fdatasync
     /// need not wait for the changelog's sync).
     pub fn data_synced(&self, inode: Inode) -> bool {
-        self.state().rt.data_marks.needed(inode) <= self.log.synced()
+        self.state().rt.data_marks.newest(inode) <= self.log.synced()
     }
 
     /// True when change `version` may be acknowledged now (see [`Master::recorded`]).

@@ -7,11 +7,10 @@
 //! counts as changed. Files a session has open are kept fresh by notices instead (see
 //! `watches.rs`).
 
-use std::collections::{HashMap, VecDeque};
-
 use moose_proto::Inode;
 
 use crate::ops::Op;
+use crate::recent::{Changes, Latest};
 
 /// Data changes remembered; older ones count as "changed after anything".
 const MAX_CHANGES: usize = 65_536;
@@ -35,158 +34,8 @@ pub fn written(op: &Op) -> Option<Written> {
     }
 }
 
-/// The latest version noted per inode, for the most recent `cap` notes.
-#[derive(Debug)]
-struct Latest {
-    at: HashMap<Inode, u64>,
-    /// Notes in the order they came (an inode may appear more than once).
-    order: VecDeque<(u64, Inode)>,
-    cap: usize,
-}
-
-impl Latest {
-    fn new(cap: usize) -> Latest {
-        Latest {
-            at: HashMap::new(),
-            order: VecDeque::new(),
-            cap,
-        }
-    }
-
-    /// Notes `version` for `inode`; returns the highest version of the notes that left.
-    fn note(&mut self, inode: Inode, version: u64) -> Option<u64> {
-        self.at.insert(inode, version);
-        self.order.push_back((version, inode));
-        let mut left = None;
-        while self.order.len() > self.cap {
-            let Some((v, i)) = self.order.pop_front() else {
-                break;
-            };
-            if self.at.get(&i) == Some(&v) {
-                self.at.remove(&i);
-            }
-            left = left.max(Some(v));
-        }
-        left
-    }
-
-    fn get(&self, inode: Inode) -> Option<u64> {
-        self.at.get(&inode).copied()
-    }
-
-    fn clear(&mut self) {
-        self.at.clear();
-        self.order.clear();
-    }
-}
-
 /// Recent changes of files' data (a write's end, a truncation).
-#[derive(Debug)]
-pub struct DataChanges {
-    last: Latest,
-    /// Every change forgotten was at or below this version.
-    floor: u64,
-}
-
-impl Default for DataChanges {
-    fn default() -> Self {
-        DataChanges {
-            last: Latest::new(MAX_CHANGES),
-            floor: 0,
-        }
-    }
-}
-
-impl DataChanges {
-    /// The data of `inode` changed at `version`.
-    pub fn changed(&mut self, inode: Inode, version: u64) {
-        if let Some(forgotten) = self.last.note(inode, version) {
-            self.floor = self.floor.max(forgotten);
-        }
-    }
-
-    /// Every file's data counts as changed at `version` (a snapshot: many files at once).
-    pub fn all_changed(&mut self, version: u64) {
-        self.last.clear();
-        self.floor = version;
-    }
-
-    /// True when the data of `inode` did not change after `version`.
-    pub fn unchanged_since(&self, inode: Inode, version: u64) -> bool {
-        version >= self.floor && self.last.get(inode).is_none_or(|v| v <= version)
-    }
-}
+pub type DataChanges = Changes<MAX_CHANGES>;
 
 /// The files one session closed, with the version at their last close.
-#[derive(Debug)]
-pub struct ClosedFiles(Latest);
-
-impl Default for ClosedFiles {
-    fn default() -> Self {
-        ClosedFiles(Latest::new(MAX_CLOSED))
-    }
-}
-
-impl ClosedFiles {
-    pub fn closed(&mut self, inode: Inode, version: u64) {
-        self.0.note(inode, version);
-    }
-
-    /// The version at which the session last closed `inode`, if remembered.
-    pub fn last_close(&self, inode: Inode) -> Option<u64> {
-        self.0.get(inode)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_is_unchanged_since_a_version_past_its_last_change() {
-        let mut c = DataChanges::default();
-        assert!(c.unchanged_since(7, 0));
-        c.changed(7, 10);
-        assert!(!c.unchanged_since(7, 9));
-        assert!(c.unchanged_since(7, 10));
-        assert!(
-            c.unchanged_since(8, 1),
-            "another file's change says nothing"
-        );
-        c.all_changed(20);
-        assert!(!c.unchanged_since(8, 19));
-        assert!(c.unchanged_since(8, 20));
-    }
-
-    #[test]
-    fn forgotten_changes_count_as_changes_after_any_older_version() {
-        let mut c = DataChanges::default();
-        c.changed(1, 5);
-        for v in 0..MAX_CHANGES as u64 {
-            c.changed(1000 + v, 100 + v);
-        }
-        // File 1's change at 5 was forgotten: a close before it cannot vouch for the file.
-        assert!(!c.unchanged_since(1, 4));
-        assert!(c.unchanged_since(1, 5));
-        // The changes still remembered are exact.
-        let newest = 100 + MAX_CHANGES as u64 - 1;
-        assert!(!c.unchanged_since(1000 + MAX_CHANGES as u64 - 1, newest - 1));
-        assert!(c.unchanged_since(1000 + MAX_CHANGES as u64 - 1, newest));
-    }
-
-    #[test]
-    fn a_session_remembers_its_latest_closes_only() {
-        let mut s = ClosedFiles::default();
-        s.closed(1, 3);
-        s.closed(1, 9);
-        assert_eq!(s.last_close(1), Some(9));
-        for i in 0..MAX_CLOSED as u64 {
-            s.closed(100 + i, 10 + i);
-        }
-        assert_eq!(s.last_close(1), None);
-        assert_eq!(
-            s.last_close(100 + MAX_CLOSED as u64 - 1),
-            Some(9 + MAX_CLOSED as u64)
-        );
-    }
-}
+pub type ClosedFiles = Latest<MAX_CLOSED>;

@@ -111,7 +111,7 @@ impl Watches {
         let Some(w) = self.sessions.get_mut(&id) else {
             return;
         };
-        w.closed.closed(file, version);
+        w.closed.note(file, version);
         if w.files.remove(&file) {
             remove_id(&mut self.by_file, file, id);
         }
@@ -125,8 +125,8 @@ impl Watches {
         };
         w.files.contains(&file)
             || w.closed
-                .last_close(file)
-                .is_some_and(|v| changes.unchanged_since(file, v))
+                .get(file)
+                .is_some_and(|closed| changes.newest(file) <= closed)
     }
 
     /// The data of `file` changed, by session `actor` (its kernel wrote it) or by no session:
