@@ -264,9 +264,17 @@ fn writes_and_fsyncs_in_a_loop_keep_one_lease_and_leave_the_chunk_to_other_write
                 .unwrap()
                 .success());
         }
+        if i % 5 == 2 {
+            // New times (as `touch` or `rsync` set them) leave the lease alone too.
+            let when =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + u64::from(i));
+            f.set_times(fs::FileTimes::new().set_modified(when))
+                .unwrap();
+            assert_eq!(f.metadata().unwrap().modified().unwrap(), when);
+        }
     }
     // One lease for all twenty write-outs: the chunk kept the version it was created with
-    // (a new lease per fsync, or per child's close, raised it each time).
+    // (a new lease per fsync, per child's close or per change of times raised it each time).
     let versions = || -> Vec<u64> {
         let info = c
             .tool(&["fileinfo", "--json", path.to_str().unwrap()])

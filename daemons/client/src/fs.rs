@@ -1039,15 +1039,26 @@ impl Filesystem for MooseFs {
             mtime: mtime.map(attr::time_set),
         };
         let resized = set.size.is_some();
-        // Buffered data must land first: it would change the size or the times later.
-        let flush_first =
-            (resized || set.atime.is_some() || set.mtime.is_some()) && core.writer.busy(inode);
+        let times = set.atime.is_some() || set.mtime.is_some();
+        // Buffered data must land first: it would change the size or the times later. A
+        // change of size also ends the file's write leases (the master cuts the chunks); new
+        // times leave them, as the end of a kept lease changes no attribute.
+        let flush_first = if resized {
+            core.writer.busy(inode)
+        } else {
+            times && core.writer.unwritten(inode)
+        };
         if !resized && !flush_first {
             return core.attr_request("setattr", ClRequest::SetAttr { inode, set, cred }, reply);
         }
         self.spawn(async move {
             if flush_first {
-                if let Err(e) = core.writer.flush(inode).await {
+                let flushed = if resized {
+                    core.writer.flush(inode).await
+                } else {
+                    core.writer.flush_descriptor(inode).await
+                };
+                if let Err(e) = flushed {
                     return reply.error(fs_errno(e));
                 }
             }
