@@ -16,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/ours.sh
 source bench/ours.sh
+# shellcheck source=bench/stock.sh
+source bench/stock.sh
 
 size=1G size_mib=1024 files=10000 runtime=15 commits=1000 reps=3 tree_src=/usr/include programs=1
 while [ $# -gt 0 ]; do
@@ -29,112 +31,33 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "side-by-side: run as root (FUSE, namespaces, drop_caches)" >&2; exit 1; }
 command -v fio >/dev/null || { echo "side-by-side: fio is missing: apt-get install fio" >&2; exit 1; }
-if ! command -v mfsmaster >/dev/null || ! command -v mfsmount >/dev/null || ! command -v mfssetgoal >/dev/null ||
-    ! command -v mfschunkserver >/dev/null; then
-    echo "side-by-side: installing stock MooseFS (Debian packages)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        moosefs-master moosefs-chunkserver moosefs-client moosefs-cli >/dev/null
-fi
+stock_packages side-by-side
 
 our_binaries
 
 work=$(mktemp -d /tmp/moose-side.XXXXXX)
 chmod 755 "$work"   # stock daemons drop to user mfs, which must reach its folders
-ns=mside$$           # our own namespace: its addresses exist nowhere else
-nsx=(nsenter "--net=/run/netns/$ns")   # network namespace only: mounts stay visible here
 o=$work/ours s=$work/stock
 declare -A mnt=([ours]=$o/mnt [stock]=$s/mnt)
-stock_pids=()   # mount, chunkservers, master: stopped in this order
 
-alive() {   # a child that exited stays a zombie until waited for: not alive
-    local st
-    st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null || return 0
-    for _ in $(seq 100); do alive "$1" || break; sleep 0.2; done
-    if alive "$1"; then kill -KILL "$1" 2>/dev/null || true; fi
-    wait "$1" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
     echo "side-by-side: cleaning up (stock's undeleted chunks can take a while)" >&2
-    if [ "$rc" != 0 ] && [ -d "$s" ]; then   # stock logs to stderr only (no syslog here)
-        for l in "$s"/*.log; do [ -e "$l" ] && { echo "== $l"; tail -n 5 "$l"; }; done >&2
-    fi
-    for m in "${mnt[@]}"; do
-        mountpoint -q "$m" && { umount "$m" 2>/dev/null || umount -l "$m"; }
-    done
-    for p in "${stock_pids[@]}"; do stop_pid "$p"; done
+    if mountpoint -q "${mnt[ours]}"; then umount "${mnt[ours]}" 2>/dev/null || umount -l "${mnt[ours]}"; fi
+    stop_stock "$s" "${mnt[stock]}" "$rc"
     stop_ours "$o" "${mnt[ours]}"
-    ip netns del "$ns" 2>/dev/null
     rm -rf "$work"
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_for() {   # wait_for SECONDS WHAT COMMAND...: polls until COMMAND succeeds
-    local n=$(($1 * 10)) what=$2
-    shift 2
-    until "$@" >/dev/null 2>&1; do
-        n=$((n - 1))
-        [ "$n" -gt 0 ] || { echo "side-by-side: $what did not come up" >&2; return 1; }
-        sleep 0.1
-    done
-}
-has_space() { [ "$(stat -f -c %b "$1")" -gt 0 ]; }
-
 # --- ours: exactly as bench/run.sh, on 127.0.0.1 ---
 start_ours "$o" "${mnt[ours]}"
 wait_for 15 "our chunkservers' space" has_space "${mnt[ours]}"
-
-# --- stock: the recipe of shared/reference/moosefs-observed.md, section 2 ---
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-for a in 1 2 3; do ip -n "$ns" addr add "10.99.0.$a/32" dev lo; done
-mkdir -p "$s"/{master,cs1,cs2,hdd1,hdd2} "${mnt[stock]}"
-chown mfs:mfs "$s"/{master,cs1,cs2,hdd1,hdd2}
-install -o mfs -g mfs -m 640 /var/lib/mfs/metadata.mfs.empty "$s/master/metadata.mfs"
-printf '%s\n' "10.99.0.0/24 / rw,alldirs,admin,maproot=0:0" "10.99.0.0/24 . rw" > "$s/exports.cfg"
-: > "$s/topology.cfg"
-nice_level=${STOCK_NICE:-0}
-cat > "$s/master.cfg" <<CFG
-DATA_PATH = $s/master
-NICE_LEVEL = $nice_level
-EXPORTS_FILENAME = $s/exports.cfg
-TOPOLOGY_FILENAME = $s/topology.cfg
-MATOML_LISTEN_HOST = 10.99.0.1
-MATOCS_LISTEN_HOST = 10.99.0.1
-MATOCL_LISTEN_HOST = 10.99.0.1
-CFG
-# -f: stderr is the log and $! is the daemon itself (nsenter execs it).
-"${nsx[@]}" mfsmaster -c "$s/master.cfg" -f </dev/null >"$s/master.log" 2>&1 &
-stock_master=$!
-wait_for 15 "stock master" "${nsx[@]}" bash -c 'echo > /dev/tcp/10.99.0.1/9421'
-for i in 1 2; do
-    echo "$s/hdd$i" > "$s/hdd$i.cfg"
-    cat > "$s/cs$i.cfg" <<CFG
-DATA_PATH = $s/cs$i
-NICE_LEVEL = $nice_level
-HDD_CONF_FILENAME = $s/hdd$i.cfg
-MASTER_HOST = 10.99.0.1
-BIND_HOST = 10.99.0.$((i + 1))
-CSSERV_LISTEN_HOST = 10.99.0.$((i + 1))
-CSSERV_LISTEN_PORT = $((9412 + 10 * i))
-CFG
-    "${nsx[@]}" mfschunkserver -c "$s/cs$i.cfg" -f </dev/null >"$s/cs$i.log" 2>&1 &
-    stock_pids=("$!" "${stock_pids[@]}")
-done
-"${nsx[@]}" mfsmount -f "${mnt[stock]}" -H 10.99.0.1 </dev/null >"$s/mount.log" 2>&1 &
-stock_pids=("$!" "${stock_pids[@]}" "$stock_master")
-wait_for 15 "stock mount" mountpoint -q "${mnt[stock]}"
-# The master learns the chunkservers' space ~1.3 s after they register.
-wait_for 20 "stock chunkservers' space" has_space "${mnt[stock]}"
-"${nsx[@]}" mfssettrashtime -r 0 "${mnt[stock]}" >/dev/null   # default keeps deleted files 24 h
+start_stock "$s" "${mnt[stock]}"
 
 setgoal() {   # setgoal FS GOAL DIR
     if [ "$1" = ours ]; then "$bin/moose-tool" setgoal -r "$2" "$3" >/dev/null
