@@ -317,6 +317,32 @@ fn a_mount_answers_for_missing_names_in_folders_it_knows_and_sees_other_mounts_c
 }
 
 #[test]
+fn removing_what_a_listing_named_costs_no_lookups() {
+    let mut c = cluster();
+    let d = c.mount().unwrap().join("d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..600 {
+        fs::File::create(d.join(format!("f{i:04}"))).unwrap();
+    }
+    // As `rm -rf` does: list the folder whole (names only), then unlink what it named. Every
+    // listed entry comes with its attributes, so the unlinks need no lookup of their own.
+    c.drop_caches();
+    let (removed, asked) = master_requests(&c, || {
+        let names: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.iter().for_each(|p| fs::remove_file(p).unwrap());
+        names.len()
+    });
+    assert_eq!(removed, 600);
+    assert!(
+        asked < 660,
+        "listing and removing 600 files cost {asked} master requests (a lookup per name?)"
+    );
+}
+
+#[test]
 fn mounts_changing_the_same_folders_at_once_agree_on_every_name_afterwards() {
     let mut c = cluster();
     let a = c.mount().unwrap();

@@ -920,11 +920,13 @@ async fn follow_sessions(master: MasterClient, core: Weak<Core>) {
 
 impl Filesystem for MooseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Every listing is a readdirplus (no FUSE_READDIRPLUS_AUTO, with which the kernel
+        // asks for attributes only in a listing's first batch): `rm -rf` and `find -delete`
+        // then find each name they unlink in the kernel's cache instead of looking it up.
         let wanted = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS;
         let supported = wanted & config.capabilities();
