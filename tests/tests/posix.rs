@@ -243,6 +243,32 @@ fn attributes_right_after_a_write_come_from_the_mount_and_follow_its_own_changes
     assert_eq!((m.nlink(), m.len()), (1, 5004));
 }
 
+#[test]
+fn a_chown_right_after_new_times_asks_the_master_once() {
+    let mut c = cluster();
+    let mnt = c.mount().unwrap();
+    let when = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    for i in 0..5 {
+        // As `tar -x` and `cp -a` do: write, set the times, then the owner, on the open file.
+        let mut f = fs::File::create(mnt.join(format!("f{i}"))).unwrap();
+        f.write_all(&[1u8; 3000]).unwrap();
+        f.set_times(fs::FileTimes::new().set_modified(when))
+            .unwrap();
+        // The kernel asks for fresh attributes before a chown (to clear set-id bits): the
+        // mount answers with what the change of times just landed with.
+        let ((), asked) = master_requests(&c, || {
+            std::os::unix::fs::fchown(&f, Some(NOBODY), Some(NOBODY)).unwrap()
+        });
+        assert_eq!(
+            asked, 1,
+            "fchown after futimens cost {asked} master requests"
+        );
+        let m = f.metadata().unwrap();
+        assert_eq!((m.uid(), m.gid(), m.len()), (NOBODY, NOBODY, 3000));
+        assert_eq!(m.modified().unwrap(), when);
+    }
+}
+
 /// Whether `seen` turns true within 10 s: a notice from the master reaches a mount in
 /// milliseconds, while a mount that missed it would go on answering from what it keeps.
 fn eventually(mut seen: impl FnMut() -> bool) -> bool {

@@ -280,6 +280,39 @@ impl Core {
         });
     }
 
+    /// Sends a change of mode, owner or times and answers the kernel from the connection's
+    /// reader.
+    fn setattr_request(
+        self: &Arc<Self>,
+        inode: Inode,
+        set: SetAttrs,
+        cred: Cred,
+        reply: ReplyAttr,
+    ) {
+        let epoch = self.writer.epoch();
+        let before = self.master.change_count();
+        let core = self.clone();
+        self.master
+            .start_then(ClRequest::SetAttr { inode, set, cred }, move |r| {
+                let r = expect_attr("setattr", r);
+                if let Ok(a) = &r {
+                    core.note_changed(inode, a, before);
+                }
+                core.answer_attr(reply, r, epoch)
+            });
+    }
+
+    /// Keeps the answer to a change of `inode` sent when the change count was `before`, if
+    /// nothing else was sent or answered since, for the kernel's next getattr: a `chown`
+    /// first asks for the file's attributes afresh (to clear set-id bits), right after the
+    /// `futimens` or `write` that `tar` and `cp -a` make before it.
+    fn note_changed(&self, inode: Inode, a: &Attr, before: u64) {
+        let stamp = before + 2;
+        if self.master.change_count() == stamp {
+            self.writer.note_landed(inode, a.clone(), stamp);
+        }
+    }
+
     /// Sends a request answered with `Done` (unlink, rename, …) and answers the kernel from
     /// the connection's reader.
     fn done_request(&self, what: &'static str, req: ClRequest, reply: ReplyEmpty) {
@@ -1051,7 +1084,7 @@ impl Filesystem for MooseFs {
             times && core.writer.unwritten(inode)
         };
         if !resized && !flush_first {
-            return core.attr_request("setattr", ClRequest::SetAttr { inode, set, cred }, reply);
+            return core.setattr_request(inode, set, cred, reply);
         }
         self.spawn(async move {
             if flush_first {
@@ -1068,7 +1101,12 @@ impl Filesystem for MooseFs {
             let r = if resized {
                 core.resize(inode, set, cred).await
             } else {
-                core.call(ClRequest::SetAttr { inode, set, cred }).await
+                let before = core.master.change_count();
+                let r = core.call(ClRequest::SetAttr { inode, set, cred }).await;
+                if let Ok(ClReply::Attr(a)) = &r {
+                    core.note_changed(inode, a, before);
+                }
+                r
             };
             if resized {
                 core.reader.invalidate(inode);

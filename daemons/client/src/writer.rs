@@ -403,7 +403,10 @@ impl Writer {
         self.file(inode).is_some_and(|f| f.lock().unwritten())
     }
 
-    fn note_landed(&self, inode: Inode, attr: Attr, changes: u64) {
+    /// Remembers the master's answer to the latest change of `inode` made through this mount
+    /// (a write-out's end, a change of mode, owner or times), given when the connection's
+    /// change count was `changes`.
+    pub fn note_landed(&self, inode: Inode, attr: Attr, changes: u64) {
         let mut landed = self.landed.lock();
         if landed.len() >= MAX_LANDED {
             landed.clear();
@@ -412,7 +415,7 @@ impl Writer {
         landed.insert(inode, Landed { attr, at, changes });
     }
 
-    /// The attributes the last write-out of `inode` landed with, if they are younger than
+    /// The attributes the latest change of `inode` landed with, if they are younger than
     /// `ttl`, nothing is buffered, and no change was sent or answered on this mount's
     /// connection since (changes made elsewhere show within `ttl`, as with any attributes the
     /// kernel keeps). Taken: the kernel keeps them from here.
