@@ -197,6 +197,36 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
 }
 
+#[test]
+fn posix_acls_are_refused_by_the_mount_itself() {
+    let mut c = cluster();
+    let f = c.mount().unwrap().join("f");
+    fs::write(&f, b"x").unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+    // What `cp -a` sets on every file it copies: owner rw-, group r--, other --- .
+    let acl: [u8; 28] = [
+        2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0, 0, 0,
+        255, 255, 255, 255,
+    ];
+    let (p, name) = (
+        c_path(&f),
+        std::ffi::CString::new("system.posix_acl_access").unwrap(),
+    );
+    let (errnos, asked) = master_requests(&c, || {
+        let set =
+            unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), acl.as_ptr().cast(), acl.len(), 0) };
+        let set = (set != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap());
+        let removed = unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) };
+        let removed =
+            (removed != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap());
+        (set, removed, get_xattr(&f, "system.posix_acl_access").err())
+    });
+    let refused = Some(libc::EOPNOTSUPP);
+    assert_eq!(errnos, (refused, refused, refused));
+    assert_eq!(asked, 0, "refusing ACLs cost {asked} master requests");
+    assert_eq!(mode(&f) & 0o777, 0o640);
+}
+
 fn c_path(path: &Path) -> std::ffi::CString {
     std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).unwrap()
 }

@@ -97,7 +97,8 @@ struct Core {
     rt: Handle,
 }
 
-/// Extended attribute names of POSIX ACLs, which are not supported.
+/// Extended attribute names of POSIX ACLs: the master keeps none, and the mount refuses
+/// them itself (`EOPNOTSUPP`, as the master would).
 const POSIX_ACL_PREFIX: &[u8] = b"system.posix_acl_";
 
 fn errno(e: CallError) -> Errno {
@@ -1582,6 +1583,10 @@ impl Filesystem for MooseFs {
         let Ok(flags) = u32::try_from(flags) else {
             return reply.error(Errno::EINVAL);
         };
+        if name.as_bytes().starts_with(POSIX_ACL_PREFIX) {
+            // `cp -a` and `rsync -A` try to copy an ACL to every file they write.
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
         let core = self.core.clone();
         let cred = core.cred(req);
         let inode = core.to_master(ino);
@@ -1664,6 +1669,9 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let inode = core.to_master(ino);
         let name = name.as_bytes().to_vec();
+        if name.starts_with(POSIX_ACL_PREFIX) {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
         self.spawn(async move {
             core.forget_xattrs(inode);
             let req = ClRequest::RemoveXattr { inode, name, cred };
