@@ -308,8 +308,7 @@ impl Core {
     /// first asks for the file's attributes afresh (to clear set-id bits), right after the
     /// `futimens` or `write` that `tar` and `cp -a` make before it.
     fn note_changed(&self, inode: Inode, a: &Attr, before: u64) {
-        let stamp = before + 2;
-        if self.master.change_count() == stamp {
+        if let Some(stamp) = self.master.alone_since(before) {
             self.writer.note_landed(inode, a.clone(), stamp);
         }
     }

@@ -359,6 +359,14 @@ impl MasterClient {
         self.inner.changes.load(Ordering::SeqCst)
     }
 
+    /// For the answer to one change sent when the count was `before`: the count its
+    /// attributes hold at, if nothing but that change was sent or answered since (its sending
+    /// and its answer count one each), so nothing else this mount did can be missing from them.
+    pub fn alone_since(&self, before: u64) -> Option<u64> {
+        let stamp = before + 2;
+        (self.change_count() == stamp).then_some(stamp)
+    }
+
     /// Remembers an open of `inode` (flags as given to open), to repeat it in a new session.
     pub fn note_open(&self, inode: moose_proto::Inode, flags: i32, cred: moose_proto::Cred) {
         let mode = flags & libc::O_ACCMODE;

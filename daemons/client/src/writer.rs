@@ -832,12 +832,8 @@ impl Writer {
             };
             match (written, end) {
                 (Ok(()), Ok(answer @ (ClReply::Attr(_) | ClReply::Done))) => {
-                    // Nothing but the end itself was sent or answered meanwhile: nothing
-                    // else this mount did can be missing from the attributes.
-                    let stamp = changes_before + 2;
-                    let alone = self.master.change_count() == stamp;
                     let landed = match answer {
-                        ClReply::Attr(a) if alone => Some((a, stamp)),
+                        ClReply::Attr(a) => self.master.alone_since(changes_before).map(|n| (a, n)),
                         _ => None,
                     };
                     let done = Written {
