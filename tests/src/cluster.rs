@@ -112,6 +112,19 @@ fn check(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A master frozen by [`LocalCluster::pause_master`]; it goes on when this is dropped (also
+/// when a test fails).
+pub struct PausedMaster {
+    pid: i32,
+}
+
+impl Drop for PausedMaster {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the master that pause_master stopped.
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
+    }
+}
+
 impl LocalCluster {
     /// Writes every config file and starts the master and the chunkservers (each `start`
     /// returns once the daemon is ready).
@@ -358,6 +371,22 @@ impl LocalCluster {
     pub fn kill_chunkserver(&self, i: usize) -> Result<()> {
         self.daemon("moose-chunkserver", &self.chunkservers[i].cfg, "kill")
             .map(|_| ())
+    }
+
+    /// Freezes the master (SIGSTOP) until the returned guard is dropped: requests wait
+    /// unanswered meanwhile, as behind a master that is slow or far away.
+    pub fn pause_master(&self) -> Result<PausedMaster> {
+        let lock = self.master_data.join(".moose-master.lock");
+        let pid = moose_common::lockfile::holder(&lock)
+            .with_context(|| format!("no master holds {}", lock.display()))?;
+        // SAFETY: kill(2) on the master this cluster started.
+        if unsafe { libc::kill(pid, libc::SIGSTOP) } != 0 {
+            bail!(
+                "cannot stop master {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(PausedMaster { pid })
     }
 
     /// Waits until the master reports `n` connected chunkservers with space.

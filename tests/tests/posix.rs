@@ -401,6 +401,127 @@ fn removing_what_a_listing_named_costs_no_lookups() {
     );
 }
 
+/// Runs `f` on a thread and returns whether it finished within 10 s (the thread is left to
+/// finish later otherwise).
+fn done_within_10s(f: impl FnOnce() + Send + 'static) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10)).is_ok()
+}
+
+#[test]
+fn removals_and_new_times_the_mount_can_foresee_do_not_wait_for_the_master() {
+    let mut c = cluster();
+    // Long cache times: nothing but the changes themselves would need the master.
+    let a = c
+        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
+        .unwrap();
+    fs::create_dir(a.join("d")).unwrap();
+    for i in 0..5 {
+        fs::write(a.join(format!("d/f{i}")), b"x").unwrap();
+    }
+    let touched = fs::File::create(a.join("d/touched")).unwrap();
+    let when = UNIX_EPOCH + Duration::from_secs(1_000_000);
+
+    // The master is frozen: the times of the file just made here and the removal of names
+    // in a folder made here are answered by the mount, as `touch` and `rm -rf` make them.
+    let paused = c.pause_master().unwrap();
+    let d = a.join("d");
+    let answered = done_within_10s(move || {
+        touched
+            .set_times(fs::FileTimes::new().set_modified(when))
+            .unwrap();
+        for i in 0..5 {
+            fs::remove_file(d.join(format!("f{i}"))).unwrap();
+        }
+    });
+    drop(paused);
+    assert!(answered, "futimens and unlink waited for a frozen master");
+
+    // The master made every change, in order, as another mount sees.
+    let b = c.mount().unwrap();
+    let names: Vec<String> = fs::read_dir(b.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["touched"]);
+    assert_eq!(
+        fs::metadata(b.join("d/touched"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        when
+    );
+    // A name removed ahead can be made again at once.
+    fs::write(a.join("d/f0"), b"again").unwrap();
+    assert_eq!(fs::read(b.join("d/f0")).unwrap(), b"again");
+}
+
+#[test]
+fn with_dirsync_a_removal_waits_for_the_master() {
+    let mut c = cluster();
+    let a = c.mount_with(&["-o", "dirsync"]).unwrap();
+    fs::create_dir(a.join("d")).unwrap();
+    fs::write(a.join("d/f"), b"x").unwrap();
+    let paused = c.pause_master().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = a.join("d/f");
+    let remover = std::thread::spawn(move || {
+        let r = fs::remove_file(f);
+        let _ = tx.send(());
+        r
+    });
+    // Frozen, the master cannot have answered: the unlink must still be waiting.
+    assert!(
+        rx.recv_timeout(Duration::from_secs(1)).is_err(),
+        "the unlink returned while the master was frozen"
+    );
+    drop(paused);
+    remover.join().unwrap().unwrap();
+    assert!(!a.join("d/f").exists());
+}
+
+#[test]
+fn a_removal_the_master_refuses_after_the_mount_answered_it_is_logged_and_the_name_shows_again() {
+    let mut c = cluster();
+    let a = c
+        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
+        .unwrap();
+    let b = c.mount().unwrap();
+    let d = a.join("refusal-folder");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(NOBODY), Some(NOBODY)).unwrap();
+    let victim = d.join("refused-removal");
+    as_nobody("touch", &[victim.to_str().unwrap()]);
+    // Mount a knows the folder whole and its kernel keeps the folder's mode for a minute.
+    fs::read_dir(&d).unwrap().for_each(drop);
+    assert_eq!(mode(&d), 0o755);
+    // Another mount takes the owner's write permission away meanwhile.
+    fs::set_permissions(b.join("refusal-folder"), fs::Permissions::from_mode(0o555)).unwrap();
+    // a's kernel allows the removal on what it keeps, so the mount answers it; the master,
+    // which knows better, refuses it.
+    as_nobody("rm", &[victim.to_str().unwrap()]);
+    let logged = eventually(|| {
+        fs::read_to_string("/var/log/moose-mount.log").is_ok_and(|log| {
+            log.lines().any(|l| {
+                l.contains("WARN")
+                    && l.contains("did not remove 'refused-removal'")
+                    && l.contains("permission denied")
+            })
+        })
+    });
+    assert!(
+        logged,
+        "the mount logged no warning about the refused removal"
+    );
+    assert!(b.join("refusal-folder/refused-removal").exists());
+    // What mount a kept about the folder is dropped: it finds the name again.
+    assert!(appears(&victim), "mount a shows the name again");
+}
+
 #[test]
 fn mounts_changing_the_same_folders_at_once_agree_on_every_name_afterwards() {
     let mut c = cluster();

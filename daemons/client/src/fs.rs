@@ -19,9 +19,10 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use moose_proto::msg::{ClReply, ClRequest};
-use moose_proto::{Attr, Cred, FileKind, FsError, Inode, SetAttrs, MAX_NAME_LEN};
+use moose_proto::{Attr, Cred, FileKind, FsError, Inode, SetAttrs, TimeSet, MAX_NAME_LEN};
 use tokio::runtime::Handle;
 
+use crate::ahead::{Ahead, Slot};
 use crate::attr;
 use crate::cred::CredCache;
 use crate::dirents::{self, DirBuffer, Resume};
@@ -55,6 +56,9 @@ pub struct FsConfig {
     pub entry_ttl: Duration,
     /// How long the kernel keeps "no such name" (0: not kept).
     pub neg_entry_ttl: Duration,
+    /// Changes whose outcome the mount knows are answered before the master's answer
+    /// (see `ahead.rs`).
+    pub answer_ahead: bool,
 }
 
 /// State of one open directory handle.
@@ -94,6 +98,8 @@ struct Core {
     bare: Mutex<HashMap<Inode, Instant>>,
     /// How far files may grow under quotas.
     grants: crate::quota_grant::Grants,
+    /// Changes answered before the master's answer.
+    ahead: Ahead,
     rt: Handle,
 }
 
@@ -323,6 +329,110 @@ impl Core {
             });
     }
 
+    /// Sets the times of a file whose current attributes `base` the mount has, and answers
+    /// the kernel before the master does (see `ahead.rs`). "Now" is this host's clock, sent
+    /// as such, so the master keeps the times the kernel was told.
+    fn set_times_ahead(
+        self: &Arc<Self>,
+        ino: u64,
+        base: Attr,
+        set: SetAttrs,
+        cred: Cred,
+        slot: Slot,
+        reply: ReplyAttr,
+    ) {
+        let now = moose_proto::Timespec::now();
+        let at = |t: TimeSet| match t {
+            TimeSet::Now => now,
+            TimeSet::At(t) => t,
+        };
+        let inode = base.inode;
+        let mut a = base;
+        a.atime = set.atime.map_or(a.atime, at);
+        a.mtime = set.mtime.map_or(a.mtime, at);
+        a.ctime = now;
+        let set = SetAttrs {
+            atime: set.atime.map(|t| TimeSet::At(at(t))),
+            mtime: set.mtime.map(|t| TimeSet::At(at(t))),
+            ..SetAttrs::default()
+        };
+        let before = self.master.change_count();
+        let core = self.clone();
+        // Sent before the kernel's answer: whatever the kernel asks next comes after it.
+        self.master
+            .start_then(ClRequest::SetAttr { inode, set, cred }, move |r| {
+                drop(slot);
+                match r {
+                    Ok(ClReply::Attr(a)) => core.note_changed(inode, &a, before),
+                    other => {
+                        let why = match other {
+                            Err(e) => e.to_string(),
+                            Ok(r) => format!("unexpected answer {r:?}"),
+                        };
+                        tracing::warn!(
+                            "the master did not set the times of inode {inode} ({why}) after this \
+                             mount had answered the change: the kernel may show them for up to \
+                             the attribute timeout"
+                        );
+                        core.writer.drop_landed(inode);
+                    }
+                }
+            });
+        // For the kernel's next getattr (the `chown` after a `futimens`), unless anything
+        // else went out or came back meanwhile.
+        if self.master.change_count() == before + 1 {
+            self.writer.note_landed(inode, a.clone(), before + 1);
+        }
+        reply.attr(&attr::ttl(self.attr_ttl), &attr::file_attr(&a, ino, a.size));
+    }
+
+    /// Removes `name`, which this mount knows `parent` has, and answers the kernel before the
+    /// master does (see `ahead.rs`); a refusal by the master is logged when it comes.
+    fn unlink_ahead(
+        &self,
+        parent: Inode,
+        name: Vec<u8>,
+        cred: Cred,
+        slot: Slot,
+        reply: ReplyEmpty,
+    ) {
+        self.master
+            .folders()
+            .removed_ahead(parent, moose_proto::Timespec::now());
+        let master = self.master.clone();
+        let req = ClRequest::Unlink {
+            parent,
+            name: name.clone(),
+            cred,
+        };
+        // Sent before the kernel's answer: whatever the kernel asks next comes after it.
+        self.master.start_then(req, move |r| {
+            master.folders().settled_ahead(parent);
+            drop(slot);
+            let shown = String::from_utf8_lossy(&name);
+            match r {
+                Ok(ClReply::Done) => {}
+                Err(CallError::Fs(FsError::NoEnt)) => tracing::debug!(
+                    "unlink of '{shown}' in folder {parent}: another session removed or moved it first"
+                ),
+                other => {
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        Ok(r) => format!("unexpected answer {r:?}"),
+                    };
+                    tracing::warn!(
+                        "the master did not remove '{shown}' from folder {parent} ({why}) after this \
+                         mount had answered the unlink: the name may still be there (another \
+                         session changed the folder's permissions at the same moment?)"
+                    );
+                    master.known().forget(parent);
+                    master.folders().forget(parent);
+                }
+            }
+        });
+        reply.ok();
+    }
+
     /// Answers an entry request with the master's answer to a request sent at writer epoch
     /// `epoch`.
     async fn reply_entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>, epoch: u64) {
@@ -480,6 +590,8 @@ impl Core {
         c: Creating,
     ) {
         if let Ok(ClReply::Attr(a)) = &r {
+            // What the `futimens` of `touch` right after starts from.
+            self.note_changed(a.inode, a, c.changes);
             let counter = self.open_counter(a.inode);
             let locked = counter.try_lock();
             if let Ok(mut count) = locked {
@@ -871,6 +983,7 @@ impl MooseFs {
             absent_xattrs: Mutex::new(HashMap::new()),
             bare: Mutex::new(HashMap::new()),
             grants: Default::default(),
+            ahead: Ahead::new(config.answer_ahead),
             rt: rt.clone(),
         });
         rt.spawn(follow_sessions(master, Arc::downgrade(&core)));
@@ -1084,6 +1197,15 @@ impl Filesystem for MooseFs {
             times && core.writer.unwritten(inode)
         };
         if !resized && !flush_first {
+            if set.mode.is_none() && set.uid.is_none() && set.gid.is_none() {
+                if let Some(slot) = core.ahead.slot(&core.master.session(), cred.uid) {
+                    let base = core.writer.current_attr(inode, core.attr_ttl);
+                    // The owner and root may set any times: the master will too.
+                    if let Some(base) = base.filter(|a| cred.uid == 0 || cred.uid == a.uid) {
+                        return core.set_times_ahead(ino.0, base, set, cred, slot, reply);
+                    }
+                }
+            }
             return core.setattr_request(inode, set, cred, reply);
         }
         self.spawn(async move {
@@ -1198,6 +1320,11 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        if let Some(slot) = core.ahead.slot(&core.master.session(), cred.uid) {
+            if core.master.known().take(parent, &name) {
+                return core.unlink_ahead(parent, name, cred, slot, reply);
+            }
+        }
         core.done_request("unlink", ClRequest::Unlink { parent, name, cred }, reply);
     }
 
@@ -1743,6 +1870,7 @@ impl Filesystem for MooseFs {
             flags,
             cred,
             epoch: core.writer.epoch(),
+            changes: core.master.change_count(),
         };
         let answering = core.clone();
         core.master
@@ -1758,6 +1886,8 @@ struct Creating {
     cred: Cred,
     /// The writer epoch before the request.
     epoch: u64,
+    /// The connection's change count before the request.
+    changes: u64,
 }
 
 /// Notes `key` as learnt now in a map of answers kept for `ttl`, holding at most

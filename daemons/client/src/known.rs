@@ -154,6 +154,29 @@ impl KnownFolders {
         }
     }
 
+    /// Takes `name` out of `folder` for a removal answered before the master's answer: true
+    /// when the folder is known and had the name (the master will find it then, unless
+    /// another session removes it first).
+    pub fn take(&self, folder: Inode, name: &[u8]) -> bool {
+        let mut inner = self.inner.lock();
+        let Some(f) = inner.folders.get_mut(&folder) else {
+            return false;
+        };
+        if !f.names.remove(name) {
+            return false;
+        }
+        inner.names -= 1;
+        inner.touch(folder);
+        true
+    }
+
+    /// Forgets `folder`: a change answered ahead of the master was refused there.
+    pub fn forget(&self, folder: Inode) {
+        let mut inner = self.inner.lock();
+        inner.forget(folder);
+        inner.touch(folder);
+    }
+
     /// `folder` has exactly `names`, as of an answer to a request sent at `sent` (see
     /// [`KnownFolders::now`]); kept unless the folder was touched since.
     pub fn learn(&self, folder: Inode, names: Vec<Box<[u8]>>, sent: u64) {
@@ -315,6 +338,25 @@ mod tests {
         k.noticed(&[6]);
         k.learn(5, names(&["a"]), sent);
         assert!(k.absent(5, b"x"));
+    }
+
+    #[test]
+    fn a_name_taken_ahead_is_gone_and_only_a_known_name_is_taken() {
+        let k = KnownFolders::default();
+        assert!(!k.take(5, b"a"), "an unknown folder gives nothing");
+        k.learn(5, names(&["a", "b"]), k.now());
+        assert!(k.take(5, b"a"));
+        assert!(k.absent(5, b"a"));
+        assert!(!k.take(5, b"a"), "taken already");
+        assert!(!k.take(5, b"x"));
+        assert_eq!(k.size(), (1, 1));
+        // An answer to a listing sent before the removal must not bring the name back.
+        let sent = k.now();
+        assert!(k.take(5, b"b"));
+        k.learn(5, names(&["b"]), sent);
+        assert!(k.absent(5, b"b"));
+        k.forget(5);
+        assert!(!k.absent(5, b"b"), "a forgotten folder answers nothing");
     }
 
     #[test]

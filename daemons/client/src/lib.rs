@@ -1,5 +1,6 @@
 //! The MooseFS-style client: the FUSE mount (`moose-mount`) and the admin tool (`moose-tool`).
 
+pub mod ahead;
 pub mod attr;
 pub mod cred;
 pub mod csio;

@@ -219,6 +219,7 @@ fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()>
                 attr_ttl: p.opts.attr_cache,
                 entry_ttl: p.opts.entry_cache,
                 neg_entry_ttl: p.opts.neg_entry_cache,
+                answer_ahead: !p.opts.changes_wait(),
             };
             MooseFs::new(master, reader, writer, &config, rt.handle().clone())
         };

@@ -80,6 +80,14 @@ impl Default for MountOptions {
 }
 
 impl MountOptions {
+    /// Every change waits for the master's answer (`sync`, `dirsync`): none is answered
+    /// ahead by the mount.
+    pub fn changes_wait(&self) -> bool {
+        self.flags
+            .iter()
+            .any(|f| matches!(f, KernelFlag::Sync | KernelFlag::DirSync))
+    }
+
     /// Parses every `-o` argument in order (later ones win).
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions, OptionError> {
         let mut opts = MountOptions::default();

@@ -50,6 +50,7 @@ struct Written {
 }
 
 /// Attributes a write-out's end was answered with (see [`Writer::landed_attr`]).
+#[derive(Clone)]
 struct Landed {
     attr: Attr,
     at: Instant,
@@ -421,10 +422,23 @@ impl Writer {
     /// kernel keeps). Taken: the kernel keeps them from here.
     pub fn landed_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
         let l = self.landed.lock().remove(&inode)?;
-        let valid = l.at.elapsed() < ttl
-            && l.changes == self.master.change_count()
-            && !self.unwritten(inode);
-        valid.then_some(l.attr)
+        self.still_valid(&l, inode, ttl).then_some(l.attr)
+    }
+
+    /// [`Writer::landed_attr`], left in place: what a change answered ahead of the master
+    /// starts from.
+    pub fn current_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
+        let l = self.landed.lock().get(&inode).cloned()?;
+        self.still_valid(&l, inode, ttl).then_some(l.attr)
+    }
+
+    fn still_valid(&self, l: &Landed, inode: Inode, ttl: Duration) -> bool {
+        l.at.elapsed() < ttl && l.changes == self.master.change_count() && !self.unwritten(inode)
+    }
+
+    /// Forgets the attributes kept for `inode`: a change answered ahead was refused.
+    pub fn drop_landed(&self, inode: Inode) {
+        self.landed.lock().remove(&inode);
     }
 
     /// End of the buffered data (the file is at least this long once it is written).

@@ -330,6 +330,8 @@ fn register(
                         params: line.describe(),
                         session_key: key.clone(),
                         resumed: true,
+                        maps_root: s.maps_root(),
+                        maps_all: s.mapall.is_some(),
                     }),
                 ));
             }
@@ -375,6 +377,7 @@ fn register(
         .sessions
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let params = line.describe();
+    let (maps_root, maps_all) = (session.maps_root(), session.mapall.is_some());
     tracing::info!(
         "session {id}: {} mounted {subdir} at {} ({params}; exports line {})",
         peer.ip(),
@@ -391,6 +394,8 @@ fn register(
             params,
             session_key,
             resumed: false,
+            maps_root,
+            maps_all,
         }),
     ))
 }

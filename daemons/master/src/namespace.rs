@@ -323,7 +323,7 @@ impl Node {
         match &self.data {
             NodeData::File { length, .. } => *length,
             NodeData::Symlink(t) => t.len() as u64,
-            NodeData::Dir(d) => 4096 + 32 * d.len() as u64,
+            NodeData::Dir(d) => moose_proto::folder_size(d.len() as u64),
             NodeData::Special(_) => 0,
         }
     }

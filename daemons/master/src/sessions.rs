@@ -144,6 +144,11 @@ impl Session {
         }
     }
 
+    /// Root's requests are checked as another user (`maproot` other than 0).
+    pub fn maps_root(&self) -> bool {
+        self.maproot.is_some_and(|ids| ids != (0, 0))
+    }
+
     /// Remembers the inodes a reply shows a subfolder session (it may name them later).
     pub fn note_reply(&self, reply: &ClReply) {
         if self.root == moose_proto::ROOT_INODE {

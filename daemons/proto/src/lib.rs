@@ -25,6 +25,14 @@ pub const BLOCKS_PER_CHUNK: u32 = 1024;
 /// Size of a chunk: a file is cut into chunks of this size.
 pub const CHUNK_SIZE: u64 = BLOCK_SIZE as u64 * BLOCKS_PER_CHUNK as u64;
 
+/// The size a folder shows: a base and so much per entry (a mount that answers a removal
+/// before the master does shows the folder one entry smaller at once).
+pub fn folder_size(entries: u64) -> u64 {
+    4096 + FOLDER_ENTRY_SIZE * entries
+}
+/// What each entry adds to a folder's size (see [`folder_size`]).
+pub const FOLDER_ENTRY_SIZE: u64 = 32;
+
 /// How long a mount may act on the master's answer to `QuotaAllowance` (how far a file may
 /// grow, or that there are no quotas) before asking again. `setquota` returns only after
 /// this, so a new limit is in force on every mount when it does.

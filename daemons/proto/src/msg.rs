@@ -72,6 +72,22 @@ pub struct RegisterReply {
     pub session_key: Vec<u8>,
     /// The session asked for in `resume` was taken over (its files are still open).
     pub resumed: bool,
+    /// The master checks root's requests as another user (the export's `maproot`).
+    pub maps_root: bool,
+    /// The master checks every other user's requests as another user (`mapall`).
+    pub maps_all: bool,
+}
+
+impl RegisterReply {
+    /// True when the master checks the requests of `uid` as another user than the kernel
+    /// does: the kernel's permission checks do not predict the master's then.
+    pub fn maps(&self, uid: u32) -> bool {
+        if uid == 0 {
+            self.maps_root
+        } else {
+            self.maps_all
+        }
+    }
 }
 
 /// Why a session was refused: the master's reason, meant for the admin.

@@ -322,7 +322,7 @@ fn map_cred(s: &Session, c: Cred) -> Cred {
     };
     if c.uid == 0 {
         match s.maproot {
-            Some(ids) if ids != (0, 0) => mapped(ids),
+            Some(ids) if s.maps_root() => mapped(ids),
             _ => c,
         }
     } else if let Some(ids) = s.mapall {
