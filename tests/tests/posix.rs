@@ -461,6 +461,144 @@ fn removals_and_new_times_the_mount_can_foresee_do_not_wait_for_the_master() {
 }
 
 #[test]
+fn creates_in_a_folder_the_mount_knows_do_not_wait_for_the_master_and_agree_with_it() {
+    let mut c = cluster();
+    let a = c
+        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
+        .unwrap();
+    let d = a.join("d");
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("first"), b"x").unwrap();
+    // The master's word that the cluster has no quotas holds for a second, and a create
+    // answered ahead needs it: on a busy machine a frozen master may outlast it, so try
+    // again (each try begins with a create that brings fresh word).
+    let made = (0..3).find(|&attempt| {
+        fs::write(d.join(format!("news{attempt}")), b"x").unwrap();
+        let paused = c.pause_master().unwrap();
+        let folder = d.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let maker = std::thread::spawn(move || {
+            for j in 0..3 {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o640)
+                    .open(folder.join(format!("new{attempt}-{j}")))
+                    .unwrap();
+            }
+            let _ = tx.send(());
+        });
+        let answered = rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        drop(paused);
+        maker.join().unwrap();
+        answered
+    });
+    let attempt = made.expect("every create waited for a frozen master");
+
+    // What the kernel was told is what the master made, times included.
+    let b = c.mount().unwrap();
+    for j in 0..3 {
+        let name = format!("d/new{attempt}-{j}");
+        let here = fs::metadata(a.join(&name)).unwrap();
+        let there = fs::metadata(b.join(&name)).unwrap();
+        assert_eq!(here.mode() & 0o7777, 0o640 & !umask());
+        for (what, x, y) in [
+            ("inode", here.ino(), there.ino()),
+            ("mode", u64::from(here.mode()), u64::from(there.mode())),
+            ("owner", u64::from(here.uid()), u64::from(there.uid())),
+            ("group", u64::from(here.gid()), u64::from(there.gid())),
+            ("size", here.size(), there.size()),
+        ] {
+            assert_eq!(x, y, "{name}: {what}");
+        }
+        assert_eq!(
+            (
+                here.mtime(),
+                here.mtime_nsec(),
+                here.ctime(),
+                here.ctime_nsec()
+            ),
+            (
+                there.mtime(),
+                there.mtime_nsec(),
+                there.ctime(),
+                there.ctime_nsec()
+            ),
+            "{name}: times"
+        );
+    }
+    // Inode numbers made ahead are not handed out again.
+    let other = fs::metadata(b.join("d/first")).unwrap().ino();
+    fs::write(b.join("d/from-b"), b"y").unwrap();
+    let from_b = fs::metadata(b.join("d/from-b")).unwrap().ino();
+    assert!(
+        from_b != other
+            && (0..3).all(|j| {
+                fs::metadata(b.join(format!("d/new{attempt}-{j}")))
+                    .unwrap()
+                    .ino()
+                    != from_b
+            })
+    );
+}
+
+/// The process's umask (read without changing it for long: tests run in threads, and none
+/// of them depends on it).
+fn umask() -> u32 {
+    let m = fs::read_to_string("/proc/self/status").unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_create_the_master_refuses_after_the_mount_answered_it_is_logged_and_undone() {
+    let mut c = cluster();
+    let a = c
+        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
+        .unwrap();
+    let b = c.mount().unwrap();
+    let d = a.join("refused-create-folder");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(NOBODY), Some(NOBODY)).unwrap();
+    assert_eq!(mode(&d), 0o755);
+    // A create here brings the master's word on quotas, which creates answered ahead need.
+    fs::write(d.join("other"), b"x").unwrap();
+    // Another mount takes the owner's write permission away; a's kernel still allows the
+    // create on the mode it keeps, and the mount answers it.
+    fs::set_permissions(
+        b.join("refused-create-folder"),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    let victim = d.join("refused-create");
+    // A create and a close only (touch would go on to set the file's times, which may reach
+    // the master after the refusal and fail).
+    let create = format!(": > '{}'", victim.display());
+    as_nobody("sh", &["-c", &create]);
+    let logged = eventually(|| {
+        fs::read_to_string("/var/log/moose-mount.log").is_ok_and(|log| {
+            log.lines().any(|l| {
+                l.contains("WARN")
+                    && l.contains("did not create 'refused-create'")
+                    && l.contains("permission denied")
+            })
+        })
+    });
+    assert!(
+        logged,
+        "the mount logged no warning about the refused create"
+    );
+    assert!(!b.join("refused-create-folder/refused-create").exists());
+    // The kernel of mount a is told to drop the name it was given.
+    assert!(
+        eventually(|| !victim.exists()),
+        "mount a still shows the file the master did not make"
+    );
+}
+
+#[test]
 fn with_dirsync_a_removal_waits_for_the_master() {
     let mut c = cluster();
     let a = c.mount_with(&["-o", "dirsync"]).unwrap();

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use moose_proto::msg::RegisterReply;
+use moose_proto::{Attr, Cred, FileKind, Inode, Timespec};
 
 /// Changes answered ahead whose answers from the master are not in yet, at most; past this,
 /// changes wait for their answers again.
@@ -65,9 +66,77 @@ impl Ahead {
     }
 }
 
+/// The attributes the master gives a regular file it makes as `inode` in folder `parent`
+/// for `cred` at `now`, with `mode` and `umask` as the kernel asked (the master's rules: the
+/// group of a set-group-id folder, no set-group-id bit for a creator outside the group).
+pub fn new_file_attr(
+    parent: &Attr,
+    inode: Inode,
+    (mode, umask): (u16, u16),
+    cred: &Cred,
+    now: Timespec,
+) -> Attr {
+    let gid = if parent.mode & 0o2000 != 0 {
+        parent.gid
+    } else {
+        cred.gid
+    };
+    let mut mode = mode & !umask & 0o7777;
+    if mode & 0o2000 != 0 && cred.uid != 0 && !cred.in_group(gid) {
+        mode &= !0o2000;
+    }
+    Attr {
+        inode,
+        kind: FileKind::File,
+        mode,
+        uid: cred.uid,
+        gid,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        nlink: 1,
+        size: 0,
+        rdev: 0,
+        goal: parent.goal,
+        xattrs: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_file_takes_the_group_of_a_set_group_id_folder() {
+        let mut parent = crate::folders::tests::folder(5, 2);
+        parent.gid = 50;
+        parent.goal = 3;
+        let cred = Cred {
+            uid: 1000,
+            gid: 100,
+            groups: vec![],
+        };
+        let now = Timespec { sec: 7, nsec: 1 };
+        let a = new_file_attr(&parent, 9, (0o2775, 0o022), &cred, now);
+        assert_eq!(
+            (a.inode, a.mode, a.uid, a.gid, a.goal),
+            (9, 0o2755, 1000, 100, 3)
+        );
+        assert_eq!((a.mtime, a.ctime, a.nlink, a.size), (now, now, 1, 0));
+        parent.mode |= 0o2000;
+        let a = new_file_attr(&parent, 9, (0o2775, 0o022), &cred, now);
+        assert_eq!(
+            (a.gid, a.mode),
+            (50, 0o755),
+            "not in the folder's group: no set-gid bit"
+        );
+        let member = Cred {
+            groups: vec![50],
+            ..cred
+        };
+        let a = new_file_attr(&parent, 9, (0o2775, 0), &member, now);
+        assert_eq!((a.gid, a.mode), (50, 0o2775));
+    }
 
     fn session(maps_root: bool, maps_all: bool) -> RegisterReply {
         RegisterReply {

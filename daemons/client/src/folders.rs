@@ -5,8 +5,8 @@
 //! no longer than the kernel would have kept the same answer (the attribute timeout), so other
 //! mounts' changes show up as soon as they would anyway.
 //!
-//! A removal answered before the master's answer (see `ahead.rs`) changes the entry here at
-//! once, as the master will: until the answers to such removals are in, an answer that
+//! A create or removal answered before the master's answer (see `ahead.rs`) changes the entry
+//! here at once, as the master will: until the answers to such changes are in, an answer that
 //! carries older attributes of the folder does not take back what they changed.
 
 use parking_lot::Mutex;
@@ -52,10 +52,11 @@ impl FolderAttrs {
             let mut attr = a.clone();
             let mut ahead = 0;
             if let Some(e) = map.get(&a.inode).filter(|e| e.ahead > 0) {
-                // Older than removals answered here: keep what they changed.
+                // Older than changes answered here: keep what they changed (the size counts
+                // what is here now: every later change went through this mount).
                 attr.mtime = attr.mtime.max(e.attr.mtime);
                 attr.ctime = attr.ctime.max(e.attr.ctime);
-                attr.size = attr.size.min(e.attr.size);
+                attr.size = e.attr.size;
                 ahead = e.ahead;
             }
             map.insert(
@@ -69,12 +70,17 @@ impl FolderAttrs {
         }
     }
 
-    /// A name of `folder` was removed here at `now`, ahead of the master's answer.
-    pub fn removed_ahead(&self, folder: Inode, now: Timespec) {
+    /// A name was added to `folder` (or removed from it) here at `now`, ahead of the master's
+    /// answer.
+    pub fn changed_ahead(&self, folder: Inode, now: Timespec, added: bool) {
         if let Some(e) = self.lock().get_mut(&folder) {
             e.attr.mtime = e.attr.mtime.max(now);
             e.attr.ctime = e.attr.ctime.max(now);
-            e.attr.size = e.attr.size.saturating_sub(FOLDER_ENTRY_SIZE);
+            e.attr.size = if added {
+                e.attr.size + FOLDER_ENTRY_SIZE
+            } else {
+                e.attr.size.saturating_sub(FOLDER_ENTRY_SIZE)
+            };
             e.ahead += 1;
         }
     }
@@ -152,8 +158,8 @@ pub(crate) mod tests {
         a.mtime = Timespec { sec: 10, nsec: 0 };
         f.store(&[a.clone()]);
         let later = Timespec { sec: 20, nsec: 0 };
-        f.removed_ahead(5, later);
-        f.removed_ahead(5, later);
+        f.changed_ahead(5, later, false);
+        f.changed_ahead(5, later, false);
         let got = f.get(5, ttl).unwrap();
         assert_eq!((got.mtime, got.ctime), (later, later));
         assert_eq!(got.size, moose_proto::folder_size(1));

@@ -18,15 +18,16 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use moose_proto::msg::{ClReply, ClRequest};
+use moose_proto::msg::{ClReply, ClRequest, CreateAhead};
 use moose_proto::{Attr, Cred, FileKind, FsError, Inode, SetAttrs, TimeSet, MAX_NAME_LEN};
 use tokio::runtime::Handle;
 
-use crate::ahead::{Ahead, Slot};
+use crate::ahead::{self, Ahead, Slot};
 use crate::attr;
 use crate::cred::CredCache;
 use crate::dirents::{self, DirBuffer, Resume};
 use crate::extents::MAX_FILE_SIZE;
+use crate::inode_pool::InodePool;
 use crate::known::Sweep;
 use crate::master::{Call, CallError, MasterClient};
 use crate::reader::{ReadMode, Reader};
@@ -46,6 +47,8 @@ const MAX_READAHEAD: u32 = 1 << 20;
 const MAX_ABSENT_XATTRS: usize = 16384;
 /// How long a truncation waits for another writer of a chunk it cuts.
 const LOCKED_PATIENCE: Duration = Duration::from_secs(60);
+/// Quota news is asked for this long before what the master said runs out.
+const QUOTA_NEWS_MARGIN: Duration = Duration::from_millis(500);
 /// Times an attribute answer overtaken by a write-out of the file is asked for again.
 const ATTR_ATTEMPTS: u32 = 8;
 
@@ -100,6 +103,10 @@ struct Core {
     grants: crate::quota_grant::Grants,
     /// Changes answered before the master's answer.
     ahead: Ahead,
+    /// Inode numbers for creates answered ahead.
+    pool: InodePool,
+    /// Tells the kernel to drop what it keeps (set once the FUSE session runs).
+    notifier: std::sync::OnceLock<fuser::Notifier>,
     rt: Handle,
 }
 
@@ -329,6 +336,177 @@ impl Core {
             });
     }
 
+    /// Creates `name` in `parent`, a folder this mount knows whole, with an inode of the pool,
+    /// and answers the kernel before the master does (see `ahead.rs`). Gives `reply` back when
+    /// the outcome cannot be foreseen: the pool is empty, the cluster may have quotas, the
+    /// folder's attributes or names are not known here.
+    fn create_ahead(
+        self: &Arc<Self>,
+        parent: Inode,
+        name: &[u8],
+        modes: (u16, u16),
+        flags: i32,
+        cred: &Cred,
+        reply: ReplyCreate,
+    ) -> Result<(), ReplyCreate> {
+        let session = self.master.session();
+        let Some(slot) = self.ahead.slot(&session, cred.uid) else {
+            return Err(reply);
+        };
+        let session = crate::inode_pool::session_tag(&session);
+        self.refill_inodes(session);
+        let folder = self.master.folders().get(parent, self.attr_ttl);
+        let Some(folder) = folder.filter(|_| self.grants.none_known(Duration::ZERO)) else {
+            return Err(reply);
+        };
+        let now = moose_proto::Timespec::now();
+        let sent = self.pool.with_next(session, |inode| {
+            if !self.master.known().put(parent, name) {
+                return None;
+            }
+            let a = ahead::new_file_attr(&folder, inode, modes, cred, now);
+            self.master.folders().changed_ahead(parent, now, true);
+            let before = self.master.change_count();
+            let req = ClRequest::Create {
+                parent,
+                name: name.to_vec(),
+                mode: modes.0,
+                umask: modes.1,
+                flags,
+                cred: cred.clone(),
+                ahead: Some(CreateAhead { inode, time: now }),
+            };
+            let (core, expected, name) = (self.clone(), a.clone(), name.to_vec());
+            // Sent before the kernel's answer: whatever the kernel asks next comes after it.
+            self.master.start_then(req, move |r| {
+                core.created_ahead(parent, &name, expected, before, slot, r)
+            });
+            Some((a, before))
+        });
+        let Some((a, before)) = sent else {
+            return Err(reply);
+        };
+        // For the `futimens` of `touch` right after, unless anything else went out meanwhile.
+        if self.master.change_count() == before + 1 {
+            self.writer.note_landed(a.inode, a.clone(), before + 1);
+        }
+        let counter = self.open_counter(a.inode);
+        let core = self.clone();
+        let cred = cred.clone();
+        let opened = move |count: &mut u32| {
+            let fh = core.open_created(&a, flags, cred, count);
+            reply.created(
+                &attr::ttl(core.entry_ttl.min(core.attr_ttl)),
+                &attr::file_attr(&a, core.to_fuse(a.inode), 0),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            )
+        };
+        // Nobody else knows the new inode yet: its counter is free, but for a racing open.
+        let locked = counter.try_lock();
+        match locked {
+            Ok(mut count) => opened(&mut count),
+            Err(_) => {
+                drop(locked);
+                self.rt
+                    .spawn(async move { opened(&mut *counter.lock().await) });
+            }
+        }
+        Ok(())
+    }
+
+    /// The master's answer to a create answered ahead, with the attributes the kernel was told.
+    fn created_ahead(
+        &self,
+        parent: Inode,
+        name: &[u8],
+        expected: Attr,
+        before: u64,
+        slot: Slot,
+        r: Result<ClReply, CallError>,
+    ) {
+        self.master.folders().settled_ahead(parent);
+        drop(slot);
+        let shown = String::from_utf8_lossy(name);
+        match r {
+            Ok(ClReply::Attr(a)) if a == expected => self.note_changed(a.inode, &a, before),
+            Ok(ClReply::Attr(a)) => {
+                tracing::warn!(
+                    "the master made '{shown}' in folder {parent} with other attributes than \
+                     this mount told the kernel ({a:?}, not {expected:?}); the kernel asks again"
+                );
+                self.writer.drop_landed(a.inode);
+                self.kernel_forget(a.inode, None);
+            }
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(r) => format!("unexpected answer {r:?}"),
+                };
+                tracing::warn!(
+                    "the master did not create '{shown}' in folder {parent} ({why}) after this \
+                     mount had answered the create: the file is not there, and its open handle \
+                     fails"
+                );
+                self.master.known().forget(parent);
+                self.master.folders().forget(parent);
+                self.writer.drop_landed(expected.inode);
+                self.kernel_forget(parent, Some(name.to_vec()));
+            }
+        }
+    }
+
+    /// Makes the kernel drop the name `name` of `parent` (with `Some`) or the attributes of
+    /// `inode` it keeps from an answer given ahead that the master refused. Not on a runtime
+    /// thread: the kernel may first wait for a request in the folder that one must answer.
+    fn kernel_forget(&self, inode: Inode, name: Option<Vec<u8>>) {
+        let Some(notifier) = self.notifier.get().cloned() else {
+            return;
+        };
+        let ino = INodeNo(self.to_fuse(inode));
+        self.rt.spawn_blocking(move || {
+            let r = match &name {
+                Some(n) => notifier.inval_entry(ino, OsStr::from_bytes(n)),
+                None => notifier.inval_inode(ino, -1, 0),
+            };
+            if let Err(e) = r {
+                tracing::debug!("making the kernel forget inode {} {name:?}: {e}", ino.0);
+            }
+        });
+    }
+
+    /// Asks the master for more inode numbers when the pool runs low, or for news of quotas
+    /// before what it said runs out.
+    fn refill_inodes(self: &Arc<Self>, session: u64) {
+        let refresh = !self.grants.none_known(QUOTA_NEWS_MARGIN);
+        let Some(count) = self.pool.wanted(session, refresh) else {
+            return;
+        };
+        let asked = Instant::now();
+        let core = Arc::downgrade(self);
+        self.master
+            .start_then(ClRequest::ReserveInodes { count }, move |r| {
+                let Some(core) = core.upgrade() else {
+                    return;
+                };
+                match r {
+                    Ok(ClReply::Inodes {
+                        first,
+                        count,
+                        quotas,
+                    }) => {
+                        core.grants.note_cluster(quotas, asked);
+                        core.pool.refilled(session, first, count);
+                    }
+                    other => {
+                        core.pool.refill_failed();
+                        tracing::debug!("reserving inode numbers: {other:?}");
+                    }
+                }
+            });
+    }
+
     /// Sets the times of a file whose current attributes `base` the mount has, and answers
     /// the kernel before the master does (see `ahead.rs`). "Now" is this host's clock, sent
     /// as such, so the master keeps the times the kernel was told.
@@ -371,10 +549,10 @@ impl Core {
                         };
                         tracing::warn!(
                             "the master did not set the times of inode {inode} ({why}) after this \
-                             mount had answered the change: the kernel may show them for up to \
-                             the attribute timeout"
+                             mount had answered the change; the kernel asks again"
                         );
                         core.writer.drop_landed(inode);
+                        core.kernel_forget(inode, None);
                     }
                 }
             });
@@ -398,7 +576,7 @@ impl Core {
     ) {
         self.master
             .folders()
-            .removed_ahead(parent, moose_proto::Timespec::now());
+            .changed_ahead(parent, moose_proto::Timespec::now(), false);
         let master = self.master.clone();
         let req = ClRequest::Unlink {
             parent,
@@ -984,6 +1162,8 @@ impl MooseFs {
             bare: Mutex::new(HashMap::new()),
             grants: Default::default(),
             ahead: Ahead::new(config.answer_ahead),
+            pool: InodePool::default(),
+            notifier: std::sync::OnceLock::new(),
             rt: rt.clone(),
         });
         rt.spawn(follow_sessions(master, Arc::downgrade(&core)));
@@ -1017,6 +1197,7 @@ impl PageDropper {
         let Some(core) = self.core.upgrade() else {
             return;
         };
+        let _ = core.notifier.set(notifier.clone());
         let stale = core.master.stale_pages();
         self.rt.spawn(drop_stale_pages(stale, self.core, notifier));
     }
@@ -1856,13 +2037,19 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let cred = core.cred(req);
         let parent = core.to_master(parent);
+        let modes = (attr::perm_bits(mode), attr::perm_bits(umask));
+        let reply = match core.create_ahead(parent, &name, modes, flags, &cred, reply) {
+            Ok(()) => return,
+            Err(reply) => reply,
+        };
         let req = ClRequest::Create {
             parent,
             name: name.clone(),
-            mode: attr::perm_bits(mode),
-            umask: attr::perm_bits(umask),
+            mode: modes.0,
+            umask: modes.1,
             flags,
             cred: cred.clone(),
+            ahead: None,
         };
         let creating = Creating {
             parent,

@@ -170,6 +170,22 @@ impl KnownFolders {
         true
     }
 
+    /// Adds `name` to `folder` for a create answered before the master's answer: true when
+    /// the folder is known and had no such name.
+    pub fn put(&self, folder: Inode, name: &[u8]) -> bool {
+        let mut inner = self.inner.lock();
+        let Some(f) = inner.folders.get_mut(&folder) else {
+            return false;
+        };
+        if f.names.len() >= MAX_FOLDER_NAMES || !f.names.insert(name.into()) {
+            return false;
+        }
+        inner.names += 1;
+        inner.touch(folder);
+        inner.make_room();
+        true
+    }
+
     /// Forgets `folder`: a change answered ahead of the master was refused there.
     pub fn forget(&self, folder: Inode) {
         let mut inner = self.inner.lock();
@@ -355,6 +371,10 @@ mod tests {
         assert!(k.take(5, b"b"));
         k.learn(5, names(&["b"]), sent);
         assert!(k.absent(5, b"b"));
+        assert!(k.put(5, b"c"));
+        assert!(!k.absent(5, b"c"));
+        assert!(!k.put(5, b"c"), "there already");
+        assert!(!k.put(6, b"c"), "an unknown folder takes nothing");
         k.forget(5);
         assert!(!k.absent(5, b"b"), "a forgotten folder answers nothing");
     }
@@ -396,6 +416,7 @@ mod tests {
             mode: 0o644,
             umask: 0,
             flags: 0,
+            ahead: None,
             cred,
         };
         k.settle(&create, &ClReply::Done, k.now());

@@ -9,6 +9,7 @@ pub mod extents;
 pub mod folder_tools;
 pub mod folders;
 pub mod fs;
+pub mod inode_pool;
 pub mod kept_leases;
 pub mod known;
 pub mod master;

@@ -654,10 +654,21 @@ fn resend_pending(inner: &Inner, out: Arc<Mutex<Outbox>>) {
 /// Opens again, in a new session, every inode open here, before the unanswered requests are
 /// sent again (reads and writes need their file open in the session).
 async fn reopen(inner: &Inner, conn: &mut Conn) {
+    // Files whose creates answered ahead are still to be sent: those open them.
+    let creating: std::collections::HashSet<moose_proto::Inode> = inner
+        .lock()
+        .pending
+        .values()
+        .filter_map(|p| match &p.env.req {
+            ClRequest::Create { ahead: Some(a), .. } => Some(a.inode),
+            _ => None,
+        })
+        .collect();
     let opened: Vec<(moose_proto::Inode, i32, moose_proto::Cred)> = inner
         .opened
         .lock()
         .iter()
+        .filter(|(i, _)| !creating.contains(i))
         .map(|(i, (f, c))| (*i, *f, c.clone()))
         .collect();
     for (inode, flags, cred) in opened {

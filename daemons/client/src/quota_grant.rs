@@ -44,6 +44,19 @@ pub fn admitted(offset: u64, len: u64, end: u64) -> Result<u64, FsError> {
 }
 
 impl Grants {
+    /// True when the master said lately that the cluster has no quotas: nothing it makes can
+    /// be refused for one. `margin` early, so that news can be asked for in time.
+    pub fn none_known(&self, margin: Duration) -> bool {
+        let g = self.inner.lock();
+        g.none_until.is_some_and(|t| t > Instant::now() + margin)
+    }
+
+    /// The master said, in answer to a request sent at `asked`, whether the cluster has quotas.
+    pub fn note_cluster(&self, quotas: bool, asked: Instant) {
+        let mut g = self.inner.lock();
+        g.none_until = (!quotas).then_some(asked + KEEP);
+    }
+
     /// True when what the master said lately admits all `len` bytes at `offset` of `inode`
     /// (no question to ask).
     pub fn admits_now(&self, inode: Inode, offset: u64, len: u64) -> bool {

@@ -368,6 +368,7 @@ fn register(
     let id = master.new_session_id();
     let mut session = Session::new(id, peer.ip(), root, line, reg.tool);
     session.meta = meta;
+    session.recovering = reg.resume.is_some();
     let session = Arc::new(session);
     let session_key = moose_proto::auth::random_bytes(16);
     master

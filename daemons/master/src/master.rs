@@ -49,6 +49,9 @@ pub struct Master {
     pub trust: crate::trust::Trust,
     /// Sessions by id, connected or sustained after their connection ended.
     pub session_table: crate::sessions::SessionTable,
+    /// Inode numbers below this were handed out before this start: a mount that lost its
+    /// session may still send creates answered ahead with them.
+    pub inodes_before_start: Inode,
 }
 
 impl Master {
@@ -62,6 +65,7 @@ impl Master {
         )
         .context("cannot open the changelog")?;
         Ok(Master {
+            inodes_before_start: meta.next_inode,
             trust: crate::trust::Trust::new(cfg.auth_code.clone()),
             session_table: Default::default(),
             cs: CsRegistry::new(cfg.cs_timeout),

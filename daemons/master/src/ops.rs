@@ -165,4 +165,9 @@ pub enum Op {
         inode: Inode,
         since: Option<u64>,
     },
+    /// Inode numbers below `upto` were handed out (set aside for a session's creates answered
+    /// ahead): none is handed out again, after a restart too.
+    ReserveInodes {
+        upto: Inode,
+    },
 }

@@ -123,6 +123,51 @@ pub struct Session {
     pub tool: bool,
     /// A meta session (`moose-mount -m`, `moose-tool undelete`): it sees the trash only.
     pub meta: bool,
+    /// Inode numbers set aside for the session's creates answered ahead.
+    pub reserved: Mutex<ReservedInodes>,
+    /// The mount asked to take over an earlier session that is gone (the master restarted,
+    /// or the session expired): it may send again creates it answered ahead then.
+    pub recovering: bool,
+}
+
+/// Ranges of inode numbers a session reserved, each `(next unused, end)`, oldest first. The
+/// session creates with them in increasing order: a number is good once, and one from a
+/// later range gives up what is left of the earlier ones.
+#[derive(Debug, Default)]
+pub struct ReservedInodes {
+    ranges: std::collections::VecDeque<(Inode, Inode)>,
+}
+
+/// Ranges a session keeps at most; the oldest goes first.
+const MAX_RESERVED_RANGES: usize = 4;
+
+impl ReservedInodes {
+    pub fn add(&mut self, first: Inode, count: u64) {
+        if count == 0 {
+            return;
+        }
+        if self.ranges.len() == MAX_RESERVED_RANGES {
+            self.ranges.pop_front();
+        }
+        self.ranges.push_back((first, first + count));
+    }
+
+    /// Uses `inode`: true when it is reserved and above every number used before.
+    pub fn take(&mut self, inode: Inode) -> bool {
+        let Some(i) = self
+            .ranges
+            .iter()
+            .position(|&(next, end)| (next..end).contains(&inode))
+        else {
+            return false;
+        };
+        self.ranges.drain(..i);
+        self.ranges[0].0 = inode + 1;
+        if self.ranges[0].0 == self.ranges[0].1 {
+            self.ranges.pop_front();
+        }
+        true
+    }
 }
 
 impl Session {
@@ -141,6 +186,8 @@ impl Session {
             known: Mutex::new(HashSet::new()),
             tool,
             meta: false,
+            reserved: Mutex::new(ReservedInodes::default()),
+            recovering: false,
         }
     }
 
@@ -165,5 +212,30 @@ impl Session {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserved_inode_is_good_once_and_in_increasing_order() {
+        let mut r = ReservedInodes::default();
+        assert!(!r.take(10), "nothing reserved");
+        r.add(10, 4);
+        r.add(100, 2);
+        assert!(r.take(11));
+        assert!(!r.take(10), "below one used");
+        assert!(!r.take(11), "used");
+        assert!(!r.take(14), "past the range");
+        assert!(
+            r.take(100),
+            "a later range gives up the rest of the earlier one"
+        );
+        assert!(!r.take(12));
+        assert!(r.take(101));
+        assert!(!r.take(101));
+        assert!(!r.take(102));
     }
 }

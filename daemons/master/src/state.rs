@@ -268,6 +268,7 @@ impl State {
             | Op::SetAttr { .. }
             | Op::SetQuota { .. }
             | Op::QuotaClock { .. }
+            | Op::ReserveInodes { .. }
             | Op::SetChunkVersion { .. }
             | Op::SetXattr { .. }
             | Op::RemoveXattr { .. } => (vec![], vec![]),
@@ -661,6 +662,10 @@ impl State {
             }
             Op::QuotaClock { inode, since } => {
                 crate::quota::set_clock(&mut self.meta, *inode, *since);
+                Ok(Applied::Done)
+            }
+            Op::ReserveInodes { upto } => {
+                self.meta.next_inode = self.meta.next_inode.max(*upto);
                 Ok(Applied::Done)
             }
         }

@@ -59,6 +59,18 @@ pub struct RegisterRequest {
     pub resume: Option<(u64, Vec<u8>)>,
 }
 
+/// Inode numbers a session may reserve in one request.
+pub const MAX_RESERVED_INODES: u32 = 4096;
+
+/// How a create answered ahead by the mount is made (see [`ClRequest::Create`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAhead {
+    /// One of the session's reserved inodes, above every one it used before.
+    pub inode: Inode,
+    /// The new file's times (and its folder's), as the mount told the kernel.
+    pub time: crate::Timespec,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterReply {
     pub session_id: u64,
@@ -140,6 +152,9 @@ pub enum ClRequest {
         umask: u16,
         flags: i32,
         cred: Cred,
+        /// Made with an inode this session reserved, at the mount's time: the mount
+        /// answered the kernel before sending it (see [`ClRequest::ReserveInodes`]).
+        ahead: Option<CreateAhead>,
     },
     MkDir {
         parent: Inode,
@@ -276,6 +291,12 @@ pub enum ClRequest {
     /// Answered once every metadata change acknowledged so far is on the master's disk (a
     /// client's `fsync`; changes are otherwise synced within a second).
     SyncMetadata,
+    /// Sets `count` (at most [`MAX_RESERVED_INODES`]) inode numbers aside for this session's
+    /// creates answered ahead, and says whether the cluster has quotas; answered with
+    /// [`ClReply::Inodes`].
+    ReserveInodes {
+        count: u32,
+    },
     /// Sets the trash time (seconds a deleted file stays in the trash; 0 = none) of `inode`,
     /// and of everything below it when recursive, where the caller may.
     SetTrashTime {
@@ -371,6 +392,7 @@ impl ClRequest {
             | ClusterInfo
             | Nop
             | SyncMetadata
+            | ReserveInodes { .. }
             | GetTrashTime { .. }
             | TrashList { .. }
             | TrashGet { .. }
@@ -451,6 +473,13 @@ pub enum ClReply {
     /// cluster has none (the client then need not ask again for a while).
     Allowance {
         end: u64,
+        quotas: bool,
+    },
+    /// Inode numbers `first..first + count` are this session's to create files with, in
+    /// increasing order; `quotas` as in [`ClReply::Allowance`].
+    Inodes {
+        first: Inode,
+        count: u32,
         quotas: bool,
     },
     /// Sent unasked (`msgid` [`NOTICE_MSGID`]): another session changed the names of these

@@ -95,7 +95,8 @@ fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
         | ClusterInfo
         | Nop
         | CloseSession
-        | SyncMetadata => [None, None],
+        | SyncMetadata
+        | ReserveInodes { .. } => [None, None],
     }
 }
 
@@ -223,6 +224,7 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
         ClRequest::SetQuota { inode, quota, cred } => quota::set(m, s, inode, quota, cred),
         ClRequest::GetQuota { inode, under } => quota::get(m, inode, under),
         ClRequest::QuotaAllowance { inode } => quota::allowance(m, inode),
+        ClRequest::ReserveInodes { count } => names::reserve_inodes(m, s, count),
         ClRequest::StatfsAt { inode } => quota::statfs_at(m, inode),
         ClRequest::Snapshot {
             src,

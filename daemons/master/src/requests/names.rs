@@ -78,16 +78,40 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             umask,
             flags,
             cred,
+            ahead,
         } => {
-            let created = create(
+            let (inode, now) = match ahead {
+                None => (st.meta.next_inode, now),
+                Some(a) => {
+                    if st.dir(parent)?.get(&name) == Some(a.inode) {
+                        // Sent again after a lost connection: made already.
+                        grant_open(st, s, a.inode, access_asked(flags));
+                        return Ok((ClReply::Attr(attr(st, a.inode)?), None));
+                    }
+                    let reserved = s.reserved.lock().take(a.inode);
+                    // Answered ahead by a mount before this master started, and sent again.
+                    let earlier = s.recovering
+                        && a.inode < m.inodes_before_start
+                        && !st.meta.nodes.contains_key(&a.inode);
+                    if !reserved && !earlier {
+                        tracing::warn!(
+                            "session {} from {} created with inode {}, which it did not reserve",
+                            s.id,
+                            s.ip,
+                            a.inode
+                        );
+                        return Err(FsError::Inval);
+                    }
+                    (a.inode, a.time)
+                }
+            };
+            let created = create_as(
                 m,
                 st,
                 s,
-                parent,
-                name,
-                FileKind::File,
-                mode & !umask,
-                0,
+                (parent, name),
+                inode,
+                (FileKind::File, mode & !umask, 0),
                 map_cred(s, cred),
                 now,
             )?;
@@ -491,6 +515,53 @@ fn create(
     cred: Cred,
     now: Timespec,
 ) -> FsResult<Outcome> {
+    let inode = st.meta.next_inode;
+    create_as(
+        m,
+        st,
+        s,
+        (parent, name),
+        inode,
+        (kind, mode, rdev),
+        cred,
+        now,
+    )
+}
+
+/// Sets `count` inode numbers aside for session `s` (see [`ClRequest::ReserveInodes`]). They
+/// are never handed out again: the changelog records that `next_inode` moved past them.
+pub fn reserve_inodes(m: &Master, s: &Session, count: u32) -> FsResult<Outcome> {
+    writable(s)?;
+    let count = count.min(moose_proto::msg::MAX_RESERVED_INODES);
+    let mut st = m.state();
+    let first = st.meta.next_inode;
+    let quotas = !st.meta.quotas.is_empty();
+    let reply = ClReply::Inodes {
+        first,
+        count,
+        quotas,
+    };
+    if count == 0 {
+        return Ok((reply, None));
+    }
+    let upto = first + u64::from(count);
+    let (_, v) = m.commit_by(&mut st, Op::ReserveInodes { upto }, Some(s.id))?;
+    s.reserved.lock().add(first, u64::from(count));
+    Ok((reply, Some(v)))
+}
+
+/// [`create`] with inode number `inode` (the next one, or one the session reserved).
+#[allow(clippy::too_many_arguments)]
+fn create_as(
+    m: &Master,
+    st: &mut State,
+    s: &Session,
+    (parent, name): (Inode, Vec<u8>),
+    inode: Inode,
+    (kind, mode, rdev): (FileKind, u16, u32),
+    cred: Cred,
+    now: Timespec,
+) -> FsResult<Outcome> {
     writable(s)?;
     check_name(&name)?;
     if kind == FileKind::Symlink {
@@ -506,7 +577,6 @@ fn create(
     if kind != FileKind::Dir && mode & 0o2000 != 0 && cred.uid != 0 && !cred.in_group(gid) {
         mode &= !0o2000;
     }
-    let inode = st.meta.next_inode;
     let op = Op::Create {
         parent,
         name,
