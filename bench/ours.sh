@@ -60,7 +60,7 @@ HDD_CONF_FILENAME = $work/hdd$i.cfg
 CFG
         "$bin/moose-chunkserver" -c "$work/cs$i.cfg" start >/dev/null
     done
-    "$bin/moose-mount" "$mnt" -H 127.0.0.1 -P "$cl_port" >/dev/null
+    "$bin/moose-mount" "$mnt" -H 127.0.0.1 -P "$cl_port" ${MOUNT_OPTS:-} >/dev/null
     # As the stock side: deleted files are freed at once, not kept in the trash for a day.
     "$bin/moose-tool" settrashtime -r 0 "$mnt" >/dev/null
 }

@@ -14,7 +14,9 @@ pub const MAGIC: u32 = 0x4D4F_4F53;
 /// 5: the end of a write says whether it is an fdatasync's or an fsync's
 ///    ([`crate::msg::EndSync`]); opens say whether the kernel keeps a file's pages, and
 ///    mounts hear of changes to the data of files they have open.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// 6: mounts answer some changes before the master (`ReserveInodes`, creates with a reserved
+///    inode; the registration says whether the export maps the caller's ids).
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Largest hello accepted: a peer cannot make us wait for megabytes before it says who it is.
 pub const HELLO_LIMIT: u32 = 4096;
 
