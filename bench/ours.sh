@@ -25,8 +25,8 @@ ours_in_tmp() {
 # A free TCP port on 127.0.0.1.
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 10000)); }
 
-# start_ours WORK MNT: writes the configs into WORK, starts the daemons and mounts at MNT;
-# sets cl_port (the master's client port).
+# start_ours WORK MNT: writes the configs into WORK, starts the daemons and mounts at MNT
+# (with $MOUNT_OPTS, e.g. "-o dirsync"); sets cl_port (the master's client port).
 start_ours() {
     : "${bin:?set bin to the folder of our binaries before sourcing bench/ours.sh}"
     local work=$1 mnt=$2 cs_port ml_port i
