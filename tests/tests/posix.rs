@@ -413,7 +413,7 @@ fn done_within_10s(f: impl FnOnce() + Send + 'static) -> bool {
 }
 
 #[test]
-fn removals_and_new_times_the_mount_can_foresee_do_not_wait_for_the_master() {
+fn removals_and_changes_of_attributes_the_mount_can_foresee_do_not_wait_for_the_master() {
     let mut c = cluster();
     // Long cache times: nothing but the changes themselves would need the master.
     let a = c
@@ -434,12 +434,20 @@ fn removals_and_new_times_the_mount_can_foresee_do_not_wait_for_the_master() {
         touched
             .set_times(fs::FileTimes::new().set_modified(when))
             .unwrap();
+        // As `tar -x` does next, as root.
+        std::os::unix::fs::fchown(&touched, Some(NOBODY), Some(NOBODY)).unwrap();
+        touched
+            .set_permissions(fs::Permissions::from_mode(0o600))
+            .unwrap();
         for i in 0..5 {
             fs::remove_file(d.join(format!("f{i}"))).unwrap();
         }
     });
     drop(paused);
-    assert!(answered, "futimens and unlink waited for a frozen master");
+    assert!(
+        answered,
+        "futimens, fchown, fchmod and unlink waited for a frozen master"
+    );
 
     // The master made every change, in order, as another mount sees.
     let b = c.mount().unwrap();
@@ -448,12 +456,11 @@ fn removals_and_new_times_the_mount_can_foresee_do_not_wait_for_the_master() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, ["touched"]);
+    let m = fs::metadata(b.join("d/touched")).unwrap();
+    assert_eq!(m.modified().unwrap(), when);
     assert_eq!(
-        fs::metadata(b.join("d/touched"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        when
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (NOBODY, NOBODY, 0o600)
     );
     // A name removed ahead can be made again at once.
     fs::write(a.join("d/f0"), b"again").unwrap();

@@ -4,9 +4,10 @@
 //! Only a change whose outcome the mount already knows is answered ahead: the kernel checked
 //! the caller's permissions (the mount runs with `default_permissions`) and the master checks
 //! the same ids (no `maproot` or `mapall` of the export applies to the caller), and the mount
-//! knows what the change acts on (a name of a folder it knows whole). The master takes one
-//! connection's requests in order, so everything sent later (a lookup, a create of the same
-//! name, an `fsync`, the `rmdir` of the folder) finds the change made.
+//! knows what the change acts on (a name of a folder it knows whole, a file whose attributes
+//! it holds). The master takes one connection's requests in order, so everything sent later
+//! (a lookup, a create of the same name, an `fsync`, the `rmdir` of the folder) finds the
+//! change made.
 //!
 //! Should the master refuse one all the same (another session changed the folder's mode a
 //! moment before), the refusal is logged and what the mount kept about the folder is dropped,
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use moose_proto::msg::RegisterReply;
-use moose_proto::{Attr, Cred, FileKind, Inode, Timespec};
+use moose_proto::{Attr, Cred, FileKind, Inode, SetAttrs, TimeSet, Timespec};
 
 /// Changes answered ahead whose answers from the master are not in yet, at most; past this,
 /// changes wait for their answers again.
@@ -102,9 +103,100 @@ pub fn new_file_attr(
     }
 }
 
+/// Whether the master will make the change `set` of a file with attributes `a` for `cred`
+/// exactly as asked (the kernel checked the permissions): any change by root, and new times
+/// by the owner. Other callers' changes of mode or owner may have set-id bits cleared by the
+/// master's rules, and wait for its answer.
+pub fn may_set(a: &Attr, set: &SetAttrs, cred: &Cred) -> bool {
+    let ids_or_mode = set.mode.is_some() || set.uid.is_some() || set.gid.is_some();
+    a.kind == FileKind::File
+        && set.size.is_none()
+        && (cred.uid == 0 || (!ids_or_mode && cred.uid == a.uid))
+}
+
+/// `a` after the change `set` made at `now`.
+pub fn changed_attr(mut a: Attr, set: &SetAttrs, now: Timespec) -> Attr {
+    let at = |t: TimeSet| match t {
+        TimeSet::Now => now,
+        TimeSet::At(t) => t,
+    };
+    if let Some(m) = set.mode {
+        a.mode = m & 0o7777;
+    }
+    a.uid = set.uid.unwrap_or(a.uid);
+    a.gid = set.gid.unwrap_or(a.gid);
+    a.atime = set.atime.map_or(a.atime, at);
+    a.mtime = set.mtime.map_or(a.mtime, at);
+    a.ctime = now;
+    a
+}
+
+/// The master's attributes `a` are those the mount told the kernel, but for the change time
+/// (the master's clock).
+pub fn same_but_ctime(a: &Attr, told: &Attr) -> bool {
+    Attr {
+        ctime: told.ctime,
+        ..a.clone()
+    } == *told
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_changes_anything_of_a_file_and_the_owner_only_its_times() {
+        let mut file = crate::folders::tests::folder(9, 1);
+        file.kind = FileKind::File;
+        file.uid = 1000;
+        let times = SetAttrs {
+            mtime: Some(TimeSet::Now),
+            ..SetAttrs::default()
+        };
+        let chown = SetAttrs {
+            uid: Some(0),
+            gid: Some(0),
+            ..SetAttrs::default()
+        };
+        let user = |uid| Cred {
+            uid,
+            gid: uid,
+            groups: vec![],
+        };
+        assert!(may_set(&file, &chown, &user(0)));
+        assert!(may_set(&file, &times, &user(1000)));
+        assert!(!may_set(&file, &times, &user(1001)), "not the owner");
+        assert!(!may_set(&file, &chown, &user(1000)), "set-id rules");
+        let resize = SetAttrs {
+            size: Some(0),
+            ..SetAttrs::default()
+        };
+        assert!(!may_set(&file, &resize, &user(0)));
+        let folder = crate::folders::tests::folder(5, 2);
+        assert!(
+            !may_set(&folder, &chown, &user(0)),
+            "folders are kept elsewhere"
+        );
+
+        let now = Timespec { sec: 50, nsec: 5 };
+        let set = SetAttrs {
+            mode: Some(0o104755),
+            gid: Some(7),
+            atime: Some(TimeSet::At(Timespec { sec: 1, nsec: 0 })),
+            ..SetAttrs::default()
+        };
+        let after = changed_attr(file.clone(), &set, now);
+        assert_eq!((after.mode, after.uid, after.gid), (0o4755, 1000, 7));
+        assert_eq!(
+            (after.atime.sec, after.mtime, after.ctime),
+            (1, file.mtime, now)
+        );
+        let mut master = after.clone();
+        master.ctime = Timespec { sec: 51, nsec: 0 };
+        assert!(same_but_ctime(&master, &after));
+        master.mode = 0o755;
+        assert!(!same_but_ctime(&master, &after));
+    }
 
     #[test]
     fn a_new_file_takes_the_group_of_a_set_group_id_folder() {

@@ -507,10 +507,11 @@ impl Core {
             });
     }
 
-    /// Sets the times of a file whose current attributes `base` the mount has, and answers
-    /// the kernel before the master does (see `ahead.rs`). "Now" is this host's clock, sent
-    /// as such, so the master keeps the times the kernel was told.
-    fn set_times_ahead(
+    /// Changes the mode, owner or times of a file whose current attributes `base` the mount
+    /// has (see [`ahead::may_set`]), and answers the kernel before the master does (see
+    /// `ahead.rs`). "Now" is this host's clock, sent as such, so the master keeps the times
+    /// the kernel was told.
+    fn set_attrs_ahead(
         self: &Arc<Self>,
         ino: u64,
         base: Attr,
@@ -524,32 +525,31 @@ impl Core {
             TimeSet::Now => now,
             TimeSet::At(t) => t,
         };
-        let inode = base.inode;
-        let mut a = base;
-        a.atime = set.atime.map_or(a.atime, at);
-        a.mtime = set.mtime.map_or(a.mtime, at);
-        a.ctime = now;
         let set = SetAttrs {
             atime: set.atime.map(|t| TimeSet::At(at(t))),
             mtime: set.mtime.map(|t| TimeSet::At(at(t))),
-            ..SetAttrs::default()
+            ..set
         };
+        let inode = base.inode;
+        let a = ahead::changed_attr(base, &set, now);
         let before = self.master.change_count();
-        let core = self.clone();
+        let (core, expected) = (self.clone(), a.clone());
         // Sent before the kernel's answer: whatever the kernel asks next comes after it.
         self.master
             .start_then(ClRequest::SetAttr { inode, set, cred }, move |r| {
                 drop(slot);
                 match r {
-                    Ok(ClReply::Attr(a)) => core.note_changed(inode, &a, before),
+                    Ok(ClReply::Attr(a)) if ahead::same_but_ctime(&a, &expected) => {
+                        core.note_changed(inode, &a, before)
+                    }
                     other => {
                         let why = match other {
                             Err(e) => e.to_string(),
-                            Ok(r) => format!("unexpected answer {r:?}"),
+                            Ok(a) => format!("it made them {a:?}, not {expected:?}"),
                         };
                         tracing::warn!(
-                            "the master did not set the times of inode {inode} ({why}) after this \
-                             mount had answered the change; the kernel asks again"
+                            "the master did not change the attributes of inode {inode} as this \
+                             mount had answered ({why}); the kernel asks again"
                         );
                         core.writer.drop_landed(inode);
                         core.kernel_forget(inode, None);
@@ -1378,13 +1378,10 @@ impl Filesystem for MooseFs {
             times && core.writer.unwritten(inode)
         };
         if !resized && !flush_first {
-            if set.mode.is_none() && set.uid.is_none() && set.gid.is_none() {
-                if let Some(slot) = core.ahead.slot(&core.master.session(), cred.uid) {
-                    let base = core.writer.current_attr(inode, core.attr_ttl);
-                    // The owner and root may set any times: the master will too.
-                    if let Some(base) = base.filter(|a| cred.uid == 0 || cred.uid == a.uid) {
-                        return core.set_times_ahead(ino.0, base, set, cred, slot, reply);
-                    }
+            if let Some(slot) = core.ahead.slot(&core.master.session(), cred.uid) {
+                let base = core.writer.landed_attr(inode, core.attr_ttl);
+                if let Some(base) = base.filter(|a| ahead::may_set(a, &set, &cred)) {
+                    return core.set_attrs_ahead(ino.0, base, set, cred, slot, reply);
                 }
             }
             return core.setattr_request(inode, set, cred, reply);

@@ -419,15 +419,9 @@ impl Writer {
     /// The attributes the latest change of `inode` landed with, if they are younger than
     /// `ttl`, nothing is buffered, and no change was sent or answered on this mount's
     /// connection since (changes made elsewhere show within `ttl`, as with any attributes the
-    /// kernel keeps). Taken: the kernel keeps them from here.
+    /// kernel keeps): what the kernel's next getattr is answered with, and what a change
+    /// answered ahead of the master starts from.
     pub fn landed_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
-        let l = self.landed.lock().remove(&inode)?;
-        self.still_valid(&l, inode, ttl).then_some(l.attr)
-    }
-
-    /// [`Writer::landed_attr`], left in place: what a change answered ahead of the master
-    /// starts from.
-    pub fn current_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
         let l = self.landed.lock().get(&inode).cloned()?;
         self.still_valid(&l, inode, ttl).then_some(l.attr)
     }
