@@ -135,6 +135,14 @@ fn expect_attr(what: &str, r: Result<ClReply, CallError>) -> Result<Attr, Errno>
     }
 }
 
+/// Why a change answered ahead was not made, for the log.
+fn not_done(r: Result<ClReply, CallError>) -> String {
+    match r {
+        Err(e) => e.to_string(),
+        Ok(r) => format!("unexpected answer {r:?}"),
+    }
+}
+
 fn expect_done(what: &str, r: Result<ClReply, CallError>) -> Result<(), Errno> {
     match r {
         Ok(ClReply::Done) | Ok(ClReply::Attr(_)) => Ok(()),
@@ -378,8 +386,8 @@ impl Core {
             };
             let (core, expected, name) = (self.clone(), a.clone(), name.to_vec());
             // Sent before the kernel's answer: whatever the kernel asks next comes after it.
-            self.master.start_then(req, move |r| {
-                core.created_ahead(parent, &name, expected, before, slot, r)
+            self.master.start_ahead(req, move |r| {
+                core.created_ahead(parent, &name, expected, slot, r)
             });
             Some((a, before))
         });
@@ -422,7 +430,6 @@ impl Core {
         parent: Inode,
         name: &[u8],
         expected: Attr,
-        before: u64,
         slot: Slot,
         r: Result<ClReply, CallError>,
     ) {
@@ -430,7 +437,7 @@ impl Core {
         drop(slot);
         let shown = String::from_utf8_lossy(name);
         match r {
-            Ok(ClReply::Attr(a)) if a == expected => self.note_changed(a.inode, &a, before),
+            Ok(ClReply::Attr(a)) if a == expected => {}
             Ok(ClReply::Attr(a)) => {
                 tracing::warn!(
                     "the master made '{shown}' in folder {parent} with other attributes than \
@@ -440,10 +447,7 @@ impl Core {
                 self.kernel_forget(a.inode, None);
             }
             other => {
-                let why = match other {
-                    Err(e) => e.to_string(),
-                    Ok(r) => format!("unexpected answer {r:?}"),
-                };
+                let why = not_done(other);
                 tracing::warn!(
                     "the master did not create '{shown}' in folder {parent} ({why}) after this \
                      mount had answered the create: the file is not there, and its open handle \
@@ -536,12 +540,10 @@ impl Core {
         let (core, expected) = (self.clone(), a.clone());
         // Sent before the kernel's answer: whatever the kernel asks next comes after it.
         self.master
-            .start_then(ClRequest::SetAttr { inode, set, cred }, move |r| {
+            .start_ahead(ClRequest::SetAttr { inode, set, cred }, move |r| {
                 drop(slot);
                 match r {
-                    Ok(ClReply::Attr(a)) if ahead::same_but_ctime(&a, &expected) => {
-                        core.note_changed(inode, &a, before)
-                    }
+                    Ok(ClReply::Attr(a)) if ahead::same_but_ctime(&a, &expected) => {}
                     other => {
                         let why = match other {
                             Err(e) => e.to_string(),
@@ -584,7 +586,7 @@ impl Core {
             cred,
         };
         // Sent before the kernel's answer: whatever the kernel asks next comes after it.
-        self.master.start_then(req, move |r| {
+        self.master.start_ahead(req, move |r| {
             master.folders().settled_ahead(parent);
             drop(slot);
             let shown = String::from_utf8_lossy(&name);
@@ -594,10 +596,7 @@ impl Core {
                     "unlink of '{shown}' in folder {parent}: another session removed or moved it first"
                 ),
                 other => {
-                    let why = match other {
-                        Err(e) => e.to_string(),
-                        Ok(r) => format!("unexpected answer {r:?}"),
-                    };
+                    let why = not_done(other);
                     tracing::warn!(
                         "the master did not remove '{shown}' from folder {parent} ({why}) after this \
                          mount had answered the unlink: the name may still be there (another \

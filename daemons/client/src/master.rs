@@ -118,6 +118,8 @@ struct Pending {
     waiter: Waiter,
     /// When it was sent, for the folders it may make known (see [`KnownFolders::now`]).
     sent: u64,
+    /// Answered to the kernel before it was sent (see [`MasterClient::start_ahead`]).
+    ahead: bool,
 }
 
 /// Who gets the answer to a request.
@@ -176,7 +178,7 @@ impl Inner {
 
     /// A request left the pending ones (answered, failed or forgotten).
     fn settled(&self, p: &Pending) {
-        if !p.env.req.leaves_attributes() {
+        if !p.env.req.leaves_attributes() && !p.ahead {
             self.changes.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -301,7 +303,7 @@ impl MasterClient {
     /// the [`Call`] forgets the request.
     pub fn start(&self, req: ClRequest) -> Call {
         let (tx, rx) = oneshot::channel();
-        match self.send(req, Waiter::Task(tx)) {
+        match self.send(req, Waiter::Task(tx), false) {
             Ok(id) => Call {
                 state: CallState::Waiting {
                     rx,
@@ -317,14 +319,31 @@ impl MasterClient {
     /// connection's reader as it arrives (or here, at once, if it cannot be sent): no task
     /// to wake in between. `then` must not block.
     pub fn start_then(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) {
-        if let Err((e, waiter)) = self.send(req, Waiter::Callback(Box::new(then))) {
+        self.start_with(req, then, false)
+    }
+
+    /// [`MasterClient::start_then`] for a change the mount answered itself, with what the
+    /// master will make (see `ahead.rs`): its answer brings nothing new (a different one is
+    /// dealt with by `then`), so it leaves the change count, and attributes the mount noted
+    /// since it was sent stay good.
+    pub fn start_ahead(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) {
+        self.start_with(req, then, true)
+    }
+
+    fn start_with(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static, ahead: bool) {
+        if let Err((e, waiter)) = self.send(req, Waiter::Callback(Box::new(then)), ahead) {
             waiter.answer(Err(e));
         }
     }
 
     /// Registers `waiter` for the answer and writes the request (unless disconnected: it is
     /// sent with the others after the reconnection); returns its `msgid`.
-    fn send(&self, req: ClRequest, waiter: Waiter) -> Result<u32, (CallError, Waiter)> {
+    fn send(
+        &self,
+        req: ClRequest,
+        waiter: Waiter,
+        ahead: bool,
+    ) -> Result<u32, (CallError, Waiter)> {
         let mut st = self.inner.lock();
         if st.closed {
             return Err((CallError::Disconnected, waiter));
@@ -349,7 +368,15 @@ impl MasterClient {
                 return Err((unsendable(e), waiter));
             }
         }
-        st.pending.insert(id, Pending { env, waiter, sent });
+        st.pending.insert(
+            id,
+            Pending {
+                env,
+                waiter,
+                sent,
+                ahead,
+            },
+        );
         Ok(id)
     }
 
