@@ -401,6 +401,42 @@ fn removing_what_a_listing_named_costs_no_lookups() {
     );
 }
 
+#[test]
+fn calls_the_mount_does_not_serve_are_refused_without_a_warning() {
+    let mut c = cluster();
+    let mnt = c.mount().unwrap();
+    // The log's timestamps begin with the UTC time to the second.
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    let since = String::from_utf8(date.stdout).unwrap().trim().to_string();
+    let f = fs::File::create(mnt.join("f")).unwrap();
+    // SAFETY: plain system calls on an open descriptor.
+    let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, 4096) };
+    let err = std::io::Error::last_os_error().raw_os_error();
+    assert_eq!((rc, err), (-1, Some(libc::EOPNOTSUPP)));
+    // cp copies with copy_file_range(2) first; the kernel falls back to reads and writes.
+    fs::write(mnt.join("src"), b"some bytes").unwrap();
+    let out = Command::new("cp")
+        .arg(mnt.join("src"))
+        .arg(mnt.join("dst"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(fs::read(mnt.join("dst")).unwrap(), b"some bytes");
+    let log = fs::read_to_string("/var/log/moose-mount.log").unwrap_or_default();
+    let noise: Vec<&str> = log
+        .lines()
+        .filter(|l| l.get(..since.len()).is_some_and(|t| t >= since.as_str()))
+        .filter(|l| {
+            l.contains("[Not Implemented] fallocate")
+                || l.contains("[Not Implemented] copy_file_range")
+        })
+        .collect();
+    assert!(noise.is_empty(), "the mount logged {noise:?}");
+}
+
 /// Runs `f` on a thread and returns whether it finished within 10 s (the thread is left to
 /// finish later otherwise).
 fn done_within_10s(f: impl FnOnce() + Send + 'static) -> bool {

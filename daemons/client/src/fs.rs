@@ -2016,6 +2016,38 @@ impl Filesystem for MooseFs {
         reply.error(Errno::ENOTTY);
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Chunkservers cannot set space aside for a file: `posix_fallocate` falls back to
+        // writing, `fio` goes on without.
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The kernel then copies through reads and writes (and asks no more).
+        reply.error(Errno::ENOSYS);
+    }
+
     fn create(
         &self,
         req: &Request,
