@@ -68,8 +68,8 @@ impl Ahead {
 }
 
 /// The attributes the master gives a regular file it makes as `inode` in folder `parent`
-/// for `cred` at `now`, with `mode` and `umask` as the kernel asked (the master's rules: the
-/// group of a set-group-id folder, no set-group-id bit for a creator outside the group).
+/// for `cred` at `now`, with `mode` and `umask` as the kernel asked (see
+/// [`Cred::new_mode_and_group`]).
 pub fn new_file_attr(
     parent: &Attr,
     inode: Inode,
@@ -77,15 +77,8 @@ pub fn new_file_attr(
     cred: &Cred,
     now: Timespec,
 ) -> Attr {
-    let gid = if parent.mode & 0o2000 != 0 {
-        parent.gid
-    } else {
-        cred.gid
-    };
-    let mut mode = mode & !umask & 0o7777;
-    if mode & 0o2000 != 0 && cred.uid != 0 && !cred.in_group(gid) {
-        mode &= !0o2000;
-    }
+    let (mode, gid) =
+        cred.new_mode_and_group(FileKind::File, mode & !umask, parent.mode, parent.gid);
     Attr {
         inode,
         kind: FileKind::File,
@@ -114,7 +107,21 @@ pub fn may_set(a: &Attr, set: &SetAttrs, cred: &Cred) -> bool {
         && (cred.uid == 0 || (!ids_or_mode && cred.uid == a.uid))
 }
 
-/// `a` after the change `set` made at `now`.
+/// `set` with "now" made the time `now`, so that the master keeps the times the kernel was
+/// told.
+pub fn pinned(set: SetAttrs, now: Timespec) -> SetAttrs {
+    let at = |t: TimeSet| match t {
+        TimeSet::Now => TimeSet::At(now),
+        t => t,
+    };
+    SetAttrs {
+        atime: set.atime.map(at),
+        mtime: set.mtime.map(at),
+        ..set
+    }
+}
+
+/// `a` after the change `set` (see [`pinned`]) made at `now`.
 pub fn changed_attr(mut a: Attr, set: &SetAttrs, now: Timespec) -> Attr {
     let at = |t: TimeSet| match t {
         TimeSet::Now => now,

@@ -21,7 +21,7 @@ const MAX_ENTRIES: usize = 8192;
 struct Entry {
     attr: Attr,
     at: Instant,
-    /// Removals answered here whose answers from the master are not in yet.
+    /// Creates and removals answered here whose answers from the master are not in yet.
     ahead: u32,
 }
 
@@ -85,8 +85,8 @@ impl FolderAttrs {
         }
     }
 
-    /// The master answered a removal in `folder` that was answered here ahead of it (after
-    /// [`FolderAttrs::store`] took the attributes that came with the answer).
+    /// The master answered a create or removal in `folder` that was answered here ahead of it
+    /// (after [`FolderAttrs::store`] took the attributes that came with the answer).
     pub fn settled_ahead(&self, folder: Inode) {
         if let Some(e) = self.lock().get_mut(&folder) {
             e.ahead = e.ahead.saturating_sub(1);

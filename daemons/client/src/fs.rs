@@ -19,7 +19,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use moose_proto::msg::{ClReply, ClRequest, CreateAhead};
-use moose_proto::{Attr, Cred, FileKind, FsError, Inode, SetAttrs, TimeSet, MAX_NAME_LEN};
+use moose_proto::{Attr, Cred, FileKind, FsError, Inode, SetAttrs, MAX_NAME_LEN};
 use tokio::runtime::Handle;
 
 use crate::ahead::{self, Ahead, Slot};
@@ -334,6 +334,15 @@ impl Core {
         }
     }
 
+    /// Keeps `a`, what a change answered ahead (sent when the change count was `before`)
+    /// made of a file, for what the kernel does next with it (the `futimens` of `touch` after
+    /// its create, the `chown` after a `futimens`), unless anything else went out since.
+    fn note_ahead(&self, a: &Attr, before: u64) {
+        if self.master.change_count() == before + 1 {
+            self.writer.note_landed(a.inode, a.clone(), before + 1);
+        }
+    }
+
     /// Sends a request answered with `Done` (unlink, rename, …) and answers the kernel from
     /// the connection's reader.
     fn done_request(&self, what: &'static str, req: ClRequest, reply: ReplyEmpty) {
@@ -394,10 +403,7 @@ impl Core {
         let Some((a, before)) = sent else {
             return Err(reply);
         };
-        // For the `futimens` of `touch` right after, unless anything else went out meanwhile.
-        if self.master.change_count() == before + 1 {
-            self.writer.note_landed(a.inode, a.clone(), before + 1);
-        }
+        self.note_ahead(&a, before);
         let counter = self.open_counter(a.inode);
         let core = self.clone();
         let cred = cred.clone();
@@ -525,15 +531,7 @@ impl Core {
         reply: ReplyAttr,
     ) {
         let now = moose_proto::Timespec::now();
-        let at = |t: TimeSet| match t {
-            TimeSet::Now => now,
-            TimeSet::At(t) => t,
-        };
-        let set = SetAttrs {
-            atime: set.atime.map(|t| TimeSet::At(at(t))),
-            mtime: set.mtime.map(|t| TimeSet::At(at(t))),
-            ..set
-        };
+        let set = ahead::pinned(set, now);
         let inode = base.inode;
         let a = ahead::changed_attr(base, &set, now);
         let before = self.master.change_count();
@@ -558,11 +556,7 @@ impl Core {
                     }
                 }
             });
-        // For the kernel's next getattr (the `chown` after a `futimens`), unless anything
-        // else went out or came back meanwhile.
-        if self.master.change_count() == before + 1 {
-            self.writer.note_landed(inode, a.clone(), before + 1);
-        }
+        self.note_ahead(&a, before);
         reply.attr(&attr::ttl(self.attr_ttl), &attr::file_attr(&a, ino, a.size));
     }
 

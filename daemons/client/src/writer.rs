@@ -423,11 +423,10 @@ impl Writer {
     /// answered ahead of the master starts from.
     pub fn landed_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
         let l = self.landed.lock().get(&inode).cloned()?;
-        self.still_valid(&l, inode, ttl).then_some(l.attr)
-    }
-
-    fn still_valid(&self, l: &Landed, inode: Inode, ttl: Duration) -> bool {
-        l.at.elapsed() < ttl && l.changes == self.master.change_count() && !self.unwritten(inode)
+        let valid = l.at.elapsed() < ttl
+            && l.changes == self.master.change_count()
+            && !self.unwritten(inode);
+        valid.then_some(l.attr)
     }
 
     /// Forgets the attributes kept for `inode`: a change answered ahead was refused.

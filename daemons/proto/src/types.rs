@@ -249,6 +249,30 @@ impl Cred {
     pub fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
     }
+
+    /// The mode and group of a new object of `kind` this caller makes with `mode` (umask
+    /// applied) in a folder of mode `parent_mode` and group `parent_gid`: a set-group-id
+    /// folder gives its group (and to a new folder its bit), and a file keeps no
+    /// set-group-id bit for a group its creator is not in. The master makes objects so, and a
+    /// mount that answers a create ahead tells the kernel the same.
+    pub fn new_mode_and_group(
+        &self,
+        kind: FileKind,
+        mode: u16,
+        parent_mode: u16,
+        parent_gid: u32,
+    ) -> (u16, u32) {
+        let parent_sgid = parent_mode & 0o2000 != 0;
+        let gid = if parent_sgid { parent_gid } else { self.gid };
+        let mut mode = mode & 0o7777;
+        if kind == FileKind::Dir && parent_sgid {
+            mode |= 0o2000;
+        }
+        if kind != FileKind::Dir && mode & 0o2000 != 0 && self.uid != 0 && !self.in_group(gid) {
+            mode &= !0o2000;
+        }
+        (mode, gid)
+    }
 }
 
 /// Address of a chunkserver's data port.
@@ -317,4 +341,35 @@ pub struct DiskReport {
     pub errors: u64,
     pub marked_for_removal: bool,
     pub damaged: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_group_id_folder_gives_its_group_and_its_bit_to_new_folders() {
+        let user = Cred {
+            uid: 1000,
+            gid: 100,
+            groups: vec![],
+        };
+        assert_eq!(
+            user.new_mode_and_group(FileKind::Dir, 0o755, 0o2775, 50),
+            (0o2755, 50)
+        );
+        assert_eq!(
+            user.new_mode_and_group(FileKind::Dir, 0o755, 0o775, 50),
+            (0o755, 100)
+        );
+        assert_eq!(
+            user.new_mode_and_group(FileKind::File, 0o2755, 0o2775, 50),
+            (0o755, 50),
+            "a file keeps no set-gid bit for a group its creator is not in"
+        );
+        assert_eq!(
+            Cred::root().new_mode_and_group(FileKind::File, 0o102755, 0o2775, 50),
+            (0o2755, 50)
+        );
+    }
 }

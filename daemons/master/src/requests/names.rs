@@ -159,7 +159,8 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             check_name(&name)?;
             check_access(st, s, parent, &cred, W | X)?;
             let inode = st.meta.next_inode;
-            let gid = inherited_gid(st, parent, &cred)?;
+            let p = st.node(parent)?;
+            let (_, gid) = cred.new_mode_and_group(FileKind::Symlink, 0, p.mode, p.gid);
             let (_, v) = m.commit_by(
                 st,
                 Op::Symlink {
@@ -493,15 +494,6 @@ pub(super) fn grant_open(st: &mut State, s: &Session, inode: Inode, mask: u32) {
     rec.grant |= mask & (R | W);
 }
 
-fn inherited_gid(st: &State, parent: Inode, cred: &Cred) -> FsResult<u32> {
-    let p = st.node(parent)?;
-    Ok(if p.mode & 0o2000 != 0 {
-        p.gid
-    } else {
-        cred.gid
-    })
-}
-
 #[allow(clippy::too_many_arguments)]
 fn create(
     m: &Master,
@@ -568,15 +560,8 @@ fn create_as(
         return Err(FsError::Inval);
     }
     check_access(st, s, parent, &cred, W | X)?;
-    let gid = inherited_gid(st, parent, &cred)?;
-    let mut mode = mode & 0o7777;
-    let parent_sgid = st.node(parent)?.mode & 0o2000 != 0;
-    if kind == FileKind::Dir && parent_sgid {
-        mode |= 0o2000;
-    }
-    if kind != FileKind::Dir && mode & 0o2000 != 0 && cred.uid != 0 && !cred.in_group(gid) {
-        mode &= !0o2000;
-    }
+    let p = st.node(parent)?;
+    let (mode, gid) = cred.new_mode_and_group(kind, mode, p.mode, p.gid);
     let op = Op::Create {
         parent,
         name,
