@@ -136,12 +136,25 @@ pub fn create(path: &Path, chunk_id: u64, version: u32) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .open(path)?;
+    write_empty_header(&file, chunk_id, version)?;
+    Ok(file)
+}
+
+/// Writes the whole header of an empty chunk: id, version, and the CRC of zeros for every
+/// block.
+fn write_empty_header(file: &File, chunk_id: u64, version: u32) -> io::Result<()> {
     let mut head = [0u8; DATA_OFFSET as usize];
     encode_header(&mut head, chunk_id, version);
     for entry in head[CRC_OFFSET as usize..].chunks_exact_mut(4) {
         entry.copy_from_slice(&ZERO_BLOCK_CRC.to_be_bytes());
     }
-    file.write_all_at(&head, 0)?;
+    file.write_all_at(&head, 0)
+}
+
+/// Turns a spare file (empty, or holding at most a header) into a new, empty chunk file.
+pub fn reuse(path: &Path, chunk_id: u64, version: u32) -> io::Result<File> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    write_empty_header(&file, chunk_id, version)?;
     Ok(file)
 }
 

@@ -14,6 +14,7 @@ use moose_proto::{DiskReport, CHUNK_SIZE};
 
 use crate::chunkfile::DATA_OFFSET;
 use crate::identity;
+use crate::spares::Spares;
 
 pub use moose_formats::hdd::{load, parse, Amount, HddEntry, HddError, HddFile, SpaceLimit};
 
@@ -81,6 +82,8 @@ pub struct Disk {
     recent_errors: Mutex<VecDeque<Instant>>,
     /// Too many errors: no new chunks until the chunkserver restarts.
     damaged: AtomicBool,
+    /// Empty files ready to become new chunks.
+    pub spares: Spares,
 }
 
 impl Disk {
@@ -111,6 +114,7 @@ impl Disk {
             tolerance,
             recent_errors: Mutex::new(VecDeque::new()),
             damaged: AtomicBool::new(false),
+            spares: Spares::open(&entry.path),
         })
     }
 

@@ -17,6 +17,7 @@ pub mod orders;
 pub mod replicator;
 pub mod scrub;
 pub mod service;
+pub mod spares;
 pub mod store;
 
 use moose_common::DaemonSpec;

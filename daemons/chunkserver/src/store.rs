@@ -46,6 +46,25 @@ where
     }
 }
 
+/// Starts the thread that makes spare files on the disks it is sent (see [`crate::spares`]).
+fn spawn_spare_filler() -> std::sync::mpsc::Sender<Arc<Disk>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Arc<Disk>>();
+    let spawned = std::thread::Builder::new()
+        .name("spare-files".into())
+        .spawn(move || {
+            for disk in rx {
+                disk.spares.fill();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(
+            "cannot start the thread that makes spare chunk files ({e}); new chunks are made as \
+             files of their own, which is slower"
+        );
+    }
+    tx
+}
+
 /// Where a chunk lives and what we know about it.
 struct Entry {
     disk: Arc<Disk>,
@@ -178,6 +197,8 @@ pub struct Store {
     /// The key of the master's chunk tokens.
     pub access: crate::access::Access,
     creations: Creations,
+    /// Disks to make spare files on, for the thread that makes them.
+    spare_filler: std::sync::mpsc::Sender<Arc<Disk>>,
 }
 
 impl Store {
@@ -196,8 +217,18 @@ impl Store {
             pool: BufPool::new(BS, POOL_BUFFERS),
             access: Default::default(),
             creations: Creations::default(),
+            spare_filler: spawn_spare_filler(),
         };
         (Arc::new(store), rx)
+    }
+
+    /// Queues making spare files on `disk` when it runs low.
+    fn top_up_spares(&self, disk: &Arc<Disk>) {
+        if !disk.marked_for_removal() && disk.spares.claim_fill() {
+            // The thread gone (it could not start): the disk keeps its claim, and new chunks
+            // are made as files of their own.
+            let _ = self.spare_filler.send(Arc::clone(disk));
+        }
     }
 
     pub fn disks(&self) -> &DiskSet {
@@ -260,6 +291,7 @@ impl Store {
                 }
             }
         }
+        self.top_up_spares(disk);
         Ok(added)
     }
 
@@ -689,7 +721,9 @@ impl Store {
             .filter(|e| !e.folder_synced)
             .map(|e| (e.path(id), e.generation));
         if let Some((path, generation)) = unsynced {
-            chunkfile::sync_folder_of(&path).map_err(err)?;
+            chunkfile::sync_folder_of(&path)
+                .and_then(|()| h.disk.spares.sync_folder())
+                .map_err(err)?;
             if let Some(e) = self.chunks.lock().get_mut(&id) {
                 if e.generation == generation {
                     e.folder_synced = true;
@@ -727,6 +761,28 @@ impl Store {
             FsError::NoSpace
         })?;
         let subdir = chunkfile::default_subdir(chunk.chunk_id);
+        let spare = disk.spares.take();
+        self.top_up_spares(&disk);
+        if let Some(spare) = spare {
+            match chunkfile::reuse(&spare, chunk.chunk_id, chunk.version) {
+                Ok(file) => {
+                    return Ok(NewChunk {
+                        chunk,
+                        file,
+                        disk,
+                        subdir,
+                        tmp: spare,
+                        replaces_stale,
+                        committed: false,
+                    })
+                }
+                Err(e) => tracing::warn!(
+                    "cannot use the spare file {} for chunk {:016X}: {e}; making a file for it",
+                    spare.display(),
+                    chunk.chunk_id
+                ),
+            }
+        }
         let tmp = chunkfile::tmp_path(&disk.path, subdir, chunk.chunk_id, chunk.version);
         let file = match chunkfile::create(&tmp, chunk.chunk_id, chunk.version) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -773,7 +829,15 @@ impl Store {
             }
             Some(_) => return Err(FsError::Exist),
         };
-        std::fs::rename(&new.tmp, &path).map_err(|e| {
+        let renamed = match std::fs::rename(&new.tmp, &path) {
+            // The subfolder was made at the scan; somebody removed it since.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && new.tmp.exists() => {
+                chunkfile::make_subdir(&new.disk.path.join(chunkfile::subdir_name(new.subdir)))
+                    .and_then(|()| std::fs::rename(&new.tmp, &path))
+            }
+            other => other,
+        };
+        renamed.map_err(|e| {
             io_error(
                 &new.disk,
                 &format!("cannot rename {} to {}", new.tmp.display(), path.display()),
@@ -782,7 +846,9 @@ impl Store {
         })?;
         new.committed = true;
         if sync_folder {
-            chunkfile::sync_folder_of(&path).map_err(|e| {
+            let synced =
+                chunkfile::sync_folder_of(&path).and_then(|()| new.disk.spares.sync_folder());
+            synced.map_err(|e| {
                 io_error(
                     &new.disk,
                     &format!("cannot sync the folder of {}", path.display()),
@@ -1394,12 +1460,52 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _events) = test_store(dir.path());
         let new = store.begin_new(C).unwrap();
-        let tmp = dir
-            .path()
-            .join("CD/chunk_000000000000ABCD_00000001.mfs.tmp");
+        let tmp = new.tmp.clone();
         assert!(tmp.exists());
         drop(new);
         assert!(!tmp.exists());
         assert!(store.chunk_refs().is_empty());
+        assert!(!dir
+            .path()
+            .join("CD/chunk_000000000000ABCD_00000001.mfs")
+            .exists());
+    }
+
+    #[test]
+    fn a_new_chunk_takes_a_spare_file_and_the_disk_makes_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        let disk = store.disks().all()[0].clone();
+        let ready = |n: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while disk.spares.count() < n {
+                assert!(std::time::Instant::now() < deadline, "no spares made");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        ready(1);
+        let before = disk.spares.count();
+        let new = store.begin_new(C).unwrap();
+        assert!(
+            new.tmp.starts_with(dir.path().join(crate::spares::FOLDER)),
+            "{} is no spare",
+            new.tmp.display()
+        );
+        let spare = new.tmp.clone();
+        store.commit_new(new).unwrap();
+        assert!(!spare.exists(), "the spare is still there");
+        assert_eq!(store.check(C), Ok(()));
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        write_all(&store, C, 0, &data);
+        assert_eq!(&read_all(&store, C, 2).unwrap()[..70_000], &data[..]);
+        // Spares taken are made again in the background.
+        for n in 0..before as u64 {
+            let c = ChunkRef {
+                chunk_id: 0x10_0000 + n,
+                version: 1,
+            };
+            store.create(c).unwrap();
+        }
+        ready(before);
     }
 }
