@@ -235,7 +235,7 @@ impl Disk {
     }
 
     /// Whether new chunks may go to this disk at all (not marked for removal, not damaged).
-    fn takes_new_chunks(&self) -> bool {
+    pub fn takes_new_chunks(&self) -> bool {
         !self.marked_for_removal() && !self.damaged()
     }
 

@@ -1,22 +1,27 @@
-//! Empty files made ahead on each disk, for new chunks to take.
+//! Empty files kept on each disk, for new chunks to take.
 //!
 //! A new chunk's file is made while a writer's chain waits for it. Making a file is the dear
-//! part: on an ext4 that saw many deletions it took 300–600 µs here (the inode search skips
-//! every inode freed in the last 30 s, looking each one up), where opening and renaming a file
-//! made earlier takes about 30 µs. So each disk keeps a folder of empty files, topped up by
-//! a thread of the store (see [`crate::store`]), and a new chunk takes one, writes its header
-//! and renames it to its final name.
+//! part: on an ext4 without a journal that saw deletions it took 300–600 µs of CPU here (the
+//! inode search skips every inode freed in the last seconds, looking each one up), where
+//! opening and renaming an existing file takes about 20 µs. So each disk keeps a folder of
+//! empty files, and a new chunk takes one, writes its header and renames it into place.
 //!
-//! The folder is `DISK/.spares`, files `spare_<n>`. Only files no larger than a header are
-//! ever left there (a spare gets data only after its rename), so anything larger found at
-//! start is a leftover and is removed. A chunk's folder is synced together with the spare
-//! folder, so that a crash cannot leave a chunk's file in both. The folder can be deleted
-//! while the chunkserver is stopped.
+//! The spares come from deleted chunks first: a deleted chunk's file is renamed into the
+//! folder and, after [`GRACE`] (a read that opened it before the deletion may still be going
+//! on), emptied and handed out again, so no inode is freed and none has to be found. The
+//! store's spare thread does that and makes new files when a disk runs low.
+//!
+//! The folder is `DISK/.spares`, files `spare_<n>`. A file there larger than a header, or
+//! with a second name, is no spare: one found at start is removed. A chunk's folder is synced
+//! together with the spare folder, so that a crash cannot leave a chunk's file in both. The
+//! folder can be deleted while the chunkserver is stopped.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -24,19 +29,33 @@ use crate::chunkfile::DATA_OFFSET;
 
 /// The folder of a disk's spare files.
 pub const FOLDER: &str = ".spares";
-/// Spare files a disk keeps ready.
+/// Spare files a disk keeps ready when it has to make them.
 const TARGET: usize = 256;
-/// Below this many, more are made.
+/// Below this many ready, more are made.
 const LOW: usize = 128;
+/// Spare files a disk keeps at most, ready or waiting; further deleted chunks are removed.
+const MAX: usize = 1024;
+/// How long a deleted chunk's file waits before it is emptied.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// Bytes of deleted chunks a disk holds at most while they wait, so that deleting files
+/// frees their space within [`GRACE`] at worst for this much (the files of small chunks are
+/// the ones worth keeping: every small file costs a chunk file).
+const WAITING_BYTES: u64 = 64 << 20;
 
 #[derive(Debug)]
 pub struct Spares {
     dir: PathBuf,
     ready: Mutex<Vec<PathBuf>>,
+    /// Files of deleted chunks (path, length, when they came), oldest first.
+    waiting: Mutex<VecDeque<(PathBuf, u64, Instant)>>,
     next: AtomicU64,
-    /// A fill is queued or running.
-    filling: AtomicBool,
-    /// The last fill failed (logged once until one works again).
+    /// The spare thread has this disk in its queue to make spares.
+    queued: AtomicBool,
+    /// The spare thread has this disk in its queue or its schedule for waiting files.
+    tending: AtomicBool,
+    /// The folder exists.
+    made: AtomicBool,
+    /// The last attempt to make spares failed (logged once until one works again).
     failing: AtomicBool,
 }
 
@@ -48,8 +67,10 @@ impl Spares {
         let dir = disk.join(FOLDER);
         let mut ready = Vec::new();
         let mut last = 0;
+        let mut made = false;
         match std::fs::read_dir(&dir) {
             Ok(entries) => {
+                made = true;
                 for entry in entries.flatten() {
                     let path = entry.path();
                     let Some(n) = entry
@@ -85,8 +106,11 @@ impl Spares {
         Spares {
             dir,
             ready: Mutex::new(ready),
+            waiting: Mutex::new(VecDeque::new()),
             next: AtomicU64::new(last + 1),
-            filling: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
+            tending: AtomicBool::new(false),
+            made: AtomicBool::new(made),
             failing: AtomicBool::new(false),
         }
     }
@@ -94,6 +118,86 @@ impl Spares {
     /// A spare file to build a new chunk in, if one is ready. It holds at most a header.
     pub fn take(&self) -> Option<PathBuf> {
         self.ready.lock().pop()
+    }
+
+    /// How many spares are ready.
+    pub fn count(&self) -> usize {
+        self.ready.lock().len()
+    }
+
+    /// How many deleted chunks' files wait to become spares.
+    pub fn waiting(&self) -> usize {
+        self.waiting.lock().len()
+    }
+
+    /// True when the disk runs low on spares and is not in the spare thread's queue for it
+    /// yet: the caller is to queue it.
+    pub fn claim_fill(&self) -> bool {
+        self.count() < LOW && !self.queued.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes the file of a deleted chunk, to be emptied and handed out after [`GRACE`]: `Some`
+    /// when taken, with true when the disk is to be queued for the spare thread (see
+    /// [`Spares::tend`]); `None` when the disk keeps enough spares, or the rename failed: the
+    /// caller removes the file.
+    pub fn recycle(&self, path: &Path, len: u64) -> Option<bool> {
+        let held: u64 = self.waiting.lock().iter().map(|(_, l, _)| l).sum();
+        if self.count() + self.waiting() >= MAX
+            || held + len > WAITING_BYTES
+            || self.make_folder().is_err()
+        {
+            return None;
+        }
+        let spare = self.new_path();
+        match std::fs::rename(path, &spare) {
+            Ok(()) => {
+                self.waiting.lock().push_back((spare, len, Instant::now()));
+                Some(!self.tending.swap(true, Ordering::SeqCst))
+            }
+            Err(e) => {
+                tracing::debug!("cannot keep {} as a spare: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// The spare thread's turn for this disk: empties the deleted chunks' files whose grace
+    /// is over, and makes new files when the disk runs low. Blocks on the disk. Returns when
+    /// the thread is to come back (files still wait); `None` when it need not, or when a
+    /// deletion meanwhile queued the disk again.
+    pub fn tend(&self, now: Instant) -> Option<Instant> {
+        self.queued.store(false, Ordering::Release);
+        loop {
+            let due = {
+                let mut waiting = self.waiting.lock();
+                match waiting.front() {
+                    Some((_, _, since)) if now.saturating_duration_since(*since) >= GRACE => {
+                        waiting.pop_front()
+                    }
+                    _ => None,
+                }
+            };
+            let Some((path, _, _)) = due else { break };
+            match empty(&path) {
+                Ok(()) => self.ready.lock().push(path),
+                Err(e) => {
+                    tracing::debug!("cannot empty {}: {e}; removed", path.display());
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let pending = self.waiting();
+        if self.count() < LOW {
+            self.make(TARGET.saturating_sub(pending));
+        }
+        // Cleared before the look, so that a file that comes after it queues the disk.
+        self.tending.store(false, Ordering::SeqCst);
+        let next = self
+            .waiting
+            .lock()
+            .front()
+            .map(|(_, _, since)| *since + GRACE);
+        next.filter(|_| !self.tending.swap(true, Ordering::SeqCst))
     }
 
     /// Makes the spare folder's entries durable: called with the sync of a chunk's folder, so
@@ -106,27 +210,14 @@ impl Spares {
         }
     }
 
-    /// How many spares are ready.
-    pub fn count(&self) -> usize {
-        self.ready.lock().len()
-    }
-
-    /// True when the disk runs low on spares and no fill is queued yet: the caller is to queue
-    /// one ([`Spares::fill`] then clears the claim).
-    pub fn claim_fill(&self) -> bool {
-        self.count() < LOW && !self.filling.swap(true, Ordering::AcqRel)
-    }
-
-    /// Makes spare files until the disk has its target; returns how many it made. Blocks on
-    /// the disk: run it on a thread of its own. A failure is logged once, until a fill works
-    /// again; new chunks are meanwhile made as files of their own.
-    pub fn fill(&self) -> usize {
-        let made = match self.make_up_to(TARGET) {
-            Ok(made) => {
+    /// Makes spare files until `target` are ready; a failure is logged once, until making
+    /// them works again (new chunks are meanwhile made as files of their own).
+    fn make(&self, target: usize) {
+        match self.make_up_to(target) {
+            Ok(_) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("spare chunk files are made in {} again", self.dir.display());
                 }
-                made
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
@@ -136,19 +227,15 @@ impl Spares {
                         self.dir.display()
                     );
                 }
-                0
             }
-        };
-        self.filling.store(false, Ordering::Release);
-        made
+        }
     }
 
     fn make_up_to(&self, target: usize) -> io::Result<usize> {
-        std::fs::create_dir_all(&self.dir)?;
+        self.make_folder()?;
         let mut made = 0;
         while self.count() < target {
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let path = self.dir.join(format!("spare_{n}"));
+            let path = self.new_path();
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -158,6 +245,27 @@ impl Spares {
         }
         Ok(made)
     }
+
+    fn make_folder(&self) -> io::Result<()> {
+        if !self.made.load(Ordering::Relaxed) {
+            std::fs::create_dir_all(&self.dir)?;
+            self.made.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn new_path(&self) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("spare_{n}"))
+    }
+}
+
+/// Empties a deleted chunk's file (its blocks are freed, its inode stays).
+fn empty(path: &Path) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(0)
 }
 
 #[cfg(test)]
@@ -165,17 +273,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fill_makes_the_target_and_takes_hand_out_each_file_once() {
+    fn a_low_disk_gets_its_target_and_takes_hand_out_each_file_once() {
         let disk = tempfile::tempdir().unwrap();
         let spares = Spares::open(disk.path());
         assert_eq!(spares.count(), 0);
         assert!(spares.claim_fill());
-        assert!(
-            !spares.claim_fill(),
-            "a second fill is claimed while one is queued"
-        );
-        assert_eq!(spares.fill(), TARGET);
-        assert!(!spares.claim_fill(), "a full disk claims a fill");
+        assert!(!spares.claim_fill(), "a disk is queued twice");
+        let now = Instant::now();
+        assert_eq!(spares.tend(now), None);
+        assert_eq!(spares.count(), TARGET);
+        assert!(!spares.claim_fill(), "a disk with its spares wants a turn");
         let mut taken = std::collections::HashSet::new();
         for _ in 0..TARGET - LOW + 1 {
             let path = spares.take().unwrap();
@@ -184,9 +291,64 @@ mod tests {
         }
         assert!(
             spares.claim_fill(),
-            "a disk below its low mark claims no fill"
+            "a disk below its low mark wants no turn"
         );
-        assert_eq!(spares.fill(), TARGET - LOW + 1);
+        spares.tend(now);
+        assert_eq!(spares.count(), TARGET);
+    }
+
+    #[test]
+    fn a_deleted_chunk_becomes_an_empty_spare_after_the_grace() {
+        let disk = tempfile::tempdir().unwrap();
+        let spares = Spares::open(disk.path());
+        let now = Instant::now();
+        spares.tend(now);
+        let chunk = disk.path().join("chunk_0000000000000001_00000001.mfs");
+        std::fs::write(&chunk, vec![7u8; 1 << 20]).unwrap();
+        assert_eq!(spares.recycle(&chunk, 1 << 20), Some(true));
+        assert!(!chunk.exists());
+        let ready = spares.count();
+        // Within the grace the file keeps its data (a read may still be going on).
+        let again = spares.tend(now).expect("no next turn while a file waits");
+        assert!(again >= now + GRACE - Duration::from_secs(1));
+        assert_eq!(spares.count(), ready);
+        // The disk is scheduled: another deletion does not queue it again.
+        let second = disk.path().join("chunk_0000000000000002_00000001.mfs");
+        std::fs::write(&second, b"data").unwrap();
+        assert_eq!(spares.recycle(&second, 4), Some(false));
+        assert_eq!(spares.tend(now + GRACE + Duration::from_secs(1)), None);
+        assert_eq!(spares.count(), ready + 2);
+        assert_eq!(spares.waiting(), 0);
+        let spare = spares.take().unwrap();
+        assert_eq!(std::fs::metadata(&spare).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_disk_full_of_spares_lets_deleted_chunks_go() {
+        let disk = tempfile::tempdir().unwrap();
+        let spares = Spares::open(disk.path());
+        spares.make_up_to(MAX).unwrap();
+        let chunk = disk.path().join("chunk");
+        std::fs::write(&chunk, b"data").unwrap();
+        assert_eq!(spares.recycle(&chunk, 4), None);
+        assert!(chunk.exists(), "the caller removes it");
+    }
+
+    #[test]
+    fn deleted_chunks_wait_with_a_bounded_number_of_bytes() {
+        let disk = tempfile::tempdir().unwrap();
+        let spares = Spares::open(disk.path());
+        let chunk = disk.path().join("chunk");
+        for len in [WAITING_BYTES / 2, WAITING_BYTES / 2] {
+            std::fs::write(&chunk, b"data").unwrap();
+            assert!(spares.recycle(&chunk, len).is_some());
+        }
+        std::fs::write(&chunk, b"data").unwrap();
+        assert_eq!(
+            spares.recycle(&chunk, 1),
+            None,
+            "more bytes wait than allowed"
+        );
     }
 
     #[test]

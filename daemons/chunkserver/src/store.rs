@@ -46,14 +46,41 @@ where
     }
 }
 
-/// Starts the thread that makes spare files on the disks it is sent (see [`crate::spares`]).
-fn spawn_spare_filler() -> std::sync::mpsc::Sender<Arc<Disk>> {
+/// Starts the thread that tends the disks' spare files (see [`crate::spares`]): a disk it is
+/// sent gets a turn at once, and another when the deleted chunks' files it keeps are due.
+fn spawn_spare_thread() -> std::sync::mpsc::Sender<Arc<Disk>> {
+    use std::sync::mpsc::RecvTimeoutError;
     let (tx, rx) = std::sync::mpsc::channel::<Arc<Disk>>();
     let spawned = std::thread::Builder::new()
         .name("spare-files".into())
         .spawn(move || {
-            for disk in rx {
-                disk.spares.fill();
+            let mut scheduled: Vec<(Arc<Disk>, std::time::Instant)> = Vec::new();
+            loop {
+                let next = scheduled.iter().map(|(_, at)| *at).min();
+                let sent = match next {
+                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(at) => {
+                        rx.recv_timeout(at.saturating_duration_since(std::time::Instant::now()))
+                    }
+                };
+                let mut turn = match sent {
+                    Ok(disk) => vec![disk],
+                    Err(RecvTimeoutError::Timeout) => vec![],
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                let now = std::time::Instant::now();
+                scheduled.retain(|(disk, at)| {
+                    let due = *at <= now;
+                    if due && !turn.iter().any(|d| Arc::ptr_eq(d, disk)) {
+                        turn.push(Arc::clone(disk));
+                    }
+                    !due
+                });
+                for disk in turn {
+                    if let Some(at) = disk.spares.tend(now) {
+                        scheduled.push((disk, at));
+                    }
+                }
             }
         });
     if let Err(e) = spawned {
@@ -197,8 +224,8 @@ pub struct Store {
     /// The key of the master's chunk tokens.
     pub access: crate::access::Access,
     creations: Creations,
-    /// Disks to make spare files on, for the thread that makes them.
-    spare_filler: std::sync::mpsc::Sender<Arc<Disk>>,
+    /// Disks for the thread that tends their spare files.
+    spare_thread: std::sync::mpsc::Sender<Arc<Disk>>,
 }
 
 impl Store {
@@ -217,18 +244,32 @@ impl Store {
             pool: BufPool::new(BS, POOL_BUFFERS),
             access: Default::default(),
             creations: Creations::default(),
-            spare_filler: spawn_spare_filler(),
+            spare_thread: spawn_spare_thread(),
         };
         (Arc::new(store), rx)
     }
 
     /// Queues making spare files on `disk` when it runs low.
     fn top_up_spares(&self, disk: &Arc<Disk>) {
-        if !disk.marked_for_removal() && disk.spares.claim_fill() {
+        if disk.takes_new_chunks() && disk.spares.claim_fill() {
             // The thread gone (it could not start): the disk keeps its claim, and new chunks
             // are made as files of their own.
-            let _ = self.spare_filler.send(Arc::clone(disk));
+            let _ = self.spare_thread.send(Arc::clone(disk));
         }
+    }
+
+    /// Removes a deleted chunk's file (`len` bytes), keeping it as a spare when its disk takes
+    /// new chunks and wants more spares.
+    fn remove_chunk_file(&self, disk: &Arc<Disk>, path: &Path, len: u64) -> io::Result<()> {
+        if disk.takes_new_chunks() {
+            if let Some(queue) = disk.spares.recycle(path, len) {
+                if queue {
+                    let _ = self.spare_thread.send(Arc::clone(disk));
+                }
+                return Ok(());
+            }
+        }
+        std::fs::remove_file(path)
     }
 
     pub fn disks(&self) -> &DiskSet {
@@ -929,7 +970,7 @@ impl Store {
                 return Err(FsError::WrongVersion);
             }
             let path = e.path(chunk.chunk_id);
-            match std::fs::remove_file(&path) {
+            match self.remove_chunk_file(&e.disk, &path, e.len) {
                 Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => {
@@ -1507,5 +1548,9 @@ pub(crate) mod tests {
             store.create(c).unwrap();
         }
         ready(before);
+        // A deleted chunk's file is kept to become a spare.
+        store.delete(C).unwrap();
+        assert_eq!(disk.spares.waiting(), 1);
+        assert!(store.check(C).is_err());
     }
 }
