@@ -10,8 +10,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use moose_proto::{BLOCKS_PER_CHUNK, BLOCK_SIZE, CHUNK_SIZE};
 
@@ -199,15 +201,66 @@ fn out_of_chunk(what: &str) -> io::Error {
     )
 }
 
+/// Whether a read may wait for the disk, or is to be served from the page cache only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Yes,
+    /// `preadv2(RWF_NOWAIT)`: data not in the page cache fails with `WouldBlock`.
+    CachedOnly,
+}
+
+/// Set when the kernel or the file system refuses `RWF_NOWAIT`: every read then waits.
+static NOWAIT_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// `pread` at `offset`; with [`Wait::CachedOnly`] it fails with `WouldBlock` rather than wait
+/// for the disk.
+fn read_at(file: &File, buf: &mut [u8], offset: u64, wait: Wait) -> io::Result<usize> {
+    if wait == Wait::Yes {
+        return file.read_at(buf, offset);
+    }
+    if NOWAIT_REFUSED.load(Ordering::Relaxed) {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let offset = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+    // SAFETY: one iovec over `buf`, which outlives the call; the fd is open for reading.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+            NOWAIT_REFUSED.store(true, Ordering::Relaxed);
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        _ => Err(e),
+    }
+}
+
 /// Reads the CRC entries of blocks `first .. first + out.len()`.
-pub fn read_crcs(file: &File, first: u32, out: &mut [u32]) -> io::Result<()> {
+pub fn read_crcs(file: &File, first: u32, out: &mut [u32], wait: Wait) -> io::Result<()> {
     let first = first as usize;
     if first + out.len() > BLOCKS {
         return Err(out_of_chunk("CRC range"));
     }
     let mut raw = [0u8; 4 * BLOCKS];
     let raw = &mut raw[..4 * out.len()];
-    file.read_exact_at(raw, CRC_OFFSET + 4 * first as u64)?;
+    let base = CRC_OFFSET + 4 * first as u64;
+    let mut done = 0;
+    while done < raw.len() {
+        match read_at(file, &mut raw[done..], base + done as u64, wait) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     for (crc, bytes) in out.iter_mut().zip(raw.chunks_exact(4)) {
         *crc = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     }
@@ -220,14 +273,14 @@ fn write_crc(file: &File, block: usize, crc: u32) -> io::Result<()> {
 
 /// Reads block `block` into `buf` (one block long), zero-filling whatever lies past the end of
 /// the file. Returns false when no byte of the block was on disk (it is all zeros).
-pub fn read_block(file: &File, block: u32, buf: &mut [u8]) -> io::Result<bool> {
+pub fn read_block(file: &File, block: u32, buf: &mut [u8], wait: Wait) -> io::Result<bool> {
     if block as usize >= BLOCKS {
         return Err(out_of_chunk("block"));
     }
     let base = DATA_OFFSET + u64::from(block) * BS as u64;
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], base + done as u64) {
+        match read_at(file, &mut buf[done..], base + done as u64, wait) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -309,9 +362,9 @@ pub fn write_data(
         } else {
             // The old bytes stay in the block: check them before the new CRC covers them,
             // or a flipped bit would become valid.
-            let on_disk = read_block(file, block as u32, &mut scratch[..])?;
+            let on_disk = read_block(file, block as u32, &mut scratch[..], Wait::Yes)?;
             let mut stored = [0u32; 1];
-            read_crcs(file, block as u32, &mut stored)?;
+            read_crcs(file, block as u32, &mut stored, Wait::Yes)?;
             let found = if on_disk {
                 crc32fast::hash(&scratch[..])
             } else {
@@ -347,7 +400,7 @@ pub fn truncate(file: &File, length: u32, scratch: &mut Block) -> io::Result<()>
     let full = length / BS;
     let partial = !length.is_multiple_of(BS);
     if partial {
-        read_block(file, full as u32, &mut scratch[..])?;
+        read_block(file, full as u32, &mut scratch[..], Wait::Yes)?;
         write_crc(file, full, crc32fast::hash(&scratch[..]))?;
     }
     let first_empty = full + usize::from(partial);
@@ -379,13 +432,13 @@ mod tests {
 
     fn crcs(file: &File) -> Vec<u32> {
         let mut out = vec![0u32; BLOCKS];
-        read_crcs(file, 0, &mut out).unwrap();
+        read_crcs(file, 0, &mut out, Wait::Yes).unwrap();
         out
     }
 
     fn block(file: &File, n: u32) -> Vec<u8> {
         let mut buf = vec![0u8; BS];
-        read_block(file, n, &mut buf).unwrap();
+        read_block(file, n, &mut buf, Wait::Yes).unwrap();
         buf
     }
 
@@ -503,7 +556,7 @@ mod tests {
         }
         assert!(table[4..].iter().all(|&c| c == ZERO_BLOCK_CRC));
         assert_eq!(data_len(&file).unwrap(), at as u64 + 300);
-        assert!(!read_block(&file, 10, &mut vec![1u8; BS]).unwrap());
+        assert!(!read_block(&file, 10, &mut vec![1u8; BS], Wait::Yes).unwrap());
     }
 
     #[test]
@@ -545,7 +598,7 @@ mod tests {
         let data = [1u8; 10];
         let at = (CHUNK_SIZE - 5) as u32;
         assert!(write_data(&file, at, &data, crc32fast::hash(&data), &mut scratch).is_err());
-        assert!(read_block(&file, BLOCKS as u32, &mut [0u8; BS]).is_err());
+        assert!(read_block(&file, BLOCKS as u32, &mut [0u8; BS], Wait::Yes).is_err());
     }
 
     #[test]

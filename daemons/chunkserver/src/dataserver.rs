@@ -189,6 +189,12 @@ struct Conn {
 /// What a read step returns from the blocking pool.
 type ReadStep = (Vec<u8>, [u32; READ_BATCH], FsResult<()>);
 
+/// A step of a read: read already, or being read on a disk thread.
+enum Step {
+    Done(ReadStep),
+    Reading(tokio::task::JoinHandle<ReadStep>),
+}
+
 impl Conn {
     /// Checks the master's token for a request; a refusal is logged (once a minute per
     /// address) and answered with `Access`.
@@ -378,6 +384,25 @@ impl Conn {
         })
     }
 
+    /// Reads `count` blocks from `first` without waiting, when the chunk's file is open and
+    /// the blocks are in the page cache; else gives the buffer back.
+    fn read_cached(
+        &mut self,
+        chunk: ChunkRef,
+        first: u32,
+        count: usize,
+    ) -> Result<ReadStep, Vec<u8>> {
+        let mut buf = self.take_buf();
+        let mut crcs = [0u32; READ_BATCH];
+        match self
+            .store
+            .read_cached_blocks(chunk, first, &mut buf[..count * BS], &mut crcs)
+        {
+            Some(status) => Ok((buf, crcs, status)),
+            None => Err(buf),
+        }
+    }
+
     /// Sends the data of a read request; the returned status goes into `ReadDone`.
     async fn stream_read(
         &mut self,
@@ -400,14 +425,25 @@ impl Conn {
         let last = ((end - 1) / BS as u64) as usize;
         let mut next = first;
         let mut count = (last + 1 - next).min(READ_BATCH);
-        let mut step = self.spawn_read(chunk, next as u32, count);
+        // The first step is read here when the page cache has it (no hop to a disk thread
+        // and back); the next steps are read on a disk thread while this one goes out.
+        let mut step = match self.read_cached(chunk, next as u32, count) {
+            Ok(done) => Step::Done(done),
+            Err(buf) => {
+                self.spare.push(buf);
+                Step::Reading(self.spawn_read(chunk, next as u32, count))
+            }
+        };
         loop {
-            let (buf, crcs, status) = match step.await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("a disk read task failed: {e}");
-                    return Ok(Err(FsError::Io));
-                }
+            let (buf, crcs, status) = match step {
+                Step::Done(done) => done,
+                Step::Reading(task) => match task.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!("a disk read task failed: {e}");
+                        return Ok(Err(FsError::Io));
+                    }
+                },
             };
             if let Err(status) = status {
                 self.spare.push(buf);
@@ -418,7 +454,7 @@ impl Conn {
             // Read the next step from disk while this one goes out.
             let pending = if next <= last {
                 count = (last + 1 - next).min(READ_BATCH);
-                Some(self.spawn_read(chunk, next as u32, count))
+                Some(Step::Reading(self.spawn_read(chunk, next as u32, count)))
             } else {
                 None
             };

@@ -19,7 +19,7 @@ use moose_proto::{ChunkRef, DiskReport, FsError, FsResult, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
 use crate::bufpool::BufPool;
-use crate::chunkfile::{self, Block, BS, DATA_OFFSET, ZERO_BLOCK_CRC};
+use crate::chunkfile::{self, Block, Wait, BS, DATA_OFFSET, ZERO_BLOCK_CRC};
 use crate::creations::Creations;
 use crate::filecache::FileCache;
 use crate::hdd::{Disk, DiskSet};
@@ -629,8 +629,8 @@ impl Store {
         let mut table = [0u32; 1];
         let read = {
             let _guard = self.stripe(chunk.chunk_id).read();
-            chunkfile::read_crcs(&h.file, block, &mut table)
-                .and_then(|()| chunkfile::read_block(&h.file, block, &mut buf[..]))
+            chunkfile::read_crcs(&h.file, block, &mut table, Wait::Yes)
+                .and_then(|()| chunkfile::read_block(&h.file, block, &mut buf[..], Wait::Yes))
         };
         if let Err(e) = read {
             self.mark_damaged(
@@ -665,23 +665,64 @@ impl Store {
         buf: &mut [u8],
         crcs: &mut [u32],
     ) -> FsResult<()> {
+        let h = self.open(chunk)?;
+        let _guard = self.stripe(chunk.chunk_id).read();
+        self.read_open_blocks(&h, first, buf, crcs, Wait::Yes)
+            .unwrap_or(Err(FsError::Io))
+    }
+
+    /// [`Store::read_blocks`] without a system call that could wait: the chunk's file is open
+    /// already, no write holds its blocks, and the blocks are in the page cache. Fine on an
+    /// async thread; `None` when it would have to wait (read on a disk thread then).
+    pub fn read_cached_blocks(
+        &self,
+        chunk: ChunkRef,
+        first: u32,
+        buf: &mut [u8],
+        crcs: &mut [u32],
+    ) -> Option<FsResult<()>> {
+        let h = match self.open_cached(chunk)? {
+            Ok(h) => h,
+            Err(status) => return Some(Err(status)),
+        };
+        let _guard = self.stripe(chunk.chunk_id).try_read()?;
+        self.read_open_blocks(&h, first, buf, crcs, Wait::CachedOnly)
+    }
+
+    /// Reads and checks blocks of an open chunk (its stripe lock held); `None` when a read
+    /// that may not wait would have to.
+    fn read_open_blocks(
+        &self,
+        h: &Handle,
+        first: u32,
+        buf: &mut [u8],
+        crcs: &mut [u32],
+        wait: Wait,
+    ) -> Option<FsResult<()>> {
+        let chunk = h.chunk;
         let count = buf.len() / BS;
         if crcs.len() < count {
-            return Err(FsError::Inval);
+            return Some(Err(FsError::Inval));
         }
-        let h = self.open(chunk)?;
         let failed = |e: io::Error| {
-            io_error(
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return None;
+            }
+            Some(Err(io_error(
                 &h.disk,
                 &format!("cannot read chunk {:016X}", chunk.chunk_id),
                 e,
-            )
+            )))
         };
-        let _guard = self.stripe(chunk.chunk_id).read();
-        chunkfile::read_crcs(&h.file, first, &mut crcs[..count]).map_err(failed)?;
+        if let Err(e) = chunkfile::read_crcs(&h.file, first, &mut crcs[..count], wait) {
+            return failed(e);
+        }
         for (i, block) in buf.chunks_exact_mut(BS).enumerate() {
             let n = first + i as u32;
-            let on_disk = chunkfile::read_block(&h.file, n, block).map_err(failed)?;
+            let on_disk = match chunkfile::read_block(&h.file, n, block, wait) {
+                Ok(on_disk) => on_disk,
+                Err(e) => return failed(e),
+            };
             let crc = if on_disk {
                 crc32fast::hash(block)
             } else {
@@ -696,10 +737,10 @@ impl Store {
                         crcs[i]
                     ),
                 );
-                return Err(FsError::Crc);
+                return Some(Err(FsError::Crc));
             }
         }
-        Ok(())
+        Some(Ok(()))
     }
 
     /// Writes `data` at `offset` of an open chunk (read-modify-write for partial blocks).
@@ -1178,6 +1219,39 @@ pub(crate) mod tests {
         chunk_id: 0xABCD,
         version: 1,
     };
+
+    #[test]
+    fn blocks_in_the_page_cache_are_read_without_waiting_and_others_are_left_to_a_disk_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        let data: Vec<u8> = (0..2 * BS as u32).map(|i| (i % 241) as u8).collect();
+        write_all(&store, C, 0, &data);
+        let mut buf = vec![0u8; 2 * BS];
+        let mut crcs = [0u32; 2];
+        // Just written: open and in the page cache.
+        let read = store.read_cached_blocks(C, 0, &mut buf, &mut crcs);
+        assert_eq!(
+            read,
+            Some(Ok(())),
+            "kernel without RWF_NOWAIT for this file system?"
+        );
+        assert!(buf == data, "the data read back differs");
+        // A write holding the blocks: not waited for.
+        {
+            let _writing = store.stripe(C.chunk_id).write();
+            assert_eq!(store.read_cached_blocks(C, 0, &mut buf, &mut crcs), None);
+        }
+        // A file not open: opening it is left to a disk thread.
+        store.files.remove(C.chunk_id);
+        assert_eq!(store.read_cached_blocks(C, 0, &mut buf, &mut crcs), None);
+        // Gone: answered at once.
+        store.delete(C).unwrap();
+        assert_eq!(
+            store.read_cached_blocks(C, 0, &mut buf, &mut crcs),
+            Some(Err(FsError::NoChunk))
+        );
+    }
 
     #[test]
     fn a_scanned_disk_has_every_chunk_subfolder_and_a_removed_one_comes_back() {
