@@ -499,14 +499,25 @@ impl Conn {
         chain: &[CsAddr],
         token: ChunkToken,
     ) -> Result<Option<Session>, ConnError> {
-        // The local chunk and the rest of the chain open at the same time.
+        // The local chunk and the rest of the chain open at the same time. On a kept
+        // connection to the next server the writes follow the init without waiting for its
+        // answer, as the client's do: the session reads that answer first.
         let local = open_for_write(Arc::clone(&self.store), chunk);
         let downstreams = &self.downstreams;
         let down = async {
-            match chain.split_first() {
-                None => Ok(None),
-                Some((next, rest)) => downstreams.open(next, chunk, rest, token).await.map(Some),
+            let Some((next, rest)) = chain.split_first() else {
+                return Ok(None);
+            };
+            if let Some(d) = downstreams
+                .open_at_once(next, chunk, rest, token.clone())
+                .await
+            {
+                return Ok(Some((d, true)));
             }
+            downstreams
+                .open(next, chunk, rest, token)
+                .await
+                .map(|d| Some((d, false)))
         };
         // A downstream session opened for a chunk that failed here ends with its connection.
         let opened = match tokio::join!(local, down) {
@@ -530,9 +541,14 @@ impl Conn {
                     })
                     .await?;
                 let writing = self.store.writing(chunk.chunk_id);
+                let (downstream, init_pending) = match downstream {
+                    Some((d, pending)) => (Some(d), pending),
+                    None => (None, false),
+                };
                 Ok(Some(Session {
                     handle,
                     downstream,
+                    init_pending,
                     writing,
                 }))
             }
@@ -744,9 +760,10 @@ impl Conn {
                 () = deadline => false,
             }
         };
+        let init_pending = session.init_pending;
         let down_reading = async move {
             match down_reader {
-                Some(rd) => read_downstream(rd, down_tx, down_deadline).await,
+                Some(rd) => read_downstream(rd, init_pending, down_tx, down_deadline).await,
                 None => false,
             }
         };
@@ -788,6 +805,8 @@ impl Conn {
 struct Session {
     handle: Handle,
     downstream: Option<Downstream>,
+    /// The next server's answer to the init is still to come, ahead of its write answers.
+    init_pending: bool,
     /// Keeps the background test off the chunk while the session writes.
     writing: Writing,
 }
@@ -856,8 +875,12 @@ fn check_piece(h: &DataHeader, payload: &[u8], chunk: ChunkRef) -> FsResult<()> 
 
 /// Passes the next server's answers on to the acker until its `WriteEnded` (then `true`: its
 /// connection is idle again), an error, or `deadline` (sent when the upstream's frames end).
+/// With `init_pending` the first answer is the one to the init: a success is dropped, a
+/// refusal goes to the acker (and the connection, with writes sent behind the refused init,
+/// is not kept).
 async fn read_downstream(
     rd: &mut Reader,
+    mut init_pending: bool,
     tx: mpsc::UnboundedSender<FromCs>,
     deadline: oneshot::Receiver<Instant>,
 ) -> bool {
@@ -873,6 +896,19 @@ async fn read_downstream(
             () = &mut give_up => return false,
         };
         match next {
+            Ok(FromCs::WriteStatus {
+                write_id: 0,
+                status,
+            }) if init_pending => {
+                init_pending = false;
+                if status.is_err() {
+                    let _ = tx.send(FromCs::WriteStatus {
+                        write_id: 0,
+                        status,
+                    });
+                    return false;
+                }
+            }
             Ok(FromCs::WriteEnded) => return true,
             Ok(m) => {
                 if tx.send(m).is_err() {
@@ -1099,6 +1135,23 @@ impl Acker<'_> {
                 if write_id == id =>
             {
                 return status
+            }
+            (
+                Ok(Some(FromCs::WriteStatus {
+                    write_id: 0,
+                    status: Err(status),
+                })),
+                _,
+            ) => {
+                // The init sent ahead of the writes was refused: its reason is the answer.
+                tracing::info!(
+                    "write chain for chunk {:016X}: the next chunkserver refused the chain: \
+                     {status}",
+                    self.chunk.chunk_id
+                );
+                self.broken.store(true, Ordering::Relaxed);
+                self.down = None;
+                return Err(status);
             }
             (Ok(Some(FromCs::SyncDone { req_id, status })), Expect::Sync(id)) if req_id == id => {
                 return status
@@ -1820,6 +1873,57 @@ mod tests {
             ended,
             cut,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_sent_behind_an_init_the_next_server_refuses_fail_with_its_reason() {
+        let (sa, sb) = (server(true).await, server(true).await);
+        let front = counting_front(sb.addr).await;
+        let chain = [cs(front.addr)];
+        // A chunk only the first server holds, at a version the next one cannot wait for.
+        let only_a = ChunkRef {
+            chunk_id: 0x77,
+            version: 1,
+        };
+        sa.store.create(only_a).unwrap();
+        sa.store.set_version(only_a, 2).unwrap();
+        let only_a = ChunkRef {
+            version: 2,
+            ..only_a
+        };
+
+        // The first chain leaves a kept connection from A to B.
+        let (mut r, mut w) = connect(sa.addr, Role::Client).await;
+        let answers = pipelined_session(&mut r, &mut w, C, &chain, &[(0, pattern(BS, 1))]).await;
+        assert_eq!(answers, all_ok(1));
+
+        // On it, A sends the next init and the write behind it at once: the init's answer to
+        // the client comes before B's, and B's refusal is the write's answer.
+        let (mut r, mut w) = connect(sa.addr, Role::Client).await;
+        let pieces = vec![(0, pattern(BS, 2))];
+        let answers = pipelined_session(&mut r, &mut w, only_a, &chain, &pieces).await;
+        assert_eq!(
+            answers,
+            vec![
+                FromCs::WriteStatus {
+                    write_id: 0,
+                    status: Ok(())
+                },
+                FromCs::WriteStatus {
+                    write_id: 1,
+                    status: Err(FsError::NoChunk)
+                },
+                FromCs::WriteEnded,
+            ]
+        );
+        assert_eq!(front.accepted.load(Ordering::SeqCst), 1);
+
+        // That connection is not kept: the next chain opens a new one and works.
+        let (mut r, mut w) = connect(sa.addr, Role::Client).await;
+        let answers = pipelined_session(&mut r, &mut w, C, &chain, &[(0, pattern(BS, 3))]).await;
+        assert_eq!(answers, all_ok(1));
+        assert_eq!(front.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(read_all(&sb.store, C, 1).unwrap(), pattern(BS, 3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

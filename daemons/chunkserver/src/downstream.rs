@@ -73,6 +73,31 @@ impl DownstreamPool {
         self.idle.put(&conn.addr.clone(), conn);
     }
 
+    /// Sends `WriteInit` for the rest of the chain on a kept connection to `next` that is
+    /// still open, without waiting for the answer: the writes go on behind it, and the
+    /// session reads the answer first (see [`crate::dataserver`]). `None` without such a
+    /// connection: then [`DownstreamPool::open`].
+    pub async fn open_at_once(
+        &self,
+        next: &CsAddr,
+        chunk: ChunkRef,
+        rest: &[CsAddr],
+        token: ChunkToken,
+    ) -> Option<Downstream> {
+        let mut conn = self.take(next)?;
+        if !still_open(&conn) {
+            tracing::debug!("chunkserver {next}: a kept connection was closed; new one");
+            return None;
+        }
+        let init = ToCs::WriteInit {
+            chunk,
+            chain: rest.to_vec(),
+            token,
+        };
+        conn.writer.send_now(&init).await.ok()?;
+        Some(conn)
+    }
+
     /// Opens the rest of the chain (`rest`, after `next`) for `chunk` on `next`, on a kept
     /// connection if there is one (a stale one is tried again on a new connection).
     pub async fn open(
@@ -148,6 +173,17 @@ impl DownstreamPool {
             Err(e) => Err(InitError::Link(e)),
         }
     }
+}
+
+/// Whether an idle connection is still open: nothing to read, not even its end. (A server
+/// that closed it has sent its end; one that died without a word is found by the session.)
+fn still_open(conn: &Downstream) -> bool {
+    let (stream, buffered) = conn.reader.stream();
+    if buffered {
+        return false;
+    }
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A new connection to `next`, past the hello.

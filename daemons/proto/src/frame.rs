@@ -152,6 +152,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.limit = limit;
     }
 
+    /// The stream read from, and whether bytes read from it wait in the buffer: an idle
+    /// connection has none.
+    pub fn stream(&self) -> (&R, bool) {
+        (self.inner.get_ref(), !self.inner.buffer().is_empty())
+    }
+
     /// Bytes held by the frame buffer (for tests of what a peer can make us allocate).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
