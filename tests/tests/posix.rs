@@ -448,6 +448,43 @@ fn done_within_10s(f: impl FnOnce() + Send + 'static) -> bool {
     rx.recv_timeout(Duration::from_secs(10)).is_ok()
 }
 
+/// One `getdents64` call on `dir`: the bytes of entries it gave (0 at the end).
+fn getdents(dir: &fs::File) -> i64 {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: the buffer outlives the call and its length is passed with it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    }
+}
+
+#[test]
+fn the_end_of_a_listing_is_answered_by_the_mount() {
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    fs::create_dir(a.join("d")).unwrap();
+    for i in 0..5 {
+        fs::write(a.join(format!("d/f{i}")), b"x").unwrap();
+    }
+    let dir = fs::File::open(a.join("d")).unwrap();
+    assert!(getdents(&dir) > 0, "no entries");
+    // Every entry came in that answer. The kernel asks once more to hear that nothing
+    // follows: the mount knows, the master is not asked.
+    let paused = c.pause_master().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let answered = done_within_10s(move || {
+        let _ = tx.send(getdents(&dir));
+    });
+    drop(paused);
+    assert!(answered, "the end of a listing waited for a frozen master");
+    assert_eq!(rx.recv().unwrap(), 0);
+}
+
 #[test]
 fn removals_and_changes_of_attributes_the_mount_can_foresee_do_not_wait_for_the_master() {
     let mut c = cluster();

@@ -1022,7 +1022,15 @@ impl Core {
                 added = true;
                 cookie = e.cookie;
             }
-            if eof || !got_any {
+            if eof {
+                // The kernel asks once more from here, to hear that nothing follows: that is
+                // answered from the handle, not by the master.
+                if let Some(h) = self.dirs.lock().get_mut(&fh) {
+                    h.buffer.store(cookie, VecDeque::new(), true, epoch);
+                }
+                return Ok(());
+            }
+            if !got_any {
                 return Ok(());
             }
         }
