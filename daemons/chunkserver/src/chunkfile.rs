@@ -307,6 +307,27 @@ pub fn write_block(file: &File, block: u32, data: &[u8], crc: u32) -> io::Result
     write_crc(file, block as usize, crc)
 }
 
+/// Starts writing the data bytes `from..to` of a chunk file to disk, without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); a hint, so a failure is only logged.
+pub fn start_writeback(file: &File, from: u64, to: u64) {
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(DATA_OFFSET + from),
+        libc::off64_t::try_from(to.saturating_sub(from)),
+    ) else {
+        return;
+    };
+    // SAFETY: a plain system call on an open descriptor; no memory is passed.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "starting the disk writes of a chunk file: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 /// Makes a rename or creation of `path` durable: fsyncs the folder holding it.
 pub fn sync_folder_of(path: &std::path::Path) -> io::Result<()> {
     match path.parent() {

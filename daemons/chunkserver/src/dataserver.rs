@@ -954,6 +954,7 @@ async fn local_writer(
     let handle = Arc::new(handle);
     let mut batch = Vec::with_capacity(LOCAL_BATCH);
     let mut scratch = chunkfile::new_block();
+    let mut unflushed = Unflushed::default();
     while jobs.recv_many(&mut batch, LOCAL_BATCH).await > 0 {
         let store = Arc::clone(&store);
         let h = Arc::clone(&handle);
@@ -970,24 +971,33 @@ async fn local_writer(
                     } => {
                         let status = store.write(&h, offset, &data, crc, &mut scratch);
                         if status.is_ok() {
-                            end = end.max(u64::from(offset) + data.len() as u64);
+                            let written_end = u64::from(offset) + data.len() as u64;
+                            end = end.max(written_end);
+                            unflushed.add(u64::from(offset), written_end);
                         }
                         (write_id, status)
                     }
-                    LocalJob::Sync { req_id } => (req_id, store.sync(&h)),
+                    LocalJob::Sync { req_id } => {
+                        unflushed = Unflushed::default();
+                        (req_id, store.sync(&h))
+                    }
                 };
                 let _ = done.send(LocalDone { id, status });
             }
             if end > 0 {
                 store.note_extent(&h, end);
             }
-            (batch, scratch)
+            if let Some((from, to)) = unflushed.due() {
+                chunkfile::start_writeback(&h.file, from, to);
+            }
+            (batch, scratch, unflushed)
         })
         .await;
         match ran {
-            Ok((b, s)) => {
+            Ok((b, s, u)) => {
                 batch = b;
                 scratch = s;
+                unflushed = u;
             }
             Err(e) => {
                 // Dropping `done` turns every pending write into an error.
@@ -995,6 +1005,42 @@ async fn local_writer(
                 return;
             }
         }
+    }
+}
+
+/// Data a write session wrote that the kernel has not been asked to write to disk yet.
+/// Past [`WRITEBACK_BYTES`] the disk writes are started (not waited for): a stream's data then
+/// reaches the disk while more arrives, instead of all of it at the `fsync` that ends the
+/// stream (with much memory the kernel itself would start only gigabytes later).
+#[derive(Default)]
+struct Unflushed {
+    from: u64,
+    to: u64,
+    bytes: u64,
+}
+
+/// Bytes written by a session before their disk writes are started.
+const WRITEBACK_BYTES: u64 = 8 << 20;
+
+impl Unflushed {
+    fn add(&mut self, from: u64, to: u64) {
+        if self.bytes == 0 {
+            (self.from, self.to) = (from, to);
+        } else {
+            self.from = self.from.min(from);
+            self.to = self.to.max(to);
+        }
+        self.bytes += to - from;
+    }
+
+    /// The range of chunk data to start writing, once enough was written; forgets it.
+    fn due(&mut self) -> Option<(u64, u64)> {
+        if self.bytes < WRITEBACK_BYTES {
+            return None;
+        }
+        let range = (self.from, self.to);
+        *self = Unflushed::default();
+        Some(range)
     }
 }
 
@@ -1873,6 +1919,23 @@ mod tests {
             ended,
             cut,
         }
+    }
+
+    #[test]
+    fn disk_writes_start_once_a_session_wrote_enough() {
+        let mut u = Unflushed::default();
+        let block = BS as u64;
+        let blocks = WRITEBACK_BYTES / block;
+        // Blocks written out of order: the range covers them all.
+        for n in (1..blocks).rev() {
+            u.add(n * block, (n + 1) * block);
+            assert_eq!(u.due(), None, "started after {} blocks", blocks - n);
+        }
+        u.add(0, block);
+        assert_eq!(u.due(), Some((0, WRITEBACK_BYTES)));
+        assert_eq!(u.due(), None, "the same range started twice");
+        u.add(WRITEBACK_BYTES, WRITEBACK_BYTES + 5);
+        assert_eq!(u.due(), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
