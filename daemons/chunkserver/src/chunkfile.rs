@@ -328,6 +328,17 @@ pub fn start_writeback(file: &File, from: u64, to: u64) {
     }
 }
 
+/// Starts reading blocks `first .. first + count` into the page cache, without waiting
+/// (`posix_fadvise(POSIX_FADV_WILLNEED)`); a hint, so a failure is ignored.
+pub fn start_reads(file: &File, first: u32, count: u32) {
+    let offset = DATA_OFFSET + u64::from(first) * BS as u64;
+    let len = u64::from(count) * BS as u64;
+    if let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) {
+        // SAFETY: a plain system call on an open descriptor; no memory is passed.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+    }
+}
+
 /// Makes a rename or creation of `path` durable: fsyncs the folder holding it.
 pub fn sync_folder_of(path: &std::path::Path) -> io::Result<()> {
     match path.parent() {

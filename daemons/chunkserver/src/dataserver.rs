@@ -369,15 +369,21 @@ impl Conn {
             .unwrap_or_else(|| vec![0u8; READ_BATCH * BS])
     }
 
+    /// Reads `count` blocks from `first` on a disk thread. With `ahead`, the disk reads of
+    /// blocks `first .. first + ahead` (the whole request) are started first, all at once.
     fn spawn_read(
         &mut self,
         chunk: ChunkRef,
         first: u32,
         count: usize,
+        ahead: Option<u32>,
     ) -> tokio::task::JoinHandle<ReadStep> {
         let store = Arc::clone(&self.store);
         let mut buf = self.take_buf();
         tokio::task::spawn_blocking(move || {
+            if let Some(blocks) = ahead {
+                store.start_reads(chunk, first, blocks);
+            }
             let mut crcs = [0u32; READ_BATCH];
             let status = store.read_blocks(chunk, first, &mut buf[..count * BS], &mut crcs);
             (buf, crcs, status)
@@ -431,7 +437,11 @@ impl Conn {
             Ok(done) => Step::Done(done),
             Err(buf) => {
                 self.spare.push(buf);
-                Step::Reading(self.spawn_read(chunk, next as u32, count))
+                // Not in the page cache: the disk reads the whole request at once rather
+                // than step by step.
+                let blocks = (last + 1 - first) as u32;
+                let ahead = (blocks as usize > count).then_some(blocks);
+                Step::Reading(self.spawn_read(chunk, next as u32, count, ahead))
             }
         };
         loop {
@@ -454,7 +464,12 @@ impl Conn {
             // Read the next step from disk while this one goes out.
             let pending = if next <= last {
                 count = (last + 1 - next).min(READ_BATCH);
-                Some(Step::Reading(self.spawn_read(chunk, next as u32, count)))
+                Some(Step::Reading(self.spawn_read(
+                    chunk,
+                    next as u32,
+                    count,
+                    None,
+                )))
             } else {
                 None
             };
@@ -1409,6 +1424,25 @@ mod tests {
             b.space_reports()[0].used,
             chunkfile::DATA_OFFSET + (36 * BS + 290) as u64
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_of_a_file_not_open_goes_to_a_disk_thread_step_by_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) = test_store(dir.path());
+        store.create(C).unwrap();
+        let data = pattern(10 * BS + 100, 7);
+        write_all(&store, C, 0, &data);
+        let (addr, _s) = start(Arc::clone(&store)).await;
+        // Not open: the request's blocks are read ahead and then in steps on a disk thread.
+        store.close_file(C.chunk_id);
+        let (got, status) = wire_read(addr, C, 50, (10 * BS) as u32).await;
+        assert_eq!(status, Ok(()));
+        assert!(got == data[50..50 + 10 * BS], "the data read back differs");
+        // Open now: the same read comes from the page cache on the connection's task.
+        let (again, status) = wire_read(addr, C, 50, (10 * BS) as u32).await;
+        assert_eq!(status, Ok(()));
+        assert!(again == got, "the cached read differs");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -671,6 +671,20 @@ impl Store {
             .unwrap_or(Err(FsError::Io))
     }
 
+    /// Closes the chunk's file kept open (its next use opens it on a disk thread).
+    #[cfg(test)]
+    pub(crate) fn close_file(&self, chunk_id: u64) {
+        self.files.remove(chunk_id);
+    }
+
+    /// Starts the disk reads of blocks `first .. first + count` of a chunk into the page
+    /// cache, without waiting for them (a hint: failures are ignored).
+    pub fn start_reads(&self, chunk: ChunkRef, first: u32, count: u32) {
+        if let Ok(h) = self.open(chunk) {
+            chunkfile::start_reads(&h.file, first, count);
+        }
+    }
+
     /// [`Store::read_blocks`] without a system call that could wait: the chunk's file is open
     /// already, no write holds its blocks, and the blocks are in the page cache. Fine on an
     /// async thread; `None` when it would have to wait (read on a disk thread then).
