@@ -37,6 +37,9 @@ const LOW: usize = 128;
 const MAX: usize = 1024;
 /// How long a deleted chunk's file waits before it is emptied.
 pub const GRACE: Duration = Duration::from_secs(10);
+/// Free space a disk needs for deleted chunks' files to wait there: on a fuller disk, deleting
+/// files frees their space at once.
+pub const RECYCLE_ROOM: u64 = 1 << 30;
 /// Bytes of deleted chunks a disk holds at most while they wait, so that deleting files
 /// frees their space within [`GRACE`] at worst for this much (the files of small chunks are
 /// the ones worth keeping: every small file costs a chunk file).

@@ -259,9 +259,13 @@ impl Store {
     }
 
     /// Removes a deleted chunk's file (`len` bytes), keeping it as a spare when its disk takes
-    /// new chunks and wants more spares.
+    /// new chunks, has room to spare and wants more spares.
     fn remove_chunk_file(&self, disk: &Arc<Disk>, path: &Path, len: u64) -> io::Result<()> {
-        if disk.takes_new_chunks() {
+        let roomy = || {
+            disk.space(0)
+                .is_ok_and(|(_, avail)| avail >= crate::spares::RECYCLE_ROOM)
+        };
+        if disk.takes_new_chunks() && roomy() {
             if let Some(queue) = disk.spares.recycle(path, len) {
                 if queue {
                     let _ = self.spare_thread.send(Arc::clone(disk));
@@ -1572,6 +1576,38 @@ pub(crate) mod tests {
             store.test_block(ChunkRef { version: 2, ..C }, 0, &mut buf),
             Err(FsError::WrongVersion)
         );
+    }
+
+    #[test]
+    fn a_disk_short_of_room_frees_a_deleted_chunks_space_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = SpaceLimit::UseAtMost(Amount::Bytes(512 << 20));
+        let (store, _events) = test_store_with(dir.path(), limit);
+        store.create(C).unwrap();
+        write_all(&store, C, 0, &vec![5u8; 3 * BS]);
+        store.delete(C).unwrap();
+        let disk = store.disks().all()[0].clone();
+        assert_eq!(
+            disk.spares.waiting(),
+            0,
+            "a deleted chunk was kept on a small disk"
+        );
+        let held: u64 = walk_sizes(dir.path());
+        assert!(held < 3 * BS as u64, "{held} bytes still held on the disk");
+    }
+
+    /// Bytes of every file under `dir`.
+    fn walk_sizes(dir: &Path) -> u64 {
+        let mut total = 0;
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() {
+                walk_sizes(&e.path())
+            } else {
+                m.len()
+            };
+        }
+        total
     }
 
     #[test]
