@@ -44,6 +44,12 @@ impl Extents {
 
     /// Adds `data` at `offset`, replacing older bytes and merging with touching ranges.
     pub fn insert(&mut self, offset: u64, data: &[u8]) {
+        self.insert_with(offset, data, &mut None);
+    }
+
+    /// [`Extents::insert`]; a range that starts here takes `spare` (emptied) for its bytes
+    /// when given one, rather than new memory.
+    pub fn insert_with(&mut self, offset: u64, data: &[u8], spare: &mut Option<Vec<u8>>) {
         if data.is_empty() {
             return;
         }
@@ -72,6 +78,15 @@ impl Extents {
         // General case: merge every range touching [offset, end].
         let first = before.unwrap_or(offset);
         let touching: Vec<u64> = self.map.range(first..=end).map(|(s, _)| *s).collect();
+        if touching.is_empty() {
+            if let Some(mut buf) = spare.take() {
+                buf.clear();
+                buf.extend_from_slice(data);
+                self.bytes += buf.len() as u64;
+                self.map.insert(offset, buf);
+                return;
+            }
+        }
         let mut new_start = offset;
         let mut new_end = end;
         let mut old: Vec<(u64, Vec<u8>)> = Vec::with_capacity(touching.len());
@@ -172,6 +187,34 @@ pub fn block_pieces(offset: u32, data: &Bytes) -> Vec<(u32, Bytes)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_new_range_takes_the_spare_and_merges_do_not() {
+        let mut e = Extents::default();
+        let mut spare = Some(Vec::with_capacity(1 << 20));
+        e.insert_with(100, &[1, 2, 3], &mut spare);
+        assert!(spare.is_none(), "a new range left the spare");
+        let mut other = Some(vec![9u8; 10]);
+        e.insert_with(103, &[4], &mut other);
+        e.insert_with(50, &[7; 51], &mut other);
+        assert!(other.is_some(), "a merge took the spare");
+        let ranges = e.take_all();
+        assert_eq!(ranges.len(), 1);
+        assert_eq!(ranges[0].0, 50);
+        let mut want = vec![7u8; 51];
+        want.extend_from_slice(&[2, 3, 4]);
+        assert_eq!(&ranges[0].1[..], &want[..]);
+        let mut e = Extents::default();
+        let mut spare = Some(Vec::with_capacity(1 << 20));
+        let at2 = spare.as_ref().unwrap().as_ptr();
+        e.insert_with(0, &[5; 10], &mut spare);
+        e.insert(10, &[6; 10]);
+        assert_eq!(
+            e.take_all()[0].1.as_ptr(),
+            at2,
+            "appends left the spare's memory"
+        );
+    }
+
     use super::*;
 
     fn dump(e: &Extents) -> Vec<(u64, Vec<u8>)> {

@@ -5,15 +5,16 @@
 //! and returned by the next flush, fsync or release.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use moose_proto::auth::ChunkToken;
 use moose_proto::msg::{ChunkLocation, ClReply, ClRequest, EndSync, WriteLease};
-use moose_proto::{Attr, ChunkRef, CsAddr, FsError, Inode, Timespec};
+use moose_proto::{Attr, ChunkRef, CsAddr, FsError, Inode, Timespec, BLOCK_SIZE};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -23,6 +24,8 @@ use crate::kept_leases::{KeptLease, KeptLeases};
 use crate::master::{CallError, MasterClient};
 use crate::reader::Reader;
 
+/// Writes this large may take a kept buffer (smaller ones start small ranges).
+const BLOCK_BYTES: usize = BLOCK_SIZE as usize;
 /// Dirty bytes of one file that start a background write.
 const BACKGROUND_BYTES: u64 = 8 << 20;
 /// Age of dirty data that starts a background write.
@@ -35,6 +38,13 @@ const NO_SERVERS_PATIENCE: Duration = Duration::from_secs(10);
 const WRITE_ATTEMPTS: u32 = 5;
 /// Chunks of one file written at the same time.
 const PARALLEL_CHUNKS: usize = 4;
+/// Written-out buffers kept for the next large writes, and the sizes kept: a buffer from the
+/// kernel costs a page fault and a zeroed page for every 4 KiB buffered in it (a stream of
+/// large writes took one per page written). They are let go when large writes stop (see
+/// [`age_ticker`]), and hold at most half the write cache.
+const SPARE_BUFFERS: usize = 4;
+const SPARE_MIN: usize = 1 << 20;
+const SPARE_MAX: usize = 64 << 20;
 
 /// A chunk written out: where it is and on which servers.
 struct Written {
@@ -106,9 +116,10 @@ impl FileState {
         !self.dirty.is_empty() || !self.inflight.is_empty() || self.error.is_some()
     }
 
-    /// Buffers a write made at `now`.
-    fn buffer(&mut self, offset: u64, data: &[u8], now: Timespec) {
-        self.dirty.insert(offset, data);
+    /// Buffers a write made at `now` (a range it starts takes `spare`, see
+    /// [`Extents::insert_with`]).
+    fn buffer(&mut self, offset: u64, data: &[u8], now: Timespec, spare: &mut Option<Vec<u8>>) {
+        self.dirty.insert_with(offset, data, spare);
         self.modified = Some(now);
         self.writes += 1;
     }
@@ -205,6 +216,10 @@ pub struct Writer {
     /// right after the close (a write makes it drop its own), and gets them without a
     /// round trip.
     landed: Mutex<HashMap<Inode, Landed>>,
+    /// Buffers of written-out data, for the next large writes.
+    spares: Mutex<Vec<Vec<u8>>>,
+    /// A kept buffer was taken since the age ticker last looked.
+    spares_used: AtomicBool,
 }
 
 /// Why a file's buffer is written out.
@@ -265,6 +280,8 @@ impl Writer {
             epoch: AtomicU64::new(0),
             forgotten: AtomicU64::new(0),
             landed: Mutex::new(HashMap::new()),
+            spares: Mutex::new(Vec::new()),
+            spares_used: AtomicBool::new(false),
         });
         tokio::spawn(age_ticker(Arc::downgrade(&w)));
         w
@@ -334,9 +351,15 @@ impl Writer {
     /// Buffers `data`, for which `need` permits were taken.
     fn buffer(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8], need: u32) {
         let buf = self.file_or_new(inode);
+        let mut spare = if data.len() >= BLOCK_BYTES {
+            self.spares_used.store(true, Ordering::Relaxed);
+            self.spares.lock().pop()
+        } else {
+            None
+        };
         let start_background = {
             let mut st = buf.lock();
-            st.buffer(offset, data, Timespec::now());
+            st.buffer(offset, data, Timespec::now(), &mut spare);
             st.held += need as u64;
             self.settle(&mut st);
             st.dirty_since.get_or_insert_with(Instant::now);
@@ -349,8 +372,30 @@ impl Writer {
                 false
             }
         };
+        if let Some(unused) = spare {
+            self.keep_spare(unused);
+        }
         if start_background {
             self.spawn_background(inode);
+        }
+    }
+
+    /// Keeps a buffer for the next large write, if it is worth keeping and there is room.
+    fn keep_spare(&self, buf: Vec<u8>) {
+        if !(SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
+            return;
+        }
+        let mut spares = self.spares.lock();
+        let held: usize = spares.iter().map(Vec::capacity).sum();
+        if spares.len() < SPARE_BUFFERS && (held + buf.capacity()) as u64 <= self.budget_total / 2 {
+            spares.push(buf);
+        }
+    }
+
+    /// Lets the kept buffers go when no large write took one since the last look.
+    fn drop_unused_spares(&self) {
+        if !self.spares_used.swap(false, Ordering::Relaxed) {
+            self.spares.lock().clear();
         }
     }
 
@@ -678,9 +723,17 @@ impl Writer {
         };
         let landed = !ranges.is_empty();
         let result = if landed {
+            // The ranges' buffers come back once their pieces are written and dropped.
+            let owners: Vec<Bytes> = ranges.iter().map(|(_, d)| d.clone()).collect();
             let r = self
                 .write_out(inode, &f, plan_chunks(ranges), purpose)
                 .await;
+            for owner in owners {
+                if let Ok(mut back) = owner.try_into_mut() {
+                    back.clear();
+                    self.keep_spare(back.into());
+                }
+            }
             self.reader.invalidate(inode);
             r
         } else {
@@ -967,6 +1020,7 @@ async fn age_ticker(writer: Weak<Writer>) {
     loop {
         tick.tick().await;
         let Some(w) = writer.upgrade() else { return };
+        w.drop_unused_spares();
         let files: Vec<(Inode, Arc<FileBuf>)> =
             w.files().iter().map(|(i, f)| (*i, f.clone())).collect();
         for (inode, f) in files {
@@ -1001,11 +1055,11 @@ mod tests {
     fn buffered_writes_keep_their_time_until_written_out() {
         let mut st = FileState::default();
         assert_eq!(st.modified, None);
-        st.buffer(0, b"abc", t(5));
+        st.buffer(0, b"abc", t(5), &mut None);
         assert_eq!(st.modified, Some(t(5)));
         // A write-out takes the buffer; another write comes while it runs.
         let taken = st.writes;
-        st.buffer(3, b"def", t(6));
+        st.buffer(3, b"def", t(6), &mut None);
         st.written_out(taken, 1);
         assert_eq!(st.modified, Some(t(6)), "the later write keeps its time");
         let taken = st.writes;
@@ -1017,7 +1071,7 @@ mod tests {
     #[test]
     fn attributes_asked_before_a_write_out_landed_are_not_trusted() {
         let mut st = FileState::default();
-        st.buffer(100, b"abc", t(5));
+        st.buffer(100, b"abc", t(5), &mut None);
         let before = pending_view(Some(&st), 0, 0);
         assert_eq!(
             before,
