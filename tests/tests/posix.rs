@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -662,16 +662,24 @@ fn umask() -> u32 {
         .unwrap()
 }
 
-#[test]
-fn a_create_the_master_refuses_after_the_mount_answered_it_is_logged_and_undone() {
-    let mut c = cluster();
+/// A folder `name` of `NOBODY` made through a mount whose kernel keeps names and attributes
+/// for a minute (where that kernel allows, on what it keeps, a change the master then
+/// refuses), and another mount; returns the other mount and the folder.
+fn folder_of_nobody(c: &mut LocalCluster, name: &str) -> (PathBuf, PathBuf) {
     let a = c
         .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
         .unwrap();
     let b = c.mount().unwrap();
-    let d = a.join("refused-create-folder");
+    let d = a.join(name);
     fs::create_dir(&d).unwrap();
     std::os::unix::fs::chown(&d, Some(NOBODY), Some(NOBODY)).unwrap();
+    (b, d)
+}
+
+#[test]
+fn a_create_the_master_refuses_after_the_mount_answered_it_is_logged_and_undone() {
+    let mut c = cluster();
+    let (b, d) = folder_of_nobody(&mut c, "refused-create-folder");
     assert_eq!(mode(&d), 0o755);
     // A create here brings the master's word on quotas, which creates answered ahead need.
     fs::write(d.join("other"), b"x").unwrap();
@@ -726,13 +734,7 @@ fn with_dirsync_a_removal_waits_for_the_master() {
 #[test]
 fn a_removal_the_master_refuses_after_the_mount_answered_it_is_logged_and_the_name_shows_again() {
     let mut c = cluster();
-    let a = c
-        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
-        .unwrap();
-    let b = c.mount().unwrap();
-    let d = a.join("refusal-folder");
-    fs::create_dir(&d).unwrap();
-    std::os::unix::fs::chown(&d, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (b, d) = folder_of_nobody(&mut c, "refusal-folder");
     let victim = d.join("refused-removal");
     as_nobody("touch", &[victim.to_str().unwrap()]);
     // Mount a knows the folder whole and its kernel keeps the folder's mode for a minute.

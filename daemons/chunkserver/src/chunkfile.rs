@@ -243,6 +243,20 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64, wait: Wait) -> io::Result<u
     }
 }
 
+/// Fills `buf` from `offset`, up to the end of the file; returns how many bytes it read.
+fn read_up_to(file: &File, buf: &mut [u8], offset: u64, wait: Wait) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match read_at(file, &mut buf[done..], offset + done as u64, wait) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// Reads the CRC entries of blocks `first .. first + out.len()`.
 pub fn read_crcs(file: &File, first: u32, out: &mut [u32], wait: Wait) -> io::Result<()> {
     let first = first as usize;
@@ -251,15 +265,8 @@ pub fn read_crcs(file: &File, first: u32, out: &mut [u32], wait: Wait) -> io::Re
     }
     let mut raw = [0u8; 4 * BLOCKS];
     let raw = &mut raw[..4 * out.len()];
-    let base = CRC_OFFSET + 4 * first as u64;
-    let mut done = 0;
-    while done < raw.len() {
-        match read_at(file, &mut raw[done..], base + done as u64, wait) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+    if read_up_to(file, raw, CRC_OFFSET + 4 * first as u64, wait)? < raw.len() {
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
     for (crc, bytes) in out.iter_mut().zip(raw.chunks_exact(4)) {
         *crc = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -277,16 +284,7 @@ pub fn read_block(file: &File, block: u32, buf: &mut [u8], wait: Wait) -> io::Re
     if block as usize >= BLOCKS {
         return Err(out_of_chunk("block"));
     }
-    let base = DATA_OFFSET + u64::from(block) * BS as u64;
-    let mut done = 0;
-    while done < buf.len() {
-        match read_at(file, &mut buf[done..], base + done as u64, wait) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let done = read_up_to(file, buf, DATA_OFFSET + u64::from(block) * BS as u64, wait)?;
     buf[done..].fill(0);
     Ok(done > 0)
 }

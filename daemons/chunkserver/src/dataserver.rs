@@ -391,21 +391,19 @@ impl Conn {
     }
 
     /// Reads `count` blocks from `first` without waiting, when the chunk's file is open and
-    /// the blocks are in the page cache; else gives the buffer back.
-    fn read_cached(
-        &mut self,
-        chunk: ChunkRef,
-        first: u32,
-        count: usize,
-    ) -> Result<ReadStep, Vec<u8>> {
+    /// the blocks are in the page cache.
+    fn read_cached(&mut self, chunk: ChunkRef, first: u32, count: usize) -> Option<ReadStep> {
         let mut buf = self.take_buf();
         let mut crcs = [0u32; READ_BATCH];
-        match self
+        let read = self
             .store
-            .read_cached_blocks(chunk, first, &mut buf[..count * BS], &mut crcs)
-        {
-            Some(status) => Ok((buf, crcs, status)),
-            None => Err(buf),
+            .read_cached_blocks(chunk, first, &mut buf[..count * BS], &mut crcs);
+        match read {
+            Some(status) => Some((buf, crcs, status)),
+            None => {
+                self.spare.push(buf);
+                None
+            }
         }
     }
 
@@ -434,9 +432,8 @@ impl Conn {
         // The first step is read here when the page cache has it (no hop to a disk thread
         // and back); the next steps are read on a disk thread while this one goes out.
         let mut step = match self.read_cached(chunk, next as u32, count) {
-            Ok(done) => Step::Done(done),
-            Err(buf) => {
-                self.spare.push(buf);
+            Some(done) => Step::Done(done),
+            None => {
                 // Not in the page cache: the disk reads the whole request at once rather
                 // than step by step.
                 let blocks = (last + 1 - first) as u32;

@@ -9,7 +9,7 @@
 //! The spares come from deleted chunks first: a deleted chunk's file is renamed into the
 //! folder and, after [`GRACE`] (a read that opened it before the deletion may still be going
 //! on), emptied and handed out again, so no inode is freed and none has to be found. The
-//! store's spare thread does that and makes new files when a disk runs low.
+//! spare thread ([`start_thread`]) does that and makes new files when a disk runs low.
 //!
 //! The folder is `DISK/.spares`, files `spare_<n>`. A file there larger than a header, or
 //! with a second name, is no spare: one found at start is removed. A chunk's folder is synced
@@ -21,11 +21,13 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::chunkfile::DATA_OFFSET;
+use crate::hdd::Disk;
 
 /// The folder of a disk's spare files.
 pub const FOLDER: &str = ".spares";
@@ -144,8 +146,14 @@ impl Spares {
     /// [`Spares::tend`]); `None` when the disk keeps enough spares, or the rename failed: the
     /// caller removes the file.
     pub fn recycle(&self, path: &Path, len: u64) -> Option<bool> {
-        let held: u64 = self.waiting.lock().iter().map(|(_, l, _)| l).sum();
-        if self.count() + self.waiting() >= MAX
+        let (waiting, held) = {
+            let waiting = self.waiting.lock();
+            (
+                waiting.len(),
+                waiting.iter().map(|(_, l, _)| l).sum::<u64>(),
+            )
+        };
+        if self.count() + waiting >= MAX
             || held + len > WAITING_BYTES
             || self.make_folder().is_err()
         {
@@ -261,6 +269,50 @@ impl Spares {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!("spare_{n}"))
     }
+}
+
+/// Starts the thread that tends the disks' spare files: a disk it is sent gets a turn at
+/// once, and another when the deleted chunks' files it keeps are due.
+pub fn start_thread() -> std::sync::mpsc::Sender<Arc<Disk>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (tx, rx) = std::sync::mpsc::channel::<Arc<Disk>>();
+    let spawned = std::thread::Builder::new()
+        .name("spare-files".into())
+        .spawn(move || {
+            let mut scheduled: Vec<(Arc<Disk>, Instant)> = Vec::new();
+            loop {
+                let next = scheduled.iter().map(|(_, at)| *at).min();
+                let sent = match next {
+                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+                };
+                let mut turn = match sent {
+                    Ok(disk) => vec![disk],
+                    Err(RecvTimeoutError::Timeout) => vec![],
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                let now = Instant::now();
+                scheduled.retain(|(disk, at)| {
+                    let due = *at <= now;
+                    if due && !turn.iter().any(|d| Arc::ptr_eq(d, disk)) {
+                        turn.push(Arc::clone(disk));
+                    }
+                    !due
+                });
+                for disk in turn {
+                    if let Some(at) = disk.spares.tend(now) {
+                        scheduled.push((disk, at));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(
+            "cannot start the thread that makes spare chunk files ({e}); new chunks are made as \
+             files of their own, which is slower"
+        );
+    }
+    tx
 }
 
 /// Empties a deleted chunk's file (its blocks are freed, its inode stays).

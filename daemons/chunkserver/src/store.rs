@@ -46,52 +46,6 @@ where
     }
 }
 
-/// Starts the thread that tends the disks' spare files (see [`crate::spares`]): a disk it is
-/// sent gets a turn at once, and another when the deleted chunks' files it keeps are due.
-fn spawn_spare_thread() -> std::sync::mpsc::Sender<Arc<Disk>> {
-    use std::sync::mpsc::RecvTimeoutError;
-    let (tx, rx) = std::sync::mpsc::channel::<Arc<Disk>>();
-    let spawned = std::thread::Builder::new()
-        .name("spare-files".into())
-        .spawn(move || {
-            let mut scheduled: Vec<(Arc<Disk>, std::time::Instant)> = Vec::new();
-            loop {
-                let next = scheduled.iter().map(|(_, at)| *at).min();
-                let sent = match next {
-                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                    Some(at) => {
-                        rx.recv_timeout(at.saturating_duration_since(std::time::Instant::now()))
-                    }
-                };
-                let mut turn = match sent {
-                    Ok(disk) => vec![disk],
-                    Err(RecvTimeoutError::Timeout) => vec![],
-                    Err(RecvTimeoutError::Disconnected) => return,
-                };
-                let now = std::time::Instant::now();
-                scheduled.retain(|(disk, at)| {
-                    let due = *at <= now;
-                    if due && !turn.iter().any(|d| Arc::ptr_eq(d, disk)) {
-                        turn.push(Arc::clone(disk));
-                    }
-                    !due
-                });
-                for disk in turn {
-                    if let Some(at) = disk.spares.tend(now) {
-                        scheduled.push((disk, at));
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(
-            "cannot start the thread that makes spare chunk files ({e}); new chunks are made as \
-             files of their own, which is slower"
-        );
-    }
-    tx
-}
-
 /// Where a chunk lives and what we know about it.
 struct Entry {
     disk: Arc<Disk>,
@@ -244,7 +198,7 @@ impl Store {
             pool: BufPool::new(BS, POOL_BUFFERS),
             access: Default::default(),
             creations: Creations::default(),
-            spare_thread: spawn_spare_thread(),
+            spare_thread: crate::spares::start_thread(),
         };
         (Arc::new(store), rx)
     }

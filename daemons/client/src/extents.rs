@@ -187,6 +187,8 @@ pub fn block_pieces(offset: u32, data: &Bytes) -> Vec<(u32, Bytes)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_new_range_takes_the_spare_and_merges_do_not() {
         let mut e = Extents::default();
@@ -214,8 +216,6 @@ mod tests {
             "appends left the spare's memory"
         );
     }
-
-    use super::*;
 
     fn dump(e: &Extents) -> Vec<(u64, Vec<u8>)> {
         e.map.iter().map(|(s, d)| (*s, d.clone())).collect()

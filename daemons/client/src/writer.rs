@@ -723,8 +723,13 @@ impl Writer {
         };
         let landed = !ranges.is_empty();
         let result = if landed {
-            // The ranges' buffers come back once their pieces are written and dropped.
-            let owners: Vec<Bytes> = ranges.iter().map(|(_, d)| d.clone()).collect();
+            // The buffers of large ranges come back once their pieces are written and
+            // dropped (small ones are not kept: no clone for them).
+            let owners: Vec<Bytes> = ranges
+                .iter()
+                .filter(|(_, d)| d.len() >= BLOCK_BYTES)
+                .map(|(_, d)| d.clone())
+                .collect();
             let r = self
                 .write_out(inode, &f, plan_chunks(ranges), purpose)
                 .await;
