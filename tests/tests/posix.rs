@@ -505,6 +505,44 @@ fn the_end_of_a_listing_is_answered_by_the_mount() {
 }
 
 #[test]
+fn the_size_of_a_file_being_written_is_answered_by_the_mount() {
+    use std::os::unix::fs::FileExt;
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(a.join("f"))
+        .unwrap();
+    f.write_all_at(b"first", 0).unwrap();
+    f.sync_data().unwrap();
+    // More data, held in the mount's buffer. A read past the end (as sqlite makes on its
+    // journal) has the kernel ask for the size afresh: the mount knows it, the frozen master
+    // is not asked.
+    let paused = c.pause_master().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let answered = done_within_10s(move || {
+        f.write_all_at(b" and second", 5).unwrap();
+        let mut buf = [0u8; 8];
+        let past_end = f.read_at(&mut buf, 64).unwrap();
+        let size = f.metadata().unwrap().len();
+        // Closed only once the master runs again: a close writes the buffer out.
+        let _ = tx.send((past_end, size, f));
+    });
+    drop(paused);
+    assert!(
+        answered,
+        "the size of a file being written waited for a frozen master"
+    );
+    let (past_end, size, f) = rx.recv().unwrap();
+    drop(f);
+    assert_eq!((past_end, size), (0, 16));
+    assert_eq!(fs::read(a.join("f")).unwrap(), b"first and second");
+}
+
+#[test]
 fn removals_and_changes_of_attributes_the_mount_can_foresee_do_not_wait_for_the_master() {
     let mut c = cluster();
     // Long cache times: nothing but the changes themselves would need the master.

@@ -31,6 +31,50 @@ const STRIPES: usize = 256;
 /// Idle block buffers kept for the write path.
 const POOL_BUFFERS: usize = 256;
 
+/// Makes a new chunk durable under its name: its data (when `file` is given), the folder it
+/// was renamed into and the spare folder it came from. The three are separate disk writes
+/// (on ext4 without a journal, each its own block), so they are issued side by side.
+fn sync_new_chunk(file: Option<&File>, path: &Path, disk: &Disk) -> io::Result<()> {
+    std::thread::scope(|s| {
+        let folder = Beside::start(s, || chunkfile::sync_folder_of(path));
+        let rest = match file {
+            Some(file) => {
+                let spares = Beside::start(s, || disk.spares.sync_folder());
+                file.sync_data().and(spares.wait())
+            }
+            None => disk.spares.sync_folder(),
+        };
+        rest.and(folder.wait())
+    })
+}
+
+/// A sync running on a thread of its own, or done already when no thread could be started.
+enum Beside<'s> {
+    Running(std::thread::ScopedJoinHandle<'s, io::Result<()>>),
+    Done(io::Result<()>),
+}
+
+impl<'s> Beside<'s> {
+    fn start<'e, F>(scope: &'s std::thread::Scope<'s, 'e>, job: F) -> Beside<'s>
+    where
+        F: Fn() -> io::Result<()> + Send + Copy + 's,
+    {
+        match std::thread::Builder::new().spawn_scoped(scope, job) {
+            Ok(handle) => Beside::Running(handle),
+            Err(_) => Beside::Done(job()),
+        }
+    }
+
+    fn wait(self) -> io::Result<()> {
+        match self {
+            Beside::Running(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked"))),
+            Beside::Done(result) => result,
+        }
+    }
+}
+
 /// Runs blocking disk work on tokio's blocking pool.
 pub async fn blocking<T, F>(f: F) -> FsResult<T>
 where
@@ -766,7 +810,6 @@ impl Store {
                 e,
             )
         };
-        h.file.sync_data().map_err(err)?;
         let id = h.chunk.chunk_id;
         let unsynced = self
             .chunks
@@ -774,14 +817,13 @@ impl Store {
             .get(&id)
             .filter(|e| !e.folder_synced)
             .map(|e| (e.path(id), e.generation));
-        if let Some((path, generation)) = unsynced {
-            chunkfile::sync_folder_of(&path)
-                .and_then(|()| h.disk.spares.sync_folder())
-                .map_err(err)?;
-            if let Some(e) = self.chunks.lock().get_mut(&id) {
-                if e.generation == generation {
-                    e.folder_synced = true;
-                }
+        let Some((path, generation)) = unsynced else {
+            return h.file.sync_data().map_err(err);
+        };
+        sync_new_chunk(Some(&h.file), &path, &h.disk).map_err(err)?;
+        if let Some(e) = self.chunks.lock().get_mut(&id) {
+            if e.generation == generation {
+                e.folder_synced = true;
             }
         }
         Ok(())
@@ -900,9 +942,7 @@ impl Store {
         })?;
         new.committed = true;
         if sync_folder {
-            let synced =
-                chunkfile::sync_folder_of(&path).and_then(|()| new.disk.spares.sync_folder());
-            synced.map_err(|e| {
+            sync_new_chunk(None, &path, &new.disk).map_err(|e| {
                 io_error(
                     &new.disk,
                     &format!("cannot sync the folder of {}", path.display()),

@@ -1328,9 +1328,13 @@ impl Filesystem for MooseFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
-        let known = core.master.folders().get(inode, core.attr_ttl);
-        if let Some(a) = known.or_else(|| core.writer.landed_attr(inode, core.attr_ttl)) {
+        if let Some(a) = core.master.folders().get(inode, core.attr_ttl) {
             let fa = attr::file_attr(&a, ino.0, a.size);
+            return reply.attr(&attr::ttl(core.attr_ttl), &fa);
+        }
+        // A file being written (a read past its end asks for its size after every write).
+        if let Some((a, p)) = core.writer.attr_with_buffer(inode, core.attr_ttl) {
+            let fa = attr::buffered_file_attr(&a, ino.0, p.end, p.modified);
             return reply.attr(&attr::ttl(core.attr_ttl), &fa);
         }
         core.attr_request("getattr", ClRequest::GetAttr { inode }, reply);

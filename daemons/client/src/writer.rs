@@ -474,6 +474,29 @@ impl Writer {
         valid.then_some(l.attr)
     }
 
+    /// The attributes the master holds for `inode` and what this mount's buffer adds to them,
+    /// known without asking: the latest landed change (see [`Writer::landed_attr`]), if it is
+    /// younger than `ttl` and nothing was sent since, with the buffer's end and time of the
+    /// last write. A write-out's end counts as sent before its data leaves the buffer, so the
+    /// count is read again after the buffer: unchanged, the two belong together.
+    pub fn attr_with_buffer(&self, inode: Inode, ttl: Duration) -> Option<(Attr, Pending)> {
+        let l = self.landed.lock().get(&inode).cloned()?;
+        if l.at.elapsed() >= ttl || l.changes != self.master.change_count() {
+            return None;
+        }
+        let pending = match self.file(inode) {
+            Some(f) => {
+                let st = f.lock();
+                if st.error.is_some() {
+                    return None;
+                }
+                st.pending()
+            }
+            None => Pending::default(),
+        };
+        (l.changes == self.master.change_count()).then_some((l.attr, pending))
+    }
+
     /// Forgets the attributes kept for `inode`: a change answered ahead was refused.
     pub fn drop_landed(&self, inode: Inode) {
         self.landed.lock().remove(&inode);
