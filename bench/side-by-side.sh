@@ -5,10 +5,11 @@
 # on the same disk, then runs every workload alternately ours/stock at goal 1 and goal 2 and
 # prints medians and the time ratio ours/stock (lower is better; < 1 means we win).
 # Needs root (FUSE, namespaces, drop_caches), fio, python3 with sqlite3.
-#   bench/side-by-side.sh [--quick] [--reps N] [--no-programs]
+#   bench/side-by-side.sh [--quick] [--reps N] [--no-programs] [--only LIST]
 #     --quick        256 MiB, 1,000 files, 100 sqlite commits, /usr/include/linux, 2 reps
 #     --reps N       repetitions (default 3); the order ours/stock flips on every one
 #     --no-programs  skip the "real programs" workloads (tar extract, cp -a, rm -rf of a tree)
+#     --only LIST    only these workloads, comma-separated: seq, small, rand, sqlite, tree
 #   MOOSE_BIN=DIR  our binaries (default: cargo build --release)
 #   STOCK_NICE=N   stock daemons' NICE_LEVEL (default 0 like ours; stock's own default is -19)
 #   CHANGELOG_SAVE_MODE=N  our master's mode (default 0, as in bench/run.sh)
@@ -19,13 +20,14 @@ source bench/ours.sh
 # shellcheck source=bench/stock.sh
 source bench/stock.sh
 
-size=1G size_mib=1024 files=10000 runtime=15 commits=1000 reps=3 tree_src=/usr/include programs=1
+size=1G size_mib=1024 files=10000 runtime=15 commits=1000 reps=3 tree_src=/usr/include programs=1 only=
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) size=256M size_mib=256 files=1000 runtime=3 commits=100 reps=2 tree_src=/usr/include/linux ;;
         --reps) reps=$2; shift ;;
         --no-programs) programs=0 ;;
-        *) echo "usage: bench/side-by-side.sh [--quick] [--reps N] [--no-programs]" >&2; exit 2 ;;
+        --only) only=$2; shift ;;
+        *) echo "usage: bench/side-by-side.sh [--quick] [--reps N] [--no-programs] [--only seq,small,rand,sqlite,tree]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -128,9 +130,16 @@ w_tree() {   # real programs: tar extract of a copy of $tree_src, cp -a of it, r
 }
 
 workloads=(w_seq w_small w_rand w_sqlite)
-if [ "$programs" = 1 ]; then
+if [ "$programs" = 1 ]; then workloads+=(w_tree); fi
+if [ -n "$only" ]; then
+    workloads=()
+    for w in ${only//,/ }; do
+        declare -F "w_$w" >/dev/null || { echo "side-by-side: no workload '$w' (seq, small, rand, sqlite, tree)" >&2; exit 2; }
+        workloads+=("w_$w")
+    done
+fi
+if [[ " ${workloads[*]} " == *" w_tree "* ]]; then
     tar -cf "$work/tree.tar" -C "$(dirname "$tree_src")" "$(basename "$tree_src")"   # read from local disk, same for both
-    workloads+=(w_tree)
 fi
 echo "load before: $(uptime)" >&2
 for rep in $(seq "$reps"); do
@@ -160,6 +169,7 @@ med() { median <<< "${vals[$1,$2,$3]}"; }
 # row LABEL METRIC KIND DIGITS: KIND "rate" (higher is better) turns into time as its inverse.
 row() {
     local g ours stock
+    [ -n "${vals[$2,1,ours]:-}" ] || return 0   # not run (--only)
     for g in 1 2; do
         ours=$(med "$2" "$g" ours); stock=$(med "$2" "$g" stock)
         awk -v l="$1" -v g="$g" -v a="$ours" -v b="$stock" -v k="$3" -v d="$4" 'BEGIN {
@@ -170,6 +180,7 @@ row() {
 sumrow() {   # sumrow LABEL METRIC...: the sum of medians, as a time
     local label=$1 g m ours stock
     shift
+    [ -n "${vals[$1,1,ours]:-}" ] || return 0   # not run (--only)
     for g in 1 2; do
         ours=0 stock=0
         for m in "$@"; do
@@ -191,7 +202,7 @@ row "rm -rf of $files files (s)" rm time 2
 sumrow "create + ls -l + rm -rf (s)" create ls rm
 row "fio 4 KiB random read QD1, ${runtime} s (IOPS)" iops rate 0
 row "sqlite autocommit insert (ms per commit)" sqlite time 1
-if [ "$programs" = 1 ]; then
+if [ -n "${vals[tar,1,ours]:-}" ]; then
     row "tar -x of $tree_src (s)" tar time 2
     row "cp -a of the tree (s)" cp time 2
     row "rm -rf of both trees (s)" rmtree time 2

@@ -504,6 +504,35 @@ fn the_end_of_a_listing_is_answered_by_the_mount() {
     assert_eq!(rx.recv().unwrap(), 0);
 }
 
+/// The kernel leaves dropping set-ID bits to the mount and the master
+/// (`FUSE_HANDLE_KILLPRIV_V2`); see also
+/// `writing_or_truncating_as_another_user_clears_the_set_id_bits`.
+#[test]
+fn a_new_owner_drops_set_id_bits_and_root_truncating_keeps_them() {
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let f = a.join("f");
+    let path = f.to_str().unwrap().to_owned();
+    fs::write(&f, b"x").unwrap();
+    let set = |m: u32| fs::set_permissions(&f, fs::Permissions::from_mode(m)).unwrap();
+
+    set(0o6777);
+    let truncated = Command::new("truncate").args(["-s", "1", &path]).status();
+    assert!(truncated.unwrap().success());
+    assert_eq!(mode(&f), 0o6777, "after root's truncation");
+    // A new owner drops the set-user-ID bit, and the set-group-ID bit if the group may
+    // execute the file; even root's chown, even to the same owner.
+    set(0o6755);
+    std::os::unix::fs::chown(&f, Some(NOBODY), None).unwrap();
+    assert_eq!(mode(&f), 0o755, "after root's chown");
+    set(0o6745);
+    std::os::unix::fs::chown(&f, Some(NOBODY), Some(0)).unwrap();
+    assert_eq!(mode(&f), 0o2745, "after root's chown, no group execute");
+    // Another mount sees the same.
+    let b = c.mount().unwrap();
+    assert_eq!(mode(&b.join("f")), 0o2745);
+}
+
 #[test]
 fn the_size_of_a_file_being_written_is_answered_by_the_mount() {
     use std::os::unix::fs::FileExt;

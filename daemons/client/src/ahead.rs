@@ -121,14 +121,17 @@ pub fn pinned(set: SetAttrs, now: Timespec) -> SetAttrs {
     }
 }
 
-/// `a` after the change `set` (see [`pinned`]) made at `now`.
-pub fn changed_attr(mut a: Attr, set: &SetAttrs, now: Timespec) -> Attr {
+/// `a` after the change `set` (see [`pinned`]) made by `cred` at `now`. A new owner or group
+/// drops set-ID bits as the master's rules do ([`Cred::mode_after_chown`]).
+pub fn changed_attr(mut a: Attr, set: &SetAttrs, cred: &Cred, now: Timespec) -> Attr {
     let at = |t: TimeSet| match t {
         TimeSet::Now => now,
         TimeSet::At(t) => t,
     };
     if let Some(m) = set.mode {
         a.mode = m & 0o7777;
+    } else if (set.uid.is_some() || set.gid.is_some()) && a.kind != FileKind::Dir {
+        a.mode = cred.mode_after_chown(a.mode, a.gid);
     }
     a.uid = set.uid.unwrap_or(a.uid);
     a.gid = set.gid.unwrap_or(a.gid);
@@ -192,8 +195,11 @@ mod tests {
             atime: Some(TimeSet::At(Timespec { sec: 1, nsec: 0 })),
             ..SetAttrs::default()
         };
-        let after = changed_attr(file.clone(), &set, now);
+        let after = changed_attr(file.clone(), &set, &user(0), now);
         assert_eq!((after.mode, after.uid, after.gid), (0o4755, 1000, 7));
+        // Root's chown with no mode drops the set-ID bits, as the master does.
+        let setid = changed_attr(after.clone(), &chown, &user(0), now);
+        assert_eq!(setid.mode, 0o755);
         assert_eq!(
             (after.atime.sec, after.mtime, after.ctime),
             (1, file.mtime, now)

@@ -51,6 +51,9 @@ const LOCKED_PATIENCE: Duration = Duration::from_secs(60);
 const QUOTA_NEWS_MARGIN: Duration = Duration::from_millis(500);
 /// Times an attribute answer overtaken by a write-out of the file is asked for again.
 const ATTR_ATTEMPTS: u32 = 8;
+/// How long a file's mode seen without set-ID bits spares a write the check for them, at
+/// least: the kernel leaves dropping them to the file system (`FUSE_HANDLE_KILLPRIV_V2`).
+const PLAIN_MODE_TTL: Duration = Duration::from_secs(1);
 
 /// Settings of the file system.
 #[derive(Debug, Clone)]
@@ -99,6 +102,8 @@ struct Core {
     absent_xattrs: Mutex<HashMap<(Inode, Vec<u8>), Instant>>,
     /// Inodes the master last reported without extended attributes, and when.
     bare: Mutex<HashMap<Inode, Instant>>,
+    /// Files last seen without set-ID bits, and when (see [`PLAIN_MODE_TTL`]).
+    plain: Mutex<HashMap<Inode, Instant>>,
     /// How far files may grow under quotas.
     grants: crate::quota_grant::Grants,
     /// Changes answered before the master's answer.
@@ -229,6 +234,7 @@ impl Core {
     /// landed while `a` was asked for.
     fn fuse_attr_now(&self, a: &Attr, epoch: u64) -> Option<FileAttr> {
         self.note_xattrs(a);
+        self.note_mode(a);
         let ino = self.to_fuse(a.inode);
         if a.kind != FileKind::File {
             return Some(attr::file_attr(a, ino, a.size));
@@ -404,6 +410,7 @@ impl Core {
             return Err(reply);
         };
         self.note_ahead(&a, before);
+        self.note_mode(&a);
         let counter = self.open_counter(a.inode);
         let core = self.clone();
         let cred = cred.clone();
@@ -533,7 +540,7 @@ impl Core {
         let now = moose_proto::Timespec::now();
         let set = ahead::pinned(set, now);
         let inode = base.inode;
-        let a = ahead::changed_attr(base, &set, now);
+        let a = ahead::changed_attr(base, &set, &cred, now);
         let before = self.master.change_count();
         let (core, expected) = (self.clone(), a.clone());
         // Sent before the kernel's answer: whatever the kernel asks next comes after it.
@@ -557,6 +564,7 @@ impl Core {
                 }
             });
         self.note_ahead(&a, before);
+        self.note_mode(&a);
         reply.attr(&attr::ttl(self.attr_ttl), &attr::file_attr(&a, ino, a.size));
     }
 
@@ -696,7 +704,8 @@ impl Core {
             })
             .await;
         let result = match r {
-            Ok(ClReply::Opened { keep_cache, .. }) => {
+            Ok(ClReply::Opened { attr, keep_cache }) => {
+                self.note_mode(&attr);
                 let fh = self.count_open(inode, flags, cred, &mut count);
                 let keep = if keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE
@@ -939,6 +948,49 @@ impl Core {
         fresh(&self.bare.lock(), &inode, self.attr_ttl)
     }
 
+    /// Remembers whether file `a` has set-ID bits a write could drop.
+    fn note_mode(&self, a: &Attr) {
+        if a.kind != FileKind::File {
+            return;
+        }
+        if a.mode & 0o6000 == 0 {
+            remember(&mut self.plain.lock(), a.inode, self.plain_ttl());
+        } else {
+            self.plain.lock().remove(&a.inode);
+        }
+    }
+
+    /// File `inode` was seen lately without set-ID bits.
+    fn is_plain(&self, inode: Inode) -> bool {
+        fresh(&self.plain.lock(), &inode, self.plain_ttl())
+    }
+
+    fn plain_ttl(&self) -> Duration {
+        self.attr_ttl.max(PLAIN_MODE_TTL)
+    }
+
+    /// Drops the set-ID bits of `inode` that a write by `cred` drops, before the write is
+    /// acknowledged: the kernel leaves that to the file system (`FUSE_WRITE_KILL_SUIDGID`).
+    async fn drop_setid(&self, inode: Inode, cred: &Cred) -> Result<(), Errno> {
+        let a = expect_attr("getattr", self.call(ClRequest::GetAttr { inode }).await)?;
+        let mode = moose_proto::mode_after_write(a.mode);
+        if mode == a.mode {
+            self.note_mode(&a);
+            return Ok(());
+        }
+        let set = SetAttrs {
+            mode: Some(mode),
+            ..SetAttrs::default()
+        };
+        let cred = cred.clone();
+        let after = expect_attr(
+            "setattr",
+            self.call(ClRequest::SetAttr { inode, set, cred }).await,
+        )?;
+        self.note_mode(&after);
+        Ok(())
+    }
+
     /// Lists a directory from FUSE `offset` into `sink`.
     async fn list(
         &self,
@@ -1161,6 +1213,7 @@ impl MooseFs {
             opens: Mutex::new(HashMap::new()),
             absent_xattrs: Mutex::new(HashMap::new()),
             bare: Mutex::new(HashMap::new()),
+            plain: Mutex::new(HashMap::new()),
             grants: Default::default(),
             ahead: Ahead::new(config.answer_ahead),
             pool: InodePool::default(),
@@ -1256,7 +1309,10 @@ impl Filesystem for MooseFs {
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            // The set-ID bits are dropped here and by the master: the kernel then stops asking
+            // for `security.capability` before every write.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let supported = wanted & config.capabilities();
         if let Err(missing) = config.add_capabilities(supported) {
             tracing::debug!("kernel lacks capabilities {missing:?}");
@@ -1644,12 +1700,12 @@ impl Filesystem for MooseFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -1666,9 +1722,14 @@ impl Filesystem for MooseFs {
         }
         let core = self.core.clone();
         let inode = core.to_master(ino);
+        // A caller without CAP_FSETID drops set-ID bits by writing; a file seen lately
+        // without any needs no question.
+        let drops_setid = (write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            && !core.is_plain(inode))
+        .then(|| core.cred(req));
         // Mostly the quota needs no question and the buffers have room: buffered from here
         // and answered at once, with no task to wake.
-        if core.grants.admits_now(inode, offset, len as u64) {
+        if drops_setid.is_none() && core.grants.admits_now(inode, offset, len as u64) {
             let _runtime = core.rt.enter();
             core.reader.invalidate_data(inode);
             if core.writer.try_write(inode, offset, data) {
@@ -1677,6 +1738,11 @@ impl Filesystem for MooseFs {
         }
         let mut data = data.to_vec();
         self.spawn(async move {
+            if let Some(cred) = drops_setid {
+                if let Err(e) = core.drop_setid(inode, &cred).await {
+                    return reply.error(e);
+                }
+            }
             // Quotas: only what the master allows is written and acknowledged.
             let allowed = match core
                 .grants

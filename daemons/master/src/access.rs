@@ -35,18 +35,18 @@ pub fn sticky_allows(dir: &Node, entry: &Node, cred: &Cred) -> bool {
 /// True when `new` is `old` with some of its set-user-ID and set-group-ID bits cleared and
 /// nothing else changed.
 ///
-/// After a write or a truncation by a user who may write a file but does not own it, the
-/// kernel drops these bits (what `file_remove_privs` does with `ATTR_FORCE`). A FUSE file
-/// system that does not handle that itself receives it as a mode change of that user.
+/// After a write by a user who may write a file but does not own it, the bits are dropped
+/// as a mode change of that user: the mount sends it (`FUSE_WRITE_KILL_SUIDGID`), as the
+/// kernel does for a FUSE file system that leaves it to the kernel.
 pub fn clears_setid_only(old: u16, new: u16) -> bool {
     const SETID: u16 = 0o6000;
     new != old && new & !old == 0 && (old & !new) & !SETID == 0
 }
 
 /// Checks a change of mode, owner or group by `cred` and returns the mode to set: the one
-/// asked, without a set-group-ID bit for a group the caller is not in, or, when a non-root
-/// caller changes the owner or group of a non-folder, the current mode without its
-/// set-user-ID and set-group-ID bits.
+/// asked, without a set-group-ID bit for a group the caller is not in, or, when the owner or
+/// group of a non-folder is set, the current mode without the set-ID bits that drops (see
+/// [`Cred::mode_after_chown`]).
 ///
 /// The owner (or root) may change the mode; anyone who may write a regular file may clear its
 /// set-ID bits (see [`clears_setid_only`]). Only root gives a file away; the owner may give it
@@ -84,10 +84,11 @@ pub fn check_owner_change(
             return Err(FsError::Perm);
         }
     }
-    let ownership_changes =
-        uid.is_some_and(|u| u != node.uid) || gid.is_some_and(|g| g != node.gid);
-    if ownership_changes && !root && mode.is_none() && node.kind != FileKind::Dir {
-        mode = Some(node.mode & !0o6000);
+    // As Linux's `chown` (any call, even to the ids the file has): the mount leaves the
+    // set-ID bits to the file system (`FUSE_HANDLE_KILLPRIV_V2`).
+    if (uid.is_some() || gid.is_some()) && mode.is_none() && node.kind != FileKind::Dir {
+        let killed = cred.mode_after_chown(node.mode, node.gid);
+        mode = (killed != node.mode).then_some(killed);
     }
     Ok(mode)
 }
@@ -224,7 +225,7 @@ mod tests {
         // The owner picks one of its groups or keeps the current one.
         assert_eq!(
             check_owner_change(&f, &owner, None, None, Some(30), false),
-            Ok(Some(0o644))
+            Ok(None)
         );
         assert_eq!(
             check_owner_change(&f, &owner, None, None, Some(20), false),
@@ -238,14 +239,36 @@ mod tests {
             check_owner_change(&f, &other, None, None, Some(20), false),
             Err(FsError::Perm)
         );
-        // A non-root chown drops set-ID bits; root's keeps the mode.
+        // Any chown drops the set-user-ID bit and an executable set-group-ID bit, even to
+        // the same ids; a set-group-ID bit without group execute stays for the group's members.
+        let root = cred(0, 0, vec![]);
         let s = file(0o6755, 10, 20);
         assert_eq!(
             check_owner_change(&s, &owner, None, None, Some(30), false),
             Ok(Some(0o755))
         );
         assert_eq!(
-            check_owner_change(&s, &cred(0, 0, vec![]), None, Some(5), None, false),
+            check_owner_change(&s, &root, None, Some(5), None, false),
+            Ok(Some(0o755))
+        );
+        assert_eq!(
+            check_owner_change(&s, &root, None, Some(10), Some(20), false),
+            Ok(Some(0o755))
+        );
+        let locking = file(0o6745, 10, 20);
+        assert_eq!(
+            check_owner_change(&locking, &root, None, Some(5), None, false),
+            Ok(Some(0o2745))
+        );
+        assert_eq!(
+            check_owner_change(&locking, &cred(10, 99, vec![]), None, Some(10), None, false),
+            Ok(Some(0o745))
+        );
+        // Folders keep theirs.
+        let mut d = file(0o2775, 10, 20);
+        d.kind = FileKind::Dir;
+        assert_eq!(
+            check_owner_change(&d, &root, None, Some(5), None, false),
             Ok(None)
         );
     }

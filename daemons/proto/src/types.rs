@@ -232,6 +232,17 @@ pub struct Attr {
     pub xattrs: bool,
 }
 
+/// `mode` of a file once a write or truncation by a caller without `CAP_FSETID` dropped its
+/// set-ID bits, as FUSE asks of a file system that drops them itself: no set-user-ID bit,
+/// and no set-group-ID bit if the group may execute the file.
+pub fn mode_after_write(mode: u16) -> u16 {
+    let mut m = mode & !0o4000;
+    if m & 0o010 != 0 {
+        m &= !0o2000;
+    }
+    m
+}
+
 /// Who is asking: the caller's ids as the kernel gave them.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Cred {
@@ -248,6 +259,19 @@ impl Cred {
 
     pub fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
+    }
+
+    /// `mode` of a file of group `gid` once this caller gave it a new owner or group
+    /// (Linux's `setattr_should_drop_sgid`): no set-user-ID bit, and no set-group-ID bit when
+    /// the group may execute the file or this caller is neither root nor in the group
+    /// (without group execute permission the bit marks mandatory locking, not a privilege).
+    pub fn mode_after_chown(&self, mode: u16, gid: u32) -> u16 {
+        let m = mode_after_write(mode);
+        if m & 0o2000 != 0 && !(self.uid == 0 || self.in_group(gid)) {
+            m & !0o2000
+        } else {
+            m
+        }
     }
 
     /// The mode and group of a new object of `kind` this caller makes with `mode` (umask
@@ -346,6 +370,24 @@ pub struct DiskReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_id_bits_dropped_by_a_write_or_a_change_of_owner() {
+        assert_eq!(mode_after_write(0o4755), 0o755);
+        assert_eq!(mode_after_write(0o6777), 0o777);
+        assert_eq!(mode_after_write(0o2767), 0o2767, "mandatory locking mark");
+        assert_eq!(mode_after_write(0o1644), 0o1644, "sticky bit stays");
+        let cred = |uid, gid| Cred {
+            uid,
+            gid,
+            groups: vec![],
+        };
+        let (root, member, outsider) = (cred(0, 0), cred(10, 20), cred(10, 99));
+        assert_eq!(root.mode_after_chown(0o6755, 20), 0o755);
+        assert_eq!(member.mode_after_chown(0o2745, 20), 0o2745);
+        assert_eq!(root.mode_after_chown(0o2745, 20), 0o2745);
+        assert_eq!(outsider.mode_after_chown(0o2745, 20), 0o745);
+    }
 
     #[test]
     fn a_set_group_id_folder_gives_its_group_and_its_bit_to_new_folders() {

@@ -629,8 +629,14 @@ pub fn set_attributes(
     let mut st = m.state();
     let st = &mut *st;
     let node = st.node(inode)?;
-    let mode = check_owner_change(node, cred, set.mode, set.uid, set.gid, s.ignoregid)?;
+    let mut mode = check_owner_change(node, cred, set.mode, set.uid, set.gid, s.ignoregid)?;
     let resized = set.size.is_some();
+    // A truncation by anyone but root drops the set-ID bits, as a write does (the mount
+    // leaves that to the file system: `FUSE_HANDLE_KILLPRIV_V2`).
+    if resized && cred.uid != 0 && mode.is_none() && node.kind == FileKind::File {
+        let killed = moose_proto::mode_after_write(node.mode);
+        mode = (killed != node.mode).then_some(killed);
+    }
     check_times(node, cred, set.atime, set.mtime, resized, s.ignoregid)?;
     let nothing = mode.is_none()
         && set.uid.is_none()
