@@ -203,6 +203,47 @@ fn a_flipped_byte_in_one_copy_is_detected_and_read_from_another() {
     }
 }
 
+/// Small random reads are served on the FUSE thread from the first copy the location names
+/// (see `client::read_here`); a bad block there sends the read the usual way, to the other.
+#[test]
+fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
+    use std::os::unix::fs::FileExt;
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        default_goal: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let mnt = c.mount().unwrap();
+    let data = random_bytes(43, 5 * MIB);
+    fs::write(mnt.join("precious"), &data).unwrap();
+    c.unmount(&mnt).unwrap();
+    // Whichever copy comes first, one of the two blocks is bad in it.
+    let (a, b) = (10, 40);
+    flip_bits_in_block(&c, 0, a, 0xff);
+    flip_bits_in_block(&c, 1, b, 0xff);
+    c.drop_caches();
+    let mnt = c.mount().unwrap();
+    let f = fs::File::open(mnt.join("precious")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // Far apart, so that none reads as the next of a sequence; the first learns the location.
+    for offset in [
+        4 * MIB,
+        a * 65536,
+        b * 65536,
+        3 * MIB,
+        a * 65536 + 8192,
+        b * 65536,
+    ] {
+        f.read_exact_at(&mut buf, offset as u64).unwrap();
+        assert_same(
+            &format!("4 KiB at {offset}"),
+            &buf,
+            &data[offset..offset + 4096],
+        );
+    }
+}
+
 #[test]
 fn a_partial_write_into_a_damaged_block_fails_over_and_keeps_the_data_right() {
     let mut c = LocalCluster::start(ClusterSpec {
@@ -316,6 +357,11 @@ fn writes_and_fsyncs_in_a_loop_keep_one_lease_and_leave_the_chunk_to_other_write
 /// Flips the bits of `mask` in one byte of block 3 of the data of the only chunk file on
 /// chunkserver `cs`, as a failing disk would.
 fn flip_bits_in_the_only_chunk_of(c: &LocalCluster, cs: usize, mask: u8) {
+    flip_bits_in_block(c, cs, 3, mask);
+}
+
+/// Flips bits of one byte in data block `block` of the only chunk on chunkserver `cs`.
+fn flip_bits_in_block(c: &LocalCluster, cs: usize, block: usize, mask: u8) {
     let files = c.chunk_files(cs);
     assert_eq!(files.len(), 1, "one chunk on cs{cs}: {files:?}");
     let mut f = fs::OpenOptions::new()
@@ -323,7 +369,7 @@ fn flip_bits_in_the_only_chunk_of(c: &LocalCluster, cs: usize, mask: u8) {
         .write(true)
         .open(&files[0])
         .unwrap();
-    let pos = 8192 + 3 * 65536 + 17;
+    let pos = 8192 + block as u64 * 65536 + 17;
     f.seek(SeekFrom::Start(pos)).unwrap();
     let mut b = [0u8; 1];
     f.read_exact(&mut b).unwrap();

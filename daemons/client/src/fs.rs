@@ -1690,6 +1690,11 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let inode = core.to_master(ino);
         let mode = core.read_mode(fh.0, offset, size);
+        if mode == ReadMode::Random && !core.writer.unwritten(inode) {
+            if let Some(data) = core.reader.read_here(inode, offset, size) {
+                return reply.data(&data);
+            }
+        }
         self.spawn(async move {
             match core.read(inode, offset, size, mode).await {
                 Ok(data) => reply.data(&data),

@@ -19,6 +19,7 @@ pub mod mountinfo;
 pub mod options;
 pub mod quota_grant;
 pub mod quota_tools;
+pub mod read_here;
 pub mod reader;
 pub mod stale_pages;
 pub mod tool;

@@ -13,6 +13,7 @@ use moose_proto::{ChunkRef, FsError, Inode, CHUNK_SIZE};
 
 use crate::csio::{CsError, CsPool};
 use crate::master::{CallError, MasterClient};
+use crate::read_here;
 
 /// Size of a read-ahead segment (a power of two dividing the chunk size).
 pub const SEGMENT: u64 = 1 << 20;
@@ -207,6 +208,23 @@ impl Reader {
             }
         }
         Ok(out)
+    }
+
+    /// A small random read served on the calling FUSE thread (see [`crate::read_here`]), if
+    /// ready segments or one chunk whose location is at hand hold all of it.
+    pub fn read_here(&self, inode: Inode, offset: u64, size: u32) -> Option<Vec<u8>> {
+        let end = offset.checked_add(u64::from(size))?;
+        if let Some(hit) = self.cached(inode, offset, end) {
+            return Some(hit);
+        }
+        let index = u32::try_from(offset / CHUNK_SIZE).ok()?;
+        let loc = {
+            let locations = self.locations.lock();
+            let c = locations.get(inode, index)?;
+            (c.at.elapsed() < self.ttl).then(|| c.loc.clone())?
+        };
+        let in_chunk = read_here::fits(&loc, offset, size)?;
+        read_here::read(&loc, in_chunk, size)
     }
 
     /// The bytes of `[offset, end)` if ready segments hold all of them (or reach the end).
