@@ -572,6 +572,32 @@ fn the_size_of_a_file_being_written_is_answered_by_the_mount() {
 }
 
 #[test]
+fn a_change_answered_ahead_leaves_for_the_master_with_nothing_behind_it() {
+    let mut c = cluster();
+    let a = c
+        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
+        .unwrap();
+    fs::create_dir(a.join("d")).unwrap();
+    fs::write(a.join("d/f"), b"x").unwrap();
+    let b = c.mount().unwrap();
+    let names = |d: &Path| -> Vec<String> {
+        fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(&b.join("d")), ["f"]);
+    // Answered by mount a before the master, and written to it after that answer: not only
+    // with a's next request (none follows) or its keep-alive (10 s).
+    fs::remove_file(a.join("d/f")).unwrap();
+    let gone = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        names(&b.join("d")).is_empty()
+    });
+    assert!(gone, "the unlink did not reach the master within 3 s");
+}
+
+#[test]
 fn removals_and_changes_of_attributes_the_mount_can_foresee_do_not_wait_for_the_master() {
     let mut c = cluster();
     // Long cache times: nothing but the changes themselves would need the master.

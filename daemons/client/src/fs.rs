@@ -400,13 +400,14 @@ impl Core {
                 ahead: Some(CreateAhead { inode, time: now }),
             };
             let (core, expected, name) = (self.clone(), a.clone(), name.to_vec());
-            // Sent before the kernel's answer: whatever the kernel asks next comes after it.
-            self.master.start_ahead(req, move |r| {
+            // Queued before the kernel's answer: whatever the kernel asks next comes after
+            // it. Written after that answer.
+            let held = self.master.start_ahead(req, move |r| {
                 core.created_ahead(parent, &name, expected, slot, r)
             });
-            Some((a, before))
+            Some((a, before, held))
         });
-        let Some((a, before)) = sent else {
+        let Some((a, before, _held)) = sent else {
             return Err(reply);
         };
         self.note_ahead(&a, before);
@@ -543,8 +544,10 @@ impl Core {
         let a = ahead::changed_attr(base, &set, &cred, now);
         let before = self.master.change_count();
         let (core, expected) = (self.clone(), a.clone());
-        // Sent before the kernel's answer: whatever the kernel asks next comes after it.
-        self.master
+        // Queued before the kernel's answer: whatever the kernel asks next comes after it.
+        // Written after that answer.
+        let _held = self
+            .master
             .start_ahead(ClRequest::SetAttr { inode, set, cred }, move |r| {
                 drop(slot);
                 match r {
@@ -587,8 +590,9 @@ impl Core {
             name: name.clone(),
             cred,
         };
-        // Sent before the kernel's answer: whatever the kernel asks next comes after it.
-        self.master.start_ahead(req, move |r| {
+        // Queued before the kernel's answer: whatever the kernel asks next comes after it.
+        // Written after that answer.
+        let _held = self.master.start_ahead(req, move |r| {
             master.folders().settled_ahead(parent);
             drop(slot);
             let shown = String::from_utf8_lossy(&name);

@@ -184,6 +184,18 @@ impl Inner {
     }
 }
 
+/// A change answered ahead, queued to the master but not written yet: written when this is
+/// dropped (see [`MasterClient::start_ahead`]).
+pub struct Held(Option<Arc<Mutex<Outbox>>>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(out) = self.0.take() {
+            out.lock().release();
+        }
+    }
+}
+
 /// A registered session with the master; cheap to clone.
 #[derive(Clone)]
 pub struct MasterClient {
@@ -304,7 +316,7 @@ impl MasterClient {
     pub fn start(&self, req: ClRequest) -> Call {
         let (tx, rx) = oneshot::channel();
         match self.send(req, Waiter::Task(tx), false) {
-            Ok(id) => Call {
+            Ok((id, _)) => Call {
                 state: CallState::Waiting {
                     rx,
                     inner: self.inner.clone(),
@@ -325,9 +337,18 @@ impl MasterClient {
     /// [`MasterClient::start_then`] for a change the mount answered itself, with what the
     /// master will make (see `ahead.rs`): its answer brings nothing new (a different one is
     /// dealt with by `then`), so it leaves the change count, and attributes the mount noted
-    /// since it was sent stay good.
-    pub fn start_ahead(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) {
-        self.start_with(req, then, true)
+    /// since it was sent stay good. The request takes its place among the others at once, but
+    /// is written to the socket when the returned [`Held`] is dropped (or with the next
+    /// request): after the kernel's answer, which then does not wait for the write.
+    #[must_use = "the request is written when this is dropped"]
+    pub fn start_ahead(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) -> Held {
+        match self.send(req, Waiter::Callback(Box::new(then)), true) {
+            Ok((_, held)) => held,
+            Err((e, waiter)) => {
+                waiter.answer(Err(e));
+                Held(None)
+            }
+        }
     }
 
     fn start_with(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static, ahead: bool) {
@@ -337,13 +358,14 @@ impl MasterClient {
     }
 
     /// Registers `waiter` for the answer and writes the request (unless disconnected: it is
-    /// sent with the others after the reconnection); returns its `msgid`.
+    /// sent with the others after the reconnection); returns its `msgid`. A change answered
+    /// `ahead` is queued but held: written when the [`Held`] returned is dropped.
     fn send(
         &self,
         req: ClRequest,
         waiter: Waiter,
         ahead: bool,
-    ) -> Result<u32, (CallError, Waiter)> {
+    ) -> Result<(u32, Held), (CallError, Waiter)> {
         let mut st = self.inner.lock();
         if st.closed {
             return Err((CallError::Disconnected, waiter));
@@ -361,10 +383,17 @@ impl MasterClient {
             _ => 0,
         };
         let env = ClEnvelope { msgid: id, req };
+        let mut held = None;
         if let Some(out) = &st.out {
             // A failed write shows up in the writer task, which replaces the connection;
             // the request is sent again on the next one.
-            if let Err(e) = out.lock().push(&env) {
+            let pushed = if ahead {
+                held = Some(out.clone());
+                out.lock().push_held(&env)
+            } else {
+                out.lock().push(&env)
+            };
+            if let Err(e) = pushed {
                 return Err((unsendable(e), waiter));
             }
         }
@@ -377,7 +406,7 @@ impl MasterClient {
                 ahead,
             },
         );
-        Ok(id)
+        Ok((id, Held(held)))
     }
 
     /// How many times a request that may change attributes was sent or settled: attributes

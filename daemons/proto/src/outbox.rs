@@ -24,6 +24,8 @@ pub struct Outbox {
     /// Wakes the writer task: bytes are left over, or a write failed.
     wake: Arc<Notify>,
     last_sent: Instant,
+    /// Queued bytes wait for [`Outbox::release`] (or the next sender), not for the socket.
+    held: bool,
 }
 
 impl Outbox {
@@ -34,6 +36,7 @@ impl Outbox {
             failed: None,
             wake: Arc::new(Notify::new()),
             last_sent: Instant::now(),
+            held: false,
         }
     }
 
@@ -41,12 +44,28 @@ impl Outbox {
     /// An error here is one of encoding (the message is not queued); a failed write ends the
     /// writer task instead.
     pub fn push<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
-        let idle = self.queued.is_empty();
+        let write_now = self.queued.is_empty() || std::mem::take(&mut self.held);
         append_msg_frame(&mut self.queued, msg)?;
-        if idle && !self.write_some() {
+        if write_now && !self.write_some() {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Queues `msg` in its place after everything sent before, but writes it only at
+    /// [`Outbox::release`], or with the next message pushed: the sender answers first whoever
+    /// waits for it, and pays for the write after.
+    pub fn push_held<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
+        append_msg_frame(&mut self.queued, msg)?;
+        self.held = true;
+        Ok(())
+    }
+
+    /// Writes what [`Outbox::push_held`] queued, unless another sender did.
+    pub fn release(&mut self) {
+        if std::mem::take(&mut self.held) && !self.queued.is_empty() && !self.write_some() {
+            self.wake.notify_one();
+        }
     }
 
     /// Writes queued bytes until the socket would block or fails; true when none are left.
@@ -177,6 +196,28 @@ mod tests {
         }
         assert!(out.lock().queued.is_empty());
         writer.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_message_goes_out_at_its_release_or_with_the_next_in_its_order() {
+        let (out, peer) = outbox_and_peer().await;
+        let small = |id| Big { id, body: vec![] };
+        out.lock().push_held(&small(1)).unwrap();
+        assert!(!out.lock().queued.is_empty(), "held, not written");
+        out.lock().release();
+        assert!(out.lock().queued.is_empty(), "written at its release");
+        out.lock().push_held(&small(2)).unwrap();
+        out.lock().push(&small(3)).unwrap();
+        assert!(
+            out.lock().queued.is_empty(),
+            "written with the next message"
+        );
+        out.lock().release();
+        let mut reader = FrameReader::new(peer);
+        for id in 1..=3 {
+            let got: Big = reader.next_msg().await.unwrap();
+            assert_eq!(got.id, id);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
