@@ -81,6 +81,19 @@ fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().mode() & 0o7777
 }
 
+/// The mode as `stat -c %a` asks for it: nothing but the mode (`statx` with `STATX_MODE`),
+/// which the kernel answers from what it keeps unless that was dropped.
+fn mode_alone(p: &Path) -> u32 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a zeroed statx is a valid value of a plain C struct.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is NUL-terminated and `st` outlives the call.
+    let r = unsafe { libc::statx(libc::AT_FDCWD, path.as_ptr(), 0, libc::STATX_MODE, &mut st) };
+    assert_eq!(r, 0, "statx of {p:?}: {}", std::io::Error::last_os_error());
+    u32::from(st.stx_mode) & 0o7777
+}
+
 fn create_with_mode(p: &Path, m: u32) {
     fs::write(p, b"data").unwrap();
     fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
@@ -97,9 +110,19 @@ fn writing_or_truncating_as_another_user_clears_the_set_id_bits() {
         create_with_mode(&f, before);
         // `1<>` opens for reading and writing without truncating.
         as_nobody("sh", &["-c", "printf x 1<>\"$0\"", path]);
+        assert_eq!(
+            mode_alone(&f),
+            0o777,
+            "write to a {before:o} file, mode alone"
+        );
         assert_eq!(mode(&f), 0o777, "write to a {before:o} file");
         create_with_mode(&f, before);
         as_nobody("truncate", &["-s", "1", path]);
+        assert_eq!(
+            mode_alone(&f),
+            0o777,
+            "truncation of a {before:o} file, mode alone"
+        );
         assert_eq!(mode(&f), 0o777, "truncation of a {before:o} file");
         assert_eq!(fs::metadata(&f).unwrap().len(), 1);
     }
@@ -524,6 +547,7 @@ fn a_new_owner_drops_set_id_bits_and_root_truncating_keeps_them() {
     // execute the file; even root's chown, even to the same owner.
     set(0o6755);
     std::os::unix::fs::chown(&f, Some(NOBODY), None).unwrap();
+    assert_eq!(mode_alone(&f), 0o755, "after root's chown, mode alone");
     assert_eq!(mode(&f), 0o755, "after root's chown");
     set(0o6745);
     std::os::unix::fs::chown(&f, Some(NOBODY), Some(0)).unwrap();

@@ -992,6 +992,15 @@ impl Core {
             self.call(ClRequest::SetAttr { inode, set, cred }).await,
         )?;
         self.note_mode(&after);
+        // The kernel keeps the mode with the set-ID bits (a write makes it drop only its
+        // times and size): it must ask again, before the write returns.
+        if let Some(notifier) = self.notifier.get().cloned() {
+            let ino = INodeNo(self.to_fuse(inode));
+            let dropped = tokio::task::spawn_blocking(move || notifier.inval_inode(ino, -1, 0));
+            if let Ok(Err(e)) = dropped.await {
+                tracing::debug!("making the kernel forget the mode of inode {}: {e}", ino.0);
+            }
+        }
         Ok(())
     }
 
