@@ -244,6 +244,88 @@ fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
     }
 }
 
+/// After a server dies, reads stop trying its copy first: the location that named it is
+/// dropped once another copy answered. Counted by a listener on the dead server's port.
+#[test]
+fn reads_stop_trying_a_dead_server_once_another_copy_answered() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        default_goal: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let mnt = c.mount().unwrap();
+    let data = random_bytes(44, 4 * MIB);
+    fs::write(mnt.join("f"), &data).unwrap();
+    // Direct reads: each one reaches the mount.
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(mnt.join("f"))
+        .unwrap();
+    let mut aligned = vec![0u8; 8192];
+    let at = aligned.as_ptr().align_offset(4096);
+    let buf = &mut aligned[at..at + 4096];
+    // Each server dies once: whichever the location names first, one of them is the dead
+    // first copy.
+    for dead in 0..2 {
+        c.wait_for_chunkservers(2).unwrap();
+        // The location is learned now, with both servers.
+        f.read_exact_at(buf, 3 * MIB as u64).unwrap();
+        c.kill_chunkserver(dead).unwrap();
+        // Takes connections and closes them at once, as a server that is going away.
+        let port = c.chunkservers[dead].port;
+        let listener = (0..500)
+            .find_map(|_| {
+                let bound = std::net::TcpListener::bind(("127.0.0.1", port)).ok();
+                if bound.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                bound
+            })
+            .expect("the dead server's port is free within 5 s");
+        listener.set_nonblocking(true).unwrap();
+        let (tries, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let counter = {
+            let (tries, stop) = (tries.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok(_) => {
+                            tries.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                    }
+                }
+            })
+        };
+        for i in 0..50usize {
+            // Far apart, so that none reads as the next of a sequence.
+            let offset = (i * 277 % 61) * 65536;
+            f.read_exact_at(buf, offset as u64).unwrap();
+            assert_same(
+                &format!("4 KiB at {offset}"),
+                buf,
+                &data[offset..offset + 4096],
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        counter.join().unwrap();
+        let tried = tries.load(Ordering::SeqCst);
+        assert!(
+            tried <= 4,
+            "50 reads tried the dead chunkserver {dead} {tried} times"
+        );
+        c.start_chunkserver(dead).unwrap();
+    }
+}
+
 #[test]
 fn a_partial_write_into_a_damaged_block_fails_over_and_keeps_the_data_right() {
     let mut c = LocalCluster::start(ClusterSpec {

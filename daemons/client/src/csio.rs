@@ -71,6 +71,15 @@ impl CsError {
         )
     }
 
+    /// The server is down for us: it does not take a connection, answer in time, or get
+    /// through the hello.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self,
+            CsError::Connect { .. } | CsError::Timeout { .. } | CsError::Handshake { .. }
+        )
+    }
+
     /// The connection was closed under us: worth one more try on a fresh connection.
     fn is_stale_link(&self) -> bool {
         matches!(self, CsError::Link { source, .. } if source.is_disconnect())

@@ -441,9 +441,17 @@ impl Reader {
             // True while every failure was a version mismatch: the chunk was just written
             // (a new version), so fresh locations help at once.
             let mut outdated = !loc.servers.is_empty();
+            let mut down = false;
             for server in &loc.servers {
                 match self.cs.read(server, chunk, &loc.token, offset, buf).await {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        if down {
+                            // A server before this one is down: the next read asks where the
+                            // chunk is instead of trying it first again.
+                            self.forget_location(inode, index);
+                        }
+                        return Ok(());
+                    }
                     // Another version, or a token that expired: fresh locations help at once.
                     Err(CsError::Status {
                         err: FsError::WrongVersion | FsError::NoChunk | FsError::Access,
@@ -455,6 +463,7 @@ impl Reader {
                     ),
                     Err(e) => {
                         outdated = false;
+                        down |= e.is_down();
                         tracing::warn!(
                             "reading chunk {:016X}_{:08X} (inode {inode}, index {index}) from {server}: {e}",
                             chunk.chunk_id,
