@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use moose_tests::data::{assert_same, random_bytes};
 use moose_tests::{ClusterSpec, LocalCluster};
@@ -18,6 +19,29 @@ fn cluster(chunkservers: usize) -> LocalCluster {
         ..Default::default()
     })
     .expect("cluster starts")
+}
+
+/// Two chunkservers keeping two copies of everything, a mount, and a file `name` of `size`
+/// random bytes (from `seed`) written through it.
+fn two_copies_of(name: &str, seed: u64, size: usize) -> (LocalCluster, PathBuf, Vec<u8>) {
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        default_goal: 2,
+        ..Default::default()
+    })
+    .expect("cluster starts");
+    let mnt = c.mount().unwrap();
+    let data = random_bytes(seed, size);
+    fs::write(mnt.join(name), &data).unwrap();
+    (c, mnt, data)
+}
+
+/// Reads 4 KiB at `offset` of `f` into `buf` and checks them against `data`.
+fn read_4k_at(f: &fs::File, buf: &mut [u8], data: &[u8], offset: usize) {
+    use std::os::unix::fs::FileExt;
+    f.read_exact_at(&mut buf[..4096], offset as u64).unwrap();
+    let want = &data[offset..offset + 4096];
+    assert_same(&format!("4 KiB at {offset}"), &buf[..4096], want);
 }
 
 #[test]
@@ -180,15 +204,7 @@ fn tree(root: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn a_flipped_byte_in_one_copy_is_detected_and_read_from_another() {
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        default_goal: 2,
-        ..Default::default()
-    })
-    .unwrap();
-    let mnt = c.mount().unwrap();
-    let data = random_bytes(42, 5 * MIB + 123);
-    fs::write(mnt.join("precious"), &data).unwrap();
+    let (mut c, mnt, data) = two_copies_of("precious", 42, 5 * MIB + 123);
     c.unmount(&mnt).unwrap();
     // Flip one byte in the data area of the copy on the first chunkserver.
     flip_bits_in_the_only_chunk_of(&c, 0, 0xff);
@@ -207,16 +223,7 @@ fn a_flipped_byte_in_one_copy_is_detected_and_read_from_another() {
 /// (see `client::read_here`); a bad block there sends the read the usual way, to the other.
 #[test]
 fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
-    use std::os::unix::fs::FileExt;
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        default_goal: 2,
-        ..Default::default()
-    })
-    .unwrap();
-    let mnt = c.mount().unwrap();
-    let data = random_bytes(43, 5 * MIB);
-    fs::write(mnt.join("precious"), &data).unwrap();
+    let (mut c, mnt, data) = two_copies_of("precious", 43, 5 * MIB);
     c.unmount(&mnt).unwrap();
     // Whichever copy comes first, one of the two blocks is bad in it.
     let (a, b) = (10, 40);
@@ -235,12 +242,7 @@ fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
         a * 65536 + 8192,
         b * 65536,
     ] {
-        f.read_exact_at(&mut buf, offset as u64).unwrap();
-        assert_same(
-            &format!("4 KiB at {offset}"),
-            &buf,
-            &data[offset..offset + 4096],
-        );
+        read_4k_at(&f, &mut buf, &data, offset);
     }
 }
 
@@ -248,18 +250,10 @@ fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
 /// dropped once another copy answered. Counted by a listener on the dead server's port.
 #[test]
 fn reads_stop_trying_a_dead_server_once_another_copy_answered() {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        default_goal: 2,
-        ..Default::default()
-    })
-    .unwrap();
-    let mnt = c.mount().unwrap();
-    let data = random_bytes(44, 4 * MIB);
-    fs::write(mnt.join("f"), &data).unwrap();
+    let (c, mnt, data) = two_copies_of("f", 44, 4 * MIB);
     // Direct reads: each one reaches the mount.
     let f = fs::OpenOptions::new()
         .read(true)
@@ -274,7 +268,7 @@ fn reads_stop_trying_a_dead_server_once_another_copy_answered() {
     for dead in 0..2 {
         c.wait_for_chunkservers(2).unwrap();
         // The location is learned now, with both servers.
-        f.read_exact_at(buf, 3 * MIB as u64).unwrap();
+        read_4k_at(&f, buf, &data, 3 * MIB);
         c.kill_chunkserver(dead).unwrap();
         // Takes connections and closes them at once, as a server that is going away.
         let port = c.chunkservers[dead].port;
@@ -307,13 +301,7 @@ fn reads_stop_trying_a_dead_server_once_another_copy_answered() {
         };
         for i in 0..50usize {
             // Far apart, so that none reads as the next of a sequence.
-            let offset = (i * 277 % 61) * 65536;
-            f.read_exact_at(buf, offset as u64).unwrap();
-            assert_same(
-                &format!("4 KiB at {offset}"),
-                buf,
-                &data[offset..offset + 4096],
-            );
+            read_4k_at(&f, buf, &data, (i * 277 % 61) * 65536);
         }
         stop.store(true, Ordering::SeqCst);
         counter.join().unwrap();
@@ -328,15 +316,7 @@ fn reads_stop_trying_a_dead_server_once_another_copy_answered() {
 
 #[test]
 fn a_partial_write_into_a_damaged_block_fails_over_and_keeps_the_data_right() {
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        default_goal: 2,
-        ..Default::default()
-    })
-    .unwrap();
-    let mnt = c.mount().unwrap();
-    let mut data = random_bytes(43, MIB);
-    fs::write(mnt.join("patched"), &data).unwrap();
+    let (mut c, mnt, mut data) = two_copies_of("patched", 43, MIB);
     c.unmount(&mnt).unwrap();
     // A bit flips in block 3 of the copy on the first chunkserver.
     flip_bits_in_the_only_chunk_of(&c, 0, 0x01);

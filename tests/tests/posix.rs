@@ -77,6 +77,13 @@ fn as_nobody(program: &str, args: &[&str]) {
     );
 }
 
+/// A mount whose kernel keeps names and attributes for a minute: nothing but the changes
+/// themselves need the master.
+fn mount_keeping_names(c: &mut LocalCluster) -> PathBuf {
+    c.mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
+        .unwrap()
+}
+
 fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().mode() & 0o7777
 }
@@ -598,9 +605,7 @@ fn the_size_of_a_file_being_written_is_answered_by_the_mount() {
 #[test]
 fn a_change_answered_ahead_leaves_for_the_master_with_nothing_behind_it() {
     let mut c = cluster();
-    let a = c
-        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
-        .unwrap();
+    let a = mount_keeping_names(&mut c);
     fs::create_dir(a.join("d")).unwrap();
     fs::write(a.join("d/f"), b"x").unwrap();
     let b = c.mount().unwrap();
@@ -625,9 +630,7 @@ fn a_change_answered_ahead_leaves_for_the_master_with_nothing_behind_it() {
 fn removals_and_changes_of_attributes_the_mount_can_foresee_do_not_wait_for_the_master() {
     let mut c = cluster();
     // Long cache times: nothing but the changes themselves would need the master.
-    let a = c
-        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
-        .unwrap();
+    let a = mount_keeping_names(&mut c);
     fs::create_dir(a.join("d")).unwrap();
     for i in 0..5 {
         fs::write(a.join(format!("d/f{i}")), b"x").unwrap();
@@ -680,9 +683,7 @@ fn removals_and_changes_of_attributes_the_mount_can_foresee_do_not_wait_for_the_
 #[test]
 fn creates_in_a_folder_the_mount_knows_do_not_wait_for_the_master_and_agree_with_it() {
     let mut c = cluster();
-    let a = c
-        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
-        .unwrap();
+    let a = mount_keeping_names(&mut c);
     let d = a.join("d");
     fs::create_dir(&d).unwrap();
     fs::write(d.join("first"), b"x").unwrap();
@@ -783,9 +784,7 @@ fn umask() -> u32 {
 /// for a minute (where that kernel allows, on what it keeps, a change the master then
 /// refuses), and another mount; returns the other mount and the folder.
 fn folder_of_nobody(c: &mut LocalCluster, name: &str) -> (PathBuf, PathBuf) {
-    let a = c
-        .mount_with(&["-o", "mfsattrcacheto=60,mfsentrycacheto=60"])
-        .unwrap();
+    let a = mount_keeping_names(c);
     let b = c.mount().unwrap();
     let d = a.join(name);
     fs::create_dir(&d).unwrap();
