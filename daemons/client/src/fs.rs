@@ -342,8 +342,10 @@ impl Core {
 
     /// Keeps `a`, what a change answered ahead (sent when the change count was `before`)
     /// made of a file, for what the kernel does next with it (the `futimens` of `touch` after
-    /// its create, the `chown` after a `futimens`), unless anything else went out since.
+    /// its create, the `chown` after a `futimens`), unless anything else went out since; and
+    /// whether it has set-ID bits.
     fn note_ahead(&self, a: &Attr, before: u64) {
+        self.note_mode(a);
         if self.master.change_count() == before + 1 {
             self.writer.note_landed(a.inode, a.clone(), before + 1);
         }
@@ -411,7 +413,6 @@ impl Core {
             return Err(reply);
         };
         self.note_ahead(&a, before);
-        self.note_mode(&a);
         let counter = self.open_counter(a.inode);
         let core = self.clone();
         let cred = cred.clone();
@@ -478,12 +479,15 @@ impl Core {
     /// Makes the kernel drop the name `name` of `parent` (with `Some`) or the attributes of
     /// `inode` it keeps from an answer given ahead that the master refused. Not on a runtime
     /// thread: the kernel may first wait for a request in the folder that one must answer.
-    fn kernel_forget(&self, inode: Inode, name: Option<Vec<u8>>) {
-        let Some(notifier) = self.notifier.get().cloned() else {
-            return;
-        };
+    /// The task it runs in is returned, for whoever must wait for it.
+    fn kernel_forget(
+        &self,
+        inode: Inode,
+        name: Option<Vec<u8>>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let notifier = self.notifier.get().cloned()?;
         let ino = INodeNo(self.to_fuse(inode));
-        self.rt.spawn_blocking(move || {
+        Some(self.rt.spawn_blocking(move || {
             let r = match &name {
                 Some(n) => notifier.inval_entry(ino, OsStr::from_bytes(n)),
                 None => notifier.inval_inode(ino, -1, 0),
@@ -491,7 +495,7 @@ impl Core {
             if let Err(e) = r {
                 tracing::debug!("making the kernel forget inode {} {name:?}: {e}", ino.0);
             }
-        });
+        }))
     }
 
     /// Asks the master for more inode numbers when the pool runs low, or for news of quotas
@@ -567,7 +571,6 @@ impl Core {
                 }
             });
         self.note_ahead(&a, before);
-        self.note_mode(&a);
         reply.attr(&attr::ttl(self.attr_ttl), &attr::file_attr(&a, ino, a.size));
     }
 
@@ -994,12 +997,8 @@ impl Core {
         self.note_mode(&after);
         // The kernel keeps the mode with the set-ID bits (a write makes it drop only its
         // times and size): it must ask again, before the write returns.
-        if let Some(notifier) = self.notifier.get().cloned() {
-            let ino = INodeNo(self.to_fuse(inode));
-            let dropped = tokio::task::spawn_blocking(move || notifier.inval_inode(ino, -1, 0));
-            if let Ok(Err(e)) = dropped.await {
-                tracing::debug!("making the kernel forget the mode of inode {}: {e}", ino.0);
-            }
+        if let Some(forgotten) = self.kernel_forget(inode, None) {
+            let _ = forgotten.await;
         }
         Ok(())
     }

@@ -331,7 +331,9 @@ impl MasterClient {
     /// connection's reader as it arrives (or here, at once, if it cannot be sent): no task
     /// to wake in between. `then` must not block.
     pub fn start_then(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) {
-        self.start_with(req, then, false)
+        if let Err((e, waiter)) = self.send(req, Waiter::Callback(Box::new(then)), false) {
+            waiter.answer(Err(e));
+        }
     }
 
     /// [`MasterClient::start_then`] for a change the mount answered itself, with what the
@@ -348,12 +350,6 @@ impl MasterClient {
                 waiter.answer(Err(e));
                 Held(None)
             }
-        }
-    }
-
-    fn start_with(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static, ahead: bool) {
-        if let Err((e, waiter)) = self.send(req, Waiter::Callback(Box::new(then)), ahead) {
-            waiter.answer(Err(e));
         }
     }
 

@@ -218,11 +218,7 @@ impl Reader {
             return Some(hit);
         }
         let index = u32::try_from(offset / CHUNK_SIZE).ok()?;
-        let loc = {
-            let locations = self.locations.lock();
-            let c = locations.get(inode, index)?;
-            (c.at.elapsed() < self.ttl).then(|| c.loc.clone())?
-        };
+        let loc = self.location_at_hand(inode, index)?;
         let in_chunk = read_here::fits(&loc, offset, size)?;
         read_here::read(&loc, in_chunk, size)
     }
@@ -343,17 +339,12 @@ impl Reader {
         index: u32,
         fresh: bool,
     ) -> Result<Arc<ChunkLocation>, FsError> {
-        let generation = {
-            let locations = self.locations.lock();
-            if !fresh {
-                if let Some(c) = locations.get(inode, index) {
-                    if c.at.elapsed() < self.ttl {
-                        return Ok(c.loc.clone());
-                    }
-                }
+        if !fresh {
+            if let Some(loc) = self.location_at_hand(inode, index) {
+                return Ok(loc);
             }
-            locations.generation
-        };
+        }
+        let generation = self.locations.lock().generation;
         let loc = match self
             .master
             .call(ClRequest::ReadChunk { inode, index })
@@ -380,6 +371,13 @@ impl Reader {
             );
         }
         Ok(loc)
+    }
+
+    /// The cached location of chunk `index` of the file, if it is younger than the cache time.
+    fn location_at_hand(&self, inode: Inode, index: u32) -> Option<Arc<ChunkLocation>> {
+        let locations = self.locations.lock();
+        let c = locations.get(inode, index)?;
+        (c.at.elapsed() < self.ttl).then(|| c.loc.clone())
     }
 
     fn forget_location(&self, inode: Inode, index: u32) {

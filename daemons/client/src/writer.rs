@@ -467,11 +467,15 @@ impl Writer {
     /// kernel keeps): what the kernel's next getattr is answered with, and what a change
     /// answered ahead of the master starts from.
     pub fn landed_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
+        self.fresh_landed(inode, ttl)
+            .filter(|_| !self.unwritten(inode))
+            .map(|l| l.attr)
+    }
+
+    /// The latest landed change of `inode`, if younger than `ttl` with nothing sent since.
+    fn fresh_landed(&self, inode: Inode, ttl: Duration) -> Option<Landed> {
         let l = self.landed.lock().get(&inode).cloned()?;
-        let valid = l.at.elapsed() < ttl
-            && l.changes == self.master.change_count()
-            && !self.unwritten(inode);
-        valid.then_some(l.attr)
+        (l.at.elapsed() < ttl && l.changes == self.master.change_count()).then_some(l)
     }
 
     /// The attributes the master holds for `inode` and what this mount's buffer adds to them,
@@ -480,10 +484,7 @@ impl Writer {
     /// last write. A write-out's end counts as sent before its data leaves the buffer, so the
     /// count is read again after the buffer: unchanged, the two belong together.
     pub fn attr_with_buffer(&self, inode: Inode, ttl: Duration) -> Option<(Attr, Pending)> {
-        let l = self.landed.lock().get(&inode).cloned()?;
-        if l.at.elapsed() >= ttl || l.changes != self.master.change_count() {
-            return None;
-        }
+        let l = self.fresh_landed(inode, ttl)?;
         let pending = match self.file(inode) {
             Some(f) => {
                 let st = f.lock();
