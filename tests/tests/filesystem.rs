@@ -416,6 +416,73 @@ fn writes_and_fsyncs_in_a_loop_keep_one_lease_and_leave_the_chunk_to_other_write
     }
 }
 
+#[test]
+fn a_new_files_chunk_is_made_while_its_first_write_is_still_buffered() {
+    let mut c = cluster(2);
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    c.tool(&["setgoal", "2", a.to_str().unwrap()]).unwrap();
+    let path = a.join("new");
+    // The writer is a process of its own: a child this test starts (moose-tool) would close
+    // its copy of the descriptor at its exec, and that close writes the buffer out. So would
+    // a redirection of a shell builtin (`printf >&3` closes its copy of the descriptor).
+    let writer = KilledOnDrop(
+        std::process::Command::new("sh")
+            .args(["-c", "exec >\"$1\"; printf %s \"$2\"; exec sleep 60", "sh"])
+            .arg(&path)
+            .arg("held in the mount's buffer")
+            .spawn()
+            .unwrap(),
+    );
+    let chunks = || -> usize {
+        let info = c
+            .tool(&["fileinfo", "--json", path.to_str().unwrap()])
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&info).unwrap_or_default();
+        v[0]["chunks"].as_array().map_or(0, Vec::len)
+    };
+    let size_for_b = || fs::metadata(b.join("new")).map(|m| m.len()).ok();
+    // The lease was asked for at the first write, not at the close: the master made the
+    // chunk while the data waits in the buffer (the file is still empty for the other
+    // mount). A write-out, at the close or after 2 s, records the chunk and the length at
+    // once.
+    let made = (0..40).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        chunks() == 1 && size_for_b() == Some(0)
+    });
+    assert!(
+        made,
+        "no chunk for the file's first write while its data was buffered"
+    );
+    // The close at the writer's end writes the data out and ends the lease: the other mount
+    // writes the chunk, and both read it back.
+    drop(writer);
+    let mut other = fs::OpenOptions::new()
+        .write(true)
+        .open(b.join("new"))
+        .unwrap();
+    other.write_all(b"HELD").unwrap();
+    other.sync_all().unwrap();
+    drop(other);
+    c.drop_caches();
+    for mnt in [&a, &b] {
+        assert_eq!(
+            fs::read(mnt.join("new")).unwrap(),
+            b"HELD in the mount's buffer"
+        );
+    }
+}
+
+/// A child process, killed and waited for when dropped.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Flips the bits of `mask` in one byte of block 3 of the data of the only chunk file on
 /// chunkserver `cs`, as a failing disk would.
 fn flip_bits_in_the_only_chunk_of(c: &LocalCluster, cs: usize, mask: u8) {

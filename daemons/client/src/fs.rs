@@ -310,6 +310,20 @@ impl Core {
 
     /// Sends a change of mode, owner or times and answers the kernel from the connection's
     /// reader.
+    /// Changes attributes other than the size of `ino`, whose buffered data landed: answered
+    /// ahead of the master when the mount holds the file's current attributes and the change
+    /// qualifies (see `ahead.rs`), else asked of the master.
+    fn set_attrs(self: &Arc<Self>, ino: u64, set: SetAttrs, cred: Cred, reply: ReplyAttr) {
+        let inode = self.to_master(INodeNo(ino));
+        if let Some(slot) = self.ahead.slot(&self.master.session(), cred.uid) {
+            let base = self.writer.landed_attr(inode, self.attr_ttl);
+            if let Some(base) = base.filter(|a| ahead::may_set(a, &set, &cred)) {
+                return self.set_attrs_ahead(ino, base, set, cred, slot, reply);
+            }
+        }
+        self.setattr_request(inode, set, cred, reply)
+    }
+
     fn setattr_request(
         self: &Arc<Self>,
         inode: Inode,
@@ -1451,13 +1465,7 @@ impl Filesystem for MooseFs {
             times && core.writer.unwritten(inode)
         };
         if !resized && !flush_first {
-            if let Some(slot) = core.ahead.slot(&core.master.session(), cred.uid) {
-                let base = core.writer.landed_attr(inode, core.attr_ttl);
-                if let Some(base) = base.filter(|a| ahead::may_set(a, &set, &cred)) {
-                    return core.set_attrs_ahead(ino.0, base, set, cred, slot, reply);
-                }
-            }
-            return core.setattr_request(inode, set, cred, reply);
+            return core.set_attrs(ino.0, set, cred, reply);
         }
         self.spawn(async move {
             if flush_first {
@@ -1470,20 +1478,14 @@ impl Filesystem for MooseFs {
                     return reply.error(fs_errno(e));
                 }
             }
-            let epoch = core.writer.epoch();
-            let r = if resized {
-                core.resize(inode, set, cred).await
-            } else {
-                let before = core.master.change_count();
-                let r = core.call(ClRequest::SetAttr { inode, set, cred }).await;
-                if let Ok(ClReply::Attr(a)) = &r {
-                    core.note_changed(inode, a, before);
-                }
-                r
-            };
-            if resized {
-                core.reader.invalidate(inode);
+            if !resized {
+                // The write-out landed with the file's attributes: new times (`tar`'s
+                // `futimens` before its close) are then answered ahead.
+                return core.set_attrs(ino.0, set, cred, reply);
             }
+            let epoch = core.writer.epoch();
+            let r = core.resize(inode, set, cred).await;
+            core.reader.invalidate(inode);
             match expect_attr("setattr", r) {
                 Ok(a) => {
                     let fa = core.fuse_attr_at(a, epoch).await;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moose_proto::auth::ChunkToken;
 use moose_proto::msg::{ChunkLocation, ClReply, ClRequest, EndSync, WriteLease};
-use moose_proto::{Attr, ChunkRef, CsAddr, FsError, Inode, Timespec, BLOCK_SIZE};
-use tokio::sync::Semaphore;
+use moose_proto::{Attr, ChunkRef, CsAddr, FsError, Inode, Timespec, BLOCK_SIZE, CHUNK_SIZE};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::csio::{CsError, CsPool};
@@ -93,6 +93,9 @@ struct FileState {
     unsynced: HashMap<u32, (ChunkRef, Vec<CsAddr>, ChunkToken)>,
     /// Leases kept for the next write-out (see [`crate::kept_leases`]).
     kept: KeptLeases,
+    /// The chunk whose lease was asked for at the file's first write (see
+    /// [`Writer::ask_lease_early`]), until its answer came.
+    early: Option<u32>,
 }
 
 impl FileState {
@@ -109,7 +112,7 @@ impl FileState {
     }
 
     fn is_idle(&self) -> bool {
-        !self.unwritten() && self.kept.is_empty()
+        !self.unwritten() && self.kept.is_empty() && self.early.is_none()
     }
 
     fn unwritten(&self) -> bool {
@@ -192,6 +195,8 @@ struct FileBuf {
     state: Mutex<FileState>,
     /// One write-out at a time per file, in order.
     flushing: tokio::sync::Mutex<()>,
+    /// The answer to a lease asked for early came.
+    early_answered: Notify,
 }
 
 impl FileBuf {
@@ -302,6 +307,7 @@ impl Writer {
                 Arc::new(FileBuf {
                     state: Mutex::new(FileState::default()),
                     flushing: tokio::sync::Mutex::new(()),
+                    early_answered: Notify::new(),
                 })
             })
             .clone()
@@ -357,26 +363,67 @@ impl Writer {
         } else {
             None
         };
-        let start_background = {
+        let (start_background, early) = {
             let mut st = buf.lock();
+            let early = (st.is_idle() && !data.is_empty()).then_some((offset / CHUNK_SIZE) as u32);
+            if early.is_some() {
+                st.early = early;
+            }
             st.buffer(offset, data, Timespec::now(), &mut spare);
             st.held += need as u64;
             self.settle(&mut st);
             st.dirty_since.get_or_insert_with(Instant::now);
             let due = st.dirty.bytes() >= BACKGROUND_BYTES
                 || self.budget.available_permits() < (self.budget_total / 4) as usize;
-            if due && !st.background_queued {
+            let start = due && !st.background_queued;
+            if start {
                 st.background_queued = true;
-                true
-            } else {
-                false
             }
+            (start, early)
         };
+        if let Some(index) = early {
+            self.ask_lease_early(inode, index, buf);
+        }
         if let Some(unused) = spare {
             self.keep_spare(unused);
         }
         if start_background {
             self.spawn_background(inode);
+        }
+    }
+
+    /// Asks for the write lease of chunk `index` at the first write of a file with nothing
+    /// buffered, kept or asked for: the lease (and, for a new chunk, the master's orders that
+    /// make it) is on its way while the program writes on, instead of after its `close` or
+    /// `futimens` asked for the data to land (`tar -x` and `cp -a` write each file so). The
+    /// answer is kept as a kept lease; its write-out waits for it.
+    fn ask_lease_early(&self, inode: Inode, index: u32, buf: Arc<FileBuf>) {
+        let asked = EarlyLease { buf, index };
+        self.master
+            .start_then(ClRequest::WriteChunk { inode, index }, move |r| {
+                if let Ok(ClReply::WriteLease(lease)) = r {
+                    let now = Instant::now();
+                    asked.buf.lock().kept.keep(index, lease, now, now);
+                }
+                // Anything else is left to the write-out, which asks again.
+                drop(asked);
+            });
+    }
+
+    /// The lease kept for chunk `index`, once a lease asked for it early was answered.
+    async fn kept_lease(f: &FileBuf, index: u32) -> Option<KeptLease> {
+        loop {
+            let answered = f.early_answered.notified();
+            tokio::pin!(answered);
+            // Registered before the look, so that an answer in between wakes it.
+            answered.as_mut().enable();
+            {
+                let mut st = f.lock();
+                if st.early != Some(index) {
+                    return st.kept.take(index, Instant::now());
+                }
+            }
+            answered.await;
         }
     }
 
@@ -859,7 +906,7 @@ impl Writer {
         let keep = purpose.keeps_leases();
         let sync = purpose.end_sync();
         let mut last = FsError::Io;
-        let mut kept = f.lock().kept.take(index, Instant::now());
+        let mut kept = Self::kept_lease(f, index).await;
         for attempt in 1..=WRITE_ATTEMPTS {
             let (lease, granted, reused) = match kept.take() {
                 Some(KeptLease { lease, granted, .. }) => (lease, granted, true),
@@ -1032,6 +1079,24 @@ impl Writer {
                 Err(e) => return Err(call_status(e)),
             }
         }
+    }
+}
+
+/// A lease asked for early; when its answer was dealt with (or will never come), the
+/// write-out waiting for it goes on.
+struct EarlyLease {
+    buf: Arc<FileBuf>,
+    index: u32,
+}
+
+impl Drop for EarlyLease {
+    fn drop(&mut self) {
+        let mut st = self.buf.lock();
+        if st.early == Some(self.index) {
+            st.early = None;
+        }
+        drop(st);
+        self.buf.early_answered.notify_waiters();
     }
 }
 
