@@ -546,8 +546,10 @@ impl Conn {
                     self.peer,
                     chain.len()
                 );
+                // Written, not flushed: it leaves with the first write's answer (or when the
+                // session waits for frames), one send and one wake-up of the writer fewer.
                 self.writer
-                    .send_now(&FromCs::WriteStatus {
+                    .send(&FromCs::WriteStatus {
                         write_id: 0,
                         status: Ok(()),
                     })
@@ -626,6 +628,7 @@ impl Conn {
             broken,
             chunk,
             dirty: false,
+            opened: true,
         };
 
         let reading = async move {
@@ -1085,8 +1088,10 @@ struct Acker<'a> {
     chained: bool,
     broken: &'a AtomicBool,
     chunk: ChunkRef,
-    /// Answers written but not yet flushed.
+    /// Answers to writes and syncs written but not yet flushed.
     dirty: bool,
+    /// The answer to the init is written but not yet flushed.
+    opened: bool,
 }
 
 impl Acker<'_> {
@@ -1135,10 +1140,20 @@ impl Acker<'_> {
         self.flush().await.is_ok()
     }
 
+    /// Flushes every answer written.
     async fn flush(&mut self) -> Result<(), ProtoError> {
-        if self.dirty {
-            self.dirty = false;
+        if self.dirty || self.opened {
+            (self.dirty, self.opened) = (false, false);
             self.up.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes answers to writes and syncs before a wait: the answer to the init alone tells
+    /// the writer nothing it waits for.
+    async fn flush_answers(&mut self) -> Result<(), ProtoError> {
+        if self.dirty {
+            self.flush().await?;
         }
         Ok(())
     }
@@ -1147,7 +1162,7 @@ impl Acker<'_> {
         let done = match self.local.try_recv() {
             Ok(d) => Some(d),
             Err(_) => {
-                let _ = self.flush().await;
+                let _ = self.flush_answers().await;
                 self.local.recv().await
             }
         };
@@ -1179,7 +1194,7 @@ impl Acker<'_> {
         let got = match rx.try_recv() {
             Ok(m) => Ok(Some(m)),
             Err(_) => {
-                if self.flush().await.is_err() {
+                if self.flush_answers().await.is_err() {
                     return Err(FsError::Io);
                 }
                 let Some(rx) = self.down.as_mut() else {
@@ -1852,6 +1867,35 @@ mod tests {
             }
         }
         assert!(data == expected, "the read after two sessions differs");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_init_is_answered_alone_when_no_write_follows_it() {
+        let s = server(true).await;
+        let (mut r, mut w) = connect(s.addr, Role::Client).await;
+        // The answer to the init waits for the first write's answer, to leave with it; a
+        // writer that sends nothing before the answer (as a chunkserver forwarding a chain on
+        // a new connection does) still gets it.
+        w.send_now(&ToCs::WriteInit {
+            chunk: C,
+            chain: vec![],
+            token: crate::access::tests::token(C, true, &[]),
+        })
+        .await
+        .unwrap();
+        let answer = timeout(Duration::from_secs(5), r.next_msg::<FromCs>()).await;
+        assert_eq!(
+            answer.expect("the init is answered").unwrap(),
+            FromCs::WriteStatus {
+                write_id: 0,
+                status: Ok(())
+            }
+        );
+        w.send_pieces(C, &[(0, pattern(100, 4))]).await.unwrap();
+        w.send_now(&ToCs::WriteFinish).await.unwrap();
+        for expected in all_ok(1).into_iter().skip(1) {
+            assert_eq!(r.next_msg::<FromCs>().await.unwrap(), expected);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
