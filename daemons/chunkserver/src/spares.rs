@@ -36,7 +36,11 @@ const TARGET: usize = 256;
 /// Below this many ready, more are made.
 const LOW: usize = 128;
 /// Spare files a disk keeps at most, ready or waiting; further deleted chunks are removed.
-const MAX: usize = 1024;
+/// A spare is an empty file: an inode and a name, no data. Every chunk file removed instead
+/// frees an inode that the next new file's inode search then skips, on an ext4 without a
+/// journal, for up to five minutes: `rm -rf` of a tree of small files followed by `tar -x`
+/// of another made each new spare cost 300–600 µs of CPU while 1,024 were kept.
+const MAX: usize = 16_384;
 /// How long a deleted chunk's file waits before it is emptied.
 pub const GRACE: Duration = Duration::from_secs(10);
 /// Free space a disk needs for deleted chunks' files to wait there: on a fuller disk, deleting
@@ -45,7 +49,7 @@ pub const RECYCLE_ROOM: u64 = 1 << 30;
 /// Bytes of deleted chunks a disk holds at most while they wait, so that deleting files
 /// frees their space within [`GRACE`] at worst for this much (the files of small chunks are
 /// the ones worth keeping: every small file costs a chunk file).
-const WAITING_BYTES: u64 = 64 << 20;
+const WAITING_BYTES: u64 = 256 << 20;
 
 #[derive(Debug)]
 pub struct Spares {
@@ -62,6 +66,8 @@ pub struct Spares {
     made: AtomicBool,
     /// The last attempt to make spares failed (logged once until one works again).
     failing: AtomicBool,
+    /// Spares kept at most ([`MAX`]).
+    max: usize,
 }
 
 impl Spares {
@@ -117,6 +123,7 @@ impl Spares {
             tending: AtomicBool::new(false),
             made: AtomicBool::new(made),
             failing: AtomicBool::new(false),
+            max: MAX,
         }
     }
 
@@ -153,7 +160,7 @@ impl Spares {
                 waiting.iter().map(|(_, l, _)| l).sum::<u64>(),
             )
         };
-        if self.count() + waiting >= MAX
+        if self.count() + waiting >= self.max
             || held + len > WAITING_BYTES
             || self.make_folder().is_err()
         {
@@ -425,8 +432,9 @@ mod tests {
     #[test]
     fn a_disk_full_of_spares_lets_deleted_chunks_go() {
         let disk = tempfile::tempdir().unwrap();
-        let spares = Spares::open(disk.path());
-        spares.make_up_to(MAX).unwrap();
+        let mut spares = Spares::open(disk.path());
+        spares.max = 16;
+        spares.make_up_to(16).unwrap();
         let chunk = disk.path().join("chunk");
         std::fs::write(&chunk, b"data").unwrap();
         assert_eq!(spares.recycle(&chunk, 4), None);
