@@ -587,6 +587,17 @@ impl Store {
         }
     }
 
+    /// A copy found damaged never moves to a new version: the master, which fails it over to
+    /// the other copies, drops it. Its report (sent once) may reach the master after a new
+    /// version was given out, for which it no longer counts; a damaged copy that took the new
+    /// version stayed in every write chain of the chunk, failing each.
+    fn refuse_damaged(&self, chunk: ChunkRef) -> FsResult<()> {
+        match self.chunks.lock().get(&chunk.chunk_id) {
+            Some(e) if e.damaged => Err(FsError::Crc),
+            _ => Ok(()),
+        }
+    }
+
     /// Records a damaged chunk, counts a disk error and tells the master (once per chunk).
     fn mark_damaged(&self, chunk: ChunkRef, disk: &Disk, why: &str) {
         disk.count_error();
@@ -1042,11 +1053,13 @@ impl Store {
         Ok(())
     }
 
-    /// Gives the chunk a new version: renames its file and rewrites the header.
+    /// Gives the chunk a new version: renames its file and rewrites the header. A damaged
+    /// copy is refused (see [`Store::refuse_damaged`]).
     pub fn set_version(&self, chunk: ChunkRef, new_version: u32) -> FsResult<()> {
         if new_version == chunk.version {
             return self.check(chunk);
         }
+        self.refuse_damaged(chunk)?;
         let path = {
             let mut map = self.chunks.lock();
             let e = map.get_mut(&chunk.chunk_id).ok_or(FsError::NoChunk)?;
@@ -1106,11 +1119,13 @@ impl Store {
         self.commit_new(new)
     }
 
-    /// Cuts the chunk to `length` bytes and gives it `new_version`.
+    /// Cuts the chunk to `length` bytes and gives it `new_version`. A damaged copy is refused
+    /// (see [`Store::refuse_damaged`]).
     pub fn truncate(&self, chunk: ChunkRef, new_version: u32, length: u32) -> FsResult<()> {
         if u64::from(length) > CHUNK_SIZE {
             return Err(FsError::Inval);
         }
+        self.refuse_damaged(chunk)?;
         let h = self.open(chunk)?;
         let mut scratch = chunkfile::new_block();
         let result = {
@@ -1346,6 +1361,10 @@ pub(crate) mod tests {
             Err(FsError::Crc)
         );
         assert!(events.try_recv().is_err());
+        // A damaged copy gets no new version, by a version raise or a truncation.
+        assert_eq!(store.set_version(C, 2), Err(FsError::Crc));
+        assert_eq!(store.truncate(C, 2, 10), Err(FsError::Crc));
+        assert_eq!(store.check(C), Ok(()));
     }
 
     #[test]
