@@ -112,6 +112,21 @@ fn check(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Every thread of process `pid` is stopped (state `T` in /proc).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the parenthesised name.
+            stat.rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_owned))
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
+}
+
 /// A master frozen by [`LocalCluster::pause_master`]; it goes on when this is dropped (also
 /// when a test fails).
 pub struct PausedMaster {
@@ -386,7 +401,17 @@ impl LocalCluster {
                 std::io::Error::last_os_error()
             );
         }
-        Ok(PausedMaster { pid })
+        let paused = PausedMaster { pid };
+        // The stop takes effect once one of the master's threads runs to take it: on a busy
+        // machine its other threads may answer requests meanwhile.
+        let start = Instant::now();
+        while !all_threads_stopped(pid) {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("master {pid} did not stop within 10 s of SIGSTOP");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(paused)
     }
 
     /// Waits until the master reports `n` connected chunkservers with space.
