@@ -84,16 +84,7 @@ run() {
             tar -C "$m/t$i" -xf "$tarball"; cp -a "$m/t$i" "$m/u$i"; rm -rf "$m/t$i" "$m/u$i"
             ms_since "$t" ;;
         sqlite)
-            python3 - "$m/db$i" 300 <<'PY'
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("create table t (id integer primary key, v text)")
-n = int(sys.argv[2])
-t = time.perf_counter()
-for i in range(n):
-    db.execute("insert into t (v) values (?)", ("x" * 100,))
-print("%.0f" % ((time.perf_counter() - t) * 1e6 / n))
-PY
+            python3 bench/sqlite_commits.py "$m/db$i" 300 us
             ;;
         rand)
             [ -e "$m/rand" ] || fio --name=prep --filename="$m/rand" --rw=write --bs=1M --size=256M --ioengine=psync --end_fsync=1 >/dev/null

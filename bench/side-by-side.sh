@@ -107,17 +107,7 @@ w_rand() {   # 4 KiB random reads at QD1 on a 256 MiB file written once per clus
 w_sqlite() {   # ms per commit of single-row inserts in autocommit mode (a journal file per commit)
     local d=${mnt[$1]}/g$2
     sync
-    add sqlite "$2" "$1" "$(python3 - "$d/bench.db" "$commits" <<'PY'
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("create table t (id integer primary key, v text)")
-n = int(sys.argv[2])
-t = time.perf_counter()
-for i in range(n):
-    db.execute("insert into t (v) values (?)", ("x" * 100,))
-print("%.2f" % ((time.perf_counter() - t) * 1000 / n))
-PY
-)"
+    add sqlite "$2" "$1" "$(python3 bench/sqlite_commits.py "$d/bench.db" "$commits")"
     rm -f "$d/bench.db" "$d/bench.db-journal"
 }
 w_tree() {   # real programs: tar extract of a copy of $tree_src, cp -a of it, rm -rf of both

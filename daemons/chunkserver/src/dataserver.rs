@@ -1563,20 +1563,7 @@ mod tests {
         // A write finds the disk full: the writer gets NoSpace (ENOSPC), not an I/O error.
         let (addr, _s) = start(Arc::clone(&store)).await;
         let (mut r, mut w) = connect(addr, Role::Client).await;
-        w.send_now(&ToCs::WriteInit {
-            chunk: C,
-            chain: vec![],
-            token: crate::access::tests::token(C, true, &[]),
-        })
-        .await
-        .unwrap();
-        assert_eq!(
-            r.next_msg::<FromCs>().await.unwrap(),
-            FromCs::WriteStatus {
-                write_id: 0,
-                status: Ok(())
-            }
-        );
+        init_alone(&mut r, &mut w, C).await;
         let data = pattern(BS, 3);
         let mut h = DataHeader {
             chunk_id: C.chunk_id,
@@ -1813,6 +1800,25 @@ mod tests {
         answers
     }
 
+    /// Sends a write init for `chunk` (no chain) and nothing behind it; checks it is answered.
+    async fn init_alone(r: &mut Reader, w: &mut Writer, chunk: ChunkRef) {
+        w.send_now(&ToCs::WriteInit {
+            chunk,
+            chain: vec![],
+            token: crate::access::tests::token(chunk, true, &[]),
+        })
+        .await
+        .unwrap();
+        let answer = timeout(Duration::from_secs(5), r.next_msg::<FromCs>()).await;
+        assert_eq!(
+            answer.expect("the init is answered").unwrap(),
+            FromCs::WriteStatus {
+                write_id: 0,
+                status: Ok(())
+            }
+        );
+    }
+
     fn all_ok(pieces: usize) -> Vec<FromCs> {
         (0..=pieces as u32)
             .map(|write_id| FromCs::WriteStatus {
@@ -1876,21 +1882,7 @@ mod tests {
         // The answer to the init waits for the first write's answer, to leave with it; a
         // writer that sends nothing before the answer (as a chunkserver forwarding a chain on
         // a new connection does) still gets it.
-        w.send_now(&ToCs::WriteInit {
-            chunk: C,
-            chain: vec![],
-            token: crate::access::tests::token(C, true, &[]),
-        })
-        .await
-        .unwrap();
-        let answer = timeout(Duration::from_secs(5), r.next_msg::<FromCs>()).await;
-        assert_eq!(
-            answer.expect("the init is answered").unwrap(),
-            FromCs::WriteStatus {
-                write_id: 0,
-                status: Ok(())
-            }
-        );
+        init_alone(&mut r, &mut w, C).await;
         w.send_pieces(C, &[(0, pattern(100, 4))]).await.unwrap();
         w.send_now(&ToCs::WriteFinish).await.unwrap();
         for expected in all_ok(1).into_iter().skip(1) {
