@@ -473,6 +473,34 @@ fn a_new_files_chunk_is_made_while_its_first_write_is_still_buffered() {
     }
 }
 
+#[test]
+fn closing_a_descriptor_opened_for_reading_writes_nothing_out() {
+    let mut c = cluster(1);
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    let path = a.join("written");
+    let _writer = KilledOnDrop(
+        std::process::Command::new("sh")
+            .args(["-c", "exec >\"$1\"; printf %s \"$2\"; exec sleep 60", "sh"])
+            .arg(&path)
+            .arg("held in the mount's buffer")
+            .spawn()
+            .unwrap(),
+    );
+    let buffered = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::metadata(&path).is_ok_and(|m| m.len() == 26)
+    });
+    assert!(
+        buffered,
+        "the writer's data did not reach the mount's buffer"
+    );
+    // The close of a descriptor opened for reading (and not read through) leaves the other
+    // descriptor's data in the buffer: the kernel sends no flush for it.
+    drop(fs::File::open(&path).unwrap());
+    assert_eq!(fs::metadata(b.join("written")).unwrap().len(), 0);
+}
+
 /// A child process, killed and waited for when dropped.
 struct KilledOnDrop(std::process::Child);
 

@@ -728,12 +728,17 @@ impl Core {
             Ok(ClReply::Opened { attr, keep_cache }) => {
                 self.note_mode(&attr);
                 let fh = self.count_open(inode, flags, cred, &mut count);
-                let keep = if keep_cache {
+                let mut open_flags = if keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
                 };
-                Ok((fh, keep))
+                if flags & libc::O_ACCMODE == libc::O_RDONLY {
+                    // Its close has nothing of its own to write out: the kernel then sends
+                    // no flush (`cp -a` closes every file it copies from; a request less).
+                    open_flags |= FopenFlags::FOPEN_NOFLUSH;
+                }
+                Ok((fh, open_flags))
             }
             Ok(other) => Err(unexpected("open", &other)),
             Err(e) => Err(errno(e)),
