@@ -861,15 +861,24 @@ impl Core {
         }
     }
 
-    /// Closes a handle: writes the buffered data and, for the last handle of the inode, tells
-    /// the master.
-    async fn release_handle(&self, inode: Inode, fh: u64) -> Result<(), Errno> {
+    /// Closes a handle opened with `flags`: writes the buffered data and, for the last handle
+    /// of the inode, tells the master. A handle opened for reading has nothing of its own to
+    /// write: the file's other handles write their data at their own close.
+    async fn release_handle(&self, inode: Inode, fh: u64, flags: i32) -> Result<(), Errno> {
         self.files.lock().remove(&fh);
-        let flushed = self.writer.flush_descriptor(inode).await.map_err(fs_errno);
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+        let mut flushed = if read_only {
+            Ok(())
+        } else {
+            self.writer.flush_descriptor(inode).await.map_err(fs_errno)
+        };
         let counter = self.open_counter(inode);
         let mut count = counter.lock().await;
         *count = count.saturating_sub(1);
         if *count == 0 {
+            if read_only {
+                flushed = self.writer.flush_descriptor(inode).await.map_err(fs_errno);
+            }
             // The release ends the session's leases of the file at the master: no round
             // trip of their own.
             self.writer.drop_leases(inode).await;
@@ -1812,7 +1821,7 @@ impl Filesystem for MooseFs {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
@@ -1820,7 +1829,7 @@ impl Filesystem for MooseFs {
         let core = self.core.clone();
         let inode = core.to_master(ino);
         self.spawn(async move {
-            match core.release_handle(inode, fh.0).await {
+            match core.release_handle(inode, fh.0, flags.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
