@@ -423,17 +423,7 @@ fn a_new_files_chunk_is_made_while_its_first_write_is_still_buffered() {
     let b = c.mount().unwrap();
     c.tool(&["setgoal", "2", a.to_str().unwrap()]).unwrap();
     let path = a.join("new");
-    // The writer is a process of its own: a child this test starts (moose-tool) would close
-    // its copy of the descriptor at its exec, and that close writes the buffer out. So would
-    // a redirection of a shell builtin (`printf >&3` closes its copy of the descriptor).
-    let writer = KilledOnDrop(
-        std::process::Command::new("sh")
-            .args(["-c", "exec >\"$1\"; printf %s \"$2\"; exec sleep 60", "sh"])
-            .arg(&path)
-            .arg("held in the mount's buffer")
-            .spawn()
-            .unwrap(),
-    );
+    let writer = writer_holding(&path, "held in the mount's buffer");
     let chunks = || -> usize {
         let info = c
             .tool(&["fileinfo", "--json", path.to_str().unwrap()])
@@ -479,14 +469,7 @@ fn closing_a_descriptor_opened_for_reading_writes_nothing_out() {
     let a = c.mount().unwrap();
     let b = c.mount().unwrap();
     let path = a.join("written");
-    let _writer = KilledOnDrop(
-        std::process::Command::new("sh")
-            .args(["-c", "exec >\"$1\"; printf %s \"$2\"; exec sleep 60", "sh"])
-            .arg(&path)
-            .arg("held in the mount's buffer")
-            .spawn()
-            .unwrap(),
-    );
+    let _writer = writer_holding(&path, "held in the mount's buffer");
     let buffered = (0..100).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(10));
         fs::metadata(&path).is_ok_and(|m| m.len() == 26)
@@ -502,6 +485,22 @@ fn closing_a_descriptor_opened_for_reading_writes_nothing_out() {
     drop(fs::File::open(&path).unwrap());
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(fs::metadata(b.join("written")).unwrap().len(), 0);
+}
+
+/// A process that writes `text` to `path` and keeps the file open, so the data stays in the
+/// mount's buffer (for 2 s): killed when dropped, which closes the file. A process of its
+/// own, as a child this test starts (moose-tool) would close its copy of the descriptor at
+/// its exec, and that close writes the buffer out; so would a redirection of a shell builtin
+/// (`printf >&3` closes its copy of the descriptor).
+fn writer_holding(path: &std::path::Path, text: &str) -> KilledOnDrop {
+    KilledOnDrop(
+        std::process::Command::new("sh")
+            .args(["-c", "exec >\"$1\"; printf %s \"$2\"; exec sleep 60", "sh"])
+            .arg(path)
+            .arg(text)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// A child process, killed and waited for when dropped.

@@ -278,8 +278,6 @@ impl Spares {
     }
 }
 
-/// Starts the thread that tends the disks' spare files: a disk it is sent gets a turn at
-/// once, and another when the deleted chunks' files it keeps are due.
 /// Puts the calling thread at the lowest `nice` priority: spare files are made ahead of need,
 /// and on an ext4 without a journal that saw deletions each costs hundreds of microseconds of
 /// CPU that the threads serving clients should have first.
@@ -297,6 +295,8 @@ fn lower_priority() {
     }
 }
 
+/// Starts the thread that tends the disks' spare files: a disk it is sent gets a turn at
+/// once, and another when the deleted chunks' files it keeps are due.
 pub fn start_thread() -> std::sync::mpsc::Sender<Arc<Disk>> {
     use std::sync::mpsc::RecvTimeoutError;
     let (tx, rx) = std::sync::mpsc::channel::<Arc<Disk>>();

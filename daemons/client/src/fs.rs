@@ -308,8 +308,6 @@ impl Core {
         });
     }
 
-    /// Sends a change of mode, owner or times and answers the kernel from the connection's
-    /// reader.
     /// Changes attributes other than the size of `ino`, whose buffered data landed: answered
     /// ahead of the master when the mount holds the file's current attributes and the change
     /// qualifies (see `ahead.rs`), else asked of the master.
@@ -324,6 +322,8 @@ impl Core {
         self.setattr_request(inode, set, cred, reply)
     }
 
+    /// Sends a change of mode, owner or times and answers the kernel from the connection's
+    /// reader.
     fn setattr_request(
         self: &Arc<Self>,
         inode: Inode,

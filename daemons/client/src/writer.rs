@@ -365,9 +365,10 @@ impl Writer {
         };
         let (start_background, early) = {
             let mut st = buf.lock();
+            // A file with nothing buffered, kept or asked for: its first write.
             let early = (st.is_idle() && !data.is_empty()).then_some((offset / CHUNK_SIZE) as u32);
-            if early.is_some() {
-                st.early = early;
+            if let Some(index) = early {
+                st.early = Some(index);
             }
             st.buffer(offset, data, Timespec::now(), &mut spare);
             st.held += need as u64;
