@@ -12,6 +12,8 @@
 #                   tree   tar -x of FILE, cp -a of it, rm -rf of both, ms
 #                   sqlite autocommit single-row inserts, µs per commit (300 commits)
 #                   rand   fio 4 KiB random reads at QD1 of a 256 MiB file, IOPS
+#                   files  bench/million.sh in small: 20,000 empty files made by 4 writers
+#                          in 20 folders, ls -lR, rm -rf, ms
 #     --goal N      copies of every file (default 1)
 #     --runs N      runs on each cluster (default 8); the first cluster alternates
 #     --tar FILE    tree for tar, cp and tree (default: a tar of /usr/include/linux)
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 source bench/ours.sh
 
 usage() {
-    echo "usage: bench/builds.sh BASE_BIN NEW_BIN [--workload tar|cp|tree|sqlite|rand] [--goal N] [--runs N] [--tar FILE]" >&2
+    echo "usage: bench/builds.sh BASE_BIN NEW_BIN [--workload tar|cp|tree|sqlite|rand|files] [--goal N] [--runs N] [--tar FILE]" >&2
     exit 2
 }
 [ $# -ge 2 ] || usage
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-case $workload in tar | cp | tree | sqlite | rand) ;; *) usage ;; esac
+case $workload in tar | cp | tree | sqlite | rand | files) ;; *) usage ;; esac
 [ "$(id -u)" = 0 ] || { echo "builds: run as root (FUSE)" >&2; exit 1; }
 for b in "$base_bin" "$new_bin"; do
     [ -x "$b/moose-master" ] || { echo "builds: no moose-master in $b" >&2; exit 1; }
@@ -86,6 +88,18 @@ run() {
         sqlite)
             python3 bench/sqlite_commits.py "$m/db$i" 300 us
             ;;
+        files)
+            mkdir "$m/f$i"; t=$(date +%s%N)
+            for w in 0 1 2 3; do
+                (
+                    for d in $(seq "$w" 4 19); do
+                        mkdir "$m/f$i/$d" && cd "$m/f$i/$d" && seq -f "file-%04g" 1000 | xargs -n 500 touch
+                    done
+                ) &
+            done
+            wait
+            [ "$(ls -lR "$m/f$i" | grep -c '^-')" = 20000 ] || { echo "builds: files: not all 20,000 files listed" >&2; exit 1; }
+            rm -rf "$m/f$i"; ms_since "$t" ;;
         rand)
             [ -e "$m/rand" ] || fio --name=prep --filename="$m/rand" --rw=write --bs=1M --size=256M --ioengine=psync --end_fsync=1 >/dev/null
             fio --name=rand --filename="$m/rand" --rw=randread --bs=4k --size=256M --runtime=5 --time_based --direct=1 --ioengine=psync --output-format=json |
