@@ -145,7 +145,7 @@ impl Waiter {
 struct State {
     pending: HashMap<u32, Pending>,
     /// The current connection's sending side; `None` while disconnected.
-    out: Option<Arc<Mutex<Outbox>>>,
+    out: Option<Outbox>,
     next_id: u32,
     /// No more requests: the connection is gone and will not come back.
     closed: bool,
@@ -186,12 +186,12 @@ impl Inner {
 
 /// A change answered ahead, queued to the master but not written yet: written when this is
 /// dropped (see [`MasterClient::start_ahead`]).
-pub struct Held(Option<Arc<Mutex<Outbox>>>);
+pub struct Held(Option<Outbox>);
 
 impl Drop for Held {
     fn drop(&mut self) {
         if let Some(out) = self.0.take() {
-            out.lock().release();
+            out.release();
         }
     }
 }
@@ -379,17 +379,13 @@ impl MasterClient {
             _ => 0,
         };
         let env = ClEnvelope { msgid: id, req };
-        let mut held = None;
-        if let Some(out) = &st.out {
-            // A failed write shows up in the writer task, which replaces the connection;
-            // the request is sent again on the next one.
-            let pushed = if ahead {
-                held = Some(out.clone());
-                out.lock().push_held(&env)
-            } else {
-                out.lock().push(&env)
-            };
-            if let Err(e) = pushed {
+        // Queued in its place among the others while the state is locked, written once it is
+        // not: the reader, which takes the state for every answer, does not wait for a
+        // system call, nor do other senders. A failed write shows up in the writer task,
+        // which replaces the connection; the request is sent again on the next one.
+        let out = st.out.clone();
+        if let Some(out) = &out {
+            if let Err(e) = out.push_held(&env) {
                 return Err((unsendable(e), waiter));
             }
         }
@@ -402,7 +398,14 @@ impl MasterClient {
                 ahead,
             },
         );
-        Ok((id, Held(held)))
+        drop(st);
+        let held = Held(out);
+        if ahead {
+            Ok((id, held))
+        } else {
+            drop(held);
+            Ok((id, Held(None)))
+        }
     }
 
     /// How many times a request that may change attributes was sent or settled: attributes
@@ -632,7 +635,7 @@ async fn run(inner: Arc<Inner>, mut conn: Conn) {
     let addr = inner.params.addr();
     loop {
         let Conn { mut reader, writer } = conn;
-        let out = Arc::new(Mutex::new(Outbox::new(writer.into_inner())));
+        let out = Outbox::new(writer.into_inner());
         resend_pending(&inner, out.clone());
         let mut writer_task = tokio::spawn(write_loop(out));
         let why = tokio::select! {
@@ -677,7 +680,7 @@ async fn run(inner: Arc<Inner>, mut conn: Conn) {
 }
 
 /// Makes `out` the connection's sending side, with every unanswered request queued first.
-fn resend_pending(inner: &Inner, out: Arc<Mutex<Outbox>>) {
+fn resend_pending(inner: &Inner, out: Outbox) {
     let mut unsent = Vec::new();
     let mut st = inner.lock();
     let mut ids: Vec<u32> = st.pending.keys().copied().collect();
@@ -689,7 +692,7 @@ fn resend_pending(inner: &Inner, out: Arc<Mutex<Outbox>>) {
         let Some(p) = st.pending.get(&id) else {
             continue;
         };
-        if let Err(e) = out.lock().push(&p.env) {
+        if let Err(e) = out.push(&p.env) {
             if let Some(p) = st.pending.remove(&id) {
                 unsent.push((p, unsendable(e)));
             }
@@ -799,7 +802,7 @@ async fn read_loop(inner: &Inner, reader: &mut FrameReader<OwnedReadHalf>) -> Pr
 
 /// Writes what callers left queued, with a keep-alive `Nop` when nothing went out for a
 /// while.
-async fn write_loop(out: Arc<Mutex<Outbox>>) -> Result<(), ProtoError> {
+async fn write_loop(out: Outbox) -> Result<(), ProtoError> {
     let nop = ClEnvelope {
         msgid: REGISTER_MSGID,
         req: ClRequest::Nop,

@@ -12,7 +12,6 @@ use moose_proto::msg::{
 };
 use moose_proto::outbox::{self, Outbox};
 use moose_proto::{Attr, FsError, FsResult, Inode};
-use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -45,7 +44,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
         return;
     };
     // Answers go to the socket from the task that has them (see `moose_proto::outbox`).
-    let out = Arc::new(Mutex::new(Outbox::new(writer.into_inner())));
+    let out = Outbox::new(writer.into_inner());
     let writer_task = tokio::spawn(outbox::write_loop(out.clone(), NO_KEEPALIVE));
     // Each request answered from a task of its own holds a clone: the connection ends once
     // they are all answered.
@@ -54,6 +53,10 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
     let mut challenge: Option<Vec<u8>> = None;
     let mut closing = false;
     loop {
+        if !reader.frame_waiting() {
+            // Answers held while more requests waited leave together before the wait.
+            out.release();
+        }
         let env: ClEnvelope = match tokio::time::timeout(CLIENT_TIMEOUT, reader.next_msg()).await {
             Ok(Ok(e)) => e,
             Ok(Err(e)) if e.is_disconnect() => break,
@@ -186,7 +189,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                             tokio::spawn(async move {
                                 let result = m.recorded(version).await.map(|()| reply);
                                 let dirs = if result.is_ok() { dirs } else { Vec::new() };
-                                answer(&out, msgid, result, dirs);
+                                answer(&out, msgid, result, dirs, false);
                                 drop(answering);
                             });
                             continue;
@@ -196,7 +199,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                                 (master.clone(), out.clone(), answering.clone());
                             tokio::spawn(async move {
                                 let result = m.synced(version).await.map(|()| reply);
-                                answer(&out, msgid, result, Vec::new());
+                                answer(&out, msgid, result, Vec::new(), false);
                                 drop(answering);
                             });
                             continue;
@@ -209,7 +212,7 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                                 if let Ok(r) = &result {
                                     s.note_reply(r);
                                 }
-                                answer(&out, msgid, result, Vec::new());
+                                answer(&out, msgid, result, Vec::new(), false);
                                 drop(answering);
                             });
                             continue;
@@ -218,7 +221,10 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                 }
             },
         };
-        answer(&out, msgid, result, dirs);
+        // While the next request is in already, its answer goes out with this one: one
+        // write and one wake-up of the mount for both.
+        let hold = reader.frame_waiting();
+        answer(&out, msgid, result, dirs, hold);
         if writer_task.is_finished() {
             // A write failed: the connection is gone.
             break;
@@ -256,21 +262,26 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
 /// No keep-alive from the master: the mounts send theirs.
 const NO_KEEPALIVE: Option<(Duration, &ClResponse)> = None;
 
-/// Queues the answer to request `msgid` (written at once unless earlier answers still wait
-/// for the socket).
-fn answer(out: &Mutex<Outbox>, msgid: u32, result: FsResult<ClReply>, dirs: Vec<Attr>) {
+/// Queues the answer to request `msgid`: written at once unless earlier answers still wait
+/// for the socket, or `hold` leaves it for the next answer or [`Outbox::release`].
+fn answer(out: &Outbox, msgid: u32, result: FsResult<ClReply>, dirs: Vec<Attr>, hold: bool) {
     let response = ClResponse {
         msgid,
         result,
         dirs,
     };
-    if let Err(e) = out.lock().push(&response) {
+    let queued = if hold {
+        out.push_held(&response)
+    } else {
+        out.push(&response)
+    };
+    if let Err(e) = queued {
         tracing::error!("answer to request {msgid} cannot be encoded: {e}");
     }
 }
 
 /// Pushes notices of changed folders and files to a connection.
-fn notice_sink(out: &Arc<Mutex<Outbox>>) -> NoticeSink {
+fn notice_sink(out: &Outbox) -> NoticeSink {
     let out = out.clone();
     Arc::new(move |notice: Notice<'_>| {
         let result = match notice {
@@ -282,7 +293,7 @@ fn notice_sink(out: &Arc<Mutex<Outbox>>) -> NoticeSink {
             result: Ok(result),
             dirs: Vec::new(),
         };
-        if let Err(e) = out.lock().push(&notice) {
+        if let Err(e) = out.push(&notice) {
             tracing::error!("a notice of changed folders or files cannot be encoded: {e}");
         }
     })

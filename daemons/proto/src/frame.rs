@@ -158,6 +158,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         (self.inner.get_ref(), !self.inner.buffer().is_empty())
     }
 
+    /// Whether a whole frame already waits in the buffer: the next [`FrameReader::next`]
+    /// returns without waiting for the peer.
+    pub fn frame_waiting(&self) -> bool {
+        let buffered = self.inner.buffer();
+        match buffered.get(4..8) {
+            Some(len) => {
+                let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+                buffered.len() - 8 >= len
+            }
+            None => false,
+        }
+    }
+
     /// Bytes held by the frame buffer (for tests of what a peer can make us allocate).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
@@ -453,6 +466,66 @@ mod tests {
             let got: ClEnvelope = r.next_msg().await.unwrap();
             assert_eq!(got.msgid, env.msgid);
         }
+    }
+
+    /// Frames 1 and 2 of the same request, one after the other.
+    fn two_frames() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for msgid in 1..=2 {
+            let env = ClEnvelope {
+                msgid,
+                req: ClRequest::GetAttr { inode: 40 },
+            };
+            append_msg_frame(&mut bytes, &env).unwrap();
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_frame_waits_only_once_all_of_it_is_buffered() {
+        let bytes = two_frames();
+        let second = bytes.len() / 2;
+        // What arrives with the first frame: part of the second's header, all of it but
+        // its last byte, all of it.
+        for (arrived, waits) in [
+            (second + 3, false),
+            (bytes.len() - 1, false),
+            (bytes.len(), true),
+        ] {
+            let (mut a, b) = tokio::io::duplex(1 << 20);
+            let mut r = FrameReader::new(b);
+            assert!(!r.frame_waiting(), "nothing was read yet");
+            a.write_all(&bytes[..arrived]).await.unwrap();
+            let got: ClEnvelope = r.next_msg().await.unwrap();
+            assert_eq!(got.msgid, 1);
+            assert_eq!(
+                r.frame_waiting(),
+                waits,
+                "{arrived} of {} bytes",
+                bytes.len()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_read_together_wait_in_the_buffer() {
+        let mut bytes = Vec::new();
+        for msgid in 1..=3 {
+            let env = ClEnvelope {
+                msgid,
+                req: ClRequest::GetAttr { inode: 40 },
+            };
+            append_msg_frame(&mut bytes, &env).unwrap();
+        }
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        a.write_all(&bytes).await.unwrap();
+        let mut r = FrameReader::new(b);
+        let mut waiting = Vec::new();
+        for _ in 1..=3 {
+            let _: ClEnvelope = r.next_msg().await.unwrap();
+            waiting.push(r.frame_waiting());
+        }
+        assert_eq!(waiting, [true, true, false]);
     }
 
     #[tokio::test]

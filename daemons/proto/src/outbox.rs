@@ -3,6 +3,9 @@
 //! it, and only what the socket does not take at once is left to the connection's writer
 //! task. A message then costs no hand-off to another task, which on a busy two-core machine
 //! is a thread wake-up per message.
+//!
+//! The system call is made outside the lock: one sender at a time writes, and what others
+//! queue meanwhile it writes too before it leaves. A sender never waits for another's write.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,39 +18,85 @@ use tokio::sync::Notify;
 use crate::frame::append_msg_frame;
 use crate::ProtoError;
 
+/// A connection's sending side; clones share it.
+#[derive(Clone)]
 pub struct Outbox {
     sock: Arc<OwnedWriteHalf>,
-    /// Frames (or the end of one) the socket did not take yet.
-    queued: Vec<u8>,
-    /// The error of the last write: the writer task ends the connection with it.
-    failed: Option<std::io::Error>,
+    state: Arc<Mutex<State>>,
     /// Wakes the writer task: bytes are left over, or a write failed.
     wake: Arc<Notify>,
+}
+
+struct State {
+    /// Frames (or the end of one) not written yet.
+    queued: Vec<u8>,
+    /// A sender is writing bytes it took from `queued`: the others only queue theirs.
+    writing: bool,
+    /// The buffer the last writer gave back, for the next to take (no allocation per write).
+    spare: Vec<u8>,
+    /// The error of the last write: the writer task ends the connection with it.
+    failed: Option<std::io::Error>,
     last_sent: Instant,
     /// Queued bytes wait for [`Outbox::release`] (or the next sender), not for the socket.
     held: bool,
+}
+
+impl State {
+    /// Takes the queued bytes for the caller to write, unless another sender is writing.
+    fn take_for_writing(&mut self) -> Option<Vec<u8>> {
+        if self.writing || self.queued.is_empty() || self.failed.is_some() {
+            return None;
+        }
+        self.writing = true;
+        self.held = false;
+        let spare = std::mem::take(&mut self.spare);
+        Some(std::mem::replace(&mut self.queued, spare))
+    }
+}
+
+/// How a sender's write ended.
+enum Wrote {
+    /// Everything queued is on its way.
+    All,
+    /// The socket is full: the rest waits for the writer task.
+    Blocked,
+    Failed,
 }
 
 impl Outbox {
     pub fn new(sock: OwnedWriteHalf) -> Outbox {
         Outbox {
             sock: Arc::new(sock),
-            queued: Vec::new(),
-            failed: None,
+            state: Arc::new(Mutex::new(State {
+                queued: Vec::new(),
+                writing: false,
+                spare: Vec::new(),
+                failed: None,
+                last_sent: Instant::now(),
+                held: false,
+            })),
             wake: Arc::new(Notify::new()),
-            last_sent: Instant::now(),
-            held: false,
         }
     }
 
     /// Queues `msg` and, unless earlier bytes are still waiting for the socket, writes it now.
     /// An error here is one of encoding (the message is not queued); a failed write ends the
     /// writer task instead.
-    pub fn push<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
-        let write_now = self.queued.is_empty() || std::mem::take(&mut self.held);
-        append_msg_frame(&mut self.queued, msg)?;
-        if write_now && !self.write_some() {
-            self.wake.notify_one();
+    pub fn push<T: Serialize>(&self, msg: &T) -> Result<(), ProtoError> {
+        let taken = {
+            let mut st = self.state.lock();
+            // Bytes left queued and not held wait for the socket: the writer task sends them
+            // and what follows them.
+            let write_now = st.queued.is_empty() || st.held;
+            append_msg_frame(&mut st.queued, msg)?;
+            if write_now {
+                st.take_for_writing()
+            } else {
+                None
+            }
+        };
+        if let Some(bytes) = taken {
+            self.write_taken(bytes);
         }
         Ok(())
     }
@@ -55,36 +104,77 @@ impl Outbox {
     /// Queues `msg` in its place after everything sent before, but writes it only at
     /// [`Outbox::release`], or with the next message pushed: the sender answers first whoever
     /// waits for it, and pays for the write after.
-    pub fn push_held<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
-        append_msg_frame(&mut self.queued, msg)?;
-        self.held = true;
+    pub fn push_held<T: Serialize>(&self, msg: &T) -> Result<(), ProtoError> {
+        let mut st = self.state.lock();
+        append_msg_frame(&mut st.queued, msg)?;
+        st.held = true;
         Ok(())
     }
 
-    /// Writes what [`Outbox::push_held`] queued, unless another sender did.
-    pub fn release(&mut self) {
-        if std::mem::take(&mut self.held) && !self.queued.is_empty() && !self.write_some() {
+    /// Writes what [`Outbox::push_held`] queued, unless another sender did or does.
+    pub fn release(&self) {
+        let taken = {
+            let mut st = self.state.lock();
+            if st.held {
+                st.take_for_writing()
+            } else {
+                None
+            }
+        };
+        if let Some(bytes) = taken {
+            self.write_taken(bytes);
+        }
+    }
+
+    /// Writes `bytes` taken from the queue, then whatever was queued meanwhile, until
+    /// nothing is left or the socket would block (the writer task then goes on).
+    fn write_taken(&self, bytes: Vec<u8>) {
+        if let Wrote::Blocked | Wrote::Failed = self.write_until_blocked(bytes) {
             self.wake.notify_one();
         }
     }
 
-    /// Writes queued bytes until the socket would block or fails; true when none are left.
-    fn write_some(&mut self) -> bool {
-        while !self.queued.is_empty() && self.failed.is_none() {
-            match self.sock.try_write(&self.queued) {
-                Ok(0) => self.failed = Some(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.queued.drain(..n);
+    fn write_until_blocked(&self, mut bytes: Vec<u8>) -> Wrote {
+        loop {
+            let mut done = 0;
+            let mut failed = None;
+            while done < bytes.len() {
+                match self.sock.try_write(&bytes[done..]) {
+                    Ok(0) => failed = Some(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        done += n;
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => failed = Some(e),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                Err(e) => self.failed = Some(e),
+                break;
             }
+            let mut st = self.state.lock();
+            if done < bytes.len() {
+                // What is left goes back before what others queued meanwhile.
+                bytes.drain(..done);
+                bytes.append(&mut st.queued);
+                st.queued = bytes;
+                st.writing = false;
+                let blocked = failed.is_none();
+                st.failed = st.failed.take().or(failed);
+                return if blocked {
+                    Wrote::Blocked
+                } else {
+                    Wrote::Failed
+                };
+            }
+            st.last_sent = Instant::now();
+            bytes.clear();
+            if st.queued.is_empty() {
+                st.spare = bytes;
+                st.writing = false;
+                return Wrote::All;
+            }
+            st.held = false;
+            std::mem::swap(&mut bytes, &mut st.queued);
         }
-        if self.failed.is_some() {
-            return false;
-        }
-        self.last_sent = Instant::now();
-        true
     }
 }
 
@@ -92,46 +182,63 @@ impl Outbox {
 /// more, sends `keepalive`'s message when nothing went out for its time, and ends with the
 /// error of a failed write.
 pub async fn write_loop<K: Serialize>(
-    out: Arc<Mutex<Outbox>>,
+    out: Outbox,
     keepalive: Option<(Duration, &K)>,
 ) -> Result<(), ProtoError> {
-    let (sock, wake) = {
-        let o = out.lock();
-        (o.sock.clone(), o.wake.clone())
-    };
     // Without a keep-alive the task only wakes when told to.
     let period = keepalive.map_or(Duration::from_secs(3600), |(every, _)| every);
     loop {
-        let _ = tokio::time::timeout(period, wake.notified()).await;
+        let _ = tokio::time::timeout(period, out.wake.notified()).await;
         if let Some((every, msg)) = keepalive {
-            let mut out = out.lock();
-            if out.queued.is_empty() && out.last_sent.elapsed() >= every {
+            let idle = {
+                let st = out.state.lock();
+                st.queued.is_empty() && !st.writing && st.last_sent.elapsed() >= every
+            };
+            if idle {
                 out.push(msg)?;
             }
         }
-        write_queued(&out, &sock).await?;
+        write_queued(&out).await?;
     }
 }
 
 /// Writes everything queued (before a connection is closed).
-pub async fn drain(out: &Arc<Mutex<Outbox>>) -> Result<(), ProtoError> {
-    let sock = out.lock().sock.clone();
-    write_queued(out, &sock).await
+pub async fn drain(out: &Outbox) -> Result<(), ProtoError> {
+    loop {
+        write_queued(out).await?;
+        let all_written = {
+            let st = out.state.lock();
+            st.queued.is_empty() && !st.writing
+        };
+        if all_written {
+            return Ok(());
+        }
+        // Another sender is writing: its write is a system call away from done.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
-async fn write_queued(out: &Mutex<Outbox>, sock: &OwnedWriteHalf) -> Result<(), ProtoError> {
+async fn write_queued(out: &Outbox) -> Result<(), ProtoError> {
     loop {
-        {
-            let mut out = out.lock();
-            let all_written = out.write_some();
-            if let Some(e) = out.failed.take() {
+        let taken = {
+            let mut st = out.state.lock();
+            if let Some(e) = st.failed.take() {
                 return Err(e.into());
             }
-            if all_written {
+            if st.writing {
+                // The sender writing now wakes this task if the socket fills up.
                 return Ok(());
             }
+            match st.take_for_writing() {
+                Some(bytes) => bytes,
+                None => return Ok(()),
+            }
+        };
+        match out.write_until_blocked(taken) {
+            Wrote::All => return Ok(()),
+            Wrote::Failed => {}
+            Wrote::Blocked => out.sock.writable().await?,
         }
-        sock.writable().await?;
     }
 }
 
@@ -159,7 +266,7 @@ mod tests {
 
     /// A connected pair on loopback with small socket buffers (a socket left to the
     /// system's autotuning takes megabytes at once): our sending side, the peer's socket.
-    async fn outbox_and_peer() -> (Arc<Mutex<Outbox>>, TcpStream) {
+    async fn outbox_and_peer() -> (Outbox, TcpStream) {
         const BUFFER: u32 = 16 * 1024;
         let listening = tokio::net::TcpSocket::new_v4().unwrap();
         listening.set_recv_buffer_size(BUFFER).unwrap();
@@ -173,7 +280,7 @@ mod tests {
             .unwrap();
         let (peer, _) = listener.accept().await.unwrap();
         let (_, w) = ours.into_split();
-        (Arc::new(Mutex::new(Outbox::new(w))), peer)
+        (Outbox::new(w), peer)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,10 +289,10 @@ mod tests {
         let writer = tokio::spawn(write_loop(out.clone(), NO_KEEPALIVE));
         // 4 MiB while nobody reads: far more than the socket buffers take.
         for id in 1..=64 {
-            out.lock().push(&big(id)).unwrap();
+            out.push(&big(id)).unwrap();
         }
         assert!(
-            !out.lock().queued.is_empty(),
+            !out.state.lock().queued.is_empty(),
             "the socket took 4 MiB at once"
         );
         let mut reader = FrameReader::new(peer);
@@ -194,7 +301,7 @@ mod tests {
             assert_eq!(got.id, id);
             assert_eq!(got.body, big(id).body);
         }
-        assert!(out.lock().queued.is_empty());
+        assert!(out.state.lock().queued.is_empty());
         writer.abort();
     }
 
@@ -202,17 +309,17 @@ mod tests {
     async fn a_held_message_goes_out_at_its_release_or_with_the_next_in_its_order() {
         let (out, peer) = outbox_and_peer().await;
         let small = |id| Big { id, body: vec![] };
-        out.lock().push_held(&small(1)).unwrap();
-        assert!(!out.lock().queued.is_empty(), "held, not written");
-        out.lock().release();
-        assert!(out.lock().queued.is_empty(), "written at its release");
-        out.lock().push_held(&small(2)).unwrap();
-        out.lock().push(&small(3)).unwrap();
+        out.push_held(&small(1)).unwrap();
+        assert!(!out.state.lock().queued.is_empty(), "held, not written");
+        out.release();
+        assert!(out.state.lock().queued.is_empty(), "written at its release");
+        out.push_held(&small(2)).unwrap();
+        out.push(&small(3)).unwrap();
         assert!(
-            out.lock().queued.is_empty(),
+            out.state.lock().queued.is_empty(),
             "written with the next message"
         );
-        out.lock().release();
+        out.release();
         let mut reader = FrameReader::new(peer);
         for id in 1..=3 {
             let got: Big = reader.next_msg().await.unwrap();
@@ -227,7 +334,7 @@ mod tests {
         drop(peer);
         let ended = tokio::time::timeout(Duration::from_secs(10), async {
             for id in 1.. {
-                out.lock().push(&big(id)).unwrap();
+                out.push(&big(id)).unwrap();
                 if writer.is_finished() {
                     break;
                 }
@@ -257,6 +364,57 @@ mod tests {
             .expect("a keep-alive within 10 s")
             .unwrap();
         assert_eq!(got.id, 0);
+        writer.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senders_on_many_threads_never_mix_their_frames_and_keep_their_order() {
+        let (out, peer) = outbox_and_peer().await;
+        let writer = tokio::spawn(write_loop(out.clone(), NO_KEEPALIVE));
+        const THREADS: u32 = 4;
+        const EACH: u32 = 200;
+        let reading = tokio::spawn(async move {
+            let mut reader = FrameReader::new(peer);
+            let mut next = [0u32; THREADS as usize];
+            for _ in 0..THREADS * EACH {
+                let got: Big = reader.next_msg().await.unwrap();
+                let (thread, n) = (got.id / 1000, got.id % 1000);
+                assert_eq!(
+                    n, next[thread as usize],
+                    "thread {thread}'s messages out of order"
+                );
+                assert_eq!(got.body, vec![got.id as u8; got.body.len()]);
+                next[thread as usize] += 1;
+            }
+        });
+        let senders: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let out = out.clone();
+                std::thread::spawn(move || {
+                    for n in 0..EACH {
+                        let id = thread * 1000 + n;
+                        // Sizes from a few bytes to more than the socket takes at once.
+                        let msg = Big {
+                            id,
+                            body: vec![id as u8; (n as usize * 331) % 40_000],
+                        };
+                        if n % 3 == 0 {
+                            out.push_held(&msg).unwrap();
+                            out.release();
+                        } else {
+                            out.push(&msg).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(30), reading)
+            .await
+            .expect("every message arrived")
+            .unwrap();
         writer.abort();
     }
 }
