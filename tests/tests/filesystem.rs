@@ -487,6 +487,51 @@ fn closing_a_descriptor_opened_for_reading_writes_nothing_out() {
     assert_eq!(fs::metadata(b.join("written")).unwrap().len(), 0);
 }
 
+#[test]
+fn a_file_removed_by_another_mount_keeps_its_data_until_its_last_close() {
+    let mut c = cluster(1);
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    // Without the trash, a removed file goes once nobody has it open.
+    c.tool(&["settrashtime", "0", a.to_str().unwrap()]).unwrap();
+    let data = random_bytes(7, 3 * MIB + 5);
+    fs::write(a.join("kept"), &data).unwrap();
+    let read_all = |f: &mut fs::File| {
+        let mut got = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut got).unwrap();
+        got
+    };
+    let mut first = fs::File::open(a.join("kept")).unwrap();
+    let mut second = fs::File::open(a.join("kept")).unwrap();
+    fs::remove_file(b.join("kept")).unwrap();
+    assert!(fs::metadata(b.join("kept")).is_err(), "the name is gone");
+    assert_same(
+        "the removed file through one handle",
+        &read_all(&mut first),
+        &data,
+    );
+    // Closing one of the two handles leaves the file open at the master.
+    drop(first);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.drop_caches();
+    assert_same(
+        "the removed file through the other",
+        &read_all(&mut second),
+        &data,
+    );
+    assert_eq!(c.chunk_files(0).len(), 1, "the open file's chunk is kept");
+    // The last close tells the master, which removes the file and its chunk. Well before
+    // the mount's 10 s keep-alive: the release must not wait for other traffic.
+    drop(second);
+    c.wait_until(
+        std::time::Duration::from_secs(8),
+        "the removed file's chunk to go after its last close",
+        |c| Ok(c.chunk_files(0).is_empty()),
+    )
+    .unwrap();
+}
+
 /// A process that writes `text` to `path` and keeps the file open, so the data stays in the
 /// mount's buffer (for 2 s): killed when dropped, which closes the file. A process of its
 /// own, as a child this test starts (moose-tool) would close its copy of the descriptor at

@@ -861,6 +861,48 @@ impl Core {
         }
     }
 
+    /// [`Core::release_handle`] on the calling (FUSE) thread, when it has nothing to wait
+    /// for: the file has nothing to write out or report and keeps no lease, and no open or
+    /// release of it runs at the same moment. `false` when it must wait.
+    fn release_at_once(&self, inode: Inode, fh: u64) -> bool {
+        if !self.writer.idle(inode) {
+            return false;
+        }
+        let counter = self.open_counter(inode);
+        let Ok(mut count) = counter.try_lock() else {
+            return false;
+        };
+        // A write through another handle may come now, but then this is not the last handle,
+        // and the other writes it out at its own close.
+        self.files.lock().remove(&fh);
+        *count = count.saturating_sub(1);
+        let unused = *count == 0;
+        if unused {
+            self.release_last(inode);
+        }
+        drop(count);
+        if unused {
+            self.drop_counter_if_unused(inode, &counter);
+        }
+        true
+    }
+
+    /// The last handle of `inode` is closed: the master is told, and what the mount kept for
+    /// the open file goes.
+    fn release_last(&self, inode: Inode) {
+        self.master.note_release(inode);
+        // Nothing waits for the answer, and the release goes with the next request (an open
+        // of the file that follows takes its place after it).
+        self.master
+            .start_soon(ClRequest::Release { inode }, move |answer| {
+                if let Err(e) = answer {
+                    tracing::warn!("release of inode {inode}: {e}");
+                }
+            });
+        self.writer.forget_if_idle(inode);
+        self.reader.invalidate(inode);
+    }
+
     /// Closes a handle opened with `flags`: writes the buffered data and, for the last handle
     /// of the inode, tells the master. A handle opened for reading has nothing of its own to
     /// write: the file's other handles write their data at their own close.
@@ -882,12 +924,7 @@ impl Core {
             // The release ends the session's leases of the file at the master: no round
             // trip of their own.
             self.writer.drop_leases(inode).await;
-            self.master.note_release(inode);
-            if let Err(e) = self.call(ClRequest::Release { inode }).await {
-                tracing::warn!("release of inode {inode}: {e}");
-            }
-            self.writer.forget_if_idle(inode);
-            self.reader.invalidate(inode);
+            self.release_last(inode);
         }
         let unused = *count == 0;
         drop(count);
@@ -1828,6 +1865,9 @@ impl Filesystem for MooseFs {
     ) {
         let core = self.core.clone();
         let inode = core.to_master(ino);
+        if core.release_at_once(inode, fh.0) {
+            return reply.ok();
+        }
         self.spawn(async move {
             match core.release_handle(inode, fh.0, flags.0).await {
                 Ok(()) => reply.ok(),

@@ -184,6 +184,17 @@ impl Inner {
     }
 }
 
+/// When a request queued for the master is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// At once, from the calling thread.
+    Now,
+    /// When the returned [`Held`] drops: a change answered ahead.
+    Held,
+    /// With the next request, or within [`moose_proto::outbox::SOON`].
+    Soon,
+}
+
 /// A change answered ahead, queued to the master but not written yet: written when this is
 /// dropped (see [`MasterClient::start_ahead`]).
 pub struct Held(Option<Outbox>);
@@ -315,7 +326,7 @@ impl MasterClient {
     /// the [`Call`] forgets the request.
     pub fn start(&self, req: ClRequest) -> Call {
         let (tx, rx) = oneshot::channel();
-        match self.send(req, Waiter::Task(tx), false) {
+        match self.send(req, Waiter::Task(tx), Write::Now) {
             Ok((id, _)) => Call {
                 state: CallState::Waiting {
                     rx,
@@ -331,7 +342,16 @@ impl MasterClient {
     /// connection's reader as it arrives (or here, at once, if it cannot be sent): no task
     /// to wake in between. `then` must not block.
     pub fn start_then(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) {
-        if let Err((e, waiter)) = self.send(req, Waiter::Callback(Box::new(then)), false) {
+        if let Err((e, waiter)) = self.send(req, Waiter::Callback(Box::new(then)), Write::Now) {
+            waiter.answer(Err(e));
+        }
+    }
+
+    /// [`MasterClient::start_then`] for a request nobody waits for, whose effect no other
+    /// mount can see (a release): written with the next request, or within
+    /// [`moose_proto::outbox::SOON`].
+    pub fn start_soon(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) {
+        if let Err((e, waiter)) = self.send(req, Waiter::Callback(Box::new(then)), Write::Soon) {
             waiter.answer(Err(e));
         }
     }
@@ -344,7 +364,7 @@ impl MasterClient {
     /// request): after the kernel's answer, which then does not wait for the write.
     #[must_use = "the request is written when this is dropped"]
     pub fn start_ahead(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) -> Held {
-        match self.send(req, Waiter::Callback(Box::new(then)), true) {
+        match self.send(req, Waiter::Callback(Box::new(then)), Write::Held) {
             Ok((_, held)) => held,
             Err((e, waiter)) => {
                 waiter.answer(Err(e));
@@ -353,15 +373,16 @@ impl MasterClient {
         }
     }
 
-    /// Registers `waiter` for the answer and writes the request (unless disconnected: it is
-    /// sent with the others after the reconnection); returns its `msgid`. A change answered
-    /// `ahead` is queued but held: written when the [`Held`] returned is dropped.
+    /// Registers `waiter` for the answer and writes the request as `write` says (unless
+    /// disconnected: it is sent with the others after the reconnection); returns its `msgid`
+    /// and, for [`Write::Held`], what writes it when dropped.
     fn send(
         &self,
         req: ClRequest,
         waiter: Waiter,
-        ahead: bool,
+        write: Write,
     ) -> Result<(u32, Held), (CallError, Waiter)> {
+        let ahead = write == Write::Held;
         let mut st = self.inner.lock();
         if st.closed {
             return Err((CallError::Disconnected, waiter));
@@ -385,7 +406,11 @@ impl MasterClient {
         // which replaces the connection; the request is sent again on the next one.
         let out = st.out.clone();
         if let Some(out) = &out {
-            if let Err(e) = out.push_held(&env) {
+            let queued = match write {
+                Write::Soon => out.push_soon(&env),
+                Write::Now | Write::Held => out.push_held(&env),
+            };
+            if let Err(e) = queued {
                 return Err((unsendable(e), waiter));
             }
         }
@@ -399,12 +424,13 @@ impl MasterClient {
             },
         );
         drop(st);
-        let held = Held(out);
-        if ahead {
-            Ok((id, held))
-        } else {
-            drop(held);
-            Ok((id, Held(None)))
+        match write {
+            Write::Held => Ok((id, Held(out))),
+            Write::Now => {
+                drop(Held(out));
+                Ok((id, Held(None)))
+            }
+            Write::Soon => Ok((id, Held(None))),
         }
     }
 

@@ -492,6 +492,12 @@ impl Writer {
         self.file(inode).is_some_and(|f| !f.lock().is_idle())
     }
 
+    /// Nothing of the file's is buffered or on its way, it has no error to report and keeps
+    /// no lease: a close or release has nothing to do here.
+    pub fn idle(&self, inode: Inode) -> bool {
+        self.file(inode).is_none_or(|f| f.lock().is_idle())
+    }
+
     /// The file has data not written out yet, or an error to report.
     pub fn unwritten(&self, inode: Inode) -> bool {
         self.file(inode).is_some_and(|f| f.lock().unwritten())

@@ -39,7 +39,13 @@ struct State {
     last_sent: Instant,
     /// Queued bytes wait for [`Outbox::release`] (or the next sender), not for the socket.
     held: bool,
+    /// The writer task was told to write held bytes within [`SOON`] (see
+    /// [`Outbox::push_soon`]).
+    soon: bool,
 }
+
+/// The longest a message pushed with [`Outbox::push_soon`] waits for another to go with.
+pub const SOON: Duration = Duration::from_millis(2);
 
 impl State {
     /// Takes the queued bytes for the caller to write, unless another sender is writing.
@@ -74,6 +80,7 @@ impl Outbox {
                 failed: None,
                 last_sent: Instant::now(),
                 held: false,
+                soon: false,
             })),
             wake: Arc::new(Notify::new()),
         }
@@ -108,6 +115,22 @@ impl Outbox {
         let mut st = self.state.lock();
         append_msg_frame(&mut st.queued, msg)?;
         st.held = true;
+        Ok(())
+    }
+
+    /// Queues `msg`, an answer to which nobody waits, to be written with the next message
+    /// pushed, or by the writer task within [`SOON`]: one write and one wake-up of the peer
+    /// for both. The writer task is woken once for all the messages of that time.
+    pub fn push_soon<T: Serialize>(&self, msg: &T) -> Result<(), ProtoError> {
+        let arm = {
+            let mut st = self.state.lock();
+            append_msg_frame(&mut st.queued, msg)?;
+            st.held = true;
+            !std::mem::replace(&mut st.soon, true)
+        };
+        if arm {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -189,6 +212,11 @@ pub async fn write_loop<K: Serialize>(
     let period = keepalive.map_or(Duration::from_secs(3600), |(every, _)| every);
     loop {
         let _ = tokio::time::timeout(period, out.wake.notified()).await;
+        if out.state.lock().soon {
+            // Whatever is sent meanwhile takes the waiting messages along.
+            tokio::time::sleep(SOON).await;
+            out.state.lock().soon = false;
+        }
         if let Some((every, msg)) = keepalive {
             let idle = {
                 let st = out.state.lock();
@@ -325,6 +353,36 @@ mod tests {
             let got: Big = reader.next_msg().await.unwrap();
             assert_eq!(got.id, id);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_pushed_soon_goes_with_the_next_or_from_the_writer_task() {
+        let (out, peer) = outbox_and_peer().await;
+        let writer = tokio::spawn(write_loop(out.clone(), NO_KEEPALIVE));
+        let small = |id| Big { id, body: vec![] };
+        out.push_soon(&small(1)).unwrap();
+        assert!(!out.state.lock().queued.is_empty(), "waits for company");
+        out.push(&small(2)).unwrap();
+        assert!(
+            out.state.lock().queued.is_empty(),
+            "written with the next message"
+        );
+        // Alone, it goes out from the writer task.
+        out.push_soon(&small(3)).unwrap();
+        out.push_soon(&small(4)).unwrap();
+        let mut reader = FrameReader::new(peer);
+        for id in 1..=4 {
+            let got: Big = tokio::time::timeout(Duration::from_secs(10), reader.next_msg())
+                .await
+                .expect("written within SOON")
+                .unwrap();
+            assert_eq!(got.id, id);
+        }
+        assert!(
+            !out.state.lock().soon,
+            "the writer task is armed again by the next"
+        );
+        writer.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
