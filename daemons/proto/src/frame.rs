@@ -468,10 +468,10 @@ mod tests {
         }
     }
 
-    /// Frames 1 and 2 of the same request, one after the other.
-    fn two_frames() -> Vec<u8> {
+    /// Frames 1 to `count` of the same request, one after the other.
+    fn frames(count: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
-        for msgid in 1..=2 {
+        for msgid in 1..=count {
             let env = ClEnvelope {
                 msgid,
                 req: ClRequest::GetAttr { inode: 40 },
@@ -483,7 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_frame_waits_only_once_all_of_it_is_buffered() {
-        let bytes = two_frames();
+        let bytes = frames(2);
         let second = bytes.len() / 2;
         // What arrives with the first frame: part of the second's header, all of it but
         // its last byte, all of it.
@@ -509,14 +509,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_read_together_wait_in_the_buffer() {
-        let mut bytes = Vec::new();
-        for msgid in 1..=3 {
-            let env = ClEnvelope {
-                msgid,
-                req: ClRequest::GetAttr { inode: 40 },
-            };
-            append_msg_frame(&mut bytes, &env).unwrap();
-        }
+        let bytes = frames(3);
         let (mut a, b) = tokio::io::duplex(1 << 20);
         a.write_all(&bytes).await.unwrap();
         let mut r = FrameReader::new(b);
