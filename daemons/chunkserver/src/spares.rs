@@ -34,7 +34,7 @@ pub const FOLDER: &str = ".spares";
 /// Spare files a disk keeps ready when it has to make them.
 const TARGET: usize = 256;
 /// Below this many ready, more are made.
-const LOW: usize = 128;
+pub(crate) const LOW: usize = 128;
 /// Spare files a disk keeps at most, ready or waiting; further deleted chunks are removed.
 /// A spare is an empty file: an inode and a name, no data. Every chunk file removed instead
 /// frees an inode that the next new file's inode search then skips, on an ext4 without a
