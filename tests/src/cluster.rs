@@ -121,8 +121,8 @@ fn all_threads_stopped(pid: i32) -> bool {
         std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
             // The state follows the parenthesised name.
             stat.rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_owned))
-                .is_some_and(|state| state == "T" || state == "t")
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .is_some_and(|state| matches!(state, "T" | "t"))
         })
     })
 }

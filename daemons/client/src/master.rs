@@ -424,14 +424,12 @@ impl MasterClient {
             },
         );
         drop(st);
-        match write {
-            Write::Held => Ok((id, Held(out))),
-            Write::Now => {
-                drop(Held(out));
-                Ok((id, Held(None)))
-            }
-            Write::Soon => Ok((id, Held(None))),
+        match (write, out) {
+            (Write::Held, out) => return Ok((id, Held(out))),
+            (Write::Now, Some(out)) => out.release(),
+            _ => {}
         }
+        Ok((id, Held(None)))
     }
 
     /// How many times a request that may change attributes was sent or settled: attributes
