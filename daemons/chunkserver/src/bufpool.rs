@@ -1,35 +1,46 @@
-//! A pool of block-sized buffers, so the data path does not allocate per block.
+//! A pool of block buffers, so the data path does not allocate per block. The buffers are
+//! page-aligned: a whole block received from a writer goes to the disk from its buffer with
+//! `O_DIRECT` (see [`crate::chunkfile::write_data`]), which needs aligned memory.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::chunkfile::BS;
+
+/// Alignment of a buffer: a page, which covers every block device's DMA alignment.
+pub const ALIGN: usize = 4096;
+
+/// One block of page-aligned memory.
+#[repr(C, align(4096))]
+struct AlignedBlock([u8; BS]);
+
+fn new_aligned_block() -> Box<AlignedBlock> {
+    // SAFETY: all-zero bytes are a valid `[u8; BS]`.
+    unsafe { Box::<AlignedBlock>::new_zeroed().assume_init() }
+}
+
 pub struct BufPool {
-    free: Mutex<Vec<Vec<u8>>>,
-    buf_size: usize,
+    free: Mutex<Vec<Box<AlignedBlock>>>,
     max_free: usize,
 }
 
 impl BufPool {
-    /// A pool of buffers of `buf_size` bytes capacity keeping at most `max_free` idle ones.
-    pub fn new(buf_size: usize, max_free: usize) -> Arc<BufPool> {
+    /// A pool of block buffers keeping at most `max_free` idle ones.
+    pub fn new(max_free: usize) -> Arc<BufPool> {
         Arc::new(BufPool {
             free: Mutex::new(Vec::new()),
-            buf_size,
             max_free,
         })
     }
 
-    /// An empty buffer with room for `buf_size` bytes; it goes back to the pool when dropped.
+    /// An empty buffer with room for one block; it goes back to the pool when dropped.
     pub fn get(self: &Arc<Self>) -> PooledBuf {
-        let buf = self
-            .free
-            .lock()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.buf_size));
+        let block = self.free.lock().pop().unwrap_or_else(new_aligned_block);
         PooledBuf {
-            buf,
+            block: Some(block),
+            len: 0,
             pool: Arc::clone(self),
         }
     }
@@ -40,34 +51,49 @@ impl BufPool {
     }
 }
 
+/// A pooled block buffer holding `len` bytes.
 pub struct PooledBuf {
-    buf: Vec<u8>,
+    /// `None` only while dropping.
+    block: Option<Box<AlignedBlock>>,
+    len: usize,
     pool: Arc<BufPool>,
 }
 
-impl Deref for PooledBuf {
-    type Target = Vec<u8>;
-    fn deref(&self) -> &Vec<u8> {
-        &self.buf
+impl PooledBuf {
+    /// Appends `bytes`; fails (keeping what it holds) past one block.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<(), BlockOverflow> {
+        let end = self.len + bytes.len();
+        let block = self.block.as_mut().ok_or(BlockOverflow)?;
+        block
+            .0
+            .get_mut(self.len..end)
+            .ok_or(BlockOverflow)?
+            .copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
     }
 }
 
-impl DerefMut for PooledBuf {
-    fn deref_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
+/// More bytes than a block holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("more than one block of data")]
+pub struct BlockOverflow;
+
+impl Deref for PooledBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.block.as_ref().map_or(&[], |b| &b.0[..self.len])
     }
 }
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        if buf.capacity() < self.pool.buf_size {
+        let Some(block) = self.block.take() else {
             return;
-        }
-        buf.clear();
+        };
         let mut free = self.pool.free.lock();
         if free.len() < self.pool.max_free {
-            free.push(buf);
+            free.push(block);
         }
     }
 }
@@ -77,16 +103,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_are_reused() {
-        let pool = BufPool::new(1024, 2);
+    fn buffers_are_reused_aligned_and_hold_one_block_at_most() {
+        let pool = BufPool::new(2);
         let mut a = pool.get();
-        a.extend_from_slice(&[1, 2, 3]);
+        a.extend_from_slice(&[1, 2, 3]).unwrap();
+        assert_eq!(&a[..], &[1, 2, 3]);
         let ptr = a.as_ptr();
+        assert_eq!(ptr as usize % ALIGN, 0);
+        assert_eq!(a.extend_from_slice(&vec![0; BS]), Err(BlockOverflow));
+        assert_eq!(a.len(), 3);
         drop(a);
         assert_eq!(pool.idle(), 1);
-        let b = pool.get();
+        let mut b = pool.get();
         assert!(b.is_empty());
         assert_eq!(b.as_ptr(), ptr);
+        b.extend_from_slice(&vec![7; BS]).unwrap();
+        assert_eq!(b.len(), BS);
         let (c, d, e) = (pool.get(), pool.get(), pool.get());
         drop((b, c, d, e));
         assert_eq!(pool.idle(), 2);

@@ -362,11 +362,116 @@ impl CrcMismatch {
     }
 }
 
+/// Opens a second descriptor of a chunk file for writes that bypass the page cache
+/// (`O_DIRECT`). `None` where that is not to be had (a file system without direct I/O, no
+/// `/proc`): the writes then go through the page cache as before.
+pub fn open_direct(file: &File) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::debug!("a chunk file cannot be opened for direct writes: {e}");
+            None
+        }
+    }
+}
+
+/// Writes one whole block from page-aligned memory through `direct`; `false` when the file
+/// system refused the direct write (nothing was written; use the page cache).
+fn write_block_direct(direct: &File, block: usize, data: &[u8]) -> io::Result<bool> {
+    match direct.write_all_at(data, DATA_OFFSET + (block * BS) as u64) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::debug!("a direct write of a chunk block was refused: {e}");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes whole blocks `first ..` from page-aligned memory (see [`is_aligned`]) through
+/// `direct` in one system call, and their CRC entries (`crcs`, one per block) in another.
+/// `Ok(false)`, with nothing written, when the file system refused the direct write.
+pub fn write_blocks_direct(
+    file: &File,
+    direct: &File,
+    first: u32,
+    blocks: &[&[u8]],
+    crcs: &[u32],
+) -> io::Result<bool> {
+    let first = first as usize;
+    if blocks.len() != crcs.len() || first + blocks.len() > BLOCKS {
+        return Err(out_of_chunk("write"));
+    }
+    if blocks.iter().any(|b| b.len() != BS) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a direct write takes whole blocks",
+        ));
+    }
+    let mut iov: Vec<io::IoSlice> = blocks.iter().map(|b| io::IoSlice::new(b)).collect();
+    let mut slices = &mut iov[..];
+    let mut offset = DATA_OFFSET + (first * BS) as u64;
+    let mut written_any = false;
+    while !slices.is_empty() {
+        let n = match pwritev(direct, slices, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !written_any => {
+                tracing::debug!("a direct write of chunk blocks was refused: {e}");
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        written_any = true;
+        offset += n as u64;
+        io::IoSlice::advance_slices(&mut slices, n);
+    }
+    let mut raw = Vec::with_capacity(4 * crcs.len());
+    for crc in crcs {
+        raw.extend_from_slice(&crc.to_be_bytes());
+    }
+    file.write_all_at(&raw, CRC_OFFSET + 4 * first as u64)?;
+    Ok(true)
+}
+
+/// Whether `data` starts in memory a direct write can take.
+pub fn is_aligned(data: &[u8]) -> bool {
+    (data.as_ptr() as usize).is_multiple_of(crate::bufpool::ALIGN)
+}
+
+fn pwritev(file: &File, iov: &[io::IoSlice], offset: u64) -> io::Result<usize> {
+    let count = libc::c_int::try_from(iov.len().min(1024)).unwrap_or(1024);
+    let offset = libc::off_t::try_from(offset).map_err(|_| out_of_chunk("write"))?;
+    // SAFETY: `IoSlice` has the layout of `iovec` and the slices outlive the call.
+    let n = unsafe {
+        libc::pwritev(
+            file.as_raw_fd(),
+            iov.as_ptr().cast::<libc::iovec>(),
+            count,
+            offset,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// Writes `data` at `offset` within the chunk and updates the CRC of every block it touches.
 /// `data_crc` is the CRC of `data`, reused when `data` is exactly one aligned block. A partial
 /// block is read, patched and its CRC recomputed over the whole block (`scratch` holds it).
+///
+/// A whole block in page-aligned memory goes to the disk through `direct` when there is one
+/// (see [`open_direct`]): streamed data is not copied into the page cache, which saves the
+/// copy, the kernel's writeback of it and memory the clients cache already. Should the file
+/// system refuse, `direct` is dropped and the page cache is used from then on.
 pub fn write_data(
     file: &File,
+    direct: &mut Option<File>,
     offset: u32,
     data: &[u8],
     data_crc: u32,
@@ -410,7 +515,19 @@ pub fn write_data(
             scratch[within..within + n].copy_from_slice(seg);
             crc32fast::hash(&scratch[..])
         };
-        file.write_all_at(seg, DATA_OFFSET + pos as u64)?;
+        let went_direct = match direct.as_ref() {
+            Some(d) if n == BS && within == 0 && is_aligned(seg) => {
+                let written = write_block_direct(d, block, seg)?;
+                if !written {
+                    *direct = None;
+                }
+                written
+            }
+            _ => false,
+        };
+        if !went_direct {
+            file.write_all_at(seg, DATA_OFFSET + pos as u64)?;
+        }
         write_crc(file, block, crc)?;
         pos += n;
         rest = tail;
@@ -546,16 +663,133 @@ mod tests {
         assert!(matches!(read_header(&file), Err(HeaderError::Signature)));
     }
 
+    /// Pages of `file` in `offset .. offset + len` held in the page cache (`mincore`).
+    fn cached_pages(file: &File, offset: u64, len: usize) -> usize {
+        let page = 4096;
+        // SAFETY: a read-only shared mapping of an open file, only passed to `mincore` and
+        // unmapped before returning; `vec` has one byte per page of the mapping.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            );
+            assert_ne!(map, libc::MAP_FAILED, "{}", io::Error::last_os_error());
+            let mut vec = vec![0u8; len.div_ceil(page)];
+            let rc = libc::mincore(map, len, vec.as_mut_ptr());
+            libc::munmap(map, len);
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            vec.iter().filter(|&&v| v & 1 == 1).count()
+        }
+    }
+
+    #[test]
+    fn whole_blocks_go_to_the_disk_without_the_page_cache() {
+        // A disk file system: tmpfs keeps even direct writes in its page cache.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("c.mfs");
+        let file = create(&path, 9, 1).unwrap();
+        let mut direct = open_direct(&file);
+        let d = direct
+            .as_ref()
+            .expect("/var/tmp takes O_DIRECT on a disk file system");
+        let pool = crate::bufpool::BufPool::new(8);
+        let bufs: Vec<_> = (0..4u8)
+            .map(|i| {
+                let mut b = pool.get();
+                b.extend_from_slice(&pattern(BS, i)).unwrap();
+                b
+            })
+            .collect();
+        let blocks: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+        let block_crcs: Vec<u32> = blocks.iter().map(|b| crc32fast::hash(b)).collect();
+        // Blocks 2..6 in one write, block 7 alone, then part of block 8 through the cache.
+        assert!(write_blocks_direct(&file, d, 2, &blocks, &block_crcs).unwrap());
+        let mut scratch = new_block();
+        let one = &bufs[3];
+        write_data(
+            &file,
+            &mut direct,
+            (7 * BS) as u32,
+            one,
+            block_crcs[3],
+            &mut scratch,
+        )
+        .unwrap();
+        assert!(direct.is_some(), "the file system refused a direct write");
+        let part = pattern(1000, 9);
+        let part_crc = crc32fast::hash(&part);
+        write_data(
+            &file,
+            &mut direct,
+            (8 * BS) as u32,
+            &part,
+            part_crc,
+            &mut scratch,
+        )
+        .unwrap();
+
+        let data = |b: u64| DATA_OFFSET + b * BS as u64;
+        assert_eq!(
+            cached_pages(&file, data(2), 6 * BS),
+            0,
+            "direct blocks left in the cache"
+        );
+        assert!(
+            cached_pages(&file, data(8), BS) > 0,
+            "a partial block goes through the cache"
+        );
+        let table = crcs(&file);
+        for (i, crc) in block_crcs.iter().enumerate() {
+            assert_eq!(block(&file, 2 + i as u32), pattern(BS, i as u8));
+            assert_eq!(table[2 + i], *crc);
+        }
+        assert_eq!(block(&file, 7), pattern(BS, 3));
+        assert_eq!(table[7], block_crcs[3]);
+        assert_eq!(table[8], crc32fast::hash(&block(&file, 8)));
+        assert_eq!(&block(&file, 8)[..1000], &part[..]);
+        assert_eq!(table[6], ZERO_BLOCK_CRC);
+
+        // A partial write into a block written directly patches what is on the disk.
+        let patch = pattern(100, 42);
+        let patch_crc = crc32fast::hash(&patch);
+        write_data(
+            &file,
+            &mut direct,
+            (3 * BS + 10) as u32,
+            &patch,
+            patch_crc,
+            &mut scratch,
+        )
+        .unwrap();
+        let mut expected = pattern(BS, 1);
+        expected[10..110].copy_from_slice(&patch);
+        assert_eq!(block(&file, 3), expected);
+        assert_eq!(crcs(&file)[3], crc32fast::hash(&expected));
+    }
+
     #[test]
     fn full_partial_and_straddling_writes_keep_crcs_right() {
         let dir = tempfile::tempdir().unwrap();
         let file = create(&dir.path().join("c.mfs"), 1, 1).unwrap();
         let mut scratch = new_block();
         let full = pattern(BS, 1);
-        write_data(&file, 0, &full, crc32fast::hash(&full), &mut scratch).unwrap();
+        write_data(
+            &file,
+            &mut None,
+            0,
+            &full,
+            crc32fast::hash(&full),
+            &mut scratch,
+        )
+        .unwrap();
         let part = pattern(5000, 2);
         write_data(
             &file,
+            &mut None,
             BS as u32 + 100,
             &part,
             crc32fast::hash(&part),
@@ -566,6 +800,7 @@ mod tests {
         let at = 3 * BS as u32 - 100;
         write_data(
             &file,
+            &mut None,
             at,
             &straddle,
             crc32fast::hash(&straddle),
@@ -596,7 +831,15 @@ mod tests {
         let file = create(&dir.path().join("c.mfs"), 1, 1).unwrap();
         let mut scratch = new_block();
         let full = pattern(2 * BS, 4);
-        write_data(&file, 0, &full, crc32fast::hash(&full), &mut scratch).unwrap();
+        write_data(
+            &file,
+            &mut None,
+            0,
+            &full,
+            crc32fast::hash(&full),
+            &mut scratch,
+        )
+        .unwrap();
         // A bit flips on the disk in block 1.
         let at = DATA_OFFSET + BS as u64 + 77;
         let mut b = [0u8; 1];
@@ -606,6 +849,7 @@ mod tests {
         let patch = [9u8; 10];
         let err = write_data(
             &file,
+            &mut None,
             BS as u32 + 1000,
             &patch,
             crc32fast::hash(&patch),
@@ -617,7 +861,15 @@ mod tests {
         assert_eq!(crcs(&file), before, "the damaged block keeps its old CRC");
         assert_ne!(&block(&file, 1)[1000..1010], &patch, "nothing was written");
         // The intact block 0 still takes partial writes.
-        write_data(&file, 5, &patch, crc32fast::hash(&patch), &mut scratch).unwrap();
+        write_data(
+            &file,
+            &mut None,
+            5,
+            &patch,
+            crc32fast::hash(&patch),
+            &mut scratch,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -627,7 +879,15 @@ mod tests {
         let mut scratch = new_block();
         let data = [1u8; 10];
         let at = (CHUNK_SIZE - 5) as u32;
-        assert!(write_data(&file, at, &data, crc32fast::hash(&data), &mut scratch).is_err());
+        assert!(write_data(
+            &file,
+            &mut None,
+            at,
+            &data,
+            crc32fast::hash(&data),
+            &mut scratch
+        )
+        .is_err());
         assert!(read_block(&file, BLOCKS as u32, &mut [0u8; BS], Wait::Yes).is_err());
     }
 
@@ -641,6 +901,7 @@ mod tests {
             let piece = &data[b * BS..(b + 1) * BS];
             write_data(
                 &file,
+                &mut None,
                 (b * BS) as u32,
                 piece,
                 crc32fast::hash(piece),

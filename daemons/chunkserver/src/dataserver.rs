@@ -20,6 +20,7 @@
 //! - the acker pairs, in order, each pending entry with its local result and downstream ack
 //!   and answers upstream.
 
+use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -663,7 +664,13 @@ impl Conn {
                         Ok(()) => {
                             // The local write starts while the frame goes downstream.
                             let mut data = store.pool().get();
-                            data.extend_from_slice(payload);
+                            // The frame reader takes no more than a block per frame.
+                            if data.extend_from_slice(payload).is_err() {
+                                break Err(ConnError::Protocol(format!(
+                                    "a data frame of {} bytes, more than a block",
+                                    payload.len()
+                                )));
+                            }
                             let job = LocalJob::Write {
                                 write_id: h.req_id,
                                 offset: h.offset,
@@ -968,51 +975,24 @@ async fn local_writer(
 ) {
     let handle = Arc::new(handle);
     let mut batch = Vec::with_capacity(LOCAL_BATCH);
-    let mut scratch = chunkfile::new_block();
-    let mut unflushed = Unflushed::default();
+    let mut state = DiskState {
+        scratch: chunkfile::new_block(),
+        unflushed: Unflushed::default(),
+        direct: None,
+    };
     while jobs.recv_many(&mut batch, LOCAL_BATCH).await > 0 {
         let store = Arc::clone(&store);
         let h = Arc::clone(&handle);
         let done = done.clone();
         let ran = tokio::task::spawn_blocking(move || {
-            let mut end = 0u64;
-            for job in batch.drain(..) {
-                let (id, status) = match job {
-                    LocalJob::Write {
-                        write_id,
-                        offset,
-                        data,
-                        crc,
-                    } => {
-                        let status = store.write(&h, offset, &data, crc, &mut scratch);
-                        if status.is_ok() {
-                            let written_end = u64::from(offset) + data.len() as u64;
-                            end = end.max(written_end);
-                            unflushed.add(u64::from(offset), written_end);
-                        }
-                        (write_id, status)
-                    }
-                    LocalJob::Sync { req_id } => {
-                        unflushed = Unflushed::default();
-                        (req_id, store.sync(&h))
-                    }
-                };
-                let _ = done.send(LocalDone { id, status });
-            }
-            if end > 0 {
-                store.note_extent(&h, end);
-            }
-            if let Some((from, to)) = unflushed.due() {
-                chunkfile::start_writeback(&h.file, from, to);
-            }
-            (batch, scratch, unflushed)
+            run_jobs(&store, &h, &mut batch, &mut state, &done);
+            (batch, state)
         })
         .await;
         match ran {
-            Ok((b, s, u)) => {
+            Ok((b, s)) => {
                 batch = b;
-                scratch = s;
-                unflushed = u;
+                state = s;
             }
             Err(e) => {
                 // Dropping `done` turns every pending write into an error.
@@ -1020,6 +1000,99 @@ async fn local_writer(
                 return;
             }
         }
+    }
+}
+
+/// What a session's disk writes keep from one batch of jobs to the next.
+struct DiskState {
+    scratch: Box<chunkfile::Block>,
+    unflushed: Unflushed,
+    /// The descriptor for whole blocks, opened at the first one (see
+    /// [`chunkfile::write_data`]); `Some(None)` when it cannot be had.
+    direct: Option<Option<File>>,
+}
+
+/// Runs a batch of disk jobs in order, on a blocking thread. Whole blocks that follow each
+/// other go to the disk in one write.
+fn run_jobs(
+    store: &Store,
+    h: &Handle,
+    batch: &mut Vec<LocalJob>,
+    state: &mut DiskState,
+    done: &mpsc::UnboundedSender<LocalDone>,
+) {
+    let mut end = 0u64;
+    let mut jobs = batch.drain(..).peekable();
+    while let Some(job) = jobs.next() {
+        match job {
+            LocalJob::Write {
+                write_id,
+                offset,
+                data,
+                crc,
+            } => {
+                let whole =
+                    data.len() == chunkfile::BS && (offset as usize).is_multiple_of(chunkfile::BS);
+                let direct = match &mut state.direct {
+                    Some(d) => d,
+                    None if whole => state.direct.insert(chunkfile::open_direct(&h.file)),
+                    None => &mut None,
+                };
+                let mut run = vec![(write_id, data, crc)];
+                while let Some(LocalJob::Write {
+                    offset: next,
+                    data: next_data,
+                    ..
+                }) = jobs.peek()
+                {
+                    let follows = u64::from(*next)
+                        == u64::from(offset) + (run.len() * chunkfile::BS) as u64
+                        && next_data.len() == chunkfile::BS;
+                    if !whole || direct.is_none() || !follows {
+                        break;
+                    }
+                    if let Some(LocalJob::Write {
+                        write_id,
+                        data,
+                        crc,
+                        ..
+                    }) = jobs.next()
+                    {
+                        run.push((write_id, data, crc));
+                    }
+                }
+                let status = if run.len() > 1 {
+                    let blocks: Vec<&[u8]> = run.iter().map(|(_, d, _)| &d[..]).collect();
+                    let crcs: Vec<u32> = run.iter().map(|(_, _, c)| *c).collect();
+                    store.write_blocks(h, direct, offset, &blocks, &crcs, &mut state.scratch)
+                } else {
+                    store.write(h, direct, offset, &run[0].1, crc, &mut state.scratch)
+                };
+                let len: u64 = run.iter().map(|(_, d, _)| d.len() as u64).sum();
+                if status.is_ok() {
+                    end = end.max(u64::from(offset) + len);
+                    state
+                        .unflushed
+                        .add(u64::from(offset), u64::from(offset) + len);
+                }
+                for (id, _, _) in run {
+                    let _ = done.send(LocalDone { id, status });
+                }
+            }
+            LocalJob::Sync { req_id } => {
+                state.unflushed = Unflushed::default();
+                let _ = done.send(LocalDone {
+                    id: req_id,
+                    status: store.sync(h),
+                });
+            }
+        }
+    }
+    if end > 0 {
+        store.note_extent(h, end);
+    }
+    if let Some((from, to)) = state.unflushed.due() {
+        chunkfile::start_writeback(&h.file, from, to);
     }
 }
 

@@ -239,7 +239,7 @@ impl Store {
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             next_generation: AtomicU64::new(1),
             events,
-            pool: BufPool::new(BS, POOL_BUFFERS),
+            pool: BufPool::new(POOL_BUFFERS),
             access: Default::default(),
             creations: Creations::default(),
             spare_thread: crate::spares::start_thread(),
@@ -774,6 +774,7 @@ impl Store {
     pub fn write(
         &self,
         h: &Handle,
+        direct: &mut Option<File>,
         offset: u32,
         data: &[u8],
         crc: u32,
@@ -781,7 +782,7 @@ impl Store {
     ) -> FsResult<()> {
         let result = {
             let _guard = self.stripe(h.chunk.chunk_id).write();
-            chunkfile::write_data(&h.file, offset, data, crc, scratch)
+            chunkfile::write_data(&h.file, direct, offset, data, crc, scratch)
         };
         if let Some(m) = result
             .as_ref()
@@ -799,6 +800,44 @@ impl Store {
                 e,
             )
         })
+    }
+
+    /// Writes whole blocks that follow each other from `offset` (a block boundary), with
+    /// their CRCs: in one direct write when `direct` takes them, else block by block as
+    /// [`Store::write`] does.
+    pub fn write_blocks(
+        &self,
+        h: &Handle,
+        direct: &mut Option<File>,
+        offset: u32,
+        blocks: &[&[u8]],
+        crcs: &[u32],
+        scratch: &mut Block,
+    ) -> FsResult<()> {
+        let aligned = blocks.iter().all(|b| chunkfile::is_aligned(b));
+        if let Some(d) = direct.as_ref().filter(|_| aligned) {
+            let first = offset / BS as u32;
+            let result = {
+                let _guard = self.stripe(h.chunk.chunk_id).write();
+                chunkfile::write_blocks_direct(&h.file, d, first, blocks, crcs)
+            };
+            match result {
+                Ok(true) => return Ok(()),
+                Ok(false) => *direct = None,
+                Err(e) => {
+                    return Err(io_error(
+                        &h.disk,
+                        &format!("cannot write chunk {:016X}", h.chunk.chunk_id),
+                        e,
+                    ))
+                }
+            }
+        }
+        for (i, (block, crc)) in blocks.iter().zip(crcs).enumerate() {
+            let at = offset + (i * BS) as u32;
+            self.write(h, direct, at, block, *crc, scratch)?;
+        }
+        Ok(())
     }
 
     /// Notes that the chunk's data now reaches at least `data_end` bytes (space accounting).
@@ -1219,7 +1258,14 @@ pub(crate) mod tests {
         let h = store.open(chunk).unwrap();
         let mut scratch = chunkfile::new_block();
         store
-            .write(&h, offset, data, crc32fast::hash(data), &mut scratch)
+            .write(
+                &h,
+                &mut None,
+                offset,
+                data,
+                crc32fast::hash(data),
+                &mut scratch,
+            )
             .unwrap();
         store.note_extent(&h, u64::from(offset) + data.len() as u64);
     }
@@ -1529,11 +1575,11 @@ pub(crate) mod tests {
             disk: Arc::clone(&disk),
         };
         assert_eq!(
-            store.write(&full, 0, &block, crc, &mut scratch),
+            store.write(&full, &mut None, 0, &block, crc, &mut scratch),
             Err(FsError::NoSpace)
         );
         assert_eq!(
-            store.write(&full, BS as u32, &block, crc, &mut scratch),
+            store.write(&full, &mut None, BS as u32, &block, crc, &mut scratch),
             Err(FsError::NoSpace)
         );
         let quota = io::Error::from_raw_os_error(nix::errno::Errno::EDQUOT as i32);
@@ -1551,14 +1597,14 @@ pub(crate) mod tests {
             disk: Arc::clone(&disk),
         };
         assert_eq!(
-            store.write(&read_only, 0, &block, crc, &mut scratch),
+            store.write(&read_only, &mut None, 0, &block, crc, &mut scratch),
             Err(FsError::Io)
         );
         let report = &store.space_reports()[0];
         assert_eq!(report.errors, 1);
         assert!(!report.damaged);
         assert_eq!(
-            store.write(&read_only, 0, &block, crc, &mut scratch),
+            store.write(&read_only, &mut None, 0, &block, crc, &mut scratch),
             Err(FsError::Io)
         );
         let report = &store.space_reports()[0];
