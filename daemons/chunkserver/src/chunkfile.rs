@@ -563,7 +563,7 @@ pub fn truncate(file: &File, length: u32, scratch: &mut Block) -> io::Result<()>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Bytes of data in the chunk file (its length minus the header and CRC table).
@@ -664,7 +664,7 @@ mod tests {
     }
 
     /// Pages of `file` in `offset .. offset + len` held in the page cache (`mincore`).
-    fn cached_pages(file: &File, offset: u64, len: usize) -> usize {
+    pub(crate) fn cached_pages(file: &File, offset: u64, len: usize) -> usize {
         let page = 4096;
         // SAFETY: a read-only shared mapping of an open file, only passed to `mincore` and
         // unmapped before returning; `vec` has one byte per page of the mapping.

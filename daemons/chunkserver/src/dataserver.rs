@@ -55,6 +55,10 @@ const READ_BATCH: usize = 4;
 const LOCAL_QUEUE: usize = 64;
 /// Jobs the local writer takes per trip to the blocking pool.
 const LOCAL_BATCH: usize = 16;
+/// Bytes a session writes through the page cache before its whole blocks go to the disk
+/// directly: a small file's write-out would wait for the disk itself, where the page cache
+/// answers at once (see `chunkfile::write_data`).
+const DIRECT_AFTER: u64 = 4 << 20;
 /// Writes awaiting their acknowledgement per session.
 const PENDING_QUEUE: usize = 1024;
 /// An idle connection (between requests, not in a write session) that sends nothing for this
@@ -978,6 +982,7 @@ async fn local_writer(
     let mut state = DiskState {
         scratch: chunkfile::new_block(),
         unflushed: Unflushed::default(),
+        written: 0,
         direct: None,
     };
     while jobs.recv_many(&mut batch, LOCAL_BATCH).await > 0 {
@@ -1007,7 +1012,9 @@ async fn local_writer(
 struct DiskState {
     scratch: Box<chunkfile::Block>,
     unflushed: Unflushed,
-    /// The descriptor for whole blocks, opened at the first one (see
+    /// Bytes the session wrote so far.
+    written: u64,
+    /// The descriptor for whole blocks, opened at the first one past [`DIRECT_AFTER`] (see
     /// [`chunkfile::write_data`]); `Some(None)` when it cannot be had.
     direct: Option<Option<File>>,
 }
@@ -1035,7 +1042,9 @@ fn run_jobs(
                     data.len() == chunkfile::BS && (offset as usize).is_multiple_of(chunkfile::BS);
                 let direct = match &mut state.direct {
                     Some(d) => d,
-                    None if whole => state.direct.insert(chunkfile::open_direct(&h.file)),
+                    None if whole && state.written >= DIRECT_AFTER => {
+                        state.direct.insert(chunkfile::open_direct(&h.file))
+                    }
                     None => &mut None,
                 };
                 let mut run = vec![(write_id, data, crc)];
@@ -1069,6 +1078,7 @@ fn run_jobs(
                     store.write(h, direct, offset, &run[0].1, crc, &mut state.scratch)
                 };
                 let len: u64 = run.iter().map(|(_, d, _)| d.len() as u64).sum();
+                state.written += len;
                 if status.is_ok() {
                     end = end.max(u64::from(offset) + len);
                     state
@@ -1340,7 +1350,10 @@ mod tests {
     }
 
     async fn server(has_c: bool) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        server_in(tempfile::tempdir().unwrap(), has_c).await
+    }
+
+    async fn server_in(dir: tempfile::TempDir, has_c: bool) -> TestServer {
         let (store, events) = test_store(dir.path());
         if has_c {
             store.create(C).unwrap();
@@ -1842,6 +1855,41 @@ mod tests {
     /// One pipelined write session on an open connection: init, pieces and finish sent at
     /// once; returns the init's status and then every answer up to `WriteEnded` (or the end
     /// of the connection).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_goes_to_the_disk_directly_past_its_first_megabytes() {
+        // A disk file system: tmpfs keeps even direct writes in its page cache.
+        let sa = server_in(tempfile::tempdir_in("/var/tmp").unwrap(), true).await;
+        let blocks = DIRECT_AFTER as usize / BS + 32;
+        let mut pieces: Vec<(u32, Vec<u8>)> = (0..blocks)
+            .map(|i| ((i * BS) as u32, pattern(BS, i as u32)))
+            .collect();
+        // A partial block behind the stream still goes through the page cache.
+        pieces.push(((blocks * BS) as u32, pattern(700, 5)));
+        let (mut r, mut w) = connect(sa.addr, Role::Client).await;
+        let answers = pipelined_session(&mut r, &mut w, C, &[], &pieces).await;
+        assert_eq!(answers, all_ok(pieces.len()));
+
+        let file = &sa.store.open(C).unwrap().file;
+        let at = |block: usize| chunkfile::DATA_OFFSET + (block * BS) as u64;
+        let first = DIRECT_AFTER as usize / BS;
+        assert_eq!(
+            crate::chunkfile::tests::cached_pages(file, at(first), (blocks - first) * BS),
+            0,
+            "blocks past the first {DIRECT_AFTER} bytes were left in the page cache"
+        );
+        assert!(
+            crate::chunkfile::tests::cached_pages(file, at(0), first * BS) > 0,
+            "the first blocks of a session go through the page cache"
+        );
+        assert!(crate::chunkfile::tests::cached_pages(file, at(blocks), 4096) > 0);
+
+        let len = (blocks * BS + 700) as u32;
+        let (data, status) = wire_read(sa.addr, C, 0, len).await;
+        assert_eq!(status, Ok(()));
+        let expected: Vec<u8> = pieces.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        assert!(data == expected, "the stream did not read back as written");
+    }
+
     async fn pipelined_session(
         r: &mut Reader,
         w: &mut Writer,
