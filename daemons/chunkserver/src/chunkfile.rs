@@ -394,7 +394,11 @@ fn write_block_direct(direct: &File, block: usize, data: &[u8]) -> io::Result<bo
     }
 }
 
-/// Writes whole blocks `first ..` from page-aligned memory (see [`is_aligned`]) through
+/// Most blocks [`write_blocks_direct`] takes at once (1 MiB).
+pub const MAX_RUN: usize = 16;
+
+/// Writes whole blocks `first ..` (at most [`MAX_RUN`]) from page-aligned memory (see
+/// [`is_aligned`]) through
 /// `direct` in one system call, and their CRC entries (`crcs`, one per block) in another.
 /// `Ok(false)`, with nothing written, when the file system refused the direct write.
 pub fn write_blocks_direct(
@@ -414,8 +418,17 @@ pub fn write_blocks_direct(
             "a direct write takes whole blocks",
         ));
     }
-    let mut iov: Vec<io::IoSlice> = blocks.iter().map(|b| io::IoSlice::new(b)).collect();
-    let mut slices = &mut iov[..];
+    if blocks.len() > MAX_RUN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many blocks for one direct write",
+        ));
+    }
+    let mut iov = [io::IoSlice::new(&[]); MAX_RUN];
+    for (slot, block) in iov.iter_mut().zip(blocks) {
+        *slot = io::IoSlice::new(block);
+    }
+    let mut slices = &mut iov[..blocks.len()];
     let mut offset = DATA_OFFSET + (first * BS) as u64;
     let mut written_any = false;
     while !slices.is_empty() {
@@ -433,11 +446,11 @@ pub fn write_blocks_direct(
         offset += n as u64;
         io::IoSlice::advance_slices(&mut slices, n);
     }
-    let mut raw = Vec::with_capacity(4 * crcs.len());
-    for crc in crcs {
-        raw.extend_from_slice(&crc.to_be_bytes());
+    let mut raw = [0u8; 4 * MAX_RUN];
+    for (entry, crc) in raw.chunks_exact_mut(4).zip(crcs) {
+        entry.copy_from_slice(&crc.to_be_bytes());
     }
-    file.write_all_at(&raw, CRC_OFFSET + 4 * first as u64)?;
+    file.write_all_at(&raw[..4 * crcs.len()], CRC_OFFSET + 4 * first as u64)?;
     Ok(true)
 }
 

@@ -55,6 +55,8 @@ const READ_BATCH: usize = 4;
 const LOCAL_QUEUE: usize = 64;
 /// Jobs the local writer takes per trip to the blocking pool.
 const LOCAL_BATCH: usize = 16;
+// A batch's whole blocks go to the disk in one direct write at most.
+const _: () = assert!(LOCAL_BATCH <= chunkfile::MAX_RUN);
 /// Bytes a session writes through the page cache before its whole blocks go to the disk
 /// directly: a small file's write-out would wait for the disk itself, where the page cache
 /// answers at once (see `chunkfile::write_data`).
@@ -1047,7 +1049,10 @@ fn run_jobs(
                     }
                     None => &mut None,
                 };
-                let mut run = vec![(write_id, data, crc)];
+                // The whole blocks right behind this one, while direct writes are on.
+                let mut run: [Option<(u32, PooledBuf, u32)>; LOCAL_BATCH] =
+                    std::array::from_fn(|_| None);
+                let mut count = 0;
                 while let Some(LocalJob::Write {
                     offset: next,
                     data: next_data,
@@ -1055,9 +1060,9 @@ fn run_jobs(
                 }) = jobs.peek()
                 {
                     let follows = u64::from(*next)
-                        == u64::from(offset) + (run.len() * chunkfile::BS) as u64
+                        == u64::from(offset) + ((count + 1) * chunkfile::BS) as u64
                         && next_data.len() == chunkfile::BS;
-                    if !whole || direct.is_none() || !follows {
+                    if !whole || direct.is_none() || !follows || count + 1 == LOCAL_BATCH {
                         break;
                     }
                     if let Some(LocalJob::Write {
@@ -1067,17 +1072,30 @@ fn run_jobs(
                         ..
                     }) = jobs.next()
                     {
-                        run.push((write_id, data, crc));
+                        run[count] = Some((write_id, data, crc));
+                        count += 1;
                     }
                 }
-                let status = if run.len() > 1 {
-                    let blocks: Vec<&[u8]> = run.iter().map(|(_, d, _)| &d[..]).collect();
-                    let crcs: Vec<u32> = run.iter().map(|(_, _, c)| *c).collect();
-                    store.write_blocks(h, direct, offset, &blocks, &crcs, &mut state.scratch)
+                let status = if count > 0 {
+                    let mut blocks: [&[u8]; LOCAL_BATCH] = [&[]; LOCAL_BATCH];
+                    let mut crcs = [0u32; LOCAL_BATCH];
+                    (blocks[0], crcs[0]) = (&data[..], crc);
+                    for (i, (_, d, c)) in run.iter().flatten().enumerate() {
+                        (blocks[i + 1], crcs[i + 1]) = (&d[..], *c);
+                    }
+                    let n = count + 1;
+                    store.write_blocks(
+                        h,
+                        direct,
+                        offset,
+                        &blocks[..n],
+                        &crcs[..n],
+                        &mut state.scratch,
+                    )
                 } else {
-                    store.write(h, direct, offset, &run[0].1, crc, &mut state.scratch)
+                    store.write(h, direct, offset, &data, crc, &mut state.scratch)
                 };
-                let len: u64 = run.iter().map(|(_, d, _)| d.len() as u64).sum();
+                let len = (data.len() + count * chunkfile::BS) as u64;
                 state.written += len;
                 if status.is_ok() {
                     end = end.max(u64::from(offset) + len);
@@ -1085,7 +1103,11 @@ fn run_jobs(
                         .unflushed
                         .add(u64::from(offset), u64::from(offset) + len);
                 }
-                for (id, _, _) in run {
+                let _ = done.send(LocalDone {
+                    id: write_id,
+                    status,
+                });
+                for (id, _, _) in run.into_iter().flatten() {
                     let _ = done.send(LocalDone { id, status });
                 }
             }
@@ -1852,9 +1874,6 @@ mod tests {
         assert_eq!(read_all(a, C, 1).unwrap(), data);
     }
 
-    /// One pipelined write session on an open connection: init, pieces and finish sent at
-    /// once; returns the init's status and then every answer up to `WriteEnded` (or the end
-    /// of the connection).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_goes_to_the_disk_directly_past_its_first_megabytes() {
         // A disk file system: tmpfs keeps even direct writes in its page cache.
@@ -1890,6 +1909,9 @@ mod tests {
         assert!(data == expected, "the stream did not read back as written");
     }
 
+    /// One pipelined write session on an open connection: init, pieces and finish sent at
+    /// once; returns the init's status and then every answer up to `WriteEnded` (or the end
+    /// of the connection).
     async fn pipelined_session(
         r: &mut Reader,
         w: &mut Writer,
