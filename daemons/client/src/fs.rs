@@ -30,7 +30,7 @@ use crate::extents::MAX_FILE_SIZE;
 use crate::inode_pool::InodePool;
 use crate::known::Sweep;
 use crate::master::{Call, CallError, MasterClient};
-use crate::reader::{ReadMode, Reader};
+use crate::reader::{ReadData, ReadMode, Reader};
 use crate::stale_pages::StalePages;
 use crate::writer::Writer;
 
@@ -958,7 +958,7 @@ impl Core {
         offset: u64,
         size: u32,
         mode: ReadMode,
-    ) -> Result<Vec<u8>, Errno> {
+    ) -> Result<ReadData, Errno> {
         let end = offset.saturating_add(size as u64);
         if self.writer.overlaps(inode, offset, end) {
             self.writer.flush_for_read(inode).await.map_err(fs_errno)?;

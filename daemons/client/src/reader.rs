@@ -30,6 +30,32 @@ const MAX_LOCATIONS: usize = 16384;
 
 type SegResult = Result<Arc<Vec<u8>>, FsError>;
 
+/// The bytes a read returns: a buffer of its own, or a piece of a cached segment, which the
+/// reply to the kernel takes without a copy (a sequential reader's reads mostly lie in one
+/// segment each).
+#[derive(Debug)]
+pub enum ReadData {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for ReadData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared(seg, range) => &seg[range.clone()],
+        }
+    }
+}
+
+/// The piece `[from, to)` of a segment, clipped to its end.
+fn piece_of(seg: Arc<Vec<u8>>, from: u64, to: u64) -> ReadData {
+    let to = (to as usize).min(seg.len());
+    let from = (from as usize).min(to);
+    ReadData::Shared(seg, from..to)
+}
+
 struct Segment {
     cell: tokio::sync::OnceCell<SegResult>,
     created: Instant,
@@ -173,20 +199,33 @@ impl Reader {
         offset: u64,
         size: u32,
         mode: ReadMode,
-    ) -> Result<Vec<u8>, FsError> {
+    ) -> Result<ReadData, FsError> {
         let end = offset.saturating_add(size as u64);
         if size == 0 {
-            return Ok(Vec::new());
+            return Ok(ReadData::Owned(Vec::new()));
         }
         if let Some(hit) = self.cached(inode, offset, end) {
             return Ok(hit);
         }
         let ahead = match mode {
-            ReadMode::Random => return self.read_range(inode, offset, size as u64).await,
+            ReadMode::Random => {
+                let data = self.read_range(inode, offset, size as u64).await?;
+                return Ok(ReadData::Owned(data));
+            }
             ReadMode::Sequential { ahead } => ahead,
         };
         let first = offset / SEGMENT;
         let last = (end - 1) / SEGMENT;
+        if first == last {
+            let data = self.segment(inode, first).await?;
+            if data.len() as u64 == SEGMENT {
+                for seg in last + 1..=last + ahead {
+                    self.prefetch(inode, seg);
+                }
+            }
+            let seg_start = first * SEGMENT;
+            return Ok(piece_of(data, offset - seg_start, end - seg_start));
+        }
         let mut out = Vec::with_capacity(size as usize);
         let mut eof = false;
         for seg in first..=last {
@@ -207,12 +246,12 @@ impl Reader {
                 self.prefetch(inode, seg);
             }
         }
-        Ok(out)
+        Ok(ReadData::Owned(out))
     }
 
     /// A small random read served on the calling FUSE thread (see [`crate::read_here`]), if
     /// ready segments or one chunk whose location is at hand hold all of it.
-    pub fn read_here(&self, inode: Inode, offset: u64, size: u32) -> Option<Vec<u8>> {
+    pub fn read_here(&self, inode: Inode, offset: u64, size: u32) -> Option<ReadData> {
         let end = offset.checked_add(u64::from(size))?;
         if let Some(hit) = self.cached(inode, offset, end) {
             return Some(hit);
@@ -220,28 +259,36 @@ impl Reader {
         let index = u32::try_from(offset / CHUNK_SIZE).ok()?;
         let loc = self.location_at_hand(inode, index)?;
         let in_chunk = read_here::fits(&loc, offset, size)?;
-        read_here::read(&loc, in_chunk, size)
+        read_here::read(&loc, in_chunk, size).map(ReadData::Owned)
     }
 
     /// The bytes of `[offset, end)` if ready segments hold all of them (or reach the end).
-    fn cached(&self, inode: Inode, offset: u64, end: u64) -> Option<Vec<u8>> {
+    fn cached(&self, inode: Inode, offset: u64, end: u64) -> Option<ReadData> {
         let mut cache = self.cache.lock();
         cache.tick += 1;
         let tick = cache.tick;
         let file = cache.files.get_mut(&inode)?;
         file.last_used = tick;
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut pos = offset;
-        while pos < end {
-            let seg = pos / SEGMENT;
+        let ready = |seg: u64| {
             let s = file.segs.get(&seg)?;
             if s.created.elapsed() >= self.ttl {
                 return None;
             }
-            let data = match s.cell.get()? {
-                Ok(d) => d.clone(),
-                Err(_) => return None,
-            };
+            s.cell.get()?.as_ref().ok().cloned()
+        };
+        if offset / SEGMENT == (end - 1) / SEGMENT {
+            let seg_start = offset / SEGMENT * SEGMENT;
+            return Some(piece_of(
+                ready(offset / SEGMENT)?,
+                offset - seg_start,
+                end - seg_start,
+            ));
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let seg = pos / SEGMENT;
+            let data = ready(seg)?;
             let seg_start = seg * SEGMENT;
             let from = pos - seg_start;
             let to = (end - seg_start).min(data.len() as u64);
@@ -253,7 +300,7 @@ impl Reader {
             }
             pos = seg_start + SEGMENT;
         }
-        Some(out)
+        Some(ReadData::Owned(out))
     }
 
     /// The cache slot of a segment, created (and the cache trimmed) if absent or stale.
@@ -492,6 +539,17 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_piece_of_a_segment_is_clipped_to_its_end_and_shares_it() {
+        let seg = Arc::new((0..100u8).collect::<Vec<u8>>());
+        let piece = piece_of(seg.clone(), 10, 20);
+        assert_eq!(&piece[..], &seg[10..20]);
+        assert!(matches!(&piece, ReadData::Shared(s, _) if Arc::ptr_eq(s, &seg)));
+        // The end of the file lies inside the range: what there is, then nothing.
+        assert_eq!(&piece_of(seg.clone(), 90, 200)[..], &seg[90..]);
+        assert!(piece_of(seg, 150, 200).is_empty());
+    }
 
     #[test]
     fn segment_divides_chunk() {
