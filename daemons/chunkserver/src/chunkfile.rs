@@ -590,6 +590,18 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Writes `data` at `offset` through the page cache, with its CRC.
+    fn put(file: &File, offset: u32, data: &[u8], scratch: &mut Block) -> io::Result<()> {
+        write_data(
+            file,
+            &mut None,
+            offset,
+            data,
+            crc32fast::hash(data),
+            scratch,
+        )
+    }
+
     fn crcs(file: &File) -> Vec<u32> {
         let mut out = vec![0u32; BLOCKS];
         read_crcs(file, 0, &mut out, Wait::Yes).unwrap();
@@ -790,36 +802,12 @@ pub(crate) mod tests {
         let file = create(&dir.path().join("c.mfs"), 1, 1).unwrap();
         let mut scratch = new_block();
         let full = pattern(BS, 1);
-        write_data(
-            &file,
-            &mut None,
-            0,
-            &full,
-            crc32fast::hash(&full),
-            &mut scratch,
-        )
-        .unwrap();
+        put(&file, 0, &full, &mut scratch).unwrap();
         let part = pattern(5000, 2);
-        write_data(
-            &file,
-            &mut None,
-            BS as u32 + 100,
-            &part,
-            crc32fast::hash(&part),
-            &mut scratch,
-        )
-        .unwrap();
+        put(&file, BS as u32 + 100, &part, &mut scratch).unwrap();
         let straddle = pattern(300, 3);
         let at = 3 * BS as u32 - 100;
-        write_data(
-            &file,
-            &mut None,
-            at,
-            &straddle,
-            crc32fast::hash(&straddle),
-            &mut scratch,
-        )
-        .unwrap();
+        put(&file, at, &straddle, &mut scratch).unwrap();
 
         let mut expected = vec![0u8; 4 * BS];
         expected[..BS].copy_from_slice(&full);
@@ -844,15 +832,7 @@ pub(crate) mod tests {
         let file = create(&dir.path().join("c.mfs"), 1, 1).unwrap();
         let mut scratch = new_block();
         let full = pattern(2 * BS, 4);
-        write_data(
-            &file,
-            &mut None,
-            0,
-            &full,
-            crc32fast::hash(&full),
-            &mut scratch,
-        )
-        .unwrap();
+        put(&file, 0, &full, &mut scratch).unwrap();
         // A bit flips on the disk in block 1.
         let at = DATA_OFFSET + BS as u64 + 77;
         let mut b = [0u8; 1];
@@ -860,29 +840,13 @@ pub(crate) mod tests {
         file.write_all_at(&[b[0] ^ 0x10], at).unwrap();
         let before = crcs(&file);
         let patch = [9u8; 10];
-        let err = write_data(
-            &file,
-            &mut None,
-            BS as u32 + 1000,
-            &patch,
-            crc32fast::hash(&patch),
-            &mut scratch,
-        )
-        .unwrap_err();
+        let err = put(&file, BS as u32 + 1000, &patch, &mut scratch).unwrap_err();
         let m = CrcMismatch::in_error(&err).expect("a CRC mismatch");
         assert_eq!(m.block, 1);
         assert_eq!(crcs(&file), before, "the damaged block keeps its old CRC");
         assert_ne!(&block(&file, 1)[1000..1010], &patch, "nothing was written");
         // The intact block 0 still takes partial writes.
-        write_data(
-            &file,
-            &mut None,
-            5,
-            &patch,
-            crc32fast::hash(&patch),
-            &mut scratch,
-        )
-        .unwrap();
+        put(&file, 5, &patch, &mut scratch).unwrap();
     }
 
     #[test]
@@ -892,15 +856,7 @@ pub(crate) mod tests {
         let mut scratch = new_block();
         let data = [1u8; 10];
         let at = (CHUNK_SIZE - 5) as u32;
-        assert!(write_data(
-            &file,
-            &mut None,
-            at,
-            &data,
-            crc32fast::hash(&data),
-            &mut scratch
-        )
-        .is_err());
+        assert!(put(&file, at, &data, &mut scratch).is_err());
         assert!(read_block(&file, BLOCKS as u32, &mut [0u8; BS], Wait::Yes).is_err());
     }
 
@@ -912,15 +868,7 @@ pub(crate) mod tests {
         let data = pattern(3 * BS, 9);
         for b in 0..3 {
             let piece = &data[b * BS..(b + 1) * BS];
-            write_data(
-                &file,
-                &mut None,
-                (b * BS) as u32,
-                piece,
-                crc32fast::hash(piece),
-                &mut scratch,
-            )
-            .unwrap();
+            put(&file, (b * BS) as u32, piece, &mut scratch).unwrap();
         }
         let length = BS + BS / 2;
         truncate(&file, length as u32, &mut scratch).unwrap();
