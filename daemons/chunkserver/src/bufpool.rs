@@ -1,6 +1,6 @@
 //! A pool of block buffers, so the data path does not allocate per block. The buffers are
 //! page-aligned: a whole block received from a writer goes to the disk from its buffer with
-//! `O_DIRECT` (see [`crate::chunkfile::write_data`]), which needs aligned memory.
+//! `O_DIRECT` (see [`crate::chunkfile::write_blocks_direct`]), which needs aligned memory.
 
 use std::ops::Deref;
 use std::sync::Arc;

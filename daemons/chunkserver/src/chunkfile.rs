@@ -381,26 +381,14 @@ pub fn open_direct(file: &File) -> Option<File> {
     }
 }
 
-/// Writes one whole block from page-aligned memory through `direct`; `false` when the file
-/// system refused the direct write (nothing was written; use the page cache).
-fn write_block_direct(direct: &File, block: usize, data: &[u8]) -> io::Result<bool> {
-    match direct.write_all_at(data, DATA_OFFSET + (block * BS) as u64) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            tracing::debug!("a direct write of a chunk block was refused: {e}");
-            Ok(false)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Most blocks [`write_blocks_direct`] takes at once (1 MiB).
 pub const MAX_RUN: usize = 16;
 
 /// Writes whole blocks `first ..` (at most [`MAX_RUN`]) from page-aligned memory (see
-/// [`is_aligned`]) through
-/// `direct` in one system call, and their CRC entries (`crcs`, one per block) in another.
-/// `Ok(false)`, with nothing written, when the file system refused the direct write.
+/// [`is_aligned`]) through `direct` (see [`open_direct`]) in one system call, and their CRC
+/// entries (`crcs`, one per block) in another. Streamed data is not copied into the page
+/// cache: that saves the copy, the kernel's writeback of it and memory the clients cache
+/// already. `Ok(false)`, with nothing written, when the file system refused the direct write.
 pub fn write_blocks_direct(
     file: &File,
     direct: &File,
@@ -477,14 +465,10 @@ fn pwritev(file: &File, iov: &[io::IoSlice], offset: u64) -> io::Result<usize> {
 /// Writes `data` at `offset` within the chunk and updates the CRC of every block it touches.
 /// `data_crc` is the CRC of `data`, reused when `data` is exactly one aligned block. A partial
 /// block is read, patched and its CRC recomputed over the whole block (`scratch` holds it).
-///
-/// A whole block in page-aligned memory goes to the disk through `direct` when there is one
-/// (see [`open_direct`]): streamed data is not copied into the page cache, which saves the
-/// copy, the kernel's writeback of it and memory the clients cache already. Should the file
-/// system refuse, `direct` is dropped and the page cache is used from then on.
+/// Everything goes through the page cache; a stream's whole blocks go past it with
+/// [`write_blocks_direct`].
 pub fn write_data(
     file: &File,
-    direct: &mut Option<File>,
     offset: u32,
     data: &[u8],
     data_crc: u32,
@@ -528,19 +512,7 @@ pub fn write_data(
             scratch[within..within + n].copy_from_slice(seg);
             crc32fast::hash(&scratch[..])
         };
-        let went_direct = match direct.as_ref() {
-            Some(d) if n == BS && within == 0 && is_aligned(seg) => {
-                let written = write_block_direct(d, block, seg)?;
-                if !written {
-                    *direct = None;
-                }
-                written
-            }
-            _ => false,
-        };
-        if !went_direct {
-            file.write_all_at(seg, DATA_OFFSET + pos as u64)?;
-        }
+        file.write_all_at(seg, DATA_OFFSET + pos as u64)?;
         write_crc(file, block, crc)?;
         pos += n;
         rest = tail;
@@ -592,14 +564,7 @@ pub(crate) mod tests {
 
     /// Writes `data` at `offset` through the page cache, with its CRC.
     fn put(file: &File, offset: u32, data: &[u8], scratch: &mut Block) -> io::Result<()> {
-        write_data(
-            file,
-            &mut None,
-            offset,
-            data,
-            crc32fast::hash(data),
-            scratch,
-        )
+        write_data(file, offset, data, crc32fast::hash(data), scratch)
     }
 
     fn crcs(file: &File) -> Vec<u32> {
@@ -717,10 +682,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("c.mfs");
         let file = create(&path, 9, 1).unwrap();
-        let mut direct = open_direct(&file);
-        let d = direct
-            .as_ref()
-            .expect("/var/tmp takes O_DIRECT on a disk file system");
+        let direct = open_direct(&file).expect("/var/tmp takes O_DIRECT on a disk file system");
+        let d = &direct;
         let pool = crate::bufpool::BufPool::new(8);
         let bufs: Vec<_> = (0..4u8)
             .map(|i| {
@@ -734,28 +697,9 @@ pub(crate) mod tests {
         // Blocks 2..6 in one write, block 7 alone, then part of block 8 through the cache.
         assert!(write_blocks_direct(&file, d, 2, &blocks, &block_crcs).unwrap());
         let mut scratch = new_block();
-        let one = &bufs[3];
-        write_data(
-            &file,
-            &mut direct,
-            (7 * BS) as u32,
-            one,
-            block_crcs[3],
-            &mut scratch,
-        )
-        .unwrap();
-        assert!(direct.is_some(), "the file system refused a direct write");
+        assert!(write_blocks_direct(&file, d, 7, &blocks[3..], &block_crcs[3..]).unwrap());
         let part = pattern(1000, 9);
-        let part_crc = crc32fast::hash(&part);
-        write_data(
-            &file,
-            &mut direct,
-            (8 * BS) as u32,
-            &part,
-            part_crc,
-            &mut scratch,
-        )
-        .unwrap();
+        put(&file, (8 * BS) as u32, &part, &mut scratch).unwrap();
 
         let data = |b: u64| DATA_OFFSET + b * BS as u64;
         assert_eq!(
@@ -780,16 +724,7 @@ pub(crate) mod tests {
 
         // A partial write into a block written directly patches what is on the disk.
         let patch = pattern(100, 42);
-        let patch_crc = crc32fast::hash(&patch);
-        write_data(
-            &file,
-            &mut direct,
-            (3 * BS + 10) as u32,
-            &patch,
-            patch_crc,
-            &mut scratch,
-        )
-        .unwrap();
+        put(&file, (3 * BS + 10) as u32, &patch, &mut scratch).unwrap();
         let mut expected = pattern(BS, 1);
         expected[10..110].copy_from_slice(&patch);
         assert_eq!(block(&file, 3), expected);

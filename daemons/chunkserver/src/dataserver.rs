@@ -59,7 +59,7 @@ const LOCAL_BATCH: usize = 16;
 const _: () = assert!(LOCAL_BATCH <= chunkfile::MAX_RUN);
 /// Bytes a session writes through the page cache before its whole blocks go to the disk
 /// directly: a small file's write-out would wait for the disk itself, where the page cache
-/// answers at once (see `chunkfile::write_data`).
+/// answers at once (see `chunkfile::write_blocks_direct`).
 const DIRECT_AFTER: u64 = 4 << 20;
 /// Writes awaiting their acknowledgement per session.
 const PENDING_QUEUE: usize = 1024;
@@ -1017,7 +1017,7 @@ struct DiskState {
     /// Bytes the session wrote so far.
     written: u64,
     /// The descriptor for whole blocks, opened at the first one past [`DIRECT_AFTER`] (see
-    /// [`chunkfile::write_data`]); `Some(None)` when it cannot be had.
+    /// [`chunkfile::write_blocks_direct`]); `Some(None)` when it cannot be had.
     direct: Option<Option<File>>,
 }
 
@@ -1049,7 +1049,7 @@ fn run_jobs(
                     }
                     None => &mut None,
                 };
-                // The whole blocks right behind this one, while direct writes are on.
+                // A whole block goes to the disk directly, with those right behind it.
                 let mut run: [Option<(u32, PooledBuf, u32)>; LOCAL_BATCH] =
                     std::array::from_fn(|_| None);
                 let mut count = 0;
@@ -1076,7 +1076,7 @@ fn run_jobs(
                         count += 1;
                     }
                 }
-                let status = if count > 0 {
+                let status = if whole && direct.is_some() {
                     let mut blocks: [&[u8]; LOCAL_BATCH] = [&[]; LOCAL_BATCH];
                     let mut crcs = [0u32; LOCAL_BATCH];
                     (blocks[0], crcs[0]) = (&data[..], crc);
@@ -1093,7 +1093,7 @@ fn run_jobs(
                         &mut state.scratch,
                     )
                 } else {
-                    store.write(h, direct, offset, &data, crc, &mut state.scratch)
+                    store.write(h, offset, &data, crc, &mut state.scratch)
                 };
                 let len = (data.len() + count * chunkfile::BS) as u64;
                 state.written += len;

@@ -774,7 +774,6 @@ impl Store {
     pub fn write(
         &self,
         h: &Handle,
-        direct: &mut Option<File>,
         offset: u32,
         data: &[u8],
         crc: u32,
@@ -782,7 +781,7 @@ impl Store {
     ) -> FsResult<()> {
         let result = {
             let _guard = self.stripe(h.chunk.chunk_id).write();
-            chunkfile::write_data(&h.file, direct, offset, data, crc, scratch)
+            chunkfile::write_data(&h.file, offset, data, crc, scratch)
         };
         if let Some(m) = result
             .as_ref()
@@ -804,7 +803,7 @@ impl Store {
 
     /// Writes whole blocks that follow each other from `offset` (a block boundary), with
     /// their CRCs: in one direct write when `direct` takes them, else block by block as
-    /// [`Store::write`] does.
+    /// [`Store::write`] does (and `direct` is dropped when the file system refused it).
     pub fn write_blocks(
         &self,
         h: &Handle,
@@ -835,7 +834,7 @@ impl Store {
         }
         for (i, (block, crc)) in blocks.iter().zip(crcs).enumerate() {
             let at = offset + (i * BS) as u32;
-            self.write(h, direct, at, block, *crc, scratch)?;
+            self.write(h, at, block, *crc, scratch)?;
         }
         Ok(())
     }
@@ -1258,14 +1257,7 @@ pub(crate) mod tests {
         let h = store.open(chunk).unwrap();
         let mut scratch = chunkfile::new_block();
         store
-            .write(
-                &h,
-                &mut None,
-                offset,
-                data,
-                crc32fast::hash(data),
-                &mut scratch,
-            )
+            .write(&h, offset, data, crc32fast::hash(data), &mut scratch)
             .unwrap();
         store.note_extent(&h, u64::from(offset) + data.len() as u64);
     }
@@ -1575,11 +1567,11 @@ pub(crate) mod tests {
             disk: Arc::clone(&disk),
         };
         assert_eq!(
-            store.write(&full, &mut None, 0, &block, crc, &mut scratch),
+            store.write(&full, 0, &block, crc, &mut scratch),
             Err(FsError::NoSpace)
         );
         assert_eq!(
-            store.write(&full, &mut None, BS as u32, &block, crc, &mut scratch),
+            store.write(&full, BS as u32, &block, crc, &mut scratch),
             Err(FsError::NoSpace)
         );
         let quota = io::Error::from_raw_os_error(nix::errno::Errno::EDQUOT as i32);
@@ -1597,14 +1589,14 @@ pub(crate) mod tests {
             disk: Arc::clone(&disk),
         };
         assert_eq!(
-            store.write(&read_only, &mut None, 0, &block, crc, &mut scratch),
+            store.write(&read_only, 0, &block, crc, &mut scratch),
             Err(FsError::Io)
         );
         let report = &store.space_reports()[0];
         assert_eq!(report.errors, 1);
         assert!(!report.damaged);
         assert_eq!(
-            store.write(&read_only, &mut None, 0, &block, crc, &mut scratch),
+            store.write(&read_only, 0, &block, crc, &mut scratch),
             Err(FsError::Io)
         );
         let report = &store.space_reports()[0];
