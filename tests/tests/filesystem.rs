@@ -246,6 +246,43 @@ fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
     }
 }
 
+/// A sequential reader finds the next megabytes read ahead after every read, not only after
+/// one that had to wait: with its only chunkserver gone, the next 8 MiB still come from
+/// the mount.
+#[test]
+fn a_sequential_readers_window_moves_with_every_read() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let mut c = cluster(1);
+    // Segments stay valid as long as attributes do.
+    let mnt = c.mount_with(&["-o", "mfsattrcacheto=60"]).unwrap();
+    let data = random_bytes(45, 24 * MIB);
+    fs::write(mnt.join("f"), &data).unwrap();
+    // Direct reads: each one reaches the mount, none the kernel's page cache.
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(mnt.join("f"))
+        .unwrap();
+    let mut aligned = vec![0u8; MIB + 4096];
+    let at = aligned.as_ptr().align_offset(4096);
+    let buf = &mut aligned[at..at + MIB];
+    let mut read_mib = |i: usize| {
+        f.read_exact_at(buf, (i * MIB) as u64)
+            .unwrap_or_else(|e| panic!("reading MiB {i}: {e}"));
+        assert_same(&format!("MiB {i}"), buf, &data[i * MIB..(i + 1) * MIB]);
+    };
+    for i in 0..9 {
+        read_mib(i);
+        // Each read's read-ahead lands before the next read.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    c.kill_chunkserver(0).unwrap();
+    for i in 9..17 {
+        read_mib(i);
+    }
+}
+
 /// After a server dies, reads stop trying its copy first: the location that named it is
 /// dropped once another copy answered. Counted by a listener on the dead server's port.
 #[test]

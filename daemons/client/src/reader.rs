@@ -205,6 +205,11 @@ impl Reader {
             return Ok(ReadData::Owned(Vec::new()));
         }
         if let Some(hit) = self.cached(inode, offset, end) {
+            // The window moves with the reader on every read, not only when it ran dry:
+            // otherwise a reader waits for the disk at each refill.
+            if let ReadMode::Sequential { ahead } = mode {
+                self.read_ahead(inode, (end - 1) / SEGMENT, ahead);
+            }
             return Ok(hit);
         }
         let ahead = match mode {
@@ -218,16 +223,11 @@ impl Reader {
         let last = (end - 1) / SEGMENT;
         if first == last {
             let data = self.segment(inode, first).await?;
-            if data.len() as u64 == SEGMENT {
-                for seg in last + 1..=last + ahead {
-                    self.prefetch(inode, seg);
-                }
-            }
+            self.read_ahead(inode, last, ahead);
             let seg_start = first * SEGMENT;
             return Ok(piece_of(data, offset - seg_start, end - seg_start));
         }
         let mut out = Vec::with_capacity(size as usize);
-        let mut eof = false;
         for seg in first..=last {
             let data = self.segment(inode, seg).await?;
             let seg_start = seg * SEGMENT;
@@ -237,15 +237,10 @@ impl Reader {
                 out.extend_from_slice(&data[from as usize..to as usize]);
             }
             if (data.len() as u64) < SEGMENT {
-                eof = true;
-                break;
+                return Ok(ReadData::Owned(out));
             }
         }
-        if !eof {
-            for seg in last + 1..=last + ahead {
-                self.prefetch(inode, seg);
-            }
-        }
+        self.read_ahead(inode, last, ahead);
         Ok(ReadData::Owned(out))
     }
 
@@ -305,7 +300,11 @@ impl Reader {
 
     /// The cache slot of a segment, created (and the cache trimmed) if absent or stale.
     fn slot(&self, inode: Inode, seg: u64) -> Arc<Segment> {
-        let mut cache = self.cache.lock();
+        self.slot_in(&mut self.cache.lock(), inode, seg).0
+    }
+
+    /// [`Reader::slot`] with the cache locked; true when the slot is new (nobody reads it).
+    fn slot_in(&self, cache: &mut SegmentCache, inode: Inode, seg: u64) -> (Arc<Segment>, bool) {
         cache.tick += 1;
         let tick = cache.tick;
         if !cache.files.contains_key(&inode) && cache.files.len() >= MAX_CACHED_FILES {
@@ -323,7 +322,7 @@ impl Reader {
         if let Some(s) = file.segs.get(&seg) {
             let failed = matches!(s.cell.get(), Some(Err(_)));
             if s.created.elapsed() < self.ttl && !failed {
-                return s.clone();
+                return (s.clone(), false);
             }
         }
         let s = Arc::new(Segment {
@@ -342,7 +341,7 @@ impl Reader {
             };
             file.segs.remove(&victim);
         }
-        s
+        (s, true)
     }
 
     async fn segment(self: &Arc<Self>, inode: Inode, seg: u64) -> SegResult {
@@ -358,11 +357,35 @@ impl Reader {
             .clone()
     }
 
-    fn prefetch(self: &Arc<Self>, inode: Inode, seg: u64) {
-        let slot = self.slot(inode, seg);
-        if slot.cell.initialized() {
-            return;
+    /// Starts reading the `ahead` segments behind segment `last` that are neither cached nor
+    /// being read, unless `last` is ready and ends the file.
+    fn read_ahead(self: &Arc<Self>, inode: Inode, last: u64, ahead: u64) {
+        let mut wanted: [Option<(u64, Arc<Segment>)>; MAX_AHEAD as usize] = Default::default();
+        {
+            let mut cache = self.cache.lock();
+            let at_end = cache
+                .files
+                .get(&inode)
+                .and_then(|f| f.segs.get(&last))
+                .and_then(|s| s.cell.get())
+                .is_some_and(|r| r.as_ref().is_ok_and(|d| (d.len() as u64) < SEGMENT));
+            if at_end {
+                return;
+            }
+            for (i, seg) in (last + 1..=last + ahead.min(MAX_AHEAD)).enumerate() {
+                let (slot, new) = self.slot_in(&mut cache, inode, seg);
+                if new {
+                    wanted[i] = Some((seg, slot));
+                }
+            }
         }
+        for (seg, slot) in wanted.into_iter().flatten() {
+            self.fetch(inode, seg, slot);
+        }
+    }
+
+    /// Fills a new segment slot in the background.
+    fn fetch(self: &Arc<Self>, inode: Inode, seg: u64, slot: Arc<Segment>) {
         let me = self.clone();
         tokio::spawn(async move {
             let r = slot
