@@ -2,7 +2,7 @@
 //! page-aligned: a whole block received from a writer goes to the disk from its buffer with
 //! `O_DIRECT` (see [`crate::chunkfile::write_blocks_direct`]), which needs aligned memory.
 
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -74,6 +74,36 @@ impl PooledBuf {
     }
 }
 
+/// Whole blocks of page-aligned memory in one piece: a stream's reads land there with
+/// `O_DIRECT` (see [`crate::chunkfile::read_blocks_direct`]).
+pub struct AlignedBlocks(Box<[AlignedBlock]>);
+
+impl AlignedBlocks {
+    /// `blocks` zeroed blocks.
+    pub fn zeroed(blocks: usize) -> AlignedBlocks {
+        // SAFETY: all-zero bytes are a valid `[u8; BS]`.
+        AlignedBlocks(unsafe { Box::<[AlignedBlock]>::new_zeroed_slice(blocks).assume_init() })
+    }
+}
+
+impl Deref for AlignedBlocks {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: an `AlignedBlock` is `BS` bytes with no padding (BS is a multiple of its
+        // alignment), so the blocks are `len * BS` initialized bytes in a row.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.0.len() * BS) }
+    }
+}
+
+impl DerefMut for AlignedBlocks {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `deref`; every byte pattern is a valid `u8`.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), self.0.len() * BS)
+        }
+    }
+}
+
 /// More bytes than a block holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("more than one block of data")]
@@ -101,6 +131,16 @@ impl Drop for PooledBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_blocks_are_one_aligned_piece_of_whole_blocks() {
+        let mut b = AlignedBlocks::zeroed(3);
+        assert_eq!(b.len(), 3 * BS);
+        assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+        assert!(b.iter().all(|&x| x == 0));
+        b[2 * BS + 5] = 9;
+        assert_eq!(b[2 * BS + 5], 9);
+    }
 
     #[test]
     fn buffers_are_reused_aligned_and_hold_one_block_at_most() {

@@ -243,6 +243,46 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64, wait: Wait) -> io::Result<u
     }
 }
 
+/// `cachestat(2)` (Linux 6.5): the same number on every architecture, not in `libc` yet.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// True when the page cache holds all of blocks `first .. first + count`, asked with
+/// `cachestat(2)`, which neither waits nor starts a read (a read with `RWF_NOWAIT` starts
+/// the kernel's read-ahead of what it misses). False where the kernel cannot tell.
+pub fn blocks_cached(file: &File, first: u32, count: u32) -> bool {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    let range = Range {
+        off: DATA_OFFSET + u64::from(first) * BS as u64,
+        len: u64::from(count) * BS as u64,
+    };
+    let mut stat = Stat::default();
+    // SAFETY: both structs match the kernel's layout and outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    let pages = range.len.div_ceil(crate::bufpool::ALIGN as u64);
+    rc == 0 && stat.nr_cache >= pages
+}
+
 /// Fills `buf` from `offset`, up to the end of the file; returns how many bytes it read.
 fn read_up_to(file: &File, buf: &mut [u8], offset: u64, wait: Wait) -> io::Result<usize> {
     let mut done = 0;
@@ -362,23 +402,59 @@ impl CrcMismatch {
     }
 }
 
-/// Opens a second descriptor of a chunk file for writes that bypass the page cache
+/// Opens a second descriptor of a chunk file for reads and writes that bypass the page cache
 /// (`O_DIRECT`). `None` where that is not to be had (a file system without direct I/O, no
-/// `/proc`): the writes then go through the page cache as before.
+/// `/proc`): reads and writes then go through the page cache as before.
 pub fn open_direct(file: &File) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = format!("/proc/self/fd/{}", file.as_raw_fd());
     match OpenOptions::new()
+        .read(true)
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(&path)
     {
         Ok(f) => Some(f),
         Err(e) => {
-            tracing::debug!("a chunk file cannot be opened for direct writes: {e}");
+            tracing::debug!("a chunk file cannot be opened for direct I/O: {e}");
             None
         }
     }
+}
+
+/// Reads whole blocks `first ..` into page-aligned `buf` (a multiple of the block size)
+/// through `direct` (see [`open_direct`]) in one system call, past the page cache: a
+/// stream's blocks are read once, and the page cache would only cost a copy and fresh
+/// memory. Returns how many bytes the file held (the rest of `buf` is zeroed); `Ok(None)`,
+/// with nothing read, when the file system refused the direct read.
+pub fn read_blocks_direct(direct: &File, first: u32, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    if !buf.len().is_multiple_of(BS) || !is_aligned(buf) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a direct read takes whole blocks into aligned memory",
+        ));
+    }
+    if first as usize + buf.len() / BS > BLOCKS {
+        return Err(out_of_chunk("read"));
+    }
+    let offset = DATA_OFFSET + u64::from(first) * BS as u64;
+    let mut done = 0;
+    // A read short of an aligned length ended at the end of the file (another from there
+    // would be unaligned and refused).
+    while done < buf.len() && done.is_multiple_of(crate::bufpool::ALIGN) {
+        match direct.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && done == 0 => {
+                tracing::debug!("a direct read of chunk blocks was refused: {e}");
+                return Ok(None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(Some(done))
 }
 
 /// Most blocks [`write_blocks_direct`] takes at once (1 MiB).
@@ -729,6 +805,43 @@ pub(crate) mod tests {
         expected[10..110].copy_from_slice(&patch);
         assert_eq!(block(&file, 3), expected);
         assert_eq!(crcs(&file)[3], crc32fast::hash(&expected));
+    }
+
+    #[test]
+    fn direct_reads_stop_at_the_end_of_the_file_and_leave_the_cache_alone() {
+        // A disk file system: tmpfs keeps even direct reads in its page cache.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let file = create(&dir.path().join("c.mfs"), 9, 1).unwrap();
+        let direct = open_direct(&file).expect("/var/tmp takes O_DIRECT on a disk file system");
+        let mut scratch = new_block();
+        let data = pattern(2 * BS + 3000, 6);
+        put(&file, BS as u32, &data, &mut scratch).unwrap();
+        assert!(blocks_cached(&file, 1, 2), "just written");
+        file.sync_data().unwrap();
+        // SAFETY: a plain system call on an open descriptor; no memory is passed.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert!(!blocks_cached(&file, 1, 2), "dropped from the page cache");
+
+        let mut buf = crate::bufpool::AlignedBlocks::zeroed(4);
+        buf.fill(0xEE);
+        // Blocks 1..5: two whole blocks, 3000 bytes, then the end of the file.
+        assert_eq!(
+            read_blocks_direct(&direct, 1, &mut buf).unwrap(),
+            Some(data.len())
+        );
+        assert_eq!(&buf[..data.len()], &data[..]);
+        assert!(
+            buf[data.len()..].iter().all(|&b| b == 0),
+            "zeros past the end"
+        );
+        assert_eq!(cached_pages(&file, DATA_OFFSET, 5 * BS), 0);
+        assert!(!blocks_cached(&file, 1, 1));
+        // Wholly past the end: nothing, all zeros.
+        assert_eq!(read_blocks_direct(&direct, 10, &mut buf).unwrap(), Some(0));
+        assert!(buf.iter().all(|&b| b == 0));
+        // Past the chunk, or into memory that is not aligned: refused.
+        assert!(read_blocks_direct(&direct, BLOCKS as u32 - 3, &mut buf).is_err());
+        assert!(read_blocks_direct(&direct, 0, &mut buf[1..BS + 1]).is_err());
     }
 
     #[test]

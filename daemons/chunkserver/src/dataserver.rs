@@ -37,10 +37,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 
-use crate::bufpool::PooledBuf;
+use crate::bufpool::{AlignedBlocks, PooledBuf};
 use crate::chunkfile::{self, BS};
 use crate::downstream::{Downstream, DownstreamPool};
-use crate::store::{blocking, Handle, Store, Writing};
+use crate::store::{blocking, DirectReads, Handle, Store, Writing};
 
 /// Largest control message accepted on the data port.
 pub const CONTROL_LIMIT: u32 = 64 * 1024;
@@ -51,6 +51,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Blocks read from disk per step of a read; two steps are in flight (disk and network).
 const READ_BATCH: usize = 4;
+/// Blocks a read must ask for to be read past the page cache when the page cache does not
+/// hold its start (a client's read-ahead; small reads are read again and keep it).
+const DIRECT_READ_BLOCKS: usize = 16;
 /// Local write jobs queued per session (each holds one block buffer).
 const LOCAL_QUEUE: usize = 64;
 /// Jobs the local writer takes per trip to the blocking pool.
@@ -171,6 +174,7 @@ async fn handle(
         reader,
         writer,
         spare: Vec::new(),
+        direct_reads: Some(DirectReads::default()),
     };
     if let Err(e) = conn.run().await {
         match e {
@@ -190,11 +194,30 @@ struct Conn {
     reader: Reader,
     writer: Writer,
     /// Read buffers of READ_BATCH blocks, kept for the connection's next read.
-    spare: Vec<Vec<u8>>,
+    spare: Vec<AlignedBlocks>,
+    /// The descriptor for direct reads of the chunk read last (`None` while a step has it).
+    direct_reads: Option<DirectReads>,
 }
 
-/// What a read step returns from the blocking pool.
-type ReadStep = (Vec<u8>, [u32; READ_BATCH], FsResult<()>);
+/// A read step's outcome.
+struct ReadStep {
+    buf: AlignedBlocks,
+    crcs: [u32; READ_BATCH],
+    status: FsResult<()>,
+    /// The connection's [`DirectReads`], back from a direct read.
+    direct: Option<DirectReads>,
+}
+
+/// How a step of a read reads from the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DiskRead {
+    /// Through the page cache.
+    Cached,
+    /// Through the page cache, starting the disk reads of this many blocks first.
+    Ahead(u32),
+    /// Past the page cache (see [`Store::read_blocks_direct`]).
+    Direct,
+}
 
 /// A step of a read: read already, or being read on a disk thread.
 enum Step {
@@ -370,30 +393,48 @@ impl Conn {
         }
     }
 
-    fn take_buf(&mut self) -> Vec<u8> {
+    fn take_buf(&mut self) -> AlignedBlocks {
         self.spare
             .pop()
-            .unwrap_or_else(|| vec![0u8; READ_BATCH * BS])
+            .unwrap_or_else(|| AlignedBlocks::zeroed(READ_BATCH))
     }
 
-    /// Reads `count` blocks from `first` on a disk thread. With `ahead`, the disk reads of
-    /// blocks `first .. first + ahead` (the whole request) are started first, all at once.
+    /// Reads `count` blocks from `first` on a disk thread: past the page cache with
+    /// `Disk::Direct`; through it otherwise, with `Disk::Ahead(n)` starting the disk reads of
+    /// blocks `first .. first + n` (the whole request) first, all at once.
     fn spawn_read(
         &mut self,
         chunk: ChunkRef,
         first: u32,
         count: usize,
-        ahead: Option<u32>,
+        how: DiskRead,
     ) -> tokio::task::JoinHandle<ReadStep> {
         let store = Arc::clone(&self.store);
         let mut buf = self.take_buf();
+        let mut direct = match how {
+            DiskRead::Direct => self.direct_reads.take(),
+            _ => None,
+        };
         tokio::task::spawn_blocking(move || {
-            if let Some(blocks) = ahead {
-                store.start_reads(chunk, first, blocks);
-            }
             let mut crcs = [0u32; READ_BATCH];
-            let status = store.read_blocks(chunk, first, &mut buf[..count * BS], &mut crcs);
-            (buf, crcs, status)
+            let blocks = &mut buf[..count * BS];
+            let status = match (how, direct.as_mut()) {
+                (DiskRead::Direct, Some(d)) => {
+                    store.read_blocks_direct(chunk, first, blocks, &mut crcs, d)
+                }
+                _ => {
+                    if let DiskRead::Ahead(n) = how {
+                        store.start_reads(chunk, first, n);
+                    }
+                    store.read_blocks(chunk, first, blocks, &mut crcs)
+                }
+            };
+            ReadStep {
+                buf,
+                crcs,
+                status,
+                direct,
+            }
         })
     }
 
@@ -406,7 +447,12 @@ impl Conn {
             .store
             .read_cached_blocks(chunk, first, &mut buf[..count * BS], &mut crcs);
         match read {
-            Some(status) => Some((buf, crcs, status)),
+            Some(status) => Some(ReadStep {
+                buf,
+                crcs,
+                status,
+                direct: None,
+            }),
             None => {
                 self.spare.push(buf);
                 None
@@ -436,20 +482,44 @@ impl Conn {
         let last = ((end - 1) / BS as u64) as usize;
         let mut next = first;
         let mut count = (last + 1 - next).min(READ_BATCH);
-        // The first step is read here when the page cache has it (no hop to a disk thread
-        // and back); the next steps are read on a disk thread while this one goes out.
-        let mut step = match self.read_cached(chunk, next as u32, count) {
+        // A client's read-ahead that the page cache does not hold is read past it, step by
+        // step on a disk thread.
+        let blocks = last + 1 - first;
+        let direct = blocks >= DIRECT_READ_BLOCKS
+            && !self.store.blocks_cached(chunk, first as u32, blocks as u32);
+        let later = if direct {
+            DiskRead::Direct
+        } else {
+            DiskRead::Cached
+        };
+        // Else the first step is read here when the page cache has it (no hop to a disk
+        // thread and back); the next steps are read on a disk thread while this one goes out.
+        let cached = if direct {
+            None
+        } else {
+            self.read_cached(chunk, next as u32, count)
+        };
+        let mut step = match cached {
             Some(done) => Step::Done(done),
             None => {
-                // Not in the page cache: the disk reads the whole request at once rather
-                // than step by step.
-                let blocks = (last + 1 - first) as u32;
-                let ahead = (blocks as usize > count).then_some(blocks);
-                Step::Reading(self.spawn_read(chunk, next as u32, count, ahead))
+                // A smaller read not in the page cache has the disk read all of it at once.
+                let how = if direct {
+                    DiskRead::Direct
+                } else if blocks > count {
+                    DiskRead::Ahead(blocks as u32)
+                } else {
+                    DiskRead::Cached
+                };
+                Step::Reading(self.spawn_read(chunk, next as u32, count, how))
             }
         };
         loop {
-            let (buf, crcs, status) = match step {
+            let ReadStep {
+                buf,
+                crcs,
+                status,
+                direct,
+            } = match step {
                 Step::Done(done) => done,
                 Step::Reading(task) => match task.await {
                     Ok(r) => r,
@@ -459,6 +529,9 @@ impl Conn {
                     }
                 },
             };
+            if direct.is_some() {
+                self.direct_reads = direct;
+            }
             if let Err(status) = status {
                 self.spare.push(buf);
                 return Ok(Err(status));
@@ -472,7 +545,7 @@ impl Conn {
                     chunk,
                     next as u32,
                     count,
-                    None,
+                    later,
                 )))
             } else {
                 None
@@ -1354,6 +1427,8 @@ mod tests {
     use super::*;
     use crate::store::tests::{read_all, test_store, write_all};
     use moose_proto::handshake::say_hello;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
     use tokio::net::TcpListener;
 
     async fn start(store: Arc<Store>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -1907,6 +1982,65 @@ mod tests {
         assert_eq!(status, Ok(()));
         let expected: Vec<u8> = pieces.iter().flat_map(|(_, d)| d.iter().copied()).collect();
         assert!(data == expected, "the stream did not read back as written");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_ahead_is_read_past_the_page_cache_and_a_small_read_through_it() {
+        // A disk file system: tmpfs keeps even direct reads in its page cache.
+        let sa = server_in(tempfile::tempdir_in("/var/tmp").unwrap(), true).await;
+        let blocks = DIRECT_READ_BLOCKS + 4;
+        let mut pieces: Vec<(u32, Vec<u8>)> = (0..blocks)
+            .map(|i| ((i * BS) as u32, pattern(BS, i as u32 + 7)))
+            .collect();
+        // The file ends inside its last block.
+        pieces.push(((blocks * BS) as u32, pattern(700, 3)));
+        let (mut r, mut w) = connect(sa.addr, Role::Client).await;
+        let answers = pipelined_session(&mut r, &mut w, C, &[], &pieces).await;
+        assert_eq!(answers, all_ok(pieces.len()));
+        let expected: Vec<u8> = pieces.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+
+        let file = Arc::clone(&sa.store.open(C).unwrap().file);
+        let data_pages = |from: usize, blocks: usize| {
+            let at = chunkfile::DATA_OFFSET + (from * BS) as u64;
+            crate::chunkfile::tests::cached_pages(&file, at, blocks * BS)
+        };
+        file.sync_data().unwrap();
+        // SAFETY: a plain system call on an open descriptor; no memory is passed.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(
+            data_pages(0, blocks + 1),
+            0,
+            "the chunk left the page cache"
+        );
+
+        let (data, status) = wire_read(sa.addr, C, 0, expected.len() as u32).await;
+        assert_eq!(status, Ok(()));
+        assert!(
+            data == expected,
+            "a direct read differs from what was written"
+        );
+        // Reading the CRC table through the page cache reads a few pages behind it too,
+        // into the first block.
+        assert_eq!(
+            data_pages(1, blocks),
+            0,
+            "a read of {} blocks went through the page cache",
+            blocks + 1
+        );
+
+        let (data, status) = wire_read(sa.addr, C, (3 * BS + 100) as u32, 1000).await;
+        assert_eq!(status, Ok(()));
+        assert!(data == expected[3 * BS + 100..3 * BS + 1100]);
+        assert!(data_pages(3, 1) > 0, "a small read keeps its block cached");
+
+        // Direct reads check the blocks as any read does.
+        file.write_all_at(b"X", chunkfile::DATA_OFFSET + (9 * BS) as u64)
+            .unwrap();
+        file.sync_data().unwrap();
+        // SAFETY: as above.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let (_, status) = wire_read(sa.addr, C, 0, expected.len() as u32).await;
+        assert_eq!(status, Err(FsError::Crc));
     }
 
     /// One pipelined write session on an open connection: init, pieces and finish sent at

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use moose_proto::msg::{CsToMaster, MarkedDisk};
-use moose_proto::{ChunkRef, DiskReport, FsError, FsResult, CHUNK_SIZE};
+use moose_proto::{ChunkRef, DiskReport, FsError, FsResult, BLOCKS_PER_CHUNK, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
 use crate::bufpool::BufPool;
@@ -123,6 +123,32 @@ pub struct Handle {
     pub chunk: ChunkRef,
     pub file: Arc<File>,
     disk: Arc<Disk>,
+}
+
+/// A chunk file's descriptor for direct reads (see [`Store::read_blocks_direct`]), kept by a
+/// reader for its next reads of the same file.
+#[derive(Default)]
+pub struct DirectReads {
+    /// The file it was opened for: a chunk whose file was opened anew gets a new one.
+    of: Option<Arc<File>>,
+    direct: Option<File>,
+    /// A file system refused direct I/O: this reader reads through the page cache.
+    refused: bool,
+}
+
+impl DirectReads {
+    /// The descriptor for direct reads of `file`, opened if need be.
+    fn of(&mut self, file: &Arc<File>) -> Option<&File> {
+        if self.refused {
+            return None;
+        }
+        if !self.of.as_ref().is_some_and(|f| Arc::ptr_eq(f, file)) {
+            self.direct = chunkfile::open_direct(file);
+            self.refused = self.direct.is_none();
+            self.of = Some(Arc::clone(file));
+        }
+        self.direct.as_ref()
+    }
 }
 
 /// A chunk being built in a temporary file (creation, replication). Dropping it without
@@ -684,6 +710,49 @@ impl Store {
             .unwrap_or(Err(FsError::Io))
     }
 
+    /// [`Store::read_blocks`] past the page cache, through the chunk's descriptor for direct
+    /// I/O that `direct` keeps for the caller's next reads; `buf` is page-aligned. Through
+    /// the page cache where the file system refuses direct I/O.
+    pub fn read_blocks_direct(
+        &self,
+        chunk: ChunkRef,
+        first: u32,
+        buf: &mut [u8],
+        crcs: &mut [u32],
+        direct: &mut DirectReads,
+    ) -> FsResult<()> {
+        let h = self.open(chunk)?;
+        let _guard = self.stripe(chunk.chunk_id).read();
+        let count = buf.len() / BS;
+        if crcs.len() < count {
+            return Err(FsError::Inval);
+        }
+        let Some(file) = direct.of(&h.file) else {
+            return self
+                .read_open_blocks(&h, first, buf, crcs, Wait::Yes)
+                .unwrap_or(Err(FsError::Io));
+        };
+        let cannot = |e: io::Error| {
+            io_error(
+                &h.disk,
+                &format!("cannot read chunk {:016X}", chunk.chunk_id),
+                e,
+            )
+        };
+        let held = match chunkfile::read_blocks_direct(file, first, buf) {
+            Ok(Some(held)) => held,
+            Ok(None) => {
+                direct.refused = true;
+                return self
+                    .read_open_blocks(&h, first, buf, crcs, Wait::Yes)
+                    .unwrap_or(Err(FsError::Io));
+            }
+            Err(e) => return Err(cannot(e)),
+        };
+        chunkfile::read_crcs(&h.file, first, &mut crcs[..count], Wait::Yes).map_err(cannot)?;
+        self.check_blocks(&h, first, buf, crcs, |i| held > i * BS)
+    }
+
     /// Closes the chunk's file kept open (its next use opens it on a disk thread).
     #[cfg(test)]
     pub(crate) fn close_file(&self, chunk_id: u64) {
@@ -695,6 +764,15 @@ impl Store {
     pub fn start_reads(&self, chunk: ChunkRef, first: u32, count: u32) {
         if let Ok(h) = self.open(chunk) {
             chunkfile::start_reads(&h.file, first, count);
+        }
+    }
+
+    /// True when the chunk's file is open and the page cache holds all of blocks
+    /// `first .. first + count` (no system call that could wait).
+    pub fn blocks_cached(&self, chunk: ChunkRef, first: u32, count: u32) -> bool {
+        match self.open_cached(chunk) {
+            Some(Ok(h)) => chunkfile::blocks_cached(&h.file, first, count),
+            _ => false,
         }
     }
 
@@ -744,30 +822,46 @@ impl Store {
         if let Err(e) = chunkfile::read_crcs(&h.file, first, &mut crcs[..count], wait) {
             return failed(e);
         }
+        let mut held = [false; BLOCKS_PER_CHUNK as usize];
         for (i, block) in buf.chunks_exact_mut(BS).enumerate() {
-            let n = first + i as u32;
-            let on_disk = match chunkfile::read_block(&h.file, n, block, wait) {
-                Ok(on_disk) => on_disk,
+            match chunkfile::read_block(&h.file, first + i as u32, block, wait) {
+                Ok(on_disk) => held[i] = on_disk,
                 Err(e) => return failed(e),
-            };
-            let crc = if on_disk {
+            }
+        }
+        Some(self.check_blocks(h, first, buf, crcs, |i| held[i]))
+    }
+
+    /// Checks blocks `first ..` read into `buf` against their CRC entries `crcs`; `held(i)`
+    /// tells whether the file held any byte of the `i`-th (else it reads as zeros).
+    fn check_blocks(
+        &self,
+        h: &Handle,
+        first: u32,
+        buf: &[u8],
+        crcs: &[u32],
+        held: impl Fn(usize) -> bool,
+    ) -> FsResult<()> {
+        for (i, block) in buf.chunks_exact(BS).enumerate() {
+            let crc = if held(i) {
                 crc32fast::hash(block)
             } else {
                 ZERO_BLOCK_CRC
             };
             if crc != crcs[i] {
                 self.mark_damaged(
-                    chunk,
+                    h.chunk,
                     &h.disk,
                     &format!(
-                        "CRC mismatch in block {n} (table {:08X}, data {crc:08X})",
+                        "CRC mismatch in block {} (table {:08X}, data {crc:08X})",
+                        first + i as u32,
                         crcs[i]
                     ),
                 );
-                return Some(Err(FsError::Crc));
+                return Err(FsError::Crc);
             }
         }
-        Some(Ok(()))
+        Ok(())
     }
 
     /// Writes `data` at `offset` of an open chunk (read-modify-write for partial blocks).
