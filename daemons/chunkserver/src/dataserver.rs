@@ -175,6 +175,7 @@ async fn handle(
         writer,
         spare: Vec::new(),
         direct_reads: Some(DirectReads::default()),
+        done_frame: Vec::new(),
     };
     if let Err(e) = conn.run().await {
         match e {
@@ -197,6 +198,8 @@ struct Conn {
     spare: Vec<AlignedBlocks>,
     /// The descriptor for direct reads of the chunk read last (`None` while a step has it).
     direct_reads: Option<DirectReads>,
+    /// A read's `ReadDone` frame, kept for its capacity.
+    done_frame: Vec<u8>,
 }
 
 /// A read step's outcome.
@@ -206,6 +209,13 @@ struct ReadStep {
     status: FsResult<()>,
     /// The connection's [`DirectReads`], back from a direct read.
     direct: Option<DirectReads>,
+}
+
+/// Whether a read's `ReadDone` went out already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    Sent,
+    NotYet,
 }
 
 /// How a step of a read reads from the disk.
@@ -311,10 +321,13 @@ impl Conn {
                             .map_err(hide_version),
                         Err(e) => Err(e),
                     };
-                    self.writer
-                        .send(&FromCs::ReadDone { req_id, status })
-                        .await?;
-                    self.writer.flush().await?;
+                    if status != Ok(Answered::Sent) {
+                        let status = status.map(|_| ());
+                        self.writer
+                            .send(&FromCs::ReadDone { req_id, status })
+                            .await?;
+                        self.writer.flush().await?;
+                    }
                 }
                 ToCs::Sync {
                     req_id,
@@ -460,14 +473,16 @@ impl Conn {
         }
     }
 
-    /// Sends the data of a read request; the returned status goes into `ReadDone`.
+    /// Sends the data of a read request and, when all of it went out, its `ReadDone` with
+    /// the last of it; otherwise the returned status goes into the `ReadDone` the caller
+    /// sends.
     async fn stream_read(
         &mut self,
         req_id: u32,
         chunk: ChunkRef,
         offset: u32,
         size: u32,
-    ) -> Result<FsResult<()>, ConnError> {
+    ) -> Result<FsResult<Answered>, ConnError> {
         let end = u64::from(offset) + u64::from(size);
         if end > CHUNK_SIZE {
             return Ok(Err(FsError::Inval));
@@ -476,7 +491,7 @@ impl Conn {
             return Ok(Err(status));
         }
         if size == 0 {
-            return Ok(Ok(()));
+            return Ok(Ok(Answered::NotYet));
         }
         let first = offset as usize / BS;
         let last = ((end - 1) / BS as u64) as usize;
@@ -572,12 +587,26 @@ impl Conn {
                     (header, piece)
                 })
                 .collect();
-            self.writer.send_data_frames(&frames).await?;
+            if pending.is_some() {
+                self.writer.send_data_frames(&frames).await?;
+            } else {
+                // The answer leaves with the last data, in the same system call.
+                let mut done = std::mem::take(&mut self.done_frame);
+                done.clear();
+                let answer = FromCs::ReadDone {
+                    req_id,
+                    status: Ok(()),
+                };
+                frame::append_msg_frame(&mut done, &answer)?;
+                self.writer.send_data_frames_then(&frames, &done).await?;
+                self.writer.flush().await?;
+                self.done_frame = done;
+            }
             drop(frames);
             self.spare.push(buf);
             match pending {
                 Some(p) => step = p,
-                None => return Ok(Ok(())),
+                None => return Ok(Ok(Answered::Sent)),
             }
         }
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use moose_proto::auth::ChunkToken;
+use moose_proto::frame;
 use moose_proto::handshake::{say_hello, HandshakeError};
 use moose_proto::idle_pool::IdlePool;
 use moose_proto::msg::{FromCs, ToCs};
@@ -491,15 +492,18 @@ async fn write_on(
                     token: token.clone(),
                 })
                 .await?;
-            writer.send_pieces(chunk, frames).await?;
+            // Init, data and sync in one system call: the server reads them together and
+            // writes and syncs in one trip to its disk thread.
+            let mut sync = Vec::new();
             if let Some(req_id) = sync_id {
-                let sync = ToCs::Sync {
+                let msg = ToCs::Sync {
                     req_id,
                     chunk,
                     token: token.clone(),
                 };
-                writer.send(&sync).await?;
+                frame::append_msg_frame(&mut sync, &msg)?;
             }
+            writer.send_pieces_then(chunk, frames, &sync).await?;
             writer.flush().await
         };
         let recv = async {

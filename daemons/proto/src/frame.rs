@@ -3,7 +3,7 @@
 use std::io::IoSlice;
 
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// Frame kind of a postcard-encoded control message.
 pub const KIND_MSG: u32 = 1;
@@ -233,11 +233,16 @@ pub fn parse_frame(kind: u32, body: &[u8]) -> Result<Frame<'_>, ProtoError> {
 
 /// Writes frames through a buffer; call [`FrameWriter::flush`] to push them out.
 pub struct FrameWriter<W: AsyncWrite> {
-    inner: BufWriter<W>,
+    inner: W,
+    /// Frames queued and not written yet; written out when it reaches [`WRITE_BUFFER`].
+    buf: Vec<u8>,
     scratch: Vec<u8>,
     /// Frame headers of the data frames being written, kept for their capacity.
     heads: Vec<[u8; DATA_HEAD_LEN]>,
 }
+
+/// Bytes of queued frames a [`FrameWriter`] holds before it writes them out unasked.
+const WRITE_BUFFER: usize = 128 * 1024;
 
 /// Frame header (kind, length) and [`DataHeader`] of a data frame.
 const DATA_HEAD_LEN: usize = 8 + DataHeader::LEN;
@@ -245,7 +250,8 @@ const DATA_HEAD_LEN: usize = 8 + DataHeader::LEN;
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(inner: W) -> Self {
         FrameWriter {
-            inner: BufWriter::with_capacity(128 * 1024, inner),
+            inner,
+            buf: Vec::with_capacity(WRITE_BUFFER),
             scratch: Vec::new(),
             heads: Vec::new(),
         }
@@ -254,8 +260,33 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// The connection, once everything queued was flushed (a handshake is over and the
     /// caller takes over the writing).
     pub fn into_inner(self) -> W {
-        debug_assert!(self.inner.buffer().is_empty(), "unflushed frames dropped");
-        self.inner.into_inner()
+        debug_assert!(self.buf.is_empty(), "unflushed frames dropped");
+        self.inner
+    }
+
+    /// Writes out the queued frames once they fill the buffer.
+    async fn spill(&mut self) -> Result<(), ProtoError> {
+        if self.buf.len() >= WRITE_BUFFER {
+            self.write_queued().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes out the queued frames, dropping each piece from the buffer once written (a
+    /// flush cut short resumes where it stopped). A buffer grown by a large message is given
+    /// back.
+    async fn write_queued(&mut self) -> Result<(), ProtoError> {
+        while !self.buf.is_empty() {
+            let n = self.inner.write(&self.buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.buf.drain(..n);
+        }
+        if self.buf.capacity() > 2 * WRITE_BUFFER {
+            self.buf.shrink_to(WRITE_BUFFER);
+        }
+        Ok(())
     }
 
     /// Queues a control message.
@@ -270,11 +301,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 limit: MAX_CONTROL_FRAME,
             });
         }
-        self.inner.write_all(&KIND_MSG.to_be_bytes()).await?;
-        self.inner.write_all(&len.to_be_bytes()).await?;
-        self.inner.write_all(&body).await?;
+        self.buf.extend_from_slice(&KIND_MSG.to_be_bytes());
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(&body);
         self.scratch = body;
-        Ok(())
+        self.spill().await
     }
 
     /// Queues a data frame.
@@ -283,12 +314,23 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 
     /// Queues data frames. When their payloads add up to [`DIRECT_DATA`] bytes or more they are
-    /// not copied into the buffer: what is queued goes out first, then every frame's header and
-    /// payload in vectored writes (one for a read step or a write-out of up to a few hundred
-    /// blocks).
+    /// not copied into the buffer: what is queued, every frame's header and payload go out
+    /// together in vectored writes (one for a read step or a write-out of up to a few
+    /// hundred blocks).
     pub async fn send_data_frames(
         &mut self,
         frames: &[(DataHeader, &[u8])],
+    ) -> Result<(), ProtoError> {
+        self.send_data_frames_then(frames, &[]).await
+    }
+
+    /// [`FrameWriter::send_data_frames`] followed by `then`, whole frames encoded with
+    /// [`append_msg_frame`] (the message that ends a write or a read): with data written
+    /// directly they leave in the same system call, so the peer reads them together.
+    pub async fn send_data_frames_then(
+        &mut self,
+        frames: &[(DataHeader, &[u8])],
+        then: &[u8],
     ) -> Result<(), ProtoError> {
         self.heads.clear();
         let mut payload = 0;
@@ -311,19 +353,25 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
         if payload < DIRECT_DATA {
             for (head, (_, data)) in self.heads.iter().zip(frames) {
-                self.inner.write_all(head).await?;
-                self.inner.write_all(data).await?;
+                self.buf.extend_from_slice(head);
+                self.buf.extend_from_slice(data);
             }
-            return Ok(());
+            self.buf.extend_from_slice(then);
+            return self.spill().await;
         }
-        self.inner.flush().await?;
-        let mut bufs: Vec<IoSlice<'_>> = self
-            .heads
-            .iter()
-            .zip(frames)
-            .flat_map(|(head, (_, data))| [IoSlice::new(head), IoSlice::new(data)])
+        let queued = IoSlice::new(&self.buf);
+        let mut bufs: Vec<IoSlice<'_>> = std::iter::once(queued)
+            .chain(
+                self.heads
+                    .iter()
+                    .zip(frames)
+                    .flat_map(|(head, (_, data))| [IoSlice::new(head), IoSlice::new(data)]),
+            )
+            .chain(std::iter::once(IoSlice::new(then)))
+            .filter(|b| !b.is_empty())
             .collect();
-        write_all_vectored(self.inner.get_mut(), &mut bufs).await?;
+        write_all_vectored(&mut self.inner, &mut bufs).await?;
+        self.buf.clear();
         Ok(())
     }
 
@@ -333,6 +381,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         &mut self,
         chunk: crate::ChunkRef,
         pieces: &[(u32, D)],
+    ) -> Result<(), ProtoError> {
+        self.send_pieces_then(chunk, pieces, &[]).await
+    }
+
+    /// [`FrameWriter::send_pieces`] followed by `then` (see
+    /// [`FrameWriter::send_data_frames_then`]).
+    pub async fn send_pieces_then<D: AsRef<[u8]>>(
+        &mut self,
+        chunk: crate::ChunkRef,
+        pieces: &[(u32, D)],
+        then: &[u8],
     ) -> Result<(), ProtoError> {
         let frames: Vec<(DataHeader, &[u8])> = pieces
             .iter()
@@ -349,10 +408,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 (header, data)
             })
             .collect();
-        self.send_data_frames(&frames).await
+        self.send_data_frames_then(&frames, then).await
     }
 
     pub async fn flush(&mut self) -> Result<(), ProtoError> {
+        self.write_queued().await?;
         self.inner.flush().await?;
         Ok(())
     }
@@ -519,6 +579,93 @@ mod tests {
             waiting.push(r.frame_waiting());
         }
         assert_eq!(waiting, [true, true, false]);
+    }
+
+    /// A sink that keeps what it is given and counts the calls that gave it.
+    #[derive(Default)]
+    struct CountedSink {
+        bytes: Vec<u8>,
+        calls: usize,
+    }
+
+    impl AsyncWrite for CountedSink {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.calls += 1;
+            self.bytes.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.calls += 1;
+            let mut n = 0;
+            for b in bufs {
+                self.bytes.extend_from_slice(b);
+                n += b.len();
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_data_and_the_message_behind_them_leave_in_one_write() {
+        let env = |msgid: u32| ClEnvelope {
+            msgid,
+            req: ClRequest::GetAttr { inode: 7 },
+        };
+        let data = vec![5u8; DIRECT_DATA + 100];
+        let mut then = Vec::new();
+        append_msg_frame(&mut then, &env(2)).unwrap();
+        let mut w = FrameWriter::new(CountedSink::default());
+        w.send(&env(1)).await.unwrap();
+        let chunk = crate::ChunkRef {
+            chunk_id: 3,
+            version: 1,
+        };
+        w.send_pieces_then(chunk, &[(0, &data[..])], &then)
+            .await
+            .unwrap();
+        w.flush().await.unwrap();
+        let sink = w.into_inner();
+        assert_eq!(sink.calls, 1, "system calls for one write-out");
+
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        a.write_all(&sink.bytes).await.unwrap();
+        let mut r = FrameReader::new(b);
+        assert_eq!(r.next_msg::<ClEnvelope>().await.unwrap().msgid, 1);
+        match r.next().await.unwrap() {
+            Frame::Data(h, got) => {
+                assert_eq!((h.chunk_id, h.req_id), (3, 1));
+                assert!(got == &data[..]);
+            }
+            other => panic!("expected the data frame, got {other:?}"),
+        }
+        assert_eq!(r.next_msg::<ClEnvelope>().await.unwrap().msgid, 2);
     }
 
     #[tokio::test]
