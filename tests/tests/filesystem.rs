@@ -246,6 +246,38 @@ fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
     }
 }
 
+/// An `fsync` after a chunkserver died succeeds on a file opened write-only, as `dd` and `cp`
+/// open theirs: the data written out before the death is on the other copy, and the mount
+/// learns from the master that the dead copy no longer counts (a writer may ask where its
+/// chunks are, though not read them).
+#[test]
+fn fsync_of_a_write_only_file_after_a_chunkserver_died_succeeds() {
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        default_goal: 2,
+        ..Default::default()
+    })
+    .expect("cluster starts");
+    let mnt = c.mount().unwrap();
+    let data = random_bytes(46, 3 * MIB);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mnt.join("w"))
+        .unwrap();
+    f.write_all(&data).unwrap();
+    // New times wait for the buffered data to be written out (to both copies), not synced.
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30))
+        .unwrap();
+    c.kill_chunkserver(1).unwrap();
+    f.sync_all()
+        .expect("fsync with one copy's server dead and the other durable");
+    drop(f);
+    c.drop_caches();
+    assert_same("the file", &fs::read(mnt.join("w")).unwrap(), &data);
+}
+
 /// A sequential reader finds the next megabytes read ahead after every read, not only after
 /// one that had to wait: with its only chunkserver gone, the next 8 MiB still come from
 /// the mount.

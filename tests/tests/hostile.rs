@@ -305,6 +305,62 @@ fn reading_or_writing_a_chunk_without_a_token_is_refused() {
     );
 }
 
+/// A session that opened a file write-only learns where its chunks are (an `fsync` after a
+/// chunkserver died asks), but gets no token to read them with.
+#[test]
+fn a_write_only_opener_gets_locations_without_a_read_token() {
+    let mut c = start(ClusterSpec {
+        chunkservers: 1,
+        ..Default::default()
+    });
+    let mnt = c.mount().unwrap();
+    std::fs::write(mnt.join("f"), vec![3u8; 100_000]).unwrap();
+    let port = c.chunkservers[0].port;
+    let (loc, read) = rt().block_on(async {
+        let mut p = raw("127.0.0.1", c.cl_port, Role::Client).await;
+        assert!(matches!(p.register("/").await, Ok(ClReply::Registered(_))));
+        let inode = p.lookup(ROOT_INODE, "f").await;
+        let open = p
+            .call(ClRequest::Open {
+                inode,
+                flags: libc::O_WRONLY,
+                cred: Cred::root(),
+            })
+            .await;
+        assert!(open.is_ok(), "{open:?}");
+        let loc = match p.call(ClRequest::ReadChunk { inode, index: 0 }).await {
+            Ok(ClReply::Chunk(loc)) => loc,
+            other => panic!("locations for a write-only opener: {other:?}"),
+        };
+        let mut cs = raw("127.0.0.1", port, Role::Client).await;
+        cs.w.send_now(&ToCs::Read {
+            req_id: 1,
+            chunk: ChunkRef {
+                chunk_id: loc.chunk_id,
+                version: loc.version,
+            },
+            offset: 0,
+            size: 65536,
+            token: loc.token.clone(),
+        })
+        .await
+        .unwrap();
+        let read = match cs.r.next_msg::<FromCs>().await {
+            Ok(FromCs::ReadDone { status, .. }) => status,
+            other => panic!("expected ReadDone and no data, got {other:?}"),
+        };
+        (loc, read)
+    });
+    assert_ne!(loc.chunk_id, 0);
+    assert_eq!(loc.servers.len(), 1, "{loc:?}");
+    assert_eq!(
+        loc.token,
+        ChunkToken::default(),
+        "a read token for a writer"
+    );
+    assert_eq!(read, Err(FsError::Access));
+}
+
 #[test]
 fn a_read_only_session_cannot_extend_a_file_nor_read_what_it_did_not_open() {
     let mut c = start(ClusterSpec {

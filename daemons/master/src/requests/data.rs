@@ -156,7 +156,14 @@ fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &crate::namespace::Ch
 }
 
 /// Where chunk `index` of the file is; servers in random order to spread reads.
-pub fn read_chunk(m: &Master, inode: Inode, index: u32) -> FsResult<ClReply> {
+/// Whether a chunk's location carries a read token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    Read,
+    None,
+}
+
+pub fn read_chunk(m: &Master, inode: Inode, index: u32, token: Token) -> FsResult<ClReply> {
     let (mut loc, ids) = {
         let st = m.state();
         let (length, chunks, _) = file_chunks(&st, inode)?;
@@ -178,7 +185,7 @@ pub fn read_chunk(m: &Master, inode: Inode, index: u32) -> FsResult<ClReply> {
     };
     loc.servers = ids.into_iter().filter_map(|id| m.cs.addr(id)).collect();
     loc.servers.shuffle(&mut rand::rng());
-    if loc.chunk_id != 0 {
+    if loc.chunk_id != 0 && token == Token::Read {
         loc.token = m.trust.read_token(ChunkRef {
             chunk_id: loc.chunk_id,
             version: loc.version,

@@ -107,7 +107,7 @@ pub fn meta_request(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> S
         ClRequest::Release { .. } => names::apply(m, s, req, now),
         ClRequest::ReadChunk { inode, index } => {
             if super::granted(s, inode, R) {
-                data::read_chunk(m, inode, index).map(|r| (r, None))
+                data::read_chunk(m, inode, index, data::Token::Read).map(|r| (r, None))
             } else {
                 Err(super::not_granted(s, inode, "read"))
             }
