@@ -21,9 +21,8 @@ fn cluster(chunkservers: usize) -> LocalCluster {
     .expect("cluster starts")
 }
 
-/// Two chunkservers keeping two copies of everything, a mount, and a file `name` of `size`
-/// random bytes (from `seed`) written through it.
-fn two_copies_of(name: &str, seed: u64, size: usize) -> (LocalCluster, PathBuf, Vec<u8>) {
+/// Two chunkservers keeping two copies of everything, and a mount.
+fn two_copies() -> (LocalCluster, PathBuf) {
     let mut c = LocalCluster::start(ClusterSpec {
         chunkservers: 2,
         default_goal: 2,
@@ -31,6 +30,12 @@ fn two_copies_of(name: &str, seed: u64, size: usize) -> (LocalCluster, PathBuf, 
     })
     .expect("cluster starts");
     let mnt = c.mount().unwrap();
+    (c, mnt)
+}
+
+/// [`two_copies`] and a file `name` of `size` random bytes (from `seed`) written through it.
+fn two_copies_of(name: &str, seed: u64, size: usize) -> (LocalCluster, PathBuf, Vec<u8>) {
+    let (c, mnt) = two_copies();
     let data = random_bytes(seed, size);
     fs::write(mnt.join(name), &data).unwrap();
     (c, mnt, data)
@@ -252,13 +257,7 @@ fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
 /// chunks are, though not read them).
 #[test]
 fn fsync_of_a_write_only_file_after_a_chunkserver_died_succeeds() {
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        default_goal: 2,
-        ..Default::default()
-    })
-    .expect("cluster starts");
-    let mnt = c.mount().unwrap();
+    let (c, mnt) = two_copies();
     let data = random_bytes(46, 3 * MIB);
     let mut f = fs::OpenOptions::new()
         .write(true)

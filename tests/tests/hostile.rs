@@ -97,6 +97,34 @@ impl Raw {
         .await
     }
 
+    async fn open(&mut self, inode: u64, flags: i32) -> Result<ClReply, FsError> {
+        self.call(ClRequest::Open {
+            inode,
+            flags,
+            cred: Cred::root(),
+        })
+        .await
+    }
+
+    /// On a chunkserver link: asks for the first block of `chunk` with `token`, where no
+    /// data is to come; the `ReadDone` status.
+    async fn refused_read(&mut self, chunk: ChunkRef, token: ChunkToken) -> Result<(), FsError> {
+        self.w
+            .send_now(&ToCs::Read {
+                req_id: 1,
+                chunk,
+                offset: 0,
+                size: 65536,
+                token,
+            })
+            .await
+            .unwrap();
+        match self.r.next_msg::<FromCs>().await {
+            Ok(FromCs::ReadDone { status, .. }) => status,
+            other => panic!("expected ReadDone and no data, got {other:?}"),
+        }
+    }
+
     async fn lookup(&mut self, parent: u64, name: &str) -> u64 {
         match self
             .call(ClRequest::Lookup {
@@ -256,23 +284,8 @@ fn reading_or_writing_a_chunk_without_a_token_is_refused() {
     };
     let (read_none, read_forged, write_none) = rt().block_on(async {
         let mut p = raw("127.0.0.1", port, Role::Client).await;
-        let mut read = async |token: ChunkToken| {
-            p.w.send_now(&ToCs::Read {
-                req_id: 1,
-                chunk,
-                offset: 0,
-                size: 65536,
-                token,
-            })
-            .await
-            .unwrap();
-            match p.r.next_msg::<FromCs>().await {
-                Ok(FromCs::ReadDone { status, .. }) => status,
-                other => panic!("expected ReadDone and no data, got {other:?}"),
-            }
-        };
-        let none = read(ChunkToken::default()).await;
-        let forged_status = read(forged.clone()).await;
+        let none = p.refused_read(chunk, ChunkToken::default()).await;
+        let forged_status = p.refused_read(chunk, forged.clone()).await;
         let mut p = raw("127.0.0.1", port, Role::Client).await;
         p.w.send_now(&ToCs::WriteInit {
             chunk,
@@ -320,35 +333,18 @@ fn a_write_only_opener_gets_locations_without_a_read_token() {
         let mut p = raw("127.0.0.1", c.cl_port, Role::Client).await;
         assert!(matches!(p.register("/").await, Ok(ClReply::Registered(_))));
         let inode = p.lookup(ROOT_INODE, "f").await;
-        let open = p
-            .call(ClRequest::Open {
-                inode,
-                flags: libc::O_WRONLY,
-                cred: Cred::root(),
-            })
-            .await;
+        let open = p.open(inode, libc::O_WRONLY).await;
         assert!(open.is_ok(), "{open:?}");
         let loc = match p.call(ClRequest::ReadChunk { inode, index: 0 }).await {
             Ok(ClReply::Chunk(loc)) => loc,
             other => panic!("locations for a write-only opener: {other:?}"),
         };
-        let mut cs = raw("127.0.0.1", port, Role::Client).await;
-        cs.w.send_now(&ToCs::Read {
-            req_id: 1,
-            chunk: ChunkRef {
-                chunk_id: loc.chunk_id,
-                version: loc.version,
-            },
-            offset: 0,
-            size: 65536,
-            token: loc.token.clone(),
-        })
-        .await
-        .unwrap();
-        let read = match cs.r.next_msg::<FromCs>().await {
-            Ok(FromCs::ReadDone { status, .. }) => status,
-            other => panic!("expected ReadDone and no data, got {other:?}"),
+        let chunk = ChunkRef {
+            chunk_id: loc.chunk_id,
+            version: loc.version,
         };
+        let mut cs = raw("127.0.0.1", port, Role::Client).await;
+        let read = cs.refused_read(chunk, loc.token.clone()).await;
         (loc, read)
     });
     assert_ne!(loc.chunk_id, 0);
@@ -381,13 +377,7 @@ fn a_read_only_session_cannot_extend_a_file_nor_read_what_it_did_not_open() {
         }
         let inode = p.lookup(ROOT_INODE, "f").await;
         let unopened_read = p.call(ClRequest::ReadChunk { inode, index: 0 }).await;
-        let open = p
-            .call(ClRequest::Open {
-                inode,
-                flags: libc::O_RDONLY,
-                cred: Cred::root(),
-            })
-            .await;
+        let open = p.open(inode, libc::O_RDONLY).await;
         assert!(open.is_ok(), "{open:?}");
         let chunk_id = match p.call(ClRequest::ReadChunk { inode, index: 0 }).await {
             Ok(ClReply::Chunk(loc)) => loc.chunk_id,
@@ -483,13 +473,7 @@ fn dot_dot_in_a_mount_path_and_inodes_outside_a_subfolder_are_refused() {
         let up = p.lookup(root, "..").await;
         let attr_file = p.call(ClRequest::GetAttr { inode: secret_file }).await;
         let attr_dir = p.call(ClRequest::GetAttr { inode: secret_dir }).await;
-        let open = p
-            .call(ClRequest::Open {
-                inode: secret_file,
-                flags: libc::O_RDWR,
-                cred: Cred::root(),
-            })
-            .await;
+        let open = p.open(secret_file, libc::O_RDWR).await;
         (escape, up == root, attr_file, attr_dir, open)
     });
     match escape {
@@ -580,13 +564,7 @@ fn files_of_a_client_that_never_comes_back_are_released_after_the_sustain_time()
         let mut p = raw("127.0.0.1", c.cl_port, Role::Client).await;
         p.register("/").await.unwrap();
         let inode = p.lookup(ROOT_INODE, "held").await;
-        p.call(ClRequest::Open {
-            inode,
-            flags: libc::O_RDONLY,
-            cred: Cred::root(),
-        })
-        .await
-        .unwrap();
+        p.open(inode, libc::O_RDONLY).await.unwrap();
         // Gone without a goodbye: the connection just ends.
     });
     std::fs::remove_file(mnt.join("held")).unwrap();
@@ -777,13 +755,7 @@ fn a_session_is_resumed_only_with_its_key_and_from_its_address() {
             other => panic!("registration: {other:?}"),
         };
         let inode = p.lookup(ROOT_INODE, "f").await;
-        p.call(ClRequest::Open {
-            inode,
-            flags: libc::O_RDONLY,
-            cred: Cred::root(),
-        })
-        .await
-        .unwrap();
+        p.open(inode, libc::O_RDONLY).await.unwrap();
         drop(p);
         tokio::time::sleep(Duration::from_millis(300)).await;
         // A wrong key, or the right one from another address: a new session, nothing of the

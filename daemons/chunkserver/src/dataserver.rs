@@ -502,13 +502,16 @@ impl Conn {
         let blocks = last + 1 - first;
         let direct = blocks >= DIRECT_READ_BLOCKS
             && !self.store.blocks_cached(chunk, first as u32, blocks as u32);
-        let later = if direct {
-            DiskRead::Direct
-        } else {
-            DiskRead::Cached
-        };
         // Else the first step is read here when the page cache has it (no hop to a disk
-        // thread and back); the next steps are read on a disk thread while this one goes out.
+        // thread and back), and the next steps on a disk thread while this one goes out; a
+        // read not in the page cache has the disk read all of it at once.
+        let (first_read, later) = if direct {
+            (DiskRead::Direct, DiskRead::Direct)
+        } else if blocks > count {
+            (DiskRead::Ahead(blocks as u32), DiskRead::Cached)
+        } else {
+            (DiskRead::Cached, DiskRead::Cached)
+        };
         let cached = if direct {
             None
         } else {
@@ -516,17 +519,7 @@ impl Conn {
         };
         let mut step = match cached {
             Some(done) => Step::Done(done),
-            None => {
-                // A smaller read not in the page cache has the disk read all of it at once.
-                let how = if direct {
-                    DiskRead::Direct
-                } else if blocks > count {
-                    DiskRead::Ahead(blocks as u32)
-                } else {
-                    DiskRead::Cached
-                };
-                Step::Reading(self.spawn_read(chunk, next as u32, count, how))
-            }
+            None => Step::Reading(self.spawn_read(chunk, next as u32, count, first_read)),
         };
         loop {
             let ReadStep {

@@ -727,11 +727,6 @@ impl Store {
         if crcs.len() < count {
             return Err(FsError::Inval);
         }
-        let Some(file) = direct.of(&h.file) else {
-            return self
-                .read_open_blocks(&h, first, buf, crcs, Wait::Yes)
-                .unwrap_or(Err(FsError::Io));
-        };
         let cannot = |e: io::Error| {
             io_error(
                 &h.disk,
@@ -739,15 +734,15 @@ impl Store {
                 e,
             )
         };
-        let held = match chunkfile::read_blocks_direct(file, first, buf) {
-            Ok(Some(held)) => held,
-            Ok(None) => {
-                direct.refused = true;
-                return self
-                    .read_open_blocks(&h, first, buf, crcs, Wait::Yes)
-                    .unwrap_or(Err(FsError::Io));
-            }
-            Err(e) => return Err(cannot(e)),
+        let read = match direct.of(&h.file) {
+            Some(file) => chunkfile::read_blocks_direct(file, first, buf).map_err(cannot)?,
+            None => None,
+        };
+        let Some(held) = read else {
+            direct.refused = true;
+            return self
+                .read_open_blocks(&h, first, buf, crcs, Wait::Yes)
+                .unwrap_or(Err(FsError::Io));
         };
         chunkfile::read_crcs(&h.file, first, &mut crcs[..count], Wait::Yes).map_err(cannot)?;
         self.check_blocks(&h, first, buf, crcs, |i| held > i * BS)

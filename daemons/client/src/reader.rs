@@ -346,10 +346,15 @@ impl Reader {
 
     async fn segment(self: &Arc<Self>, inode: Inode, seg: u64) -> SegResult {
         let slot = self.slot(inode, seg);
-        let me = self.clone();
+        self.clone().fill(inode, seg, &slot).await
+    }
+
+    /// The segment's bytes, read from the chunkservers unless the slot holds them or another
+    /// reader is reading them.
+    async fn fill(self: Arc<Self>, inode: Inode, seg: u64, slot: &Segment) -> SegResult {
         slot.cell
             .get_or_init(|| async move {
-                me.read_range(inode, seg * SEGMENT, SEGMENT)
+                self.read_range(inode, seg * SEGMENT, SEGMENT)
                     .await
                     .map(Arc::new)
             })
@@ -388,15 +393,7 @@ impl Reader {
     fn fetch(self: &Arc<Self>, inode: Inode, seg: u64, slot: Arc<Segment>) {
         let me = self.clone();
         tokio::spawn(async move {
-            let r = slot
-                .cell
-                .get_or_init(|| async move {
-                    me.read_range(inode, seg * SEGMENT, SEGMENT)
-                        .await
-                        .map(Arc::new)
-                })
-                .await;
-            if let Err(e) = r {
+            if let Err(e) = me.fill(inode, seg, &slot).await {
                 tracing::debug!("read-ahead of inode {inode} segment {seg} failed: {e}");
             }
         });

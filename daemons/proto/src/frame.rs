@@ -236,7 +236,6 @@ pub struct FrameWriter<W: AsyncWrite> {
     inner: W,
     /// Frames queued and not written yet; written out when it reaches [`WRITE_BUFFER`].
     buf: Vec<u8>,
-    scratch: Vec<u8>,
     /// Frame headers of the data frames being written, kept for their capacity.
     heads: Vec<[u8; DATA_HEAD_LEN]>,
 }
@@ -252,7 +251,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         FrameWriter {
             inner,
             buf: Vec::with_capacity(WRITE_BUFFER),
-            scratch: Vec::new(),
             heads: Vec::new(),
         }
     }
@@ -291,20 +289,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Queues a control message.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
-        self.scratch.clear();
-        let body = postcard::to_extend(msg, std::mem::take(&mut self.scratch))?;
-        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-        if len > MAX_CONTROL_FRAME {
-            self.scratch = body;
-            return Err(ProtoError::TooLarge {
-                len,
-                limit: MAX_CONTROL_FRAME,
-            });
-        }
-        self.buf.extend_from_slice(&KIND_MSG.to_be_bytes());
-        self.buf.extend_from_slice(&len.to_be_bytes());
-        self.buf.extend_from_slice(&body);
-        self.scratch = body;
+        append_msg_frame(&mut self.buf, msg)?;
         self.spill().await
     }
 
