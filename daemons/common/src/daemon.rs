@@ -323,8 +323,15 @@ fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks existence.
     let rc = unsafe { libc::kill(pid, 0) };
     let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    // A zombie has ended: it only waits for a parent (or a missing init) to reap it.
-    exists && !is_zombie(pid)
+    exists && !has_ended(pid)
+}
+
+/// A zombie main thread with no other thread left has ended: it only waits for a parent (or
+/// a missing init) to reap it. While another thread is still exiting, the process keeps its
+/// files, and so its locks (a chunkserver's disk locks among them).
+fn has_ended(pid: i32) -> bool {
+    is_zombie(pid)
+        && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count()) <= 1
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -739,5 +746,48 @@ mod tests {
         );
         child.wait().unwrap();
         assert!(process_alive(std::process::id() as i32));
+    }
+
+    extern "C" fn linger(_: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: plain sleep(3) and _exit(2) in the forked child.
+        unsafe {
+            libc::usleep(500_000);
+            libc::_exit(0)
+        }
+    }
+
+    #[test]
+    fn a_process_whose_main_thread_ended_first_lives_until_its_last_thread_ends() {
+        // SAFETY: the child only starts a thread and ends its own main thread with raw calls.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above; SYS_exit ends the calling thread only.
+            unsafe {
+                let mut t: libc::pthread_t = std::mem::zeroed();
+                libc::pthread_create(&mut t, std::ptr::null(), linger, std::ptr::null_mut());
+                libc::syscall(libc::SYS_exit, 0);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_zombie(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the child's main thread did not end"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            process_alive(pid),
+            "a process whose other thread still runs counts as ended"
+        );
+        while process_alive(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the child's last thread did not end"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // SAFETY: reaps the child forked above.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     }
 }
