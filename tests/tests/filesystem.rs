@@ -314,6 +314,33 @@ fn a_sequential_readers_window_moves_with_every_read() {
     }
 }
 
+/// A read of a chunk whose only server restarts waits it out, as stock's mount does for
+/// `mfsioretries` (30) tries: an admin's restart of a chunkserver is no I/O error.
+#[test]
+fn a_read_waits_out_a_restart_of_the_only_chunkserver() {
+    let mut c = cluster(1);
+    let mnt = c.mount().unwrap();
+    let data = random_bytes(47, MIB);
+    fs::write(mnt.join("f"), &data).unwrap();
+    c.drop_caches();
+    c.stop_chunkserver(0).unwrap();
+    let path = mnt.join("f");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(fs::read(path)));
+    // Longer than the six rounds (6.3 s) the mount used to try before it gave up.
+    let early = rx.recv_timeout(std::time::Duration::from_secs(10));
+    c.start_chunkserver(0).unwrap();
+    if let Ok(r) = early {
+        let r = r.map(|d| format!("{} bytes", d.len()));
+        panic!("the read ended while the chunkserver was down: {r:?}");
+    }
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the read ends once the chunkserver is back")
+        .expect("the read succeeds");
+    assert_same("the file", &got, &data);
+}
+
 /// After a server dies, reads stop trying its copy first: the location that named it is
 /// dropped once another copy answered. Counted by a listener on the dead server's port.
 #[test]

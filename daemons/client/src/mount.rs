@@ -201,7 +201,12 @@ fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()>
     let read_only = p.opts.read_only || reply.read_only;
     let cfg = fuse_config(&p.source, &p.opts, read_only);
     let cs = Arc::new(CsPool::default());
-    let reader = Arc::new(Reader::new(master.clone(), cs.clone(), p.opts.attr_cache));
+    let reader = Arc::new(Reader::new(
+        master.clone(),
+        cs.clone(),
+        p.opts.attr_cache,
+        p.opts.io_retries,
+    ));
     let result = if p.opts.meta {
         let fs = MetaFs::new(
             master,
@@ -214,7 +219,13 @@ fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()>
     } else {
         let fs = {
             let _guard = rt.enter();
-            let writer = Writer::new(master.clone(), cs, reader.clone(), p.opts.write_cache_bytes);
+            let writer = Writer::new(
+                master.clone(),
+                cs,
+                reader.clone(),
+                p.opts.write_cache_bytes,
+                p.opts.io_retries,
+            );
             let config = FsConfig {
                 attr_ttl: p.opts.attr_cache,
                 entry_ttl: p.opts.entry_cache,

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 /// Default `mfswritecachesize`, in MiB.
 pub const DEFAULT_WRITE_CACHE_MIB: u64 = 128;
+/// Default `mfsioretries` (stock's): tries of a chunk's read or write before it fails.
+pub const DEFAULT_IO_RETRIES: u32 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
@@ -51,6 +53,9 @@ pub struct MountOptions {
     pub neg_entry_cache: Duration,
     /// Write-behind buffer of the whole mount, in bytes.
     pub write_cache_bytes: u64,
+    /// Tries of a chunk's read or write, with growing pauses, before the call fails: how long
+    /// a mount waits out chunkservers that are down (stock's `mfsioretries`).
+    pub io_retries: u32,
     pub password: Option<String>,
     pub flags: Vec<KernelFlag>,
     /// Mount the meta file system (the trash) instead of files: `-m` or `mfsmeta`.
@@ -71,6 +76,7 @@ impl Default for MountOptions {
             entry_cache: Duration::from_secs(1),
             neg_entry_cache: Duration::ZERO,
             write_cache_bytes: DEFAULT_WRITE_CACHE_MIB << 20,
+            io_retries: DEFAULT_IO_RETRIES,
             password: None,
             flags: Vec::new(),
             meta: false,
@@ -167,6 +173,14 @@ impl MountOptions {
                     return Err(bad(name, v, "too large (MiB)"));
                 }
                 self.write_cache_bytes = mib << 20;
+            }
+            "mfsioretries" => {
+                let v = need_value(name, value)?;
+                let tries: u32 = v.trim().parse().map_err(|_| bad(name, v, "not a number"))?;
+                if !(1..=1000).contains(&tries) {
+                    return Err(bad(name, v, "must be 1 to 1000 tries"));
+                }
+                self.io_retries = tries;
             }
             "mfsmeta" => {
                 no_value(name, value)?;
@@ -270,6 +284,7 @@ mod tests {
         assert_eq!(o.entry_cache, Duration::from_secs(1));
         assert_eq!(o.neg_entry_cache, Duration::ZERO);
         assert_eq!(o.write_cache_bytes, 128 << 20);
+        assert_eq!(o.io_retries, 30);
         assert!(!o.read_only && !o.allow_other && o.password.is_none());
     }
 
@@ -278,6 +293,7 @@ mod tests {
         let o = MountOptions::parse(&[
             "ro,allow_other,mfsattrcacheto=2.5,mfsentrycacheto=0,mfsnegentrycacheto=30",
             "mfswritecachesize=16,mfspassword=se\\,cret,nosuid,nonempty,default_permissions",
+            "mfsioretries=5",
         ])
         .unwrap();
         assert!(o.read_only && o.allow_other);
@@ -285,6 +301,7 @@ mod tests {
         assert_eq!(o.entry_cache, Duration::ZERO);
         assert_eq!(o.neg_entry_cache, Duration::from_secs(30));
         assert_eq!(o.write_cache_bytes, 16 << 20);
+        assert_eq!(o.io_retries, 5);
         assert_eq!(o.password.as_deref(), Some("se,cret"));
         assert_eq!(o.flags, vec![KernelFlag::NoSuid]);
     }
@@ -320,6 +337,10 @@ mod tests {
         ));
         assert!(matches!(
             MountOptions::parse(&["mfswritecachesize=0"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert!(matches!(
+            MountOptions::parse(&["mfsioretries=0"]),
             Err(OptionError::BadValue { .. })
         ));
     }

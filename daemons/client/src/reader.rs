@@ -23,8 +23,6 @@ const MAX_AHEAD: u64 = 8;
 const MAX_SEGMENTS_PER_FILE: usize = 16;
 /// Files with cached segments.
 const MAX_CACHED_FILES: usize = 32;
-/// Rounds of (all servers, then fresh locations) before a read fails.
-const READ_ROUNDS: u32 = 6;
 /// Cached chunk locations.
 const MAX_LOCATIONS: usize = 16384;
 
@@ -161,20 +159,25 @@ pub struct Reader {
     cs: Arc<CsPool>,
     /// How long locations and segments stay valid.
     ttl: Duration,
+    /// Rounds of (every server, then fresh locations) before a read fails (`mfsioretries`).
+    rounds: u32,
     locations: Mutex<Locations>,
     cache: Mutex<SegmentCache>,
 }
 
-fn backoff(round: u32) -> Duration {
-    Duration::from_millis(100u64 << round.min(5)).min(Duration::from_secs(3))
+/// The pause after a failed round of a chunk's read or write: growing from 0.1 s to 10 s, so
+/// 30 rounds (stock's `mfsioretries`) wait out chunkservers down for about four minutes.
+pub fn backoff(round: u32) -> Duration {
+    Duration::from_millis(100u64 << round.min(7)).min(Duration::from_secs(10))
 }
 
 impl Reader {
-    pub fn new(master: MasterClient, cs: Arc<CsPool>, ttl: Duration) -> Reader {
+    pub fn new(master: MasterClient, cs: Arc<CsPool>, ttl: Duration, rounds: u32) -> Reader {
         Reader {
             master,
             cs,
             ttl: ttl.max(Duration::from_millis(100)),
+            rounds: rounds.max(1),
             locations: Mutex::new(Locations::default()),
             cache: Mutex::new(SegmentCache::default()),
         }
@@ -493,7 +496,7 @@ impl Reader {
         offset: u32,
         buf: &mut [u8],
     ) -> Result<(), FsError> {
-        for round in 0..READ_ROUNDS {
+        for round in 0..self.rounds {
             if loc.chunk_id == 0 {
                 // The chunk became a hole (the file was cut meanwhile).
                 buf.fill(0);
@@ -619,6 +622,11 @@ mod tests {
     #[test]
     fn backoff_is_bounded() {
         assert_eq!(backoff(0), Duration::from_millis(100));
-        assert!(backoff(40) <= Duration::from_secs(3));
+        assert_eq!(backoff(40), Duration::from_secs(10));
+        let stock_retries: Duration = (0..30).map(backoff).sum();
+        assert!(
+            stock_retries > Duration::from_secs(180),
+            "{stock_retries:?}"
+        );
     }
 }

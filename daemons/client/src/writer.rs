@@ -22,7 +22,7 @@ use crate::csio::{CsError, CsPool};
 use crate::extents::{plan_chunks, ChunkWrite, Extents};
 use crate::kept_leases::{KeptLease, KeptLeases};
 use crate::master::{CallError, MasterClient};
-use crate::reader::Reader;
+use crate::reader::{backoff, Reader};
 
 /// Writes this large may take a kept buffer (smaller ones start small ranges).
 const BLOCK_BYTES: usize = BLOCK_SIZE as usize;
@@ -34,7 +34,9 @@ const MAX_DIRTY_AGE: Duration = Duration::from_secs(2);
 const LOCKED_PATIENCE: Duration = Duration::from_secs(60);
 /// How long "no chunkservers" is waited out (they re-register after a master restart).
 const NO_SERVERS_PATIENCE: Duration = Duration::from_secs(10);
-/// Attempts (each with a new lease) to write one chunk.
+/// Attempts to sync a chunk whose version moved on; and attempts to write a chunk that
+/// chunkservers refuse for want of space (a full disk does not come back as a restarted
+/// server does).
 const WRITE_ATTEMPTS: u32 = 5;
 /// Chunks of one file written at the same time.
 const PARALLEL_CHUNKS: usize = 4;
@@ -209,6 +211,8 @@ pub struct Writer {
     master: MasterClient,
     cs: Arc<CsPool>,
     reader: Arc<Reader>,
+    /// Attempts (each with a new lease) to write one chunk (`mfsioretries`).
+    attempts: u32,
     budget: Semaphore,
     budget_total: u64,
     files: Mutex<HashMap<Inode, Arc<FileBuf>>>,
@@ -267,18 +271,21 @@ impl Purpose {
 }
 
 impl Writer {
-    /// `cache_bytes` bounds the buffered data of all files together.
+    /// `cache_bytes` bounds the buffered data of all files together; a chunk's write is tried
+    /// `attempts` times.
     pub fn new(
         master: MasterClient,
         cs: Arc<CsPool>,
         reader: Arc<Reader>,
         cache_bytes: u64,
+        attempts: u32,
     ) -> Arc<Writer> {
         let budget_total = cache_bytes.clamp(1 << 20, (Semaphore::MAX_PERMITS as u64).min(1 << 40));
         let w = Arc::new(Writer {
             master,
             cs,
             reader,
+            attempts: attempts.max(1),
             budget: Semaphore::new(budget_total as usize),
             budget_total,
             files: Mutex::new(HashMap::new()),
@@ -914,7 +921,9 @@ impl Writer {
         let sync = purpose.end_sync();
         let mut last = FsError::Io;
         let mut kept = Self::kept_lease(f, index).await;
-        for attempt in 1..=WRITE_ATTEMPTS {
+        let mut attempt = 0;
+        while attempt < self.attempts {
+            attempt += 1;
             let (lease, granted, reused) = match kept.take() {
                 Some(KeptLease { lease, granted, .. }) => (lease, granted, true),
                 None => (self.lease(inode, index).await?, Instant::now(), false),
@@ -1021,12 +1030,15 @@ impl Writer {
                         } => err,
                         _ => FsError::Io,
                     };
+                    if last != FsError::Io && attempt >= WRITE_ATTEMPTS {
+                        break;
+                    }
                 }
             }
             self.reader.invalidate(inode);
-            tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+            tokio::time::sleep(backoff(attempt - 1)).await;
         }
-        tracing::error!("inode {inode} chunk {index}: giving up after {WRITE_ATTEMPTS} attempts");
+        tracing::error!("inode {inode} chunk {index}: giving up after {attempt} attempts");
         Err(last)
     }
 

@@ -22,7 +22,8 @@ struct Args {
     #[arg(short = 'S', long = "subdir", default_value = "/")]
     subdir: String,
     /// Mount options, comma-separated (ro, allow_other, mfsattrcacheto=S, mfsentrycacheto=S,
-    /// mfsnegentrycacheto=S, mfswritecachesize=MiB, mfspassword=TEXT, nosuid, noexec, …).
+    /// mfsnegentrycacheto=S, mfswritecachesize=MiB, mfsioretries=N,
+    /// mfspassword=TEXT, nosuid, noexec, …).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Mount the meta file system (the trash) instead of files, as `mfsmount -m`; the master
