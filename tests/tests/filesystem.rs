@@ -141,6 +141,66 @@ fn df_shows_the_sum_of_the_chunkservers() {
     assert!(text.contains(&(3u64 << 30).to_string()), "df said {text}");
 }
 
+/// The pid of the `moose-mount` serving `mnt`.
+fn mount_pid(mnt: &std::path::Path) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|b| *b == 0);
+        if args.next().is_some_and(|a| a.ends_with(b"moose-mount"))
+            && args.next() == Some(mnt.as_os_str().as_bytes())
+        {
+            return pid;
+        }
+    }
+    panic!("no moose-mount serves {}", mnt.display())
+}
+
+/// Process `pid` runs (exists and is not a zombie).
+fn runs(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// A mount whose master is gone still ends on SIGTERM: it detaches itself rather than wait
+/// for a plain unmount, which looks at the mount point and so waits for the master.
+#[test]
+fn a_mount_whose_master_is_gone_ends_on_sigterm() {
+    let mut c = cluster(1);
+    let mnt = c.mount().unwrap();
+    fs::write(mnt.join("f"), b"kept").unwrap();
+    let pid = mount_pid(&mnt);
+    c.kill_master().unwrap();
+    // The kernel's attributes of the mount point expire (after 1 s): a look at it asks the
+    // mount.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: kill(2) of the mount this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while runs(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ended = !runs(pid);
+    if !ended {
+        // SAFETY: as above; the cluster's clean-up detaches the mount point.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(ended, "the mount still ran 30 s after its SIGTERM");
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&format!(" {} ", mnt.display())),
+        "{} is still mounted",
+        mnt.display()
+    );
+}
+
 #[test]
 fn master_kill_9_and_restart_keeps_every_acknowledged_change() {
     let mut c = cluster(2);

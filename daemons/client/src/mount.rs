@@ -372,20 +372,39 @@ async fn unmount_on_signal(mountpoint: PathBuf, mut unmounter: SessionUnmounter)
         _ = hup.recv() => tracing::info!("hangup signal received: unmounting"),
     }
     let done = tokio::task::spawn_blocking(move || {
+        // Detached first: a plain unmount (fusermount3's, behind auto_unmount) looks at the
+        // mount point, which asks this mount for its attributes, which waits for the master
+        // while it is away; a detach does not look inside. The session ends once the last
+        // user is gone.
+        detach(&mountpoint);
         if let Err(e) = unmounter.unmount() {
-            tracing::warn!(
-                "unmounting {} failed ({e}); detaching it instead",
-                mountpoint.display()
-            );
-            if let Err(e) = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH) {
-                tracing::error!("detaching {} failed: {e}", mountpoint.display());
-            }
+            tracing::warn!("unmounting {} failed: {e}", mountpoint.display());
         }
     })
     .await;
     if let Err(e) = done {
         tracing::error!("unmount task failed: {e}");
     }
+}
+
+/// Detaches the mount at `mountpoint` (a lazy unmount): `umount2` as root, else
+/// `fusermount3 -u -z`.
+fn detach(mountpoint: &Path) {
+    use nix::mount::{umount2, MntFlags};
+    let why = match umount2(mountpoint, MntFlags::MNT_DETACH) {
+        Ok(()) => return,
+        Err(nix::errno::Errno::EPERM) => match std::process::Command::new("fusermount3")
+            .args(["-u", "-z", "-q", "--"])
+            .arg(mountpoint)
+            .status()
+        {
+            Ok(st) if st.success() => return,
+            Ok(st) => format!("fusermount3 -u -z: {st}"),
+            Err(e) => format!("cannot run fusermount3: {e}"),
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!("detaching {} failed: {why}", mountpoint.display());
 }
 
 #[cfg(test)]
