@@ -401,6 +401,51 @@ fn a_read_waits_out_a_restart_of_the_only_chunkserver() {
     assert_same("the file", &got, &data);
 }
 
+/// A write to a chunk whose only server restarts waits it out too: the master cannot grant
+/// the write meanwhile, and the mount asks again as a read does.
+#[test]
+fn a_write_waits_out_a_restart_of_the_only_chunkserver() {
+    let mut c = cluster(1);
+    let mnt = c.mount().unwrap();
+    let mut data = random_bytes(48, MIB);
+    fs::write(mnt.join("f"), &data).unwrap();
+    c.stop_chunkserver(0).unwrap();
+    // Written by another process: a descriptor with data not yet written out, open in this
+    // one, would make the start of the chunkserver wait (its copy of the descriptor closes
+    // at its exec, and that close waits for the write-out).
+    let mut dd = std::process::Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", mnt.join("f").display()))
+        .args([
+            "bs=4096",
+            "seek=1",
+            "count=1",
+            "conv=notrunc,fsync",
+            "status=none",
+        ])
+        .spawn()
+        .unwrap();
+    // Longer than the six rounds (6.3 s) a read used to wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut early = None;
+    while early.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        early = dd.try_wait().unwrap();
+    }
+    c.start_chunkserver(0).unwrap();
+    if let Some(status) = early {
+        panic!("the write ended while the chunkserver was down: dd {status}");
+    }
+    let status = dd.wait().unwrap();
+    assert!(
+        status.success(),
+        "the write and its fsync succeed: dd {status}"
+    );
+    data[4096..8192].fill(0);
+    c.drop_caches();
+    assert_same("the file", &fs::read(mnt.join("f")).unwrap(), &data);
+}
+
 /// After a server dies, reads stop trying its copy first: the location that named it is
 /// dropped once another copy answered. Counted by a listener on the dead server's port.
 #[test]

@@ -1069,10 +1069,12 @@ impl Writer {
         self.end_leases(inode, unfit).await;
     }
 
-    /// A write lease for chunk `index`, waiting while another writer holds the chunk.
+    /// A write lease for chunk `index`, waiting while another writer holds the chunk, and
+    /// (as a read does) while the chunk's servers are away.
     async fn lease(&self, inode: Inode, index: u32) -> Result<WriteLease, FsError> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(20);
+        let mut refused = 0;
         loop {
             match self
                 .master
@@ -1094,6 +1096,17 @@ impl Writer {
                     tracing::debug!("inode {inode} chunk {index}: no chunkservers yet; waiting");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                // No copy of the chunk within the master's reach (its servers are down or
+                // restarting), or none took the new version.
+                Err(CallError::Fs(FsError::Io)) if refused + 1 < self.attempts => {
+                    if refused == 0 {
+                        tracing::warn!(
+                            "inode {inode} chunk {index}: the master cannot reach a copy to write; waiting for its chunkservers"
+                        );
+                    }
+                    tokio::time::sleep(backoff(refused)).await;
+                    refused += 1;
                 }
                 Err(e) => return Err(call_status(e)),
             }
