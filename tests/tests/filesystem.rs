@@ -142,10 +142,10 @@ fn df_shows_the_sum_of_the_chunkservers() {
 }
 
 /// The pid of the `moose-mount` serving `mnt`.
-fn mount_pid(mnt: &std::path::Path) -> i32 {
+fn mount_pid(mnt: &std::path::Path) -> u32 {
     use std::os::unix::ffi::OsStrExt;
     for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
@@ -161,14 +161,6 @@ fn mount_pid(mnt: &std::path::Path) -> i32 {
     panic!("no moose-mount serves {}", mnt.display())
 }
 
-/// Process `pid` runs (exists and is not a zombie).
-fn runs(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
-}
-
 /// A mount whose master is gone still ends on SIGTERM: it detaches itself rather than wait
 /// for a plain unmount, which looks at the mount point and so waits for the master.
 #[test]
@@ -182,15 +174,15 @@ fn a_mount_whose_master_is_gone_ends_on_sigterm() {
     // mount.
     std::thread::sleep(std::time::Duration::from_secs(2));
     // SAFETY: kill(2) of the mount this test started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while runs(pid) && std::time::Instant::now() < deadline {
+    while moose_tests::process_running(pid) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let ended = !runs(pid);
+    let ended = !moose_tests::process_running(pid);
     if !ended {
         // SAFETY: as above; the cluster's clean-up detaches the mount point.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
     assert!(ended, "the mount still ran 30 s after its SIGTERM");
     let mounts = fs::read_to_string("/proc/mounts").unwrap();
