@@ -1084,3 +1084,130 @@ fn the_kernel_keeps_a_files_pages_across_its_own_writes_and_drops_them_when_anot
     assert_same("b's new first page, on a", &again[..4096], &newer);
     assert_same("the rest, on a", &again[4096..], &data[4096..]);
 }
+
+#[test]
+fn a_small_file_opened_for_reading_is_read_without_asking_the_master_where_it_lies() {
+    use std::io::Read;
+    let mut c = cluster();
+    let mnt = mount_keeping_names(&mut c);
+    let path = mnt.join("small");
+    let want = random_bytes(11, 100_000);
+    fs::write(&path, &want).unwrap();
+    drop_pages_of(&path);
+    let mut f = fs::File::open(&path).unwrap();
+    // The kernel asks for the attributes a write left stale before it reads: here, not
+    // while the master stands still.
+    fs::metadata(&path).unwrap();
+    // The open said where the file's chunk lies: reading it needs only the chunkserver.
+    let paused = c.pause_master().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let read = done_within_10s(move || {
+        let mut got = Vec::new();
+        let _ = tx.send(f.read_to_end(&mut got).map(|_| got));
+    });
+    drop(paused);
+    assert!(
+        read,
+        "the read of a file opened before the master stopped waited for it"
+    );
+    assert_same("the small file", &rx.recv().unwrap().unwrap(), &want);
+}
+
+/// `copy_file_range(2)` of `len` bytes from `from` at `off_in` to `to` at `off_out`: how many
+/// it copied.
+fn copy_range(from: &fs::File, off_in: u64, to: &fs::File, off_out: u64, len: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let (mut i, mut o) = (off_in as i64, off_out as i64);
+    // SAFETY: descriptors the caller's files own; the offsets are locals of this function.
+    let n =
+        unsafe { libc::copy_file_range(from.as_raw_fd(), &mut i, to.as_raw_fd(), &mut o, len, 0) };
+    assert!(
+        n >= 0,
+        "copy_file_range: {}",
+        std::io::Error::last_os_error()
+    );
+    n as usize
+}
+
+#[test]
+fn copy_file_range_copies_what_a_reader_sees_even_data_the_mount_still_buffers() {
+    let mut c = cluster();
+    let mnt = c.mount().unwrap();
+    // Three read-ahead segments and a bit: copied in pieces, as `cp` asks.
+    let data = random_bytes(12, 3 * MIB + 123);
+    fs::write(mnt.join("src"), &data).unwrap();
+    let src = fs::File::open(mnt.join("src")).unwrap();
+    let dst = fs::File::create(mnt.join("dst")).unwrap();
+    let mut at = 0;
+    while at < data.len() {
+        let n = copy_range(&src, at as u64, &dst, at as u64, data.len());
+        assert!(n > 0, "copy_file_range stopped at {at} of {}", data.len());
+        at += n;
+    }
+    assert_eq!(copy_range(&src, at as u64, &dst, at as u64, 4096), 0);
+    drop((src, dst));
+    assert_same("the copy", &fs::read(mnt.join("dst")).unwrap(), &data);
+
+    // From bytes written but not yet written out, into the middle of a file.
+    let mut src = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mnt.join("src"))
+        .unwrap();
+    src.seek(SeekFrom::Start(10)).unwrap();
+    src.write_all(b"fresh").unwrap();
+    let dst = fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("dst"))
+        .unwrap();
+    assert_eq!(copy_range(&src, 8, &dst, 2 * MIB as u64, 9), 9);
+    drop((src, dst));
+    let mut want = data.clone();
+    want[2 * MIB..2 * MIB + 9].copy_from_slice(&[&data[8..10], b"fresh", &data[15..17]].concat());
+    assert_same(
+        "the copy changed in the middle",
+        &fs::read(mnt.join("dst")).unwrap(),
+        &want,
+    );
+}
+
+#[test]
+fn copying_into_a_set_id_file_as_another_user_clears_its_set_id_bits() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let mut c = cluster();
+    let mnt = c.mount().unwrap();
+    let (src, dst) = (mnt.join("src"), mnt.join("dst"));
+    fs::write(&src, b"new bytes").unwrap();
+    fs::write(&dst, b"old bytes").unwrap();
+    fs::set_permissions(&dst, fs::Permissions::from_mode(0o6777)).unwrap();
+    let (src, dst) = (
+        CString::new(src.as_os_str().as_bytes()).unwrap(),
+        CString::new(dst.as_os_str().as_bytes()).unwrap(),
+    );
+    // A child that copies as NOBODY: only system calls between fork and _exit.
+    // SAFETY: the child calls nothing but system calls on memory prepared before the fork.
+    let status = unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            let ok = libc::setgid(NOBODY) == 0 && libc::setuid(NOBODY) == 0 && {
+                let i = libc::open(src.as_ptr(), libc::O_RDONLY);
+                let o = libc::open(dst.as_ptr(), libc::O_WRONLY);
+                let (mut a, mut b) = (0i64, 0i64);
+                i >= 0 && o >= 0 && libc::copy_file_range(i, &mut a, o, &mut b, 9, 0) == 9
+            };
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        status
+    };
+    assert_eq!(status, 0, "the copy as {NOBODY} failed");
+    let dst = mnt.join("dst");
+    assert_eq!(fs::read(&dst).unwrap(), b"new bytes");
+    assert_eq!(
+        mode(&dst),
+        0o777,
+        "set-id bits left after another user's copy"
+    );
+}

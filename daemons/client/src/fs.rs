@@ -30,7 +30,7 @@ use crate::extents::MAX_FILE_SIZE;
 use crate::inode_pool::InodePool;
 use crate::known::Sweep;
 use crate::master::{Call, CallError, MasterClient};
-use crate::reader::{ReadData, ReadMode, Reader};
+use crate::reader::{ReadData, ReadMode, Reader, READ_AT_OPEN};
 use crate::stale_pages::StalePages;
 use crate::writer::Writer;
 
@@ -725,9 +725,20 @@ impl Core {
             })
             .await;
         let result = match r {
-            Ok(ClReply::Opened { attr, keep_cache }) => {
+            Ok(ClReply::Opened {
+                attr,
+                keep_cache,
+                first_chunk,
+            }) => {
                 self.note_mode(&attr);
                 let fh = self.count_open(inode, flags, cred, &mut count);
+                if let Some(loc) = first_chunk {
+                    // Unless the kernel keeps the file's pages, its first read follows.
+                    let read_now = flags & libc::O_ACCMODE == libc::O_RDONLY
+                        && !keep_cache
+                        && attr.size <= READ_AT_OPEN;
+                    self.reader.opened(inode, loc, read_now);
+                }
                 let mut open_flags = if keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
@@ -986,6 +997,35 @@ impl Core {
                 .map_err(fs_errno);
         }
         Ok(data)
+    }
+
+    /// Copies up to `len` bytes from `from` (file, offset) into the write buffer of `to`;
+    /// returns how many (0 at the source's end).
+    async fn copy_range(
+        self: &Arc<Self>,
+        from: (Inode, u64),
+        to: (Inode, u64),
+        len: u32,
+        mode: ReadMode,
+        drops_setid: Option<Cred>,
+    ) -> Result<u32, Errno> {
+        let data = self.read(from.0, from.1, len, mode).await?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let (inode, offset) = to;
+        if let Some(cred) = drops_setid {
+            self.drop_setid(inode, &cred).await?;
+        }
+        let allowed = self
+            .grants
+            .admit(&self.master, inode, offset, data.len() as u64)
+            .await
+            .map_err(errno)?;
+        let data = &data[..(allowed as usize).min(data.len())];
+        self.reader.invalidate_data(inode);
+        self.writer.write(inode, offset, data).await;
+        Ok(data.len() as u32)
     }
 
     fn xattr_absent(&self, inode: Inode, name: &[u8]) -> bool {
@@ -2176,21 +2216,52 @@ impl Filesystem for MooseFs {
         reply.error(Errno::EOPNOTSUPP);
     }
 
+    /// `cp` copies with `copy_file_range`; without it the kernel copies page by page, a read
+    /// request per 4 KiB and a write after them. Here the mount reads the source as a
+    /// sequential reader would and buffers the bytes as a write of the destination.
     fn copy_file_range(
         &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        _fh_in: FileHandle,
-        _offset_in: u64,
-        _ino_out: INodeNo,
+        req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
         _fh_out: FileHandle,
-        _offset_out: u64,
-        _len: u64,
+        offset_out: u64,
+        len: u64,
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        // The kernel then copies through reads and writes (and asks no more).
-        reply.error(Errno::ENOSYS);
+        // As much as one write takes; `cp` asks again for the rest.
+        let len = len.min(u64::from(MAX_WRITE));
+        if offset_out
+            .checked_add(len)
+            .is_none_or(|end| end > MAX_FILE_SIZE)
+        {
+            return reply.error(Errno::EFBIG);
+        }
+        let core = self.core.clone();
+        let (src, dst) = (core.to_master(ino_in), core.to_master(ino_out));
+        let mode = core.read_mode(fh_in.0, offset_in, len as u32);
+        // The kernel leaves dropping the destination's set-ID bits to the file system here, and
+        // says nothing of the caller's CAP_FSETID: root keeps them, as it does writing.
+        let cred = core.cred(req);
+        let drops_setid = (cred.uid != 0 && !core.is_plain(dst)).then_some(cred);
+        self.spawn(async move {
+            let copied = core
+                .copy_range(
+                    (src, offset_in),
+                    (dst, offset_out),
+                    len as u32,
+                    mode,
+                    drops_setid,
+                )
+                .await;
+            match copied {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn create(

@@ -25,6 +25,8 @@ const MAX_SEGMENTS_PER_FILE: usize = 16;
 const MAX_CACHED_FILES: usize = 32;
 /// Cached chunk locations.
 const MAX_LOCATIONS: usize = 16384;
+/// Files up to this size are read as soon as an open for reading says where they are.
+pub const READ_AT_OPEN: u64 = 256 * 1024;
 
 type SegResult = Result<Arc<Vec<u8>>, FsError>;
 
@@ -245,6 +247,24 @@ impl Reader {
         }
         self.read_ahead(inode, last, ahead);
         Ok(ReadData::Owned(out))
+    }
+
+    /// Keeps where the first chunk of `inode` lives, as its open said, and with `read_now`
+    /// starts reading the file's first segment: the kernel's first read follows the open at
+    /// once, and finds the data on its way.
+    pub fn opened(self: &Arc<Self>, inode: Inode, first_chunk: ChunkLocation, read_now: bool) {
+        let at = Instant::now();
+        let loc = Arc::new(first_chunk);
+        self.locations
+            .lock()
+            .insert(inode, 0, CachedLocation { at, loc }, self.ttl);
+        if !read_now {
+            return;
+        }
+        let (slot, new) = self.slot_in(&mut self.cache.lock(), inode, 0);
+        if new {
+            self.fetch(inode, 0, slot);
+        }
     }
 
     /// A small random read served on the calling FUSE thread (see [`crate::read_here`]), if

@@ -491,9 +491,13 @@ pub enum ClReply {
     /// The answer to an open: the file's attributes, and whether the kernel may keep the
     /// pages it has of the file (its data did not change since this session last had it
     /// open, or the session has it open now and hears of every change).
+    ///
+    /// An open that may read a non-empty file also says where its first chunk lives
+    /// (`first_chunk`): a mount reads a small file from there without asking again.
     Opened {
         attr: Attr,
         keep_cache: bool,
+        first_chunk: Option<ChunkLocation>,
     },
 }
 

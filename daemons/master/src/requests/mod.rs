@@ -10,7 +10,7 @@ mod trash;
 mod xattr;
 
 use moose_proto::msg::{ClReply, ClRequest, EndSync};
-use moose_proto::{Attr, ChunkRef, Cred, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
+use moose_proto::{Attr, ChunkRef, Cred, FileKind, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
 use std::sync::Arc;
 
 pub use quota::clock_loop as quota_clock_loop;
@@ -173,6 +173,40 @@ fn check_scope(m: &Master, s: &Session, req: &ClRequest) -> FsResult<()> {
     Ok(())
 }
 
+/// An open; one that may read a non-empty file also says where its first chunk lives, so
+/// that a mount reads a small file without asking for that (a round trip less per file that
+/// `cp`, `tar -c` or `git` reads).
+fn open(
+    m: &Master,
+    s: &Session,
+    inode: Inode,
+    flags: i32,
+    cred: Cred,
+    now: Timespec,
+) -> FsResult<Outcome> {
+    let (reply, version) = names::apply(m, s, ClRequest::Open { inode, flags, cred }, now)?;
+    let reads = flags & 3 != 1; // O_RDONLY or O_RDWR
+    let reply = match reply {
+        ClReply::Opened {
+            attr,
+            keep_cache,
+            first_chunk: None,
+        } if reads && attr.kind == FileKind::File && attr.size > 0 => {
+            let first_chunk = match data::read_chunk(m, inode, 0, data::Token::Read) {
+                Ok(ClReply::Chunk(loc)) => Some(loc),
+                _ => None,
+            };
+            ClReply::Opened {
+                attr,
+                keep_cache,
+                first_chunk,
+            }
+        }
+        other => other,
+    };
+    Ok((reply, version))
+}
+
 /// The session opened `inode` with `bit` (R or W) granted.
 fn granted(s: &Session, inode: Inode, bit: u32) -> bool {
     s.open
@@ -233,6 +267,7 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
             replace,
             cred,
         } => snapshot::make(m, s, src, parent, name, replace, cred, now),
+        ClRequest::Open { inode, flags, cred } => open(m, s, inode, flags, cred, now),
         ClRequest::ReadChunk { inode, index } => {
             if granted(s, inode, crate::access::R) {
                 data::read_chunk(m, inode, index, data::Token::Read).map(|r| (r, None))

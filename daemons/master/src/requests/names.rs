@@ -322,6 +322,7 @@ pub fn apply(m: &Master, s: &Session, req: ClRequest, now: Timespec) -> FsResult
             done(ClReply::Opened {
                 attr: attr(st, inode)?,
                 keep_cache,
+                first_chunk: None,
             })
         }
         ClRequest::Release { inode } => {
