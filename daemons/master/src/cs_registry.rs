@@ -8,17 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moose_proto::msg::MasterToCs;
-use moose_proto::outbox::{self, Outbox};
 use moose_proto::{CsAddr, DiskReport, FsError};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// An order on its way to chunkserver `id`.
 pub struct SentOrder {
     id: u32,
     req_id: u64,
     rx: oneshot::Receiver<Result<(), FsError>>,
-    /// Bytes sent to the server once this order is in the socket.
-    end: u64,
+    /// Messages queued to the server when this one was (it is written once that many are).
+    seq: u64,
     written: watch::Receiver<u64>,
 }
 
@@ -26,39 +25,48 @@ impl SentOrder {
     /// Waits until the order is in the socket to its server: a master that dies from here on
     /// leaves it to the kernel to deliver.
     pub async fn on_the_wire(&mut self) -> Result<(), FsError> {
-        outbox::sent_through(self.written.clone(), self.end)
+        let seq = self.seq;
+        self.written
+            .wait_for(|n| *n >= seq)
             .await
+            .map(|_| ())
             .map_err(|_| FsError::Io)
     }
 }
 
-/// Orders not yet taken by a chunkserver's socket, in bytes, past which it gets no more: a
-/// server that stopped reading is as good as gone.
-const MAX_BACKLOG: u64 = 4 << 20;
-
-/// The way to one chunkserver's connection. An order is written to the socket by the task
-/// that gives it, unless earlier ones still wait there (the connection's writer task then
-/// sends it after them): the lease of a new chunk waits until its orders are in the socket,
-/// and a hand-off to a writer task cost it a wake-up of that task and one of its own.
+/// The way to one chunkserver's connection: its writer task takes the messages in order and
+/// counts those it wrote to the socket.
 #[derive(Clone)]
 pub struct OrderQueue {
-    out: Outbox,
+    tx: mpsc::Sender<MasterToCs>,
+    queued: Arc<AtomicU64>,
+    written: watch::Receiver<u64>,
 }
 
 impl OrderQueue {
-    pub fn new(out: Outbox) -> OrderQueue {
-        OrderQueue { out }
+    /// A queue, and for the connection's writer task the messages and where it counts how
+    /// many it wrote.
+    pub fn new() -> (OrderQueue, mpsc::Receiver<MasterToCs>, watch::Sender<u64>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let (written_tx, written) = watch::channel(0);
+        let queue = OrderQueue {
+            tx,
+            queued: Arc::new(AtomicU64::new(0)),
+            written,
+        };
+        (queue, rx, written_tx)
     }
 
-    /// Sends `msg`; returns how many bytes the connection sent once it is in the socket.
-    fn send(&self, msg: MasterToCs) -> Result<u64, FsError> {
-        if self.out.backlog() > MAX_BACKLOG {
-            return Err(FsError::Io);
-        }
-        self.out.push_counted(&msg).map_err(|e| {
-            tracing::error!("an order to a chunkserver cannot be encoded: {e}");
-            FsError::Io
-        })
+    /// Queues `msg`; returns how many messages were queued by then.
+    async fn send(&self, msg: MasterToCs) -> Result<u64, FsError> {
+        self.tx.send(msg).await.map_err(|_| FsError::Io)?;
+        Ok(self.queued.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// [`OrderQueue::send`] without waiting: an error when the queue is full.
+    fn try_send(&self, msg: MasterToCs) -> Result<u64, FsError> {
+        self.tx.try_send(msg).map_err(|_| FsError::Io)?;
+        Ok(self.queued.fetch_add(1, Ordering::SeqCst) + 1)
     }
 }
 
@@ -209,13 +217,8 @@ impl CsRegistry {
     }
 
     /// Adds a registering chunkserver, keeping the id it had (by its saved id or address) or
-    /// giving it a new one, and sends it `first(id)` before anyone can send it an order.
-    /// Refuses a second chunkserver on an address already connected.
-    pub fn admit(
-        &self,
-        mut entry: CsEntry,
-        first: impl FnOnce(u32) -> MasterToCs,
-    ) -> Result<u32, String> {
+    /// giving it a new one. Refuses a second chunkserver on an address already connected.
+    pub fn admit(&self, mut entry: CsEntry) -> Result<u32, String> {
         let mut entries = self.lock();
         if let Some(e) = entries
             .values()
@@ -247,11 +250,6 @@ impl CsRegistry {
             None => entries.keys().max().copied().unwrap_or(0) + 1,
         };
         entry.id = id;
-        if let Some(queue) = &entry.tx {
-            queue
-                .send(first(id))
-                .map_err(|e| format!("its connection takes nothing: {e}"))?;
-        }
         entries.insert(id, entry);
         Ok(id)
     }
@@ -263,10 +261,7 @@ impl CsRegistry {
         make: impl FnOnce(u64) -> MasterToCs,
     ) -> Result<(), FsError> {
         let (req_id, rx, queue) = self.register_order(id)?;
-        if let Err(e) = queue.send(make(req_id)) {
-            self.forget_order(id, req_id);
-            return Err(e);
-        }
+        queue.send(make(req_id)).await?;
         self.result_of(id, req_id, rx).await
     }
 
@@ -278,25 +273,20 @@ impl CsRegistry {
         make: impl FnOnce(u64) -> MasterToCs,
     ) -> Result<SentOrder, FsError> {
         let (req_id, rx, queue) = self.register_order(id)?;
-        match queue.send(make(req_id)) {
-            Ok(end) => Ok(SentOrder {
+        match queue.try_send(make(req_id)) {
+            Ok(seq) => Ok(SentOrder {
                 id,
                 req_id,
                 rx,
-                end,
-                written: queue.out.written(),
+                seq,
+                written: queue.written.clone(),
             }),
             Err(e) => {
-                self.forget_order(id, req_id);
+                if let Some(entry) = self.lock().get(&id) {
+                    entry.pending.lock().remove(&req_id);
+                }
                 Err(e)
             }
-        }
-    }
-
-    /// Drops the wait for the result of an order that was not sent.
-    fn forget_order(&self, id: u32, req_id: u64) {
-        if let Some(entry) = self.lock().get(&id) {
-            entry.pending.lock().remove(&req_id);
         }
     }
 

@@ -8,16 +8,12 @@ use std::sync::Arc;
 
 use moose_proto::handshake::Role;
 use moose_proto::msg::{CsToMaster, MasterToCs};
-use moose_proto::outbox::{self, Outbox};
 use moose_proto::{ChunkRef, CsAddr, FrameReader, FrameWriter, FsError};
 use tokio::net::TcpStream;
 
 use crate::cs_registry::{CsEntry, OrderQueue, Pending};
 use crate::master::Master;
 use crate::state::Copy;
-
-/// No keep-alive from the master: chunkservers send theirs.
-const NO_KEEPALIVE: Option<(std::time::Duration, &MasterToCs)> = None;
 
 /// Serves one chunkserver connection until it ends.
 pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
@@ -56,15 +52,16 @@ async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
     anyhow::bail!("refused: {reason}")
 }
 
-async fn register_and_serve<R>(
+async fn register_and_serve<R, W>(
     master: &Arc<Master>,
     mut reader: FrameReader<R>,
-    mut writer: crate::link::LinkWriter,
+    mut writer: FrameWriter<W>,
     peer: SocketAddr,
     nonce: &[u8],
 ) -> anyhow::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let first = tokio::time::timeout(master.cs.timeout(), reader.next_msg()).await;
     let Ok(first) = first else {
@@ -173,38 +170,20 @@ where
         .await;
     }
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-    let out = Outbox::new(writer.into_inner());
-    let token_key = master.trust.key_for_chunkservers();
-    // The acknowledgement leaves before any order: orders find the server's queue only once
-    // it is admitted.
-    let admitted = master.cs.admit(
-        CsEntry {
-            id: cs_id,
-            addr: addr.clone(),
-            version,
-            connected: true,
-            disks,
-            left_gracefully: false,
-            tx: Some(OrderQueue::new(out.clone())),
-            pending: pending.clone(),
-        },
-        |id| MasterToCs::RegisterAck {
-            cs_id: id,
-            cluster_id: our_cluster,
-            proof,
-            token_key,
-        },
-    );
+    let (queue, mut rx, written) = OrderQueue::new();
+    let admitted = master.cs.admit(CsEntry {
+        id: cs_id,
+        addr: addr.clone(),
+        version,
+        connected: true,
+        disks,
+        left_gracefully: false,
+        tx: Some(queue),
+        pending: pending.clone(),
+    });
     let id = match admitted {
         Ok(id) => id,
-        Err(reason) => {
-            crate::link::REFUSALS.warn(peer.ip(), &format!("chunkserver {peer} refused: {reason}"));
-            out.push(&MasterToCs::Refused {
-                reason: reason.clone(),
-            })?;
-            outbox::drain(&out).await?;
-            anyhow::bail!("refused: {reason}")
-        }
+        Err(reason) => return refuse(&mut writer, peer, reason).await,
     };
     master.known_servers.note(id);
     let (known, unknown) = {
@@ -229,13 +208,37 @@ where
         }
         (known, unknown.len())
     };
+    writer
+        .send_now(&MasterToCs::RegisterAck {
+            cs_id: id,
+            cluster_id: our_cluster,
+            proof,
+            token_key: master.trust.key_for_chunkservers(),
+        })
+        .await?;
     tracing::info!(
         "chunkserver {addr} registered (id {id}): {known} chunks known, {unknown} unknown (to delete)"
     );
 
-    // Orders go to the socket from the tasks that give them (see `OrderQueue`), the writer
-    // task sends what the socket did not take at once; results and reports come in here.
-    let mut writer_task = tokio::spawn(outbox::write_loop(out.clone(), NO_KEEPALIVE));
+    // Orders go out through a writer task, which counts what reached the socket; results
+    // and reports come in here.
+    let mut writer_task = {
+        let mut w = writer;
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while let Some(msg) = rx.recv().await {
+                w.send(&msg).await?;
+                sent += 1;
+                while let Ok(more) = rx.try_recv() {
+                    w.send(&more).await?;
+                    sent += 1;
+                }
+                w.flush().await?;
+                written.send_replace(sent);
+            }
+            Ok::<(), moose_proto::ProtoError>(())
+        })
+    };
     let timeout = master.cs.timeout();
     let result: anyhow::Result<()> = loop {
         let msg = tokio::select! {

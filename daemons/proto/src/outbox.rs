@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::frame::append_msg_frame;
 use crate::ProtoError;
@@ -25,9 +25,6 @@ pub struct Outbox {
     state: Arc<Mutex<State>>,
     /// Wakes the writer task: bytes are left over, or a write failed.
     wake: Arc<Notify>,
-    /// How many bytes the socket took so far, for senders that wait until theirs are in it
-    /// ([`Outbox::push_counted`]).
-    written: Arc<watch::Sender<u64>>,
 }
 
 struct State {
@@ -45,22 +42,12 @@ struct State {
     /// The writer task was told to write held bytes within [`SOON`] (see
     /// [`Outbox::push_soon`]).
     soon: bool,
-    /// How many bytes were queued so far.
-    pushed: u64,
 }
 
 /// The longest a message pushed with [`Outbox::push_soon`] waits for another to go with.
 pub const SOON: Duration = Duration::from_millis(2);
 
 impl State {
-    /// Queues `msg`'s frame and counts its bytes.
-    fn queue<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
-        let before = self.queued.len();
-        append_msg_frame(&mut self.queued, msg)?;
-        self.pushed += (self.queued.len() - before) as u64;
-        Ok(())
-    }
-
     /// Takes the queued bytes for the caller to write, unless another sender is writing.
     fn take_for_writing(&mut self) -> Option<Vec<u8>> {
         if self.writing || self.queued.is_empty() || self.failed.is_some() {
@@ -94,10 +81,8 @@ impl Outbox {
                 last_sent: Instant::now(),
                 held: false,
                 soon: false,
-                pushed: 0,
             })),
             wake: Arc::new(Notify::new()),
-            written: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -105,47 +90,22 @@ impl Outbox {
     /// An error here is one of encoding (the message is not queued); a failed write ends the
     /// writer task instead.
     pub fn push<T: Serialize>(&self, msg: &T) -> Result<(), ProtoError> {
-        self.push_counted(msg).map(|_| ())
-    }
-
-    /// [`Outbox::push`], returning how many bytes the connection will have sent once `msg`
-    /// is in the socket: [`Outbox::sent_through`] waits for that.
-    pub fn push_counted<T: Serialize>(&self, msg: &T) -> Result<u64, ProtoError> {
-        let (taken, end) = {
+        let taken = {
             let mut st = self.state.lock();
             // Bytes left queued and not held wait for the socket: the writer task sends them
             // and what follows them.
             let write_now = st.queued.is_empty() || st.held;
-            st.queue(msg)?;
-            let taken = if write_now {
+            append_msg_frame(&mut st.queued, msg)?;
+            if write_now {
                 st.take_for_writing()
             } else {
                 None
-            };
-            (taken, st.pushed)
+            }
         };
         if let Some(bytes) = taken {
             self.write_taken(bytes);
         }
-        Ok(end)
-    }
-
-    /// Waits until the socket took the first `end` bytes sent on the connection (an error
-    /// once the connection is gone).
-    pub async fn sent_through(&self, end: u64) -> Result<(), ProtoError> {
-        sent_through(self.written.subscribe(), end).await
-    }
-
-    /// What [`Outbox::sent_through`] waits on, for a waiter that must not keep the
-    /// connection's sending side alive.
-    pub fn written(&self) -> watch::Receiver<u64> {
-        self.written.subscribe()
-    }
-
-    /// Bytes queued that the socket has not taken yet.
-    pub fn backlog(&self) -> u64 {
-        let pushed = self.state.lock().pushed;
-        pushed - *self.written.borrow()
+        Ok(())
     }
 
     /// Queues `msg` in its place after everything sent before, but writes it only at
@@ -153,7 +113,7 @@ impl Outbox {
     /// waits for it, and pays for the write after.
     pub fn push_held<T: Serialize>(&self, msg: &T) -> Result<(), ProtoError> {
         let mut st = self.state.lock();
-        st.queue(msg)?;
+        append_msg_frame(&mut st.queued, msg)?;
         st.held = true;
         Ok(())
     }
@@ -164,7 +124,7 @@ impl Outbox {
     pub fn push_soon<T: Serialize>(&self, msg: &T) -> Result<(), ProtoError> {
         let arm = {
             let mut st = self.state.lock();
-            st.queue(msg)?;
+            append_msg_frame(&mut st.queued, msg)?;
             st.held = true;
             !std::mem::replace(&mut st.soon, true)
         };
@@ -212,9 +172,6 @@ impl Outbox {
                     Err(e) => failed = Some(e),
                 }
                 break;
-            }
-            if done > 0 {
-                self.written.send_modify(|w| *w += done as u64);
             }
             let mut st = self.state.lock();
             if done < bytes.len() {
@@ -270,15 +227,6 @@ pub async fn write_loop<K: Serialize>(
             }
         }
         write_queued(&out).await?;
-    }
-}
-
-/// Waits until `written` counts `end` bytes: an error once its connection's sending side is
-/// gone.
-pub async fn sent_through(mut written: watch::Receiver<u64>, end: u64) -> Result<(), ProtoError> {
-    match written.wait_for(|w| *w >= end).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(ProtoError::Io(std::io::ErrorKind::BrokenPipe.into())),
     }
 }
 
@@ -383,49 +331,6 @@ mod tests {
         }
         assert!(out.state.lock().queued.is_empty());
         writer.abort();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_sender_learns_when_the_socket_took_its_message() {
-        let (out, peer) = outbox_and_peer().await;
-        let writer = tokio::spawn(write_loop(out.clone(), NO_KEEPALIVE));
-        let small = Big {
-            id: 0,
-            body: vec![],
-        };
-        let first = out.push_counted(&small).unwrap();
-        assert_eq!(
-            out.backlog(),
-            0,
-            "a small message goes to the socket at once"
-        );
-        out.sent_through(first).await.unwrap();
-        // 4 MiB while nobody reads: the last message waits for the peer.
-        let mut last = first;
-        for id in 1..=64 {
-            let end = out.push_counted(&big(id)).unwrap();
-            assert!(end > last);
-            last = end;
-        }
-        assert!(out.backlog() > 0, "the socket took 4 MiB at once");
-        let waiting = tokio::time::timeout(Duration::from_millis(200), out.sent_through(last));
-        assert!(waiting.await.is_err(), "in the socket while nobody read");
-        let reading = tokio::spawn(async move {
-            let mut reader = FrameReader::new(peer);
-            for _ in 0..=64 {
-                let _: Big = reader.next_msg().await.unwrap();
-            }
-        });
-        let taken = tokio::time::timeout(Duration::from_secs(10), out.sent_through(last));
-        taken.await.expect("taken once the peer reads").unwrap();
-        assert_eq!(out.backlog(), 0);
-        reading.await.unwrap();
-        // Once the connection's sending side is gone, nobody waits for ever.
-        let waiter = out.written();
-        writer.abort();
-        let _ = writer.await;
-        drop(out);
-        assert!(sent_through(waiter, last + 1).await.is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
