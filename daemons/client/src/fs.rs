@@ -732,11 +732,10 @@ impl Core {
             }) => {
                 self.note_mode(&attr);
                 let fh = self.count_open(inode, flags, cred, &mut count);
+                let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
                 if let Some(loc) = first_chunk {
                     // Unless the kernel keeps the file's pages, its first read follows.
-                    let read_now = flags & libc::O_ACCMODE == libc::O_RDONLY
-                        && !keep_cache
-                        && attr.size <= READ_AT_OPEN;
+                    let read_now = read_only && !keep_cache && attr.size <= READ_AT_OPEN;
                     self.reader.opened(inode, loc, read_now);
                 }
                 let mut open_flags = if keep_cache {
@@ -744,7 +743,7 @@ impl Core {
                 } else {
                     FopenFlags::empty()
                 };
-                if flags & libc::O_ACCMODE == libc::O_RDONLY {
+                if read_only {
                     // Its close has nothing of its own to write out: the kernel then sends
                     // no flush (`cp -a` closes every file it copies from; a request less).
                     open_flags |= FopenFlags::FOPEN_NOFLUSH;
@@ -999,6 +998,30 @@ impl Core {
         Ok(data)
     }
 
+    /// Buffers `data` at `offset` of `inode` as a write: first the set-ID bits a write by
+    /// `drops_setid` drops, then only as much as quotas allow. Returns how many bytes it took.
+    async fn write_buffered(
+        &self,
+        inode: Inode,
+        offset: u64,
+        data: &[u8],
+        drops_setid: Option<Cred>,
+    ) -> Result<u32, Errno> {
+        if let Some(cred) = drops_setid {
+            self.drop_setid(inode, &cred).await?;
+        }
+        // Quotas: only what the master allows is written and acknowledged.
+        let allowed = self
+            .grants
+            .admit(&self.master, inode, offset, data.len() as u64)
+            .await
+            .map_err(errno)?;
+        let data = &data[..(allowed as usize).min(data.len())];
+        self.reader.invalidate_data(inode);
+        self.writer.write(inode, offset, data).await;
+        Ok(data.len() as u32)
+    }
+
     /// Copies up to `len` bytes from `from` (file, offset) into the write buffer of `to`;
     /// returns how many (0 at the source's end).
     async fn copy_range(
@@ -1013,19 +1036,7 @@ impl Core {
         if data.is_empty() {
             return Ok(0);
         }
-        let (inode, offset) = to;
-        if let Some(cred) = drops_setid {
-            self.drop_setid(inode, &cred).await?;
-        }
-        let allowed = self
-            .grants
-            .admit(&self.master, inode, offset, data.len() as u64)
-            .await
-            .map_err(errno)?;
-        let data = &data[..(allowed as usize).min(data.len())];
-        self.reader.invalidate_data(inode);
-        self.writer.write(inode, offset, data).await;
-        Ok(data.len() as u32)
+        self.write_buffered(to.0, to.1, &data, drops_setid).await
     }
 
     fn xattr_absent(&self, inode: Inode, name: &[u8]) -> bool {
@@ -1846,26 +1857,12 @@ impl Filesystem for MooseFs {
                 return reply.written(len as u32);
             }
         }
-        let mut data = data.to_vec();
+        let data = data.to_vec();
         self.spawn(async move {
-            if let Some(cred) = drops_setid {
-                if let Err(e) = core.drop_setid(inode, &cred).await {
-                    return reply.error(e);
-                }
+            match core.write_buffered(inode, offset, &data, drops_setid).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
             }
-            // Quotas: only what the master allows is written and acknowledged.
-            let allowed = match core
-                .grants
-                .admit(&core.master, inode, offset, data.len() as u64)
-                .await
-            {
-                Ok(n) => n as usize,
-                Err(e) => return reply.error(errno(e)),
-            };
-            data.truncate(allowed);
-            core.reader.invalidate_data(inode);
-            core.writer.write(inode, offset, &data).await;
-            reply.written(allowed as u32);
         });
     }
 

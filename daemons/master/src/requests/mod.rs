@@ -185,13 +185,14 @@ fn open(
     now: Timespec,
 ) -> FsResult<Outcome> {
     let (reply, version) = names::apply(m, s, ClRequest::Open { inode, flags, cred }, now)?;
-    let reads = flags & 3 != 1; // O_RDONLY or O_RDWR
     let reply = match reply {
+        // What a `ReadChunk` of the session would be answered, as the open granted reading.
         ClReply::Opened {
-            attr,
-            keep_cache,
-            first_chunk: None,
-        } if reads && attr.kind == FileKind::File && attr.size > 0 => {
+            attr, keep_cache, ..
+        } if attr.kind == FileKind::File
+            && attr.size > 0
+            && granted(s, inode, crate::access::R) =>
+        {
             let first_chunk = match data::read_chunk(m, inode, 0, data::Token::Read) {
                 Ok(ClReply::Chunk(loc)) => Some(loc),
                 _ => None,
