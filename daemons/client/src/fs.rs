@@ -24,6 +24,7 @@ use tokio::runtime::Handle;
 
 use crate::ahead::{self, Ahead, Slot};
 use crate::attr;
+use crate::change_counts::Stamp;
 use crate::cred::CredCache;
 use crate::dirents::{self, DirBuffer, Resume};
 use crate::extents::MAX_FILE_SIZE;
@@ -332,7 +333,7 @@ impl Core {
         reply: ReplyAttr,
     ) {
         let epoch = self.writer.epoch();
-        let before = self.master.change_count();
+        let before = self.master.changes().stamp(inode);
         let core = self.clone();
         self.master
             .start_then(ClRequest::SetAttr { inode, set, cred }, move |r| {
@@ -344,24 +345,24 @@ impl Core {
             });
     }
 
-    /// Keeps the answer to a change of `inode` sent when the change count was `before`, if
-    /// nothing else was sent or answered since, for the kernel's next getattr: a `chown`
-    /// first asks for the file's attributes afresh (to clear set-id bits), right after the
-    /// `futimens` or `write` that `tar` and `cp -a` make before it.
-    fn note_changed(&self, inode: Inode, a: &Attr, before: u64) {
-        if let Some(stamp) = self.master.alone_since(before) {
+    /// Keeps the answer to a change of `inode` sent when its changes stood at `before`, if
+    /// nothing else that may touch it was sent or answered since, for the kernel's next
+    /// getattr: a `chown` first asks for the file's attributes afresh (to clear set-id bits),
+    /// right after the `futimens` or `write` that `tar` and `cp -a` make before it.
+    fn note_changed(&self, inode: Inode, a: &Attr, before: Stamp) {
+        if let Some(stamp) = self.master.changes().alone_since(inode, before) {
             self.writer.note_landed(inode, a.clone(), stamp);
         }
     }
 
-    /// Keeps `a`, what a change answered ahead (sent when the change count was `before`)
-    /// made of a file, for what the kernel does next with it (the `futimens` of `touch` after
-    /// its create, the `chown` after a `futimens`), unless anything else went out since; and
-    /// whether it has set-ID bits.
-    fn note_ahead(&self, a: &Attr, before: u64) {
+    /// Keeps `a`, what a change answered ahead (sent when the file's changes stood at
+    /// `before`) made of a file, for what the kernel does next with it (the `futimens` of
+    /// `touch` after its create, the `chown` after a `futimens`), unless anything else that
+    /// may touch it went out since; and whether it has set-ID bits.
+    fn note_ahead(&self, a: &Attr, before: Stamp) {
         self.note_mode(a);
-        if self.master.change_count() == before + 1 {
-            self.writer.note_landed(a.inode, a.clone(), before + 1);
+        if let Some(stamp) = self.master.changes().sent_alone_since(a.inode, before) {
+            self.writer.note_landed(a.inode, a.clone(), stamp);
         }
     }
 
@@ -405,7 +406,7 @@ impl Core {
             }
             let a = ahead::new_file_attr(&folder, inode, modes, cred, now);
             self.master.folders().changed_ahead(parent, now, true);
-            let before = self.master.change_count();
+            let before = self.master.changes().stamp(inode);
             let req = ClRequest::Create {
                 parent,
                 name: name.to_vec(),
@@ -560,7 +561,7 @@ impl Core {
         let set = ahead::pinned(set, now);
         let inode = base.inode;
         let a = ahead::changed_attr(base, &set, &cred, now);
-        let before = self.master.change_count();
+        let before = self.master.changes().stamp(inode);
         let (core, expected) = (self.clone(), a.clone());
         // Queued before the kernel's answer: whatever the kernel asks next comes after it.
         // Written after that answer.
@@ -807,7 +808,9 @@ impl Core {
     ) {
         if let Ok(ClReply::Attr(a)) = &r {
             // What the `futimens` of `touch` right after starts from.
-            self.note_changed(a.inode, a, c.changes);
+            if let Some(stamp) = self.master.changes().new_object_since(a.inode, c.changes) {
+                self.writer.note_landed(a.inode, a.clone(), stamp);
+            }
             let counter = self.open_counter(a.inode);
             let locked = counter.try_lock();
             if let Ok(mut count) = locked {
@@ -2298,7 +2301,7 @@ impl Filesystem for MooseFs {
             flags,
             cred,
             epoch: core.writer.epoch(),
-            changes: core.master.change_count(),
+            changes: core.master.changes().stamp(parent),
         };
         let answering = core.clone();
         core.master
@@ -2314,8 +2317,9 @@ struct Creating {
     cred: Cred,
     /// The writer epoch before the request.
     epoch: u64,
-    /// The connection's change count before the request.
-    changes: u64,
+    /// Where the changes stood before the request (see
+    /// [`crate::change_counts::ChangeCounts::new_object_since`]).
+    changes: Stamp,
 }
 
 /// Notes `key` as learnt now in a map of answers kept for `ttl`, holding at most

@@ -2,6 +2,7 @@
 
 pub mod ahead;
 pub mod attr;
+pub mod change_counts;
 pub mod cred;
 pub mod csio;
 pub mod dirents;

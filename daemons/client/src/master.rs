@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -28,6 +28,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
+use crate::change_counts::ChangeCounts;
 use crate::known::KnownFolders;
 use crate::stale_pages::StalePages;
 
@@ -166,9 +167,11 @@ struct Inner {
     /// Files whose pages in the kernel's cache other sessions made stale.
     stale: Arc<StalePages>,
     /// Counts the sending and the answer of every request that may change attributes (see
-    /// [`ClRequest::leaves_attributes`]): the master may carry out such a request after one
-    /// sent later (a truncation waits for chunkservers), so its answer counts too.
-    changes: AtomicU64,
+    /// [`ClRequest::touches`]): the master may carry out such a request after one sent later
+    /// (a truncation waits for chunkservers), so its answer counts too.
+    changes: ChangeCounts,
+    /// Changes answered ahead that the master has not answered yet (queued or sent).
+    ahead_unanswered: AtomicUsize,
 }
 
 impl Inner {
@@ -178,8 +181,10 @@ impl Inner {
 
     /// A request left the pending ones (answered, failed or forgotten).
     fn settled(&self, p: &Pending) {
-        if !p.env.req.leaves_attributes() && !p.ahead {
-            self.changes.fetch_add(1, Ordering::SeqCst);
+        if p.ahead {
+            self.ahead_unanswered.fetch_sub(1, Ordering::SeqCst);
+        } else {
+            self.changes.count(p.env.req.touches());
         }
     }
 }
@@ -189,23 +194,39 @@ impl Inner {
 enum Write {
     /// At once, from the calling thread.
     Now,
-    /// When the returned [`Held`] drops: a change answered ahead.
-    Held,
-    /// With the next request, or within [`moose_proto::outbox::SOON`].
+    /// A change answered ahead: written when the returned [`Held`] drops, at once or as
+    /// [`Write::Soon`].
+    Ahead,
+    /// With the next request, or within [`moose_proto::outbox::SOON`], or at once when the
+    /// queued requests fill a batch.
     Soon,
 }
 
-/// A change answered ahead, queued to the master but not written yet: written when this is
-/// dropped (see [`MasterClient::start_ahead`]).
-pub struct Held(Option<Outbox>);
+/// A change answered ahead, queued to the master but not written yet: written at once or
+/// left for company ([`Write::Now`] or [`Write::Soon`]) when this is dropped (see
+/// [`MasterClient::start_ahead`]).
+pub struct Held(Option<(Outbox, Write)>);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(out) = self.0.take() {
-            out.release();
+        if let Some((out, when)) = self.0.take() {
+            write_out(&out, when);
         }
     }
 }
+
+/// Writes what was queued on `out` as `when` says (a change answered ahead has been given
+/// its [`Write::Now`] or [`Write::Soon`] by then).
+fn write_out(out: &Outbox, when: Write) {
+    match when {
+        Write::Now => out.release(),
+        Write::Soon | Write::Ahead => out.release_soon(),
+    }
+}
+
+/// Changes answered ahead the master may have unanswered before the next waits for company
+/// (see [`MasterClient::start_ahead`]).
+const BEHIND: usize = 4;
 
 /// A registered session with the master; cheap to clone.
 #[derive(Clone)]
@@ -286,7 +307,8 @@ impl MasterClient {
             folders: Default::default(),
             known: Default::default(),
             stale: Default::default(),
-            changes: AtomicU64::new(0),
+            changes: ChangeCounts::default(),
+            ahead_unanswered: AtomicUsize::new(0),
         });
         tokio::spawn(run(inner.clone(), conn));
         Ok((MasterClient { inner }, reply))
@@ -359,12 +381,15 @@ impl MasterClient {
     /// [`MasterClient::start_then`] for a change the mount answered itself, with what the
     /// master will make (see `ahead.rs`): its answer brings nothing new (a different one is
     /// dealt with by `then`), so it leaves the change count, and attributes the mount noted
-    /// since it was sent stay good. The request takes its place among the others at once, but
-    /// is written to the socket when the returned [`Held`] is dropped (or with the next
-    /// request): after the kernel's answer, which then does not wait for the write.
-    #[must_use = "the request is written when this is dropped"]
+    /// since it was sent stay good. The request takes its place among the others at once.
+    /// It is written when the returned [`Held`] is dropped: after the kernel's answer, which
+    /// then does not wait for the write. While [`BEHIND`] or more changes answered ahead wait
+    /// for the master's answer, it goes instead with the next request, or within
+    /// [`moose_proto::outbox::SOON`], with the changes made meanwhile: one write and one
+    /// wake-up of the master for them all.
+    #[must_use = "the request is written, or left for company, when this is dropped"]
     pub fn start_ahead(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) -> Held {
-        match self.send(req, Waiter::Callback(Box::new(then)), Write::Held) {
+        match self.send(req, Waiter::Callback(Box::new(then)), Write::Ahead) {
             Ok((_, held)) => held,
             Err((e, waiter)) => {
                 waiter.answer(Err(e));
@@ -375,14 +400,14 @@ impl MasterClient {
 
     /// Registers `waiter` for the answer and writes the request as `write` says (unless
     /// disconnected: it is sent with the others after the reconnection); returns its `msgid`
-    /// and, for [`Write::Held`], what writes it when dropped.
+    /// and, for [`Write::Ahead`], what writes it when dropped.
     fn send(
         &self,
         req: ClRequest,
         waiter: Waiter,
         write: Write,
     ) -> Result<(u32, Held), (CallError, Waiter)> {
-        let ahead = write == Write::Held;
+        let ahead = write == Write::Ahead;
         let mut st = self.inner.lock();
         if st.closed {
             return Err((CallError::Disconnected, waiter));
@@ -392,9 +417,7 @@ impl MasterClient {
             id = id.wrapping_add(1);
         }
         st.next_id = id.wrapping_add(1);
-        if !req.leaves_attributes() {
-            self.inner.changes.fetch_add(1, Ordering::SeqCst);
-        }
+        self.inner.changes.count(req.touches());
         let sent = match req {
             ClRequest::MkDir { .. } => self.inner.known.now(),
             _ => 0,
@@ -406,14 +429,23 @@ impl MasterClient {
         // which replaces the connection; the request is sent again on the next one.
         let out = st.out.clone();
         if let Some(out) = &out {
-            let queued = match write {
-                Write::Soon => out.push_soon(&env),
-                Write::Now | Write::Held => out.push_held(&env),
-            };
-            if let Err(e) = queued {
+            if let Err(e) = out.push_held(&env) {
                 return Err((unsendable(e), waiter));
             }
         }
+        // While the master keeps up with this mount's changes answered ahead, each goes out
+        // at once (after the kernel's answer); when it falls behind, they wait for company,
+        // and it catches up with one wake-up for many.
+        let when = if ahead {
+            let waiting = self.inner.ahead_unanswered.fetch_add(1, Ordering::SeqCst);
+            if waiting < BEHIND {
+                Write::Now
+            } else {
+                Write::Soon
+            }
+        } else {
+            write
+        };
         st.pending.insert(
             id,
             Pending {
@@ -424,26 +456,20 @@ impl MasterClient {
             },
         );
         drop(st);
-        match (write, out) {
-            (Write::Held, out) => return Ok((id, Held(out))),
-            (Write::Now, Some(out)) => out.release(),
-            _ => {}
+        match out {
+            Some(out) if ahead => Ok((id, Held(Some((out, when))))),
+            Some(out) => {
+                write_out(&out, when);
+                Ok((id, Held(None)))
+            }
+            None => Ok((id, Held(None))),
         }
-        Ok((id, Held(None)))
     }
 
-    /// How many times a request that may change attributes was sent or settled: attributes
-    /// learned when it was N hold while it is still N (for changes made through this mount).
-    pub fn change_count(&self) -> u64 {
-        self.inner.changes.load(Ordering::SeqCst)
-    }
-
-    /// For the answer to one change sent when the count was `before`: the count its
-    /// attributes hold at, if nothing but that change was sent or answered since (its sending
-    /// and its answer count one each), so nothing else this mount did can be missing from them.
-    pub fn alone_since(&self, before: u64) -> Option<u64> {
-        let stamp = before + 2;
-        (self.change_count() == stamp).then_some(stamp)
+    /// The counts of the changes sent through this connection and answered, for attributes
+    /// learned from answers (see [`ChangeCounts`]).
+    pub fn changes(&self) -> &ChangeCounts {
+        &self.inner.changes
     }
 
     /// Remembers an open of `inode` (flags as given to open), to repeat it in a new session.

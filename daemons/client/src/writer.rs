@@ -18,6 +18,7 @@ use moose_proto::{Attr, ChunkRef, CsAddr, FsError, Inode, Timespec, BLOCK_SIZE, 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::change_counts::Stamp;
 use crate::csio::{CsError, CsPool};
 use crate::extents::{plan_chunks, ChunkWrite, Extents};
 use crate::kept_leases::{KeptLease, KeptLeases};
@@ -56,9 +57,10 @@ struct Written {
     token: ChunkToken,
     /// Synced on every server of the chain (an fsync's write-out).
     synced: bool,
-    /// The file's attributes the master answered the end with, and the count of changes
-    /// they hold at (`None` when other changes went out or were answered meanwhile).
-    landed: Option<(Attr, u64)>,
+    /// The file's attributes the master answered the end with, and the stamp of the file's
+    /// changes they hold at (`None` when other changes of it went out or were answered
+    /// meanwhile).
+    landed: Option<(Attr, Stamp)>,
 }
 
 /// Attributes a write-out's end was answered with (see [`Writer::landed_attr`]).
@@ -66,7 +68,7 @@ struct Written {
 struct Landed {
     attr: Attr,
     at: Instant,
-    changes: u64,
+    changes: Stamp,
 }
 
 /// Files whose landed attributes are kept at most; they are wanted right after a close.
@@ -511,9 +513,9 @@ impl Writer {
     }
 
     /// Remembers the master's answer to the latest change of `inode` made through this mount
-    /// (a write-out's end, a change of mode, owner or times), given when the connection's
-    /// change count was `changes`.
-    pub fn note_landed(&self, inode: Inode, attr: Attr, changes: u64) {
+    /// (a write-out's end, a change of mode, owner or times), given when the file's changes
+    /// stood at `changes`.
+    pub fn note_landed(&self, inode: Inode, attr: Attr, changes: Stamp) {
         let mut landed = self.landed.lock();
         if landed.len() >= MAX_LANDED {
             landed.clear();
@@ -523,20 +525,22 @@ impl Writer {
     }
 
     /// The attributes the latest change of `inode` landed with, if they are younger than
-    /// `ttl`, nothing is buffered, and no change was sent or answered on this mount's
-    /// connection since (changes made elsewhere show within `ttl`, as with any attributes the
-    /// kernel keeps): what the kernel's next getattr is answered with, and what a change
-    /// answered ahead of the master starts from.
+    /// `ttl`, nothing is buffered, and no change that may touch the file was sent or answered
+    /// on this mount's connection since (changes made elsewhere show within `ttl`, as with
+    /// any attributes the kernel keeps): what the kernel's next getattr is answered with, and
+    /// what a change answered ahead of the master starts from.
     pub fn landed_attr(&self, inode: Inode, ttl: Duration) -> Option<Attr> {
         self.fresh_landed(inode, ttl)
             .filter(|_| !self.unwritten(inode))
             .map(|l| l.attr)
     }
 
-    /// The latest landed change of `inode`, if younger than `ttl` with nothing sent since.
+    /// The latest landed change of `inode`, if younger than `ttl` with nothing that may touch
+    /// it sent since.
     fn fresh_landed(&self, inode: Inode, ttl: Duration) -> Option<Landed> {
         let l = self.landed.lock().get(&inode).cloned()?;
-        (l.at.elapsed() < ttl && l.changes == self.master.change_count()).then_some(l)
+        let current = l.changes == self.master.changes().stamp(inode);
+        (l.at.elapsed() < ttl && current).then_some(l)
     }
 
     /// The attributes the master holds for `inode` and what this mount's buffer adds to them,
@@ -556,7 +560,7 @@ impl Writer {
             }
             None => Pending::default(),
         };
-        (l.changes == self.master.change_count()).then_some((l.attr, pending))
+        (l.changes == self.master.changes().stamp(inode)).then_some((l.attr, pending))
     }
 
     /// Forgets the attributes kept for `inode`: a change answered ahead was refused.
@@ -960,7 +964,7 @@ impl Writer {
             };
             let ok = written.is_ok();
             let length = if ok { cw.end } else { lease.file_length };
-            let changes_before = self.master.change_count();
+            let changes_before = self.master.changes().stamp(inode);
             let end = self.master.call(ClRequest::WriteChunkEnd {
                 inode,
                 index,
@@ -985,7 +989,11 @@ impl Writer {
             match (written, end) {
                 (Ok(()), Ok(answer @ (ClReply::Attr(_) | ClReply::Done))) => {
                     let landed = match answer {
-                        ClReply::Attr(a) => self.master.alone_since(changes_before).map(|n| (a, n)),
+                        ClReply::Attr(a) => self
+                            .master
+                            .changes()
+                            .alone_since(inode, changes_before)
+                            .map(|n| (a, n)),
                         _ => None,
                     };
                     let done = Written {

@@ -365,10 +365,27 @@ pub enum ClRequest {
     },
 }
 
+/// Whose attributes a request may change (see [`ClRequest::touches`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touches {
+    /// Nobody's.
+    Nothing,
+    /// Those of these objects only (the second may repeat the first).
+    Only(Inode, Inode),
+    /// Those of objects the request does not name (an unlink changes the link count of the
+    /// file behind a name), or of many.
+    Any,
+}
+
 impl ClRequest {
     /// True when the request never changes an object's attributes, so that a mount may keep
     /// answering with attributes it learned before it.
     pub fn leaves_attributes(&self) -> bool {
+        self.touches() == Touches::Nothing
+    }
+
+    /// Whose attributes the request may change: a mount keeps what it learned of the others.
+    pub fn touches(&self) -> Touches {
         use ClRequest::*;
         match self {
             GetChallenge
@@ -399,18 +416,27 @@ impl ClRequest {
             | DirInfo { .. }
             | GetQuota { .. }
             | QuotaAllowance { .. }
-            | StatfsAt { .. } => true,
-            SetAttr { .. }
-            | MkNod { .. }
-            | Create { .. }
-            | MkDir { .. }
-            | Symlink { .. }
-            | Unlink { .. }
+            | StatfsAt { .. } => Touches::Nothing,
+            // A size change cuts the file's own chunks; a copy-on-write chunk of a snapshot
+            // is copied, not changed in the other file.
+            SetAttr { inode, .. } | Open { inode, .. } | WriteChunkEnd { inode, .. } => {
+                Touches::Only(*inode, *inode)
+            }
+            // A new name changes its folder (times, size, a subfolder's link); the master
+            // refuses a name that exists rather than open or replace what it names.
+            Create {
+                parent,
+                ahead: Some(a),
+                ..
+            } => Touches::Only(*parent, a.inode),
+            Create { parent, .. }
+            | MkNod { parent, .. }
+            | MkDir { parent, .. }
+            | Symlink { parent, .. } => Touches::Only(*parent, *parent),
+            Unlink { .. }
             | RmDir { .. }
             | Rename { .. }
             | Link { .. }
-            | Open { .. }
-            | WriteChunkEnd { .. }
             | SetXattr { .. }
             | RemoveXattr { .. }
             | SetGoal { .. }
@@ -419,7 +445,7 @@ impl ClRequest {
             | TrashPurge { .. }
             | Undelete { .. }
             | Snapshot { .. }
-            | SetQuota { .. } => false,
+            | SetQuota { .. } => Touches::Any,
         }
     }
 }
@@ -938,4 +964,44 @@ pub enum MasterToMl {
     Refused {
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_touches_what_it_names_or_says_it_may_touch_anything() {
+        let cred = Cred::root();
+        let setattr = ClRequest::SetAttr {
+            inode: 5,
+            set: SetAttrs::default(),
+            cred: cred.clone(),
+        };
+        assert_eq!(setattr.touches(), Touches::Only(5, 5));
+        let create = |ahead| ClRequest::Create {
+            parent: 1,
+            name: b"f".to_vec(),
+            mode: 0o644,
+            umask: 0o022,
+            flags: 0,
+            cred: cred.clone(),
+            ahead,
+        };
+        assert_eq!(create(None).touches(), Touches::Only(1, 1));
+        let ahead = CreateAhead {
+            inode: 9,
+            time: crate::Timespec::now(),
+        };
+        assert_eq!(create(Some(ahead)).touches(), Touches::Only(1, 9));
+        // The file behind the name loses a link: the mount does not know which it is.
+        let unlink = ClRequest::Unlink {
+            parent: 1,
+            name: b"f".to_vec(),
+            cred: cred.clone(),
+        };
+        assert_eq!(unlink.touches(), Touches::Any);
+        assert!(ClRequest::GetAttr { inode: 5 }.leaves_attributes());
+        assert!(!setattr.leaves_attributes());
+    }
 }

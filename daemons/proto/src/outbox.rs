@@ -40,12 +40,17 @@ struct State {
     /// Queued bytes wait for [`Outbox::release`] (or the next sender), not for the socket.
     held: bool,
     /// The writer task was told to write held bytes within [`SOON`] (see
-    /// [`Outbox::push_soon`]).
+    /// [`Outbox::release_soon`]).
     soon: bool,
 }
 
-/// The longest a message pushed with [`Outbox::push_soon`] waits for another to go with.
+/// The longest a message released with [`Outbox::release_soon`] waits for another to go with.
 pub const SOON: Duration = Duration::from_millis(2);
+
+/// Queued bytes that [`Outbox::release_soon`] writes at once: the peer then works on them
+/// while the sender goes on making more, rather than on all of them when the sender next
+/// waits for it (an `rm -rf` that makes 200 unlinks in 2 ms, then an `rmdir`).
+const SOON_BYTES: usize = 2048;
 
 impl State {
     /// Takes the queued bytes for the caller to write, unless another sender is writing.
@@ -118,20 +123,28 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues `msg`, an answer to which nobody waits, to be written with the next message
-    /// pushed, or by the writer task within [`SOON`]: one write and one wake-up of the peer
-    /// for both. The writer task is woken once for all the messages of that time.
-    pub fn push_soon<T: Serialize>(&self, msg: &T) -> Result<(), ProtoError> {
-        let arm = {
+    /// Has held bytes (messages nobody waits on the answer to) written with the next message pushed, or by the writer task within
+    /// [`SOON`]: one write and one wake-up of the peer for all the messages of that time.
+    /// Once they fill a batch ([`SOON_BYTES`]) they are written now, so that the peer works
+    /// on them while the sender goes on.
+    pub fn release_soon(&self) {
+        let (arm, taken) = {
             let mut st = self.state.lock();
-            append_msg_frame(&mut st.queued, msg)?;
-            st.held = true;
-            !std::mem::replace(&mut st.soon, true)
+            if !st.held {
+                return;
+            }
+            if st.queued.len() >= SOON_BYTES {
+                (false, st.take_for_writing())
+            } else {
+                (!std::mem::replace(&mut st.soon, true), None)
+            }
         };
+        if let Some(bytes) = taken {
+            self.write_taken(bytes);
+        }
         if arm {
             self.wake.notify_one();
         }
-        Ok(())
     }
 
     /// Writes what [`Outbox::push_held`] queued, unless another sender did or does.
@@ -356,11 +369,38 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_message_pushed_soon_goes_with_the_next_or_from_the_writer_task() {
+    async fn messages_released_soon_go_out_at_once_when_they_fill_a_batch() {
+        let (out, peer) = outbox_and_peer().await;
+        // No writer task: what is written here was written by the pushes themselves.
+        let msg = |id| Big {
+            id,
+            body: vec![7; 200],
+        };
+        let mut pushed = 0u32;
+        while !out.state.lock().queued.is_empty() || pushed == 0 {
+            assert!(
+                (pushed as usize) * 200 < 2 * SOON_BYTES,
+                "a full batch stayed queued"
+            );
+            pushed += 1;
+            out.push_held(&msg(pushed)).unwrap();
+            out.release_soon();
+        }
+        assert!(pushed > 1, "one small message waits for company");
+        let mut reader = FrameReader::new(peer);
+        for id in 1..=pushed {
+            let got: Big = reader.next_msg().await.unwrap();
+            assert_eq!(got.id, id);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_released_soon_goes_with_the_next_or_from_the_writer_task() {
         let (out, peer) = outbox_and_peer().await;
         let writer = tokio::spawn(write_loop(out.clone(), NO_KEEPALIVE));
         let small = |id| Big { id, body: vec![] };
-        out.push_soon(&small(1)).unwrap();
+        out.push_held(&small(1)).unwrap();
+        out.release_soon();
         assert!(!out.state.lock().queued.is_empty(), "waits for company");
         out.push(&small(2)).unwrap();
         assert!(
@@ -368,8 +408,10 @@ mod tests {
             "written with the next message"
         );
         // Alone, it goes out from the writer task.
-        out.push_soon(&small(3)).unwrap();
-        out.push_soon(&small(4)).unwrap();
+        for id in [3, 4] {
+            out.push_held(&small(id)).unwrap();
+            out.release_soon();
+        }
         let mut reader = FrameReader::new(peer);
         for id in 1..=4 {
             let got: Big = tokio::time::timeout(Duration::from_secs(10), reader.next_msg())
