@@ -1,5 +1,6 @@
 //! Talking to chunkservers: reading a range of a chunk (every piece CRC-checked), writing
-//! through a chain of servers (pipelined data frames), and syncing a chunk to disk. Idle
+//! to every server of a chain (pipelined data frames; a small write-out to each server
+//! straight, a large one down the chain), and syncing a chunk to disk. Idle
 //! connections are kept per server and reused for reads, syncs and writes. A write sends
 //! `WriteInit` and its data frames at once (the server reads them once the chain is open;
 //! if it cannot open it, its answer to the init is the error), then `WriteFinish`, and puts
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use moose_proto::auth::ChunkToken;
 use moose_proto::frame;
 use moose_proto::handshake::{say_hello, HandshakeError};
@@ -34,6 +36,10 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_IDLE: usize = 8;
 /// Idle connections older than this are not reused.
 const IDLE_MAX_AGE: Duration = Duration::from_secs(30);
+/// Write-outs up to this many bytes go to every server of the chain straight from the
+/// client: a hop less each way, which a small synced write (a database's commit) waits for
+/// twice. Larger ones go down the chain, so that the client sends each byte once.
+const FAN_OUT_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CsError {
@@ -243,10 +249,11 @@ impl CsPool {
         r
     }
 
-    /// Writes `pieces` (offset in chunk, data) to `chunk` through `chain` (first server
-    /// first). Returns once every server of the chain has acknowledged every piece; with
-    /// `sync`, the chain syncs the chunk behind them and the [`ChainSync`] returned waits
-    /// for it.
+    /// Writes `pieces` (offset in chunk, data) to `chunk` on every server of `chain`.
+    /// Returns once every server has acknowledged every piece; with `sync`, the servers sync
+    /// the chunk behind them and the [`ChainSync`] returned waits for it. A small write-out
+    /// goes to each server straight (see [`FAN_OUT_BYTES`]), a large one down the chain
+    /// (first server first).
     pub async fn write_chain(
         &self,
         chain: &[CsAddr],
@@ -264,21 +271,48 @@ impl CsPool {
             .flat_map(|(off, data)| block_pieces(*off, data))
             .collect();
         let sync_id = sync.then(|| self.req_id());
+        let bytes: usize = pieces.iter().map(|(_, data)| data.len()).sum();
+        let sessions: Vec<(&CsAddr, &[CsAddr])> = if bytes <= FAN_OUT_BYTES {
+            chain.iter().map(|server| (server, &[][..])).collect()
+        } else {
+            vec![(first, rest)]
+        };
+        let written = join_all(sessions.into_iter().map(|(server, rest)| {
+            self.write_session(server, rest, chunk, token, &frames, sync_id)
+        }))
+        .await;
+        let mut syncing = Vec::new();
+        for session in written {
+            syncing.extend(session?);
+        }
+        Ok(sync_id.map(|req_id| ChainSync {
+            sessions: syncing,
+            req_id,
+        }))
+    }
+
+    /// One write session from `first` down `rest`, up to its acknowledgements. With
+    /// `sync_id` the session stays open for the sync's answer (returned), else it ends.
+    async fn write_session(
+        &self,
+        first: &CsAddr,
+        rest: &[CsAddr],
+        chunk: ChunkRef,
+        token: &ChunkToken,
+        frames: &[(u32, Bytes)],
+        sync_id: Option<u32>,
+    ) -> Result<Option<(CsAddr, CsConn)>, CsError> {
         let (mut conn, reused) = self.conn(first).await?;
-        let mut r = write_on(&mut conn, chunk, rest, token, &frames, sync_id).await;
+        let mut r = write_on(&mut conn, chunk, rest, token, frames, sync_id).await;
         if reused && r.as_ref().is_err_and(|e| e.is_stale_link()) {
             // The idle connection had been closed by the server: once more on a new one
             // (writing the same pieces twice is harmless).
             conn = Self::connect(first).await?;
-            r = write_on(&mut conn, chunk, rest, token, &frames, sync_id).await;
+            r = write_on(&mut conn, chunk, rest, token, frames, sync_id).await;
         }
         r?;
-        if let Some(req_id) = sync_id {
-            return Ok(Some(ChainSync {
-                addr: first.clone(),
-                conn,
-                req_id,
-            }));
+        if sync_id.is_some() {
+            return Ok(Some((first.clone(), conn)));
         }
         self.finish_write(first, conn).await?;
         Ok(None)
@@ -293,16 +327,15 @@ impl CsPool {
         Ok(())
     }
 
-    /// Waits for the sync a write asked for on every server of its chain, then ends the
-    /// write session.
+    /// Waits for the sync a write asked for on every server, then ends the write sessions.
     pub async fn chain_synced(&self, s: ChainSync) -> Result<(), CsError> {
-        let ChainSync {
-            addr,
-            mut conn,
-            req_id,
-        } = s;
-        sync_done(&mut conn, req_id).await?;
-        self.finish_write(&addr, conn).await
+        let req_id = s.req_id;
+        let synced = join_all(s.sessions.into_iter().map(|(addr, mut conn)| async move {
+            sync_done(&mut conn, req_id).await?;
+            self.finish_write(&addr, conn).await
+        }))
+        .await;
+        synced.into_iter().collect()
     }
 
     /// Makes `chunk` durable on `addr`.
@@ -325,17 +358,21 @@ impl CsPool {
     }
 }
 
-/// A write session whose chain is syncing its chunk: see [`CsPool::chain_synced`]. Dropped
-/// unasked, its connection closes.
+/// Write sessions whose servers are syncing their chunk: see [`CsPool::chain_synced`].
+/// Dropped unasked, their connections close.
 pub struct ChainSync {
-    addr: CsAddr,
-    conn: CsConn,
+    /// The server each session went to first, and its connection.
+    sessions: Vec<(CsAddr, CsConn)>,
     req_id: u32,
 }
 
 impl std::fmt::Debug for ChainSync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sync {} on chunkserver {}", self.req_id, self.addr)
+        write!(f, "sync {} on chunkservers", self.req_id)?;
+        for (addr, _) in &self.sessions {
+            write!(f, " {addr}")?;
+        }
+        Ok(())
     }
 }
 
@@ -673,6 +710,52 @@ mod tests {
         pool.read(&addr, C, &read, 0, &mut got).await.unwrap();
         assert!(got == [a, b].concat(), "the data read back differs");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections opened");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_write_outs_go_to_every_server_straight_large_ones_down_the_chain() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _) = counted_server(store(dir_a.path())).await;
+        let (b, b_accepted) = counted_server(store(dir_b.path())).await;
+        let chain = vec![a.clone(), b.clone()];
+        let write = key().sign(C, TokenOp::Write, &chain, unix_now());
+        let read = key().sign(C, TokenOp::Read, &[], unix_now());
+        let pool = CsPool::default();
+
+        // Small and synced: the client opens a session on each server and waits for both.
+        let small = pattern(4096, 3);
+        let syncing = pool
+            .write_chain(&chain, C, &write, &[(0, small.clone())], true)
+            .await
+            .unwrap()
+            .expect("a synced write waits for its sync");
+        pool.chain_synced(syncing).await.unwrap();
+        assert!(
+            pool.take_idle(&b).is_some(),
+            "no session of the client's own on b"
+        );
+        for server in [&a, &b] {
+            let mut got = vec![0u8; small.len()];
+            pool.read(server, C, &read, 0, &mut got).await.unwrap();
+            assert!(got == small, "{server} holds other data");
+        }
+
+        // Large: only the first server hears from the client; it forwards to b.
+        let before = b_accepted.load(Ordering::SeqCst);
+        let large = pattern(FAN_OUT_BYTES + 65536, 4);
+        pool.write_chain(&chain, C, &write, &[(0, large.clone())], false)
+            .await
+            .unwrap();
+        while pool.take_idle(&b).is_some() {}
+        let mut got = vec![0u8; large.len()];
+        pool.read(&b, C, &read, 0, &mut got).await.unwrap();
+        assert!(got == large, "b holds other data");
+        assert!(pool.take_idle(&b).is_some(), "the read's connection");
+        assert_eq!(
+            b_accepted.load(Ordering::SeqCst),
+            before + 2,
+            "b took the chain's connection from a and the read's, nothing else"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
