@@ -20,7 +20,7 @@ pub mod service;
 pub mod spares;
 pub mod store;
 
-use moose_common::DaemonSpec;
+use moose_common::{DaemonSpec, Workers};
 
 /// What distinguishes this daemon for the shared daemon plumbing.
 pub const SPEC: DaemonSpec = DaemonSpec {
@@ -28,4 +28,5 @@ pub const SPEC: DaemonSpec = DaemonSpec {
     default_config: "/etc/moosefs/moose-chunkserver.cfg",
     keys: config::KEYS,
     default_data_path: config::DEFAULT_DATA_PATH,
+    workers: Workers::PerCpu,
 };

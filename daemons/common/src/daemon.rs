@@ -36,6 +36,18 @@ pub struct DaemonSpec {
     pub keys: &'static [&'static str],
     /// Default DATA_PATH.
     pub default_data_path: &'static str,
+    /// Threads that run the daemon's tasks (blocking work has threads of its own).
+    pub workers: Workers,
+}
+
+/// How many threads run a daemon's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per CPU: tasks that work side by side (a chunkserver's reads and writes).
+    PerCpu,
+    /// One: every task takes the same lock (the master's metadata), so that a second thread
+    /// would only add hand-offs between threads.
+    One,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -438,11 +450,11 @@ where
         lock.path().display()
     );
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(name)
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if spec.workers == Workers::One {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().thread_name(name).build() {
         Ok(r) => r,
         Err(e) => return report_failure(&ready_pipe, &format!("cannot start runtime: {e}")),
     };

@@ -10,6 +10,6 @@ pub mod user;
 
 // The file formats moved to moose-formats (which the inventory links without tokio); these
 // paths stay for the daemons.
-pub use daemon::{DaemonArgs, DaemonContext, DaemonSpec, ReadyPipe, SpawnFailure, Verb};
+pub use daemon::{DaemonArgs, DaemonContext, DaemonSpec, ReadyPipe, SpawnFailure, Verb, Workers};
 pub use moose_formats::{cfg, stock_keys, suggest, units};
 pub use moose_formats::{CfgError, Config};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use moose_common::{DaemonContext, DaemonSpec};
+use moose_common::{DaemonContext, DaemonSpec, Workers};
 use moose_formats::{KeySet, MetaloggerCfg, MetaloggerKeys};
 use moose_proto::auth;
 use moose_proto::handshake::{say_hello_nonce, Role};
@@ -20,6 +20,7 @@ const SPEC: DaemonSpec = DaemonSpec {
     default_config: "/etc/moosefs/moose-metalogger.cfg",
     keys: MetaloggerKeys::NAMES,
     default_data_path: "/var/lib/moosefs",
+    workers: Workers::PerCpu,
 };
 
 fn main() -> ExitCode {
