@@ -185,7 +185,12 @@ where
         Ok(id) => id,
         Err(reason) => return refuse(&mut writer, peer, reason).await,
     };
-    master.known_servers.note(id);
+    // A server's first registration writes and syncs the list of known servers: off the
+    // runtime's one worker thread.
+    let m = Arc::clone(master);
+    if let Err(e) = tokio::task::spawn_blocking(move || m.known_servers.note(id)).await {
+        tracing::error!("noting chunkserver {id} as known failed: {e}");
+    }
     let (known, unknown) = {
         let mut st = master.state();
         let mut unknown = Vec::new();
