@@ -37,8 +37,9 @@ const MAX_IDLE: usize = 8;
 /// Idle connections older than this are not reused.
 const IDLE_MAX_AGE: Duration = Duration::from_secs(30);
 /// Write-outs up to this many bytes go to every server of the chain straight from the
-/// client: a hop less each way, which a small synced write (a database's commit) waits for
-/// twice. Larger ones go down the chain, so that the client sends each byte once.
+/// client: a hop less each way for the small write-outs programs wait for (`tar -x` sets a
+/// file's times right after writing it). Larger ones go down the chain, so that the client
+/// sends each byte once.
 const FAN_OUT_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
