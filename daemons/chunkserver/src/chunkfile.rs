@@ -6,6 +6,11 @@
 //! starts at byte 8192. A block that is shorter on disk, or missing, counts as zero-padded to
 //! 64 KiB, so a never-written block has the CRC of 64 KiB of zeros.
 //!
+//! A chunk made from a spare file also carries the spare's number in its header (bytes
+//! 1024..1040: `SPARE NO`, u64 BE): a crash that loses the rename out of the spare folder
+//! leaves a file whose name and mark agree, which the scan moves back into place (see
+//! [`crate::spares`]).
+//!
 //! Everything here is plain blocking `pread`/`pwrite`; callers keep it off the async threads.
 
 use std::fs::{File, OpenOptions};
@@ -124,6 +129,10 @@ fn parse_hex(s: &str, digits: usize) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
 
+/// Where a chunk made from a spare file records the spare's number.
+const SPARE_MARK_OFFSET: usize = 1024;
+const SPARE_MARK: &[u8; 8] = b"SPARE NO";
+
 fn encode_header(out: &mut [u8], chunk_id: u64, version: u32) {
     out[..8].copy_from_slice(SIGNATURE);
     out[8..16].copy_from_slice(&chunk_id.to_be_bytes());
@@ -138,26 +147,61 @@ pub fn create(path: &Path, chunk_id: u64, version: u32) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .open(path)?;
-    write_empty_header(&file, chunk_id, version)?;
+    write_empty_header(&file, chunk_id, version, None)?;
     Ok(file)
 }
 
-/// Writes the whole header of an empty chunk: id, version, and the CRC of zeros for every
-/// block.
-fn write_empty_header(file: &File, chunk_id: u64, version: u32) -> io::Result<()> {
+/// Writes the whole header of an empty chunk: id, version, the spare's number when it is made
+/// from one, and the CRC of zeros for every block.
+fn write_empty_header(
+    file: &File,
+    chunk_id: u64,
+    version: u32,
+    spare: Option<u64>,
+) -> io::Result<()> {
     let mut head = [0u8; DATA_OFFSET as usize];
     encode_header(&mut head, chunk_id, version);
+    if let Some(number) = spare {
+        let mark = &mut head[SPARE_MARK_OFFSET..SPARE_MARK_OFFSET + 16];
+        mark[..8].copy_from_slice(SPARE_MARK);
+        mark[8..].copy_from_slice(&number.to_be_bytes());
+    }
     for entry in head[CRC_OFFSET as usize..].chunks_exact_mut(4) {
         entry.copy_from_slice(&ZERO_BLOCK_CRC.to_be_bytes());
     }
     file.write_all_at(&head, 0)
 }
 
-/// Turns a spare file (empty, or holding at most a header) into a new, empty chunk file.
-pub fn reuse(path: &Path, chunk_id: u64, version: u32) -> io::Result<File> {
+/// Turns spare file number `spare` (empty, or holding at most a header) into a new, empty
+/// chunk file marked with that number.
+pub fn reuse(path: &Path, chunk_id: u64, version: u32, spare: u64) -> io::Result<File> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
-    write_empty_header(&file, chunk_id, version)?;
+    write_empty_header(&file, chunk_id, version, Some(spare))?;
     Ok(file)
+}
+
+/// The chunk id, version and spare number in the header of a chunk made from a spare file;
+/// `None` for any other file.
+pub fn read_spare_mark(file: &File) -> Option<(u64, u32, u64)> {
+    let mut head = [0u8; SPARE_MARK_OFFSET + 16];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let (chunk_id, version) = parse_header(&head[..20])?;
+    let mark = &head[SPARE_MARK_OFFSET..];
+    if &mark[..8] != SPARE_MARK {
+        return None;
+    }
+    let number = u64::from_be_bytes(mark[8..].try_into().ok()?);
+    Some((chunk_id, version, number))
+}
+
+/// The chunk id and version in the first 20 bytes of a header; `None` without a signature.
+fn parse_header(head: &[u8]) -> Option<(u64, u32)> {
+    if &head[..8] != SIGNATURE && &head[..8] != OLD_SIGNATURE {
+        return None;
+    }
+    let id = u64::from_be_bytes(head[8..16].try_into().ok()?);
+    let version = u32::from_be_bytes(head[16..20].try_into().ok()?);
+    Some((id, version))
 }
 
 /// Opens an existing chunk file for reading and writing.
@@ -177,14 +221,7 @@ pub fn read_header(file: &File) -> Result<(u64, u32), HeaderError> {
             Err(e) => return Err(e.into()),
         }
     }
-    if &head[..8] != SIGNATURE && &head[..8] != OLD_SIGNATURE {
-        return Err(HeaderError::Signature);
-    }
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&head[8..16]);
-    let mut version = [0u8; 4];
-    version.copy_from_slice(&head[16..20]);
-    Ok((u64::from_be_bytes(id), u32::from_be_bytes(version)))
+    parse_header(&head).ok_or(HeaderError::Signature)
 }
 
 /// Rewrites the header (after a version change).

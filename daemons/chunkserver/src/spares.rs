@@ -11,9 +11,13 @@
 //! on), emptied and handed out again, so no inode is freed and none has to be found. The
 //! spare thread ([`start_thread`]) does that and makes new files when a disk runs low.
 //!
-//! The folder is `DISK/.spares`, files `spare_<n>`. A file there larger than a header, or
-//! with a second name, is no spare: one found at start is removed. A chunk's folder is synced
-//! together with the spare folder, so that a crash cannot leave a chunk's file in both. The
+//! The folder is `DISK/.spares`, files `spare_<n>`; a number is never given twice on a disk.
+//! A spare is handed out only once its name is on disk (the folder was synced after it came).
+//! A new chunk made from spare `n` carries `n` in its header, so its first sync needs no sync
+//! of either folder: a crash that loses the rename leaves `spare_n` marked `n`, and the scan
+//! moves it back into place ([`Spares::take_claimed`]). A deleted chunk's file comes to the
+//! folder under a new number, so its mark (if any) never matches. Any other file there larger
+//! than a header, or with a second name, is no spare: one found at start is removed. The
 //! folder can be deleted while the chunkserver is stopped.
 
 use std::collections::VecDeque;
@@ -51,10 +55,22 @@ pub const RECYCLE_ROOM: u64 = 1 << 30;
 /// the ones worth keeping: every small file costs a chunk file).
 const WAITING_BYTES: u64 = 256 << 20;
 
+/// A new chunk found at start in the spare file it was made from: a crash lost its rename.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub path: PathBuf,
+    pub chunk_id: u64,
+    pub version: u32,
+    pub len: u64,
+}
+
 #[derive(Debug)]
 pub struct Spares {
     dir: PathBuf,
+    /// Spares whose names are on disk.
     ready: Mutex<Vec<PathBuf>>,
+    /// New chunks found at start in their spare files, for the scan to move into place.
+    claimed: Mutex<Vec<Claimed>>,
     /// Files of deleted chunks (path, length, when they came), oldest first.
     waiting: Mutex<VecDeque<(PathBuf, u64, Instant)>>,
     next: AtomicU64,
@@ -72,11 +88,13 @@ pub struct Spares {
 
 impl Spares {
     /// The spares of the disk at `disk`: the files its folder holds already (leftovers larger
-    /// than a header are removed). A folder that cannot be read gives no spares: new chunks
-    /// are then made as files of their own.
+    /// than a header are removed, new chunks a crash left there are kept for the scan). A
+    /// folder that cannot be read gives no spares: new chunks are then made as files of their
+    /// own.
     pub fn open(disk: &Path) -> Spares {
         let dir = disk.join(FOLDER);
         let mut ready = Vec::new();
+        let mut claimed = Vec::new();
         let mut last = 0;
         let mut made = false;
         match std::fs::read_dir(&dir) {
@@ -84,16 +102,18 @@ impl Spares {
                 made = true;
                 for entry in entries.flatten() {
                     let path = entry.path();
-                    let Some(n) = entry
-                        .file_name()
-                        .to_str()
-                        .and_then(|n| n.strip_prefix("spare_"))
-                        .and_then(|n| n.parse::<u64>().ok())
-                    else {
+                    let Some(n) = Spares::number_of(&path) else {
                         continue;
                     };
                     last = last.max(n);
-                    match entry.metadata() {
+                    let meta = entry.metadata();
+                    if let Ok(m) = &meta {
+                        if let Some(found) = claimed_chunk(&path, n, m) {
+                            claimed.push(found);
+                            continue;
+                        }
+                    }
+                    match meta {
                         // A spare also named elsewhere (a chunk whose rename reached the disk
                         // before the spare folder did, as repaired by fsck) is no spare.
                         Ok(m) if m.is_file() && m.len() <= DATA_OFFSET && m.nlink() == 1 => {
@@ -114,11 +134,23 @@ impl Spares {
                 dir.display()
             ),
         }
+        // The names found are read from the page cache: make sure they are on disk before a
+        // chunk made from one counts on it.
+        if !ready.is_empty() {
+            if let Err(e) = sync_folder(&dir) {
+                tracing::warn!(
+                    "cannot sync {}: {e}; its spares are not used",
+                    dir.display()
+                );
+                ready.clear();
+            }
+        }
         Spares {
             dir,
             ready: Mutex::new(ready),
+            claimed: Mutex::new(claimed),
             waiting: Mutex::new(VecDeque::new()),
-            next: AtomicU64::new(last + 1),
+            next: AtomicU64::new(first_number(last)),
             queued: AtomicBool::new(false),
             tending: AtomicBool::new(false),
             made: AtomicBool::new(made),
@@ -130,6 +162,11 @@ impl Spares {
     /// A spare file to build a new chunk in, if one is ready. It holds at most a header.
     pub fn take(&self) -> Option<PathBuf> {
         self.ready.lock().pop()
+    }
+
+    /// The new chunks found at start in the spare files they were made from (once).
+    pub fn take_claimed(&self) -> Vec<Claimed> {
+        std::mem::take(&mut *self.claimed.lock())
     }
 
     /// How many spares are ready.
@@ -185,6 +222,7 @@ impl Spares {
     /// deletion meanwhile queued the disk again.
     pub fn tend(&self, now: Instant) -> Option<Instant> {
         self.queued.store(false, Ordering::Release);
+        let mut emptied = Vec::new();
         loop {
             let due = {
                 let mut waiting = self.waiting.lock();
@@ -197,11 +235,16 @@ impl Spares {
             };
             let Some((path, _, _)) = due else { break };
             match empty(&path) {
-                Ok(()) => self.ready.lock().push(path),
+                Ok(()) => emptied.push(path),
                 Err(e) => {
                     tracing::debug!("cannot empty {}: {e}; removed", path.display());
                     let _ = std::fs::remove_file(&path);
                 }
+            }
+        }
+        if !emptied.is_empty() {
+            if let Err(e) = self.publish(emptied) {
+                tracing::warn!("cannot sync {}: {e}; spares held back", self.dir.display());
             }
         }
         let pending = self.waiting();
@@ -221,11 +264,14 @@ impl Spares {
     /// Makes the spare folder's entries durable: called with the sync of a chunk's folder, so
     /// that a chunk renamed out of the folder is never found there again after a crash.
     pub fn sync_folder(&self) -> io::Result<()> {
-        match std::fs::File::open(&self.dir) {
-            Ok(dir) => dir.sync_all(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        sync_folder(&self.dir)
+    }
+
+    /// Hands spares out once their names are on disk.
+    fn publish(&self, spares: Vec<PathBuf>) -> io::Result<()> {
+        self.sync_folder()?;
+        self.ready.lock().extend(spares);
+        Ok(())
     }
 
     /// Makes spare files until `target` are ready; a failure is logged once, until making
@@ -251,17 +297,27 @@ impl Spares {
 
     fn make_up_to(&self, target: usize) -> io::Result<usize> {
         self.make_folder()?;
-        let mut made = 0;
-        while self.count() < target {
+        let mut made = Vec::new();
+        let mut result = Ok(());
+        while self.count() + made.len() < target {
             let path = self.new_path();
-            std::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&path)?;
-            self.ready.lock().push(path);
-            made += 1;
+                .open(&path)
+            {
+                Ok(_) => made.push(path),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        Ok(made)
+        let count = made.len();
+        if count > 0 {
+            self.publish(made)?;
+        }
+        result.map(|()| count)
     }
 
     fn make_folder(&self) -> io::Result<()> {
@@ -275,6 +331,15 @@ impl Spares {
     fn new_path(&self) -> PathBuf {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!("spare_{n}"))
+    }
+
+    /// The number of spare file `path`.
+    pub fn number_of(path: &Path) -> Option<u64> {
+        path.file_name()?
+            .to_str()?
+            .strip_prefix("spare_")?
+            .parse()
+            .ok()
     }
 }
 
@@ -341,6 +406,39 @@ pub fn start_thread() -> std::sync::mpsc::Sender<Arc<Disk>> {
 }
 
 /// Empties a deleted chunk's file (its blocks are freed, its inode stays).
+/// The first number to give: past every file found, and past every number given before on
+/// this disk (those files may have left the folder as chunks) as far as the clock tells.
+fn first_number(last_found: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+    (last_found + 1).max(now)
+}
+
+/// The new chunk spare file `path` (number `n`) became, when its header carries `n`: the
+/// rename out of the folder was lost in a crash.
+fn claimed_chunk(path: &Path, n: u64, meta: &std::fs::Metadata) -> Option<Claimed> {
+    if !meta.is_file() || meta.nlink() != 1 || meta.len() < DATA_OFFSET {
+        return None;
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let (chunk_id, version, mark) = crate::chunkfile::read_spare_mark(&file)?;
+    (mark == n).then(|| Claimed {
+        path: path.to_path_buf(),
+        chunk_id,
+        version,
+        len: meta.len(),
+    })
+}
+
+fn sync_folder(dir: &Path) -> io::Result<()> {
+    match std::fs::File::open(dir) {
+        Ok(dir) => dir.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn empty(path: &Path) -> io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)
@@ -486,6 +584,78 @@ mod tests {
         assert!(dir.join("notes").exists(), "another file was touched");
         // New spares are numbered after the leftovers.
         spares.make_up_to(1).unwrap();
-        assert_eq!(spares.take(), Some(dir.join("spare_10")));
+        let made = spares.take().unwrap();
+        assert!(Spares::number_of(&made).unwrap() > 9, "{}", made.display());
+    }
+
+    /// A file of the spare folder holding a chunk header marked `mark`, `len` bytes long.
+    fn marked(path: &Path, chunk_id: u64, mark: u64, len: u64) {
+        crate::chunkfile::create(path, 1, 1).unwrap();
+        drop(crate::chunkfile::reuse(path, chunk_id, 1, mark).unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_new_chunk_a_crash_left_in_its_spare_file_is_kept_for_the_scan() {
+        let disk = tempfile::tempdir().unwrap();
+        let dir = disk.path().join(FOLDER);
+        std::fs::create_dir(&dir).unwrap();
+        // Made from spare 5, whose rename was lost: kept, with or without data.
+        marked(&dir.join("spare_5"), 0x55, 5, DATA_OFFSET + 100);
+        marked(&dir.join("spare_6"), 0x66, 6, DATA_OFFSET);
+        // A deleted chunk once made from spare 3, now spare 7: emptied or removed as before.
+        marked(&dir.join("spare_7"), 0x77, 3, DATA_OFFSET + 100);
+        marked(&dir.join("spare_8"), 0x88, 4, DATA_OFFSET);
+        let spares = Spares::open(disk.path());
+        let mut claimed = spares.take_claimed();
+        claimed.sort_by_key(|c| c.chunk_id);
+        assert_eq!(
+            claimed,
+            vec![
+                Claimed {
+                    path: dir.join("spare_5"),
+                    chunk_id: 0x55,
+                    version: 1,
+                    len: DATA_OFFSET + 100,
+                },
+                Claimed {
+                    path: dir.join("spare_6"),
+                    chunk_id: 0x66,
+                    version: 1,
+                    len: DATA_OFFSET,
+                },
+            ]
+        );
+        assert!(spares.take_claimed().is_empty(), "handed over twice");
+        assert!(
+            !dir.join("spare_7").exists(),
+            "a deleted chunk's data was kept"
+        );
+        assert_eq!(spares.take(), Some(dir.join("spare_8")));
+        assert_eq!(spares.take(), None);
+    }
+
+    #[test]
+    fn spare_numbers_are_not_given_again_after_a_restart() {
+        let disk = tempfile::tempdir().unwrap();
+        let spares = Spares::open(disk.path());
+        spares.make_up_to(1).unwrap();
+        // The spare leaves the folder as a new chunk; the next start finds the folder empty.
+        let first = spares.take().unwrap();
+        std::fs::remove_file(&first).unwrap();
+        let again = Spares::open(disk.path());
+        again.make_up_to(1).unwrap();
+        let second = again.take().unwrap();
+        assert!(
+            Spares::number_of(&second) > Spares::number_of(&first),
+            "{} after {}",
+            second.display(),
+            first.display()
+        );
     }
 }

@@ -23,6 +23,7 @@ use crate::chunkfile::{self, Block, Wait, BS, DATA_OFFSET, ZERO_BLOCK_CRC};
 use crate::creations::Creations;
 use crate::filecache::FileCache;
 use crate::hdd::{Disk, DiskSet};
+use crate::spares::{Claimed, Spares};
 
 /// Open chunk files kept in the cache.
 const FILE_CACHE_SIZE: usize = 256;
@@ -100,9 +101,11 @@ struct Entry {
     /// Changes whenever the file is replaced or renamed; keys the open-file cache.
     generation: u64,
     damaged: bool,
-    /// The folder entry of a chunk made empty by the master's order is synced with its first
-    /// data (a client's fsync), not when it is made: a chunk lost with its unsynced folder
-    /// entry held no data anybody was promised.
+    /// A crash cannot lose the chunk's name: its folder was synced, or the chunk was made from
+    /// a spare file and carries its number (the scan finds it there again). Else the folder
+    /// entry of a chunk made empty by the master's order is synced with its first data (a
+    /// client's fsync), not when it is made: a chunk lost with its unsynced folder entry held
+    /// no data anybody was promised.
     folder_synced: bool,
 }
 
@@ -161,6 +164,9 @@ pub struct NewChunk {
     tmp: PathBuf,
     /// Replace a copy of another version on commit (replication).
     replaces_stale: bool,
+    /// Made from a spare file and marked with its number: a crash that loses the rename
+    /// leaves it where the scan finds it again.
+    marked: bool,
     committed: bool,
 }
 
@@ -360,8 +366,51 @@ impl Store {
                 }
             }
         }
+        for claimed in disk.spares.take_claimed() {
+            if self.put_back(disk, claimed) {
+                added += 1;
+            }
+        }
         self.top_up_spares(disk);
         Ok(added)
+    }
+
+    /// Moves a new chunk that a crash left in its spare file (the rename was lost) into its
+    /// place, and registers it. A chunk registered already keeps its file: the spare is a
+    /// leftover and is removed.
+    fn put_back(&self, disk: &Arc<Disk>, found: Claimed) -> bool {
+        let id = found.chunk_id;
+        if self.chunks.lock().contains_key(&id) {
+            tracing::warn!(
+                "{} holds chunk {id:016X}, which is also in a chunk folder; removed",
+                found.path.display()
+            );
+            if let Err(e) = std::fs::remove_file(&found.path) {
+                tracing::warn!("cannot remove {}: {e}", found.path.display());
+            }
+            return false;
+        }
+        let subdir = chunkfile::default_subdir(id);
+        let path = chunkfile::chunk_path(&disk.path, subdir, id, found.version);
+        let moved =
+            std::fs::rename(&found.path, &path).and_then(|()| sync_new_chunk(None, &path, disk));
+        if let Err(e) = moved {
+            disk.count_error();
+            tracing::error!(
+                "cannot move {} back to {} (a crash lost the rename): {e}; the chunk is not                  served",
+                found.path.display(),
+                path.display()
+            );
+            return false;
+        }
+        tracing::info!(
+            "chunk {id:016X} version {}: moved back from {} to {}, where a crash had left it",
+            found.version,
+            found.path.display(),
+            path.display()
+        );
+        let mut map = self.chunks.lock();
+        self.register(&mut map, disk, subdir, id, found.version, found.len)
     }
 
     /// Adds a scanned chunk; of two copies of one chunk the higher version wins.
@@ -995,10 +1044,13 @@ impl Store {
             FsError::NoSpace
         })?;
         let subdir = chunkfile::default_subdir(chunk.chunk_id);
-        let spare = disk.spares.take();
+        let spare = disk
+            .spares
+            .take()
+            .and_then(|p| Spares::number_of(&p).map(|n| (p, n)));
         self.top_up_spares(&disk);
-        if let Some(spare) = spare {
-            match chunkfile::reuse(&spare, chunk.chunk_id, chunk.version) {
+        if let Some((spare, number)) = spare {
+            match chunkfile::reuse(&spare, chunk.chunk_id, chunk.version, number) {
                 Ok(file) => {
                     return Ok(NewChunk {
                         chunk,
@@ -1007,6 +1059,7 @@ impl Store {
                         subdir,
                         tmp: spare,
                         replaces_stale,
+                        marked: true,
                         committed: false,
                     })
                 }
@@ -1039,6 +1092,7 @@ impl Store {
             subdir,
             tmp,
             replaces_stale,
+            marked: false,
             committed: false,
         })
     }
@@ -1129,7 +1183,7 @@ impl Store {
                 len,
                 generation,
                 damaged: false,
-                folder_synced: sync_folder,
+                folder_synced: sync_folder || new.marked,
             },
         );
         Ok(())
@@ -1820,5 +1874,43 @@ pub(crate) mod tests {
         store.delete(C).unwrap();
         assert_eq!(disk.spares.waiting(), 1);
         assert!(store.check(C).is_err());
+    }
+
+    #[test]
+    fn a_synced_new_chunk_whose_rename_a_crash_lost_is_found_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let spare = {
+            let (store, _events) = test_store(dir.path());
+            let disk = store.disks().all()[0].clone();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while disk.spares.count() == 0 {
+                assert!(std::time::Instant::now() < deadline, "no spares made");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            store.create(C).unwrap();
+            write_all(&store, C, 0, &data);
+            let h = store.open(C).unwrap();
+            store.sync(&h).unwrap();
+            // What a crash before the folders reached the disk leaves: the chunk under the
+            // name of the spare it was made from (its header says which).
+            let path = chunkfile::chunk_path(dir.path(), 0xCD, C.chunk_id, C.version);
+            let file = std::fs::File::open(&path).unwrap();
+            let (_, _, number) = chunkfile::read_spare_mark(&file).unwrap();
+            let spare = dir
+                .path()
+                .join(crate::spares::FOLDER)
+                .join(format!("spare_{number}"));
+            std::fs::rename(&path, &spare).unwrap();
+            spare
+        };
+        let (store, _events) = test_store(dir.path());
+        assert_eq!(store.chunk_refs(), vec![C]);
+        assert_eq!(&read_all(&store, C, 2).unwrap()[..70_000], &data[..]);
+        assert!(!spare.exists(), "the chunk was left in the spare folder");
+        assert!(dir
+            .path()
+            .join("CD/chunk_000000000000ABCD_00000001.mfs")
+            .exists());
     }
 }
