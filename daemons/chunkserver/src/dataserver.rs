@@ -715,13 +715,15 @@ impl Conn {
         // downstream reader how long to wait for the next server's `WriteEnded`.
         let (reading_ended, acker_deadline) = oneshot::channel::<()>();
         let (down_deadline_tx, down_deadline) = oneshot::channel::<Instant>();
-        let mut local = tokio::spawn(local_writer(
+        // Polled by this task with the others: a disk batch's end and its answers wake one
+        // task, not two that may sit on different worker threads.
+        let local = local_writer(
             Arc::clone(store),
             session.handle,
-            session.writing,
+            Arc::new(session.writing),
             job_rx,
             done_tx,
-        ));
+        );
         let acker = Acker {
             up: &mut *writer,
             local: done_rx,
@@ -867,12 +869,11 @@ impl Conn {
         };
         // Answers what is still pending once the frames end, within the chain timeout (a
         // hung disk or next server cannot hold the session forever).
-        let local_ref = &mut local;
         let acking = async move {
             let answered = async {
-                let sent = acker.run(pend_rx).await;
                 // The local writer ends after its last job (the chunk stops being written).
-                sent && local_ref.await.is_ok()
+                let (sent, written) = tokio::join!(acker.run(pend_rx), local);
+                sent && written
             };
             let deadline = async {
                 let _ = acker_deadline.await;
@@ -890,10 +891,9 @@ impl Conn {
                 None => false,
             }
         };
+        // A disk batch still running when the acker gives up (a hung disk) finishes on its
+        // own, keeping the chunk marked as being written until then.
         let (outcome, answered, down_ended) = tokio::join!(reading, acking, down_reading);
-        // A local writer still busy (a hung disk) finishes its jobs on its own, keeping the
-        // chunk marked as being written until then.
-        drop(local);
         // The next server's session has ended: its connection serves the next chain there.
         if let Some(d) = downstream.filter(|_| down_ended && !broken.load(Ordering::Relaxed)) {
             downstreams.put(d);
@@ -1066,14 +1066,15 @@ struct LocalDone {
 }
 
 /// Runs the session's local jobs in order, several per trip to the blocking pool; the chunk
-/// counts as being written until the last job is done.
+/// counts as being written until the last job is done. False when a batch failed to run
+/// (every pending write then fails).
 async fn local_writer(
     store: Arc<Store>,
     handle: Handle,
-    _writing: Writing,
+    writing: Arc<Writing>,
     mut jobs: mpsc::Receiver<LocalJob>,
     done: mpsc::UnboundedSender<LocalDone>,
-) {
+) -> bool {
     let handle = Arc::new(handle);
     let mut batch = Vec::with_capacity(LOCAL_BATCH);
     let mut state = DiskState {
@@ -1086,8 +1087,10 @@ async fn local_writer(
         let store = Arc::clone(&store);
         let h = Arc::clone(&handle);
         let done = done.clone();
+        let writing = Arc::clone(&writing);
         let ran = tokio::task::spawn_blocking(move || {
             run_jobs(&store, &h, &mut batch, &mut state, &done);
+            drop(writing);
             (batch, state)
         })
         .await;
@@ -1099,10 +1102,11 @@ async fn local_writer(
             Err(e) => {
                 // Dropping `done` turns every pending write into an error.
                 tracing::error!("a disk write task failed: {e}");
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 /// What a session's disk writes keep from one batch of jobs to the next.
