@@ -47,6 +47,10 @@ pub(crate) const LOW: usize = 128;
 const MAX: usize = 16_384;
 /// How long a deleted chunk's file waits before it is emptied.
 pub const GRACE: Duration = Duration::from_secs(10);
+/// The spare thread comes back for deleted chunks' files at most this often: each turn syncs
+/// the spare folder once for all the files it empties (a sync per file would be a disk flush
+/// per deleted chunk).
+const TEND_EVERY: Duration = Duration::from_secs(1);
 /// Free space a disk needs for deleted chunks' files to wait there: on a fuller disk, deleting
 /// files frees their space at once.
 pub const RECYCLE_ROOM: u64 = 1 << 30;
@@ -257,7 +261,7 @@ impl Spares {
             .waiting
             .lock()
             .front()
-            .map(|(_, _, since)| *since + GRACE);
+            .map(|(_, _, since)| (*since + GRACE).max(now + TEND_EVERY));
         next.filter(|_| !self.tending.swap(true, Ordering::SeqCst))
     }
 

@@ -708,8 +708,8 @@ impl Core {
         }
     }
 
-    /// Opens `inode` at the master and counts the handle; returns the new handle.
-    /// Opens `inode`: the new handle, and whether the kernel keeps its pages of the file.
+    /// Opens `inode` at the master and counts the handle: the new handle, and whether the
+    /// kernel keeps its pages of the file.
     async fn open_inode(
         &self,
         inode: Inode,
