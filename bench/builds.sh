@@ -12,6 +12,7 @@
 #                   tree   tar -x of FILE, cp -a of it, rm -rf of both, ms
 #                   sqlite autocommit single-row inserts, µs per commit (300 commits)
 #                   rand   fio 4 KiB random reads at QD1 of a 256 MiB file, IOPS
+#                   seq    fio sequential write of 1 GiB, 1 MiB direct, end fsync, MiB/s
 #                   files  bench/million.sh in small: 20,000 empty files made by 4 writers
 #                          in 20 folders, ls -lR, rm -rf, ms
 #     --goal N      copies of every file (default 1)
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 source bench/ours.sh
 
 usage() {
-    echo "usage: bench/builds.sh BASE_BIN NEW_BIN [--workload tar|cp|tree|sqlite|rand|files] [--goal N] [--runs N] [--tar FILE]" >&2
+    echo "usage: bench/builds.sh BASE_BIN NEW_BIN [--workload tar|cp|tree|sqlite|rand|seq|files] [--goal N] [--runs N] [--tar FILE]" >&2
     exit 2
 }
 [ $# -ge 2 ] || usage
@@ -40,12 +41,14 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-case $workload in tar | cp | tree | sqlite | rand | files) ;; *) usage ;; esac
+case $workload in tar | cp | tree | sqlite | rand | seq | files) ;; *) usage ;; esac
 [ "$(id -u)" = 0 ] || { echo "builds: run as root (FUSE)" >&2; exit 1; }
 for b in "$base_bin" "$new_bin"; do
     [ -x "$b/moose-master" ] || { echo "builds: no moose-master in $b" >&2; exit 1; }
 done
-[ "$workload" != rand ] || command -v fio >/dev/null || { echo "builds: fio is missing: apt-get install fio" >&2; exit 1; }
+case $workload in
+    rand | seq) command -v fio >/dev/null || { echo "builds: fio is missing: apt-get install fio" >&2; exit 1; } ;;
+esac
 [ "$workload" != sqlite ] || python3 -c 'import sqlite3' 2>/dev/null || { echo "builds: python3 with sqlite3 is missing" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/moose-builds.XXXXXX)
@@ -104,11 +107,15 @@ run() {
             [ -e "$m/rand" ] || fio --name=prep --filename="$m/rand" --rw=write --bs=1M --size=256M --ioengine=psync --end_fsync=1 >/dev/null
             fio --name=rand --filename="$m/rand" --rw=randread --bs=4k --size=256M --runtime=5 --time_based --direct=1 --ioengine=psync --output-format=json |
                 python3 -c 'import json, sys; print(int(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))' ;;
+        seq)
+            fio --name=seq --filename="$m/seq$i" --rw=write --bs=1M --size=1G --direct=1 --ioengine=psync --end_fsync=1 --output-format=json |
+                python3 -c 'import json, sys; print(int(json.load(sys.stdin)["jobs"][0]["write"]["bw"] / 1024))'
+            rm -f "$m/seq$i" ;;
     esac
 }
 
 unit=ms
-case $workload in sqlite) unit="µs per commit" ;; rand) unit=IOPS ;; esac
+case $workload in sqlite) unit="µs per commit" ;; rand) unit=IOPS ;; seq) unit=MiB/s ;; esac
 echo "$workload at goal $goal, $runs runs each ($unit): base $base_bin, new $new_bin"
 for i in $(seq "$runs"); do
     order="base new"
