@@ -378,13 +378,8 @@ pub enum Touches {
 }
 
 impl ClRequest {
-    /// True when the request never changes an object's attributes, so that a mount may keep
-    /// answering with attributes it learned before it.
-    pub fn leaves_attributes(&self) -> bool {
-        self.touches() == Touches::Nothing
-    }
-
-    /// Whose attributes the request may change: a mount keeps what it learned of the others.
+    /// Whose attributes the request may change: a mount keeps what it learned of the others
+    /// (all of it for [`Touches::Nothing`]).
     pub fn touches(&self) -> Touches {
         use ClRequest::*;
         match self {
@@ -1001,7 +996,7 @@ mod tests {
             cred: cred.clone(),
         };
         assert_eq!(unlink.touches(), Touches::Any);
-        assert!(ClRequest::GetAttr { inode: 5 }.leaves_attributes());
-        assert!(!setattr.leaves_attributes());
+        assert_eq!(ClRequest::GetAttr { inode: 5 }.touches(), Touches::Nothing);
+        assert_ne!(setattr.touches(), Touches::Nothing);
     }
 }
