@@ -2020,13 +2020,10 @@ impl Filesystem for MooseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let core = self.core.clone();
-        self.spawn(async move {
-            match core.sync_metadata().await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
+        // Sent from this thread and answered from the connection's reader: no task to wake
+        // on the way out or back.
+        self.core
+            .done_request("fsyncdir", ClRequest::SyncMetadata, reply);
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {

@@ -194,6 +194,9 @@ pub async fn serve(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
                             });
                             continue;
                         }
+                        // On disk already (an `fsync` of a folder after one of a file):
+                        // answered from here too.
+                        Step::Synced(reply, version) if master.is_synced(version) => Ok(reply),
                         Step::Synced(reply, version) => {
                             let (m, out, answering) =
                                 (master.clone(), out.clone(), answering.clone());

@@ -180,6 +180,11 @@ impl Master {
         self.log.is_recorded(version)
     }
 
+    /// True when every change up to `version` is on disk.
+    pub fn is_synced(&self, version: u64) -> bool {
+        self.log.synced() >= version
+    }
+
     /// Waits until change `version` may be acknowledged (see CHANGELOG_SAVE_MODE).
     pub async fn recorded(&self, version: u64) -> FsResult<()> {
         self.log.wait_recorded(version).await.map_err(log_failure)
