@@ -60,6 +60,22 @@ pub struct PooledBuf {
 }
 
 impl PooledBuf {
+    /// The whole block, to be filled from its start; [`PooledBuf::set_len`] then says how
+    /// much of it the buffer holds.
+    pub fn room(&mut self) -> &mut [u8] {
+        self.block.as_mut().map_or(&mut [], |b| &mut b.0[..])
+    }
+
+    /// Holds the first `len` bytes of the block (as last written through
+    /// [`PooledBuf::room`]); fails past one block.
+    pub fn set_len(&mut self, len: usize) -> Result<(), BlockOverflow> {
+        if len > BS || self.block.is_none() {
+            return Err(BlockOverflow);
+        }
+        self.len = len;
+        Ok(())
+    }
+
     /// Appends `bytes`; fails (keeping what it holds) past one block.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<(), BlockOverflow> {
         let end = self.len + bytes.len();
@@ -140,6 +156,18 @@ mod tests {
         assert!(b.iter().all(|&x| x == 0));
         b[2 * BS + 5] = 9;
         assert_eq!(b[2 * BS + 5], 9);
+    }
+
+    #[test]
+    fn a_buffer_filled_in_place_holds_what_it_is_told() {
+        let pool = BufPool::new(1);
+        let mut a = pool.get();
+        assert_eq!(a.room().len(), BS);
+        a.room()[..4].copy_from_slice(b"abcd");
+        a.set_len(4).unwrap();
+        assert_eq!(&a[..], b"abcd");
+        assert_eq!(a.set_len(BS + 1), Err(BlockOverflow));
+        assert_eq!(&a[..], b"abcd");
     }
 
     #[test]

@@ -31,7 +31,9 @@ use moose_proto::auth::{ChunkToken, TokenOp, MAX_CHAIN};
 use moose_proto::frame::{self, FrameReader, FrameWriter, ProtoError};
 use moose_proto::handshake::accept_hello;
 use moose_proto::msg::{FromCs, ToCs};
-use moose_proto::{ChunkRef, CsAddr, DataHeader, Frame, FsError, FsResult, Role, CHUNK_SIZE};
+use moose_proto::{
+    ChunkRef, CsAddr, DataHeader, Frame, FsError, FsResult, Landed, Role, CHUNK_SIZE,
+};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -738,7 +740,9 @@ impl Conn {
         let reading = async move {
             let mut finish_forwarded = false;
             let outcome = loop {
-                let frame = match timeout(IDLE_TIMEOUT, reader.next()).await {
+                // A block lands in the buffer it goes to the disk from.
+                let mut data = store.pool().get();
+                let frame = match timeout(IDLE_TIMEOUT, reader.next_into(data.room())).await {
                     Err(_) => {
                         break Err(ConnError::Protocol(format!(
                             "nothing received for {} s during a write to chunk {:016X}",
@@ -751,7 +755,11 @@ impl Conn {
                     Ok(Err(e)) => break Err(ConnError::from(e)),
                 };
                 let entry = match frame {
-                    Frame::Data(h, payload) => match check_piece(&h, payload, chunk) {
+                    Landed::Data(h, size) => match data
+                        .set_len(size)
+                        .map_err(|_| FsError::Inval)
+                        .and_then(|()| check_piece(&h, &data, chunk))
+                    {
                         Err(status) => {
                             tracing::warn!(
                                 "write to chunk {:016X} from {peer}: write id {} refused: \
@@ -765,15 +773,18 @@ impl Conn {
                             })
                         }
                         Ok(()) => {
-                            // The local write starts while the frame goes downstream.
-                            let mut data = store.pool().get();
-                            // The frame reader takes no more than a block per frame.
-                            if data.extend_from_slice(payload).is_err() {
-                                break Err(ConnError::Protocol(format!(
-                                    "a data frame of {} bytes, more than a block",
-                                    payload.len()
-                                )));
-                            }
+                            // Downstream first, as the disk job takes the buffer: the local
+                            // writer, polled by this task, starts no sooner either way.
+                            let forwarded = match down_writer.as_mut() {
+                                Some(w) if !broken.load(Ordering::Relaxed) => {
+                                    forward(w, broken, chunk, async |w: &mut Writer| {
+                                        w.send_data(&h, &data).await?;
+                                        w.flush().await
+                                    })
+                                    .await
+                                }
+                                _ => false,
+                            };
                             let job = LocalJob::Write {
                                 write_id: h.req_id,
                                 offset: h.offset,
@@ -783,23 +794,13 @@ impl Conn {
                             if job_tx.send(job).await.is_err() {
                                 break Err(ConnError::Internal("the local writer stopped".into()));
                             }
-                            let forwarded = match down_writer.as_mut() {
-                                Some(w) if !broken.load(Ordering::Relaxed) => {
-                                    forward(w, broken, chunk, async |w: &mut Writer| {
-                                        w.send_data(&h, payload).await?;
-                                        w.flush().await
-                                    })
-                                    .await
-                                }
-                                _ => false,
-                            };
                             Pending::Write {
                                 write_id: h.req_id,
                                 forwarded,
                             }
                         }
                     },
-                    Frame::Msg(body) => match frame::decode::<ToCs>(body) {
+                    Landed::Msg(body) => match frame::decode::<ToCs>(body) {
                         Ok(ToCs::WriteFinish) => {
                             if let Some(w) = down_writer.as_mut() {
                                 if !broken.load(Ordering::Relaxed) {

@@ -97,6 +97,15 @@ pub enum Frame<'a> {
     Data(DataHeader, &'a [u8]),
 }
 
+/// A frame read by [`FrameReader::next_into`]: a control message in the reader's buffer, or a
+/// data frame whose payload went to the caller's buffer.
+#[derive(Debug)]
+pub enum Landed<'a> {
+    Msg(&'a [u8]),
+    /// The header, and how many payload bytes now begin the caller's buffer.
+    Data(DataHeader, usize),
+}
+
 impl Frame<'_> {
     /// Decodes a control message; a data frame here is a protocol error.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ProtoError> {
@@ -178,6 +187,37 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads the next frame. A clean end of stream between frames is `ProtoError::Closed`.
     pub async fn next(&mut self) -> Result<Frame<'_>, ProtoError> {
+        let (kind, len) = self.head().await?;
+        self.body(len).await?;
+        parse_frame(kind, &self.buf[..len])
+    }
+
+    /// Reads the next frame as [`FrameReader::next`] does, but a data frame's payload lands
+    /// at the start of `payload` instead of in the reader's buffer: a block received is not
+    /// copied once more on its way on. A payload longer than `payload` is refused.
+    pub async fn next_into(&mut self, payload: &mut [u8]) -> Result<Landed<'_>, ProtoError> {
+        let (kind, len) = self.head().await?;
+        if kind != KIND_DATA {
+            self.body(len).await?;
+            return Ok(Landed::Msg(&self.buf[..len]));
+        }
+        let mut header = [0u8; DataHeader::LEN];
+        let Some(size) = len.checked_sub(DataHeader::LEN) else {
+            return Err(ProtoError::ShortData(len as u32));
+        };
+        if size > payload.len() {
+            return Err(ProtoError::TooLarge {
+                len: len as u32,
+                limit: (payload.len() + DataHeader::LEN) as u32,
+            });
+        }
+        self.inner.read_exact(&mut header).await?;
+        self.inner.read_exact(&mut payload[..size]).await?;
+        Ok(Landed::Data(DataHeader::decode(&header), size))
+    }
+
+    /// Reads a frame's kind and length, and checks the length against the link's limit.
+    async fn head(&mut self) -> Result<(u32, usize), ProtoError> {
         let mut head = [0u8; 8];
         match self.inner.read_exact(&mut head[..1]).await {
             Ok(_) => {}
@@ -197,17 +237,31 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if len > limit {
             return Err(ProtoError::TooLarge { len, limit });
         }
-        // The buffer grows as the bytes arrive (doubling from 64 KiB): a peer that announces
-        // a large frame and sends nothing gets nothing large allocated.
-        let len = len as usize;
-        self.buf.clear();
-        while self.buf.len() < len {
-            let have = self.buf.len();
-            let step = (len - have).min(have.max(GROW_STEP));
-            self.buf.resize(have + step, 0);
-            self.inner.read_exact(&mut self.buf[have..]).await?;
+        Ok((kind, len as usize))
+    }
+
+    /// Reads a frame's `len` bytes into the start of the reader's buffer.
+    async fn body(&mut self, len: usize) -> Result<(), ProtoError> {
+        if self.buf.len() >= len {
+            // Room made for an earlier frame is written over, not zeroed again: a data
+            // frame's 64 KiB cost a memset each.
+            self.inner.read_exact(&mut self.buf[..len]).await?;
+        } else {
+            // The buffer grows as the bytes arrive (doubling from 64 KiB): a peer that
+            // announces a large frame and sends nothing gets nothing large allocated.
+            let mut have = 0;
+            while have < len {
+                let step = (len - have).min(have.max(GROW_STEP));
+                if self.buf.len() < have + step {
+                    self.buf.resize(have + step, 0);
+                }
+                self.inner
+                    .read_exact(&mut self.buf[have..have + step])
+                    .await?;
+                have += step;
+            }
         }
-        parse_frame(kind, &self.buf)
+        Ok(())
     }
 
     /// Reads the next frame and decodes it as a control message.
@@ -482,7 +536,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::{ClEnvelope, ClRequest};
+    use crate::msg::{ClEnvelope, ClRequest, ToCs};
 
     #[tokio::test]
     async fn frames_appended_to_a_buffer_read_back_as_sent_by_a_frame_writer() {
@@ -812,6 +866,81 @@ mod tests {
         match r.next().await.unwrap() {
             Frame::Msg(got) => assert!(got == &body[..]),
             other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_data_payload_lands_in_the_callers_buffer() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        let h = DataHeader {
+            chunk_id: 9,
+            version: 2,
+            req_id: 3,
+            offset: 4096,
+            crc: 77,
+        };
+        let block: Vec<u8> = (0..crate::BLOCK_SIZE).map(|i| (i % 253) as u8).collect();
+        w.send_data(&h, &block).await.unwrap();
+        w.send(&ToCs::WriteFinish).await.unwrap();
+        w.send_data(&h, b"tail").await.unwrap();
+        w.send_data(&h, &block).await.unwrap();
+        w.flush().await.unwrap();
+
+        let mut room = vec![0u8; crate::BLOCK_SIZE as usize];
+        match r.next_into(&mut room).await.unwrap() {
+            Landed::Data(got, n) => {
+                assert_eq!((got, n), (h, block.len()));
+                assert!(room == block);
+            }
+            other => panic!("expected data, got {other:?}"),
+        }
+        match r.next_into(&mut room).await.unwrap() {
+            Landed::Msg(body) => assert_eq!(decode::<ToCs>(body).unwrap(), ToCs::WriteFinish),
+            other => panic!("expected a message, got {other:?}"),
+        }
+        match r.next_into(&mut room).await.unwrap() {
+            Landed::Data(_, n) => assert_eq!(&room[..n], b"tail"),
+            other => panic!("expected data, got {other:?}"),
+        }
+        // A payload larger than the room offered is refused, not cut.
+        let mut small = [0u8; 100];
+        assert!(matches!(
+            r.next_into(&mut small).await,
+            Err(ProtoError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_data_frame_shorter_than_its_header_is_refused() {
+        let (mut a, b) = tokio::io::duplex(1024);
+        a.write_all(&KIND_DATA.to_be_bytes()).await.unwrap();
+        a.write_all(&10u32.to_be_bytes()).await.unwrap();
+        a.write_all(&[0u8; 10]).await.unwrap();
+        let mut r = FrameReader::new(b);
+        let mut room = [0u8; 64];
+        assert!(matches!(
+            r.next_into(&mut room).await,
+            Err(ProtoError::ShortData(10))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_short_frame_after_a_long_one_is_only_its_own_bytes() {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let mut r = FrameReader::new(b);
+        let long: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for body in [&long[..], b"short", b"", b"again"] {
+            a.write_all(&KIND_MSG.to_be_bytes()).await.unwrap();
+            a.write_all(&(body.len() as u32).to_be_bytes())
+                .await
+                .unwrap();
+            a.write_all(body).await.unwrap();
+            match r.next().await.unwrap() {
+                Frame::Msg(got) => assert_eq!(got, body),
+                other => panic!("expected a message, got {other:?}"),
+            }
         }
     }
 

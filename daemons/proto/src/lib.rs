@@ -14,7 +14,7 @@ pub mod msg;
 pub mod outbox;
 pub mod types;
 
-pub use frame::{DataHeader, Frame, FrameReader, FrameWriter, ProtoError};
+pub use frame::{DataHeader, Frame, FrameReader, FrameWriter, Landed, ProtoError};
 pub use handshake::{Hello, HelloReply, Role, PROTOCOL_VERSION};
 pub use types::*;
 
