@@ -3,7 +3,7 @@
 
 use moose_proto::frame::{encode, KIND_DATA, KIND_MSG};
 use moose_proto::msg::*;
-use moose_proto::{ChunkRef, Cred, FrameReader};
+use moose_proto::{ChunkRef, Cred, Frame, FrameReader, Landed};
 
 use crate::Target;
 
@@ -11,6 +11,8 @@ pub struct Frames;
 
 /// Frame limit of the runs: small, so that announced lengths past it are refused.
 const LIMIT: u32 = 64 * 1024;
+/// Room `next_into` offers a payload: less than a block, so that larger ones are refused.
+const ROOM: usize = 4096;
 
 fn frame(kind: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + payload.len());
@@ -74,9 +76,27 @@ impl Target for Frames {
         }
         RT.with(|rt| {
             rt.block_on(async {
+                // Frames are read in turn by `next` and by `next_into` with room for less
+                // than the largest payload (a chunkserver's write session reads with it).
                 let mut r = FrameReader::with_limit(input, LIMIT);
-                while let Ok(frame) = r.next().await {
-                    frame.decode_as_every_message();
+                let mut room = vec![0u8; ROOM];
+                for turn in 0.. {
+                    let frame = if turn % 2 == 0 {
+                        r.next().await
+                    } else {
+                        match r.next_into(&mut room).await {
+                            Ok(Landed::Msg(body)) => Ok(Frame::Msg(body)),
+                            Ok(Landed::Data(_, size)) => {
+                                assert!(size <= ROOM, "{size} payload bytes in {ROOM} of room");
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        }
+                    };
+                    match frame {
+                        Ok(frame) => frame.decode_as_every_message(),
+                        Err(_) => break,
+                    }
                 }
             })
         });
