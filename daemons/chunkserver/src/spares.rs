@@ -409,7 +409,6 @@ pub fn start_thread() -> std::sync::mpsc::Sender<Arc<Disk>> {
     tx
 }
 
-/// Empties a deleted chunk's file (its blocks are freed, its inode stays).
 /// The first number to give: past every file found, and past every number given before on
 /// this disk (those files may have left the folder as chunks) as far as the clock tells.
 fn first_number(last_found: u64) -> u64 {
@@ -443,6 +442,7 @@ fn sync_folder(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Empties a deleted chunk's file (its blocks are freed, its inode stays).
 fn empty(path: &Path) -> io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)

@@ -397,7 +397,8 @@ impl Store {
         if let Err(e) = moved {
             disk.count_error();
             tracing::error!(
-                "cannot move {} back to {} (a crash lost the rename): {e}; the chunk is not                  served",
+                "cannot move {} back to {} (a crash lost the rename): {e}; the chunk is not \
+                 served",
                 found.path.display(),
                 path.display()
             );

@@ -201,7 +201,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.body(len).await?;
             return Ok(Landed::Msg(&self.buf[..len]));
         }
-        let mut header = [0u8; DataHeader::LEN];
         let Some(size) = len.checked_sub(DataHeader::LEN) else {
             return Err(ProtoError::ShortData(len as u32));
         };
@@ -211,6 +210,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 limit: (payload.len() + DataHeader::LEN) as u32,
             });
         }
+        let mut header = [0u8; DataHeader::LEN];
         self.inner.read_exact(&mut header).await?;
         self.inner.read_exact(&mut payload[..size]).await?;
         Ok(Landed::Data(DataHeader::decode(&header), size))

@@ -125,8 +125,8 @@ impl Outbox {
 
     /// Has held bytes (messages nobody waits on the answer to) written with the next message
     /// pushed, or by the writer task within [`SOON`]: one write and one wake-up of the peer
-    /// for all the messages of that time. Once they fill a batch ([`SOON_BYTES`]) they are written now, so that the peer works
-    /// on them while the sender goes on.
+    /// for all the messages of that time. Once they fill a batch ([`SOON_BYTES`]) they are
+    /// written now, so that the peer works on them while the sender goes on.
     pub fn release_soon(&self) {
         let (arm, taken) = {
             let mut st = self.state.lock();
