@@ -1,14 +1,14 @@
 //! The master answers a writer's lease for a new chunk while its orders to make the chunk are
 //! still on their way, so the writer's chain can reach a chunkserver before the order does.
-//! A chain that finds no new chunk (version 1) waits here for the outcome of its creation.
+//! A chain that finds no new chunk (version 1) and no outcome for it yet goes on reading the
+//! writer's data; its first disk trip waits here for the outcome of the creation, and runs the
+//! writes queued meanwhile right behind it (no hand-off to the session's task and back out).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moose_proto::FsResult;
-use parking_lot::Mutex;
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use parking_lot::{Condvar, Mutex};
 
 /// Outcomes kept at most; they matter for the moment a chain waits.
 const KEPT: usize = 4096;
@@ -17,7 +17,7 @@ const KEPT: usize = 4096;
 pub struct Creations {
     /// The outcome of the latest creation orders, by chunk id (ids are never reused).
     outcomes: Mutex<HashMap<u64, FsResult<()>>>,
-    changed: Notify,
+    settled: Condvar,
 }
 
 impl Creations {
@@ -30,23 +30,25 @@ impl Creations {
             }
             outcomes.insert(chunk_id, outcome);
         }
-        self.changed.notify_waiters();
+        self.settled.notify_all();
+    }
+
+    /// The outcome of the creation of `chunk_id`, if it ended already.
+    pub fn outcome(&self, chunk_id: u64) -> Option<FsResult<()>> {
+        self.outcomes.lock().get(&chunk_id).copied()
     }
 
     /// Waits up to `limit` for the creation of `chunk_id` to end: its outcome, or `None` when
-    /// none came.
-    pub async fn wait(&self, chunk_id: u64, limit: Duration) -> Option<FsResult<()>> {
+    /// none came. Blocks the calling thread: for disk threads.
+    pub fn wait(&self, chunk_id: u64, limit: Duration) -> Option<FsResult<()>> {
         let deadline = Instant::now() + limit;
+        let mut outcomes = self.outcomes.lock();
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Registered before the look, so that an outcome noted in between wakes it.
-            changed.as_mut().enable();
-            if let Some(outcome) = self.outcomes.lock().get(&chunk_id) {
+            if let Some(outcome) = outcomes.get(&chunk_id) {
                 return Some(*outcome);
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return None;
+            if self.settled.wait_until(&mut outcomes, deadline).timed_out() {
+                return outcomes.get(&chunk_id).copied();
             }
         }
     }
@@ -58,18 +60,20 @@ mod tests {
     use moose_proto::FsError;
     use std::sync::Arc;
 
-    #[tokio::test]
-    async fn a_waiter_gets_the_outcome_noted_after_it_began_and_times_out_without_one() {
+    #[test]
+    fn a_waiter_gets_the_outcome_noted_after_it_began_and_times_out_without_one() {
         let c = Arc::new(Creations::default());
-        let waiting = tokio::spawn({
+        let waiting = std::thread::spawn({
             let c = c.clone();
-            async move { c.wait(7, Duration::from_secs(30)).await }
+            move || c.wait(7, Duration::from_secs(30))
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::thread::sleep(Duration::from_millis(20));
         c.note(8, Ok(()));
         c.note(7, Err(FsError::NoSpace));
-        assert_eq!(waiting.await.unwrap(), Some(Err(FsError::NoSpace)));
-        assert_eq!(c.wait(8, Duration::from_secs(1)).await, Some(Ok(())));
-        assert_eq!(c.wait(9, Duration::from_millis(20)).await, None);
+        assert_eq!(waiting.join().unwrap(), Some(Err(FsError::NoSpace)));
+        assert_eq!(c.wait(8, Duration::from_secs(1)), Some(Ok(())));
+        assert_eq!(c.outcome(8), Some(Ok(())));
+        assert_eq!(c.outcome(9), None);
+        assert_eq!(c.wait(9, Duration::from_millis(20)), None);
     }
 }

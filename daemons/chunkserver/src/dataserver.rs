@@ -36,7 +36,7 @@ use moose_proto::{
 };
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 
 use crate::bufpool::{AlignedBlocks, PooledBuf};
@@ -642,7 +642,7 @@ impl Conn {
             (Ok(_), Err(status)) => Err(status),
         };
         match opened {
-            Ok((handle, downstream)) => {
+            Ok((opened, downstream)) => {
                 tracing::debug!(
                     "write chain for chunk {:016X} v{} from {} opened ({} more servers)",
                     chunk.chunk_id,
@@ -652,19 +652,22 @@ impl Conn {
                 );
                 // Written, not flushed: it leaves with the first write's answer (or when the
                 // session waits for frames), one send and one wake-up of the writer fewer.
-                self.writer
-                    .send(&FromCs::WriteStatus {
-                        write_id: 0,
-                        status: Ok(()),
-                    })
-                    .await?;
+                // A chunk being made is answered for by the acker, once its creation ended.
+                if let Opened::Ready(_) = opened {
+                    self.writer
+                        .send(&FromCs::WriteStatus {
+                            write_id: 0,
+                            status: Ok(()),
+                        })
+                        .await?;
+                }
                 let writing = self.store.writing(chunk.chunk_id);
                 let (downstream, init_pending) = match downstream {
                     Some((d, pending)) => (Some(d), pending),
                     None => (None, false),
                 };
                 Ok(Some(Session {
-                    handle,
+                    opened,
                     downstream,
                     init_pending,
                     writing,
@@ -700,7 +703,7 @@ impl Conn {
         } = self;
         let peer = *peer;
         let store: &Arc<Store> = store;
-        let chunk = session.handle.chunk;
+        let chunk = session.opened.chunk();
         let mut downstream = session.downstream;
         let chained = downstream.is_some();
         let (down_reader, mut down_writer) = match downstream.as_mut() {
@@ -709,6 +712,17 @@ impl Conn {
         };
         let broken = AtomicBool::new(false);
         let broken = &broken;
+        let refused = AtomicBool::new(false);
+        let refused = &refused;
+        // The answer to the init, when the chunk was still being made: the local writer's
+        // first disk trip learns it.
+        let (init_tx, init_rx) = match session.opened {
+            Opened::Ready(_) => (None, None),
+            Opened::Creating(..) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
         let (job_tx, job_rx) = mpsc::channel(LOCAL_QUEUE);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (pend_tx, pend_rx) = mpsc::channel(PENDING_QUEUE);
@@ -719,12 +733,14 @@ impl Conn {
         let (down_deadline_tx, down_deadline) = oneshot::channel::<Instant>();
         // Polled by this task with the others: a disk batch's end and its answers wake one
         // task, not two that may sit on different worker threads.
+        let opened_here = init_rx.is_none();
         let local = local_writer(
             Arc::clone(store),
-            session.handle,
+            session.opened,
             Arc::new(session.writing),
             job_rx,
             done_tx,
+            init_tx,
         );
         let acker = Acker {
             up: &mut *writer,
@@ -732,9 +748,11 @@ impl Conn {
             down: chained.then_some(down_rx),
             chained,
             broken,
+            refused,
             chunk,
             dirty: false,
-            opened: true,
+            opened: opened_here,
+            init: init_rx,
         };
 
         let reading = async move {
@@ -899,6 +917,11 @@ impl Conn {
         if let Some(d) = downstream.filter(|_| down_ended && !broken.load(Ordering::Relaxed)) {
             downstreams.put(d);
         }
+        if refused.load(Ordering::Relaxed) {
+            // Its init was answered with the error: the connection ends, as after any
+            // refused init (the writer's frames behind it are not read).
+            return Ok(false);
+        }
         let finished = outcome?;
         if !finished {
             tracing::debug!(
@@ -927,7 +950,7 @@ impl Conn {
 
 /// An open write session.
 struct Session {
-    handle: Handle,
+    opened: Opened,
     downstream: Option<Downstream>,
     /// The next server's answer to the init is still to come, ahead of its write answers.
     init_pending: bool,
@@ -937,17 +960,72 @@ struct Session {
 
 /// How long a write chain waits for the master's order to make its new chunk.
 const CREATION_WAIT: Duration = Duration::from_secs(3);
+/// Chains that wait for their new chunk on a disk thread at once; further ones wait on their
+/// task (a master whose orders lag must not take every thread the orders need).
+const CREATION_WAITERS: usize = 32;
+/// How often a chain past [`CREATION_WAITERS`] looks for its chunk's creation.
+const CREATION_POLL: Duration = Duration::from_millis(1);
 
-/// Opens the chunk a write chain is for. A new chunk (version 1) that is not here yet is
-/// waited for: the master answers the writer's lease while its order to make the chunk is
-/// still on its way (see [`crate::creations`]).
-async fn open_for_write(store: Arc<Store>, chunk: ChunkRef) -> FsResult<Handle> {
+static WAITING_ON_DISK_THREADS: std::sync::LazyLock<Arc<Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(Semaphore::new(CREATION_WAITERS)));
+
+/// The chunk a write chain is for.
+enum Opened {
+    Ready(Handle),
+    /// A new chunk (version 1) not here yet: the master answers the writer's lease while its
+    /// order to make the chunk is still on its way or being carried out (see
+    /// [`crate::creations`]). The session's first disk trip waits for it, holding one of the
+    /// [`CREATION_WAITERS`] permits.
+    Creating(ChunkRef, OwnedSemaphorePermit),
+}
+
+impl Opened {
+    fn chunk(&self) -> ChunkRef {
+        match self {
+            Opened::Ready(h) => h.chunk,
+            Opened::Creating(chunk, _) => *chunk,
+        }
+    }
+}
+
+/// Opens the chunk a write chain is for, or finds it being made.
+async fn open_for_write(store: Arc<Store>, chunk: ChunkRef) -> FsResult<Opened> {
     match open(&store, chunk).await {
         Err(FsError::NoChunk) if chunk.version == 1 => {}
-        other => return other,
+        other => return other.map(Opened::Ready),
     }
-    match store.creations().wait(chunk.chunk_id, CREATION_WAIT).await {
-        Some(Ok(()) | Err(FsError::Exist)) => open(&store, chunk).await,
+    let outcome = match store.creations().outcome(chunk.chunk_id) {
+        Some(outcome) => Some(outcome),
+        None => match Arc::clone(&WAITING_ON_DISK_THREADS).try_acquire_owned() {
+            Ok(permit) => return Ok(Opened::Creating(chunk, permit)),
+            Err(_) => poll_creation(&store, chunk.chunk_id).await,
+        },
+    };
+    match outcome {
+        Some(Ok(()) | Err(FsError::Exist)) => open(&store, chunk).await.map(Opened::Ready),
+        Some(Err(e)) => Err(e),
+        None => Err(FsError::NoChunk),
+    }
+}
+
+/// Waits on the task for the creation of a chunk, when too many chains wait on disk threads.
+async fn poll_creation(store: &Store, chunk_id: u64) -> Option<FsResult<()>> {
+    let deadline = Instant::now() + CREATION_WAIT;
+    loop {
+        if let Some(outcome) = store.creations().outcome(chunk_id) {
+            return Some(outcome);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(CREATION_POLL).await;
+    }
+}
+
+/// Waits on a disk thread for the creation of a new chunk, then opens it.
+fn open_created(store: &Store, chunk: ChunkRef) -> FsResult<Handle> {
+    match store.creations().wait(chunk.chunk_id, CREATION_WAIT) {
+        Some(Ok(()) | Err(FsError::Exist)) => store.open(chunk),
         Some(Err(e)) => Err(e),
         None => Err(FsError::NoChunk),
     }
@@ -1067,22 +1145,69 @@ struct LocalDone {
 }
 
 /// Runs the session's local jobs in order, several per trip to the blocking pool; the chunk
-/// counts as being written until the last job is done. False when a batch failed to run
-/// (every pending write then fails).
+/// counts as being written until the last job is done. A chunk still being made is waited
+/// for on the first trip, which sends the outcome to `init` and runs the jobs queued
+/// meanwhile right behind it. False when a batch failed to run (every pending write then
+/// fails).
 async fn local_writer(
     store: Arc<Store>,
-    handle: Handle,
+    opened: Opened,
     writing: Arc<Writing>,
     mut jobs: mpsc::Receiver<LocalJob>,
     done: mpsc::UnboundedSender<LocalDone>,
+    init: Option<oneshot::Sender<FsResult<()>>>,
 ) -> bool {
-    let handle = Arc::new(handle);
     let mut batch = Vec::with_capacity(LOCAL_BATCH);
     let mut state = DiskState {
         scratch: chunkfile::new_block(),
         unflushed: Unflushed::default(),
         written: 0,
         direct: None,
+    };
+    let opened = match opened {
+        Opened::Ready(h) => Ok(Arc::new(h)),
+        Opened::Creating(chunk, permit) => {
+            let store = Arc::clone(&store);
+            let done = done.clone();
+            let writing = Arc::clone(&writing);
+            let ran = tokio::task::spawn_blocking(move || {
+                let opened = open_created(&store, chunk).map(Arc::new);
+                drop(permit);
+                if let Some(init) = init {
+                    let _ = init.send(opened.as_ref().map(|_| ()).map_err(|e| *e));
+                }
+                if let Ok(h) = &opened {
+                    while batch.len() < LOCAL_BATCH {
+                        match jobs.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_jobs(&store, h, &mut batch, &mut state, &done);
+                }
+                drop(writing);
+                (opened, jobs, batch, state)
+            })
+            .await;
+            match ran {
+                Ok((opened, j, b, s)) => {
+                    (jobs, batch, state) = (j, b, s);
+                    opened
+                }
+                Err(e) => {
+                    tracing::error!("a disk write task failed: {e}");
+                    return false;
+                }
+            }
+        }
+    };
+    // A chunk that was not made: the acker answered the init with the reason and stopped,
+    // which ends the session; its jobs are dropped as they come.
+    let Ok(handle) = opened else {
+        while jobs.recv_many(&mut batch, LOCAL_BATCH).await > 0 {
+            batch.clear();
+        }
+        return true;
     };
     while jobs.recv_many(&mut batch, LOCAL_BATCH).await > 0 {
         let store = Arc::clone(&store);
@@ -1292,16 +1417,46 @@ struct Acker<'a> {
     down: Option<mpsc::UnboundedReceiver<FromCs>>,
     chained: bool,
     broken: &'a AtomicBool,
+    /// Set when the init was answered with an error (the chunk was not made).
+    refused: &'a AtomicBool,
     chunk: ChunkRef,
     /// Answers to writes and syncs written but not yet flushed.
     dirty: bool,
     /// The answer to the init is written but not yet flushed.
     opened: bool,
+    /// The outcome of the creation of a chunk that was being made when the chain opened: it
+    /// answers the init, ahead of everything else.
+    init: Option<oneshot::Receiver<FsResult<()>>>,
 }
 
 impl Acker<'_> {
-    /// Answers every pending entry in order; `false` when the upstream connection failed.
+    /// Answers every pending entry in order; `false` when the upstream connection failed, or
+    /// the chunk was not made.
     async fn run(mut self, mut pending: mpsc::Receiver<Pending>) -> bool {
+        if let Some(init) = self.init.take() {
+            let status = init.await.unwrap_or(Err(FsError::Io)).map_err(hide_version);
+            if self
+                .up
+                .send(&FromCs::WriteStatus {
+                    write_id: 0,
+                    status,
+                })
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            if let Err(e) = status {
+                tracing::debug!(
+                    "write chain for chunk {:016X}: the chunk was not made here: {e}",
+                    self.chunk.chunk_id
+                );
+                self.refused.store(true, Ordering::Relaxed);
+                let _ = self.up.flush().await;
+                return false;
+            }
+            self.opened = true;
+        }
         loop {
             let entry = match pending.try_recv() {
                 Ok(e) => e,
@@ -2228,6 +2383,80 @@ mod tests {
                 status: Err(FsError::NoSpace)
             })
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_that_waits_for_its_new_chunk_answers_an_init_sent_alone_and_its_failure() {
+        let s = server(false).await;
+        // A forwarding chunkserver sends the init alone and waits for its answer, which comes
+        // once the order made the chunk.
+        let (mut r, mut w) = connect(s.addr, Role::Client).await;
+        let new = ChunkRef {
+            chunk_id: 0x79,
+            version: 1,
+        };
+        let store = Arc::clone(&s.store);
+        let order = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            blocking(move || store.create(new)).await
+        });
+        init_alone(&mut r, &mut w, new).await;
+        order.await.unwrap().unwrap();
+        w.send_pieces(new, &[(0, pattern(100, 4))]).await.unwrap();
+        w.send_now(&ToCs::WriteFinish).await.unwrap();
+        for expected in all_ok(1).into_iter().skip(1) {
+            assert_eq!(r.next_msg::<FromCs>().await.unwrap(), expected);
+        }
+        assert_eq!(read_all(&s.store, new, 1).unwrap()[..100], pattern(100, 4));
+
+        // An order that fails once the chain waits for it: its error answers the init, the
+        // writes behind it are not answered, and the connection ends.
+        let (mut r, mut w) = connect(s.addr, Role::Client).await;
+        let failing = ChunkRef {
+            chunk_id: 0x7A,
+            version: 1,
+        };
+        let store = Arc::clone(&s.store);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            store.creations().note(0x7A, Err(FsError::NoSpace));
+        });
+        let pieces = vec![(0, pattern(100, 9)), (BS as u32, pattern(BS, 2))];
+        let answers = pipelined_session(&mut r, &mut w, failing, &[], &pieces).await;
+        assert_eq!(
+            answers,
+            vec![FromCs::WriteStatus {
+                write_id: 0,
+                status: Err(FsError::NoSpace)
+            }]
+        );
+        assert_eq!(s.store.check(failing), Err(FsError::NoChunk));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_past_the_disk_thread_waiters_waits_for_its_new_chunk_on_its_task() {
+        let s = server(false).await;
+        let (mut r, mut w) = connect(s.addr, Role::Client).await;
+        let new = ChunkRef {
+            chunk_id: 0x7B,
+            version: 1,
+        };
+        // Every permit taken (as by chains whose orders lag): the chain waits on its task.
+        let taken = Arc::clone(&WAITING_ON_DISK_THREADS)
+            .acquire_many_owned(CREATION_WAITERS as u32)
+            .await
+            .unwrap();
+        let store = Arc::clone(&s.store);
+        let order = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            blocking(move || store.create(new)).await
+        });
+        let pieces = vec![(0, pattern(100, 5))];
+        let answers = pipelined_session(&mut r, &mut w, new, &[], &pieces).await;
+        drop(taken);
+        assert_eq!(answers, all_ok(1));
+        order.await.unwrap().unwrap();
+        assert_eq!(read_all(&s.store, new, 1).unwrap()[..100], pattern(100, 5));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
