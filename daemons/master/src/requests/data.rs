@@ -155,7 +155,6 @@ fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &crate::namespace::Ch
     }
 }
 
-/// Where chunk `index` of the file is; servers in random order to spread reads.
 /// Whether a chunk's location carries a read token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Token {
@@ -163,6 +162,7 @@ pub enum Token {
     None,
 }
 
+/// Where chunk `index` of the file is; servers in random order to spread reads.
 pub fn read_chunk(m: &Master, inode: Inode, index: u32, token: Token) -> FsResult<ClReply> {
     let (mut loc, ids) = {
         let st = m.state();
