@@ -1144,11 +1144,12 @@ struct LocalDone {
     status: FsResult<()>,
 }
 
-/// Runs the session's local jobs in order, several per trip to the blocking pool; the chunk
-/// counts as being written until the last job is done. A chunk still being made is waited
-/// for on the first trip, which sends the outcome to `init` and runs the jobs queued
-/// meanwhile right behind it. False when a batch failed to run (every pending write then
-/// fails).
+/// Runs the session's local jobs in order on the blocking pool. A trip there runs the jobs
+/// queued when it starts and those that come while it runs, so that a sync right behind its
+/// writes needs no trip of its own. The chunk counts as being written until the last job is
+/// done. A chunk still being made is waited for on the first trip, which sends the outcome
+/// to `init` and goes at once (the init's answer waits for it). False when a trip failed to
+/// run (every pending write then fails).
 async fn local_writer(
     store: Arc<Store>,
     opened: Opened,
@@ -1164,66 +1165,50 @@ async fn local_writer(
         written: 0,
         direct: None,
     };
-    let opened = match opened {
-        Opened::Ready(h) => Ok(Arc::new(h)),
-        Opened::Creating(chunk, permit) => {
-            let store = Arc::clone(&store);
-            let done = done.clone();
-            let writing = Arc::clone(&writing);
-            let ran = tokio::task::spawn_blocking(move || {
-                let opened = open_created(&store, chunk).map(Arc::new);
-                drop(permit);
-                if let Some(init) = init {
-                    let _ = init.send(opened.as_ref().map(|_| ()).map_err(|e| *e));
-                }
-                if let Ok(h) = &opened {
+    let mut chunk_file = match opened {
+        Opened::Ready(h) => ChunkFile::Open(Arc::new(h)),
+        Opened::Creating(chunk, permit) => ChunkFile::Made(chunk, permit, init),
+    };
+    loop {
+        let first_of_new = matches!(chunk_file, ChunkFile::Made(..));
+        if !first_of_new && jobs.recv_many(&mut batch, LOCAL_BATCH).await == 0 {
+            return true;
+        }
+        let store = Arc::clone(&store);
+        let done = done.clone();
+        let writing = Arc::clone(&writing);
+        let ran = tokio::task::spawn_blocking(move || {
+            let opened = chunk_file.open(&store);
+            if let Ok(h) = &opened {
+                loop {
                     while batch.len() < LOCAL_BATCH {
                         match jobs.try_recv() {
                             Ok(job) => batch.push(job),
                             Err(_) => break,
                         }
                     }
+                    if batch.is_empty() {
+                        break;
+                    }
                     run_jobs(&store, h, &mut batch, &mut state, &done);
                 }
-                drop(writing);
-                (opened, jobs, batch, state)
-            })
-            .await;
-            match ran {
-                Ok((opened, j, b, s)) => {
-                    (jobs, batch, state) = (j, b, s);
-                    opened
-                }
-                Err(e) => {
-                    tracing::error!("a disk write task failed: {e}");
-                    return false;
-                }
             }
-        }
-    };
-    // A chunk that was not made: the acker answered the init with the reason and stopped,
-    // which ends the session; its jobs are dropped as they come.
-    let Ok(handle) = opened else {
-        while jobs.recv_many(&mut batch, LOCAL_BATCH).await > 0 {
-            batch.clear();
-        }
-        return true;
-    };
-    while jobs.recv_many(&mut batch, LOCAL_BATCH).await > 0 {
-        let store = Arc::clone(&store);
-        let h = Arc::clone(&handle);
-        let done = done.clone();
-        let writing = Arc::clone(&writing);
-        let ran = tokio::task::spawn_blocking(move || {
-            run_jobs(&store, &h, &mut batch, &mut state, &done);
             drop(writing);
-            (batch, state)
+            (opened, jobs, batch, state)
         })
         .await;
         match ran {
-            Ok((b, s)) => {
-                batch = b;
-                state = s;
+            Ok((Ok(h), j, b, s)) => {
+                (jobs, batch, state) = (j, b, s);
+                chunk_file = ChunkFile::Open(h);
+            }
+            Ok((Err(_), mut j, mut b, _)) => {
+                // The chunk was not made: the acker answered the init with the reason and
+                // stopped, which ends the session; its jobs are dropped as they come.
+                while j.recv_many(&mut b, LOCAL_BATCH).await > 0 {
+                    b.clear();
+                }
+                return true;
             }
             Err(e) => {
                 // Dropping `done` turns every pending write into an error.
@@ -1232,7 +1217,35 @@ async fn local_writer(
             }
         }
     }
-    true
+}
+
+/// The chunk file a session writes to, as its local writer has it.
+enum ChunkFile {
+    Open(Arc<Handle>),
+    /// Still being made: the first trip waits for it, holding a creation waiter's permit,
+    /// and sends the outcome to the init's answer.
+    Made(
+        ChunkRef,
+        OwnedSemaphorePermit,
+        Option<oneshot::Sender<FsResult<()>>>,
+    ),
+}
+
+impl ChunkFile {
+    /// The open file; on a disk thread (waits for a chunk being made).
+    fn open(self, store: &Store) -> FsResult<Arc<Handle>> {
+        match self {
+            ChunkFile::Open(h) => Ok(h),
+            ChunkFile::Made(chunk, permit, init) => {
+                let opened = open_created(store, chunk).map(Arc::new);
+                drop(permit);
+                if let Some(init) = init {
+                    let _ = init.send(opened.as_ref().map(|_| ()).map_err(|e| *e));
+                }
+                opened
+            }
+        }
+    }
 }
 
 /// What a session's disk writes keep from one batch of jobs to the next.
