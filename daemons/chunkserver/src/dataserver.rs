@@ -2272,6 +2272,16 @@ mod tests {
         answers
     }
 
+    /// The master's order that makes `chunk`, carried out 200 ms from now: after the writer's
+    /// chain has come.
+    fn create_later(store: &Arc<Store>, chunk: ChunkRef) -> tokio::task::JoinHandle<FsResult<()>> {
+        let store = Arc::clone(store);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            blocking(move || store.create(chunk)).await
+        })
+    }
+
     /// Sends a write init for `chunk` (no chain) and nothing behind it; checks it is answered.
     async fn init_alone(r: &mut Reader, w: &mut Writer, chunk: ChunkRef) {
         w.send_now(&ToCs::WriteInit {
@@ -2371,11 +2381,7 @@ mod tests {
             version: 1,
         };
         // The master's order arrives after the writer's chain.
-        let store = Arc::clone(&s.store);
-        let order = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            blocking(move || store.create(new)).await
-        });
+        let order = create_later(&s.store, new);
         let pieces = vec![(0, pattern(100, 9))];
         let answers = pipelined_session(&mut r, &mut w, new, &[], &pieces).await;
         assert_eq!(answers, all_ok(1));
@@ -2408,11 +2414,7 @@ mod tests {
             chunk_id: 0x79,
             version: 1,
         };
-        let store = Arc::clone(&s.store);
-        let order = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            blocking(move || store.create(new)).await
-        });
+        let order = create_later(&s.store, new);
         init_alone(&mut r, &mut w, new).await;
         order.await.unwrap().unwrap();
         w.send_pieces(new, &[(0, pattern(100, 4))]).await.unwrap();
@@ -2459,11 +2461,7 @@ mod tests {
             .acquire_many_owned(CREATION_WAITERS as u32)
             .await
             .unwrap();
-        let store = Arc::clone(&s.store);
-        let order = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            blocking(move || store.create(new)).await
-        });
+        let order = create_later(&s.store, new);
         let pieces = vec![(0, pattern(100, 5))];
         let answers = pipelined_session(&mut r, &mut w, new, &[], &pieces).await;
         drop(taken);
