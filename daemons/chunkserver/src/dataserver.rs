@@ -733,7 +733,6 @@ impl Conn {
         let (down_deadline_tx, down_deadline) = oneshot::channel::<Instant>();
         // Polled by this task with the others: a disk batch's end and its answers wake one
         // task, not two that may sit on different worker threads.
-        let opened_here = init_rx.is_none();
         let local = local_writer(
             Arc::clone(store),
             session.opened,
@@ -751,7 +750,7 @@ impl Conn {
             refused,
             chunk,
             dirty: false,
-            opened: opened_here,
+            opened: init_rx.is_none(),
             init: init_rx,
         };
 
@@ -971,7 +970,7 @@ static WAITING_ON_DISK_THREADS: std::sync::LazyLock<Arc<Semaphore>> =
 
 /// The chunk a write chain is for.
 enum Opened {
-    Ready(Handle),
+    Ready(Arc<Handle>),
     /// A new chunk (version 1) not here yet: the master answers the writer's lease while its
     /// order to make the chunk is still on its way or being carried out (see
     /// [`crate::creations`]). The session's first disk trip waits for it, holding one of the
@@ -986,13 +985,44 @@ impl Opened {
             Opened::Creating(chunk, _) => *chunk,
         }
     }
+
+    /// The open chunk, on a disk thread: a chunk being made is waited for there, and the
+    /// outcome sent to `init` (the answer to the chain's init).
+    fn on_disk_thread(
+        self,
+        store: &Store,
+        init: Option<oneshot::Sender<FsResult<()>>>,
+    ) -> FsResult<Arc<Handle>> {
+        let (chunk, permit) = match self {
+            Opened::Ready(h) => return Ok(h),
+            Opened::Creating(chunk, permit) => (chunk, permit),
+        };
+        let opened = created(store.creations().wait(chunk.chunk_id, CREATION_WAIT))
+            .and_then(|()| store.open(chunk))
+            .map(Arc::new);
+        drop(permit);
+        if let Some(init) = init {
+            let _ = init.send(opened.as_ref().map(|_| ()).map_err(|e| *e));
+        }
+        opened
+    }
+}
+
+/// What the outcome of a creation (`None`: none came in time) means for a chain that waited
+/// for it: a chunk made, or made already, can be opened.
+fn created(outcome: Option<FsResult<()>>) -> FsResult<()> {
+    match outcome {
+        Some(Ok(()) | Err(FsError::Exist)) => Ok(()),
+        Some(Err(e)) => Err(e),
+        None => Err(FsError::NoChunk),
+    }
 }
 
 /// Opens the chunk a write chain is for, or finds it being made.
 async fn open_for_write(store: Arc<Store>, chunk: ChunkRef) -> FsResult<Opened> {
     match open(&store, chunk).await {
         Err(FsError::NoChunk) if chunk.version == 1 => {}
-        other => return other.map(Opened::Ready),
+        other => return other.map(|h| Opened::Ready(Arc::new(h))),
     }
     let outcome = match store.creations().outcome(chunk.chunk_id) {
         Some(outcome) => Some(outcome),
@@ -1001,11 +1031,10 @@ async fn open_for_write(store: Arc<Store>, chunk: ChunkRef) -> FsResult<Opened> 
             Err(_) => poll_creation(&store, chunk.chunk_id).await,
         },
     };
-    match outcome {
-        Some(Ok(()) | Err(FsError::Exist)) => open(&store, chunk).await.map(Opened::Ready),
-        Some(Err(e)) => Err(e),
-        None => Err(FsError::NoChunk),
-    }
+    created(outcome)?;
+    open(&store, chunk)
+        .await
+        .map(|h| Opened::Ready(Arc::new(h)))
 }
 
 /// Waits on the task for the creation of a chunk, when too many chains wait on disk threads.
@@ -1019,15 +1048,6 @@ async fn poll_creation(store: &Store, chunk_id: u64) -> Option<FsResult<()>> {
             return None;
         }
         tokio::time::sleep(CREATION_POLL).await;
-    }
-}
-
-/// Waits on a disk thread for the creation of a new chunk, then opens it.
-fn open_created(store: &Store, chunk: ChunkRef) -> FsResult<Handle> {
-    match store.creations().wait(chunk.chunk_id, CREATION_WAIT) {
-        Some(Ok(()) | Err(FsError::Exist)) => store.open(chunk),
-        Some(Err(e)) => Err(e),
-        None => Err(FsError::NoChunk),
     }
 }
 
@@ -1165,20 +1185,18 @@ async fn local_writer(
         written: 0,
         direct: None,
     };
-    let mut chunk_file = match opened {
-        Opened::Ready(h) => ChunkFile::Open(Arc::new(h)),
-        Opened::Creating(chunk, permit) => ChunkFile::Made(chunk, permit, init),
-    };
+    let (mut opened, mut init) = (opened, init);
     loop {
-        let first_of_new = matches!(chunk_file, ChunkFile::Made(..));
+        let first_of_new = matches!(opened, Opened::Creating(..));
         if !first_of_new && jobs.recv_many(&mut batch, LOCAL_BATCH).await == 0 {
             return true;
         }
         let store = Arc::clone(&store);
         let done = done.clone();
         let writing = Arc::clone(&writing);
+        let init = init.take();
         let ran = tokio::task::spawn_blocking(move || {
-            let opened = chunk_file.open(&store);
+            let opened = opened.on_disk_thread(&store, init);
             if let Ok(h) = &opened {
                 loop {
                     while batch.len() < LOCAL_BATCH {
@@ -1200,7 +1218,7 @@ async fn local_writer(
         match ran {
             Ok((Ok(h), j, b, s)) => {
                 (jobs, batch, state) = (j, b, s);
-                chunk_file = ChunkFile::Open(h);
+                opened = Opened::Ready(h);
             }
             Ok((Err(_), mut j, mut b, _)) => {
                 // The chunk was not made: the acker answered the init with the reason and
@@ -1214,35 +1232,6 @@ async fn local_writer(
                 // Dropping `done` turns every pending write into an error.
                 tracing::error!("a disk write task failed: {e}");
                 return false;
-            }
-        }
-    }
-}
-
-/// The chunk file a session writes to, as its local writer has it.
-enum ChunkFile {
-    Open(Arc<Handle>),
-    /// Still being made: the first trip waits for it, holding a creation waiter's permit,
-    /// and sends the outcome to the init's answer.
-    Made(
-        ChunkRef,
-        OwnedSemaphorePermit,
-        Option<oneshot::Sender<FsResult<()>>>,
-    ),
-}
-
-impl ChunkFile {
-    /// The open file; on a disk thread (waits for a chunk being made).
-    fn open(self, store: &Store) -> FsResult<Arc<Handle>> {
-        match self {
-            ChunkFile::Open(h) => Ok(h),
-            ChunkFile::Made(chunk, permit, init) => {
-                let opened = open_created(store, chunk).map(Arc::new);
-                drop(permit);
-                if let Some(init) = init {
-                    let _ = init.send(opened.as_ref().map(|_| ()).map_err(|e| *e));
-                }
-                opened
             }
         }
     }
