@@ -809,14 +809,36 @@ fn times_set_right_after_a_create_do_not_wait_for_the_master_while_other_folders
     assert!(b.join(format!("d2/g{attempt}")).exists());
 }
 
-/// Whether a warning with every one of `parts` shows in the mounts' log within 10 s.
-fn mount_log_warns(parts: &[&str]) -> bool {
+/// Whether a warning of the mount on `mnt` with every one of `parts` shows in the mounts'
+/// log within 10 s.
+fn mount_log_warns(mnt: &Path, parts: &[&str]) -> bool {
+    let warning = format!(" WARN {}: ", mnt.display());
     eventually(|| {
         fs::read_to_string("/var/log/moose-mount.log").is_ok_and(|log| {
             log.lines()
-                .any(|l| l.contains("WARN") && parts.iter().all(|p| l.contains(p)))
+                .any(|l| l.contains(&warning) && parts.iter().all(|p| l.contains(p)))
         })
     })
+}
+
+#[test]
+fn each_line_of_the_shared_mount_log_names_the_mount_that_wrote_it() {
+    let mut c = cluster();
+    let a = c.mount().unwrap();
+    let b = c.mount().unwrap();
+    for mnt in [&a, &b] {
+        let line = format!(" INFO {}: ", mnt.display());
+        let mounted = format!("mounted on {}", mnt.display());
+        assert!(
+            eventually(
+                || fs::read_to_string("/var/log/moose-mount.log").is_ok_and(|log| log
+                    .lines()
+                    .any(|l| l.contains(&line) && l.contains(&mounted)))
+            ),
+            "no line of the mount on {} names it",
+            mnt.display()
+        );
+    }
 }
 
 /// The process's umask (read without changing it for long: tests run in threads, and none
@@ -861,7 +883,10 @@ fn a_create_the_master_refuses_after_the_mount_answered_it_is_logged_and_undone(
     let create = format!(": > '{}'", victim.display());
     as_nobody("sh", &["-c", &create]);
     assert!(
-        mount_log_warns(&["did not create 'refused-create'", "permission denied"]),
+        mount_log_warns(
+            d.parent().unwrap(),
+            &["did not create 'refused-create'", "permission denied"]
+        ),
         "the mount logged no warning about the refused create"
     );
     assert!(!b.join("refused-create-folder/refused-create").exists());
@@ -911,7 +936,10 @@ fn a_removal_the_master_refuses_after_the_mount_answered_it_is_logged_and_the_na
     // which knows better, refuses it.
     as_nobody("rm", &[victim.to_str().unwrap()]);
     assert!(
-        mount_log_warns(&["did not remove 'refused-removal'", "permission denied"]),
+        mount_log_warns(
+            d.parent().unwrap(),
+            &["did not remove 'refused-removal'", "permission denied"]
+        ),
         "the mount logged no warning about the refused removal"
     );
     assert!(b.join("refusal-folder/refused-removal").exists());

@@ -98,7 +98,11 @@ pub fn run(args: MountArgs) -> ExitCode {
     } else {
         writable_log_file()
     };
-    if let Err(e) = moose_common::logging::init(log_file.as_deref(), args.foreground) {
+    // Every mount of the host writes the same log: each line says which mount wrote it.
+    let tag = prepared.mountpoint.display().to_string();
+    if let Err(e) =
+        moose_common::logging::init_tagged(log_file.as_deref(), args.foreground, Some(&tag))
+    {
         eprintln!("{NAME}: {e}");
     }
     match serve(&prepared, &pipe, args.foreground) {
