@@ -1,8 +1,9 @@
 //! `moosectl doctor` end to end on real daemons: a clean cluster has nothing to report, and
 //! each pitfall made on purpose (a root-owned data folder or lockfile, a foreign mount on the
 //! mount point, an exports line removed, the master's name missing from /etc/hosts) is found,
-//! explained, and where safe fixed by `--fix --yes`. Every process, mount and namespace a test
-//! makes is removed when it ends, also when it fails.
+//! explained, and where safe fixed by `--fix --yes`; full chunkservers are named with the trash
+//! that keeps their space. Every process, mount and namespace a test makes is removed when it
+//! ends, also when it fails.
 
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use moose_tests::console::Console;
+use moose_tests::console::{wait_for, Console};
 use serde_json::Value;
 
 /// `moosectl doctor --json ARGS...`: the report and whether it exited 0.
@@ -508,4 +509,55 @@ fn firewall_drop_and_reject_on_the_masters_client_port() {
         "stop: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn full_chunkservers_are_an_error_that_names_the_trash_keeping_the_space() {
+    let c = Console::edited(|t| t.replace("limit = \"4GiB\"", "limit = \"100MiB\""));
+    c.ok(&["start"]);
+    // 120 MiB at the cluster's goal of 2 takes 240 of the 300 MiB the three disks allow.
+    let file = c.mount.join("big");
+    write_synced(&file, 120 << 20).expect("write 120 MiB");
+    let (ok, r) = doctor(&c, &[]);
+    assert!(results(&r, "space", "error").is_empty(), "{r:#}");
+    assert!(ok, "{r:#}");
+    // A second copy does not fit; the removal of the first frees nothing (the trash keeps it
+    // for a day), and the doctor says so once the chunkservers have reported their space.
+    assert!(
+        write_synced(&c.mount.join("copy"), 120 << 20).is_err(),
+        "120 MiB more fitted in 60 MiB"
+    );
+    fs::remove_file(&file).unwrap();
+    let _ = fs::remove_file(c.mount.join("copy"));
+    let full = wait_for(
+        Duration::from_secs(30),
+        "the doctor's space verdict",
+        || {
+            let (ok, r) = doctor(&c, &[]);
+            let bad = results(&r, "space", "error")
+                .into_iter()
+                .chain(results(&r, "space", "warning"))
+                .next()
+                .cloned();
+            bad.filter(|_| !ok)
+        },
+    );
+    let summary = full["summary"].as_str().unwrap();
+    assert!(summary.contains("the trash keeps "), "{full:#}");
+    assert!(
+        full["fix"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("moose-mount -m ")),
+        "{full:#}"
+    );
+    c.ok(&["stop"]);
+    c.assert_all_gone();
+}
+
+/// Writes `len` bytes to a new file at `path` and syncs it: a failure of the write-out shows.
+fn write_synced(path: &Path, len: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::create(path)?;
+    f.write_all(&vec![7u8; len])?;
+    f.sync_all()
 }

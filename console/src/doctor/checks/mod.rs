@@ -8,6 +8,7 @@ pub mod fuse;
 pub mod mount_point;
 pub mod names;
 pub mod ports;
+pub mod space;
 pub mod version;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub const ALL: &[Check] = &[
     exports::check,
     data_path::check,
     disks::check,
+    space::check,
     clock::check,
     version::check,
     fuse::check,
