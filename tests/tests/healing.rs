@@ -222,6 +222,40 @@ fn a_full_disk_gives_enospc_and_leaves_other_files_intact() {
 }
 
 #[test]
+fn writes_after_a_write_out_failed_for_want_of_space_get_its_error() {
+    let mut c = start(ClusterSpec {
+        chunkservers: 1,
+        default_goal: 1,
+        disk_limit: Some("tmpfs:300M".into()),
+        chunkserver_extra: vec!["HDD_LEAVE_SPACE_DEFAULT = 4MiB".into()],
+        ..Default::default()
+    });
+    let mnt = c.mount().unwrap();
+    // Written without a sync: the mount buffers, and its write-outs fail once the disk is
+    // full. The program hears of it at a later write, not only at its close.
+    let mut f = fs::File::create(mnt.join("filler")).unwrap();
+    let block = random_bytes(3, MIB);
+    let mut written = 0;
+    let error = loop {
+        if let Err(e) = f.write_all(&block) {
+            break Some(e);
+        }
+        written += 1;
+        if written == 3000 {
+            break None;
+        }
+    };
+    let e = error.expect("3000 MiB of writes to a 300 MiB disk all succeeded");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "error is ENOSPC: {e}");
+    // An fsync reports it too: the data written after the failure went nowhere.
+    let closed = f.sync_all();
+    assert!(
+        closed.is_err(),
+        "the fsync after a failed write-out succeeded"
+    );
+}
+
+#[test]
 fn rebalancing_settles_and_an_idle_cluster_then_copies_nothing() {
     // The console's default cluster (three chunkservers, goal 2) on a machine with little
     // free space: the disks share one small file system, so one chunk moved changes a

@@ -1021,7 +1021,10 @@ impl Core {
             .map_err(errno)?;
         let data = &data[..(allowed as usize).min(data.len())];
         self.reader.invalidate_data(inode);
-        self.writer.write(inode, offset, data).await;
+        self.writer
+            .write(inode, offset, data)
+            .await
+            .map_err(fs_errno)?;
         Ok(data.len() as u32)
     }
 
@@ -1856,8 +1859,10 @@ impl Filesystem for MooseFs {
         if drops_setid.is_none() && core.grants.admits_now(inode, offset, len as u64) {
             let _runtime = core.rt.enter();
             core.reader.invalidate_data(inode);
-            if core.writer.try_write(inode, offset, data) {
-                return reply.written(len as u32);
+            match core.writer.try_write(inode, offset, data) {
+                Ok(true) => return reply.written(len as u32),
+                Ok(false) => {}
+                Err(e) => return reply.error(fs_errno(e)),
             }
         }
         let data = data.to_vec();

@@ -331,31 +331,49 @@ impl Writer {
         }
     }
 
-    /// Buffers `data` at `offset`; waits while the buffers of all files are full.
-    pub async fn write(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8]) {
-        if self.try_write(inode, offset, data) {
-            return;
+    /// Buffers `data` at `offset`; waits while the buffers of all files are full. Fails with
+    /// the error of the file's last write-out while no flush or fsync has reported it.
+    pub async fn write(
+        self: &Arc<Self>,
+        inode: Inode,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), FsError> {
+        if self.try_write(inode, offset, data)? {
+            return Ok(());
         }
         self.start_all_background();
         let need = self.need(data);
         match self.budget.acquire_many(need).await {
             Ok(p) => p.forget(),
             // The semaphore is never closed.
-            Err(_) => return,
+            Err(_) => return Ok(()),
         }
         self.buffer(inode, offset, data, need);
+        Ok(())
     }
 
     /// Buffers `data` at `offset` if the buffers have room for it now (call it within the
-    /// runtime: it may start a background write); false when they have not.
-    pub fn try_write(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8]) -> bool {
+    /// runtime: it may start a background write); false when they have not. Fails with the
+    /// error of the file's last write-out while no flush or fsync has reported it: the data
+    /// written since went nowhere, and a program writing on (a `dd` onto full chunkservers)
+    /// would learn of it only at its `close`.
+    pub fn try_write(
+        self: &Arc<Self>,
+        inode: Inode,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<bool, FsError> {
+        if let Some(e) = self.file(inode).and_then(|f| f.lock().error) {
+            return Err(e);
+        }
         let need = self.need(data);
         match self.budget.try_acquire_many(need) {
             Ok(p) => p.forget(),
-            Err(_) => return false,
+            Err(_) => return Ok(false),
         }
         self.buffer(inode, offset, data, need);
-        true
+        Ok(true)
     }
 
     /// Buffer room `data` takes.
