@@ -193,15 +193,20 @@ fn a_damaged_block_is_found_by_the_scrub_and_the_copy_replaced() {
     assert_same("f", &fs::read(mnt.join("f")).unwrap(), &data);
 }
 
-#[test]
-fn a_full_disk_gives_enospc_and_leaves_other_files_intact() {
-    let mut c = start(ClusterSpec {
+/// One chunkserver on a 300 MiB disk of its own, files at goal 1.
+fn one_300_mib_disk() -> LocalCluster {
+    start(ClusterSpec {
         chunkservers: 1,
         default_goal: 1,
         disk_limit: Some("tmpfs:300M".into()),
         chunkserver_extra: vec!["HDD_LEAVE_SPACE_DEFAULT = 4MiB".into()],
         ..Default::default()
-    });
+    })
+}
+
+#[test]
+fn a_full_disk_gives_enospc_and_leaves_other_files_intact() {
+    let mut c = one_300_mib_disk();
     let mnt = c.mount().unwrap();
     let keep = random_bytes(1, 20 * MIB);
     fs::write(mnt.join("keep"), &keep).unwrap();
@@ -223,13 +228,7 @@ fn a_full_disk_gives_enospc_and_leaves_other_files_intact() {
 
 #[test]
 fn writes_after_a_write_out_failed_for_want_of_space_get_its_error() {
-    let mut c = start(ClusterSpec {
-        chunkservers: 1,
-        default_goal: 1,
-        disk_limit: Some("tmpfs:300M".into()),
-        chunkserver_extra: vec!["HDD_LEAVE_SPACE_DEFAULT = 4MiB".into()],
-        ..Default::default()
-    });
+    let mut c = one_300_mib_disk();
     let mnt = c.mount().unwrap();
     // Written without a sync: the mount buffers, and its write-outs fail once the disk is
     // full. The program hears of it at a later write, not only at its close.
