@@ -40,6 +40,19 @@ impl Space {
     }
 }
 
+/// How full chunkservers holding `avail` of `total` bytes free are: ok, nearly full
+/// (warning) or full (error, also with no space at all). The Overview's space gauge shows
+/// the same.
+pub fn fullness(total: u64, avail: u64) -> Status {
+    if total == 0 || avail == 0 {
+        Status::Error
+    } else if avail.saturating_mul(100) / total < LOW_PERCENT {
+        Status::Warning
+    } else {
+        Status::Ok
+    }
+}
+
 /// Judges the cluster's space; `meta_mount`: the command that mounts its trash.
 pub fn judge(host: &str, s: &Space, meta_mount: &str) -> Finding {
     let used = s.total.saturating_sub(s.avail);
@@ -68,28 +81,23 @@ pub fn judge(host: &str, s: &Space, meta_mount: &str) -> Finding {
         .evidence(evidence)
         .fix("moosectl start");
     }
-    let free_percent = s.avail.saturating_mul(100) / s.total;
-    let (status, summary) = if s.avail == 0 {
-        (
-            Status::Error,
-            format!(
-                "the chunkservers are full ({} used of {}): writes fail with 'No space left on device'",
-                human_bytes(used),
-                human_bytes(s.total)
-            ),
-        )
-    } else if free_percent < LOW_PERCENT {
-        (
-            Status::Warning,
-            format!(
-                "the chunkservers are nearly full: {} free of {} ({free_percent}%)",
-                human_bytes(s.avail),
-                human_bytes(s.total)
-            ),
-        )
-    } else {
-        let summary = format!("{} free of {}", human_bytes(s.avail), human_bytes(s.total));
-        return Finding::new(CHECK, host, Status::Ok, summary).evidence(evidence);
+    let status = fullness(s.total, s.avail);
+    let summary = match status {
+        Status::Error => format!(
+            "the chunkservers are full ({} used of {}): writes fail with 'No space left on device'",
+            human_bytes(used),
+            human_bytes(s.total)
+        ),
+        Status::Warning => format!(
+            "the chunkservers are nearly full: {} free of {} ({}%)",
+            human_bytes(s.avail),
+            human_bytes(s.total),
+            s.avail.saturating_mul(100) / s.total
+        ),
+        _ => {
+            let summary = format!("{} free of {}", human_bytes(s.avail), human_bytes(s.total));
+            return Finding::new(CHECK, host, Status::Ok, summary).evidence(evidence);
+        }
     };
     if s.trash_files == 0 {
         return Finding::new(
@@ -215,6 +223,14 @@ mod tests {
             f.summary
         );
         assert_eq!(f.fix, None);
+    }
+
+    #[test]
+    fn under_a_tenth_free_is_nearly_full_and_nothing_free_is_full() {
+        assert_eq!(fullness(100, 10), Status::Ok);
+        assert_eq!(fullness(100, 9), Status::Warning);
+        assert_eq!(fullness(100, 0), Status::Error);
+        assert_eq!(fullness(0, 0), Status::Error);
     }
 
     #[test]

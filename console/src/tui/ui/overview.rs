@@ -10,6 +10,8 @@ use ratatui::Frame;
 use moose_inventory::Role;
 
 use super::Theme;
+use crate::doctor::checks::space::fullness;
+use crate::doctor::Status;
 use crate::fmt;
 use crate::tui::app::{App, Level};
 use crate::tui::view;
@@ -144,7 +146,11 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, t: &Theme) {
                 fmt::bytes(used),
                 fmt::bytes(info.total_space)
             ))
-            .gauge_style(t.ok()),
+            .gauge_style(match fullness(info.total_space, info.avail_space) {
+                Status::Ok => t.ok(),
+                Status::Warning => t.warn(),
+                _ => t.bad(),
+            }),
         gauge,
     );
 

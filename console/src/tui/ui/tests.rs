@@ -92,6 +92,35 @@ fn overview() {
 }
 
 #[test]
+fn the_space_gauge_turns_red_when_the_chunkservers_are_full() {
+    let gauge_colors = |avail: u64| {
+        let t0 = Instant::now();
+        let mut app = App::new(Arc::new(local_model()), false, false, t0);
+        app.size = (160, 48);
+        let mut i = info(3);
+        i.avail_space = avail;
+        update(&mut app, Event::Monitor(Box::new(snapshot(t0, Ok(i)))));
+        let mut t = Terminal::new(TestBackend::new(160, 40)).unwrap();
+        t.draw(|f| super::draw(&app, f)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let row = (0..buf.area.height)
+            .find(|&y| {
+                let text: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+                text.contains("space used")
+            })
+            .expect("a space gauge");
+        (0..buf.area.width)
+            .flat_map(|x| [buf[(x, row)].fg, buf[(x, row)].bg])
+            .collect::<Vec<_>>()
+    };
+    let full = gauge_colors(0);
+    assert!(full.contains(&ratatui::style::Color::Red), "{full:?}");
+    assert!(!full.contains(&ratatui::style::Color::Green), "{full:?}");
+    let roomy = gauge_colors(info(3).total_space);
+    assert!(!roomy.contains(&ratatui::style::Color::Red), "{roomy:?}");
+}
+
+#[test]
 fn overview_without_master() {
     let (mut app, t0) = app();
     let mut snap = snapshot(t0, Err("master not reachable: local: cannot connect to 127.0.0.1:19421: Connection refused (os error 111)".into()));
