@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moose_inventory::{Command, Role, RoleInstance, Transport};
+use moose_proto::msg::ClusterInfo;
+use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 
 use crate::doctor::checks;
 use crate::doctor::finding::{Finding, Report, Status};
 use crate::engine::host::Machine;
+use crate::engine::master::{MasterLink, QUERY_TIMEOUT};
 use crate::engine::model::Fleet;
 use crate::engine::probe::PROBE_TIMEOUT;
 
@@ -35,9 +38,40 @@ pub struct Ctx {
     pub scope: Scope,
     /// Hosts that answered; the others' checks are skipped.
     pub answering: BTreeSet<String>,
+    /// The running master's answer, asked once for every check that reads it.
+    running_master: OnceCell<Result<ClusterInfo, String>>,
 }
 
 impl Ctx {
+    pub fn new(fleet: Fleet, scope: Scope, answering: BTreeSet<String>) -> Ctx {
+        Ctx {
+            fleet,
+            scope,
+            answering,
+            running_master: OnceCell::new(),
+        }
+    }
+
+    /// What the running master reports (`ClusterInfo`), asked through its host on the first
+    /// call; `Err`: why it does not say (no answer, or none in time).
+    pub async fn running_master(&self, master: &RoleInstance) -> &Result<ClusterInfo, String> {
+        self.running_master
+            .get_or_init(|| async {
+                let m = self.machine(&master.host);
+                let mut link =
+                    MasterLink::new(&master.address, self.fleet.model.master_client_port());
+                match tokio::time::timeout(QUERY_TIMEOUT * 2, link.query(m.as_ref())).await {
+                    Ok(Ok(info)) => Ok(info),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!(
+                        "no answer within {} s",
+                        (QUERY_TIMEOUT * 2).as_secs()
+                    )),
+                }
+            })
+            .await
+    }
+
     /// Whether every host of the cluster is this one machine (the built-in local cluster).
     pub fn one_machine(&self) -> bool {
         let hosts = &self.fleet.model.inventory.hosts;
@@ -190,11 +224,7 @@ pub async fn run(fleet: &Fleet, scope: Scope, strict: bool) -> Report {
             Err(_) => {}
         }
     }
-    let ctx = Arc::new(Ctx {
-        fleet: fleet.clone(),
-        scope,
-        answering: answering_hosts,
-    });
+    let ctx = Arc::new(Ctx::new(fleet.clone(), scope, answering_hosts));
     let all = par_map(checks::ALL.to_vec(), move |check| {
         let ctx = ctx.clone();
         async move { check(ctx).await }

@@ -11,7 +11,6 @@ use moose_proto::msg::ClusterInfo;
 use crate::doctor::finding::{Finding, Status};
 use crate::doctor::runner::Ctx;
 use crate::engine::host::BoxFuture;
-use crate::engine::master::{MasterLink, QUERY_TIMEOUT};
 
 pub const CHECK: &str = "space";
 
@@ -133,28 +132,20 @@ pub fn check(ctx: Arc<Ctx>) -> BoxFuture<'static, Vec<Finding>> {
         if let Some(why) = ctx.silent(host) {
             return vec![Finding::skipped(CHECK, host, &why)];
         }
-        let port = ctx.fleet.model.master_client_port();
         let meta_mount = format!(
-            "moose-mount -m /mnt/moosefs-meta -H {} -P {port}",
-            master.address
+            "moose-mount -m /mnt/moosefs-meta -H {} -P {}",
+            master.address,
+            ctx.fleet.model.master_client_port()
         );
-        let m = ctx.machine(host);
-        let mut link = MasterLink::new(&master.address, port);
-        let finding = match tokio::time::timeout(QUERY_TIMEOUT * 2, link.query(m.as_ref())).await {
-            Ok(Ok(info)) => judge(host, &Space::of(&info), &meta_mount),
-            Ok(Err(e)) => Finding::new(
+        let finding = match ctx.running_master(&master).await {
+            Ok(info) => judge(host, &Space::of(info), &meta_mount),
+            Err(why) => Finding::new(
                 CHECK,
                 host,
                 Status::Info,
                 "the master does not answer; its space was not looked at",
             )
-            .evidence(e.to_string()),
-            Err(_) => Finding::new(
-                CHECK,
-                host,
-                Status::Info,
-                "the master did not answer in time; its space was not looked at",
-            ),
+            .evidence(why.clone()),
         };
         vec![finding]
     })

@@ -5,13 +5,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use moose_inventory::Transport;
+use moose_inventory::{RoleInstance, Transport};
 use moose_proto::{PROTOCOL_VERSION, VERSION};
 
 use crate::doctor::finding::{Finding, Status};
 use crate::doctor::runner::{par_map, Ctx};
 use crate::engine::host::BoxFuture;
-use crate::engine::master::{MasterLink, QUERY_TIMEOUT};
 use crate::engine::probe::PROBE_TIMEOUT;
 
 pub const CHECK: &str = "version";
@@ -174,21 +173,20 @@ pub fn check(ctx: Arc<Ctx>) -> BoxFuture<'static, Vec<Finding>> {
         })
         .await;
         if let Some(master) = ctx.master().filter(|m| ctx.scope.covers(&m.host)) {
-            out.extend(running(&ctx, &master.host, &master.address).await);
+            out.extend(running(&ctx, &master).await);
         }
         out
     })
 }
 
 /// Asks the running master (through its host) for the versions it sees.
-async fn running(ctx: &Ctx, host: &str, address: &str) -> Vec<Finding> {
+async fn running(ctx: &Ctx, master: &RoleInstance) -> Vec<Finding> {
+    let host = master.host.as_str();
     if let Some(why) = ctx.silent(host) {
         return vec![Finding::skipped(CHECK, host, &why)];
     }
-    let m = ctx.machine(host);
-    let mut link = MasterLink::new(address, ctx.fleet.model.master_client_port());
-    match tokio::time::timeout(QUERY_TIMEOUT * 2, link.query(m.as_ref())).await {
-        Ok(Ok(info)) => {
+    match ctx.running_master(master).await {
+        Ok(info) => {
             let cs: Vec<(String, String)> = info
                 .chunkservers
                 .iter()
@@ -197,19 +195,13 @@ async fn running(ctx: &Ctx, host: &str, address: &str) -> Vec<Finding> {
                 .collect();
             judge_cluster(host, &info.version, &cs)
         }
-        Ok(Err(e)) => vec![Finding::new(
+        Err(why) => vec![Finding::new(
             CHECK,
             host,
             Status::Info,
             "the master does not answer; the running versions were not compared",
         )
-        .evidence(e.to_string())],
-        Err(_) => vec![Finding::new(
-            CHECK,
-            host,
-            Status::Info,
-            "the master did not answer in time; the running versions were not compared",
-        )],
+        .evidence(why.clone())],
     }
 }
 
