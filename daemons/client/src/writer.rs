@@ -349,7 +349,8 @@ impl Writer {
             // The semaphore is never closed.
             Err(_) => return Ok(()),
         }
-        self.buffer(inode, offset, data, need)
+        self.buffer(inode, offset, data, need);
+        Ok(())
     }
 
     /// Buffers `data` at `offset` if the buffers have room for it now (call it within the
@@ -363,12 +364,16 @@ impl Writer {
         offset: u64,
         data: &[u8],
     ) -> Result<bool, FsError> {
+        if let Some(e) = self.file(inode).and_then(|f| f.lock().error) {
+            return Err(e);
+        }
         let need = self.need(data);
         match self.budget.try_acquire_many(need) {
             Ok(p) => p.forget(),
             Err(_) => return Ok(false),
         }
-        self.buffer(inode, offset, data, need).map(|()| true)
+        self.buffer(inode, offset, data, need);
+        Ok(true)
     }
 
     /// Buffer room `data` takes.
@@ -376,22 +381,9 @@ impl Writer {
         (data.len() as u64).min(self.budget_total) as u32
     }
 
-    /// Buffers `data`, for which `need` permits were taken; gives them back, refusing the
-    /// data, when the file's last write-out failed and no flush or fsync has reported it.
-    fn buffer(
-        self: &Arc<Self>,
-        inode: Inode,
-        offset: u64,
-        data: &[u8],
-        need: u32,
-    ) -> Result<(), FsError> {
+    /// Buffers `data`, for which `need` permits were taken.
+    fn buffer(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8], need: u32) {
         let buf = self.file_or_new(inode);
-        let mut st = buf.lock();
-        if let Some(e) = st.error {
-            drop(st);
-            self.budget.add_permits(need as usize);
-            return Err(e);
-        }
         let mut spare = if data.len() >= BLOCK_BYTES {
             self.spares_used.store(true, Ordering::Relaxed);
             self.spares.lock().pop()
@@ -399,6 +391,7 @@ impl Writer {
             None
         };
         let (start_background, early) = {
+            let mut st = buf.lock();
             // A file with nothing buffered, kept or asked for: its first write.
             let early = (st.is_idle() && !data.is_empty()).then_some((offset / CHUNK_SIZE) as u32);
             if let Some(index) = early {
@@ -416,7 +409,6 @@ impl Writer {
             }
             (start, early)
         };
-        drop(st);
         if let Some(index) = early {
             self.ask_lease_early(inode, index, buf);
         }
@@ -426,7 +418,6 @@ impl Writer {
         if start_background {
             self.spawn_background(inode);
         }
-        Ok(())
     }
 
     /// Asks for the write lease of chunk `index` at the first write of a file with nothing
