@@ -935,8 +935,8 @@ impl Core {
                 flushed = self.writer.flush_descriptor(inode).await.map_err(fs_errno);
             }
             // The release ends the session's leases of the file at the master: no round
-            // trip of their own.
-            self.writer.drop_leases(inode).await;
+            // trip of their own. A write-out error was reported to the closes.
+            self.writer.last_closed(inode).await;
             self.release_last(inode);
         }
         let unused = *count == 0;

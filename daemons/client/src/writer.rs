@@ -1,8 +1,9 @@
 //! Write-behind: `write` copies into a per-file buffer and returns; the buffer goes to the
 //! chunkservers in the background (once enough is gathered or it gets old) and synchronously on
 //! flush, fsync, release, truncation and before reads of the dirty bytes. The memory of all
-//! buffers is bounded; a writer waits when it is used up. Errors of background writes are kept
-//! and returned by the next flush, fsync or release.
+//! buffers is bounded; a writer waits when it is used up. The error of a background write is
+//! kept on the file and returned by every write, flush, read of buffered bytes and truncation
+//! until an fsync has reported it or the file's last handle is closed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,7 +83,7 @@ struct FileState {
     inflight_bytes: u64,
     /// Budget permits held for this file's dirty and in-flight bytes.
     held: u64,
-    /// First error of a background write, not yet reported.
+    /// First error of a write-out, until an fsync reports it or the last handle closes.
     error: Option<FsError>,
     background_queued: bool,
     dirty_since: Option<Instant>,
@@ -258,6 +259,13 @@ impl Purpose {
         self != Purpose::Background
     }
 
+    /// A reported error is then forgotten. Only an fsync is sure to be the program's own
+    /// call: a descriptor closes also in every child the program forks, at its exec, and
+    /// that close would hear of the error in the program's stead.
+    fn clears_error(self) -> bool {
+        matches!(self, Purpose::Fsync(_))
+    }
+
     /// Leases are kept for the next write-out: more writes are likely to follow.
     fn keeps_leases(self) -> bool {
         self != Purpose::Close
@@ -332,7 +340,7 @@ impl Writer {
     }
 
     /// Buffers `data` at `offset`; waits while the buffers of all files are full. Fails with
-    /// the error of the file's last write-out while no flush or fsync has reported it.
+    /// the error of the file's last write-out while no fsync has reported it.
     pub async fn write(
         self: &Arc<Self>,
         inode: Inode,
@@ -344,18 +352,29 @@ impl Writer {
         }
         self.start_all_background();
         let need = self.need(data);
-        match self.budget.acquire_many(need).await {
-            Ok(p) => p.forget(),
+        let permits = match self.budget.acquire_many(need).await {
+            Ok(p) => p,
             // The semaphore is never closed.
             Err(_) => return Ok(()),
-        }
+        };
+        // A write-out of the file may have failed while this write waited for room.
+        self.failed_write_out(inode)?;
+        permits.forget();
         self.buffer(inode, offset, data, need);
         Ok(())
     }
 
+    /// The error of the file's write-out that no fsync has reported yet.
+    fn failed_write_out(&self, inode: Inode) -> Result<(), FsError> {
+        match self.file(inode).and_then(|f| f.lock().error) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Buffers `data` at `offset` if the buffers have room for it now (call it within the
     /// runtime: it may start a background write); false when they have not. Fails with the
-    /// error of the file's last write-out while no flush or fsync has reported it: the data
+    /// error of the file's last write-out while no fsync has reported it: the data
     /// written since went nowhere, and a program writing on (a `dd` onto full chunkservers)
     /// would learn of it only at its `close`.
     pub fn try_write(
@@ -364,9 +383,7 @@ impl Writer {
         offset: u64,
         data: &[u8],
     ) -> Result<bool, FsError> {
-        if let Some(e) = self.file(inode).and_then(|f| f.lock().error) {
-            return Err(e);
-        }
+        self.failed_write_out(inode)?;
         let need = self.need(data);
         match self.budget.try_acquire_many(need) {
             Ok(p) => p.forget(),
@@ -608,13 +625,13 @@ impl Writer {
         }
     }
 
-    /// Writes the file's buffer out, ends its write leases and returns any error since the
-    /// last report (a release; a change of size or times).
+    /// Writes the file's buffer out, ends its write leases and returns the file's write-out
+    /// error, if any (a change of size or times; the unmount).
     pub async fn flush(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
         self.flush_file(inode, Purpose::Close).await.map(|_| ())
     }
 
-    /// Writes the file's buffer out and returns any error since the last report, keeping
+    /// Writes the file's buffer out and returns the file's write-out error, if any, keeping
     /// its write leases (the close of one descriptor).
     pub async fn flush_descriptor(self: &Arc<Self>, inode: Inode) -> Result<(), FsError> {
         self.flush_file(inode, Purpose::Flush).await.map(|_| ())
@@ -779,12 +796,15 @@ impl Writer {
         false
     }
 
-    /// Forgets the file's kept leases without ending them: the master ends them with the
-    /// release of the file's last handle, which the caller sends next.
-    pub async fn drop_leases(&self, inode: Inode) {
+    /// The file's last handle is closed: forgets its kept leases without ending them (the
+    /// master ends them with the release, which the caller sends next) and the error of its
+    /// write-outs (its closes reported it).
+    pub async fn last_closed(&self, inode: Inode) {
         let Some(f) = self.file(inode) else { return };
         let _turn = f.flushing.lock().await;
-        f.lock().kept.take_all();
+        let mut st = f.lock();
+        st.kept.take_all();
+        st.error = None;
     }
 
     /// Drops the file's state once nothing is buffered (after its last handle was closed).
@@ -869,7 +889,12 @@ impl Writer {
             st.error.get_or_insert(e);
         }
         if purpose.reports() {
-            if let Some(e) = st.error.take() {
+            let error = if purpose.clears_error() {
+                st.error.take()
+            } else {
+                st.error
+            };
+            if let Some(e) = error {
                 return Err(e);
             }
         }
