@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use moose_proto::auth::{self, ChunkToken};
+use moose_proto::auth::{self, ChunkToken, TokenOp};
 use moose_proto::handshake::say_hello_nonce;
 use moose_proto::msg::{
     ClEnvelope, ClReply, ClRequest, ClResponse, CsToMaster, EndSync, FromCs, MasterToCs,
@@ -122,6 +122,22 @@ impl Raw {
         match self.r.next_msg::<FromCs>().await {
             Ok(FromCs::ReadDone { status, .. }) => status,
             other => panic!("expected ReadDone and no data, got {other:?}"),
+        }
+    }
+
+    /// On a chunkserver link: asks for a sync of `chunk` with `token`; the `SyncDone` status.
+    async fn sync(&mut self, chunk: ChunkRef, token: ChunkToken) -> Result<(), FsError> {
+        self.w
+            .send_now(&ToCs::Sync {
+                req_id: 1,
+                chunk,
+                token,
+            })
+            .await
+            .unwrap();
+        match self.r.next_msg::<FromCs>().await {
+            Ok(FromCs::SyncDone { status, .. }) => status,
+            other => panic!("expected SyncDone, got {other:?}"),
         }
     }
 
@@ -278,7 +294,7 @@ fn reading_or_writing_a_chunk_without_a_token_is_refused() {
     let port = c.chunkservers[0].port;
     let forged = ChunkToken {
         expires: u64::MAX,
-        write: false,
+        op: TokenOp::Read,
         chain: vec![],
         mac: [7; 16],
     };
@@ -319,7 +335,7 @@ fn reading_or_writing_a_chunk_without_a_token_is_refused() {
 }
 
 /// A session that opened a file write-only learns where its chunks are (an `fsync` after a
-/// chunkserver died asks), but gets no token to read them with.
+/// chunkserver died asks), with a token that syncs them but does not read them.
 #[test]
 fn a_write_only_opener_gets_locations_without_a_read_token() {
     let mut c = start(ClusterSpec {
@@ -329,7 +345,7 @@ fn a_write_only_opener_gets_locations_without_a_read_token() {
     let mnt = c.mount().unwrap();
     std::fs::write(mnt.join("f"), vec![3u8; 100_000]).unwrap();
     let port = c.chunkservers[0].port;
-    let (loc, read) = rt().block_on(async {
+    let (loc, read, read_relabelled, sync) = rt().block_on(async {
         let mut p = raw("127.0.0.1", c.cl_port, Role::Client).await;
         assert!(matches!(p.register("/").await, Ok(ClReply::Registered(_))));
         let inode = p.lookup(ROOT_INODE, "f").await;
@@ -345,16 +361,24 @@ fn a_write_only_opener_gets_locations_without_a_read_token() {
         };
         let mut cs = raw("127.0.0.1", port, Role::Client).await;
         let read = cs.refused_read(chunk, loc.token.clone()).await;
-        (loc, read)
+        let relabelled = ChunkToken {
+            op: TokenOp::Read,
+            ..loc.token.clone()
+        };
+        let read_relabelled = cs.refused_read(chunk, relabelled).await;
+        let sync = cs.sync(chunk, loc.token.clone()).await;
+        (loc, read, read_relabelled, sync)
     });
     assert_ne!(loc.chunk_id, 0);
     assert_eq!(loc.servers.len(), 1, "{loc:?}");
     assert_eq!(
-        loc.token,
-        ChunkToken::default(),
-        "a read token for a writer"
+        loc.token.op,
+        TokenOp::Sync,
+        "the token of a writer: {loc:?}"
     );
     assert_eq!(read, Err(FsError::Access));
+    assert_eq!(read_relabelled, Err(FsError::Access));
+    assert_eq!(sync, Ok(()));
 }
 
 #[test]

@@ -179,11 +179,22 @@ fn a_buffered_write_moves_the_modification_time_at_once() {
 
 #[test]
 fn fsync_after_a_truncation_cut_or_dropped_chunks_written_since_the_last_fsync() {
+    fsync_after_a_truncation(true);
+}
+
+/// A write-only opener gets no read token (see hostile.rs), and must still be able to sync
+/// the new version a truncation gave a chunk it wrote.
+#[test]
+fn fsync_of_a_write_only_file_after_a_truncation_syncs_the_cut_chunk() {
+    fsync_after_a_truncation(false);
+}
+
+fn fsync_after_a_truncation(read_too: bool) {
     let mut c = cluster();
     let mnt = c.mount().unwrap();
     let p = mnt.join("cut");
     let mut f = fs::OpenOptions::new()
-        .read(true)
+        .read(read_too)
         .write(true)
         .create_new(true)
         .mode(0o644)

@@ -336,12 +336,8 @@ impl Conn {
                     chunk,
                     token,
                 } => {
-                    // A sync only makes data durable: a read token will do as well.
-                    let op = if token.write {
-                        TokenOp::Write
-                    } else {
-                        TokenOp::Read
-                    };
+                    // A sync only makes data durable: any token for the chunk will do.
+                    let op = token.op;
                     let status = match self.allowed("sync", &token, chunk, op, &[]) {
                         Ok(()) => {
                             let store = Arc::clone(&self.store);

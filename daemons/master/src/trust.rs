@@ -64,6 +64,11 @@ impl Trust {
         self.key.sign(chunk, TokenOp::Read, &[], auth::unix_now())
     }
 
+    /// A token that only lets its holder sync the chunk (see [`TokenOp::Sync`]).
+    pub fn sync_token(&self, chunk: ChunkRef) -> ChunkToken {
+        self.key.sign(chunk, TokenOp::Sync, &[], auth::unix_now())
+    }
+
     pub fn write_token(&self, chunk: ChunkRef, chain: &[CsAddr]) -> ChunkToken {
         self.key
             .sign(chunk, TokenOp::Write, chain, auth::unix_now())

@@ -79,22 +79,38 @@ pub fn master_proof(secret: &[u8], role: &str, master_nonce: &[u8], peer_nonce: 
     .to_vec()
 }
 
-/// What a chunk token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a chunk token allows. Any token allows a sync: it only makes data durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum TokenOp {
     /// Read the chunk and ask its length.
+    #[default]
     Read,
-    /// Open a write chain for the chunk and sync it.
+    /// Open a write chain for the chunk.
     Write,
+    /// Only sync the chunk: what a writer that may not read the file gets with a chunk's
+    /// location, to make durable what it wrote at a version that moved on since (a
+    /// truncation gave the chunk a new one).
+    Sync,
 }
 
-/// The master's permission to read or write one version of one chunk until `expires`
+impl TokenOp {
+    /// The byte that stands for the operation in the signature.
+    fn code(self) -> u8 {
+        match self {
+            TokenOp::Read => 0,
+            TokenOp::Write => 1,
+            TokenOp::Sync => 2,
+        }
+    }
+}
+
+/// The master's permission to read, write or sync one version of one chunk until `expires`
 /// (seconds since the epoch, on the chunkservers' clock). A write token also names the
 /// whole chain the master chose: a chain may only continue along it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ChunkToken {
     pub expires: u64,
-    pub write: bool,
+    pub op: TokenOp,
     pub chain: Vec<CsAddr>,
     /// Truncated HMAC-SHA256 (a fixed array: copying a read token allocates nothing).
     pub mac: [u8; 16],
@@ -144,7 +160,7 @@ impl TokenKey {
         &self.0
     }
 
-    fn sign_parts(&self, chunk: ChunkRef, write: bool, expires: u64, chain: &[CsAddr]) -> [u8; 16] {
+    fn sign_parts(&self, chunk: ChunkRef, op: TokenOp, expires: u64, chain: &[CsAddr]) -> [u8; 16] {
         let mut chain_bytes = Vec::with_capacity(chain.len() * 24);
         for a in chain {
             chain_bytes.extend_from_slice(&(a.host.len() as u32).to_be_bytes());
@@ -157,7 +173,7 @@ impl TokenKey {
                 b"chunk",
                 &chunk.chunk_id.to_be_bytes(),
                 &chunk.version.to_be_bytes(),
-                &[u8::from(write)],
+                &[op.code()],
                 &expires.to_be_bytes(),
                 &chain_bytes,
             ],
@@ -169,13 +185,16 @@ impl TokenKey {
 
     /// Signs a token valid for [`TOKEN_LIFETIME_SECS`] from `now` (seconds since the epoch).
     pub fn sign(&self, chunk: ChunkRef, op: TokenOp, chain: &[CsAddr], now: u64) -> ChunkToken {
-        let write = op == TokenOp::Write;
         let expires = now + TOKEN_LIFETIME_SECS;
-        let chain = if write { chain.to_vec() } else { Vec::new() };
+        let chain = if op == TokenOp::Write {
+            chain.to_vec()
+        } else {
+            Vec::new()
+        };
         ChunkToken {
-            mac: self.sign_parts(chunk, write, expires, &chain),
+            mac: self.sign_parts(chunk, op, expires, &chain),
             expires,
-            write,
+            op,
             chain,
         }
     }
@@ -190,10 +209,10 @@ impl TokenKey {
         rest: &[CsAddr],
         now: u64,
     ) -> Result<(), TokenError> {
-        if token.write != (op == TokenOp::Write) || token.chain.len() > MAX_CHAIN {
+        if token.op != op || token.chain.len() > MAX_CHAIN {
             return Err(TokenError::BadMac);
         }
-        let want = self.sign_parts(chunk, token.write, token.expires, &token.chain);
+        let want = self.sign_parts(chunk, token.op, token.expires, &token.chain);
         if !same(&want, &token.mac) {
             return Err(TokenError::BadMac);
         }
@@ -337,5 +356,17 @@ mod tests {
             key.verify(&ChunkToken::default(), C, TokenOp::Read, &[], 0),
             Err(TokenError::BadMac)
         );
+        let s = key.sign(C, TokenOp::Sync, &chain, 1000);
+        assert!(s.chain.is_empty());
+        assert_eq!(key.verify(&s, C, TokenOp::Sync, &[], 1000), Ok(()));
+        for op in [TokenOp::Read, TokenOp::Write] {
+            assert_eq!(key.verify(&s, C, op, &[], 1000), Err(TokenError::BadMac));
+            // Relabelled, it no longer matches its signature.
+            let relabelled = ChunkToken { op, ..s.clone() };
+            assert_eq!(
+                key.verify(&relabelled, C, op, &[], 1000),
+                Err(TokenError::BadMac)
+            );
+        }
     }
 }

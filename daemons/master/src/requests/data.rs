@@ -155,11 +155,12 @@ fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &crate::namespace::Ch
     }
 }
 
-/// Whether a chunk's location carries a read token.
+/// What the token a chunk's location carries allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Token {
     Read,
-    None,
+    /// A sync only (a writer that may not read the file).
+    Sync,
 }
 
 /// Where chunk `index` of the file is; servers in random order to spread reads.
@@ -185,11 +186,15 @@ pub fn read_chunk(m: &Master, inode: Inode, index: u32, token: Token) -> FsResul
     };
     loc.servers = ids.into_iter().filter_map(|id| m.cs.addr(id)).collect();
     loc.servers.shuffle(&mut rand::rng());
-    if loc.chunk_id != 0 && token == Token::Read {
-        loc.token = m.trust.read_token(ChunkRef {
+    if loc.chunk_id != 0 {
+        let chunk = ChunkRef {
             chunk_id: loc.chunk_id,
             version: loc.version,
-        });
+        };
+        loc.token = match token {
+            Token::Read => m.trust.read_token(chunk),
+            Token::Sync => m.trust.sync_token(chunk),
+        };
     }
     Ok(ClReply::Chunk(loc))
 }

@@ -274,8 +274,9 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
                 data::read_chunk(m, inode, index, data::Token::Read).map(|r| (r, None))
             } else if granted(s, inode, crate::access::W) {
                 // A writer learns where its chunks are (an fsync after a server died checks
-                // that the dead copy no longer counts), but gets nothing to read them with.
-                data::read_chunk(m, inode, index, data::Token::None).map(|r| (r, None))
+                // that the dead copy no longer counts; one after a truncation syncs the
+                // chunk's new version), but gets nothing to read them with.
+                data::read_chunk(m, inode, index, data::Token::Sync).map(|r| (r, None))
             } else {
                 Err(not_granted(s, inode, "read"))
             }
