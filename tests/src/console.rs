@@ -23,6 +23,8 @@ pub struct Console {
     pub mount: PathBuf,
     /// Data ports of the three chunkservers.
     pub cs_ports: [u16; 3],
+    /// The master's port for clients.
+    pub client_port: u16,
 }
 
 pub fn need_fuse() {
@@ -89,6 +91,7 @@ impl Console {
             inventory,
             state,
             cs_ports: [cs1, cs2, cs3],
+            client_port: cl,
         }
     }
 
@@ -194,11 +197,20 @@ impl Console {
     }
 
     pub fn mounted(&self) -> bool {
-        let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
         let mp = self.mount.to_string_lossy().into_owned();
-        mounts
+        self.mounts_in_folder().contains(&mp)
+    }
+
+    /// Mount points in this test's folder: the console's mount, and any a test made beside it.
+    fn mounts_in_folder(&self) -> Vec<String> {
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
             .lines()
-            .any(|l| l.split(' ').nth(1) == Some(mp.as_str()))
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&dir))
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn log_of(&self, instance: &str) -> String {
@@ -238,15 +250,15 @@ impl Console {
 
 impl Drop for Console {
     fn drop(&mut self) {
-        if self.our_processes().is_empty() && !self.mounted() {
+        if self.our_processes().is_empty() && self.mounts_in_folder().is_empty() {
             return;
         }
         // The console's own stop first, then by force whatever is left.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.ctl_within(&["stop"], Duration::from_secs(60))
         }));
-        if self.mounted() {
-            let _ = Command::new("umount").arg("-l").arg(&self.mount).output();
+        for m in self.mounts_in_folder() {
+            let _ = Command::new("umount").arg("-l").arg(m).output();
         }
         for (pid, _) in self.our_processes() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();

@@ -181,6 +181,43 @@ fn stop_names_who_holds_a_busy_mount() {
     c.assert_all_gone();
 }
 
+/// Every mount of a host appends to one log: `logs client` shows the lines of the mount the
+/// inventory names, not those of another mount of the same host.
+#[test]
+fn logs_of_a_client_leave_out_the_other_mounts_of_its_host() {
+    let c = Console::new();
+    c.ok(&["start"]);
+    let other = c.dir.path().join("other-mount");
+    fs::create_dir(&other).expect("mkdir");
+    let mounted = Command::new(moose_tests::bin_dir().join("moose-mount"))
+        .arg(&other)
+        .args(["-H", "127.0.0.1", "-P"])
+        .arg(c.client_port.to_string())
+        .output()
+        .expect("run moose-mount");
+    assert!(mounted.status.success(), "{mounted:?}");
+    let tag = |mnt: &std::path::Path| format!(" {}: ", mnt.display());
+    let (ours, theirs) = (tag(&c.mount), tag(&other));
+    wait_for(
+        Duration::from_secs(10),
+        "the other mount's log line",
+        || {
+            fs::read_to_string("/var/log/moose-mount.log")
+                .ok()
+                .filter(|log| log.contains(&theirs))
+        },
+    );
+
+    let log = c.ok(&["logs", "client", "-n", "20"]);
+    assert!(log.contains(&ours), "the console's mount's lines:\n{log}");
+    assert!(!log.contains(&theirs), "the other mount's lines:\n{log}");
+
+    let unmounted = Command::new("umount").arg(&other).output().expect("umount");
+    assert!(unmounted.status.success(), "{unmounted:?}");
+    c.ok(&["stop"]);
+    c.assert_all_gone();
+}
+
 /// The state column of a Servers row: `local ROLE INSTANCE STATE ...`.
 fn state_of(screen: &str, instance: &str) -> Option<String> {
     screen.lines().find_map(|l| {

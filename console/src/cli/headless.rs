@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use moose_admin::status::{status_text, Tone};
+use moose_inventory::Role;
 use moose_proto::msg::ClusterInfo;
 use serde_json::json;
 use tokio::runtime::Runtime;
@@ -12,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::doctor;
 use crate::engine::exec::{self, Progress, StepState};
-use crate::engine::host::FollowEvent;
+use crate::engine::host::{FollowEvent, Machine};
 use crate::engine::logs;
 use crate::engine::master::{MasterLink, QUERY_TIMEOUT};
 use crate::engine::model::{Fleet, Target};
@@ -491,15 +492,30 @@ pub fn logs(
 ) -> Result<bool> {
     let t = Target::parse(t).map_err(anyhow::Error::msg)?;
     let picked = cluster.model.select(Some(&t)).map_err(anyhow::Error::msg)?;
-    // One source per log file (mounts of a host share theirs).
+    // One source per log file (mounts of a host share theirs, and keep only their lines).
     let mut sources: Vec<(String, String, std::path::PathBuf)> = Vec::new();
+    let mut mounts: Vec<Vec<String>> = Vec::new();
     for &k in &picked {
         let i = &cluster.model.instances[k];
         let path = cluster.model.log_of(i);
-        if !sources.iter().any(|(_, h, p)| *h == i.host && *p == path) {
-            sources.push((format!("{}@{}", i.name, i.host), i.host.clone(), path));
+        let idx = match sources
+            .iter()
+            .position(|(_, h, p)| *h == i.host && *p == path)
+        {
+            Some(idx) => idx,
+            None => {
+                sources.push((format!("{}@{}", i.name, i.host), i.host.clone(), path));
+                mounts.push(Vec::new());
+                sources.len() - 1
+            }
+        };
+        if let Some(mp) = i.mount_point.as_deref().filter(|_| i.role == Role::Client) {
+            mounts[idx].push(logs::mount_tag(mp));
         }
     }
+    let shown = |source: usize, line: &str| {
+        mounts[source].is_empty() || logs::of_mounts(line, &mounts[source])
+    };
     let prefix = sources.len() > 1;
     let show = |label: &str, line: &str, notice: bool| {
         if out.json {
@@ -519,33 +535,23 @@ pub fn logs(
     };
     let mut ok = true;
     if !follow {
-        for (label, host, path) in &sources {
+        for (k, (label, host, path)) in sources.iter().enumerate() {
             let h = cluster.host(host);
-            let cmd = moose_inventory::Command {
-                program: "tail".into(),
-                args: vec![
-                    "-n".into(),
-                    lines.to_string(),
-                    "--".into(),
-                    path.to_string_lossy().into_owned(),
-                ],
-            };
-            let done = rt.block_on(async { h.run(&cmd, None).await })?;
-            if done.success() {
-                for l in &done.stdout {
-                    show(label, l, false);
+            let last = rt.block_on(last_lines(&*h, path, lines, |l| shown(k, l)))?;
+            match last {
+                Ok(kept) => {
+                    for l in &kept {
+                        show(label, l, false);
+                    }
                 }
-            } else {
-                ok = false;
-                show(
-                    label,
-                    &format!(
-                        "cannot read {} on {host}: {}",
-                        path.display(),
-                        done.message()
-                    ),
-                    true,
-                );
+                Err(why) => {
+                    ok = false;
+                    show(
+                        label,
+                        &format!("cannot read {} on {host}: {why}", path.display()),
+                        true,
+                    );
+                }
             }
         }
         return Ok(ok);
@@ -565,6 +571,7 @@ pub fn logs(
         let label = &sources[ev.source].0;
         match ev.event {
             FollowEvent::Lines(ls) => {
+                let ls: Vec<&String> = ls.iter().filter(|l| shown(ev.source, l)).collect();
                 // The first batch is the history: keep only the last `lines` of it.
                 let skip = if std::mem::take(&mut first[ev.source]) {
                     ls.len().saturating_sub(lines)
@@ -580,6 +587,43 @@ pub fn logs(
         let _ = std::io::stdout().flush();
     }
     Ok(ok)
+}
+
+/// Lines `tail` asks for at most, to find the last lines that `keep` keeps.
+const MAX_TAIL_LINES: usize = 1 << 20;
+
+/// The last `n` lines of `path` on `host` that `keep` keeps (a shared mount log holds the
+/// lines of other mounts too): asks `tail` for more lines until it has them, or the file
+/// has no more. `Err` says why the file could not be read.
+async fn last_lines(
+    host: &dyn Machine,
+    path: &std::path::Path,
+    n: usize,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Result<Vec<String>, String>> {
+    let mut asked = n.max(1);
+    loop {
+        let cmd = moose_inventory::Command {
+            program: "tail".into(),
+            args: vec![
+                "-n".into(),
+                asked.to_string(),
+                "--".into(),
+                path.to_string_lossy().into_owned(),
+            ],
+        };
+        let done = host.run(&cmd, None).await?;
+        if !done.success() {
+            return Ok(Err(done.message()));
+        }
+        let got = done.stdout.len();
+        let mut kept: Vec<String> = done.stdout.into_iter().filter(|l| keep(l)).collect();
+        if kept.len() >= n || got < asked || asked >= MAX_TAIL_LINES {
+            kept.drain(..kept.len().saturating_sub(n));
+            return Ok(Ok(kept));
+        }
+        asked = (asked * 8).min(MAX_TAIL_LINES);
+    }
 }
 
 /// `moosectl deploy [ROLE[@HOST]] [--dry-run]`: preflight on every host, the diff, then

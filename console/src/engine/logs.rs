@@ -3,7 +3,7 @@
 //! keep the time of the line before them), with a filter.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -39,6 +39,9 @@ pub struct Source {
     pub dropped: u64,
     /// Timestamp of the last line that had one.
     last_time: String,
+    /// For the shared log of a host's mounts: the tags of the mounts shown (see
+    /// [`of_mounts`]); empty: every line.
+    mounts: Vec<String>,
 }
 
 /// The timestamp a line starts with (`2026-11-27T10:00:00.123Z`), if it starts with one.
@@ -51,6 +54,36 @@ fn timestamp(text: &str) -> Option<&str> {
         && b[7] == b'-'
         && b[10] == b'T';
     looks.then_some(first)
+}
+
+/// The name a mount gives itself on each line of the shared mount log: its mount point
+/// without a trailing slash, `.` components or doubled slashes.
+pub fn mount_tag(mount_point: &Path) -> String {
+    mount_point
+        .components()
+        .collect::<PathBuf>()
+        .display()
+        .to_string()
+}
+
+/// Whether `text`, a line of a host's shared mount log, comes from one of the mounts tagged
+/// `tags` (see [`mount_tag`]). Its mounts write `TIME LEVEL MOUNTPOINT: message`; a line
+/// that names no mount point (a continuation, or a line of an older mount) is kept.
+pub fn of_mounts(text: &str, tags: &[String]) -> bool {
+    let Some(time) = timestamp(text) else {
+        return true;
+    };
+    let Some((_level, rest)) = text[time.len()..].trim_start().split_once(' ') else {
+        return true;
+    };
+    if !rest.starts_with('/') {
+        return true;
+    }
+    let ours = tags.iter().any(|t| {
+        rest.strip_prefix(t.as_str())
+            .is_some_and(|after| after.starts_with(": "))
+    });
+    ours || !rest.contains(": ")
 }
 
 /// Every source's recent lines.
@@ -108,6 +141,7 @@ impl LogBuffer {
                     lines: VecDeque::new(),
                     dropped: 0,
                     last_time: String::new(),
+                    mounts: Vec::new(),
                 })
                 .collect(),
             per_source: per_source.max(1),
@@ -115,10 +149,21 @@ impl LogBuffer {
         }
     }
 
+    /// Keeps only the lines of the mounts tagged `tags` from `source`, a shared mount log
+    /// (see [`of_mounts`]).
+    pub fn keep_only_mounts(&mut self, source: usize, tags: Vec<String>) {
+        if let Some(s) = self.sources.get_mut(source) {
+            s.mounts = tags;
+        }
+    }
+
     fn add(&mut self, source: usize, text: String, notice: bool) {
         let Some(s) = self.sources.get_mut(source) else {
             return;
         };
+        if !notice && !s.mounts.is_empty() && !of_mounts(&text, &s.mounts) {
+            return;
+        }
         if s.lines.len() == self.per_source {
             s.lines.pop_front();
             s.dropped += 1;
@@ -309,5 +354,32 @@ mod tests {
             ["waiting for /m.log", "ERROR broken"]
         );
         assert!(b.select(Some(0), &Filter::default())[1].1.notice);
+    }
+
+    #[test]
+    fn a_shared_mount_log_shows_the_lines_of_its_own_mounts() {
+        let tags = vec![mount_tag(Path::new("/mnt/moosefs/"))];
+        assert_eq!(tags, ["/mnt/moosefs"]);
+        let ours =
+            "2026-12-07T10:00:01.5Z  INFO /mnt/moosefs: 127.0.0.1:9421:/ mounted on /mnt/moosefs";
+        let other = "2026-12-07T10:00:02Z  WARN /mnt/moosefs2: connection to master lost";
+        let untagged = "2026-12-07T10:00:03Z ERROR writing the buffered data failed: no space";
+        assert!(of_mounts(ours, &tags));
+        assert!(!of_mounts(other, &tags), "a mount whose name starts alike");
+        assert!(of_mounts(untagged, &tags));
+        assert!(of_mounts("  continuation", &tags));
+
+        let mut b = buffer();
+        b.keep_only_mounts(1, tags);
+        b.push(1, vec![ours.into(), other.into(), untagged.into()]);
+        b.notice(1, "truncated".into());
+        b.push(0, vec![other.into()]);
+        let shown: Vec<&str> = b
+            .select(Some(1), &Filter::default())
+            .iter()
+            .map(|(_, l)| l.text.as_str())
+            .collect();
+        assert_eq!(shown, [ours, untagged, "truncated"]);
+        assert_eq!(b.select(Some(0), &Filter::default()).len(), 1);
     }
 }

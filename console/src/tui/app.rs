@@ -10,7 +10,7 @@ use moose_proto::msg::ClusterInfo;
 use tui_input::Input;
 
 use crate::engine::exec::{Progress, StepState};
-use crate::engine::logs::{Filter, LogBuffer, LINES_PER_SOURCE};
+use crate::engine::logs::{self, Filter, LogBuffer, LINES_PER_SOURCE};
 use crate::engine::model::Model;
 use crate::engine::monitor::Snapshot;
 use crate::engine::plan::Plan;
@@ -286,6 +286,7 @@ impl App {
     pub fn new(model: Arc<Model>, readonly: bool, mono: bool, now: Instant) -> App {
         let mut sources: Vec<(String, String, std::path::PathBuf)> = Vec::new();
         let mut log_source_of = Vec::new();
+        let mut mounts_of_source: Vec<Vec<String>> = Vec::new();
         let several_hosts = model.inventory.hosts.len() > 1;
         for i in &model.instances {
             let path = model.log_of(i);
@@ -302,13 +303,24 @@ impl App {
                 Some(k) => k,
                 None => {
                     sources.push((label, i.host.clone(), path));
+                    mounts_of_source.push(Vec::new());
                     sources.len() - 1
                 }
             };
+            if let Some(mp) = i.mount_point.as_deref().filter(|_| i.role == Role::Client) {
+                mounts_of_source[idx].push(logs::mount_tag(mp));
+            }
             log_source_of.push(idx);
         }
+        let mut logs = LogBuffer::new(sources, LINES_PER_SOURCE);
+        for (k, tags) in mounts_of_source.into_iter().enumerate() {
+            if !tags.is_empty() {
+                // Other mounts of the host (not in the inventory) write there too.
+                logs.keep_only_mounts(k, tags);
+            }
+        }
         App {
-            logs: LogBuffer::new(sources, LINES_PER_SOURCE),
+            logs,
             log_source_of,
             model,
             readonly,

@@ -98,8 +98,19 @@ pub fn run(args: MountArgs) -> ExitCode {
     } else {
         writable_log_file()
     };
-    // Every mount of the host writes the same log: each line says which mount wrote it.
-    let tag = prepared.mountpoint.display().to_string();
+    // Every mount of the host writes the same log: each line says which mount wrote it, by
+    // the name it was given (what the console's inventory and the admin's fstab say; a
+    // symlink is not resolved), cleaned of a trailing slash; a relative one in full.
+    let named = if args.mountpoint.is_absolute() {
+        &args.mountpoint
+    } else {
+        &prepared.mountpoint
+    };
+    let tag = named
+        .components()
+        .collect::<PathBuf>()
+        .display()
+        .to_string();
     if let Err(e) =
         moose_common::logging::init_tagged(log_file.as_deref(), args.foreground, Some(&tag))
     {
