@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -172,11 +172,22 @@ struct Inner {
     changes: ChangeCounts,
     /// Changes answered ahead that the master has not answered yet (queued or sent).
     ahead_unanswered: AtomicUsize,
+    /// When the last unlink answered ahead was queued (ns after `born`; 0: none yet).
+    last_unlink: AtomicU64,
+    born: std::time::Instant,
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
+    }
+
+    /// Notes an unlink answered ahead now; the time since the one before (`None`: the first).
+    fn since_last_unlink(&self) -> Option<std::time::Duration> {
+        // At least 1: 0 stands for "none yet".
+        let now = (self.born.elapsed().as_nanos() as u64).max(1);
+        let last = self.last_unlink.swap(now, Ordering::Relaxed);
+        (last != 0).then(|| std::time::Duration::from_nanos(now.saturating_sub(last)))
     }
 
     /// A request left the pending ones (answered, failed or forgotten).
@@ -227,6 +238,25 @@ fn write_out(out: &Outbox, when: Write) {
 /// Changes answered ahead the master may have unanswered before the next waits for company
 /// (see [`MasterClient::start_ahead`]).
 const BEHIND: usize = 4;
+
+/// An unlink answered ahead within this of the one before waits for company (see
+/// [`waits_for_company`]).
+const UNLINK_STREAK: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Whether a change answered ahead waits for company rather than going out at once, when
+/// `waiting` changes answered ahead wait for the master's answer already; `since_unlink` is,
+/// for an unlink, the time since the one before (`None`: not an unlink, or the first).
+///
+/// While the master falls behind ([`BEHIND`]), every change waits: one write and one wake-up
+/// of the master carry many. Unlinks in a streak (`rm -rf`, `rm *`) wait as well: sent one
+/// by one, each woke the master and its answer the mount's reader, and once `rm -rf` had let
+/// the master catch up it ran at half speed from then on (docs/benchmarks.md, "Why `rm -rf`
+/// runs at one of two speeds"). Creates do not: a `touch` of 10,000 files took 1.0–1.3 s
+/// when its creates waited in a streak too, against 0.6–0.9 s. A lone unlink, or the first
+/// of a streak, goes out at once.
+fn waits_for_company(waiting: usize, since_unlink: Option<std::time::Duration>) -> bool {
+    waiting >= BEHIND || since_unlink.is_some_and(|d| d < UNLINK_STREAK)
+}
 
 /// A registered session with the master; cheap to clone.
 #[derive(Clone)]
@@ -309,6 +339,8 @@ impl MasterClient {
             stale: Default::default(),
             changes: ChangeCounts::default(),
             ahead_unanswered: AtomicUsize::new(0),
+            last_unlink: AtomicU64::new(0),
+            born: std::time::Instant::now(),
         });
         tokio::spawn(run(inner.clone(), conn));
         Ok((MasterClient { inner }, reply))
@@ -384,9 +416,9 @@ impl MasterClient {
     /// since it was sent stay good. The request takes its place among the others at once.
     /// It is written when the returned [`Held`] is dropped: after the kernel's answer, which
     /// then does not wait for the write. While [`BEHIND`] or more changes answered ahead wait
-    /// for the master's answer, it goes instead with the next request, or within
-    /// [`moose_proto::outbox::SOON`], with the changes made meanwhile: one write and one
-    /// wake-up of the master for them all.
+    /// for the master's answer, and for an unlink in a streak (see [`waits_for_company`]), it
+    /// goes instead with the next request, or within [`moose_proto::outbox::SOON`], with the
+    /// changes made meanwhile: one write and one wake-up of the master for them all.
     #[must_use = "the request is written, or left for company, when this is dropped"]
     pub fn start_ahead(&self, req: ClRequest, then: impl FnOnce(Reply) + Send + 'static) -> Held {
         match self.send(req, Waiter::Callback(Box::new(then)), Write::Ahead) {
@@ -433,15 +465,18 @@ impl MasterClient {
                 return Err((unsendable(e), waiter));
             }
         }
-        // While the master keeps up with this mount's changes answered ahead, each goes out
-        // at once (after the kernel's answer); when it falls behind, they wait for company,
-        // and it catches up with one wake-up for many.
+        // A change answered ahead goes out at once (after the kernel's answer) or waits for
+        // company (see `waits_for_company`).
         let when = if ahead {
             let waiting = self.inner.ahead_unanswered.fetch_add(1, Ordering::SeqCst);
-            if waiting < BEHIND {
-                Write::Now
-            } else {
+            let since_unlink = match env.req {
+                ClRequest::Unlink { .. } => self.inner.since_last_unlink(),
+                _ => None,
+            };
+            if waits_for_company(waiting, since_unlink) {
                 Write::Soon
+            } else {
+                Write::Now
             }
         } else {
             write
@@ -863,6 +898,20 @@ async fn write_loop(out: Outbox) -> Result<(), ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unlinks_in_a_streak_and_changes_behind_the_master_wait_for_company() {
+        let ms = std::time::Duration::from_millis;
+        // A create while the master keeps up goes at once; behind it, it waits.
+        assert!(!waits_for_company(0, None));
+        assert!(!waits_for_company(BEHIND - 1, None));
+        assert!(waits_for_company(BEHIND, None));
+        // The first unlink, and one after a pause, go at once; the next in a streak waits.
+        assert!(!waits_for_company(0, Some(ms(50))));
+        assert!(!waits_for_company(1, Some(UNLINK_STREAK)));
+        assert!(waits_for_company(0, Some(ms(0))));
+        assert!(waits_for_company(1, Some(UNLINK_STREAK - ms(1))));
+    }
 
     #[test]
     fn the_password_proof_matches_the_reference() {
