@@ -5,7 +5,6 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use moose_admin::status::{status_text, Tone};
-use moose_inventory::Role;
 use moose_proto::msg::ClusterInfo;
 use serde_json::json;
 use tokio::runtime::Runtime;
@@ -493,29 +492,19 @@ pub fn logs(
     let t = Target::parse(t).map_err(anyhow::Error::msg)?;
     let picked = cluster.model.select(Some(&t)).map_err(anyhow::Error::msg)?;
     // One source per log file (mounts of a host share theirs, and keep only their lines).
-    let mut sources: Vec<(String, String, std::path::PathBuf)> = Vec::new();
-    let mut mounts: Vec<Vec<String>> = Vec::new();
-    for &k in &picked {
-        let i = &cluster.model.instances[k];
-        let path = cluster.model.log_of(i);
-        let idx = match sources
-            .iter()
-            .position(|(_, h, p)| *h == i.host && *p == path)
-        {
-            Some(idx) => idx,
-            None => {
-                sources.push((format!("{}@{}", i.name, i.host), i.host.clone(), path));
-                mounts.push(Vec::new());
-                sources.len() - 1
-            }
-        };
-        if let Some(mp) = i.mount_point.as_deref().filter(|_| i.role == Role::Client) {
-            mounts[idx].push(logs::mount_tag(mp));
-        }
-    }
-    let shown = |source: usize, line: &str| {
-        mounts[source].is_empty() || logs::of_mounts(line, &mounts[source])
-    };
+    let (groups, _) = cluster.model.log_groups(picked);
+    let sources: Vec<(String, String, std::path::PathBuf)> = groups
+        .iter()
+        .map(|g| {
+            let i = &cluster.model.instances[g.first];
+            (
+                format!("{}@{}", i.name, i.host),
+                g.host.clone(),
+                g.path.clone(),
+            )
+        })
+        .collect();
+    let shown = |source: usize, line: &str| logs::of_mounts(line, &groups[source].mounts);
     let prefix = sources.len() > 1;
     let show = |label: &str, line: &str, notice: bool| {
         if out.json {

@@ -67,9 +67,13 @@ pub fn mount_tag(mount_point: &Path) -> String {
 }
 
 /// Whether `text`, a line of a host's shared mount log, comes from one of the mounts tagged
-/// `tags` (see [`mount_tag`]). Its mounts write `TIME LEVEL MOUNTPOINT: message`; a line
-/// that names no mount point (a continuation, or a line of an older mount) is kept.
+/// `tags` (see [`mount_tag`]); every line does for no tags. Its mounts write
+/// `TIME LEVEL MOUNTPOINT: message`; a line that names no mount point (a continuation, or a
+/// line of an older mount) is kept.
 pub fn of_mounts(text: &str, tags: &[String]) -> bool {
+    if tags.is_empty() {
+        return true;
+    }
     let Some(time) = timestamp(text) else {
         return true;
     };
@@ -150,7 +154,7 @@ impl LogBuffer {
     }
 
     /// Keeps only the lines of the mounts tagged `tags` from `source`, a shared mount log
-    /// (see [`of_mounts`]).
+    /// (see [`of_mounts`]; no tags: every line).
     pub fn keep_only_mounts(&mut self, source: usize, tags: Vec<String>) {
         if let Some(s) = self.sources.get_mut(source) {
             s.mounts = tags;
@@ -161,7 +165,7 @@ impl LogBuffer {
         let Some(s) = self.sources.get_mut(source) else {
             return;
         };
-        if !notice && !s.mounts.is_empty() && !of_mounts(&text, &s.mounts) {
+        if !notice && !of_mounts(&text, &s.mounts) {
             return;
         }
         if s.lines.len() == self.per_source {

@@ -263,6 +263,53 @@ impl Model {
             .clone()
             .unwrap_or_else(|| PathBuf::from(MOUNT_LOG))
     }
+
+    /// The instances `picked` (indexes into `instances`) grouped by the log file they write:
+    /// the mounts of a host share one. Returns the groups and, for each picked instance, its
+    /// group.
+    pub fn log_groups(
+        &self,
+        picked: impl IntoIterator<Item = usize>,
+    ) -> (Vec<LogGroup>, Vec<usize>) {
+        let mut groups: Vec<LogGroup> = Vec::new();
+        let mut group_of = Vec::new();
+        for k in picked {
+            let i = &self.instances[k];
+            let path = self.log_of(i);
+            let g = match groups
+                .iter()
+                .position(|g| g.host == i.host && g.path == path)
+            {
+                Some(g) => g,
+                None => {
+                    groups.push(LogGroup {
+                        first: k,
+                        host: i.host.clone(),
+                        path,
+                        mounts: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            if let Some(mp) = i.mount_point.as_deref().filter(|_| i.role == Role::Client) {
+                groups[g].mounts.push(crate::engine::logs::mount_tag(mp));
+            }
+            group_of.push(g);
+        }
+        (groups, group_of)
+    }
+}
+
+/// Role instances that write one log file (see [`Model::log_groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogGroup {
+    /// The first instance of the group (index into `instances`).
+    pub first: usize,
+    pub host: String,
+    pub path: PathBuf,
+    /// The tags of the group's mounts (see [`crate::engine::logs::of_mounts`]): only their
+    /// lines of the shared mount log are shown (other mounts of the host write there too).
+    pub mounts: Vec<String>,
 }
 
 /// How the console reaches hosts: SSH settings shared by every SSH host, and where the

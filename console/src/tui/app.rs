@@ -10,7 +10,7 @@ use moose_proto::msg::ClusterInfo;
 use tui_input::Input;
 
 use crate::engine::exec::{Progress, StepState};
-use crate::engine::logs::{self, Filter, LogBuffer, LINES_PER_SOURCE};
+use crate::engine::logs::{Filter, LogBuffer, LINES_PER_SOURCE};
 use crate::engine::model::Model;
 use crate::engine::monitor::Snapshot;
 use crate::engine::plan::Plan;
@@ -284,40 +284,24 @@ pub struct App {
 
 impl App {
     pub fn new(model: Arc<Model>, readonly: bool, mono: bool, now: Instant) -> App {
-        let mut sources: Vec<(String, String, std::path::PathBuf)> = Vec::new();
-        let mut log_source_of = Vec::new();
-        let mut mounts_of_source: Vec<Vec<String>> = Vec::new();
         let several_hosts = model.inventory.hosts.len() > 1;
-        for i in &model.instances {
-            let path = model.log_of(i);
-            let label = match (i.role, several_hosts) {
-                (Role::Client, false) => "mount".to_string(),
-                (Role::Client, true) => format!("mount@{}", i.host),
-                (_, false) => i.name.clone(),
-                (_, true) => format!("{}@{}", i.name, i.host),
-            };
-            let idx = match sources
-                .iter()
-                .position(|(_, h, p)| *h == i.host && *p == path)
-            {
-                Some(k) => k,
-                None => {
-                    sources.push((label, i.host.clone(), path));
-                    mounts_of_source.push(Vec::new());
-                    sources.len() - 1
-                }
-            };
-            if let Some(mp) = i.mount_point.as_deref().filter(|_| i.role == Role::Client) {
-                mounts_of_source[idx].push(logs::mount_tag(mp));
-            }
-            log_source_of.push(idx);
-        }
+        let (groups, log_source_of) = model.log_groups(0..model.instances.len());
+        let sources = groups
+            .iter()
+            .map(|g| {
+                let i = &model.instances[g.first];
+                let label = match (i.role, several_hosts) {
+                    (Role::Client, false) => "mount".to_string(),
+                    (Role::Client, true) => format!("mount@{}", i.host),
+                    (_, false) => i.name.clone(),
+                    (_, true) => format!("{}@{}", i.name, i.host),
+                };
+                (label, g.host.clone(), g.path.clone())
+            })
+            .collect();
         let mut logs = LogBuffer::new(sources, LINES_PER_SOURCE);
-        for (k, tags) in mounts_of_source.into_iter().enumerate() {
-            if !tags.is_empty() {
-                // Other mounts of the host (not in the inventory) write there too.
-                logs.keep_only_mounts(k, tags);
-            }
+        for (k, g) in groups.into_iter().enumerate() {
+            logs.keep_only_mounts(k, g.mounts);
         }
         App {
             logs,

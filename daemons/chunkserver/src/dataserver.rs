@@ -337,8 +337,7 @@ impl Conn {
                     token,
                 } => {
                     // A sync only makes data durable: any token for the chunk will do.
-                    let op = token.op;
-                    let status = match self.allowed("sync", &token, chunk, op, &[]) {
+                    let status = match self.allowed("sync", &token, chunk, token.op, &[]) {
                         Ok(()) => {
                             let store = Arc::clone(&self.store);
                             blocking(move || {

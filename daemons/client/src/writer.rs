@@ -352,24 +352,12 @@ impl Writer {
         }
         self.start_all_background();
         let need = self.need(data);
-        let permits = match self.budget.acquire_many(need).await {
-            Ok(p) => p,
+        match self.budget.acquire_many(need).await {
+            Ok(p) => p.forget(),
             // The semaphore is never closed.
             Err(_) => return Ok(()),
-        };
-        // A write-out of the file may have failed while this write waited for room.
-        self.failed_write_out(inode)?;
-        permits.forget();
-        self.buffer(inode, offset, data, need);
-        Ok(())
-    }
-
-    /// The error of the file's write-out that no fsync has reported yet.
-    fn failed_write_out(&self, inode: Inode) -> Result<(), FsError> {
-        match self.file(inode).and_then(|f| f.lock().error) {
-            Some(e) => Err(e),
-            None => Ok(()),
         }
+        self.buffer(inode, offset, data, need)
     }
 
     /// Buffers `data` at `offset` if the buffers have room for it now (call it within the
@@ -383,13 +371,12 @@ impl Writer {
         offset: u64,
         data: &[u8],
     ) -> Result<bool, FsError> {
-        self.failed_write_out(inode)?;
         let need = self.need(data);
         match self.budget.try_acquire_many(need) {
             Ok(p) => p.forget(),
             Err(_) => return Ok(false),
         }
-        self.buffer(inode, offset, data, need);
+        self.buffer(inode, offset, data, need)?;
         Ok(true)
     }
 
@@ -398,17 +385,28 @@ impl Writer {
         (data.len() as u64).min(self.budget_total) as u32
     }
 
-    /// Buffers `data`, for which `need` permits were taken.
-    fn buffer(self: &Arc<Self>, inode: Inode, offset: u64, data: &[u8], need: u32) {
+    /// Buffers `data`, for which `need` permits were taken; gives them back and fails with
+    /// the error of the file's last write-out while no fsync has reported it.
+    fn buffer(
+        self: &Arc<Self>,
+        inode: Inode,
+        offset: u64,
+        data: &[u8],
+        need: u32,
+    ) -> Result<(), FsError> {
         let buf = self.file_or_new(inode);
-        let mut spare = if data.len() >= BLOCK_BYTES {
-            self.spares_used.store(true, Ordering::Relaxed);
-            self.spares.lock().pop()
-        } else {
-            None
-        };
-        let (start_background, early) = {
+        let (start_background, early, spare) = {
             let mut st = buf.lock();
+            if let Some(e) = st.error {
+                self.budget.add_permits(need as usize);
+                return Err(e);
+            }
+            let mut spare = if data.len() >= BLOCK_BYTES {
+                self.spares_used.store(true, Ordering::Relaxed);
+                self.spares.lock().pop()
+            } else {
+                None
+            };
             // A file with nothing buffered, kept or asked for: its first write.
             let early = (st.is_idle() && !data.is_empty()).then_some((offset / CHUNK_SIZE) as u32);
             if let Some(index) = early {
@@ -424,7 +422,7 @@ impl Writer {
             if start {
                 st.background_queued = true;
             }
-            (start, early)
+            (start, early, spare)
         };
         if let Some(index) = early {
             self.ask_lease_early(inode, index, buf);
@@ -435,6 +433,7 @@ impl Writer {
         if start_background {
             self.spawn_background(inode);
         }
+        Ok(())
     }
 
     /// Asks for the write lease of chunk `index` at the first write of a file with nothing
