@@ -137,6 +137,65 @@ fn chunks_written_while_a_server_was_down_get_their_copies_when_it_returns() {
 }
 
 #[test]
+fn a_chunkserver_back_during_replication_is_not_sent_copies_of_its_own_chunks() {
+    // Three servers at goal 2: killing one leaves its chunks with one copy, and the master
+    // copies them onto the third. The killed server comes back while that runs, with every
+    // chunk it had; none of them may be ordered onto it again. Thousands of small chunks
+    // and high copy limits keep the health loop deciding all the time, as on a large cluster.
+    let mut c = start(ClusterSpec {
+        chunkservers: 3,
+        default_goal: 2,
+        master_extra: vec![
+            "CHUNKS_WRITE_REP_LIMIT = 50".into(),
+            "CHUNKS_READ_REP_LIMIT = 50".into(),
+        ],
+        ..Default::default()
+    });
+    let mnt = c.mount().unwrap();
+    let files: Vec<Vec<u8>> = (0..3000u64).map(|i| random_bytes(100 + i, 4096)).collect();
+    for (i, data) in files.iter().enumerate() {
+        fs::write(mnt.join(format!("f{i}")), data).unwrap();
+    }
+    wait_for_goal(&c, Duration::from_secs(60));
+    let port = c.chunkservers[1].port;
+    let id = c.cluster_info().unwrap()["chunkservers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["addr"]["port"] == port)
+        .map(|s| s["id"].as_u64().unwrap())
+        .expect("the second chunkserver is registered");
+    let into_it = format!("to cs {id} failed");
+    for round in 0..6 {
+        c.kill_chunkserver(1).unwrap();
+        c.wait_until(
+            Duration::from_secs(30),
+            "copies of its chunks to start",
+            |c| Ok(health(c)["replicating"].as_u64() > Some(0)),
+        )
+        .unwrap();
+        c.start_chunkserver(1).unwrap();
+        c.wait_for_chunkservers(3).unwrap();
+        wait_for_goal(&c, Duration::from_secs(120));
+        let log = c.master_log();
+        let refused: Vec<&str> = log.lines().filter(|l| l.contains(&into_it)).collect();
+        assert!(
+            refused.is_empty(),
+            "round {round}: the master ordered copies of chunks the returning server holds:\n{}",
+            refused.join("\n")
+        );
+    }
+    c.drop_caches();
+    for (i, data) in files.iter().enumerate() {
+        assert_same(
+            &format!("f{i}"),
+            &fs::read(mnt.join(format!("f{i}"))).unwrap(),
+            data,
+        );
+    }
+}
+
+#[test]
 fn a_damaged_block_is_found_by_the_scrub_and_the_copy_replaced() {
     let mut c = start(ClusterSpec {
         chunkservers: 2,

@@ -171,7 +171,7 @@ where
     }
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let (queue, mut rx, written) = OrderQueue::new();
-    let admitted = master.cs.admit(CsEntry {
+    let entry = CsEntry {
         id: cs_id,
         addr: addr.clone(),
         version,
@@ -180,9 +180,9 @@ where
         left_gracefully: false,
         tx: Some(queue),
         pending: pending.clone(),
-    });
-    let id = match admitted {
-        Ok(id) => id,
+    };
+    let (id, known, unknown) = match admit_with_copies(master, entry, &inventory) {
+        Ok(admitted) => admitted,
         Err(reason) => return refuse(&mut writer, peer, reason).await,
     };
     // A server's first registration writes and syncs the list of known servers: off the
@@ -191,28 +191,6 @@ where
     if let Err(e) = tokio::task::spawn_blocking(move || m.known_servers.note(id)).await {
         tracing::error!("noting chunkserver {id} as known failed: {e}");
     }
-    let (known, unknown) = {
-        let mut st = master.state();
-        let mut unknown = Vec::new();
-        let mut known = 0usize;
-        for c in &inventory {
-            if st.meta.chunks.contains_key(&c.chunk_id) {
-                let copies = st.rt.locations.entry(c.chunk_id).or_default();
-                copies.retain(|x| x.cs != id);
-                copies.push(Copy {
-                    cs: id,
-                    version: c.version,
-                });
-                known += 1;
-            } else {
-                unknown.push(*c);
-            }
-        }
-        for c in &unknown {
-            st.rt.deletions.push((id, *c));
-        }
-        (known, unknown.len())
-    };
     writer
         .send_now(&MasterToCs::RegisterAck {
             cs_id: id,
@@ -313,6 +291,34 @@ where
         Err(e) => tracing::warn!("chunkserver {addr} disconnected (id {id}): {e}"),
     }
     result
+}
+
+/// Admits a registered server together with its copies, in one step under the state lock:
+/// the health loop must never see the server connected without its chunks, or it orders
+/// copies of them onto it. Returns the id and the numbers of known and unknown chunks (the
+/// unknown ones are queued for deletion).
+fn admit_with_copies(
+    master: &Master,
+    entry: CsEntry,
+    inventory: &[ChunkRef],
+) -> Result<(u32, usize, usize), String> {
+    let mut st = master.state();
+    let id = master.cs.admit(entry)?;
+    let mut unknown = 0usize;
+    for c in inventory {
+        if st.meta.chunks.contains_key(&c.chunk_id) {
+            let copies = st.rt.locations.entry(c.chunk_id).or_default();
+            copies.retain(|x| x.cs != id);
+            copies.push(Copy {
+                cs: id,
+                version: c.version,
+            });
+        } else {
+            unknown += 1;
+            st.rt.deletions.push((id, *c));
+        }
+    }
+    Ok((id, inventory.len() - unknown, unknown))
 }
 
 /// A chunkserver is gone: its copies stop counting at once and its pending orders fail.
