@@ -71,6 +71,9 @@ crate::key_set! {
         chunks_read_rep_limit: ClassLimits = "CHUNKS_READ_REP_LIMIT",
             default ClassLimits(vec![8]), range Range::AtLeast(1.0),
             "replications out of one chunkserver at once (first number of a MooseFS list)";
+        chunks_loop_max_cps: u64 = "CHUNKS_LOOP_MAX_CPS", default 100_000,
+            range Range::AtLeast(1.0),
+            "chunks the health loop examines per second at most (a sweep over all chunks)";
         acceptable_percentage_difference: f64 = "ACCEPTABLE_PERCENTAGE_DIFFERENCE", default 5.0,
             range Range::Above(0.0),
             "disk usage spread in percent that starts rebalancing (it goes on down to half)";

@@ -33,6 +33,8 @@ pub struct MasterConfig {
     pub write_rep_limit: usize,
     /// Concurrent replications out of one chunkserver.
     pub read_rep_limit: usize,
+    /// Chunks the health loop examines per second at most (CHUNKS_LOOP_MAX_CPS).
+    pub loop_max_cps: u64,
     /// Rebalance when chunkservers' disk usage differs by more than this many percent.
     pub acceptable_difference: f64,
     /// When acknowledged changes reach the disk (CHANGELOG_SAVE_MODE).
@@ -74,6 +76,7 @@ impl MasterConfig {
                 _ => SyncPolicy::Within(CHANGELOG_SYNC_DELAY),
             },
             acceptable_difference: k.acceptable_percentage_difference(),
+            loop_max_cps: k.chunks_loop_max_cps(),
             session_sustain: k.session_sustain_time().0,
             quota_grace: k.quota_default_grace_period().0,
             auth_code: k.auth_code.map(|n| n.0),

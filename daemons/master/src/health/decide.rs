@@ -23,6 +23,9 @@ pub struct Limits {
     pub acceptable_difference: f64,
     /// Every chunkserver the file system has had is connected.
     pub every_server_back: bool,
+    /// Chunks this pass may examine: a pass takes the next ones of a sweep over the chunk
+    /// ids, so that the state lock is held for a bounded time however many chunks there are.
+    pub budget: usize,
 }
 
 /// What a pass decided.
@@ -51,6 +54,8 @@ pub struct InFlight {
     pub recently_moved: HashMap<u64, Instant>,
     /// Chunks already reported as needing repair (logged once).
     pub reported_repair: HashSet<u64>,
+    /// The chunk id the sweep examines next.
+    pub cursor: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,15 +97,38 @@ pub fn decide(
     let mut stable: Vec<(ChunkRef, Vec<u32>)> = Vec::new();
     // Chunks whose only copies are one version behind, taken as they are (see below).
     let mut adopt: Vec<(u64, u32)> = Vec::new();
-    let mut to_repair = std::collections::BTreeMap::new();
     flight
         .recently_moved
         .retain(|_, at| now.saturating_duration_since(*at) < MOVE_COOLDOWN);
     let mut newly_to_repair = Vec::new();
-    for (&chunk_id, meta) in &st.meta.chunks {
+    // The sweep visits ids 1 to next_chunk_id - 1 in turn, from where the last pass stopped:
+    // at most `budget` live chunks, and four times as many ids (deleted chunks leave gaps).
+    let end = st.meta.next_chunk_id.max(1);
+    let span = end - 1;
+    let mut id = if (1..end).contains(&flight.cursor) {
+        flight.cursor
+    } else {
+        1
+    };
+    let visits = span.min((limits.budget as u64).saturating_mul(4));
+    let mut examined = 0usize;
+    for _ in 0..visits {
+        if examined >= limits.budget {
+            break;
+        }
+        let chunk_id = id;
+        id = if id + 1 >= end { 1 } else { id + 1 };
         if flight.chunks.contains(&chunk_id) || st.rt.write_locks.contains_key(&chunk_id) {
+            examined += 1;
             continue;
         }
+        // Found again below if it still needs repair.
+        let reported = flight.reported_repair.remove(&chunk_id);
+        st.rt.to_repair.remove(&chunk_id);
+        let Some(meta) = st.meta.chunks.get(&chunk_id) else {
+            continue;
+        };
+        examined += 1;
         let Some(copies) = st.rt.locations.get_mut(&chunk_id) else {
             continue;
         };
@@ -114,8 +142,9 @@ pub fn decide(
             if every_server_back && highest.checked_add(1) == Some(meta.version) {
                 adopt.push((chunk_id, highest));
             } else {
-                to_repair.insert(chunk_id, meta.inode);
-                if flight.reported_repair.insert(chunk_id) {
+                st.rt.to_repair.insert(chunk_id, meta.inode);
+                flight.reported_repair.insert(chunk_id);
+                if !reported {
                     newly_to_repair.push(chunk_id);
                 }
             }
@@ -199,8 +228,7 @@ pub fn decide(
             stable.push((chunk, holders));
         }
     }
-    flight.reported_repair.retain(|c| to_repair.contains_key(c));
-    st.rt.to_repair = to_repair;
+    flight.cursor = id;
     short.sort_by_key(|(counted, _, _, _)| *counted);
     for (_, chunk, sources, exclude) in short {
         let open_targets: Vec<_> = servers
@@ -319,6 +347,7 @@ mod tests {
                 index: 0,
             },
         );
+        st.meta.next_chunk_id = 2;
         st.rt.locations.insert(
             1,
             copies
@@ -329,12 +358,43 @@ mod tests {
         st
     }
 
+    /// A state with `n` files at goal 2, file `i` holding chunk `i` (version 1) with one copy
+    /// on server 1.
+    fn short_chunks(n: u64) -> State {
+        let mut st = State::new(Meta::fresh(1, Timespec::default(), 2));
+        for i in 1..=n {
+            crate::test_ops::create(&mut st, ROOT_INODE, &format!("f{i}"), 1 + i, FileKind::File);
+            st.meta.chunks.insert(
+                i,
+                ChunkMeta {
+                    version: 1,
+                    inode: 1 + i,
+                    index: 0,
+                },
+            );
+            st.rt.locations.insert(i, vec![Copy { cs: 1, version: 1 }]);
+        }
+        st.meta.next_chunk_id = n + 1;
+        st
+    }
+
+    fn copied(d: &Decision) -> Vec<u64> {
+        d.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Replicate { chunk, .. } => Some(chunk.chunk_id),
+                Action::Delete { .. } => None,
+            })
+            .collect()
+    }
+
     fn limits() -> Limits {
         Limits {
             write: 4,
             read: 8,
             acceptable_difference: 0.05,
             every_server_back: true,
+            budget: usize::MAX,
         }
     }
 
@@ -461,5 +521,55 @@ mod tests {
         let mut st = state(1, &[(1, 5)]);
         let d = run(&mut st, &[server(1, 12), server(2, 10)]);
         assert!(d.actions.is_empty(), "{:?}", d.actions);
+    }
+
+    #[test]
+    fn a_pass_examines_its_budget_and_the_sweep_goes_round_every_chunk() {
+        let mut st = short_chunks(10);
+        let servers = [server(1, 10), server(2, 10)];
+        let mut flight = InFlight::default();
+        let mut budget = limits();
+        budget.write = 100;
+        budget.read = 100;
+        budget.budget = 4;
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let d = decide(&mut st, &servers, &mut flight, &budget, Instant::now());
+            let mut got = copied(&d);
+            assert!(got.len() <= 4, "at most the budget: {got:?}");
+            seen.append(&mut got);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>(), "every chunk once");
+        // Round again: they are all being copied, so nothing is ordered twice.
+        let d = decide(&mut st, &servers, &mut flight, &budget, Instant::now());
+        assert!(copied(&d).is_empty(), "{:?}", d.actions);
+    }
+
+    #[test]
+    fn chunks_needing_repair_stay_listed_between_visits_and_go_with_their_chunk() {
+        let mut st = short_chunks(6);
+        for i in 1..=6 {
+            st.rt.locations.insert(i, vec![Copy { cs: 1, version: 0 }]);
+            st.meta.chunks.get_mut(&i).unwrap().version = 5;
+        }
+        let servers = [server(1, 10), server(2, 10)];
+        let mut flight = InFlight::default();
+        let mut budget = limits();
+        budget.budget = 3;
+        let d = decide(&mut st, &servers, &mut flight, &budget, Instant::now());
+        assert_eq!(d.newly_to_repair, vec![1, 2, 3]);
+        let d = decide(&mut st, &servers, &mut flight, &budget, Instant::now());
+        assert_eq!(d.newly_to_repair, vec![4, 5, 6]);
+        assert_eq!(st.rt.to_repair.len(), 6);
+        // Visited again: still listed, not reported again.
+        let d = decide(&mut st, &servers, &mut flight, &budget, Instant::now());
+        assert!(d.newly_to_repair.is_empty());
+        assert_eq!(st.rt.to_repair.len(), 6);
+        // A chunk that is gone leaves the list when the sweep passes its id.
+        st.meta.chunks.remove(&5);
+        decide(&mut st, &servers, &mut flight, &budget, Instant::now());
+        assert!(!st.rt.to_repair.contains_key(&5));
+        assert_eq!(st.rt.to_repair.len(), 5);
     }
 }
