@@ -806,6 +806,7 @@ pub(crate) mod tests {
                 replicated_total: 40,
                 moved_total: 0,
                 to_repair: 0,
+                swept_secs_ago: None,
             },
             quotas: vec![],
         }

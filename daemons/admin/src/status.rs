@@ -72,6 +72,11 @@ pub fn status_text(info: &ClusterInfo, at: &str, paint: impl Fn(&str, Tone) -> S
         h.pending_deletion,
         h.replicating
     ));
+    if let Some(secs) = h.swept_secs_ago {
+        line(format!(
+            "chunk counts from the health loop's last sweep, {secs} s ago (a master of many chunks counts them as it goes)"
+        ));
+    }
     if h.to_repair > 0 {
         line(format!(
             "chunks needing repair: {} (no copy has the metadata's version; see the master's log)",

@@ -2,6 +2,7 @@
 
 mod access;
 mod changelog;
+mod chunk_tally;
 mod clserv;
 mod config;
 mod cs_registry;

@@ -48,6 +48,9 @@ pub struct Runtime {
     /// No copy of them is deleted; they wait for a server that has the right version, or
     /// for an admin (see the health loop).
     pub to_repair: std::collections::BTreeMap<u64, Inode>,
+    /// The chunk matrix of the health loop's last complete sweep (status reads it when
+    /// counting every chunk at once would hold the state lock too long).
+    pub swept: Option<crate::chunk_tally::Swept>,
     /// Files in the trash by the time they are to be freed (see `trash.rs`).
     pub trash_by_expiry: std::collections::BTreeSet<(i64, Inode)>,
     /// Files in the trash by the meta mount's bucket (`trash/XXX/`), so listing one bucket

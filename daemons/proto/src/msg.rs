@@ -753,6 +753,10 @@ pub struct ChunkHealth {
     pub moved_total: u64,
     /// Chunks no copy of which has the metadata's version: kept, and their files need repair.
     pub to_repair: u64,
+    /// On a master of many chunks the matrix and the counts above it are those of the health
+    /// loop's last complete sweep, ended this many seconds ago (its first sweep not ended:
+    /// `Some(0)` with every count 0); `None` when they were counted for this answer.
+    pub swept_secs_ago: Option<u64>,
 }
 
 // ------------------------------------------------------------------------------------------

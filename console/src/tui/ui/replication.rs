@@ -101,7 +101,12 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, t: &Theme) {
             Table::new(rows, widths)
                 .header(Row::new(header))
                 .block(Block::new().title(Span::styled(
-                    "Chunks by goal (rows) and valid copies (columns)",
+                    match h.swept_secs_ago {
+                        Some(secs) => format!(
+                        "Chunks by goal (rows) and valid copies (columns), last sweep {secs} s ago"
+                    ),
+                        None => "Chunks by goal (rows) and valid copies (columns)".to_string(),
+                    },
                     t.bold(),
                 ))),
             matrix_area,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use moose_proto::ChunkRef;
 
+use crate::chunk_tally::{Swept, Tally};
 use crate::cs_registry::CsView;
 use crate::placement;
 use crate::rebalance;
@@ -56,6 +57,8 @@ pub struct InFlight {
     pub reported_repair: HashSet<u64>,
     /// The chunk id the sweep examines next.
     pub cursor: u64,
+    /// The matrix of the sweep under way, published in `st.rt.swept` when it ends.
+    pub tally: Tally,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +121,15 @@ pub fn decide(
         }
         let chunk_id = id;
         id = if id + 1 >= end { 1 } else { id + 1 };
+        if let Some(meta) = st.meta.chunks.get(&chunk_id) {
+            flight.tally.add(st, chunk_id, meta);
+        }
+        if id == 1 {
+            st.rt.swept = Some(Swept {
+                tally: std::mem::take(&mut flight.tally),
+                at: now,
+            });
+        }
         if flight.chunks.contains(&chunk_id) || st.rt.write_locks.contains_key(&chunk_id) {
             examined += 1;
             continue;
@@ -533,12 +545,18 @@ mod tests {
         budget.read = 100;
         budget.budget = 4;
         let mut seen = Vec::new();
-        for _ in 0..3 {
+        for pass in 0..3 {
+            assert!(st.rt.swept.is_none(), "no sweep ended before pass {pass}");
             let d = decide(&mut st, &servers, &mut flight, &budget, Instant::now());
             let mut got = copied(&d);
             assert!(got.len() <= 4, "at most the budget: {got:?}");
             seen.append(&mut got);
         }
+        // The sweep ended in the third pass, and counted every chunk as it found it.
+        let swept = st.rt.swept.as_ref().expect("a sweep ended");
+        assert_eq!(swept.tally.health.endangered, 10);
+        assert_eq!(swept.tally.health.matrix[2][1], 10);
+        assert_eq!(swept.tally.per_cs.get(&1), Some(&10));
         seen.sort_unstable();
         assert_eq!(seen, (1..=10).collect::<Vec<_>>(), "every chunk once");
         // Round again: they are all being copied, so nothing is ordered twice.

@@ -20,7 +20,7 @@ mod decide;
 use decide::{Action, Decision, InFlight, Limits};
 
 /// Chunks one decision examines while it holds the state lock (a few milliseconds).
-const CHUNKS_PER_LOCK: usize = 5_000;
+const CHUNKS_PER_LOCK: usize = 2_000;
 
 /// How long a write lock lives without being released (a client died mid-write).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(120);

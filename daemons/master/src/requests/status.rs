@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 
 use moose_proto::msg::{
-    ChunkHealth, ChunkInfo, ChunkserverInfo, ClusterInfo, CopyInfo, CopyState, RemovalProgress,
-    StatfsReply,
+    ChunkInfo, ChunkserverInfo, ClusterInfo, CopyInfo, CopyState, RemovalProgress, StatfsReply,
 };
 use moose_proto::{FsResult, Inode};
 
+use crate::chunk_tally::Tally;
 use crate::master::Master;
 use crate::namespace::NodeData;
 use crate::state::State;
@@ -117,39 +117,40 @@ fn removal_progress(st: &State) -> HashMap<u32, Vec<RemovalProgress>> {
     out
 }
 
-/// The chunk matrix: every chunk by goal and number of valid copies.
-fn chunk_health(st: &State) -> ChunkHealth {
-    let mut h = ChunkHealth {
-        matrix: vec![vec![0; 11]; 10],
-        pending_deletion: st.rt.deletions.len() as u64,
-        to_repair: st.rt.to_repair.len() as u64,
-        ..Default::default()
-    };
-    for (id, meta) in &st.meta.chunks {
-        let goal = st.chunk_goal(*id, meta.inode).map_or(0, usize::from).min(9);
-        let copies = st.rt.counted_copies(*id, meta.version);
-        h.matrix[goal][copies.min(10)] += 1;
-        match copies {
-            0 => h.missing += 1,
-            c if c < goal && c == 1 => h.endangered += 1,
-            c if c < goal => h.undergoal += 1,
-            c if c == goal => h.stable += 1,
-            _ => h.overgoal += 1,
-        }
+/// Up to this many chunks, a status query counts them all itself (a few tens of
+/// milliseconds); beyond, it shows the health loop's last complete sweep.
+const LIVE_TALLY_LIMIT: usize = 50_000;
+
+/// The chunk matrix and the copies per server: counted now, or from the last sweep.
+fn tally(st: &State) -> Tally {
+    tally_counting_up_to(st, LIVE_TALLY_LIMIT)
+}
+
+fn tally_counting_up_to(st: &State, live_limit: usize) -> Tally {
+    if st.meta.chunks.len() <= live_limit {
+        return Tally::of_all(st);
     }
-    h
+    let mut t = st
+        .rt
+        .swept
+        .as_ref()
+        .map(|s| {
+            let mut t = s.tally.clone();
+            t.health.swept_secs_ago = Some(s.at.elapsed().as_secs());
+            t
+        })
+        .unwrap_or_default();
+    t.health.swept_secs_ago.get_or_insert(0);
+    t
 }
 
 pub fn cluster_info(m: &Master) -> ClusterInfo {
     let (version, cluster_id, files, dirs, chunks, per_cs, mut health, mut removal) = {
         let st = m.state();
         let (files, dirs) = st.meta.count_kinds();
-        let mut per_cs: HashMap<u32, u64> = HashMap::new();
-        for copies in st.rt.locations.values() {
-            for c in copies {
-                *per_cs.entry(c.cs).or_default() += 1;
-            }
-        }
+        let Tally { mut health, per_cs } = tally(&st);
+        health.pending_deletion = st.rt.deletions.len() as u64;
+        health.to_repair = st.rt.to_repair.len() as u64;
         (
             st.meta.version,
             st.meta.cluster_id,
@@ -157,7 +158,7 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
             dirs,
             st.meta.chunks.len() as u64,
             per_cs,
-            chunk_health(&st),
+            health,
             removal_progress(&st),
         )
     };
@@ -213,5 +214,53 @@ pub fn cluster_info(m: &Master) -> ClusterInfo {
         trash_files,
         trash_bytes,
         quotas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk_tally::Swept;
+    use crate::namespace::{ChunkMeta, Meta};
+    use crate::state::Copy;
+    use moose_proto::{FileKind, Timespec, ROOT_INODE};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn many_chunks_are_shown_as_the_last_sweep_found_them_with_its_age() {
+        let mut st = State::new(Meta::fresh(1, Timespec::default(), 2));
+        crate::test_ops::create(&mut st, ROOT_INODE, "f", 2, FileKind::File);
+        for id in 1..=3 {
+            st.meta.chunks.insert(
+                id,
+                ChunkMeta {
+                    version: 1,
+                    inode: 2,
+                    index: id as u32 - 1,
+                },
+            );
+            st.rt.locations.insert(id, vec![Copy { cs: 7, version: 1 }]);
+        }
+        let now = tally_counting_up_to(&st, 3);
+        assert_eq!(now.health.endangered, 3);
+        assert_eq!(now.health.swept_secs_ago, None);
+        assert_eq!(now.per_cs.get(&7), Some(&3));
+
+        let before = tally_counting_up_to(&st, 2);
+        assert_eq!(before.health.swept_secs_ago, Some(0), "no sweep ended yet");
+        assert_eq!(before.health.endangered, 0);
+
+        let mut old = Tally::of_all(&st);
+        old.health.endangered = 1;
+        st.rt.swept = Some(Swept {
+            tally: old,
+            at: Instant::now() - Duration::from_secs(5),
+        });
+        let swept = tally_counting_up_to(&st, 2);
+        assert_eq!(
+            swept.health.endangered, 1,
+            "the sweep's counts, not today's"
+        );
+        assert_eq!(swept.health.swept_secs_ago, Some(5));
     }
 }
