@@ -4,11 +4,13 @@
 # namespace, since stock refuses chunkservers on 127.0.0.0/8), all data under one /tmp folder
 # on the same disk, then runs every workload alternately ours/stock at goal 1 and goal 2 and
 # prints medians and the time ratio ours/stock (lower is better; < 1 means we win).
-# Needs root (FUSE, namespaces, drop_caches), fio, python3 with sqlite3.
+# Needs root (FUSE, namespaces, drop_caches), fio, python3 with sqlite3, and for the real
+# programs git and rsync.
 #   bench/side-by-side.sh [--quick] [--reps N] [--no-programs] [--only LIST]
 #     --quick        256 MiB, 1,000 files, 100 sqlite commits, /usr/include/linux, 2 reps
 #     --reps N       repetitions (default 3); the order ours/stock flips on every one
-#     --no-programs  skip the "real programs" workloads (tar extract, cp -a, rm -rf of a tree)
+#     --no-programs  skip the "real programs" (tar -x/-c/-d, cp -a, rsync, git add/commit/gc/clone,
+#                    python compileall, rm -rf, on a copy of $tree_src and python's stdlib)
 #     --only LIST    only these workloads, comma-separated: seq, small, rand, sqlite, tree
 #   MOOSE_BIN=DIR  our binaries (default: cargo build --release)
 #   STOCK_NICE=N   stock daemons' NICE_LEVEL (default 0 like ours; stock's own default is -19)
@@ -110,13 +112,25 @@ w_sqlite() {   # ms per commit of single-row inserts in autocommit mode (a journ
     add sqlite "$2" "$1" "$(python3 bench/sqlite_commits.py "$d/bench.db" "$commits")"
     rm -f "$d/bench.db" "$d/bench.db-journal"
 }
-w_tree() {   # real programs: tar extract of a copy of $tree_src, cp -a of it, rm -rf of both
-    local d=${mnt[$1]}/g$2 t0 t1 t2 t3
-    mkdir "$d/tree"; sync
-    t0=$(now); tar -xf "$work/tree.tar" -C "$d/tree"; t1=$(now)
-    cp -a "$d/tree" "$d/tree2"; t2=$(now)
-    rm -rf "$d/tree" "$d/tree2"; t3=$(now)
-    add tar "$2" "$1" "$(secs "$t0" "$t1")"; add cp "$2" "$1" "$(secs "$t1" "$t2")"; add rmtree "$2" "$1" "$(secs "$t2" "$t3")"
+w_tree() {   # real programs on a copy of $tree_src and of python's standard library
+    local d=${mnt[$1]}/g$2 t=()
+    mkdir "$d/tree" "$d/py"; sync
+    t+=("$(now)"); tar -xf "$work/tree.tar" -C "$d/tree"
+    t+=("$(now)"); tar -cf "$d/tree.tar" -C "$d" tree
+    t+=("$(now)"); tar -df "$d/tree.tar" -C "$d"
+    t+=("$(now)"); cp -a "$d/tree" "$d/tree2"
+    t+=("$(now)"); rsync -a "$d/tree/" "$d/tree3/"
+    t+=("$(now)"); (cd "$d/tree2" && git init -q && git add -A && git -c user.name=bench -c user.email=bench@localhost commit -qm tree)
+    t+=("$(now)"); git -C "$d/tree2" gc -q
+    t+=("$(now)"); git clone -q "$d/tree2" "$d/clone"
+    t+=("$(now)"); tar -xf "$work/py.tar" -C "$d/py"; python3 -m compileall -q "$d/py" >/dev/null
+    t+=("$(now)"); rm -rf "$d/tree" "$d/tree2" "$d/tree3" "$d/clone" "$d/py" "$d/tree.tar"
+    t+=("$(now)")
+    local i=0 m
+    for m in tar tarc tard cp rsync gitadd gitgc gitclone compileall rmtree; do
+        add "$m" "$2" "$1" "$(secs "${t[$i]}" "${t[$((i + 1))]}")"
+        i=$((i + 1))
+    done
 }
 
 workloads=(w_seq w_small w_rand w_sqlite)
@@ -129,7 +143,14 @@ if [ -n "$only" ]; then
     done
 fi
 if [[ " ${workloads[*]} " == *" w_tree "* ]]; then
-    tar -cf "$work/tree.tar" -C "$(dirname "$tree_src")" "$(basename "$tree_src")"   # read from local disk, same for both
+    for tool in git rsync; do
+        command -v "$tool" >/dev/null || { echo "side-by-side: $tool is missing (real programs): apt-get install $tool, or --no-programs" >&2; exit 1; }
+    done
+    # Read from the local disk, the same for both.
+    tar -cf "$work/tree.tar" -C "$(dirname "$tree_src")" "$(basename "$tree_src")"
+    stdlib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+    tar -cf "$work/py.tar" --exclude=site-packages --exclude=test --exclude=tests \
+        --exclude=__pycache__ --exclude='*.pyc' -C "$(dirname "$stdlib")" "$(basename "$stdlib")"
 fi
 echo "load before: $(uptime)" >&2
 for rep in $(seq "$reps"); do
@@ -194,8 +215,15 @@ row "fio 4 KiB random read QD1, ${runtime} s (IOPS)" iops rate 0
 row "sqlite autocommit insert (ms per commit)" sqlite time 1
 if [ -n "${vals[tar,1,ours]:-}" ]; then
     row "tar -x of $tree_src (s)" tar time 2
+    row "tar -c of the tree onto the mount (s)" tarc time 2
+    row "tar -d of that archive against the tree (s)" tard time 2
     row "cp -a of the tree (s)" cp time 2
-    row "rm -rf of both trees (s)" rmtree time 2
-    sumrow "real programs: tar + cp + rm (s)" tar cp rmtree
+    row "rsync -a of the tree (s)" rsync time 2
+    row "git init + add + commit of the tree (s)" gitadd time 2
+    row "git gc (s)" gitgc time 2
+    row "git clone (s)" gitclone time 2
+    row "python compileall of its stdlib copy (s)" compileall time 2
+    row "rm -rf of every copy (s)" rmtree time 2
+    sumrow "real programs: all of the above (s)" tar tarc tard cp rsync gitadd gitgc gitclone compileall rmtree
 fi
 printf 'chunk data on disk after the run (MiB): ours %s, stock %s\n' "$disk_ours" "$disk_stock"
