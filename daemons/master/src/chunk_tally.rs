@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use moose_proto::msg::ChunkHealth;
 
-use crate::namespace::ChunkMeta;
-use crate::state::State;
+use crate::state::{Copy, State};
 
 /// Counts over the chunks added so far.
 #[derive(Debug, Clone)]
@@ -35,18 +34,22 @@ impl Tally {
     pub fn of_all(st: &State) -> Self {
         let mut t = Tally::default();
         for (&chunk_id, meta) in &st.meta.chunks {
-            t.add(st, chunk_id, meta);
+            t.add(
+                st.chunk_goal(chunk_id, meta.inode),
+                st.rt.counted_copies(chunk_id, meta.version),
+                st.rt
+                    .locations
+                    .get(&chunk_id)
+                    .map_or(&[][..], Vec::as_slice),
+            );
         }
         t
     }
 
-    pub fn add(&mut self, st: &State, chunk_id: u64, meta: &ChunkMeta) {
-        let goal = st
-            .chunk_goal(chunk_id, meta.inode)
-            .map_or(0, usize::from)
-            .min(9);
-        let copies = st.rt.counted_copies(chunk_id, meta.version);
-        for c in st.rt.locations.get(&chunk_id).into_iter().flatten() {
+    /// Counts one chunk: its goal (none: no file holds it), its valid copies and every copy.
+    pub fn add(&mut self, goal: Option<u8>, copies: usize, holders: &[Copy]) {
+        let goal = goal.map_or(0, usize::from).min(9);
+        for c in holders {
             *self.per_cs.entry(c.cs).or_default() += 1;
         }
         let h = &mut self.health;

@@ -121,26 +121,37 @@ pub fn decide(
         }
         let chunk_id = id;
         id = if id + 1 >= end { 1 } else { id + 1 };
-        if let Some(meta) = st.meta.chunks.get(&chunk_id) {
-            flight.tally.add(st, chunk_id, meta);
-        }
+        let meta = st.meta.chunks.get(&chunk_id);
+        // Counted in the sweep's matrix as found, whatever this pass does with it.
+        let goal = meta.map(|meta| {
+            let goal = st.chunk_goal(chunk_id, meta.inode);
+            let copies = st.rt.counted_copies(chunk_id, meta.version);
+            let holders = st
+                .rt
+                .locations
+                .get(&chunk_id)
+                .map_or(&[][..], Vec::as_slice);
+            flight.tally.add(goal, copies, holders);
+            goal
+        });
         if id == 1 {
             st.rt.swept = Some(Swept {
                 tally: std::mem::take(&mut flight.tally),
                 at: now,
             });
         }
+        let Some(meta) = meta else {
+            st.rt.to_repair.remove(&chunk_id);
+            flight.reported_repair.remove(&chunk_id);
+            continue;
+        };
+        examined += 1;
         if flight.chunks.contains(&chunk_id) || st.rt.write_locks.contains_key(&chunk_id) {
-            examined += 1;
             continue;
         }
         // Found again below if it still needs repair.
         let reported = flight.reported_repair.remove(&chunk_id);
         st.rt.to_repair.remove(&chunk_id);
-        let Some(meta) = st.meta.chunks.get(&chunk_id) else {
-            continue;
-        };
-        examined += 1;
         let Some(copies) = st.rt.locations.get_mut(&chunk_id) else {
             continue;
         };
@@ -180,8 +191,7 @@ pub fn decide(
                 });
             }
         }
-        let goal = crate::snapshot::chunk_goal(&st.meta, &st.shares, chunk_id, meta.inode)
-            .map_or(1, usize::from);
+        let goal = goal.flatten().map_or(1, usize::from);
         let chunk = ChunkRef {
             chunk_id,
             version: meta.version,

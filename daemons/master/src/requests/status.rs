@@ -130,17 +130,11 @@ fn tally_counting_up_to(st: &State, live_limit: usize) -> Tally {
     if st.meta.chunks.len() <= live_limit {
         return Tally::of_all(st);
     }
-    let mut t = st
-        .rt
-        .swept
-        .as_ref()
-        .map(|s| {
-            let mut t = s.tally.clone();
-            t.health.swept_secs_ago = Some(s.at.elapsed().as_secs());
-            t
-        })
-        .unwrap_or_default();
-    t.health.swept_secs_ago.get_or_insert(0);
+    let (mut t, age) = match &st.rt.swept {
+        Some(s) => (s.tally.clone(), s.at.elapsed().as_secs()),
+        None => (Tally::default(), 0),
+    };
+    t.health.swept_secs_ago = Some(age);
     t
 }
 
