@@ -9,6 +9,7 @@
 #     BASE_BIN, NEW_BIN  folders holding each build's binaries (e.g. target/release)
 #     --workload W  tar    tar -x of FILE, ms
 #                   cp     cp -a of a tree extracted from FILE, ms
+#                   tarc   tar -c onto the mount of a tree tar -x made from FILE just before, ms
 #                   tree   tar -x of FILE, cp -a of it, rm -rf of both, ms
 #                   sqlite autocommit single-row inserts, µs per commit (300 commits)
 #                   rand   fio 4 KiB random reads at QD1 of a 256 MiB file, IOPS
@@ -17,14 +18,14 @@
 #                          in 20 folders, ls -lR, rm -rf, ms
 #     --goal N      copies of every file (default 1)
 #     --runs N      runs on each cluster (default 8); the first cluster alternates
-#     --tar FILE    tree for tar, cp and tree (default: a tar of /usr/include/linux)
+#     --tar FILE    tree for tar, cp, tarc and tree (default: a tar of /usr/include/linux)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/ours.sh
 source bench/ours.sh
 
 usage() {
-    echo "usage: bench/builds.sh BASE_BIN NEW_BIN [--workload tar|cp|tree|sqlite|rand|seq|files] [--goal N] [--runs N] [--tar FILE]" >&2
+    echo "usage: bench/builds.sh BASE_BIN NEW_BIN [--workload tar|cp|tarc|tree|sqlite|rand|seq|files] [--goal N] [--runs N] [--tar FILE]" >&2
     exit 2
 }
 [ $# -ge 2 ] || usage
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-case $workload in tar | cp | tree | sqlite | rand | seq | files) ;; *) usage ;; esac
+case $workload in tar | cp | tarc | tree | sqlite | rand | seq | files) ;; *) usage ;; esac
 [ "$(id -u)" = 0 ] || { echo "builds: run as root (FUSE)" >&2; exit 1; }
 for b in "$base_bin" "$new_bin"; do
     [ -x "$b/moose-master" ] || { echo "builds: no moose-master in $b" >&2; exit 1; }
@@ -84,6 +85,9 @@ run() {
             tar -C "$m/x$i" -xf "$tarball"; ms_since "$t" ;;
         cp)
             t=$(date +%s%N); cp -a "$m/warm" "$m/c$i"; ms_since "$t" ;;
+        tarc)
+            mkdir "$m/a$i"; tar -C "$m/a$i" -xf "$tarball"; t=$(date +%s%N)
+            tar -C "$m" -cf "$m/a$i.tar" "a$i"; ms_since "$t" ;;
         tree)
             mkdir "$m/t$i"; t=$(date +%s%N)
             tar -C "$m/t$i" -xf "$tarball"; cp -a "$m/t$i" "$m/u$i"; rm -rf "$m/t$i" "$m/u$i"

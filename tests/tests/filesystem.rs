@@ -773,3 +773,95 @@ fn flip_bits_in_block(c: &LocalCluster, cs: usize, block: usize, mask: u8) {
     f.write_all(&[b[0] ^ mask]).unwrap();
     f.sync_all().unwrap();
 }
+
+/// What a program wrote through the mount and closed reads back from the kernel's cache
+/// whole: the pages no single write covered (a file's last page, one a write boundary cuts,
+/// as `tar -x` writes) and the bytes `copy_file_range` copied are handed to the kernel at
+/// the last close. With the only chunkserver gone, every file still reads back at once.
+#[test]
+fn files_written_and_closed_read_back_from_the_kernels_cache() {
+    let mut c = cluster(1);
+    let mnt = c.mount().unwrap();
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let one_write = random_bytes(60, 10_000);
+    fs::write(mnt.join("one-write"), &one_write).unwrap();
+    files.push((mnt.join("one-write"), one_write.clone()));
+    // tar writes a file in 10 KiB records: no write covers the page around 10,240 whole.
+    let pieces = random_bytes(61, 25_000);
+    let mut f = fs::File::create(mnt.join("pieces")).unwrap();
+    for piece in pieces.chunks(10_240) {
+        f.write_all(piece).unwrap();
+    }
+    drop(f);
+    files.push((mnt.join("pieces"), pieces));
+    fs::copy(mnt.join("one-write"), mnt.join("copied")).unwrap();
+    files.push((mnt.join("copied"), one_write));
+    // The kernel sends the release of a closed file on its own time.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.stop_chunkserver(0).unwrap();
+    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for path in paths {
+            let read = fs::read(&path);
+            if tx.send((path, read)).is_err() {
+                return;
+            }
+        }
+    });
+    for (path, want) in &files {
+        let name = path.display();
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok((_, got)) => assert_same(&name.to_string(), &got.unwrap(), want),
+            Err(_) => {
+                // Let the waiting read end before the cluster goes.
+                c.start_chunkserver(0).unwrap();
+                let _ = rx.recv_timeout(std::time::Duration::from_secs(60));
+                panic!("{name} waited for a chunkserver: not in the kernel's cache");
+            }
+        }
+    }
+}
+
+/// Bytes a write-out kept for the kernel's cache are dropped when the file may change
+/// otherwise: a truncating open through another descriptor, or a truncation, before the
+/// last close would hand them over (and the kernel would take the file's old end with them).
+#[test]
+fn truncations_before_the_last_close_are_not_undone_by_kept_pages() {
+    use std::os::unix::fs::FileExt;
+    let mut c = cluster(1);
+    let mnt = c.mount().unwrap();
+    let long = random_bytes(62, 10_000);
+    // Small plain reads: no stat, and no read past the size the kernel knows, which would
+    // fetch the size afresh.
+    let read_plainly = |path: &std::path::Path| {
+        let mut f = fs::File::open(path).unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1000];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    };
+    // Written out by an fsync while the descriptor stays open; another open truncates.
+    let path = mnt.join("reopened");
+    let first = fs::File::create(&path).unwrap();
+    first.write_all_at(&long, 0).unwrap();
+    first.sync_all().unwrap();
+    drop(fs::File::create(&path).unwrap());
+    drop(first);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_same("after a truncating open", &read_plainly(&path), b"");
+    // Written out, then cut by ftruncate on the same descriptor.
+    let path = mnt.join("cut");
+    let f = fs::File::create(&path).unwrap();
+    f.write_all_at(&long, 0).unwrap();
+    f.sync_all().unwrap();
+    f.set_len(50).unwrap();
+    drop(f);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_same("after ftruncate", &read_plainly(&path), &long[..50]);
+}

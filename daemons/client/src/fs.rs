@@ -765,6 +765,10 @@ impl Core {
     /// Records an open the master granted (`count` is the inode's open counter, held) and
     /// returns the new handle.
     fn count_open(&self, inode: Inode, flags: i32, cred: Cred, count: &mut u32) -> u64 {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            // It may truncate the file, or write it through a mapping.
+            self.writer.drop_for_kernel_of(Some(inode));
+        }
         self.master.note_open(inode, flags, cred);
         if *count == 0 {
             self.reader.invalidate(inode);
@@ -900,9 +904,11 @@ impl Core {
         true
     }
 
-    /// The last handle of `inode` is closed: the master is told, and what the mount kept for
+    /// The last handle of `inode` is closed (its open counter is held): the kernel gets the
+    /// written-out bytes kept for its cache, the master is told, and what the mount kept for
     /// the open file goes.
     fn release_last(&self, inode: Inode) {
+        self.hand_pages_to_kernel(inode);
         self.master.note_release(inode);
         // Nothing waits for the answer, and the release goes with the next request (an open
         // of the file that follows takes its place after it).
@@ -914,6 +920,24 @@ impl Core {
             });
         self.writer.forget_if_idle(inode);
         self.reader.invalidate(inode);
+    }
+
+    /// Stores the written-out bytes of `inode` kept for the kernel's cache there (see
+    /// `kernel_pages.rs`). No request of the file can be under way (no handle is open), so
+    /// no page of it is locked for long and the write(2) of the notice returns at once.
+    fn hand_pages_to_kernel(&self, inode: Inode) {
+        let pieces = self.writer.take_for_kernel(inode);
+        let Some(notifier) = self.notifier.get().filter(|_| !pieces.is_empty()) else {
+            return;
+        };
+        let ino = INodeNo(self.to_fuse(inode));
+        for (offset, data) in pieces {
+            // ENOENT: the kernel no longer holds the inode.
+            if let Err(e) = notifier.store(ino, offset, &data) {
+                tracing::debug!("handing pages of inode {inode} to the kernel: {e}");
+                return;
+            }
+        }
     }
 
     /// Closes a handle opened with `flags`: writes the buffered data and, for the last handle
@@ -1401,6 +1425,13 @@ async fn drop_stale_pages(stale: Arc<StalePages>, core: Weak<Core>, notifier: fu
             s.files.into_iter().collect()
         };
         let files: Vec<INodeNo> = inodes.iter().map(|i| INodeNo(core.to_fuse(*i))).collect();
+        if s.all {
+            core.writer.drop_for_kernel_of(None);
+        } else {
+            for inode in &inodes {
+                core.writer.drop_for_kernel_of(Some(*inode));
+            }
+        }
         drop(core);
         let notifier = notifier.clone();
         // The kernel drops the pages in the write(2) of the notice, waiting for reads of them
@@ -1591,6 +1622,11 @@ impl Filesystem for MooseFs {
                 // `futimens` before its close) are then answered ahead.
                 return core.set_attrs(ino.0, set, cred, reply);
             }
+            // The written-out bytes kept for the kernel are the file's no longer; the
+            // last close, which hands them over, waits until the kernel has the answer.
+            let counter = core.open_counter(inode);
+            let count = counter.lock().await;
+            core.writer.drop_for_kernel_of(Some(inode));
             let epoch = core.writer.epoch();
             let r = core.resize(inode, set, cred).await;
             core.reader.invalidate(inode);
@@ -1600,6 +1636,11 @@ impl Filesystem for MooseFs {
                     reply.attr(&attr::ttl(core.attr_ttl), &fa)
                 }
                 Err(e) => reply.error(e),
+            }
+            let unused = *count == 0;
+            drop(count);
+            if unused {
+                core.drop_counter_if_unused(inode, &counter);
             }
         });
     }

@@ -12,6 +12,7 @@ pub mod folders;
 pub mod fs;
 pub mod inode_pool;
 pub mod kept_leases;
+pub mod kernel_pages;
 pub mod known;
 pub mod master;
 pub mod meta;

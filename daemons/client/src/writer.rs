@@ -23,6 +23,7 @@ use crate::change_counts::Stamp;
 use crate::csio::{CsError, CsPool};
 use crate::extents::{plan_chunks, ChunkWrite, Extents};
 use crate::kept_leases::{KeptLease, KeptLeases};
+use crate::kernel_pages;
 use crate::master::{CallError, MasterClient};
 use crate::reader::{backoff, Reader};
 
@@ -49,6 +50,9 @@ const PARALLEL_CHUNKS: usize = 4;
 const SPARE_BUFFERS: usize = 4;
 const SPARE_MIN: usize = 1 << 20;
 const SPARE_MAX: usize = 64 << 20;
+/// Bytes of all files kept for the kernel's cache until their last close (see
+/// [`crate::kernel_pages`]); write-outs beyond it keep nothing.
+const KERNEL_PAGES_MAX: u64 = 64 << 20;
 
 /// A chunk written out: where it is and on which servers.
 struct Written {
@@ -101,6 +105,9 @@ struct FileState {
     /// The chunk whose lease was asked for at the file's first write (see
     /// [`Writer::ask_lease_early`]), until its answer came.
     early: Option<u32>,
+    /// Written-out bytes for the kernel's cache at the last close, page-aligned pieces
+    /// (see [`crate::kernel_pages`]).
+    for_kernel: Vec<(u64, Bytes)>,
 }
 
 impl FileState {
@@ -232,6 +239,10 @@ pub struct Writer {
     spares: Mutex<Vec<Vec<u8>>>,
     /// A kept buffer was taken since the age ticker last looked.
     spares_used: AtomicBool,
+    /// Bytes of all files' `for_kernel` pieces.
+    for_kernel_held: AtomicU64,
+    /// The kernel's page size.
+    page: u64,
 }
 
 /// Why a file's buffer is written out.
@@ -304,6 +315,8 @@ impl Writer {
             landed: Mutex::new(HashMap::new()),
             spares: Mutex::new(Vec::new()),
             spares_used: AtomicBool::new(false),
+            for_kernel_held: AtomicU64::new(0),
+            page: kernel_pages::page_size(),
         });
         tokio::spawn(age_ticker(Arc::downgrade(&w)));
         w
@@ -380,6 +393,56 @@ impl Writer {
         Ok(true)
     }
 
+    /// Drops the file's pieces for the kernel that overlap `[start, end)` (all with `None`).
+    fn drop_for_kernel(&self, st: &mut FileState, range: Option<(u64, u64)>) {
+        if st.for_kernel.is_empty() {
+            return;
+        }
+        let before = kernel_pages::held(&st.for_kernel);
+        st.for_kernel.retain(|(s, d)| {
+            range.is_some_and(|(start, end)| end <= *s || s + d.len() as u64 <= start)
+        });
+        let dropped = before - kernel_pages::held(&st.for_kernel);
+        self.for_kernel_held.fetch_sub(dropped, Ordering::Relaxed);
+    }
+
+    /// Keeps `pieces` of a write-out for the kernel's cache, within the bound of all files.
+    fn keep_for_kernel(&self, st: &mut FileState, pieces: Vec<(u64, Bytes)>) {
+        let bytes = kernel_pages::held(&pieces);
+        let held = self.for_kernel_held.fetch_add(bytes, Ordering::Relaxed);
+        if held + bytes > KERNEL_PAGES_MAX {
+            self.for_kernel_held.fetch_sub(bytes, Ordering::Relaxed);
+            return;
+        }
+        st.for_kernel.extend(pieces);
+    }
+
+    /// Takes the written-out bytes kept for the kernel's cache (call it at the file's last
+    /// close, see [`crate::kernel_pages`]).
+    pub fn take_for_kernel(&self, inode: Inode) -> Vec<(u64, Bytes)> {
+        let Some(f) = self.file(inode) else {
+            return Vec::new();
+        };
+        let mut st = f.lock();
+        let pieces = std::mem::take(&mut st.for_kernel);
+        self.for_kernel_held
+            .fetch_sub(kernel_pages::held(&pieces), Ordering::Relaxed);
+        pieces
+    }
+
+    /// Forgets the bytes kept for the kernel's cache of `inode` (`None`: of every file): the
+    /// file may change other than by this mount's writes (an open for writing, a
+    /// truncation, another session).
+    pub fn drop_for_kernel_of(&self, inode: Option<Inode>) {
+        let files: Vec<Arc<FileBuf>> = match inode {
+            Some(i) => self.file(i).into_iter().collect(),
+            None => self.files().values().cloned().collect(),
+        };
+        for f in files {
+            self.drop_for_kernel(&mut f.lock(), None);
+        }
+    }
+
     /// Buffer room `data` takes.
     fn need(&self, data: &[u8]) -> u32 {
         (data.len() as u64).min(self.budget_total) as u32
@@ -413,6 +476,7 @@ impl Writer {
                 st.early = Some(index);
             }
             st.buffer(offset, data, Timespec::now(), &mut spare);
+            self.drop_for_kernel(&mut st, Some((offset, offset + data.len() as u64)));
             st.held += need as u64;
             self.settle(&mut st);
             st.dirty_since.get_or_insert_with(Instant::now);
@@ -813,6 +877,8 @@ impl Writer {
             let st = f.lock();
             if st.is_idle() && Arc::strong_count(f) == 1 {
                 self.forgotten.fetch_max(st.landed_at, Ordering::SeqCst);
+                self.for_kernel_held
+                    .fetch_sub(kernel_pages::held(&st.for_kernel), Ordering::Relaxed);
                 drop(st);
                 files.remove(&inode);
             }
@@ -848,6 +914,7 @@ impl Writer {
             (ranges, st.writes)
         };
         let landed = !ranges.is_empty();
+        let for_kernel = kernel_pages::to_store(&ranges, self.page);
         let result = if landed {
             // The buffers of large ranges come back once their pieces are written and
             // dropped (small ones are not kept: no clone for them).
@@ -884,6 +951,10 @@ impl Writer {
         };
         st.written_out(writes, epoch);
         self.settle(&mut st);
+        // A write that came meanwhile dropped the pieces it overlaps, but not these.
+        if result.is_ok() && st.writes == writes {
+            self.keep_for_kernel(&mut st, for_kernel);
+        }
         if let Err(e) = result {
             st.error.get_or_insert(e);
         }
