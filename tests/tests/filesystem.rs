@@ -796,6 +796,14 @@ fn files_written_and_closed_read_back_from_the_kernels_cache() {
     files.push((mnt.join("pieces"), pieces));
     fs::copy(mnt.join("one-write"), mnt.join("copied")).unwrap();
     files.push((mnt.join("copied"), one_write));
+    // A tar archive: too large to keep whole, so only the pages its records cut are kept.
+    let archive = random_bytes(63, 600_000);
+    let mut f = fs::File::create(mnt.join("archive")).unwrap();
+    for record in archive.chunks(10_240) {
+        f.write_all(record).unwrap();
+    }
+    drop(f);
+    files.push((mnt.join("archive"), archive));
     // The kernel sends the release of a closed file on its own time.
     std::thread::sleep(std::time::Duration::from_millis(300));
     c.stop_chunkserver(0).unwrap();
@@ -823,11 +831,12 @@ fn files_written_and_closed_read_back_from_the_kernels_cache() {
     }
 }
 
-/// Bytes a write-out kept for the kernel's cache are dropped when the file may change
-/// otherwise: a truncating open through another descriptor, or a truncation, before the
-/// last close would hand them over (and the kernel would take the file's old end with them).
+/// Bytes a write-out kept for the kernel's cache are dropped when the file changes before
+/// the last close would hand them over: a write over them, a truncating open through another
+/// descriptor, a truncation (the kernel would take the old bytes, or the file's old end,
+/// with them).
 #[test]
-fn truncations_before_the_last_close_are_not_undone_by_kept_pages() {
+fn changes_before_the_last_close_are_not_undone_by_kept_pages() {
     use std::os::unix::fs::FileExt;
     let mut c = cluster(1);
     let mnt = c.mount().unwrap();
@@ -846,6 +855,17 @@ fn truncations_before_the_last_close_are_not_undone_by_kept_pages() {
             out.extend_from_slice(&buf[..n]);
         }
     };
+    // Written out by an fsync while the descriptor stays open, then partly written over.
+    let path = mnt.join("overwritten");
+    let f = fs::File::create(&path).unwrap();
+    f.write_all_at(&long, 0).unwrap();
+    f.sync_all().unwrap();
+    f.write_all_at(&[7u8; 100], 5000).unwrap();
+    drop(f);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut want = long.clone();
+    want[5000..5100].fill(7);
+    assert_same("after a write over kept bytes", &read_plainly(&path), &want);
     // Written out by an fsync while the descriptor stays open; another open truncates.
     let path = mnt.join("reopened");
     let first = fs::File::create(&path).unwrap();

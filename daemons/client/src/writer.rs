@@ -5,7 +5,7 @@
 //! kept on the file and returned by every write, flush, read of buffered bytes and truncation
 //! until an fsync has reported it or the file's last handle is closed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -107,7 +107,9 @@ struct FileState {
     early: Option<u32>,
     /// Written-out bytes for the kernel's cache at the last close, page-aligned pieces
     /// (see [`crate::kernel_pages`]).
-    for_kernel: Vec<(u64, Bytes)>,
+    for_kernel: BTreeMap<u64, Bytes>,
+    /// Pages the buffered writes begin or end inside of (see [`crate::kernel_pages`]).
+    ragged: Vec<u64>,
 }
 
 impl FileState {
@@ -394,16 +396,32 @@ impl Writer {
     }
 
     /// Drops the file's pieces for the kernel that overlap `[start, end)` (all with `None`).
+    /// The pieces never overlap: each lies in the data of one write-out, and a write since
+    /// dropped those it overlaps.
     fn drop_for_kernel(&self, st: &mut FileState, range: Option<(u64, u64)>) {
-        if st.for_kernel.is_empty() {
-            return;
+        let dropped: u64 = match range {
+            None => std::mem::take(&mut st.for_kernel)
+                .values()
+                .map(|d| d.len() as u64)
+                .sum(),
+            Some((start, end)) => {
+                let doomed: Vec<u64> = st
+                    .for_kernel
+                    .range(..end)
+                    .rev()
+                    .take_while(|(s, d)| *s + d.len() as u64 > start)
+                    .map(|(s, _)| *s)
+                    .collect();
+                doomed
+                    .iter()
+                    .filter_map(|s| st.for_kernel.remove(s))
+                    .map(|d| d.len() as u64)
+                    .sum()
+            }
+        };
+        if dropped > 0 {
+            self.for_kernel_held.fetch_sub(dropped, Ordering::Relaxed);
         }
-        let before = kernel_pages::held(&st.for_kernel);
-        st.for_kernel.retain(|(s, d)| {
-            range.is_some_and(|(start, end)| end <= *s || s + d.len() as u64 <= start)
-        });
-        let dropped = before - kernel_pages::held(&st.for_kernel);
-        self.for_kernel_held.fetch_sub(dropped, Ordering::Relaxed);
     }
 
     /// Keeps `pieces` of a write-out for the kernel's cache, within the bound of all files.
@@ -424,7 +442,7 @@ impl Writer {
             return Vec::new();
         };
         let mut st = f.lock();
-        let pieces = std::mem::take(&mut st.for_kernel);
+        let pieces: Vec<(u64, Bytes)> = std::mem::take(&mut st.for_kernel).into_iter().collect();
         self.for_kernel_held
             .fetch_sub(kernel_pages::held(&pieces), Ordering::Relaxed);
         pieces
@@ -476,6 +494,7 @@ impl Writer {
                 st.early = Some(index);
             }
             st.buffer(offset, data, Timespec::now(), &mut spare);
+            kernel_pages::note_ragged(&mut st.ragged, offset, data.len() as u64, self.page);
             self.drop_for_kernel(&mut st, Some((offset, offset + data.len() as u64)));
             st.held += need as u64;
             self.settle(&mut st);
@@ -877,8 +896,8 @@ impl Writer {
             let st = f.lock();
             if st.is_idle() && Arc::strong_count(f) == 1 {
                 self.forgotten.fetch_max(st.landed_at, Ordering::SeqCst);
-                self.for_kernel_held
-                    .fetch_sub(kernel_pages::held(&st.for_kernel), Ordering::Relaxed);
+                let held: u64 = st.for_kernel.values().map(|d| d.len() as u64).sum();
+                self.for_kernel_held.fetch_sub(held, Ordering::Relaxed);
                 drop(st);
                 files.remove(&inode);
             }
@@ -904,17 +923,18 @@ impl Writer {
             return Ok(false);
         };
         let _turn = f.flushing.lock().await;
-        let (ranges, writes) = {
+        let (ranges, writes, ragged) = {
             let mut st = f.lock();
             st.background_queued = false;
             st.dirty_since = None;
             let ranges = st.dirty.take_all();
             st.inflight = ranges.iter().map(|(s, d)| (*s, d.len() as u64)).collect();
             st.inflight_bytes = st.inflight.iter().map(|(_, l)| l).sum();
-            (ranges, st.writes)
+            let ragged = std::mem::take(&mut st.ragged);
+            (ranges, st.writes, ragged)
         };
         let landed = !ranges.is_empty();
-        let for_kernel = kernel_pages::to_store(&ranges, self.page);
+        let for_kernel = kernel_pages::to_store(&ranges, &ragged, self.page);
         let result = if landed {
             // The buffers of large ranges come back once their pieces are written and
             // dropped (small ones are not kept: no clone for them).
@@ -951,8 +971,11 @@ impl Writer {
         };
         st.written_out(writes, epoch);
         self.settle(&mut st);
-        // A write that came meanwhile dropped the pieces it overlaps, but not these.
-        if result.is_ok() && st.writes == writes {
+        if result.is_ok() {
+            // Writes that came meanwhile (a stream's, during its background write-outs) are
+            // buffered now: what they overlap of these is not the file's any more.
+            let mut for_kernel = for_kernel;
+            for_kernel.retain(|(s, d)| !st.dirty.overlaps(*s, s + d.len() as u64));
             self.keep_for_kernel(&mut st, for_kernel);
         }
         if let Err(e) = result {
