@@ -804,8 +804,9 @@ fn files_written_and_closed_read_back_from_the_kernels_cache() {
     }
     drop(f);
     files.push((mnt.join("archive"), archive));
-    // The kernel sends the release of a closed file on its own time.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The kernel sends the release of a closed file on its own time (a late one would find
+    // the reader's open and keep the bytes: this test would fail, never pass wrongly).
+    std::thread::sleep(std::time::Duration::from_secs(1));
     c.stop_chunkserver(0).unwrap();
     let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
     let (tx, rx) = std::sync::mpsc::channel();
