@@ -15,6 +15,8 @@
 //! the write-out (a write, an open for writing, a truncation, another session's change)
 //! drops the copy first.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 /// Bytes of one write-out kept whole; larger write-outs keep only their ragged pages.
@@ -43,11 +45,12 @@ pub fn note_ragged(ragged: &mut Vec<u64>, offset: u64, len: u64, page: u64) {
     }
 }
 
-/// What of the written-out `ranges` (start, bytes; sorted and apart) to hand to the kernel,
-/// as (offset, bytes) pieces starting on a page boundary: from each range, its part from its
-/// first page boundary on, when the ranges hold at most [`WHOLE_MAX`] bytes in all; else the
-/// `ragged` pages (see [`note_ragged`]) a range holds from their start (writes covered the
-/// others whole). A piece's bytes are copied: they outlive the buffers.
+/// What of the written-out `ranges` (start, bytes; sorted and apart) to keep for the
+/// kernel, as (offset, bytes) pieces: every range whole when they hold at most [`WHOLE_MAX`]
+/// bytes in all; else the parts of the `ragged` pages (see [`note_ragged`]) the ranges hold
+/// (writes covered the other pages whole). A piece that starts inside a page completes the
+/// kept piece that ends where it starts (see [`join`]). The bytes are copied: they outlive
+/// the buffers.
 pub fn to_store(ranges: &[(u64, Bytes)], ragged: &[u64], page: u64) -> Vec<(u64, Bytes)> {
     let total: u64 = ranges.iter().map(|(_, d)| d.len() as u64).sum();
     let mut pieces = Vec::new();
@@ -57,11 +60,7 @@ pub fn to_store(ranges: &[(u64, Bytes)], ragged: &[u64], page: u64) -> Vec<(u64,
     };
     if total <= WHOLE_MAX {
         for (start, data) in ranges {
-            let end = start + data.len() as u64;
-            let from = start.next_multiple_of(page);
-            if from < end {
-                keep(*start, data, from, end);
-            }
+            keep(*start, data, *start, start + data.len() as u64);
         }
         return pieces;
     }
@@ -70,20 +69,57 @@ pub fn to_store(ranges: &[(u64, Bytes)], ragged: &[u64], page: u64) -> Vec<(u64,
     pages.dedup();
     let mut at = 0;
     for p in pages {
-        let from = p * page;
-        // The range holding the page's first byte, if any.
+        let (from, to) = (p * page, (p + 1) * page);
+        // The first range that ends inside the page or after it.
         while at < ranges.len() && ranges[at].0 + ranges[at].1.len() as u64 <= from {
             at += 1;
         }
         let Some((start, data)) = ranges.get(at) else {
             break;
         };
-        if *start <= from {
+        if *start < to {
             let end = start + data.len() as u64;
-            keep(*start, data, from, end.min(from + page));
+            keep(*start, data, from.max(*start), end.min(to));
         }
     }
     pieces
+}
+
+/// Adds `pieces` (in offset order, apart) to the `kept` ones of a file, which start on page
+/// boundaries and never overlap: a piece that starts inside a page is joined to the kept
+/// piece that ends where it starts (the earlier write-out wrote the page's beginning), or
+/// else loses its part before the next page boundary (the kernel marks only a page stored
+/// from its start up to date). Returns the bytes added and the bytes of kept pieces
+/// replaced.
+pub fn join(kept: &mut BTreeMap<u64, Bytes>, pieces: Vec<(u64, Bytes)>, page: u64) -> (u64, u64) {
+    let (mut added, mut removed) = (0, 0);
+    for (start, data) in pieces {
+        let end = start + data.len() as u64;
+        let (at, bytes) = if start % page == 0 {
+            (start, data)
+        } else if let Some(before) = kept
+            .range(..start)
+            .next_back()
+            .filter(|(s, d)| *s + d.len() as u64 == start)
+            .map(|(s, _)| *s)
+        {
+            let head = kept.remove(&before).unwrap_or_default();
+            removed += head.len() as u64;
+            let mut joined = Vec::with_capacity(head.len() + data.len());
+            joined.extend_from_slice(&head);
+            joined.extend_from_slice(&data);
+            (before, Bytes::from(joined))
+        } else {
+            let boundary = start.next_multiple_of(page);
+            if boundary >= end {
+                continue;
+            }
+            (boundary, data.slice((boundary - start) as usize..))
+        };
+        added += bytes.len() as u64;
+        kept.insert(at, bytes);
+    }
+    (added, removed)
 }
 
 /// Bytes held by `pieces`.
@@ -100,28 +136,47 @@ mod tests {
         (start, Bytes::from(data))
     }
 
+    /// `pieces` joined into nothing kept, as (offset, length).
+    fn joined(pieces: Vec<(u64, Bytes)>) -> Vec<(u64, usize)> {
+        let mut kept = BTreeMap::new();
+        join(&mut kept, pieces, 4096);
+        kept.iter().map(|(o, d)| (*o, d.len())).collect()
+    }
+
     #[test]
     fn a_small_file_is_kept_whole() {
         let pieces = to_store(&[range(0, 10_000)], &[2], 4096);
-        assert_eq!(pieces.len(), 1);
-        assert_eq!(pieces[0].0, 0);
-        assert_eq!(pieces[0].1.len(), 10_000);
+        assert_eq!(joined(pieces), vec![(0, 10_000)]);
     }
 
     #[test]
     fn a_range_starting_inside_a_page_is_kept_from_the_next_page_on() {
         let pieces = to_store(&[range(100, 5000), range(20_000, 50)], &[], 4096);
+        let mut kept = BTreeMap::new();
+        join(&mut kept, pieces, 4096);
+        let got: Vec<(u64, usize)> = kept.iter().map(|(o, d)| (*o, d.len())).collect();
         assert_eq!(
-            pieces.len(),
-            1,
-            "the second range lies inside one page: {pieces:?}"
+            got,
+            vec![(4096, 5100 - 4096)],
+            "the second range lies inside one page"
         );
-        assert_eq!(pieces[0].0, 4096);
-        assert_eq!(pieces[0].1.len(), 5100 - 4096);
         assert_eq!(
-            pieces[0].1[0], 4096u64 as u8,
+            kept[&4096][0], 4096u64 as u8,
             "the bytes at the page's offset"
         );
+    }
+
+    #[test]
+    fn a_write_out_that_starts_inside_a_page_completes_the_one_before() {
+        let mut kept = BTreeMap::new();
+        let (added, _) = join(&mut kept, to_store(&[range(0, 6000)], &[], 4096), 4096);
+        assert_eq!(added, 6000);
+        let (added, removed) = join(&mut kept, to_store(&[range(6000, 3000)], &[], 4096), 4096);
+        assert_eq!((added, removed), (9000, 6000));
+        let got: Vec<(u64, usize)> = kept.iter().map(|(o, d)| (*o, d.len())).collect();
+        assert_eq!(got, vec![(0, 9000)]);
+        let want: Vec<u8> = (0..9000usize).map(|i| i as u8).collect();
+        assert_eq!(&kept[&0][..], &want[..]);
     }
 
     #[test]
@@ -156,6 +211,33 @@ mod tests {
             pieces[0].1[0], pieces[0].0 as u8,
             "the bytes at the page's offset"
         );
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_page_by_a_write_out_keeps_that_page_whole() {
+        // A background write-out took the stream up to 300,000 (inside a page); the next
+        // one starts there.
+        let page_cut = 300_000 - 300_000 % 4096;
+        let mut kept = BTreeMap::new();
+        let mut ragged = Vec::new();
+        note_ragged(&mut ragged, 0, 300_000, 4096);
+        join(
+            &mut kept,
+            to_store(&[range(0, 300_000)], &ragged, 4096),
+            4096,
+        );
+        let mut ragged = Vec::new();
+        note_ragged(&mut ragged, 300_000, 300_000, 4096);
+        join(
+            &mut kept,
+            to_store(&[range(300_000, 300_000)], &ragged, 4096),
+            4096,
+        );
+        let got: Vec<(u64, usize)> = kept.iter().map(|(o, d)| (*o, d.len())).collect();
+        let end = 600_000 - 600_000 % 4096;
+        assert_eq!(got, vec![(page_cut, 4096), (end, 600_000 - end as usize)]);
+        let want: Vec<u8> = (page_cut..page_cut + 4096).map(|i| i as u8).collect();
+        assert_eq!(&kept[&page_cut][..], &want[..]);
     }
 
     #[test]

@@ -432,7 +432,10 @@ impl Writer {
             self.for_kernel_held.fetch_sub(bytes, Ordering::Relaxed);
             return;
         }
-        st.for_kernel.extend(pieces);
+        let (added, removed) = kernel_pages::join(&mut st.for_kernel, pieces, self.page);
+        // `added` counts the joined pieces' earlier bytes again, and leaves out trimmed ones.
+        self.for_kernel_held
+            .fetch_sub(bytes + removed - added, Ordering::Relaxed);
     }
 
     /// Takes the written-out bytes kept for the kernel's cache (call it at the file's last
