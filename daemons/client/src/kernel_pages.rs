@@ -49,7 +49,7 @@ pub fn note_ragged(ragged: &mut Vec<u64>, offset: u64, len: u64, page: u64) {
 /// kernel, as (offset, bytes) pieces: every range whole when they hold at most [`WHOLE_MAX`]
 /// bytes in all; else the parts of the `ragged` pages (see [`note_ragged`]) the ranges hold
 /// (writes covered the other pages whole). A piece that starts inside a page completes the
-/// kept piece that ends where it starts (see [`join`]). The bytes are copied: they outlive
+/// kept piece that ends where it starts (see [`Kept::add`]). The bytes are copied: they outlive
 /// the buffers.
 pub fn to_store(ranges: &[(u64, Bytes)], ragged: &[u64], page: u64) -> Vec<(u64, Bytes)> {
     let total: u64 = ranges.iter().map(|(_, d)| d.len() as u64).sum();
@@ -85,41 +85,91 @@ pub fn to_store(ranges: &[(u64, Bytes)], ragged: &[u64], page: u64) -> Vec<(u64,
     pieces
 }
 
-/// Adds `pieces` (in offset order, apart) to the `kept` ones of a file, which start on page
-/// boundaries and never overlap: a piece that starts inside a page is joined to the kept
-/// piece that ends where it starts (the earlier write-out wrote the page's beginning), or
-/// else loses its part before the next page boundary (the kernel marks only a page stored
-/// from its start up to date). Returns the bytes added and the bytes of kept pieces
-/// replaced.
-pub fn join(kept: &mut BTreeMap<u64, Bytes>, pieces: Vec<(u64, Bytes)>, page: u64) -> (u64, u64) {
-    let (mut added, mut removed) = (0, 0);
-    for (start, data) in pieces {
-        let end = start + data.len() as u64;
-        let (at, bytes) = if start % page == 0 {
-            (start, data)
-        } else if let Some(before) = kept
-            .range(..start)
-            .next_back()
-            .filter(|(s, d)| *s + d.len() as u64 == start)
-            .map(|(s, _)| *s)
-        {
-            let head = kept.remove(&before).unwrap_or_default();
-            removed += head.len() as u64;
-            let mut joined = Vec::with_capacity(head.len() + data.len());
-            joined.extend_from_slice(&head);
-            joined.extend_from_slice(&data);
-            (before, Bytes::from(joined))
-        } else {
-            let boundary = start.next_multiple_of(page);
-            if boundary >= end {
-                continue;
-            }
-            (boundary, data.slice((boundary - start) as usize..))
-        };
-        added += bytes.len() as u64;
-        kept.insert(at, bytes);
+/// Bytes one file keeps at most; write-outs beyond it keep nothing (a file open for long,
+/// a log, must not take what all files may keep).
+pub const FILE_MAX: u64 = 32 << 20;
+
+/// The pieces one file keeps for the kernel: they start on page boundaries and never overlap
+/// (each lies in the data of one write-out, and a write since dropped those it overlaps).
+#[derive(Debug, Default)]
+pub struct Kept {
+    pieces: BTreeMap<u64, Bytes>,
+    bytes: u64,
+}
+
+impl Kept {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
-    (added, removed)
+
+    /// Drops the pieces that overlap `[start, end)`; returns their bytes.
+    pub fn drop_overlapping(&mut self, start: u64, end: u64) -> u64 {
+        let doomed: Vec<u64> = self
+            .pieces
+            .range(..end)
+            .rev()
+            .take_while(|(s, d)| *s + d.len() as u64 > start)
+            .map(|(s, _)| *s)
+            .collect();
+        let dropped: u64 = doomed
+            .iter()
+            .filter_map(|s| self.pieces.remove(s))
+            .map(|d| d.len() as u64)
+            .sum();
+        self.bytes -= dropped;
+        dropped
+    }
+
+    /// Takes every piece, in offset order.
+    pub fn take(&mut self) -> Vec<(u64, Bytes)> {
+        self.bytes = 0;
+        std::mem::take(&mut self.pieces).into_iter().collect()
+    }
+
+    /// Adds `pieces` (in offset order, apart). A piece that starts inside a page takes over
+    /// the kept bytes of that page before it when a kept piece ends where it starts (an
+    /// earlier write-out wrote the page's beginning), or else loses its part before the next
+    /// page boundary (the kernel marks only a page stored from its start up to date). Returns
+    /// the bytes held now minus before.
+    pub fn add(&mut self, pieces: Vec<(u64, Bytes)>, page: u64) -> i64 {
+        let before = self.bytes;
+        for (start, data) in pieces {
+            let end = start + data.len() as u64;
+            let (at, bytes) = if start % page == 0 {
+                (start, data)
+            } else if let Some(prev) = self
+                .pieces
+                .range(..start)
+                .next_back()
+                .filter(|(s, d)| *s + d.len() as u64 == start)
+                .map(|(s, _)| *s)
+            {
+                // Only the page's beginning is copied again: a log written and synced in
+                // small pieces must not copy all it kept at every write-out.
+                let page_start = start - start % page;
+                let kept = self.pieces.remove(&prev).unwrap_or_default();
+                let cut = (page_start - prev) as usize;
+                if cut > 0 {
+                    self.pieces.insert(prev, kept.slice(..cut));
+                }
+                let head = kept.slice(cut..);
+                self.bytes -= head.len() as u64;
+                let mut joined = Vec::with_capacity(head.len() + data.len());
+                joined.extend_from_slice(&head);
+                joined.extend_from_slice(&data);
+                (page_start, Bytes::from(joined))
+            } else {
+                let boundary = start.next_multiple_of(page);
+                if boundary >= end {
+                    continue;
+                }
+                (boundary, data.slice((boundary - start) as usize..))
+            };
+            self.bytes += bytes.len() as u64;
+            self.pieces.insert(at, bytes);
+        }
+        self.bytes as i64 - before as i64
+    }
 }
 
 /// Bytes held by `pieces`.
@@ -136,11 +186,16 @@ mod tests {
         (start, Bytes::from(data))
     }
 
-    /// `pieces` joined into nothing kept, as (offset, length).
+    /// The kept pieces as (offset, length).
+    fn layout(kept: &Kept) -> Vec<(u64, usize)> {
+        kept.pieces.iter().map(|(o, d)| (*o, d.len())).collect()
+    }
+
+    /// `pieces` added to nothing kept, as (offset, length).
     fn joined(pieces: Vec<(u64, Bytes)>) -> Vec<(u64, usize)> {
-        let mut kept = BTreeMap::new();
-        join(&mut kept, pieces, 4096);
-        kept.iter().map(|(o, d)| (*o, d.len())).collect()
+        let mut kept = Kept::default();
+        kept.add(pieces, 4096);
+        layout(&kept)
     }
 
     #[test]
@@ -152,31 +207,56 @@ mod tests {
     #[test]
     fn a_range_starting_inside_a_page_is_kept_from_the_next_page_on() {
         let pieces = to_store(&[range(100, 5000), range(20_000, 50)], &[], 4096);
-        let mut kept = BTreeMap::new();
-        join(&mut kept, pieces, 4096);
-        let got: Vec<(u64, usize)> = kept.iter().map(|(o, d)| (*o, d.len())).collect();
+        let mut kept = Kept::default();
+        kept.add(pieces, 4096);
+        let want = vec![(4096, 5100 - 4096)];
+        assert_eq!(layout(&kept), want, "the second range lies inside one page");
         assert_eq!(
-            got,
-            vec![(4096, 5100 - 4096)],
-            "the second range lies inside one page"
-        );
-        assert_eq!(
-            kept[&4096][0], 4096u64 as u8,
+            kept.pieces[&4096][0], 4096u64 as u8,
             "the bytes at the page's offset"
         );
     }
 
     #[test]
     fn a_write_out_that_starts_inside_a_page_completes_the_one_before() {
-        let mut kept = BTreeMap::new();
-        let (added, _) = join(&mut kept, to_store(&[range(0, 6000)], &[], 4096), 4096);
-        assert_eq!(added, 6000);
-        let (added, removed) = join(&mut kept, to_store(&[range(6000, 3000)], &[], 4096), 4096);
-        assert_eq!((added, removed), (9000, 6000));
-        let got: Vec<(u64, usize)> = kept.iter().map(|(o, d)| (*o, d.len())).collect();
-        assert_eq!(got, vec![(0, 9000)]);
+        let mut kept = Kept::default();
+        assert_eq!(kept.add(to_store(&[range(0, 6000)], &[], 4096), 4096), 6000);
+        assert_eq!(
+            kept.add(to_store(&[range(6000, 3000)], &[], 4096), 4096),
+            3000
+        );
+        assert_eq!(layout(&kept), vec![(0, 4096), (4096, 9000 - 4096)]);
+        assert_eq!(kept.bytes(), 9000);
+        let all: Vec<u8> = kept
+            .take()
+            .into_iter()
+            .flat_map(|(_, d)| d.to_vec())
+            .collect();
         let want: Vec<u8> = (0..9000usize).map(|i| i as u8).collect();
-        assert_eq!(&kept[&0][..], &want[..]);
+        assert_eq!(all, want);
+        assert_eq!(kept.bytes(), 0);
+    }
+
+    #[test]
+    fn small_write_outs_in_a_row_copy_only_the_page_they_complete() {
+        // A log: 100 bytes written out at a time.
+        let mut kept = Kept::default();
+        for i in 0..200u64 {
+            kept.add(to_store(&[range(i * 100, 100)], &[], 4096), 4096);
+            let (last_at, last) = kept.pieces.last_key_value().unwrap();
+            assert!(
+                last.len() <= 4096 + 100,
+                "the last piece: a page's start and the write"
+            );
+            assert_eq!(last_at + last.len() as u64, (i + 1) * 100);
+        }
+        assert_eq!(kept.bytes(), 20_000);
+        assert_eq!(
+            kept.drop_overlapping(5000, 5001),
+            4096,
+            "the page holding byte 5000"
+        );
+        assert_eq!(kept.bytes(), 20_000 - 4096);
     }
 
     #[test]
@@ -218,26 +298,18 @@ mod tests {
         // A background write-out took the stream up to 300,000 (inside a page); the next
         // one starts there.
         let page_cut = 300_000 - 300_000 % 4096;
-        let mut kept = BTreeMap::new();
+        let mut kept = Kept::default();
         let mut ragged = Vec::new();
         note_ragged(&mut ragged, 0, 300_000, 4096);
-        join(
-            &mut kept,
-            to_store(&[range(0, 300_000)], &ragged, 4096),
-            4096,
-        );
+        kept.add(to_store(&[range(0, 300_000)], &ragged, 4096), 4096);
         let mut ragged = Vec::new();
         note_ragged(&mut ragged, 300_000, 300_000, 4096);
-        join(
-            &mut kept,
-            to_store(&[range(300_000, 300_000)], &ragged, 4096),
-            4096,
-        );
-        let got: Vec<(u64, usize)> = kept.iter().map(|(o, d)| (*o, d.len())).collect();
+        kept.add(to_store(&[range(300_000, 300_000)], &ragged, 4096), 4096);
         let end = 600_000 - 600_000 % 4096;
-        assert_eq!(got, vec![(page_cut, 4096), (end, 600_000 - end as usize)]);
+        let want = vec![(page_cut, 4096), (end, 600_000 - end as usize)];
+        assert_eq!(layout(&kept), want);
         let want: Vec<u8> = (page_cut..page_cut + 4096).map(|i| i as u8).collect();
-        assert_eq!(&kept[&page_cut][..], &want[..]);
+        assert_eq!(&kept.pieces[&page_cut][..], &want[..]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! kept on the file and returned by every write, flush, read of buffered bytes and truncation
 //! until an fsync has reported it or the file's last handle is closed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -52,7 +52,7 @@ const SPARE_MIN: usize = 1 << 20;
 const SPARE_MAX: usize = 64 << 20;
 /// Bytes of all files kept for the kernel's cache until their last close (see
 /// [`crate::kernel_pages`]); write-outs beyond it keep nothing.
-const KERNEL_PAGES_MAX: u64 = 64 << 20;
+const KERNEL_PAGES_MAX: u64 = 128 << 20;
 
 /// A chunk written out: where it is and on which servers.
 struct Written {
@@ -107,7 +107,7 @@ struct FileState {
     early: Option<u32>,
     /// Written-out bytes for the kernel's cache at the last close, page-aligned pieces
     /// (see [`crate::kernel_pages`]).
-    for_kernel: BTreeMap<u64, Bytes>,
+    for_kernel: kernel_pages::Kept,
     /// Pages the buffered writes begin or end inside of (see [`crate::kernel_pages`]).
     ragged: Vec<u64>,
 }
@@ -396,46 +396,32 @@ impl Writer {
     }
 
     /// Drops the file's pieces for the kernel that overlap `[start, end)` (all with `None`).
-    /// The pieces never overlap: each lies in the data of one write-out, and a write since
-    /// dropped those it overlaps.
     fn drop_for_kernel(&self, st: &mut FileState, range: Option<(u64, u64)>) {
-        let dropped: u64 = match range {
-            None => std::mem::take(&mut st.for_kernel)
-                .values()
-                .map(|d| d.len() as u64)
-                .sum(),
-            Some((start, end)) => {
-                let doomed: Vec<u64> = st
-                    .for_kernel
-                    .range(..end)
-                    .rev()
-                    .take_while(|(s, d)| *s + d.len() as u64 > start)
-                    .map(|(s, _)| *s)
-                    .collect();
-                doomed
-                    .iter()
-                    .filter_map(|s| st.for_kernel.remove(s))
-                    .map(|d| d.len() as u64)
-                    .sum()
-            }
+        let dropped = match range {
+            Some((start, end)) => st.for_kernel.drop_overlapping(start, end),
+            None => kernel_pages::held(&st.for_kernel.take()),
         };
         if dropped > 0 {
             self.for_kernel_held.fetch_sub(dropped, Ordering::Relaxed);
         }
     }
 
-    /// Keeps `pieces` of a write-out for the kernel's cache, within the bound of all files.
+    /// Keeps `pieces` of a write-out for the kernel's cache, within the bounds of the file
+    /// and of all files.
     fn keep_for_kernel(&self, st: &mut FileState, pieces: Vec<(u64, Bytes)>) {
         let bytes = kernel_pages::held(&pieces);
+        if st.for_kernel.bytes() + bytes > kernel_pages::FILE_MAX {
+            return;
+        }
         let held = self.for_kernel_held.fetch_add(bytes, Ordering::Relaxed);
         if held + bytes > KERNEL_PAGES_MAX {
             self.for_kernel_held.fetch_sub(bytes, Ordering::Relaxed);
             return;
         }
-        let (added, removed) = kernel_pages::join(&mut st.for_kernel, pieces, self.page);
-        // `added` counts the joined pieces' earlier bytes again, and leaves out trimmed ones.
+        // Joined and trimmed pieces hold less than they brought.
+        let grown = st.for_kernel.add(pieces, self.page);
         self.for_kernel_held
-            .fetch_sub(bytes + removed - added, Ordering::Relaxed);
+            .fetch_sub((bytes as i64 - grown) as u64, Ordering::Relaxed);
     }
 
     /// Takes the written-out bytes kept for the kernel's cache (call it at the file's last
@@ -444,8 +430,7 @@ impl Writer {
         let Some(f) = self.file(inode) else {
             return Vec::new();
         };
-        let mut st = f.lock();
-        let pieces: Vec<(u64, Bytes)> = std::mem::take(&mut st.for_kernel).into_iter().collect();
+        let pieces = f.lock().for_kernel.take();
         self.for_kernel_held
             .fetch_sub(kernel_pages::held(&pieces), Ordering::Relaxed);
         pieces
@@ -899,8 +884,8 @@ impl Writer {
             let st = f.lock();
             if st.is_idle() && Arc::strong_count(f) == 1 {
                 self.forgotten.fetch_max(st.landed_at, Ordering::SeqCst);
-                let held: u64 = st.for_kernel.values().map(|d| d.len() as u64).sum();
-                self.for_kernel_held.fetch_sub(held, Ordering::Relaxed);
+                self.for_kernel_held
+                    .fetch_sub(st.for_kernel.bytes(), Ordering::Relaxed);
                 drop(st);
                 files.remove(&inode);
             }
