@@ -120,6 +120,12 @@ impl Kept {
         dropped
     }
 
+    /// Drops every piece; returns their bytes.
+    pub fn clear(&mut self) -> u64 {
+        self.pieces.clear();
+        std::mem::take(&mut self.bytes)
+    }
+
     /// Takes every piece, in offset order.
     pub fn take(&mut self) -> Vec<(u64, Bytes)> {
         self.bytes = 0;
@@ -130,8 +136,8 @@ impl Kept {
     /// the kept bytes of that page before it when a kept piece ends where it starts (an
     /// earlier write-out wrote the page's beginning), or else loses its part before the next
     /// page boundary (the kernel marks only a page stored from its start up to date). Returns
-    /// the bytes held now minus before.
-    pub fn add(&mut self, pieces: Vec<(u64, Bytes)>, page: u64) -> i64 {
+    /// how many bytes more it holds: at most the pieces' bytes.
+    pub fn add(&mut self, pieces: Vec<(u64, Bytes)>, page: u64) -> u64 {
         let before = self.bytes;
         for (start, data) in pieces {
             let end = start + data.len() as u64;
@@ -168,7 +174,7 @@ impl Kept {
             self.bytes += bytes.len() as u64;
             self.pieces.insert(at, bytes);
         }
-        self.bytes as i64 - before as i64
+        self.bytes - before
     }
 }
 

@@ -399,7 +399,7 @@ impl Writer {
     fn drop_for_kernel(&self, st: &mut FileState, range: Option<(u64, u64)>) {
         let dropped = match range {
             Some((start, end)) => st.for_kernel.drop_overlapping(start, end),
-            None => kernel_pages::held(&st.for_kernel.take()),
+            None => st.for_kernel.clear(),
         };
         if dropped > 0 {
             self.for_kernel_held.fetch_sub(dropped, Ordering::Relaxed);
@@ -410,18 +410,13 @@ impl Writer {
     /// and of all files.
     fn keep_for_kernel(&self, st: &mut FileState, pieces: Vec<(u64, Bytes)>) {
         let bytes = kernel_pages::held(&pieces);
-        if st.for_kernel.bytes() + bytes > kernel_pages::FILE_MAX {
+        if st.for_kernel.bytes() + bytes > kernel_pages::FILE_MAX
+            || self.for_kernel_held.load(Ordering::Relaxed) + bytes > KERNEL_PAGES_MAX
+        {
             return;
         }
-        let held = self.for_kernel_held.fetch_add(bytes, Ordering::Relaxed);
-        if held + bytes > KERNEL_PAGES_MAX {
-            self.for_kernel_held.fetch_sub(bytes, Ordering::Relaxed);
-            return;
-        }
-        // Joined and trimmed pieces hold less than they brought.
         let grown = st.for_kernel.add(pieces, self.page);
-        self.for_kernel_held
-            .fetch_sub((bytes as i64 - grown) as u64, Ordering::Relaxed);
+        self.for_kernel_held.fetch_add(grown, Ordering::Relaxed);
     }
 
     /// Takes the written-out bytes kept for the kernel's cache (call it at the file's last
@@ -911,7 +906,7 @@ impl Writer {
             return Ok(false);
         };
         let _turn = f.flushing.lock().await;
-        let (ranges, writes, ragged) = {
+        let (ranges, writes, ragged, room) = {
             let mut st = f.lock();
             st.background_queued = false;
             st.dirty_since = None;
@@ -919,10 +914,16 @@ impl Writer {
             st.inflight = ranges.iter().map(|(s, d)| (*s, d.len() as u64)).collect();
             st.inflight_bytes = st.inflight.iter().map(|(_, l)| l).sum();
             let ragged = std::mem::take(&mut st.ragged);
-            (ranges, st.writes, ragged)
+            // A file at its bound keeps nothing more: no copy for it.
+            let room = st.for_kernel.bytes() < kernel_pages::FILE_MAX;
+            (ranges, st.writes, ragged, room)
         };
         let landed = !ranges.is_empty();
-        let for_kernel = kernel_pages::to_store(&ranges, &ragged, self.page);
+        let for_kernel = if room {
+            kernel_pages::to_store(&ranges, &ragged, self.page)
+        } else {
+            Vec::new()
+        };
         let result = if landed {
             // The buffers of large ranges come back once their pieces are written and
             // dropped (small ones are not kept: no clone for them).

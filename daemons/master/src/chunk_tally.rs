@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use moose_proto::msg::ChunkHealth;
 
+use crate::namespace::ChunkMeta;
 use crate::state::{Copy, State};
 
 /// Counts over the chunks added so far.
@@ -34,16 +35,22 @@ impl Tally {
     pub fn of_all(st: &State) -> Self {
         let mut t = Tally::default();
         for (&chunk_id, meta) in &st.meta.chunks {
-            t.add(
-                st.chunk_goal(chunk_id, meta.inode),
-                st.rt.counted_copies(chunk_id, meta.version),
-                st.rt
-                    .locations
-                    .get(&chunk_id)
-                    .map_or(&[][..], Vec::as_slice),
-            );
+            t.add_chunk(st, chunk_id, meta);
         }
         t
+    }
+
+    /// Counts chunk `chunk_id` (`meta`) as `st` has it now, and returns its goal (none: no
+    /// file holds it) for a caller that decides on the chunk too.
+    pub fn add_chunk(&mut self, st: &State, chunk_id: u64, meta: &ChunkMeta) -> Option<u8> {
+        let goal = st.chunk_goal(chunk_id, meta.inode);
+        let holders = st
+            .rt
+            .locations
+            .get(&chunk_id)
+            .map_or(&[][..], Vec::as_slice);
+        self.add(goal, st.rt.counted_copies(chunk_id, meta.version), holders);
+        goal
     }
 
     /// Counts one chunk: its goal (none: no file holds it), its valid copies and every copy.

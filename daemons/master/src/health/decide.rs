@@ -123,17 +123,7 @@ pub fn decide(
         id = if id + 1 >= end { 1 } else { id + 1 };
         let meta = st.meta.chunks.get(&chunk_id);
         // Counted in the sweep's matrix as found, whatever this pass does with it.
-        let goal = meta.map(|meta| {
-            let goal = st.chunk_goal(chunk_id, meta.inode);
-            let copies = st.rt.counted_copies(chunk_id, meta.version);
-            let holders = st
-                .rt
-                .locations
-                .get(&chunk_id)
-                .map_or(&[][..], Vec::as_slice);
-            flight.tally.add(goal, copies, holders);
-            goal
-        });
+        let goal = meta.map(|meta| flight.tally.add_chunk(st, chunk_id, meta));
         if id == 1 {
             st.rt.swept = Some(Swept {
                 tally: std::mem::take(&mut flight.tally),
