@@ -243,3 +243,121 @@ fn a_snapshot_of_a_thousand_files_is_one_change_and_copies_chunks_only_when_writ
     })
     .unwrap_or_else(|e| panic!("{e:#}: {} chunk files", all_chunk_files(&c)));
 }
+
+/// `cp` (`copy_file_range`) of whole chunks shares them with the copy, as a snapshot does:
+/// no chunk file is made until either file writes to one. The sharing survives a `kill -9`
+/// of the master (its changelog holds it), and an fsync of the copy syncs what it shares.
+#[test]
+fn cp_shares_whole_chunks_with_the_copy_until_either_is_written() {
+    use std::os::fd::AsRawFd;
+    if let Err(why) = moose_tests::fuse_available() {
+        panic!("cannot run the copy test: {why}");
+    }
+    const CHUNK: u64 = 64 << 20;
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        default_goal: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let mnt = c.mount().unwrap();
+    let small = random_bytes(1, 10_000);
+    fs::write(mnt.join("small"), &small).unwrap();
+    // A hole for its first chunk, data in its second.
+    let tail = random_bytes(2, 300_000);
+    let f = fs::File::create(mnt.join("sparse")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &tail, CHUNK + 10).unwrap();
+    drop(f);
+    let mut sparse = vec![0u8; CHUNK as usize + 10];
+    sparse.extend_from_slice(&tail);
+    let chunks_before = all_chunk_files(&c);
+    assert_eq!(chunks_before, 2 * 2, "a chunk per file, twice");
+
+    fs::copy(mnt.join("small"), mnt.join("small-copy")).unwrap();
+    fs::copy(mnt.join("sparse"), mnt.join("sparse-copy")).unwrap();
+    assert_eq!(all_chunk_files(&c), chunks_before, "no chunk was copied");
+    // From bytes the mount still buffers: they reach the source's chunk before it is shared
+    // (a copy of the chunk `small-copy` shares, on each of its 2 servers).
+    let mut src = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mnt.join("small"))
+        .unwrap();
+    src.seek(SeekFrom::Start(10)).unwrap();
+    src.write_all(b"fresh").unwrap();
+    let dst = fs::File::create(mnt.join("fresh-copy")).unwrap();
+    let (mut i, mut o) = (0i64, 0i64);
+    // SAFETY: descriptors the files own; the offsets are locals.
+    let n = unsafe {
+        libc::copy_file_range(src.as_raw_fd(), &mut i, dst.as_raw_fd(), &mut o, 1 << 30, 0)
+    };
+    assert_eq!(n, 10_000, "{}", std::io::Error::last_os_error());
+    dst.sync_all()
+        .expect("an fsync of a copy sharing its chunk");
+    drop((src, dst));
+    let mut fresh = small.clone();
+    fresh[10..15].copy_from_slice(b"fresh");
+    assert_eq!(all_chunk_files(&c), chunks_before + 2);
+    assert_same(
+        "small-copy",
+        &fs::read(mnt.join("small-copy")).unwrap(),
+        &small,
+    );
+    assert_same(
+        "sparse-copy",
+        &fs::read(mnt.join("sparse-copy")).unwrap(),
+        &sparse,
+    );
+    assert_same(
+        "fresh-copy",
+        &fs::read(mnt.join("fresh-copy")).unwrap(),
+        &fresh,
+    );
+    let copies = dirinfo(&c, &mnt.join("sparse-copy"));
+    assert_eq!(copies["length"], CHUNK + 10 + 300_000, "{copies}");
+    assert_eq!(copies["chunks"], 1, "the hole stays a hole: {copies}");
+
+    // The master's changelog holds the sharing.
+    c.kill_master().unwrap();
+    c.start_master().unwrap();
+    assert_same(
+        "sparse-copy after a restart",
+        &fs::read(mnt.join("sparse-copy")).unwrap(),
+        &sparse,
+    );
+
+    // A write through the copy copies its chunk (on each of its 2 servers); the source keeps
+    // its bytes, and the other way round.
+    let patch = |path: &Path, at: u64, bytes: &[u8]| {
+        let mut f = fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(bytes).unwrap();
+        f.sync_all().unwrap();
+    };
+    patch(&mnt.join("sparse-copy"), CHUNK + 20, b"written in the copy");
+    assert_eq!(all_chunk_files(&c), chunks_before + 4);
+    patch(&mnt.join("small"), 0, b"written in the source");
+    assert_eq!(all_chunk_files(&c), chunks_before + 6);
+    let mut sparse_copy = sparse.clone();
+    sparse_copy[CHUNK as usize + 20..][..19].copy_from_slice(b"written in the copy");
+    fresh[..21].copy_from_slice(b"written in the source");
+    assert_same("sparse", &fs::read(mnt.join("sparse")).unwrap(), &sparse);
+    assert_same(
+        "sparse-copy",
+        &fs::read(mnt.join("sparse-copy")).unwrap(),
+        &sparse_copy,
+    );
+    assert_same("small", &fs::read(mnt.join("small")).unwrap(), &fresh);
+    assert_same(
+        "small-copy",
+        &fs::read(mnt.join("small-copy")).unwrap(),
+        &small,
+    );
+    let mut fresh_copy = small.clone();
+    fresh_copy[10..15].copy_from_slice(b"fresh");
+    assert_same(
+        "fresh-copy",
+        &fs::read(mnt.join("fresh-copy")).unwrap(),
+        &fresh_copy,
+    );
+}

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -19,7 +20,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use moose_proto::msg::{ClReply, ClRequest, CreateAhead};
-use moose_proto::{Attr, Cred, FileKind, FsError, Inode, SetAttrs, MAX_NAME_LEN};
+use moose_proto::{Attr, Cred, FileKind, FsError, Inode, SetAttrs, CHUNK_SIZE, MAX_NAME_LEN};
 use tokio::runtime::Handle;
 
 use crate::ahead::{self, Ahead, Slot};
@@ -29,6 +30,7 @@ use crate::cred::CredCache;
 use crate::dirents::{self, DirBuffer, Resume};
 use crate::extents::MAX_FILE_SIZE;
 use crate::inode_pool::InodePool;
+use crate::kernel_pages;
 use crate::known::Sweep;
 use crate::master::{Call, CallError, MasterClient};
 use crate::reader::{ReadData, ReadMode, Reader, READ_AT_OPEN};
@@ -1052,21 +1054,91 @@ impl Core {
         Ok(data.len() as u32)
     }
 
-    /// Copies up to `len` bytes from `from` (file, offset) into the write buffer of `to`;
-    /// returns how many (0 at the source's end).
+    /// Copies up to `len` bytes from `from` (file, offset) to `to`: whole chunks by sharing
+    /// them, otherwise at most [`MAX_WRITE`] bytes into the write buffer of `to`. Returns how
+    /// many (0 at the source's end).
     async fn copy_range(
         self: &Arc<Self>,
         from: (Inode, u64),
         to: (Inode, u64),
-        len: u32,
+        len: u64,
         mode: ReadMode,
         drops_setid: Option<Cred>,
     ) -> Result<u32, Errno> {
+        if drops_setid.is_none() {
+            if let Some(shared) = self.share_range(from, to, len, mode).await {
+                return shared;
+            }
+        }
+        let len = len.min(u64::from(MAX_WRITE)) as u32;
         let data = self.read(from.0, from.1, len, mode).await?;
         if data.is_empty() {
             return Ok(0);
         }
         self.write_buffered(to.0, to.1, &data, drops_setid).await
+    }
+
+    /// Makes the destination share the source's chunks (`ClRequest::ShareChunks`): no byte
+    /// is read or written, and the chunks are copied only when either file writes to them.
+    /// `None` when the range cannot be shared (not chunk-aligned, the destination holds data
+    /// there or has some on its way, a chunk is being written, a quota): the caller then
+    /// copies the bytes.
+    async fn share_range(
+        self: &Arc<Self>,
+        from: (Inode, u64),
+        to: (Inode, u64),
+        len: u64,
+        mode: ReadMode,
+    ) -> Option<Result<u32, Errno>> {
+        let len = share_len(from, to, len)?;
+        if !self.writer.idle(to.0) {
+            return None;
+        }
+        // The source's bytes buffered here must reach its chunks first, and a lease this
+        // mount keeps for writing more (its release may come after the copy's open) would
+        // make the master refuse: a chunk being written is not shared.
+        if !self.writer.idle(from.0) {
+            if let Err(e) = self.writer.flush(from.0).await {
+                return Some(Err(fs_errno(e)));
+            }
+        }
+        let before = self.master.changes().stamp(to.0);
+        let req = ClRequest::ShareChunks {
+            src: from.0,
+            src_offset: from.1,
+            dst: to.0,
+            dst_offset: to.1,
+            len,
+        };
+        // A small copy's bytes go to the kernel at its last close, as a written file's do
+        // (the next reader of a copy is often near: `git add` after `cp -a`). They are read
+        // while the master shares the chunks (of a larger copy, the first bytes in vain).
+        let keep = kernel_pages::WHOLE_MAX.min(len) as u32;
+        let (answer, read) = tokio::join!(self.call(req), self.read(from.0, from.1, keep, mode));
+        let (copied, attr, chunks) = match answer {
+            Ok(ClReply::Shared {
+                copied,
+                attr,
+                chunks,
+            }) => (copied, attr, chunks),
+            Ok(other) => return Some(Err(unexpected("copy_file_range", &other))),
+            Err(e) => {
+                tracing::debug!("copy of inode {} not shared ({e}): copying bytes", from.0);
+                return None;
+            }
+        };
+        if copied == 0 {
+            return Some(Ok(0));
+        }
+        self.note_changed(to.0, &attr, before);
+        self.reader.invalidate_data(to.0);
+        let at_hand = read
+            .ok()
+            .filter(|d| d.len() as u64 == copied)
+            .map(|d| (to.1, Bytes::copy_from_slice(&d)));
+        self.writer
+            .note_shared(to.0, (to.1, to.1 + copied), chunks, at_hand);
+        Some(u32::try_from(copied).map_err(|_| Errno::EIO))
     }
 
     fn xattr_absent(&self, inode: Inode, name: &[u8]) -> bool {
@@ -2260,8 +2332,9 @@ impl Filesystem for MooseFs {
     }
 
     /// `cp` copies with `copy_file_range`; without it the kernel copies page by page, a read
-    /// request per 4 KiB and a write after them. Here the mount reads the source as a
-    /// sequential reader would and buffers the bytes as a write of the destination.
+    /// request per 4 KiB and a write after them. Here whole chunks are shared with the copy
+    /// (see [`Core::share_range`]); otherwise the mount reads the source as a sequential
+    /// reader would and buffers the bytes as a write of the destination.
     fn copy_file_range(
         &self,
         req: &Request,
@@ -2275,30 +2348,24 @@ impl Filesystem for MooseFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        // As much as one write takes; `cp` asks again for the rest.
-        let len = len.min(u64::from(MAX_WRITE));
+        // Bytes copied: as much as one write takes; `cp` asks again for the rest.
+        let bytes = len.min(u64::from(MAX_WRITE));
         if offset_out
-            .checked_add(len)
+            .checked_add(bytes)
             .is_none_or(|end| end > MAX_FILE_SIZE)
         {
             return reply.error(Errno::EFBIG);
         }
         let core = self.core.clone();
         let (src, dst) = (core.to_master(ino_in), core.to_master(ino_out));
-        let mode = core.read_mode(fh_in.0, offset_in, len as u32);
+        let mode = core.read_mode(fh_in.0, offset_in, bytes as u32);
         // The kernel leaves dropping the destination's set-ID bits to the file system here, and
         // says nothing of the caller's CAP_FSETID: root keeps them, as it does writing.
         let cred = core.cred(req);
         let drops_setid = (cred.uid != 0 && !core.is_plain(dst)).then_some(cred);
         self.spawn(async move {
             let copied = core
-                .copy_range(
-                    (src, offset_in),
-                    (dst, offset_out),
-                    len as u32,
-                    mode,
-                    drops_setid,
-                )
+                .copy_range((src, offset_in), (dst, offset_out), len, mode, drops_setid)
                 .await;
             match copied {
                 Ok(n) => reply.written(n),
@@ -2382,6 +2449,18 @@ fn fresh<K: Eq + std::hash::Hash>(map: &HashMap<K, Instant>, key: &K, ttl: Durat
     map.get(key).is_some_and(|at| at.elapsed() < ttl)
 }
 
+/// Largest copy shared at once: whole chunks whose bytes a FUSE reply can count (32 bits).
+const SHARE_MAX: u64 = u32::MAX as u64 / CHUNK_SIZE * CHUNK_SIZE;
+
+/// How much of a `copy_file_range` of `len` bytes from `from` to `to` (file, offset) to ask
+/// the master to share; `None` when it cannot be: within one file, or an offset not at a
+/// chunk's start. (Whether the source ends within `len`, or `len` holds whole chunks, only
+/// the master knows.)
+fn share_len(from: (Inode, u64), to: (Inode, u64), len: u64) -> Option<u64> {
+    let aligned = from.1.is_multiple_of(CHUNK_SIZE) && to.1.is_multiple_of(CHUNK_SIZE);
+    (from.0 != to.0 && aligned && len > 0).then_some(len.min(SHARE_MAX))
+}
+
 /// Whether the owner bits of a new file's `mode` allow the access open `flags` ask for.
 fn creator_may(mode: u16, flags: i32) -> bool {
     let need = match flags & libc::O_ACCMODE {
@@ -2426,5 +2505,21 @@ mod tests {
         let long = "x".repeat(MAX_NAME_LEN + 1);
         assert_eq!(name_bytes(OsStr::new(&long)), Err(Errno::ENAMETOOLONG));
         assert_eq!(name_bytes(OsStr::new("ok")), Ok(b"ok".to_vec()));
+    }
+
+    #[test]
+    fn copies_from_a_chunks_start_to_a_chunks_start_are_shared_in_counted_pieces() {
+        let whole = 9_223_372_035_781_033_984; // what `cp` asks for
+        assert_eq!(share_len((2, 0), (3, 0), whole), Some(SHARE_MAX));
+        assert_eq!(SHARE_MAX, 63 * CHUNK_SIZE);
+        assert!(u32::try_from(SHARE_MAX).is_ok(), "a FUSE reply counts it");
+        assert_eq!(
+            share_len((2, CHUNK_SIZE), (3, 5 * CHUNK_SIZE), 10),
+            Some(10)
+        );
+        assert_eq!(share_len((2, 4096), (3, 0), whole), None);
+        assert_eq!(share_len((2, 0), (3, 4096), whole), None);
+        assert_eq!(share_len((2, 0), (2, CHUNK_SIZE), whole), None, "one file");
+        assert_eq!(share_len((2, 0), (3, 0), 0), None);
     }
 }

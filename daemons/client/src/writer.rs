@@ -419,6 +419,32 @@ impl Writer {
         self.for_kernel_held.fetch_add(grown, Ordering::Relaxed);
     }
 
+    /// Chunks a `copy_file_range` shared into `inode` over `range` (see
+    /// `ClRequest::ShareChunks`): an fsync of the file makes them durable on every server, as
+    /// chunks written out here are. Bytes kept for the kernel's cache there are stale;
+    /// `at_hand`, the copied bytes when the mount had them, takes their place.
+    pub fn note_shared(
+        &self,
+        inode: Inode,
+        range: (u64, u64),
+        chunks: Vec<(u32, ChunkLocation)>,
+        at_hand: Option<(u64, Bytes)>,
+    ) {
+        let f = self.file_or_new(inode);
+        let mut st = f.lock();
+        self.drop_for_kernel(&mut st, Some(range));
+        for (index, loc) in chunks {
+            let chunk = ChunkRef {
+                chunk_id: loc.chunk_id,
+                version: loc.version,
+            };
+            st.unsynced.insert(index, (chunk, loc.servers, loc.token));
+        }
+        if let Some(piece) = at_hand {
+            self.keep_for_kernel(&mut st, vec![piece]);
+        }
+    }
+
     /// Takes the written-out bytes kept for the kernel's cache (call it at the file's last
     /// close, see [`crate::kernel_pages`]).
     pub fn take_for_kernel(&self, inode: Inode) -> Vec<(u64, Bytes)> {

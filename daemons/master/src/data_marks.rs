@@ -30,7 +30,8 @@ impl State {
             Op::Create { inode, .. }
             | Op::SetLength { inode, .. }
             | Op::AddChunk { inode, .. }
-            | Op::CopyChunk { inode, .. } => Some(DataChange::File(*inode)),
+            | Op::CopyChunk { inode, .. }
+            | Op::ShareChunks { dst: inode, .. } => Some(DataChange::File(*inode)),
             Op::WriteEnd { inode, length, .. } => {
                 let grows = self
                     .meta

@@ -28,7 +28,9 @@ pub enum Written {
 
 pub fn written(op: &Op) -> Option<Written> {
     match op {
-        Op::WriteEnd { inode, .. } | Op::SetLength { inode, .. } => Some(Written::Data(*inode)),
+        Op::WriteEnd { inode, .. }
+        | Op::SetLength { inode, .. }
+        | Op::ShareChunks { dst: inode, .. } => Some(Written::Data(*inode)),
         Op::Snapshot { .. } => Some(Written::Many),
         _ => None,
     }

@@ -95,6 +95,11 @@ fn quota_folders(st: &State, dirs: &[Inode]) -> Vec<Inode> {
     out
 }
 
+/// Whether a quota lies over file `inode` (on any path from it to the root).
+pub fn lies_over(st: &State, inode: Inode) -> bool {
+    !st.meta.quotas.is_empty() && !quota_folders(st, &st.tree.parents(inode)).is_empty()
+}
+
 /// Refuses with `Quota` an op that would take a tree over a limit in force. Ops that add
 /// nothing (or only data, see [`allowance`]) pass.
 pub fn admit(st: &State, op: &Op, default_grace: u64) -> FsResult<()> {

@@ -287,6 +287,56 @@ pub fn copy_chunk(
     Ok(())
 }
 
+/// Applies `Op::ShareChunks`: `count` chunk slots of `src` from `from.1` on are shared into
+/// `to` (file, first slot), which must hold nothing there; `to` becomes at least `length`
+/// long.
+pub fn share_chunks(
+    st: &mut State,
+    from: (Inode, u32),
+    to: (Inode, u32),
+    count: u32,
+    length: u64,
+    time: Timespec,
+) -> FsResult<()> {
+    let ((src, src_index), (dst, dst_index)) = (from, to);
+    let slots = |first: u32| first.checked_add(count).map(|end| first..end);
+    let (Some(src_slots), Some(dst_slots)) = (slots(src_index), slots(dst_index)) else {
+        return Err(FsError::Inval);
+    };
+    if src == dst {
+        return Err(FsError::Inval);
+    }
+    let NodeData::File { chunks, .. } = &st.node(src)?.data else {
+        return Err(FsError::Inval);
+    };
+    let shared: Vec<(u32, u64)> = src_slots
+        .zip(dst_slots.clone())
+        .filter_map(|(s, d)| chunks.get(s as usize).map(|&c| (d, c)))
+        .collect();
+    let NodeData::File { chunks, .. } = &st.node(dst)?.data else {
+        return Err(FsError::Inval);
+    };
+    if dst_slots
+        .into_iter()
+        .any(|d| chunks.get(d as usize).is_some())
+    {
+        return Err(FsError::Exist);
+    }
+    for &(index, chunk_id) in &shared {
+        st.shares.add(&st.meta, chunk_id, (dst, index));
+    }
+    let n = st.node_mut(dst)?;
+    if let NodeData::File { length: l, chunks } = &mut n.data {
+        for &(index, chunk_id) in &shared {
+            chunks.set(index, chunk_id);
+        }
+        *l = (*l).max(length);
+    }
+    n.mtime = time.into();
+    n.ctime = time.into();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +442,61 @@ mod tests {
         })
         .unwrap();
         assert!(!st.meta.chunks.contains_key(&10));
+    }
+
+    #[test]
+    fn a_copy_shares_whole_chunks_into_an_empty_range_only() {
+        let mut st = fresh();
+        create(&mut st, ROOT_INODE, "f", 2, FileKind::File);
+        create(&mut st, ROOT_INODE, "g", 3, FileKind::File);
+        // Chunks 0 and 2 of f, a hole between them.
+        chunk(&mut st, 2, 0, 10);
+        chunk(&mut st, 2, 2, 12);
+        let share = |st: &mut State, dst: Inode, dst_index: u32, count: u32| {
+            st.apply(&Op::ShareChunks {
+                src: 2,
+                src_index: 0,
+                dst,
+                dst_index,
+                count,
+                length: (u64::from(dst_index + count) - 1) * moose_proto::CHUNK_SIZE + 100,
+                time: t(5),
+            })
+        };
+        share(&mut st, 3, 1, 3).unwrap();
+        let NodeData::File { length, chunks } = &st.node(3).unwrap().data else {
+            panic!("g is a file");
+        };
+        let held: Vec<(u32, u64)> = chunks.iter().collect();
+        assert_eq!(held, vec![(1, 10), (3, 12)], "the hole stays a hole");
+        assert_eq!(*length, 3 * moose_proto::CHUNK_SIZE + 100);
+        assert_eq!(st.node(3).unwrap().mtime, t(5).into());
+        assert!(st.shares.is_shared(10) && st.shares.is_shared(12));
+        assert_eq!(st.shares.holders(10), Some(&[(2, 0), (3, 1)][..]));
+        // Nothing is shared over a chunk the destination holds, nor within one file.
+        assert_eq!(share(&mut st, 3, 0, 2), Err(FsError::Exist));
+        assert_eq!(share(&mut st, 2, 4, 1), Err(FsError::Inval));
+        // Copy on write takes the copy's chunk away from the source's; removing the source
+        // leaves the other chunk to the copy alone.
+        st.apply(&Op::CopyChunk {
+            inode: 3,
+            index: 1,
+            old: 10,
+            new: 20,
+            version: 1,
+        })
+        .unwrap();
+        assert!(!st.shares.is_shared(10));
+        st.apply(&Op::Unlink {
+            parent: ROOT_INODE,
+            name: b"f".to_vec(),
+            keep: false,
+            time: t(6),
+        })
+        .unwrap();
+        assert!(!st.meta.chunks.contains_key(&10));
+        assert_eq!(st.meta.chunks[&12].inode, 3);
+        assert!(!st.shares.is_shared(12));
     }
 
     #[test]

@@ -244,7 +244,8 @@ impl State {
             Op::SetLength { inode, .. }
             | Op::AddChunk { inode, .. }
             | Op::WriteEnd { inode, .. }
-            | Op::CopyChunk { inode, .. } => (vec![*inode], vec![]),
+            | Op::CopyChunk { inode, .. }
+            | Op::ShareChunks { dst: inode, .. } => (vec![*inode], vec![]),
             Op::SetGoal {
                 inode, recursive, ..
             } => {
@@ -658,6 +659,19 @@ impl State {
             } => {
                 snapshot::copy_chunk(self, *inode, *index, *old, *new, *version)?;
                 Ok(Applied::Done)
+            }
+            Op::ShareChunks {
+                src,
+                src_index,
+                dst,
+                dst_index,
+                count,
+                length,
+                time,
+            } => {
+                let from = (*src, *src_index);
+                snapshot::share_chunks(self, from, (*dst, *dst_index), *count, *length, *time)?;
+                Ok(Applied::Node(*dst))
             }
             Op::SetQuota { inode, quota } => {
                 crate::quota::set(&mut self.meta, *inode, *quota)?;

@@ -17,7 +17,8 @@ pub const MAGIC: u32 = 0x4D4F_4F53;
 /// 6: mounts answer some changes before the master (`ReserveInodes`, creates with a reserved
 ///    inode; the registration says whether the export maps the caller's ids).
 /// 7: an open that may read says where the file's first chunk lives.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// 8: `copy_file_range` of whole chunks shares them (`ShareChunks`).
+pub const PROTOCOL_VERSION: u16 = 8;
 /// Largest hello accepted: a peer cannot make us wait for megabytes before it says who it is.
 pub const HELLO_LIMIT: u32 = 4096;
 

@@ -363,6 +363,20 @@ pub enum ClRequest {
     StatfsAt {
         inode: Inode,
     },
+    /// A `copy_file_range` of whole chunks (`cp`): the chunks of `src` from `src_offset` on
+    /// become chunks of `dst` from `dst_offset` on as well, shared until either file writes
+    /// to one (copy on write, as a snapshot's). It covers `len` bytes rounded down to whole
+    /// chunks, or up to the end of `src` when that comes first. Refused unless both offsets
+    /// are chunk-aligned, `dst` holds nothing from `dst_offset` on, no chunk concerned is
+    /// being written and no quota lies over `dst`; the mount then copies the bytes. Answered
+    /// with [`ClReply::Shared`].
+    ShareChunks {
+        src: Inode,
+        src_offset: u64,
+        dst: Inode,
+        dst_offset: u64,
+        len: u64,
+    },
 }
 
 /// Whose attributes a request may change (see [`ClRequest::touches`]).
@@ -417,6 +431,8 @@ impl ClRequest {
             SetAttr { inode, .. } | Open { inode, .. } | WriteChunkEnd { inode, .. } => {
                 Touches::Only(*inode, *inode)
             }
+            // The source's chunks are shared, not changed.
+            ShareChunks { dst, .. } => Touches::Only(*dst, *dst),
             // A new name changes its folder (times, size, a subfolder's link); the master
             // refuses a name that exists rather than open or replace what it names.
             Create {
@@ -519,6 +535,15 @@ pub enum ClReply {
         attr: Attr,
         keep_cache: bool,
         first_chunk: Option<ChunkLocation>,
+    },
+    /// The answer to [`ClRequest::ShareChunks`]: how many bytes the copy took (0: the source
+    /// ends at its offset), the destination's attributes after it, and where each shared
+    /// chunk of the destination lies (chunk index in the destination, location with a
+    /// token to sync it: an fsync of the copy makes them durable).
+    Shared {
+        copied: u64,
+        attr: Attr,
+        chunks: Vec<(u32, ChunkLocation)>,
     },
 }
 

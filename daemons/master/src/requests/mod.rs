@@ -4,6 +4,7 @@
 mod data;
 mod names;
 mod quota;
+mod share;
 mod snapshot;
 mod status;
 mod trash;
@@ -86,6 +87,7 @@ fn named_inodes(req: &ClRequest) -> [Option<Inode>; 2] {
         | QuotaAllowance { inode }
         | StatfsAt { inode } => [Some(*inode), None],
         Snapshot { src, parent, .. } => [Some(*src), Some(*parent)],
+        ShareChunks { src, dst, .. } => [Some(*src), Some(*dst)],
         // Meta sessions only; they name inodes in the trash.
         TrashList { .. } | TrashGet { .. } | TrashPurge { .. } | Undelete { .. } => [None, None],
         GetChallenge
@@ -269,6 +271,20 @@ pub fn handle_now(m: &Master, s: &Session, req: ClRequest) -> Step {
             cred,
         } => snapshot::make(m, s, src, parent, name, replace, cred, now),
         ClRequest::Open { inode, flags, cred } => open(m, s, inode, flags, cred, now),
+        ClRequest::ShareChunks {
+            src,
+            src_offset,
+            dst,
+            dst_offset,
+            len,
+        } => {
+            let asked = share::ShareAsked {
+                src: (src, src_offset),
+                dst: (dst, dst_offset),
+                len,
+            };
+            share::share(m, s, asked, now)
+        }
         ClRequest::ReadChunk { inode, index } => {
             if granted(s, inode, crate::access::R) {
                 data::read_chunk(m, inode, index, data::Token::Read).map(|r| (r, None))
