@@ -154,18 +154,6 @@ pub enum Op {
         new: u64,
         version: u32,
     },
-    /// A `copy_file_range` of whole chunks: chunks `src_index..src_index + count` of `src`
-    /// become chunks `dst_index..` of `dst` as well (holes stay holes), shared until either
-    /// file writes to one (see [`Op::CopyChunk`]); `dst` is at least `length` long.
-    ShareChunks {
-        src: Inode,
-        src_index: u32,
-        dst: Inode,
-        dst_index: u32,
-        count: u32,
-        length: u64,
-        time: Timespec,
-    },
     /// Sets (`None`: removes) the quota of folder `inode`.
     SetQuota {
         inode: Inode,
@@ -181,5 +169,17 @@ pub enum Op {
     /// ahead): none is handed out again, after a restart too.
     ReserveInodes {
         upto: Inode,
+    },
+    /// A `copy_file_range` of whole chunks: chunks `src_index..src_index + count` of `src`
+    /// become chunks `dst_index..` of `dst` as well (holes stay holes), shared until either
+    /// file writes to one (see [`Op::CopyChunk`]); `dst` is at least `length` long.
+    ShareChunks {
+        src: Inode,
+        src_index: u32,
+        dst: Inode,
+        dst_index: u32,
+        count: u32,
+        length: u64,
+        time: Timespec,
     },
 }
