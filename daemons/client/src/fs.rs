@@ -1112,9 +1112,19 @@ impl Core {
         };
         // A small copy's bytes go to the kernel at its last close, as a written file's do
         // (the next reader of a copy is often near: `git add` after `cp -a`). They are read
-        // while the master shares the chunks (of a larger copy, the first bytes in vain).
+        // while the master shares the chunks, unless the source's open said it is larger.
+        let larger = self
+            .reader
+            .length_at_hand(from.0, from.1)
+            .is_some_and(|l| l.saturating_sub(from.1) > kernel_pages::WHOLE_MAX);
         let keep = kernel_pages::WHOLE_MAX.min(len) as u32;
-        let (answer, read) = tokio::join!(self.call(req), self.read(from.0, from.1, keep, mode));
+        let read = async {
+            if larger {
+                return None;
+            }
+            self.read(from.0, from.1, keep, mode).await.ok()
+        };
+        let (answer, read) = tokio::join!(self.call(req), read);
         let (copied, attr, chunks) = match answer {
             Ok(ClReply::Shared {
                 copied,
@@ -1133,7 +1143,6 @@ impl Core {
         self.note_changed(to.0, &attr, before);
         self.reader.invalidate_data(to.0);
         let at_hand = read
-            .ok()
             .filter(|d| d.len() as u64 == copied)
             .map(|d| (to.1, Bytes::copy_from_slice(&d)));
         self.writer

@@ -464,6 +464,13 @@ impl Reader {
     }
 
     /// The cached location of chunk `index` of the file, if it is younger than the cache time.
+    /// The file's length as the location of its chunk at `offset` said, if one is at hand
+    /// (an open for reading says where the first chunk lies).
+    pub fn length_at_hand(&self, inode: Inode, offset: u64) -> Option<u64> {
+        let index = u32::try_from(offset / CHUNK_SIZE).ok()?;
+        self.location_at_hand(inode, index).map(|l| l.file_length)
+    }
+
     fn location_at_hand(&self, inode: Inode, index: u32) -> Option<Arc<ChunkLocation>> {
         let locations = self.locations.lock();
         let c = locations.get(inode, index)?;
