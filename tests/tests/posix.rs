@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use moose_tests::data::{assert_same, random_bytes};
+use moose_tests::data::{assert_same, copy_file_range, random_bytes};
 use moose_tests::{ClusterSpec, LocalCluster};
 
 const MIB: usize = 1 << 20;
@@ -1190,22 +1190,6 @@ fn a_small_file_opened_for_reading_is_read_without_asking_the_master_where_it_li
     assert_same("the small file", &rx.recv().unwrap().unwrap(), &want);
 }
 
-/// `copy_file_range(2)` of `len` bytes from `from` at `off_in` to `to` at `off_out`: how many
-/// it copied.
-fn copy_range(from: &fs::File, off_in: u64, to: &fs::File, off_out: u64, len: usize) -> usize {
-    use std::os::fd::AsRawFd;
-    let (mut i, mut o) = (off_in as i64, off_out as i64);
-    // SAFETY: descriptors the caller's files own; the offsets are locals of this function.
-    let n =
-        unsafe { libc::copy_file_range(from.as_raw_fd(), &mut i, to.as_raw_fd(), &mut o, len, 0) };
-    assert!(
-        n >= 0,
-        "copy_file_range: {}",
-        std::io::Error::last_os_error()
-    );
-    n as usize
-}
-
 #[test]
 fn copy_file_range_copies_what_a_reader_sees_even_data_the_mount_still_buffers() {
     let mut c = cluster();
@@ -1217,11 +1201,11 @@ fn copy_file_range_copies_what_a_reader_sees_even_data_the_mount_still_buffers()
     let dst = fs::File::create(mnt.join("dst")).unwrap();
     let mut at = 0;
     while at < data.len() {
-        let n = copy_range(&src, at as u64, &dst, at as u64, data.len());
+        let n = copy_file_range(&src, at as u64, &dst, at as u64, data.len());
         assert!(n > 0, "copy_file_range stopped at {at} of {}", data.len());
         at += n;
     }
-    assert_eq!(copy_range(&src, at as u64, &dst, at as u64, 4096), 0);
+    assert_eq!(copy_file_range(&src, at as u64, &dst, at as u64, 4096), 0);
     drop((src, dst));
     assert_same("the copy", &fs::read(mnt.join("dst")).unwrap(), &data);
 
@@ -1237,7 +1221,7 @@ fn copy_file_range_copies_what_a_reader_sees_even_data_the_mount_still_buffers()
         .write(true)
         .open(mnt.join("dst"))
         .unwrap();
-    assert_eq!(copy_range(&src, 8, &dst, 2 * MIB as u64, 9), 9);
+    assert_eq!(copy_file_range(&src, 8, &dst, 2 * MIB as u64, 9), 9);
     drop((src, dst));
     let mut want = data.clone();
     want[2 * MIB..2 * MIB + 9].copy_from_slice(&[&data[8..10], b"fresh", &data[15..17]].concat());

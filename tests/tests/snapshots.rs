@@ -6,7 +6,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use moose_tests::data::{assert_same, random_bytes};
+use moose_tests::data::{assert_same, copy_file_range, random_bytes};
 use moose_tests::{ClusterSpec, LocalCluster};
 use serde_json::Value;
 
@@ -30,17 +30,23 @@ fn all_chunk_files(c: &LocalCluster) -> usize {
         .sum()
 }
 
-#[test]
-fn dirinfo_counts_a_tree_from_the_masters_counters() {
+/// A cluster of two chunkservers at goal 2, for the test named by `what`.
+fn two_copies(what: &str, metalogger: bool) -> LocalCluster {
     if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the dirinfo test: {why}");
+        panic!("cannot run the {what} test: {why}");
     }
-    let mut c = LocalCluster::start(ClusterSpec {
+    LocalCluster::start(ClusterSpec {
         chunkservers: 2,
         default_goal: 2,
+        metalogger,
         ..Default::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn dirinfo_counts_a_tree_from_the_masters_counters() {
+    let mut c = two_copies("dirinfo", false);
     let mnt = c.mount().unwrap();
     let top = mnt.join("top");
     let mut length = 0u64;
@@ -97,16 +103,7 @@ fn dirinfo_counts_a_tree_from_the_masters_counters() {
 
 #[test]
 fn a_snapshot_of_a_thousand_files_is_one_change_and_copies_chunks_only_when_written() {
-    if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the snapshot test: {why}");
-    }
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        default_goal: 2,
-        metalogger: true,
-        ..Default::default()
-    })
-    .unwrap();
+    let mut c = two_copies("snapshot", true);
     let mnt = c.mount().unwrap();
     let src = mnt.join("src");
     let mut files = Vec::new();
@@ -249,17 +246,8 @@ fn a_snapshot_of_a_thousand_files_is_one_change_and_copies_chunks_only_when_writ
 /// of the master (its changelog holds it), and an fsync of the copy syncs what it shares.
 #[test]
 fn cp_shares_whole_chunks_with_the_copy_until_either_is_written() {
-    use std::os::fd::AsRawFd;
-    if let Err(why) = moose_tests::fuse_available() {
-        panic!("cannot run the copy test: {why}");
-    }
     const CHUNK: u64 = 64 << 20;
-    let mut c = LocalCluster::start(ClusterSpec {
-        chunkservers: 2,
-        default_goal: 2,
-        ..Default::default()
-    })
-    .unwrap();
+    let mut c = two_copies("copy", false);
     let mnt = c.mount().unwrap();
     let small = random_bytes(1, 10_000);
     fs::write(mnt.join("small"), &small).unwrap();
@@ -286,12 +274,7 @@ fn cp_shares_whole_chunks_with_the_copy_until_either_is_written() {
     src.seek(SeekFrom::Start(10)).unwrap();
     src.write_all(b"fresh").unwrap();
     let dst = fs::File::create(mnt.join("fresh-copy")).unwrap();
-    let (mut i, mut o) = (0i64, 0i64);
-    // SAFETY: descriptors the files own; the offsets are locals.
-    let n = unsafe {
-        libc::copy_file_range(src.as_raw_fd(), &mut i, dst.as_raw_fd(), &mut o, 1 << 30, 0)
-    };
-    assert_eq!(n, 10_000, "{}", std::io::Error::last_os_error());
+    assert_eq!(copy_file_range(&src, 0, &dst, 0, 1 << 30), 10_000);
     dst.sync_all()
         .expect("an fsync of a copy sharing its chunk");
     drop((src, dst));
