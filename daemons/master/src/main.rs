@@ -25,6 +25,7 @@ mod ops;
 mod page_cache;
 mod placement;
 mod quota;
+mod read_order;
 mod rebalance;
 mod recent;
 mod requests;

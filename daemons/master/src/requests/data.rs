@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use moose_proto::msg::{ChunkLocation, ClReply, MasterToCs, WriteLease};
 use moose_proto::{ChunkRef, FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
-use rand::seq::SliceRandom;
 
 use super::MAX_FILE_SIZE;
 use crate::cs_registry::SentOrder;
@@ -163,18 +162,19 @@ pub enum Token {
     Sync,
 }
 
-/// Where chunk `index` of the file is; servers in random order to spread reads.
+/// Where chunk `index` of the file is; servers in reading order (see [`crate::read_order`]).
 pub fn read_chunk(m: &Master, inode: Inode, index: u32, token: Token) -> FsResult<ClReply> {
     let (mut loc, ids) = {
         let st = m.state();
         let (length, chunks, _) = file_chunks(&st, inode)?;
         let chunk_id = chunks.get(index as usize).copied().unwrap_or(0);
         let version = st.meta.chunks.get(&chunk_id).map_or(0, |c| c.version);
-        let ids = if chunk_id == 0 {
+        let mut ids = if chunk_id == 0 {
             vec![]
         } else {
             valid_copies(&st, chunk_id, version)
         };
+        crate::read_order::read_order(chunk_id, &mut ids);
         let loc = ChunkLocation {
             file_length: length,
             chunk_id,
@@ -185,7 +185,6 @@ pub fn read_chunk(m: &Master, inode: Inode, index: u32, token: Token) -> FsResul
         (loc, ids)
     };
     loc.servers = ids.into_iter().filter_map(|id| m.cs.addr(id)).collect();
-    loc.servers.shuffle(&mut rand::rng());
     if loc.chunk_id != 0 {
         let chunk = ChunkRef {
             chunk_id: loc.chunk_id,
