@@ -31,10 +31,10 @@ pub fn share(m: &Master, s: &Session, asked: ShareAsked, now: Timespec) -> FsRes
     if !granted(s, dst, W) {
         return Err(not_granted(s, dst, "copy into"));
     }
-    let (op, version) = {
+    let (planned, version) = {
         let mut st = m.state();
         let st = &mut *st;
-        let Some(op) = plan(st, &asked, now)? else {
+        let Some(p) = plan(st, &asked)? else {
             // The source ends at its offset: nothing to copy.
             let attr = st.node(dst)?.attr(dst);
             let reply = ClReply::Shared {
@@ -44,20 +44,20 @@ pub fn share(m: &Master, s: &Session, asked: ShareAsked, now: Timespec) -> FsRes
             };
             return Ok((reply, None));
         };
-        let (_, v) = m.commit_by(st, op.clone(), Some(s.id))?;
-        (op, v)
-    };
-    let Op::ShareChunks {
-        dst_index,
-        count,
-        length,
-        ..
-    } = op
-    else {
-        unreachable!("plan makes ShareChunks")
+        let op = Op::ShareChunks {
+            src,
+            src_index: p.src_index,
+            dst,
+            dst_index: p.dst_index,
+            count: p.count,
+            length: p.length,
+            time: now,
+        };
+        let (_, v) = m.commit_by(st, op, Some(s.id))?;
+        (p, v)
     };
     let mut chunks = Vec::new();
-    for index in dst_index..dst_index + count {
+    for index in planned.dst_index..planned.dst_index + planned.count {
         if let ClReply::Chunk(loc) = read_chunk(m, dst, index, Token::Sync)? {
             if loc.chunk_id != 0 {
                 chunks.push((index, loc));
@@ -65,7 +65,7 @@ pub fn share(m: &Master, s: &Session, asked: ShareAsked, now: Timespec) -> FsRes
         }
     }
     let attr = m.state().node(dst)?.attr(dst);
-    let copied = length - asked.dst.1;
+    let copied = planned.length - asked.dst.1;
     let reply = ClReply::Shared {
         copied,
         attr,
@@ -74,9 +74,18 @@ pub fn share(m: &Master, s: &Session, asked: ShareAsked, now: Timespec) -> FsRes
     Ok((reply, Some(version)))
 }
 
-/// The op that shares what `asked` covers, `None` when the source ends at its offset, or
-/// why it cannot be shared (the mount then copies the bytes).
-fn plan(st: &State, asked: &ShareAsked, now: Timespec) -> FsResult<Option<Op>> {
+/// Chunk slots a share covers.
+struct Planned {
+    src_index: u32,
+    dst_index: u32,
+    count: u32,
+    /// The destination's length after it.
+    length: u64,
+}
+
+/// What sharing `asked` covers, `None` when the source ends at its offset, or why it cannot
+/// be shared (the mount then copies the bytes).
+fn plan(st: &State, asked: &ShareAsked) -> FsResult<Option<Planned>> {
     let ((src, src_offset), (dst, dst_offset)) = (asked.src, asked.dst);
     if src == dst
         || !src_offset.is_multiple_of(CHUNK_SIZE)
@@ -126,14 +135,11 @@ fn plan(st: &State, asked: &ShareAsked, now: Timespec) -> FsResult<Option<Op>> {
     if crate::quota::lies_over(st, dst) {
         return Err(FsError::NotSupported);
     }
-    Ok(Some(Op::ShareChunks {
-        src,
+    Ok(Some(Planned {
         src_index,
-        dst,
         dst_index,
         count,
         length: end,
-        time: now,
     }))
 }
 
