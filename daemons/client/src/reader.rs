@@ -463,7 +463,6 @@ impl Reader {
         Ok(loc)
     }
 
-    /// The cached location of chunk `index` of the file, if it is younger than the cache time.
     /// The file's length as the location of its chunk at `offset` said, if one is at hand
     /// (an open for reading says where the first chunk lies).
     pub fn length_at_hand(&self, inode: Inode, offset: u64) -> Option<u64> {
@@ -471,6 +470,7 @@ impl Reader {
         self.location_at_hand(inode, index).map(|l| l.file_length)
     }
 
+    /// The cached location of chunk `index` of the file, if it is younger than the cache time.
     fn location_at_hand(&self, inode: Inode, index: u32) -> Option<Arc<ChunkLocation>> {
         let locations = self.locations.lock();
         let c = locations.get(inode, index)?;

@@ -145,7 +145,11 @@ async fn join_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) -> Vec<F::Ou
     results.into_iter().flatten().collect()
 }
 
-fn file_chunks(st: &State, inode: Inode) -> FsResult<(u64, &crate::namespace::ChunkTable, u8)> {
+/// A file's length, chunks and goal.
+pub(super) fn file_chunks(
+    st: &State,
+    inode: Inode,
+) -> FsResult<(u64, &crate::namespace::ChunkTable, u8)> {
     let node = st.node(inode)?;
     match &node.data {
         NodeData::File { length, chunks } => Ok((*length, chunks, node.goal)),

@@ -4,11 +4,10 @@
 use moose_proto::msg::ClReply;
 use moose_proto::{FsError, FsResult, Inode, Timespec, CHUNK_SIZE};
 
-use super::data::{read_chunk, Token};
+use super::data::{file_chunks, read_chunk, Token};
 use super::{granted, not_granted, writable, Outcome, MAX_FILE_SIZE};
 use crate::access::{R, W};
 use crate::master::Master;
-use crate::namespace::NodeData;
 use crate::ops::Op;
 use crate::sessions::Session;
 use crate::state::State;
@@ -93,8 +92,8 @@ fn plan(st: &State, asked: &ShareAsked) -> FsResult<Option<Planned>> {
     {
         return Err(FsError::Inval);
     }
-    let (src_length, _) = file(st, src)?;
-    let (dst_length, dst_chunks) = file(st, dst)?;
+    let (src_length, src_chunks, _) = file_chunks(st, src)?;
+    let (dst_length, dst_chunks, _) = file_chunks(st, dst)?;
     if src_offset >= src_length {
         return Ok(None);
     }
@@ -118,7 +117,6 @@ fn plan(st: &State, asked: &ShareAsked) -> FsResult<Option<Planned>> {
     let index = |offset: u64| u32::try_from(offset / CHUNK_SIZE).map_err(|_| FsError::TooBig);
     let (src_index, dst_index) = (index(src_offset)?, index(dst_offset)?);
     let count = u32::try_from(copied.div_ceil(CHUNK_SIZE)).map_err(|_| FsError::TooBig)?;
-    let (_, src_chunks) = file(st, src)?;
     for i in 0..count {
         // A chunk being written (or made) would be shared half written.
         let busy_src = src_chunks
@@ -141,14 +139,4 @@ fn plan(st: &State, asked: &ShareAsked) -> FsResult<Option<Planned>> {
         count,
         length: end,
     }))
-}
-
-/// A file's length and chunks.
-fn file(st: &State, inode: Inode) -> FsResult<(u64, &crate::namespace::ChunkTable)> {
-    let n = st.node(inode)?;
-    match &n.data {
-        NodeData::File { length, chunks } => Ok((*length, chunks)),
-        _ if n.is_dir() => Err(FsError::IsDir),
-        _ => Err(FsError::Inval),
-    }
 }
