@@ -366,6 +366,40 @@ fn a_sequential_readers_window_moves_with_every_read() {
     }
 }
 
+/// A reader that stops at a chunk's end and closes the file leaves the mount's read-ahead
+/// of the next chunk behind: it must not ask the master where that chunk lies after the
+/// file's release, which the master refuses and logs as a read of a file not opened.
+#[test]
+fn a_read_ahead_left_behind_by_a_close_asks_the_master_nothing() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let mut c = cluster(1);
+    let mnt = c.mount().unwrap();
+    let chunk = 64 * MIB;
+    fs::write(mnt.join("f"), random_bytes(46, chunk + 8 * MIB)).unwrap();
+    let mut aligned = vec![0u8; MIB + 4096];
+    let at = aligned.as_ptr().align_offset(4096);
+    let buf = &mut aligned[at..at + MIB];
+    // Half of such closes raced the read-ahead before the fix.
+    for _ in 0..12 {
+        // Direct reads: each one reaches the mount, which sees a sequential reader.
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(mnt.join("f"))
+            .unwrap();
+        for i in 0..chunk / MIB {
+            f.read_exact_at(buf, (i * MIB) as u64).unwrap();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let log = c.master_log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("without opening it"))
+        .collect();
+    assert!(refused.is_empty(), "the master refused reads: {refused:?}");
+}
+
 /// A read of a chunk whose only server restarts waits it out, as stock's mount does for
 /// `mfsioretries` (30) tries: an admin's restart of a chunkserver is no I/O error.
 #[test]

@@ -376,6 +376,16 @@ impl MasterClient {
         self.start(req).await
     }
 
+    /// [`MasterClient::start`] for a request the mount makes on its own account about a file
+    /// it has open (a read ahead): `None`, and nothing sent, once the file's last handle here
+    /// closed. The check and the send are made under the lock that the last close's
+    /// [`MasterClient::note_release`] takes, so the request never follows the release, which
+    /// the master would refuse (and log as a read of a file not opened).
+    pub fn start_while_open(&self, inode: moose_proto::Inode, req: ClRequest) -> Option<Call> {
+        let opened = self.inner.opened.lock();
+        opened.contains_key(&inode).then(|| self.start(req))
+    }
+
     /// Sends a request now, from the calling thread, and returns its answer to come. Dropping
     /// the [`Call`] forgets the request.
     pub fn start(&self, req: ClRequest) -> Call {

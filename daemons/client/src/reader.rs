@@ -134,6 +134,16 @@ impl Locations {
     }
 }
 
+/// Whom a read from the chunkservers is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFor {
+    /// A caller that holds the file open while it waits (the kernel, an fsync, a copy).
+    Caller,
+    /// The mount's own read ahead: it asks the master nothing once the file's last handle
+    /// closed (the master refuses reads of files the session has not open).
+    Ahead,
+}
+
 /// How a read should be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
@@ -219,7 +229,9 @@ impl Reader {
         }
         let ahead = match mode {
             ReadMode::Random => {
-                let data = self.read_range(inode, offset, size as u64).await?;
+                let data = self
+                    .read_range(inode, offset, size as u64, ReadFor::Caller)
+                    .await?;
                 return Ok(ReadData::Owned(data));
             }
             ReadMode::Sequential { ahead } => ahead,
@@ -369,15 +381,21 @@ impl Reader {
 
     async fn segment(self: &Arc<Self>, inode: Inode, seg: u64) -> SegResult {
         let slot = self.slot(inode, seg);
-        self.clone().fill(inode, seg, &slot).await
+        self.clone().fill(inode, seg, &slot, ReadFor::Caller).await
     }
 
     /// The segment's bytes, read from the chunkservers unless the slot holds them or another
     /// reader is reading them.
-    async fn fill(self: Arc<Self>, inode: Inode, seg: u64, slot: &Segment) -> SegResult {
+    async fn fill(
+        self: Arc<Self>,
+        inode: Inode,
+        seg: u64,
+        slot: &Segment,
+        read_for: ReadFor,
+    ) -> SegResult {
         slot.cell
             .get_or_init(|| async move {
-                self.read_range(inode, seg * SEGMENT, SEGMENT)
+                self.read_range(inode, seg * SEGMENT, SEGMENT, read_for)
                     .await
                     .map(Arc::new)
             })
@@ -416,7 +434,7 @@ impl Reader {
     fn fetch(self: &Arc<Self>, inode: Inode, seg: u64, slot: Arc<Segment>) {
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.fill(inode, seg, &slot).await {
+            if let Err(e) = me.fill(inode, seg, &slot, ReadFor::Ahead).await {
                 tracing::debug!("read-ahead of inode {inode} segment {seg} failed: {e}");
             }
         });
@@ -429,17 +447,34 @@ impl Reader {
         index: u32,
         fresh: bool,
     ) -> Result<Arc<ChunkLocation>, FsError> {
+        self.locate(inode, index, fresh, ReadFor::Caller).await
+    }
+
+    async fn locate(
+        &self,
+        inode: Inode,
+        index: u32,
+        fresh: bool,
+        read_for: ReadFor,
+    ) -> Result<Arc<ChunkLocation>, FsError> {
         if !fresh {
             if let Some(loc) = self.location_at_hand(inode, index) {
                 return Ok(loc);
             }
         }
         let generation = self.locations.lock().generation;
-        let loc = match self
-            .master
-            .call(ClRequest::ReadChunk { inode, index })
-            .await
-        {
+        let req = ClRequest::ReadChunk { inode, index };
+        let call = match read_for {
+            ReadFor::Caller => self.master.start(req),
+            ReadFor::Ahead => match self.master.start_while_open(inode, req) {
+                Some(call) => call,
+                None => {
+                    tracing::debug!("read-ahead of inode {inode} stopped: the file was closed");
+                    return Err(FsError::Io);
+                }
+            },
+        };
+        let loc = match call.await {
             Ok(ClReply::Chunk(loc)) => Arc::new(loc),
             Ok(_) => return Err(FsError::Io),
             Err(CallError::Fs(e)) => return Err(e),
@@ -482,11 +517,12 @@ impl Reader {
     }
 
     /// Reads `[offset, offset + size)` from the chunkservers, stopping at the end of the file.
-    pub async fn read_range(
+    async fn read_range(
         &self,
         inode: Inode,
         offset: u64,
         size: u64,
+        read_for: ReadFor,
     ) -> Result<Vec<u8>, FsError> {
         let end = offset.saturating_add(size);
         let mut out = Vec::with_capacity(size.min(64 * SEGMENT) as usize);
@@ -495,7 +531,7 @@ impl Reader {
             let Ok(index) = u32::try_from(pos / CHUNK_SIZE) else {
                 break;
             };
-            let loc = self.location(inode, index, false).await?;
+            let loc = self.locate(inode, index, false, read_for).await?;
             if pos >= loc.file_length {
                 break;
             }
@@ -506,7 +542,7 @@ impl Reader {
             out.resize(at + len, 0);
             if loc.chunk_id != 0 {
                 let in_chunk = (pos % CHUNK_SIZE) as u32;
-                self.read_chunk(inode, index, loc, in_chunk, &mut out[at..])
+                self.read_chunk(inode, index, loc, in_chunk, &mut out[at..], read_for)
                     .await?;
             }
             pos = stop;
@@ -522,6 +558,7 @@ impl Reader {
         mut loc: Arc<ChunkLocation>,
         offset: u32,
         buf: &mut [u8],
+        read_for: ReadFor,
     ) -> Result<(), FsError> {
         for round in 0..self.rounds {
             if loc.chunk_id == 0 {
@@ -580,7 +617,7 @@ impl Reader {
             if !outdated || round > 0 {
                 tokio::time::sleep(backoff(round)).await;
             }
-            loc = self.location(inode, index, true).await?;
+            loc = self.locate(inode, index, true, read_for).await?;
         }
         Err(FsError::Io)
     }
