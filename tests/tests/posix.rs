@@ -300,6 +300,40 @@ fn posix_acls_are_refused_by_the_mount_itself() {
     assert_eq!(mode(&f) & 0o777, 0o640);
 }
 
+#[test]
+fn selinux_labels_are_refused_by_the_mount_itself_and_other_security_names_kept() {
+    let mut c = cluster();
+    let f = c.mount().unwrap().join("f");
+    fs::write(&f, b"x").unwrap();
+    let (p, label) = (
+        c_path(&f),
+        std::ffi::CString::new("security.selinux").unwrap(),
+    );
+    let value = b"system_u:object_r:fusefs_t:s0";
+    let (errnos, asked) = master_requests(&c, || {
+        let errno = |r: i32| (r != 0).then(|| std::io::Error::last_os_error().raw_os_error());
+        let set = errno(unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                label.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        });
+        let removed = errno(unsafe { libc::removexattr(p.as_ptr(), label.as_ptr()) });
+        // `ls -l` asks for the label of every file it lists, until told it is not supported.
+        (set, removed, get_xattr(&f, "security.selinux").err())
+    });
+    let refused = Some(Some(libc::EOPNOTSUPP));
+    assert_eq!(errnos, (refused, refused, Some(libc::EOPNOTSUPP)));
+    assert_eq!(asked, 0, "refusing labels cost {asked} master requests");
+    // Other names of the security namespace are kept as before.
+    set_xattr(&f, "security.label", b"blue");
+    assert_eq!(get_xattr(&f, "security.label"), Ok(b"blue".to_vec()));
+    assert_eq!(list_xattrs(&f), vec!["security.label".to_string()]);
+}
+
 fn c_path(path: &Path) -> std::ffi::CString {
     std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).unwrap()
 }

@@ -122,6 +122,18 @@ struct Core {
 /// them itself (`EOPNOTSUPP`, as the master would).
 const POSIX_ACL_PREFIX: &[u8] = b"system.posix_acl_";
 
+/// The SELinux label. A host that runs SELinux labels a FUSE mount by its policy and never
+/// asks the file system (its `chcon` there fails with `EOPNOTSUPP`); elsewhere a stored label
+/// means nothing. The mount refuses it as unsupported: `ls -l` then stops asking for it after
+/// the first file of the mount (coreutils keeps that answer per device), where "no such
+/// attribute" made it ask for every file, a round trip through the kernel each.
+const SELINUX_LABEL: &[u8] = b"security.selinux";
+
+/// Names the mount refuses itself, as attributes this file system does not keep.
+fn unsupported_xattr(name: &[u8]) -> bool {
+    name.starts_with(POSIX_ACL_PREFIX) || name == SELINUX_LABEL
+}
+
 fn errno(e: CallError) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -1167,8 +1179,8 @@ impl Core {
     }
 
     /// Remembers whether the master said `a` has extended attributes: for as long as the
-    /// kernel keeps attributes, queries of one without any are answered here (`ls -l` asks
-    /// for `security.selinux` of every file, `cp -a` lists them).
+    /// kernel keeps attributes, queries of one without any are answered here (`cp -a` lists
+    /// them, and the kernel asks for `security.capability` before a write).
     fn note_xattrs(&self, a: &Attr) {
         if a.xattrs || self.attr_ttl.is_zero() {
             self.bare.lock().remove(&a.inode);
@@ -2195,7 +2207,7 @@ impl Filesystem for MooseFs {
         let Ok(flags) = u32::try_from(flags) else {
             return reply.error(Errno::EINVAL);
         };
-        if name.as_bytes().starts_with(POSIX_ACL_PREFIX) {
+        if unsupported_xattr(name.as_bytes()) {
             // `cp -a` and `rsync -A` try to copy an ACL to every file they write.
             return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
@@ -2225,9 +2237,7 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let inode = core.to_master(ino);
         let name = name.as_bytes().to_vec();
-        if name.starts_with(POSIX_ACL_PREFIX) {
-            // The master keeps no POSIX ACLs; saying so here spares `ls -l` a round trip
-            // per file.
+        if unsupported_xattr(&name) {
             return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
         // A `user.` attribute is asked for at the master all the same: it checks that the
@@ -2264,7 +2274,8 @@ impl Filesystem for MooseFs {
             match core.call(ClRequest::ListXattr { inode, cred }).await {
                 Ok(ClReply::XattrNames(names)) => {
                     let mut buf = Vec::new();
-                    for n in names {
+                    // A label stored before the mount refused them is not shown either.
+                    for n in names.into_iter().filter(|n| !unsupported_xattr(n)) {
                         buf.extend_from_slice(&n);
                         buf.push(0);
                     }
@@ -2281,7 +2292,7 @@ impl Filesystem for MooseFs {
         let cred = core.cred(req);
         let inode = core.to_master(ino);
         let name = name.as_bytes().to_vec();
-        if name.starts_with(POSIX_ACL_PREFIX) {
+        if unsupported_xattr(&name) {
             return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
         self.spawn(async move {
