@@ -49,6 +49,22 @@ fn read_4k_at(f: &fs::File, buf: &mut [u8], data: &[u8], offset: usize) {
     assert_same(&format!("4 KiB at {offset}"), &buf[..4096], want);
 }
 
+/// `path` opened for direct reads: each read reaches the mount, none the kernel's page cache.
+fn open_direct(path: &std::path::Path) -> fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap()
+}
+
+/// `len` bytes of `room` aligned for direct I/O; `room` must be 4 KiB longer than `len`.
+fn aligned(room: &mut [u8], len: usize) -> &mut [u8] {
+    let at = room.as_ptr().align_offset(4096);
+    &mut room[at..at + len]
+}
+
 #[test]
 fn files_of_every_boundary_size_read_back_identical() {
     let mut c = cluster(3);
@@ -334,21 +350,15 @@ fn fsync_of_a_write_only_file_after_a_chunkserver_died_succeeds() {
 /// the mount.
 #[test]
 fn a_sequential_readers_window_moves_with_every_read() {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     let mut c = cluster(1);
     // Segments stay valid as long as attributes do.
     let mnt = c.mount_with(&["-o", "mfsattrcacheto=60"]).unwrap();
     let data = random_bytes(45, 24 * MIB);
     fs::write(mnt.join("f"), &data).unwrap();
-    // Direct reads: each one reaches the mount, none the kernel's page cache.
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(mnt.join("f"))
-        .unwrap();
-    let mut aligned = vec![0u8; MIB + 4096];
-    let at = aligned.as_ptr().align_offset(4096);
-    let buf = &mut aligned[at..at + MIB];
+    let f = open_direct(&mnt.join("f"));
+    let mut room = vec![0u8; MIB + 4096];
+    let buf = aligned(&mut room, MIB);
     let mut read_mib = |i: usize| {
         f.read_exact_at(buf, (i * MIB) as u64)
             .unwrap_or_else(|e| panic!("reading MiB {i}: {e}"));
@@ -371,22 +381,17 @@ fn a_sequential_readers_window_moves_with_every_read() {
 /// file's release, which the master refuses and logs as a read of a file not opened.
 #[test]
 fn a_read_ahead_left_behind_by_a_close_asks_the_master_nothing() {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     let mut c = cluster(1);
     let mnt = c.mount().unwrap();
     let chunk = 64 * MIB;
     fs::write(mnt.join("f"), random_bytes(46, chunk + 8 * MIB)).unwrap();
-    let mut aligned = vec![0u8; MIB + 4096];
-    let at = aligned.as_ptr().align_offset(4096);
-    let buf = &mut aligned[at..at + MIB];
+    let mut room = vec![0u8; MIB + 4096];
+    let buf = aligned(&mut room, MIB);
     // Half of such closes raced the read-ahead before the fix.
     for _ in 0..12 {
-        // Direct reads: each one reaches the mount, which sees a sequential reader.
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(mnt.join("f"))
-            .unwrap();
+        // The mount sees a sequential reader.
+        let f = open_direct(&mnt.join("f"));
         for i in 0..chunk / MIB {
             f.read_exact_at(buf, (i * MIB) as u64).unwrap();
         }
@@ -476,19 +481,12 @@ fn a_write_waits_out_a_restart_of_the_only_chunkserver() {
 /// dropped once another copy answered. Counted by a listener on the dead server's port.
 #[test]
 fn reads_stop_trying_a_dead_server_once_another_copy_answered() {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let (c, mnt, data) = two_copies_of("f", 44, 4 * MIB);
-    // Direct reads: each one reaches the mount.
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(mnt.join("f"))
-        .unwrap();
-    let mut aligned = vec![0u8; 8192];
-    let at = aligned.as_ptr().align_offset(4096);
-    let buf = &mut aligned[at..at + 4096];
+    let f = open_direct(&mnt.join("f"));
+    let mut room = vec![0u8; 8192];
+    let buf = aligned(&mut room, 4096);
     // Each server dies once: whichever the location names first, one of them is the dead
     // first copy.
     for dead in 0..2 {

@@ -270,6 +270,25 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
 }
 
+/// The errnos (`None`: it worked) of setting `name` to `value` on `path`, removing it, and
+/// reading it back.
+fn xattr_errnos(path: &Path, name: &str, value: &[u8]) -> (Option<i32>, Option<i32>, Option<i32>) {
+    let (p, n) = (c_path(path), std::ffi::CString::new(name).unwrap());
+    let errno = |r: i32| (r != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap());
+    // SAFETY: C strings and a buffer that outlive the calls.
+    let set = errno(unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    });
+    let removed = errno(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) });
+    (set, removed, get_xattr(path, name).err())
+}
+
 #[test]
 fn posix_acls_are_refused_by_the_mount_itself() {
     let mut c = cluster();
@@ -281,19 +300,7 @@ fn posix_acls_are_refused_by_the_mount_itself() {
         2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0, 0, 0,
         255, 255, 255, 255,
     ];
-    let (p, name) = (
-        c_path(&f),
-        std::ffi::CString::new("system.posix_acl_access").unwrap(),
-    );
-    let (errnos, asked) = master_requests(&c, || {
-        let set =
-            unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), acl.as_ptr().cast(), acl.len(), 0) };
-        let set = (set != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap());
-        let removed = unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) };
-        let removed =
-            (removed != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap());
-        (set, removed, get_xattr(&f, "system.posix_acl_access").err())
-    });
+    let (errnos, asked) = master_requests(&c, || xattr_errnos(&f, "system.posix_acl_access", &acl));
     let refused = Some(libc::EOPNOTSUPP);
     assert_eq!(errnos, (refused, refused, refused));
     assert_eq!(asked, 0, "refusing ACLs cost {asked} master requests");
@@ -305,28 +312,12 @@ fn selinux_labels_are_refused_by_the_mount_itself_and_other_security_names_kept(
     let mut c = cluster();
     let f = c.mount().unwrap().join("f");
     fs::write(&f, b"x").unwrap();
-    let (p, label) = (
-        c_path(&f),
-        std::ffi::CString::new("security.selinux").unwrap(),
-    );
-    let value = b"system_u:object_r:fusefs_t:s0";
+    // `ls -l` asks for the label of every file it lists, until told it is not supported.
     let (errnos, asked) = master_requests(&c, || {
-        let errno = |r: i32| (r != 0).then(|| std::io::Error::last_os_error().raw_os_error());
-        let set = errno(unsafe {
-            libc::setxattr(
-                p.as_ptr(),
-                label.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        });
-        let removed = errno(unsafe { libc::removexattr(p.as_ptr(), label.as_ptr()) });
-        // `ls -l` asks for the label of every file it lists, until told it is not supported.
-        (set, removed, get_xattr(&f, "security.selinux").err())
+        xattr_errnos(&f, "security.selinux", b"system_u:object_r:fusefs_t:s0")
     });
-    let refused = Some(Some(libc::EOPNOTSUPP));
-    assert_eq!(errnos, (refused, refused, Some(libc::EOPNOTSUPP)));
+    let refused = Some(libc::EOPNOTSUPP);
+    assert_eq!(errnos, (refused, refused, refused));
     assert_eq!(asked, 0, "refusing labels cost {asked} master requests");
     // Other names of the security namespace are kept as before.
     set_xattr(&f, "security.label", b"blue");
