@@ -129,15 +129,37 @@ fn all_threads_stopped(pid: i32) -> bool {
 
 /// A master frozen by [`LocalCluster::pause_master`]; it goes on when this is dropped (also
 /// when a test fails).
-pub struct PausedMaster {
+/// A daemon frozen with SIGSTOP; it goes on (SIGCONT) when this is dropped.
+pub struct Paused {
     pid: i32,
 }
 
-impl Drop for PausedMaster {
+impl Drop for Paused {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the master that pause_master stopped.
+        // SAFETY: kill(2) on the daemon that `pause` stopped.
         unsafe { libc::kill(self.pid, libc::SIGCONT) };
     }
+}
+
+/// Freezes the daemon that holds `lock` (SIGSTOP) until the returned guard is dropped.
+fn pause(lock: &Path) -> Result<Paused> {
+    let pid = moose_common::lockfile::holder(lock)
+        .with_context(|| format!("no daemon holds {}", lock.display()))?;
+    // SAFETY: kill(2) on a daemon this cluster started.
+    if unsafe { libc::kill(pid, libc::SIGSTOP) } != 0 {
+        bail!("cannot stop {pid}: {}", std::io::Error::last_os_error());
+    }
+    let paused = Paused { pid };
+    // The stop takes effect once one of the daemon's threads runs to take it: on a busy
+    // machine its other threads may answer requests meanwhile.
+    let start = Instant::now();
+    while !all_threads_stopped(pid) {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("daemon {pid} did not stop within 10 s of SIGSTOP");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(paused)
 }
 
 impl LocalCluster {
@@ -390,28 +412,13 @@ impl LocalCluster {
 
     /// Freezes the master (SIGSTOP) until the returned guard is dropped: requests wait
     /// unanswered meanwhile, as behind a master that is slow or far away.
-    pub fn pause_master(&self) -> Result<PausedMaster> {
-        let lock = self.master_data.join(".moose-master.lock");
-        let pid = moose_common::lockfile::holder(&lock)
-            .with_context(|| format!("no master holds {}", lock.display()))?;
-        // SAFETY: kill(2) on the master this cluster started.
-        if unsafe { libc::kill(pid, libc::SIGSTOP) } != 0 {
-            bail!(
-                "cannot stop master {pid}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let paused = PausedMaster { pid };
-        // The stop takes effect once one of the master's threads runs to take it: on a busy
-        // machine its other threads may answer requests meanwhile.
-        let start = Instant::now();
-        while !all_threads_stopped(pid) {
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("master {pid} did not stop within 10 s of SIGSTOP");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(paused)
+    pub fn pause_master(&self) -> Result<Paused> {
+        pause(&self.master_data.join(".moose-master.lock"))
+    }
+
+    /// Freezes chunkserver `i` (SIGSTOP) until the returned guard is dropped.
+    pub fn pause_chunkserver(&self, i: usize) -> Result<Paused> {
+        pause(&self.chunkservers[i].data.join(".moose-chunkserver.lock"))
     }
 
     /// Waits until the master reports `n` connected chunkservers with space.

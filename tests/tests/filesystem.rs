@@ -319,6 +319,66 @@ fn random_reads_of_blocks_damaged_in_either_copy_are_read_from_the_other() {
     }
 }
 
+/// Small random reads of a copy on the mount's own host come straight from the chunk's file
+/// (see `client::local_chunks`): with both chunkservers frozen they still return the data.
+#[test]
+fn random_reads_of_copies_on_this_host_need_no_chunkserver() {
+    let mut c = LocalCluster::start(ClusterSpec {
+        chunkservers: 2,
+        default_goal: 2,
+        ..Default::default()
+    })
+    .expect("cluster starts");
+    // Locations stay valid as long as attributes do: every read below has its location.
+    let mnt = c.mount_with(&["-o", "mfsattrcacheto=60"]).unwrap();
+    let data = std::sync::Arc::new(random_bytes(47, 3 * MIB));
+    fs::write(mnt.join("f"), &*data).unwrap();
+    let f = open_direct(&mnt.join("f"));
+    // Far apart, so that none reads as the next of a sequence: the first learns the location,
+    // the second gets the chunk's file.
+    direct_4k_reads(&f, &data, &[2 * MIB, 5 * 65536, MIB + 8192]).unwrap();
+    let frozen = (
+        c.pause_chunkserver(0).unwrap(),
+        c.pause_chunkserver(1).unwrap(),
+    );
+    let (done, finished) = std::sync::mpsc::channel();
+    let file_data = std::sync::Arc::clone(&data);
+    let reader = std::thread::spawn(move || {
+        let offsets = [40 * 65536, 7 * 65536 + 4096, 2 * MIB + 12288, 4096];
+        let result = direct_4k_reads(&f, &file_data, &offsets);
+        let _ = done.send(());
+        result
+    });
+    // A read that went to a frozen chunkserver would wait for minutes.
+    let in_time = finished
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .is_ok();
+    // Reads still waiting end once the chunkservers go on: the thread ends before the test.
+    drop(frozen);
+    let result = reader.join().expect("the reading thread");
+    assert!(
+        in_time,
+        "4 KiB reads with the chunkservers frozen did not come back in 30 s"
+    );
+    result.unwrap();
+}
+
+/// Reads 4 KiB at each of `offsets` of `f` (opened with [`open_direct`]) and checks them
+/// against `data`.
+fn direct_4k_reads(f: &fs::File, data: &[u8], offsets: &[usize]) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let mut room = vec![0u8; 8192];
+    let buf = aligned(&mut room, 4096);
+    for &offset in offsets {
+        f.read_exact_at(buf, offset as u64)
+            .map_err(|e| format!("4 KiB at {offset}: {e}"))?;
+        if buf[..] != data[offset..offset + 4096] {
+            return Err(format!("4 KiB at {offset}: not the bytes written there"));
+        }
+    }
+    Ok(())
+}
+
 /// An `fsync` after a chunkserver died succeeds on a file opened write-only, as `dd` and `cp`
 /// open theirs: the data written out before the death is on the other copy, and the mount
 /// learns from the master that the dead copy no longer counts (a writer may ask where its

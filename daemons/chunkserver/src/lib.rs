@@ -12,6 +12,7 @@ pub mod downstream;
 pub mod filecache;
 pub mod hdd;
 pub mod identity;
+pub mod local_reads;
 pub mod masterconn;
 pub mod orders;
 pub mod replicator;

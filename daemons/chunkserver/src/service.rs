@@ -13,6 +13,7 @@ use crate::config::CsConfig;
 use crate::dataserver;
 use crate::hdd::{self, Disk, DiskSet};
 use crate::identity;
+use crate::local_reads;
 use crate::masterconn::MasterConn;
 use crate::scrub;
 use crate::store::Store;
@@ -98,6 +99,14 @@ pub async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
         store.disks().all().len()
     );
     let data_port = tokio::spawn(dataserver::serve(listener, Arc::clone(&store)));
+    let advertised = cfg.advertised_host();
+    let local_host = if advertised.is_empty() {
+        "*"
+    } else {
+        &advertised
+    };
+    let local_files = local_reads::listen(local_host, cfg.listen_port)
+        .map(|l| tokio::spawn(local_reads::serve(l, Arc::clone(&store))));
 
     let disks_added = Arc::new(Notify::new());
     let tester = tokio::spawn(scrub::run(
@@ -124,6 +133,9 @@ pub async fn run(ctx: DaemonContext) -> anyhow::Result<()> {
     reloader.abort();
     tester.abort();
     data_port.abort();
+    if let Some(t) = local_files {
+        t.abort();
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod inode_pool;
 pub mod kept_leases;
 pub mod kernel_pages;
 pub mod known;
+pub mod local_chunks;
 pub mod master;
 pub mod meta;
 pub mod mount;

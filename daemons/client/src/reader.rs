@@ -12,6 +12,7 @@ use moose_proto::msg::{ChunkLocation, ClReply, ClRequest};
 use moose_proto::{ChunkRef, FsError, Inode, CHUNK_SIZE};
 
 use crate::csio::{CsError, CsPool};
+use crate::local_chunks::LocalChunks;
 use crate::master::{CallError, MasterClient};
 use crate::read_here;
 
@@ -175,6 +176,8 @@ pub struct Reader {
     rounds: u32,
     locations: Mutex<Locations>,
     cache: Mutex<SegmentCache>,
+    /// Copies on this host, read from their files.
+    local: LocalChunks,
 }
 
 /// The pause after a failed round of a chunk's read or write: growing from 0.1 s to 10 s, so
@@ -192,6 +195,7 @@ impl Reader {
             rounds: rounds.max(1),
             locations: Mutex::new(Locations::default()),
             cache: Mutex::new(SegmentCache::default()),
+            local: LocalChunks::default(),
         }
     }
 
@@ -289,7 +293,10 @@ impl Reader {
         let index = u32::try_from(offset / CHUNK_SIZE).ok()?;
         let loc = self.location_at_hand(inode, index)?;
         let in_chunk = read_here::fits(&loc, offset, size)?;
-        read_here::read(&loc, in_chunk, size).map(ReadData::Owned)
+        self.local
+            .read(&loc, in_chunk, size)
+            .or_else(|| read_here::read(&loc, in_chunk, size))
+            .map(ReadData::Owned)
     }
 
     /// The bytes of `[offset, end)` if ready segments hold all of them (or reach the end).

@@ -10,6 +10,7 @@ pub mod files;
 pub mod frame;
 pub mod handshake;
 pub mod idle_pool;
+pub mod local_read;
 pub mod msg;
 pub mod outbox;
 pub mod types;
