@@ -88,7 +88,10 @@ async fn serve_one(mut stream: UnixStream, store: Arc<Store>) -> io::Result<()> 
             return Ok(());
         }
         body.resize(len, 0);
-        stream.read_exact(&mut body).await?;
+        match timeout(IDLE_TIMEOUT, stream.read_exact(&mut body)).await {
+            Err(_) => return Ok(()),
+            Ok(read) => read?,
+        };
         let (answer, file) = match frame::decode::<OpenChunk>(&body) {
             Ok(req) => open(&store, req).await,
             Err(_) => (Answer::BadRequest, None),
@@ -217,6 +220,32 @@ mod tests {
         assert!(
             file.write_at(b"x", DATA_OFFSET).is_err(),
             "the mount must not be able to write the chunk"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_read_is_answered_as_such() {
+        use std::io::{Read, Write};
+        let (_store, _dir, port) = served(b"x").await;
+        let answers = tokio::task::spawn_blocking(move || {
+            let name = socket_name(&format!("test {}", std::process::id()), port);
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let mut answers = Vec::new();
+            for request in [vec![0, 0, 0, 3, 0xff, 0xff, 0xff], vec![0xff; 4]] {
+                let mut s = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+                s.write_all(&request).unwrap();
+                let mut byte = [9u8; 1];
+                s.read_exact(&mut byte).unwrap();
+                answers.push(Answer::from_byte(byte[0]));
+            }
+            answers
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            answers,
+            [Some(Answer::BadRequest), Some(Answer::BadRequest)],
+            "garbage, then a length past the limit"
         );
     }
 

@@ -1,6 +1,6 @@
 //! Copies of chunks on this host, read straight from their files (see
 //! `moose_proto::local_read`). A small random read then wakes no chunkserver: the FUSE thread
-//! reads the blocks and their CRCs itself, two system calls.
+//! reads the blocks and their CRCs itself.
 //!
 //! Only what can be checked is used: every block read must match the CRC the chunkserver
 //! stored for it, the file's header must still name the chunk (a deleted chunk's file becomes
@@ -124,6 +124,7 @@ impl LocalChunks {
             }
             candidates
         };
+        let mut asked_here = false;
         for server in candidates {
             match self.fetch(server, chunk, &loc.token, now) {
                 Ok(Some(file)) => {
@@ -131,7 +132,7 @@ impl LocalChunks {
                     self.keep(chunk, Arc::clone(&file), server, now);
                     return Some(file);
                 }
-                Ok(None) => {}
+                Ok(None) => asked_here = true,
                 Err(Fetch::NotHere) => {
                     self.inner
                         .lock()
@@ -139,11 +140,14 @@ impl LocalChunks {
                         .insert(server.clone(), now + ASK_AGAIN);
                 }
                 Err(Fetch::Failed(e)) => {
+                    asked_here = true;
                     tracing::debug!("chunk file from {server} on this host: {e}");
                 }
             }
         }
-        self.inner.lock().refused.insert(chunk, now + ASK_AGAIN);
+        if asked_here {
+            self.inner.lock().refused.insert(chunk, now + ASK_AGAIN);
+        }
         None
     }
 
