@@ -39,8 +39,8 @@ const ASK_AGAIN: Duration = Duration::from_secs(30);
 const AFTER_MISMATCH: Duration = Duration::from_secs(2);
 /// Time a chunkserver has to answer on its socket.
 const PATIENCE: Duration = Duration::from_secs(1);
-/// Most blocks one read here covers (a read of up to 128 KiB at any offset).
-const MAX_BLOCKS: usize = 3;
+/// Most blocks one read here covers: the largest read served on a FUSE thread, at any offset.
+const MAX_BLOCKS: usize = crate::read_here::MAX_SIZE as usize / BS + 1;
 
 const BS: usize = BLOCK_SIZE as usize;
 
