@@ -220,6 +220,45 @@ fn fsync_after_a_truncation(read_too: bool) {
     assert_same("tail", &got[(CHUNK + 10) as usize..], &tail);
 }
 
+/// The fsync of a write-only descriptor after a truncation learns where the cut chunk is with
+/// a token that only syncs. A read through another descriptor of the same mount then asks
+/// for a location of its own: no chunkserver is asked with that token (each would refuse it
+/// and log a warning that reads like a forged token).
+#[test]
+fn a_read_after_a_write_only_fsync_is_not_refused_by_the_chunkservers() {
+    use std::io::Read;
+    let mut c = cluster();
+    let mnt = c.mount().unwrap();
+    let p = mnt.join("cut");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&p)
+        .unwrap();
+    let data = random_bytes(3, MIB);
+    // In the second chunk: the first one's location comes with every open for reading.
+    f.seek(SeekFrom::Start(CHUNK)).unwrap();
+    f.write_all(&data).unwrap();
+    f.set_len(CHUNK + 4096).unwrap();
+    f.sync_all().expect("fsync after the truncation");
+    drop_pages_of(&p);
+    let mut r = fs::File::open(&p).unwrap();
+    r.seek(SeekFrom::Start(CHUNK)).unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    assert_same("the second chunk", &got, &data[..4096]);
+    drop((f, r));
+    for i in 0..2 {
+        let log = fs::read_to_string(c.chunkservers[i].data.join("moose-chunkserver.log"))
+            .unwrap_or_default();
+        assert!(
+            !log.contains("refused"),
+            "chunkserver {i} refused a request:\n{log}"
+        );
+    }
+}
+
 /// Drops the kernel's pages of `path` (clean after a close or fsync), so that the next read
 /// reaches the cluster. Not `LocalCluster::drop_caches`: that drops every cache of the
 /// machine, under the tests running beside this one that count on theirs.

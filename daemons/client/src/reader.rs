@@ -8,6 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
+use moose_proto::auth::TokenOp;
 use moose_proto::msg::{ChunkLocation, ClReply, ClRequest};
 use moose_proto::{ChunkRef, FsError, Inode, CHUNK_SIZE};
 
@@ -491,7 +492,10 @@ impl Reader {
             }
         };
         let mut locations = self.locations.lock();
-        if locations.generation == generation {
+        // A writer that may not read the file gets a token that only syncs (see the
+        // master's `ReadChunk`): kept, it would be sent with the next read of the chunk
+        // through another descriptor, and refused by every server.
+        if locations.generation == generation && loc.token.op == TokenOp::Read {
             locations.insert(
                 inode,
                 index,
