@@ -363,6 +363,56 @@ fn random_reads_of_copies_on_this_host_need_no_chunkserver() {
     result.unwrap();
 }
 
+/// Every write session raises its chunk's version. A read from another mount meanwhile is
+/// served from the copies at the version before until the copies took the new one: it never
+/// hears that the chunk has no valid copy (and waits a tenth of a second for it, as it did).
+#[test]
+fn reads_beside_another_mounts_writes_always_find_a_copy() {
+    use std::io::{Seek, SeekFrom, Write};
+    let (mut c, a, _) = two_copies_of("f", 61, MIB);
+    let b = c.mount().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (path, stop) = (a.join("f"), stop.clone());
+        std::thread::spawn(move || {
+            let piece = random_bytes(62, 4096);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.seek(SeekFrom::Start((i * 37 % 256) * 4096)).unwrap();
+                f.write_all(&piece).unwrap();
+                i += 1;
+            }
+        })
+    };
+    let f = open_direct(&b.join("f"));
+    let mut room = vec![0u8; 8192];
+    let buf = aligned(&mut room, 4096);
+    let mut reads = 0;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < end {
+        use std::os::unix::fs::FileExt;
+        let offset = (reads * 53 % 256) * 4096;
+        f.read_exact_at(buf, offset)
+            .expect("a read beside the writes");
+        reads += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("the writing thread");
+    let warning = format!(" WARN {}: ", b.display());
+    let log = fs::read_to_string("/var/log/moose-mount.log").unwrap_or_default();
+    let no_copy: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&warning) && l.contains("has no valid copy"))
+        .collect();
+    assert!(
+        no_copy.is_empty(),
+        "{} of {reads} reads found no copy: {:?}",
+        no_copy.len(),
+        &no_copy[..no_copy.len().min(3)]
+    );
+}
+
 /// Reads 4 KiB at each of `offsets` of `f` (opened with [`open_direct`]) and checks them
 /// against `data`.
 fn direct_4k_reads(f: &fs::File, data: &[u8], offsets: &[usize]) -> Result<(), String> {

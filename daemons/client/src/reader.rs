@@ -187,6 +187,19 @@ pub fn backoff(round: u32) -> Duration {
     Duration::from_millis(100u64 << round.min(7)).min(Duration::from_secs(10))
 }
 
+/// How long a read waits before asking again where a chunk is, when every server said the
+/// version it was sent to had moved on: 1 ms, doubling, then as [`backoff`].
+fn version_backoff(round: u32) -> Duration {
+    if round <= VERSION_ROUNDS {
+        Duration::from_millis(1 << (round - 1))
+    } else {
+        backoff(round - VERSION_ROUNDS - 1)
+    }
+}
+
+/// Rounds of [`version_backoff`] before the usual backoff: 1 + 2 + ... + 64 ms.
+const VERSION_ROUNDS: u32 = 7;
+
 impl Reader {
     pub fn new(master: MasterClient, cs: Arc<CsPool>, ttl: Duration, rounds: u32) -> Reader {
         Reader {
@@ -625,7 +638,14 @@ impl Reader {
                 );
             }
             self.forget_location(inode, index);
-            if !outdated || round > 0 {
+            if outdated {
+                // A writer is raising the chunk's version: the copies took it before the
+                // master heard back from all of them. That lasts milliseconds, not the tenth
+                // of a second a server that is down is given.
+                if round > 0 {
+                    tokio::time::sleep(version_backoff(round)).await;
+                }
+            } else {
                 tokio::time::sleep(backoff(round)).await;
             }
             loc = self.locate(inode, index, true, read_for).await?;
@@ -647,6 +667,14 @@ mod tests {
         // The end of the file lies inside the range: what there is, then nothing.
         assert_eq!(&piece_of(seg.clone(), 90, 200)[..], &seg[90..]);
         assert!(piece_of(seg, 150, 200).is_empty());
+    }
+
+    #[test]
+    fn a_version_in_flux_is_asked_for_again_within_milliseconds() {
+        let waits: Vec<u64> = (1..=9)
+            .map(|r| version_backoff(r).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 100, 200]);
     }
 
     #[test]

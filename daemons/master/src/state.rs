@@ -33,6 +33,9 @@ pub struct Runtime {
     /// Copies to delete from chunkservers: (chunkserver id, chunk).
     pub deletions: Vec<(u32, ChunkRef)>,
     pub write_locks: HashMap<u64, WriteLock>,
+    /// Chunks whose version a writer is raising: the new version is recorded, the copies
+    /// have not all answered yet. Until then the copies at the version before serve reads.
+    pub raising: HashSet<u64>,
     /// (inode, index) slots where a new chunk is being created.
     pub creating: HashSet<(Inode, u32)>,
     /// Open handles per inode, over all sessions.

@@ -31,8 +31,24 @@ pub fn valid_copies(st: &State, chunk_id: u64, version: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// The version a read of `chunk_id` (at `version` in the metadata) is served at, and the
+/// copies that serve it. While a writer raises the version and no copy has answered yet, the
+/// copies at the version before hold every byte anybody was told is written: a reader is
+/// served from them instead of hearing of no copy and waiting (the writer gets its lease
+/// only once the raise is over). A copy that did take the new version then answers "wrong
+/// version", and the reader asks again.
+pub fn readable_copies(st: &State, chunk_id: u64, version: u32) -> (u32, Vec<u32>) {
+    let copies = valid_copies(st, chunk_id, version);
+    if copies.is_empty() && version > 1 && st.rt.raising.contains(&chunk_id) {
+        return (version - 1, valid_copies(st, chunk_id, version - 1));
+    }
+    (version, copies)
+}
+
 /// After a version change: the copies in `ok` have `version`; every other copy is stale.
+/// The raise is over.
 fn set_copy_versions(st: &mut State, chunk_id: u64, ok: &[u32], version: u32) {
+    st.rt.raising.remove(&chunk_id);
     let copies = st.rt.locations.entry(chunk_id).or_default();
     for c in copies.iter_mut() {
         if ok.contains(&c.cs) {
@@ -56,7 +72,10 @@ async fn raise_version(m: &Master, chunk_id: u64, version: u32) -> FsResult<u32>
             version: new_version,
         };
         match m.commit(&mut st, op) {
-            Ok((_, v)) => v,
+            Ok((_, v)) => {
+                st.rt.raising.insert(chunk_id);
+                v
+            }
             Err(e) => {
                 st.rt.write_locks.remove(&chunk_id);
                 return Err(e);
@@ -64,7 +83,9 @@ async fn raise_version(m: &Master, chunk_id: u64, version: u32) -> FsResult<u32>
         }
     };
     if let Err(e) = m.synced(v).await {
-        m.state().rt.write_locks.remove(&chunk_id);
+        let mut st = m.state();
+        st.rt.write_locks.remove(&chunk_id);
+        st.rt.raising.remove(&chunk_id);
         return Err(e);
     }
     Ok(new_version)
@@ -76,6 +97,7 @@ async fn restore_version(m: &Master, chunk_id: u64, version: u32) {
     let v = {
         let mut st = m.state();
         st.rt.write_locks.remove(&chunk_id);
+        st.rt.raising.remove(&chunk_id);
         m.commit(&mut st, Op::SetChunkVersion { chunk_id, version })
             .map(|(_, v)| v)
     };
@@ -173,10 +195,10 @@ pub fn read_chunk(m: &Master, inode: Inode, index: u32, token: Token) -> FsResul
         let (length, chunks, _) = file_chunks(&st, inode)?;
         let chunk_id = chunks.get(index as usize).copied().unwrap_or(0);
         let version = st.meta.chunks.get(&chunk_id).map_or(0, |c| c.version);
-        let mut ids = if chunk_id == 0 {
-            vec![]
+        let (version, mut ids) = if chunk_id == 0 {
+            (version, vec![])
         } else {
-            valid_copies(&st, chunk_id, version)
+            readable_copies(&st, chunk_id, version)
         };
         crate::read_order::read_order(chunk_id, &mut ids);
         let loc = ChunkLocation {
@@ -684,4 +706,50 @@ pub async fn truncate(
         time: now,
     };
     Ok(m.commit_by(st, op, Some(s.id))?.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespace::{ChunkMeta, Meta};
+
+    /// Chunk 1 at `version` in the metadata, with `copies` as (server, version).
+    fn chunk_with(version: u32, copies: &[(u32, u32)]) -> State {
+        let mut st = State::new(Meta::fresh(1, Timespec::default(), 2));
+        st.meta.chunks.insert(
+            1,
+            ChunkMeta {
+                version,
+                inode: 2,
+                index: 0,
+            },
+        );
+        st.rt.locations.insert(
+            1,
+            copies
+                .iter()
+                .map(|&(cs, version)| Copy { cs, version })
+                .collect(),
+        );
+        st
+    }
+
+    #[test]
+    fn a_read_during_a_raise_is_served_at_the_version_before() {
+        let mut st = chunk_with(8, &[(1, 7), (2, 7), (3, 5)]);
+        // Version 8 is recorded, no copy answered yet: the copies at 7 serve.
+        st.rt.raising.insert(1);
+        assert_eq!(readable_copies(&st, 1, 8), (7, vec![1, 2]));
+        // A copy took it: the new version serves.
+        st.rt.locations.get_mut(&1).unwrap()[0].version = 8;
+        assert_eq!(readable_copies(&st, 1, 8), (8, vec![1]));
+    }
+
+    #[test]
+    fn copies_left_behind_by_a_finished_raise_never_serve() {
+        // The raise to 8 is over and its copy is gone: the copy at 7 missed what was written
+        // at 8, so there is no copy to read.
+        let st = chunk_with(8, &[(2, 7)]);
+        assert_eq!(readable_copies(&st, 1, 8), (8, vec![]));
+    }
 }
