@@ -11,7 +11,11 @@
 #     --reps N       repetitions (default 3); the order ours/stock flips on every one
 #     --no-programs  skip the "real programs" (tar -x/-c/-d, cp -a, rsync, git add/commit/gc/clone,
 #                    python compileall, rm -rf, on a copy of $tree_src and python's stdlib)
-#     --only LIST    only these workloads, comma-separated: seq, small, rand, sqlite, tree
+#     --only LIST    only these workloads, comma-separated: seq, small, rand, sqlite, tree,
+#                    and these not run by default: rwrite (4 KiB random writes, direct),
+#                    rwbuf (4 KiB random writes, buffered, fsync every 64), smallread (4,000
+#                    files of 4 KiB written, read cold, listed cold), ren (folders, renames,
+#                    chmod -R, chown -R)
 #   MOOSE_BIN=DIR  our binaries (default: cargo build --release)
 #   STOCK_NICE=N   stock daemons' NICE_LEVEL (default 0 like ours; stock's own default is -19)
 #   CHANGELOG_SAVE_MODE=N  our master's mode (default 0, as in bench/run.sh)
@@ -29,7 +33,7 @@ while [ $# -gt 0 ]; do
         --reps) reps=$2; shift ;;
         --no-programs) programs=0 ;;
         --only) only=$2; shift ;;
-        *) echo "usage: bench/side-by-side.sh [--quick] [--reps N] [--no-programs] [--only seq,small,rand,sqlite,tree]" >&2; exit 2 ;;
+        *) echo "usage: bench/side-by-side.sh [--quick] [--reps N] [--no-programs] [--only seq,small,rand,sqlite,tree,rwrite,rwbuf,smallread,ren]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -133,12 +137,54 @@ w_tree() {   # real programs on a copy of $tree_src and of python's standard lib
     done
 }
 
+randwrite_iops() {   # FS GOAL FIO_OPTION...: 4 KiB random writes into a 256 MiB file, IOPS
+    local f=${mnt[$1]}/g$2/rw
+    fio --name=prep --filename="$f" --rw=write --bs=1M --size=256M --ioengine=psync --end_fsync=1 >/dev/null
+    fio --minimal --name=rw --filename="$f" --rw=randwrite --bs=4k --size=256M --runtime=10 --time_based --ioengine=psync "${@:3}" |
+        awk -F';' '{ printf "%.0f", $49 }'
+    rm -f "$f"
+}
+w_rwrite() { add rwrite "$2" "$1" "$(randwrite_iops "$1" "$2" --direct=1)"; }
+w_rwbuf() { add rwbuf "$2" "$1" "$(randwrite_iops "$1" "$2" --fsync=64)"; }
+w_smallread() {   # 4,000 files of 4 KiB: written, read cold with cat, listed cold (find -ls, du)
+    local d=${mnt[$1]}/g$2/sr t0 t1 t2 t3
+    mkdir "$d"; sync
+    t0=$(now); python3 -c "
+import os, sys
+for i in range(4000):
+    with open(f'{sys.argv[1]}/f{i}', 'wb') as f:
+        f.write(os.urandom(4096))" "$d"; t1=$(now)
+    add swrite "$2" "$1" "$(secs "$t0" "$t1")"
+    drop
+    t0=$(now); cat "$d"/* > /dev/null; t1=$(now)
+    add sread "$2" "$1" "$(secs "$t0" "$t1")"
+    drop
+    t0=$(now); find "$d" -ls > /dev/null; du -s "$d" > /dev/null; t1=$(now)
+    add sfind "$2" "$1" "$(secs "$t0" "$t1")"
+    rm -rf "$d"
+}
+w_ren() {   # 200 folders of 20 new files, every file renamed into the next folder, chmod/chown -R
+    local d=${mnt[$1]}/g$2/rn t0 t1
+    mkdir "$d"; sync
+    t0=$(now); python3 -c "
+import os, sys
+d = sys.argv[1]
+for i in range(200):
+    os.mkdir(f'{d}/d{i}')
+    for j in range(20): open(f'{d}/d{i}/f{j}','w').close()
+for i in range(200):
+    for j in range(20): os.rename(f'{d}/d{i}/f{j}', f'{d}/d{(i+1)%200}/g{i}_{j}')
+" "$d"; chmod -R go-w "$d"; chown -R 1:1 "$d"; t1=$(now)
+    add ren "$2" "$1" "$(secs "$t0" "$t1")"
+    rm -rf "$d"
+}
+
 workloads=(w_seq w_small w_rand w_sqlite)
 if [ "$programs" = 1 ]; then workloads+=(w_tree); fi
 if [ -n "$only" ]; then
     workloads=()
     for w in ${only//,/ }; do
-        declare -F "w_$w" >/dev/null || { echo "side-by-side: no workload '$w' (seq, small, rand, sqlite, tree)" >&2; exit 2; }
+        declare -F "w_$w" >/dev/null || { echo "side-by-side: no workload '$w' (seq, small, rand, sqlite, tree, rwrite, rwbuf, smallread, ren)" >&2; exit 2; }
         workloads+=("w_$w")
     done
 fi
@@ -213,6 +259,12 @@ row "rm -rf of $files files (s)" rm time 2
 sumrow "create + ls -l + rm -rf (s)" create ls rm
 row "fio 4 KiB random read QD1, ${runtime} s (IOPS)" iops rate 0
 row "sqlite autocommit insert (ms per commit)" sqlite time 1
+row "fio 4 KiB random write QD1, direct, 10 s (IOPS)" rwrite rate 0
+row "fio 4 KiB random write, buffered, fsync/64 (IOPS)" rwbuf rate 0
+row "write 4,000 files of 4 KiB (s)" swrite time 2
+row "cat of those 4,000 files, cold (s)" sread time 2
+row "find -ls + du of them, cold (s)" sfind time 2
+row "200 folders, 4,000 files, renames, chmod/chown -R (s)" ren time 2
 if [ -n "${vals[tar,1,ours]:-}" ]; then
     row "tar -x of $tree_src (s)" tar time 2
     row "tar -c of the tree onto the mount (s)" tarc time 2
