@@ -590,6 +590,22 @@ impl Reader {
                 buf.fill(0);
                 return Ok(());
             }
+            if loc.token.op != TokenOp::Read {
+                // The master answered as to a session that may only write the file (a
+                // read-ahead that outlived the file's last descriptor open for reading while
+                // one open for writing remains): every server would refuse the token. A
+                // read-ahead stops there; a program's read asks again, as for a version
+                // that moved on.
+                if read_for == ReadFor::Ahead {
+                    return Err(FsError::Access);
+                }
+                self.forget_location(inode, index);
+                if round > 0 {
+                    tokio::time::sleep(version_backoff(round)).await;
+                }
+                loc = self.locate(inode, index, true, read_for).await?;
+                continue;
+            }
             let chunk = ChunkRef {
                 chunk_id: loc.chunk_id,
                 version: loc.version,
