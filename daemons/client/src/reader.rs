@@ -590,31 +590,25 @@ impl Reader {
                 buf.fill(0);
                 return Ok(());
             }
-            if loc.token.op != TokenOp::Read {
-                // The master answered as to a session that may only write the file (a
-                // read-ahead that outlived the file's last descriptor open for reading while
-                // one open for writing remains): every server would refuse the token. A
-                // read-ahead stops there; a program's read asks again, as for a version
-                // that moved on.
-                if read_for == ReadFor::Ahead {
-                    return Err(FsError::Access);
-                }
-                self.forget_location(inode, index);
-                if round > 0 {
-                    tokio::time::sleep(version_backoff(round)).await;
-                }
-                loc = self.locate(inode, index, true, read_for).await?;
-                continue;
-            }
             let chunk = ChunkRef {
                 chunk_id: loc.chunk_id,
                 version: loc.version,
             };
+            // A token that only syncs: the master answered as to a session that may only
+            // write the file (a read-ahead that outlived the file's last descriptor open for
+            // reading while one open for writing remains). Every server would refuse it: a
+            // read-ahead stops there, a program's read asks again as for a version that
+            // moved on.
+            let may_read = loc.token.op == TokenOp::Read;
+            if !may_read && read_for == ReadFor::Ahead {
+                return Err(FsError::Access);
+            }
+            let servers = if may_read { &loc.servers[..] } else { &[] };
             // True while every failure was a version mismatch: the chunk was just written
             // (a new version), so fresh locations help at once.
-            let mut outdated = !loc.servers.is_empty();
+            let mut outdated = !may_read || !servers.is_empty();
             let mut down = false;
-            for server in &loc.servers {
+            for server in servers {
                 match self.cs.read(server, chunk, &loc.token, offset, buf).await {
                     Ok(()) => {
                         if down {
@@ -647,7 +641,7 @@ impl Reader {
                     }
                 }
             }
-            if loc.servers.is_empty() {
+            if may_read && servers.is_empty() {
                 tracing::warn!(
                     "chunk {:016X} (inode {inode}, index {index}) has no valid copy",
                     chunk.chunk_id
