@@ -21,9 +21,10 @@ use moose_proto::frame;
 use moose_proto::handshake::{say_hello, HandshakeError};
 use moose_proto::idle_pool::IdlePool;
 use moose_proto::msg::{FromCs, ToCs};
-use moose_proto::{ChunkRef, CsAddr, Frame, FrameReader, FrameWriter, FsError, ProtoError, Role};
+use moose_proto::{ChunkRef, CsAddr, FrameReader, FrameWriter, FsError, Landed, ProtoError, Role};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::time::error::Elapsed;
 
 use crate::extents::block_pieces;
 
@@ -125,13 +126,22 @@ impl CsConn {
 
     /// The next control message, within `limit`.
     async fn next_msg(&mut self, limit: Duration) -> Result<FromCs, CsError> {
-        match tokio::time::timeout(limit, self.reader.next_msg::<FromCs>()).await {
-            Ok(Ok(m)) => Ok(m),
-            Ok(Err(e)) => Err(self.link(e)),
-            Err(_) => Err(CsError::Timeout {
-                addr: self.addr.clone(),
-            }),
-        }
+        let r = tokio::time::timeout(limit, self.reader.next_msg::<FromCs>()).await;
+        in_time(&self.addr, r)
+    }
+}
+
+/// The outcome of a read from the server at `addr` that had a time limit.
+fn in_time<T>(addr: &str, r: Result<Result<T, ProtoError>, Elapsed>) -> Result<T, CsError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(CsError::Link {
+            addr: addr.to_owned(),
+            source,
+        }),
+        Err(_) => Err(CsError::Timeout {
+            addr: addr.to_owned(),
+        }),
     }
 }
 
@@ -423,28 +433,15 @@ async fn read_on(
         token: token.clone(),
     })
     .await?;
-    buf.fill(0);
     let end = offset as u64 + size as u64;
-    // Pieces received, to refuse overlaps.
+    // Pieces received, to refuse overlaps and to zero what no piece covered.
     let mut got: Vec<(u64, u64)> = Vec::new();
     loop {
-        let frame = match tokio::time::timeout(FRAME_TIMEOUT, conn.reader.next()).await {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
-                return Err(CsError::Link {
-                    addr: conn.addr.clone(),
-                    source: e,
-                })
-            }
-            Err(_) => {
-                return Err(CsError::Timeout {
-                    addr: conn.addr.clone(),
-                })
-            }
-        };
+        let next = tokio::time::timeout(FRAME_TIMEOUT, conn.reader.next_head()).await;
+        let frame = in_time(&conn.addr, next)?;
         match frame {
-            Frame::Data(h, data) => {
-                let (s, e) = (h.offset as u64, h.offset as u64 + data.len() as u64);
+            Landed::Data(h, len) => {
+                let (s, e) = (h.offset as u64, h.offset as u64 + len as u64);
                 let bad = if h.req_id != req_id {
                     Some(format!("data for request {} instead of {req_id}", h.req_id))
                 } else if h.chunk_id != chunk.chunk_id {
@@ -462,18 +459,21 @@ async fn read_on(
                         what,
                     });
                 }
-                if crc32fast::hash(data) != h.crc {
+                // The payload lands where it belongs in the caller's buffer: no copy.
+                let piece = &mut buf[(s - offset as u64) as usize..(e - offset as u64) as usize];
+                let received =
+                    tokio::time::timeout(FRAME_TIMEOUT, conn.reader.payload_into(piece)).await;
+                in_time(&conn.addr, received)?;
+                if crc32fast::hash(piece) != h.crc {
                     return Err(CsError::Crc {
                         addr: conn.addr.clone(),
                         chunk_id: chunk.chunk_id,
                     });
                 }
-                let rel = (s - offset as u64) as usize;
-                buf[rel..rel + data.len()].copy_from_slice(data);
                 got.push((s, e));
             }
-            Frame::Msg(_) => {
-                let msg: FromCs = frame.decode().map_err(|e| CsError::Link {
+            Landed::Msg(body) => {
+                let msg: FromCs = frame::decode(body).map_err(|e| CsError::Link {
                     addr: conn.addr.clone(),
                     source: e,
                 })?;
@@ -482,7 +482,10 @@ async fn read_on(
                         req_id: got_id,
                         status,
                     } if got_id == req_id => match status {
-                        Ok(()) => Ok(()),
+                        Ok(()) => {
+                            zero_gaps(buf, offset as u64, &mut got);
+                            Ok(())
+                        }
                         Err(FsError::Crc) => Err(CsError::Crc {
                             addr: conn.addr.clone(),
                             chunk_id: chunk.chunk_id,
@@ -497,6 +500,19 @@ async fn read_on(
             }
         }
     }
+}
+
+/// Zeroes the bytes of `buf` (which starts at chunk offset `start`) that no piece in `got`
+/// covered: what a server does not send, past the end of its data, reads as zeros.
+fn zero_gaps(buf: &mut [u8], start: u64, got: &mut [(u64, u64)]) {
+    got.sort_unstable();
+    let mut at = 0;
+    for &(s, e) in got.iter() {
+        let (s, e) = ((s - start) as usize, (e - start) as usize);
+        buf[at..s].fill(0);
+        at = e;
+    }
+    buf[at..].fill(0);
 }
 
 /// One write session up to its acknowledgements: `WriteInit`, the data frames right behind
@@ -548,16 +564,8 @@ async fn write_on(
             // Write id 0 is the chain's status; then one answer per frame, in any order.
             let mut acked = vec![false; n + 1];
             for _ in 0..=n {
-                let msg =
-                    match tokio::time::timeout(FRAME_TIMEOUT, reader.next_msg::<FromCs>()).await {
-                        Ok(Ok(m)) => m,
-                        Ok(Err(e)) => return Err(link(e)),
-                        Err(_) => {
-                            return Err(CsError::Timeout {
-                                addr: addr.to_string(),
-                            })
-                        }
-                    };
+                let next = tokio::time::timeout(FRAME_TIMEOUT, reader.next_msg::<FromCs>()).await;
+                let msg = in_time(addr, next)?;
                 let FromCs::WriteStatus { write_id, status } = msg else {
                     return Err(CsError::Protocol {
                         addr: addr.to_string(),
@@ -689,6 +697,22 @@ mod tests {
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
             .collect::<Vec<u8>>()
             .into()
+    }
+
+    #[test]
+    fn bytes_no_piece_covered_read_as_zeros_and_pieces_keep_theirs() {
+        // A read of 100..200 of the chunk; pieces arrived out of order.
+        let mut buf = [0xAAu8; 100];
+        zero_gaps(&mut buf, 100, &mut [(150, 160), (110, 130), (130, 140)]);
+        let zero = |r: std::ops::Range<usize>| buf[r].iter().all(|&b| b == 0);
+        let kept = |r: std::ops::Range<usize>| buf[r].iter().all(|&b| b == 0xAA);
+        assert!(zero(0..10) && kept(10..40) && zero(40..50) && kept(50..60) && zero(60..100));
+        let mut whole = [0xAAu8; 8];
+        zero_gaps(&mut whole, 0, &mut [(0, 8)]);
+        assert_eq!(whole, [0xAA; 8]);
+        let mut none = [0xAAu8; 8];
+        zero_gaps(&mut none, 0, &mut []);
+        assert_eq!(none, [0; 8]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

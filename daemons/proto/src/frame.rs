@@ -19,6 +19,11 @@ pub const MAX_DATA_PAYLOAD: u32 = crate::BLOCK_SIZE;
 /// Data payloads adding up to this size go to the socket without a copy into the frame
 /// buffer (below it, a copy is cheaper than a system call of its own).
 pub const DIRECT_DATA: usize = 8 * 1024;
+/// Bytes a [`FrameReader`] reads ahead of the frame it is at. Small on purpose: a read at
+/// least this long that finds nothing buffered goes straight from the socket to its
+/// destination, so a block's payload is not copied through the read-ahead buffer. Large
+/// enough to take a burst of small messages in one system call.
+const READ_AHEAD: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
@@ -97,12 +102,12 @@ pub enum Frame<'a> {
     Data(DataHeader, &'a [u8]),
 }
 
-/// A frame read by [`FrameReader::next_into`]: a control message in the reader's buffer, or a
-/// data frame whose payload went to the caller's buffer.
+/// A frame read by [`FrameReader::next_into`] or [`FrameReader::next_head`]: a control
+/// message in the reader's buffer, or a data frame's header and payload length (the payload
+/// went to the caller's buffer, or waits for [`FrameReader::payload_into`]).
 #[derive(Debug)]
 pub enum Landed<'a> {
     Msg(&'a [u8]),
-    /// The header, and how many payload bytes now begin the caller's buffer.
     Data(DataHeader, usize),
 }
 
@@ -131,11 +136,21 @@ impl Frame<'_> {
     }
 }
 
+/// What [`FrameReader::arrive`] read: a control message's length, or a data frame's header
+/// and payload length.
+enum Arrived {
+    Msg(usize),
+    Data(DataHeader, usize),
+}
+
 /// Reads frames into one reusable buffer: no allocation per frame once warmed up.
 pub struct FrameReader<R> {
     inner: BufReader<R>,
     limit: u32,
     buf: Vec<u8>,
+    /// Payload bytes of the last data frame [`FrameReader::next_head`] read that the caller
+    /// has not taken: skipped before the next frame, so the stream stays in step.
+    pending: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -145,9 +160,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     pub fn with_limit(inner: R, limit: u32) -> Self {
         FrameReader {
-            inner: BufReader::with_capacity(128 * 1024, inner),
+            inner: BufReader::with_capacity(READ_AHEAD, inner),
             limit,
             buf: Vec::new(),
+            pending: 0,
         }
     }
 
@@ -187,6 +203,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads the next frame. A clean end of stream between frames is `ProtoError::Closed`.
     pub async fn next(&mut self) -> Result<Frame<'_>, ProtoError> {
+        self.skip_pending().await?;
         let (kind, len) = self.head().await?;
         self.body(len).await?;
         parse_frame(kind, &self.buf[..len])
@@ -196,24 +213,65 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// at the start of `payload` instead of in the reader's buffer: a block received is not
     /// copied once more on its way on. A payload longer than `payload` is refused.
     pub async fn next_into(&mut self, payload: &mut [u8]) -> Result<Landed<'_>, ProtoError> {
+        match self.arrive().await? {
+            Arrived::Msg(len) => Ok(Landed::Msg(&self.buf[..len])),
+            Arrived::Data(header, size) => {
+                self.payload_into(payload).await?;
+                Ok(Landed::Data(header, size))
+            }
+        }
+    }
+
+    /// Reads the next frame, but of a data frame only its header: the caller learns where
+    /// the payload belongs, then reads it there with [`FrameReader::payload_into`] (a
+    /// payload not taken is skipped before the next frame).
+    pub async fn next_head(&mut self) -> Result<Landed<'_>, ProtoError> {
+        Ok(match self.arrive().await? {
+            Arrived::Msg(len) => Landed::Msg(&self.buf[..len]),
+            Arrived::Data(header, size) => Landed::Data(header, size),
+        })
+    }
+
+    /// Reads a control message into the buffer, or a data frame's header (its payload is
+    /// then pending).
+    async fn arrive(&mut self) -> Result<Arrived, ProtoError> {
+        self.skip_pending().await?;
         let (kind, len) = self.head().await?;
         if kind != KIND_DATA {
             self.body(len).await?;
-            return Ok(Landed::Msg(&self.buf[..len]));
+            return Ok(Arrived::Msg(len));
         }
         let Some(size) = len.checked_sub(DataHeader::LEN) else {
             return Err(ProtoError::ShortData(len as u32));
         };
-        if size > payload.len() {
-            return Err(ProtoError::TooLarge {
-                len: len as u32,
-                limit: (payload.len() + DataHeader::LEN) as u32,
-            });
-        }
         let mut header = [0u8; DataHeader::LEN];
         self.inner.read_exact(&mut header).await?;
-        self.inner.read_exact(&mut payload[..size]).await?;
-        Ok(Landed::Data(DataHeader::decode(&header), size))
+        self.pending = size;
+        Ok(Arrived::Data(DataHeader::decode(&header), size))
+    }
+
+    /// Reads the payload of the data frame [`FrameReader::next_head`] just read into the
+    /// start of `dst`, straight from the socket for all but what was read ahead. A payload
+    /// longer than `dst` is refused.
+    pub async fn payload_into(&mut self, dst: &mut [u8]) -> Result<(), ProtoError> {
+        let size = std::mem::take(&mut self.pending);
+        if size > dst.len() {
+            return Err(ProtoError::TooLarge {
+                len: (size + DataHeader::LEN) as u32,
+                limit: (dst.len() + DataHeader::LEN) as u32,
+            });
+        }
+        self.inner.read_exact(&mut dst[..size]).await?;
+        Ok(())
+    }
+
+    /// Skips the payload of a data frame whose header was read and whose payload was not.
+    async fn skip_pending(&mut self) -> Result<(), ProtoError> {
+        let size = std::mem::take(&mut self.pending);
+        if size > 0 {
+            self.body(size).await?;
+        }
+        Ok(())
     }
 
     /// Reads a frame's kind and length, and checks the length against the link's limit.
@@ -908,6 +966,45 @@ mod tests {
         let mut small = [0u8; 100];
         assert!(matches!(
             r.next_into(&mut small).await,
+            Err(ProtoError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_payload_goes_where_its_header_says_and_one_not_taken_is_skipped() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        let at = |offset| DataHeader {
+            chunk_id: 5,
+            offset,
+            ..DataHeader::default()
+        };
+        let block: Vec<u8> = (0..crate::BLOCK_SIZE).map(|i| (i % 251) as u8).collect();
+        w.send_data(&at(100), &block).await.unwrap();
+        w.send_data(&at(7), b"skipped").await.unwrap();
+        w.send(&ToCs::WriteFinish).await.unwrap();
+        w.send_data(&at(3), &block).await.unwrap();
+        w.flush().await.unwrap();
+
+        let mut dst = vec![0u8; 2 * crate::BLOCK_SIZE as usize];
+        match r.next_head().await.unwrap() {
+            Landed::Data(h, n) => assert_eq!((h, n), (at(100), block.len())),
+            other => panic!("expected data, got {other:?}"),
+        }
+        r.payload_into(&mut dst[100..]).await.unwrap();
+        assert!(dst[100..100 + block.len()] == block[..]);
+        assert!(dst[..100].iter().all(|&b| b == 0));
+        // The next payload is left unread: the message behind it still reads whole.
+        assert!(matches!(r.next_head().await.unwrap(), Landed::Data(_, 7)));
+        match r.next_head().await.unwrap() {
+            Landed::Msg(body) => assert_eq!(decode::<ToCs>(body).unwrap(), ToCs::WriteFinish),
+            other => panic!("expected a message, got {other:?}"),
+        }
+        // A payload longer than the place offered is refused, not cut.
+        assert!(matches!(r.next_head().await.unwrap(), Landed::Data(_, _)));
+        assert!(matches!(
+            r.payload_into(&mut dst[..10]).await,
             Err(ProtoError::TooLarge { .. })
         ));
     }
