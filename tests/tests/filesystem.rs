@@ -413,6 +413,69 @@ fn reads_beside_another_mounts_writes_always_find_a_copy() {
     );
 }
 
+/// Close-to-open between mounts: a file written and closed on one mount, opened right after
+/// on another, reads whole. The writer's close has the master record its end while the
+/// chunkservers write (`WriteChunkEndAhead`); the other mount's open waits until the writer
+/// said the data landed.
+#[test]
+fn a_file_closed_on_one_mount_opens_whole_on_another() {
+    let (mut c, a) = two_copies();
+    let b = c.mount().unwrap();
+    for i in 0..400u64 {
+        // New names and rewrites of old ones, from a hundred bytes to two hundred kilobytes.
+        let name = format!("f{}", i % 150);
+        let data = random_bytes(1000 + i, 100 + (i as usize * 7919) % 200_000);
+        fs::write(a.join(&name), &data).unwrap();
+        let got = fs::read(b.join(&name)).unwrap();
+        assert_same(
+            &format!("{name}, write {i}, read on the other mount"),
+            &got,
+            &data,
+        );
+    }
+}
+
+/// A reader that keeps a file open on another mount while it grows never reads bytes that
+/// have not landed: its length and its data move together (the master records such a
+/// writer's ends only once the chunkservers have the data).
+#[test]
+fn a_reader_with_the_file_open_never_sees_its_tail_before_the_data() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let (mut c, a) = two_copies();
+    let b = c.mount().unwrap();
+    fs::write(a.join("log"), b"").unwrap();
+    let reader = fs::File::open(b.join("log")).unwrap();
+    let line = [b'x'; 4096];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (path, stop) = (a.join("log"), stop.clone());
+        std::thread::spawn(move || {
+            for _ in 0..300 {
+                let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+                f.write_all(&line).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let mut buf = vec![0u8; 300 * 4096];
+    let mut checks = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let len = reader.metadata().unwrap().len() as usize;
+        let n = reader.read_at(&mut buf[..len], 0).unwrap();
+        if let Some(at) = buf[..n].iter().position(|&b| b != b'x') {
+            panic!(
+                "byte {at} of {n} read (length {len}) is {} before it landed",
+                buf[at]
+            );
+        }
+        checks += 1;
+    }
+    writer.join().expect("the writing thread");
+    assert!(checks > 0);
+    assert_eq!(fs::read(b.join("log")).unwrap().len(), 300 * 4096);
+}
+
 /// Reads 4 KiB at each of `offsets` of `f` (opened with [`open_direct`]) and checks them
 /// against `data`.
 fn direct_4k_reads(f: &fs::File, data: &[u8], offsets: &[usize]) -> Result<(), String> {

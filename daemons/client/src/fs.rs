@@ -1036,6 +1036,23 @@ impl Core {
                 .await
                 .map_err(fs_errno);
         }
+        // The kernel asks no further than the length it knows: a read that ends short of
+        // that found the file shorter than the kernel did (it learned a larger length from
+        // the master since this mount kept the chunk's location, as when another mount
+        // appends). Answered short, the kernel would fill the rest with zeros.
+        if data.len() < size as usize
+            && self
+                .reader
+                .grew_past(inode, got_end)
+                .await
+                .map_err(fs_errno)?
+        {
+            return self
+                .reader
+                .read(inode, offset, size, ReadMode::Random)
+                .await
+                .map_err(fs_errno);
+        }
         Ok(data)
     }
 

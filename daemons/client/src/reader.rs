@@ -219,6 +219,22 @@ impl Reader {
         self.locations.lock().remove_file(inode);
     }
 
+    /// Whether the file reaches past `at` by the master's word now, rather than by the
+    /// location kept here: a read that ended at `at` short of what the kernel asked for
+    /// (the kernel learned a larger length than that location says, as when another mount
+    /// wrote more). Then what is kept of the file here is forgotten, for a read anew.
+    pub async fn grew_past(&self, inode: Inode, at: u64) -> Result<bool, FsError> {
+        let Ok(index) = u32::try_from(at / CHUNK_SIZE) else {
+            return Ok(false);
+        };
+        let loc = self.location(inode, index, true).await?;
+        let grew = loc.file_length > at;
+        if grew {
+            self.invalidate_data(inode);
+        }
+        Ok(grew)
+    }
+
     /// Forgets the cached data of the file, keeping its chunk locations (after a write into
     /// the buffer, which changes nothing at the master or the chunkservers yet).
     pub fn invalidate_data(&self, inode: Inode) {
