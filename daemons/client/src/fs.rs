@@ -37,6 +37,8 @@ use crate::reader::{ReadData, ReadMode, Reader, READ_AT_OPEN};
 use crate::stale_pages::StalePages;
 use crate::writer::Writer;
 
+/// The kernel's page: it reads a file in whole pages.
+const KERNEL_PAGE: u64 = 4096;
 /// Entries asked from the master per directory listing request.
 const READDIR_BATCH: u32 = 256;
 /// A read within this distance of the previous one's end counts as sequential.
@@ -1036,11 +1038,14 @@ impl Core {
                 .await
                 .map_err(fs_errno);
         }
-        // The kernel asks no further than the length it knows: a read that ends short of
-        // that found the file shorter than the kernel did (it learned a larger length from
-        // the master since this mount kept the chunk's location, as when another mount
-        // appends). Answered short, the kernel would fill the rest with zeros.
-        if data.len() < size as usize
+        // The kernel asks for whole pages, none past the one holding the last byte it
+        // knows of: a read that ends a page or more short of what it asked found the file
+        // shorter than the kernel did (it learned a larger length from the master since
+        // this mount kept the chunk's location, as when another mount appends). Answered
+        // short, the kernel would fill the rest with zeros. A read of a file's last page
+        // ends short within that page only, and asks nothing.
+        let kernel_knows_more = got_end.div_ceil(KERNEL_PAGE) * KERNEL_PAGE < end;
+        if kernel_knows_more
             && self
                 .reader
                 .grew_past(inode, got_end)
