@@ -1045,13 +1045,7 @@ impl Core {
         // short, the kernel would fill the rest with zeros. A read of a file's last page
         // ends short within that page only, and asks nothing.
         let kernel_knows_more = got_end.div_ceil(KERNEL_PAGE) * KERNEL_PAGE < end;
-        if kernel_knows_more
-            && self
-                .reader
-                .grew_past(inode, got_end)
-                .await
-                .map_err(fs_errno)?
-        {
+        if kernel_knows_more && self.reader.grew_past(inode, got_end).await {
             return self
                 .reader
                 .read(inode, offset, size, ReadMode::Random)

@@ -222,17 +222,23 @@ impl Reader {
     /// Whether the file reaches past `at` by the master's word now, rather than by the
     /// location kept here: a read that ended at `at` short of what the kernel asked for
     /// (the kernel learned a larger length than that location says, as when another mount
-    /// wrote more). Then what is kept of the file here is forgotten, for a read anew.
-    pub async fn grew_past(&self, inode: Inode, at: u64) -> Result<bool, FsError> {
+    /// wrote more). Then what is kept of the file here is forgotten, for a read anew. A
+    /// master that cannot say leaves the read as it was: false.
+    pub async fn grew_past(&self, inode: Inode, at: u64) -> bool {
         let Ok(index) = u32::try_from(at / CHUNK_SIZE) else {
-            return Ok(false);
+            return false;
         };
-        let loc = self.location(inode, index, true).await?;
-        let grew = loc.file_length > at;
+        let grew = match self.location(inode, index, true).await {
+            Ok(loc) => loc.file_length > at,
+            Err(e) => {
+                tracing::debug!("inode {inode}: where the file ends past {at}: {e}");
+                false
+            }
+        };
         if grew {
             self.invalidate_data(inode);
         }
-        Ok(grew)
+        grew
     }
 
     /// Forgets the cached data of the file, keeping its chunk locations (after a write into
