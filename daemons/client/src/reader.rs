@@ -188,10 +188,11 @@ pub fn backoff(round: u32) -> Duration {
 }
 
 /// How long a read waits before asking again where a chunk is, when every server said the
-/// version it was sent to had moved on: 1 ms, doubling, then as [`backoff`].
+/// version it was sent to had moved on: 1 ms, doubling, then as [`backoff`] (round 0, which
+/// asks again at once, is 1 ms here too).
 fn version_backoff(round: u32) -> Duration {
     if round <= VERSION_ROUNDS {
-        Duration::from_millis(1 << (round - 1))
+        Duration::from_millis(1 << round.saturating_sub(1))
     } else {
         backoff(round - VERSION_ROUNDS - 1)
     }
@@ -707,6 +708,7 @@ mod tests {
             .map(|r| version_backoff(r).as_millis() as u64)
             .collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 100, 200]);
+        assert_eq!(version_backoff(0), Duration::from_millis(1));
     }
 
     #[test]
