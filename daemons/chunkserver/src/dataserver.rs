@@ -9,8 +9,9 @@
 //! once every write is answered and the next server has sent its own `WriteEnded`, this
 //! server sends `WriteEnded` and the connection is idle again (the connection to the next
 //! server goes back to the kept ones first). A client may send its data
-//! frames right behind `WriteInit`; if the chain cannot be opened, the init is answered with
-//! the error and the first data frame closes the connection.
+//! frames right behind `WriteInit`, and its `Sync` and `WriteFinish` right behind them; if
+//! the chain cannot be opened, the init is answered with the error and the first data frame
+//! closes the connection.
 //!
 //! Parts of a write session, all on the connection's task except the local writer:
 //! - reading the upstream's frames, forwarding them and queueing local jobs and pending acks;
@@ -51,6 +52,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the next server in a chain has to open its part of the chain, and to acknowledge a
 /// write once it has the data.
 pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a write session that asked for a sync has to answer it once the session's end came
+/// (clients send the end right behind the sync): a disk with much to write back may take
+/// long. As long as a client waits for a sync's answer.
+const SYNC_PATIENCE: Duration = Duration::from_secs(120);
 /// Blocks read from disk per step of a read; two steps are in flight (disk and network).
 const READ_BATCH: usize = 4;
 /// Blocks a read must ask for to be read past the page cache when the page cache does not
@@ -722,9 +727,9 @@ impl Conn {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (pend_tx, pend_rx) = mpsc::channel(PENDING_QUEUE);
         let (down_tx, down_rx) = mpsc::unbounded_channel();
-        // When the upstream's frames end: starts the acker's deadline, and tells the
-        // downstream reader how long to wait for the next server's `WriteEnded`.
-        let (reading_ended, acker_deadline) = oneshot::channel::<()>();
+        // When the upstream's frames end: starts the acker's deadline (how long it has), and
+        // tells the downstream reader how long to wait for the next server's `WriteEnded`.
+        let (reading_ended, acker_deadline) = oneshot::channel::<Duration>();
         let (down_deadline_tx, down_deadline) = oneshot::channel::<Instant>();
         // Polled by this task with the others: a disk batch's end and its answers wake one
         // task, not two that may sit on different worker threads.
@@ -751,6 +756,7 @@ impl Conn {
 
         let reading = async move {
             let mut finish_forwarded = false;
+            let mut sync_asked = false;
             let outcome = loop {
                 // A block lands in the buffer it goes to the disk from.
                 let mut data = store.pool().get();
@@ -829,6 +835,7 @@ impl Conn {
                             chunk: c,
                             token,
                         }) if c == chunk => {
+                            sync_asked = true;
                             if job_tx.send(LocalJob::Sync { req_id }).await.is_err() {
                                 break Err(ConnError::Internal("the local writer stopped".into()));
                             }
@@ -871,14 +878,19 @@ impl Conn {
             };
             drop(job_tx);
             drop(pend_tx);
-            let wait_down = if finish_forwarded {
+            let patience = if sync_asked {
+                SYNC_PATIENCE
+            } else {
                 CHAIN_TIMEOUT
+            };
+            let wait_down = if finish_forwarded {
+                patience
             } else {
                 Duration::ZERO
             };
             let _ = down_deadline_tx.send(Instant::now() + wait_down);
-            let _ = reading_ended.send(());
-            outcome
+            let _ = reading_ended.send(patience);
+            (outcome, patience)
         };
         // Answers what is still pending once the frames end, within the chain timeout (a
         // hung disk or next server cannot hold the session forever).
@@ -889,8 +901,8 @@ impl Conn {
                 sent && written
             };
             let deadline = async {
-                let _ = acker_deadline.await;
-                tokio::time::sleep(CHAIN_TIMEOUT + Duration::from_secs(5)).await
+                let patience = acker_deadline.await.unwrap_or(CHAIN_TIMEOUT);
+                tokio::time::sleep(patience + Duration::from_secs(5)).await
             };
             tokio::select! {
                 sent = answered => sent,
@@ -906,7 +918,8 @@ impl Conn {
         };
         // A disk batch still running when the acker gives up (a hung disk) finishes on its
         // own, keeping the chunk marked as being written until then.
-        let (outcome, answered, down_ended) = tokio::join!(reading, acking, down_reading);
+        let ((outcome, patience), answered, down_ended) =
+            tokio::join!(reading, acking, down_reading);
         // The next server's session has ended: its connection serves the next chain there.
         if let Some(d) = downstream.filter(|_| down_ended && !broken.load(Ordering::Relaxed)) {
             downstreams.put(d);
@@ -929,7 +942,7 @@ impl Conn {
                 "write chain for chunk {:016X} from {peer}: the writes were not all answered \
                  within {} s of WriteFinish (a slow disk or next chunkserver); connection closed",
                 chunk.chunk_id,
-                (CHAIN_TIMEOUT + Duration::from_secs(5)).as_secs()
+                (patience + Duration::from_secs(5)).as_secs()
             );
             return Ok(false);
         }
@@ -1756,7 +1769,8 @@ mod tests {
         })
         .await
         .unwrap();
-        w.flush().await.unwrap();
+        // The end right behind, as clients send it: the session ends once all is answered.
+        w.send_now(&ToCs::WriteFinish).await.unwrap();
         for i in 0..writes.len() as u32 {
             assert_eq!(
                 r.next_msg::<FromCs>().await.unwrap(),
@@ -1780,7 +1794,6 @@ mod tests {
                 status: Ok(())
             }
         );
-        w.send_now(&ToCs::WriteFinish).await.unwrap();
         assert_eq!(r.next_msg::<FromCs>().await.unwrap(), FromCs::WriteEnded);
 
         for addr in [addr_a, addr_b] {

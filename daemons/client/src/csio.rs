@@ -2,14 +2,15 @@
 //! to every server of a chain (pipelined data frames; a small write-out to each server
 //! straight, a large one down the chain), and syncing a chunk to disk. Idle
 //! connections are kept per server and reused for reads, syncs and writes. A write sends
-//! `WriteInit` and its data frames at once (the server reads them once the chain is open;
-//! if it cannot open it, its answer to the init is the error), then `WriteFinish`, and puts
-//! the connection back without waiting for the server's `WriteEnded`: whoever takes the
-//! connection next reads that first. A connection goes back only after a success.
+//! `WriteInit`, its data frames and `WriteFinish` at once (the server reads them once the
+//! chain is open; if it cannot open it, its answer to the init is the error) and puts the
+//! connection back once every write is acknowledged, without waiting for the server's
+//! `WriteEnded`: whoever takes the connection next reads that first. A connection goes back
+//! only after a success.
 //!
-//! An fsync's write sends a `Sync` right behind its data: every server of the chain syncs
-//! the chunk once its writes are on the disk, while the writer already tells the master
-//! (see [`ChainSync`]); no round trip of its own.
+//! An fsync's write sends a `Sync` between its data and `WriteFinish`: every server of the
+//! chain syncs the chunk once its writes are on the disk, while the writer already tells the
+//! master (see [`ChainSync`]); no round trip of its own.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -325,25 +326,25 @@ impl CsPool {
         if sync_id.is_some() {
             return Ok(Some((first.clone(), conn)));
         }
-        self.finish_write(first, conn).await?;
+        self.put_ended(first, conn);
         Ok(None)
     }
 
-    /// Ends a write session and puts its connection back; the server's `WriteEnded` is read
-    /// by whoever takes the connection next.
-    async fn finish_write(&self, addr: &CsAddr, mut conn: CsConn) -> Result<(), CsError> {
-        conn.send_now(&ToCs::WriteFinish).await?;
+    /// Puts back the connection of a write session whose `WriteFinish` went out: the server's
+    /// `WriteEnded` is read by whoever takes the connection next.
+    fn put_ended(&self, addr: &CsAddr, mut conn: CsConn) {
         conn.write_ending = true;
         self.put_idle(addr, conn);
-        Ok(())
     }
 
-    /// Waits for the sync a write asked for on every server, then ends the write sessions.
+    /// Waits for the sync a write asked for on every server, then puts their connections back
+    /// (their `WriteFinish` went out with the data).
     pub async fn chain_synced(&self, s: ChainSync) -> Result<(), CsError> {
         let req_id = s.req_id;
         let synced = join_all(s.sessions.into_iter().map(|(addr, mut conn)| async move {
             sync_done(&mut conn, req_id).await?;
-            self.finish_write(&addr, conn).await
+            self.put_ended(&addr, conn);
+            Ok(())
         }))
         .await;
         synced.into_iter().collect()
@@ -516,7 +517,9 @@ fn zero_gaps(buf: &mut [u8], start: u64, got: &mut [(u64, u64)]) {
 }
 
 /// One write session up to its acknowledgements: `WriteInit`, the data frames right behind
-/// it (not waiting for the chain to open) and, with `sync_id`, a `Sync` behind them.
+/// it (not waiting for the chain to open), with `sync_id` a `Sync` behind them (its answer
+/// is read by [`CsPool::chain_synced`]), and `WriteFinish` (the server's `WriteEnded` is
+/// left to the connection's next user).
 async fn write_on(
     conn: &mut CsConn,
     chunk: ChunkRef,
@@ -546,18 +549,20 @@ async fn write_on(
                     token: token.clone(),
                 })
                 .await?;
-            // Init, data and sync in one system call: the server reads them together and
-            // writes and syncs in one trip to its disk thread.
-            let mut sync = Vec::new();
+            // Init, data, the sync if any and the session's end in one system call: the
+            // server writes and syncs in one trip to its disk thread, and ends the session
+            // once it answered them all (no message of its own to wake it for).
+            let mut then = Vec::new();
             if let Some(req_id) = sync_id {
                 let msg = ToCs::Sync {
                     req_id,
                     chunk,
                     token: token.clone(),
                 };
-                frame::append_msg_frame(&mut sync, &msg)?;
+                frame::append_msg_frame(&mut then, &msg)?;
             }
-            writer.send_pieces_then(chunk, frames, &sync).await?;
+            frame::append_msg_frame(&mut then, &ToCs::WriteFinish)?;
+            writer.send_pieces_then(chunk, frames, &then).await?;
             writer.flush().await
         };
         let recv = async {
@@ -724,16 +729,23 @@ mod tests {
         let read = key().sign(C, TokenOp::Read, &[], unix_now());
         let pool = CsPool::default();
 
-        let (a, b) = (pattern(4096, 1), pattern(10000, 2));
+        let (a, b, c) = (pattern(4096, 1), pattern(10000, 2), pattern(700, 3));
         pool.write_chain(&chain, C, &write, &[(0, a.clone())], false)
             .await
             .unwrap();
-        pool.write_chain(&chain, C, &write, &[(4096, b.clone())], false)
+        // A synced one in between: its session ends behind the sync's answer.
+        let syncing = pool
+            .write_chain(&chain, C, &write, &[(4096, b.clone())], true)
+            .await
+            .unwrap()
+            .expect("a synced write waits for its sync");
+        pool.chain_synced(syncing).await.unwrap();
+        pool.write_chain(&chain, C, &write, &[(14096, c.clone())], false)
             .await
             .unwrap();
-        let mut got = vec![0u8; 4096 + 10000];
+        let mut got = vec![0u8; 4096 + 10000 + 700];
         pool.read(&addr, C, &read, 0, &mut got).await.unwrap();
-        assert!(got == [a, b].concat(), "the data read back differs");
+        assert!(got == [a, b, c].concat(), "the data read back differs");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections opened");
     }
 
