@@ -414,9 +414,8 @@ fn reads_beside_another_mounts_writes_always_find_a_copy() {
 }
 
 /// Close-to-open between mounts: a file written and closed on one mount, opened right after
-/// on another, reads whole. The writer's close has the master record its end while the
-/// chunkservers write (`WriteChunkEndAhead`); the other mount's open waits until the writer
-/// said the data landed.
+/// on another, reads whole. The writer's close returns once every copy has the data and the
+/// master has recorded the write's end.
 #[test]
 fn a_file_closed_on_one_mount_opens_whole_on_another() {
     let (mut c, a) = two_copies();
@@ -435,9 +434,9 @@ fn a_file_closed_on_one_mount_opens_whole_on_another() {
     }
 }
 
-/// A reader that keeps a file open on another mount while it grows never reads bytes that
-/// have not landed: its length and its data move together (the master records such a
-/// writer's ends only once the chunkservers have the data).
+/// A reader that keeps a file open on another mount while it grows never reads zeros past
+/// the length its mount kept: a read that ends a page or more short of what the kernel asked
+/// asks the master where the file ends, and reads again.
 #[test]
 fn a_reader_with_the_file_open_never_sees_its_tail_before_the_data() {
     use std::io::Write;

@@ -37,8 +37,6 @@ use crate::reader::{ReadData, ReadMode, Reader, READ_AT_OPEN};
 use crate::stale_pages::StalePages;
 use crate::writer::Writer;
 
-/// The kernel's page: it reads a file in whole pages.
-const KERNEL_PAGE: u64 = 4096;
 /// Entries asked from the master per directory listing request.
 const READDIR_BATCH: u32 = 256;
 /// A read within this distance of the previous one's end counts as sequential.
@@ -1044,7 +1042,8 @@ impl Core {
         // this mount kept the chunk's location, as when another mount appends). Answered
         // short, the kernel would fill the rest with zeros. A read of a file's last page
         // ends short within that page only, and asks nothing.
-        let kernel_knows_more = got_end.div_ceil(KERNEL_PAGE) * KERNEL_PAGE < end;
+        let page = self.writer.page();
+        let kernel_knows_more = got_end.div_ceil(page) * page < end;
         if kernel_knows_more && self.reader.grew_past(inode, got_end).await {
             return self
                 .reader

@@ -699,6 +699,11 @@ impl Writer {
         self.file(inode).and_then(|f| f.lock().end())
     }
 
+    /// The size of the kernel's pages (it reads files in whole pages).
+    pub fn page(&self) -> u64 {
+        self.page
+    }
+
     /// The current epoch: take it before asking the master for attributes, and pass it to
     /// [`Writer::pending_since`] with the answer.
     pub fn epoch(&self) -> u64 {
